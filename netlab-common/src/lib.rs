@@ -1,0 +1,338 @@
+//! Types and constants shared by the eBPF programs (`netlab-ebpf`) and the
+//! user-space side (`netlab`).
+//!
+//! Every map key and value is `#[repr(C)]` with explicit padding fields, so the
+//! layout is the same on both sides and no byte is left uninitialised (the
+//! kernel hashes keys byte by byte).
+//!
+//! Byte order: IPv4 addresses and L4 ports are stored exactly as they appear
+//! on the wire (network byte order), as `u32::from_ne_bytes(octets)` and
+//! `u16::from_ne_bytes(port_bytes)`. The kernel side then copies header bytes
+//! without swapping; the user side converts with [`addr_from_ipv4`] and
+//! [`port_to_net`].
+#![no_std]
+
+/// IP protocol numbers the dataplane understands.
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+
+/// A directional flow as seen by one hook: the packet's own addresses and
+/// ports. For ICMP echo, the echo identifier stands in for the port on the
+/// side that chose it (the requester) and the other port is 0: a request is
+/// `(id, 0)`, its reply `(0, id)`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct FlowKey {
+    pub src_addr: u32,
+    pub dst_addr: u32,
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+impl FlowKey {
+    pub const fn new(src_addr: u32, dst_addr: u32, src_port: u16, dst_port: u16, proto: u8) -> Self {
+        Self {
+            src_addr,
+            dst_addr,
+            src_port,
+            dst_port,
+            proto,
+            _pad: [0; 3],
+        }
+    }
+
+    /// The key the other direction of the same (translated) flow is stored under,
+    /// given what this direction rewrites to.
+    pub const fn peer_of(value: &FlowValue, proto: u8) -> Self {
+        Self::new(value.dst_addr, value.src_addr, value.dst_port, value.src_port, proto)
+    }
+}
+
+/// Where a flow entry is applied. A packet that matches an entry at another
+/// hook passes that hook untouched (e.g. a port-forward reply crossing the
+/// bridge on its way to the uplink is translated at the uplink).
+pub const HOOK_UPLINK_EGRESS: u8 = 1;
+pub const HOOK_UPLINK_INGRESS: u8 = 2;
+pub const HOOK_BRIDGE_INGRESS: u8 = 3;
+
+/// Why a flow exists.
+pub const KIND_SNAT: u8 = 1;
+pub const KIND_DNAT: u8 = 2;
+pub const KIND_HAIRPIN: u8 = 3;
+
+/// Which direction of its flow an entry translates.
+pub const DIR_ORIGINAL: u8 = 0;
+pub const DIR_REPLY: u8 = 1;
+
+/// Connection state bits, kept in both entries of a flow.
+pub const STATE_REPLIED: u8 = 1 << 0;
+pub const STATE_FIN_ORIGINAL: u8 = 1 << 1;
+pub const STATE_FIN_REPLY: u8 = 1 << 2;
+pub const STATE_RST: u8 = 1 << 3;
+/// Set once the originator's SYN has been seen (TCP only).
+pub const STATE_SYN: u8 = 1 << 4;
+
+/// One direction of a translated flow: what a packet matching its [`FlowKey`]
+/// is rewritten to. The entry for the other direction is stored under
+/// [`FlowKey::peer_of`] this value.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct FlowValue {
+    pub src_addr: u32,
+    pub dst_addr: u32,
+    pub src_port: u16,
+    pub dst_port: u16,
+    /// One of the `HOOK_*` constants.
+    pub hook: u8,
+    /// One of the `KIND_*` constants.
+    pub kind: u8,
+    /// `DIR_ORIGINAL` or `DIR_REPLY`.
+    pub dir: u8,
+    /// `STATE_*` bits.
+    pub state: u8,
+    /// Interface a hairpinned packet is redirected to after rewriting.
+    pub out_ifindex: u32,
+    pub _pad: u32,
+    /// `bpf_ktime_get_coarse_ns` (CLOCK_MONOTONIC_COARSE) when the entry was made.
+    pub created_ns: u64,
+    /// Last packet in this direction, same clock.
+    pub last_seen_ns: u64,
+    /// Packets and bytes translated in this direction (approximate under
+    /// concurrent updates from several CPUs; for display only).
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// An endpoint: address, port and protocol. Key and value of the mapping
+/// tables that give RFC 4787 endpoint-independent mapping.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct Endpoint {
+    pub addr: u32,
+    pub port: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+impl Endpoint {
+    pub const fn new(addr: u32, port: u16, proto: u8) -> Self {
+        Self {
+            addr,
+            port,
+            proto,
+            _pad: 0,
+        }
+    }
+}
+
+/// A mapping between an inside endpoint and its outside endpoint, stored in
+/// both directions (`nat_bind`: inside → outside, `nat_port`: outside → inside).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct Binding {
+    pub peer: Endpoint,
+    /// The mapping is free for reuse after this time (same clock as
+    /// `FlowValue::last_seen_ns`); refreshed by the flows that use it.
+    pub expires_ns: u64,
+}
+
+/// A port forward, keyed by the outside port (network order) and protocol.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct ForwardKey {
+    pub port: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+impl ForwardKey {
+    pub const fn new(port: u16, proto: u8) -> Self {
+        Self {
+            port,
+            proto,
+            _pad: 0,
+        }
+    }
+}
+
+/// Where a forwarded port goes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct ForwardTarget {
+    pub addr: u32,
+    pub port: u16,
+    pub _pad: u16,
+}
+
+/// Per lab subnet (LPM trie value): how traffic from and to it is treated.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct SubnetInfo {
+    /// `SUBNET_*` bits.
+    pub flags: u32,
+    /// The lab host's interface for this subnet (its bridge): where
+    /// hairpinned packets to it are redirected.
+    pub ifindex: u32,
+}
+
+/// Outbound traffic from the subnet is masqueraded behind the uplink address.
+pub const SUBNET_MASQUERADE: u32 = 1 << 0;
+/// Endpoint-independent filtering ("full cone"): once a node's endpoint has a
+/// mapping, any outside host may reach it through that mapping.
+pub const SUBNET_ENDPOINT_INDEPENDENT_FILTERING: u32 = 1 << 1;
+/// The outside may reach the subnet's addresses directly (routed, no NAT).
+pub const SUBNET_ROUTED: u32 = 1 << 2;
+
+/// Global dataplane settings: element 0 of the `config` array map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct NatConfig {
+    /// The uplink's IPv4 address (network order); 0 disables translation.
+    pub uplink_addr: u32,
+    pub uplink_ifindex: u32,
+    /// NAT port range, inclusive, host order.
+    pub port_min: u16,
+    pub port_max: u16,
+    /// `CONFIG_*` bits.
+    pub flags: u32,
+    /// Idle timeouts in seconds.
+    pub timeout_tcp_syn: u32,
+    pub timeout_tcp_established: u32,
+    pub timeout_tcp_closing: u32,
+    pub timeout_tcp_rst: u32,
+    pub timeout_udp: u32,
+    pub timeout_icmp: u32,
+}
+
+/// Stream debug events through aya-log (`netlab --verbose`).
+pub const CONFIG_LOG: u32 = 1 << 0;
+
+/// Indexes into the per-CPU `stats` array.
+pub mod stat {
+    pub const XLATE_OUT: u32 = 0;
+    pub const XLATE_IN: u32 = 1;
+    pub const XLATE_HAIRPIN: u32 = 2;
+    pub const XLATE_ICMP_ERROR: u32 = 3;
+    pub const NEW_SNAT: u32 = 4;
+    pub const NEW_DNAT: u32 = 5;
+    pub const NEW_HAIRPIN: u32 = 6;
+    pub const REPAIRED: u32 = 7;
+    pub const EXPIRED: u32 = 8;
+    pub const DROP_NO_MAPPING: u32 = 9;
+    pub const DROP_PORT_EXHAUSTED: u32 = 10;
+    pub const DROP_BAD_HEADER: u32 = 11;
+    pub const DROP_FRAGMENT: u32 = 12;
+    pub const DROP_SPOOFED: u32 = 13;
+    pub const DROP_UNSOLICITED: u32 = 14;
+    pub const DROP_CONFLICT: u32 = 15;
+    pub const DROP_TABLE_FULL: u32 = 16;
+    pub const DROP_FILTERED: u32 = 17;
+    pub const COUNT: u32 = 18;
+
+    /// Display names, in index order.
+    pub const NAMES: [&str; COUNT as usize] = [
+        "translated_out",
+        "translated_in",
+        "translated_hairpin",
+        "translated_icmp_error",
+        "new_snat_flows",
+        "new_dnat_flows",
+        "new_hairpin_flows",
+        "repaired_entries",
+        "expired_entries",
+        "drop_no_mapping",
+        "drop_port_exhausted",
+        "drop_bad_header",
+        "drop_fragment",
+        "drop_spoofed_source",
+        "drop_unsolicited",
+        "drop_conflict",
+        "drop_table_full",
+        "drop_filtered",
+    ];
+}
+
+/// Map sizes. `FLOW_ENTRIES` holds both directions of each flow.
+pub const FLOW_ENTRIES: u32 = 262_144;
+pub const BINDING_ENTRIES: u32 = 131_072;
+pub const FORWARD_ENTRIES: u32 = 65_536;
+pub const SUBNET_ENTRIES: u32 = 256;
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: all types are #[repr(C)], Copy, and have explicit padding, so
+    // every bit pattern is valid and no byte is uninitialised.
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::FlowValue {}
+    unsafe impl aya::Pod for super::Endpoint {}
+    unsafe impl aya::Pod for super::Binding {}
+    unsafe impl aya::Pod for super::ForwardKey {}
+    unsafe impl aya::Pod for super::ForwardTarget {}
+    unsafe impl aya::Pod for super::SubnetInfo {}
+    unsafe impl aya::Pod for super::NatConfig {}
+}
+
+/// Network-order `u32` for an IPv4 address (user side).
+#[inline]
+pub const fn addr_from_octets(octets: [u8; 4]) -> u32 {
+    u32::from_ne_bytes(octets)
+}
+
+/// Octets of a network-order `u32` address.
+#[inline]
+pub const fn addr_octets(addr: u32) -> [u8; 4] {
+    addr.to_ne_bytes()
+}
+
+/// Host-order port to the stored (network-order) form, and back.
+#[inline]
+pub const fn port_to_net(port: u16) -> u16 {
+    port.to_be()
+}
+
+#[inline]
+pub const fn port_from_net(port: u16) -> u16 {
+    u16::from_be(port)
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use core::mem::size_of;
+
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        assert_eq!(size_of::<FlowKey>(), 16);
+        assert_eq!(size_of::<FlowValue>(), 56);
+        assert_eq!(size_of::<Endpoint>(), 8);
+        assert_eq!(size_of::<Binding>(), 16);
+        assert_eq!(size_of::<ForwardKey>(), 4);
+        assert_eq!(size_of::<ForwardTarget>(), 8);
+        assert_eq!(size_of::<SubnetInfo>(), 8);
+        assert_eq!(size_of::<NatConfig>(), 40);
+    }
+
+    #[test]
+    fn peer_key_reverses_the_rewritten_tuple() {
+        let value = FlowValue {
+            src_addr: 1,
+            dst_addr: 2,
+            src_port: 3,
+            dst_port: 4,
+            ..Default::default()
+        };
+        assert_eq!(FlowKey::peer_of(&value, IPPROTO_UDP), FlowKey::new(2, 1, 4, 3, IPPROTO_UDP));
+    }
+}

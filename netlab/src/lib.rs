@@ -1,0 +1,3 @@
+//! netlab: network-namespace labs with an eBPF NAT dataplane.
+
+pub mod model;
