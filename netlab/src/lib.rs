@@ -1,3 +1,18 @@
 //! netlab: network-namespace labs with an eBPF NAT dataplane.
+//!
+//! [`model`] is pure (topology, validation, planning); everything else is
+//! effects: netlink ([`netlink`], [`system`]), namespaces ([`netns`]),
+//! processes ([`procs`]), the eBPF dataplane ([`dataplane`]).
 
+pub mod caps;
+pub mod cli;
+pub mod dataplane;
+pub mod exec;
+pub mod httpd;
+pub mod lab;
 pub mod model;
+pub mod netlink;
+pub mod netns;
+pub mod procs;
+pub mod sandbox;
+pub mod system;

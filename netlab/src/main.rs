@@ -1,2 +1,254 @@
-static EBPF: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netlab"));
-fn main() { println!("{}", EBPF.len()); }
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Args, Parser, Subcommand};
+use netlab::{
+    caps::{self, CapabilityError, CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN},
+    cli, lab,
+    model::topology::ConfigError,
+    sandbox,
+};
+
+/// Network-namespace labs in one command, with masquerade and port
+/// forwarding in eBPF instead of iptables.
+#[derive(Parser)]
+#[command(name = "netlab", version)]
+struct Cli {
+    /// The lab host is this existing network namespace instead of the
+    /// current one (a whole lab inside a sandbox).
+    #[arg(long, global = true, env = "NETLAB_HOST_NETNS", value_name = "NAME")]
+    host_netns: Option<String>,
+    /// Show each step, the whole error chain, and the programs' log.
+    #[arg(short, long, global = true)]
+    verbose: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct Which {
+    /// The lab's topology file.
+    #[arg(short, long, value_name = "FILE", conflicts_with = "name")]
+    file: Option<PathBuf>,
+    /// The lab's name (as given by `name =` in its file).
+    #[arg(long, value_name = "LAB")]
+    name: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create the lab (or converge it to an edited file). Without -f, the
+    /// default lab: red and blue on bridge v-net-0.
+    Up {
+        #[arg(short, long, value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// Build a throwaway lab host with a simulated outside and bring the
+        /// lab up inside it.
+        #[arg(long, conflicts_with = "host_netns")]
+        sandbox: bool,
+    },
+    /// Remove everything the lab created, and the processes still in it.
+    Down {
+        #[command(flatten)]
+        which: Which,
+        /// Also remove the lab's sandbox.
+        #[arg(long)]
+        sandbox: bool,
+    },
+    /// Show the lab: nodes, links, addresses, routes, forwards, dataplane.
+    Status {
+        #[command(flatten)]
+        which: Which,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a command inside a node (as `ip netns exec` does).
+    Exec {
+        #[command(flatten)]
+        which: Which,
+        node: String,
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+    /// Check a topology file and print what it describes; changes nothing.
+    Check {
+        #[arg(short, long, value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
+    /// Port forwards on a live lab.
+    #[command(subcommand)]
+    Fwd(cli::FwdCommand),
+    /// Live NAT translations.
+    #[command(subcommand)]
+    Nat(cli::NatCommand),
+    /// Dataplane counters, summed over CPUs.
+    Stats {
+        #[command(flatten)]
+        which: Which,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve HTTP inside a namespace (the sandbox's outside web server).
+    #[command(hide = true)]
+    ServeHttp {
+        #[arg(long)]
+        netns: String,
+        #[arg(long, default_value_t = 80)]
+        port: u16,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let verbose = cli.verbose;
+    let result = match cli.command {
+        // Both need a single-threaded process: no runtime for them.
+        Command::Exec { which, node, command } => run_exec(which, &node, &command),
+        Command::ServeHttp { netns, port } => serve_http(&netns, port),
+        command => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .context("starting the runtime")
+            .and_then(|rt| rt.block_on(run(command, cli.host_netns, verbose))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => report(&e, verbose),
+    }
+}
+
+fn report(e: &anyhow::Error, verbose: bool) -> ExitCode {
+    if let Some(config) = e.chain().find_map(|c| c.downcast_ref::<ConfigError>()) {
+        for line in config.to_string().lines() {
+            eprintln!("netlab: {line}");
+        }
+        return ExitCode::from(2);
+    }
+    if let Some(cap) = e.chain().find_map(|c| c.downcast_ref::<CapabilityError>()) {
+        eprintln!("netlab: {cap}");
+        return ExitCode::from(1);
+    }
+    if verbose {
+        eprintln!("netlab: error: {e}");
+        for cause in e.chain().skip(1) {
+            eprintln!("  caused by: {cause}");
+        }
+    } else {
+        let root = e.root_cause().to_string();
+        if e.chain().count() > 1 && root != e.to_string() {
+            eprintln!("netlab: error: {e}: {root}");
+        } else {
+            eprintln!("netlab: error: {e}");
+        }
+    }
+    ExitCode::from(1)
+}
+
+async fn run(command: Command, host_netns: Option<String>, verbose: bool) -> Result<()> {
+    match command {
+        Command::Up { file, sandbox } => {
+            let (lab, source) = lab::load(file.as_deref())?;
+            caps::require("up", &[CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_BPF])?;
+            let host_netns = if sandbox {
+                let sb = sandbox::ensure(&lab.name).await?;
+                println!(
+                    "sandbox: lab host netns {}, outside netns {} ({} with an HTTP server on port {})",
+                    sb.host,
+                    sb.wan,
+                    sandbox::WAN_ADDR.addr,
+                    sandbox::HTTP_PORT
+                );
+                Some(sb.host)
+            } else {
+                host_netns
+            };
+            let opts = lab::Options {
+                host_netns,
+                verbose,
+                sandbox,
+            };
+            lab::up(&lab, source, &opts).await
+        }
+        Command::Down { which, sandbox } => {
+            caps::require("down", &[CAP_NET_ADMIN, CAP_SYS_ADMIN])?;
+            let (name, known) = match (&which.file, &which.name) {
+                (Some(f), _) => {
+                    let (lab, _) = lab::load(Some(f))?;
+                    (lab.name.clone(), Some(lab))
+                }
+                (None, Some(n)) => (n.clone(), None),
+                (None, None) => {
+                    let state = lab::resolve(None, None)?;
+                    (state.lab.name.clone(), Some(state.lab))
+                }
+            };
+            let was_sandboxed = lab::read_state(&name).is_some_and(|s| s.sandbox);
+            let report = lab::down(&name, known.as_ref(), host_netns.as_deref(), verbose).await?;
+            for p in &report.ended {
+                println!("ended {p}");
+            }
+            let mut removed = report.removed;
+            if sandbox {
+                let (ended, gone) = sandbox::remove(&name).await?;
+                for p in ended {
+                    println!("ended {p}");
+                }
+                let left = sandbox::leftovers(&name).await?;
+                if !left.is_empty() {
+                    bail!("lab {name}'s sandbox still has: {}", left.join(", "));
+                }
+                removed += gone;
+            } else if was_sandboxed {
+                println!("(its sandbox is still there: `netlab down --sandbox --name {name}` removes it)");
+            }
+            if removed == 0 {
+                println!("lab {name} is not up; nothing to remove");
+            } else {
+                println!("lab {name} is down");
+            }
+            Ok(())
+        }
+        Command::Status { which, json } => {
+            caps::require("status", &[CAP_NET_ADMIN, CAP_SYS_ADMIN])?;
+            let state = lab::resolve(which.file.as_deref(), which.name.as_deref())?;
+            cli::status(&state, host_netns.as_deref(), json).await
+        }
+        Command::Check { file } => {
+            let (lab, _) = lab::load(file.as_deref())?;
+            cli::print_check(&lab);
+            Ok(())
+        }
+        Command::Fwd(cmd) => {
+            caps::require("fwd", &[CAP_BPF, CAP_SYS_ADMIN])?;
+            cli::fwd(cmd).await
+        }
+        Command::Nat(cmd) => {
+            caps::require("nat", &[CAP_BPF, CAP_SYS_ADMIN])?;
+            cli::nat(cmd).await
+        }
+        Command::Stats { which, json } => {
+            caps::require("stats", &[CAP_BPF, CAP_SYS_ADMIN])?;
+            let state = lab::resolve(which.file.as_deref(), which.name.as_deref())?;
+            cli::stats(&state, json, verbose).await
+        }
+        Command::Exec { .. } | Command::ServeHttp { .. } => unreachable!("handled before the runtime starts"),
+    }
+}
+
+fn run_exec(which: Which, node: &str, command: &[String]) -> Result<()> {
+    caps::require("exec", &[CAP_SYS_ADMIN])?;
+    let state = lab::resolve(which.file.as_deref(), which.name.as_deref())?;
+    let Some(n) = state.lab.node(node) else {
+        let names: Vec<&str> = state.lab.nodes.iter().map(|n| n.name.as_str()).collect();
+        bail!("lab {} has no node {node} (its nodes: {})", state.lab.name, names.join(", "));
+    };
+    let netns = n.netns.clone();
+    netlab::exec::exec_in(&netns, command).map(|_| ())
+}
+
+fn serve_http(netns: &str, port: u16) -> Result<()> {
+    let ns = netlab::netns::Netns::open(netns)?;
+    nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).context("entering the namespace")?;
+    netlab::httpd::serve(port)
+}

@@ -1,0 +1,52 @@
+//! The sandbox's stand-in for a web server on the outside: it answers every
+//! GET with who it saw (so a test can check that only the uplink address
+//! reaches it) and `GET /bytes/N` with N bytes.
+
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    net::{TcpListener, TcpStream},
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result};
+
+pub fn serve(port: u16) -> Result<()> {
+    let listener = TcpListener::bind(("0.0.0.0", port)).with_context(|| format!("binding port {port}"))?;
+    for stream in listener.incoming() {
+        let Ok(stream) = stream else { continue };
+        std::thread::spawn(move || {
+            let _ = handle(stream);
+        });
+    }
+    Ok(())
+}
+
+fn handle(mut stream: TcpStream) -> Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let peer = stream.peer_addr()?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line)?;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 || line == "\r\n" || line == "\n" {
+            break;
+        }
+    }
+    let path = request_line.split_whitespace().nth(1).unwrap_or("/");
+    let body: Vec<u8> = if let Some(n) = path.strip_prefix("/bytes/") {
+        let n: usize = n.parse().unwrap_or(0).min(1 << 30);
+        (0..n).map(|i| b'a' + (i % 26) as u8).collect()
+    } else if path == "/ip" {
+        format!("{}\n", peer.ip()).into_bytes()
+    } else {
+        format!("hello from the wan side\nyou are {peer}\n").into_bytes()
+    };
+    write!(
+        stream,
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )?;
+    stream.write_all(&body)?;
+    Ok(())
+}
