@@ -173,6 +173,28 @@ pub struct ForwardTarget {
     pub _pad: u16,
 }
 
+/// An IP datagram's fragments: everything but the first carry no L4 header,
+/// so they follow the translation recorded for the first one.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct FragKey {
+    pub src_addr: u32,
+    pub dst_addr: u32,
+    pub id: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// The addresses a datagram's fragments are rewritten to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct FragValue {
+    pub src_addr: u32,
+    pub dst_addr: u32,
+}
+
 /// Per lab subnet (LPM trie value): how traffic from and to it is treated.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -268,6 +290,7 @@ pub const FLOW_ENTRIES: u32 = 262_144;
 pub const BINDING_ENTRIES: u32 = 131_072;
 pub const FORWARD_ENTRIES: u32 = 65_536;
 pub const SUBNET_ENTRIES: u32 = 256;
+pub const FRAG_ENTRIES: u32 = 8192;
 
 #[cfg(feature = "user")]
 mod user {
@@ -280,6 +303,8 @@ mod user {
     unsafe impl aya::Pod for super::ForwardKey {}
     unsafe impl aya::Pod for super::ForwardTarget {}
     unsafe impl aya::Pod for super::SubnetInfo {}
+    unsafe impl aya::Pod for super::FragKey {}
+    unsafe impl aya::Pod for super::FragValue {}
     unsafe impl aya::Pod for super::NatConfig {}
 }
 
@@ -322,6 +347,8 @@ mod tests {
         assert_eq!(size_of::<ForwardTarget>(), 8);
         assert_eq!(size_of::<SubnetInfo>(), 8);
         assert_eq!(size_of::<NatConfig>(), 40);
+        assert_eq!(size_of::<FragKey>(), 12);
+        assert_eq!(size_of::<FragValue>(), 8);
     }
 
     #[test]

@@ -1,1 +1,236 @@
+//! Pure logic shared by the programs, kept apart from anything that needs a
+//! packet so it is unit-tested on the host: checksum arithmetic, TCP state,
+//! timeouts and port choice.
 #![no_std]
+
+use netlab_common::{
+    NatConfig, IPPROTO_TCP, IPPROTO_UDP, STATE_FIN_ORIGINAL, STATE_FIN_REPLY, STATE_REPLIED, STATE_RST,
+    STATE_SYN, DIR_ORIGINAL,
+};
+
+pub const NSEC_PER_SEC: u64 = 1_000_000_000;
+
+/// TCP flag bits as in the header's 14th byte.
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
+
+/// One's-complement checksum after a 16-bit word of the covered data changed
+/// from `old` to `new` (RFC 1624, eqn. 3). Works on the raw (wire-order)
+/// words: one's-complement sums are byte-order independent.
+#[inline(always)]
+pub fn csum_replace2(check: u16, old: u16, new: u16) -> u16 {
+    let mut sum: u32 = u32::from(!check) + u32::from(!old) + u32::from(new);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    !(sum as u16)
+}
+
+/// As [`csum_replace2`] for a 32-bit field (an IPv4 address), given as the
+/// wire bytes read as a native `u32`.
+#[inline(always)]
+pub fn csum_replace4(check: u16, old: u32, new: u32) -> u16 {
+    let lo = |v: u32| v as u16;
+    let hi = |v: u32| (v >> 16) as u16;
+    csum_replace2(csum_replace2(check, lo(old), lo(new)), hi(old), hi(new))
+}
+
+/// Connection state after a packet with `flags` in direction `dir`.
+/// A SYN on a closed or closing flow starts it afresh (a client reusing its
+/// port), as conntrack does.
+#[inline(always)]
+pub fn tcp_next_state(state: u8, flags: u8, dir: u8) -> u8 {
+    let closing = STATE_RST | STATE_FIN_ORIGINAL | STATE_FIN_REPLY;
+    if flags & TCP_SYN != 0 && flags & TCP_ACK == 0 && dir == DIR_ORIGINAL && state & closing != 0 {
+        return STATE_SYN;
+    }
+    let mut next = state;
+    if flags & TCP_SYN != 0 && dir == DIR_ORIGINAL {
+        next |= STATE_SYN;
+    }
+    if dir != DIR_ORIGINAL {
+        next |= STATE_REPLIED;
+    }
+    if flags & TCP_RST != 0 {
+        next |= STATE_RST;
+    }
+    if flags & TCP_FIN != 0 {
+        next |= if dir == DIR_ORIGINAL { STATE_FIN_ORIGINAL } else { STATE_FIN_REPLY };
+    }
+    next
+}
+
+/// State after a non-TCP packet: a reply makes the flow answered.
+#[inline(always)]
+pub fn datagram_next_state(state: u8, dir: u8) -> u8 {
+    if dir != DIR_ORIGINAL {
+        state | STATE_REPLIED
+    } else {
+        state
+    }
+}
+
+/// Idle timeout of a flow in seconds.
+#[inline(always)]
+pub fn flow_timeout_secs(cfg: &NatConfig, proto: u8, state: u8) -> u32 {
+    match proto {
+        IPPROTO_TCP => {
+            if state & STATE_RST != 0 {
+                cfg.timeout_tcp_rst
+            } else if state & (STATE_FIN_ORIGINAL | STATE_FIN_REPLY) != 0 {
+                cfg.timeout_tcp_closing
+            } else if state & STATE_REPLIED != 0 {
+                cfg.timeout_tcp_established
+            } else {
+                cfg.timeout_tcp_syn
+            }
+        }
+        IPPROTO_UDP => cfg.timeout_udp,
+        _ => cfg.timeout_icmp,
+    }
+}
+
+/// How long a mapping stays reserved after its flow's last packet. A TCP
+/// flow that has closed (RST, or FIN both ways) frees its outside port soon,
+/// so connection churn does not exhaust the port range; its flow entries
+/// still linger to translate stray retransmissions.
+#[inline(always)]
+pub fn binding_timeout_secs(cfg: &NatConfig, proto: u8, state: u8) -> u32 {
+    let closed = state & STATE_RST != 0 || state & (STATE_FIN_ORIGINAL | STATE_FIN_REPLY) == (STATE_FIN_ORIGINAL | STATE_FIN_REPLY);
+    if proto == IPPROTO_TCP && closed {
+        cfg.timeout_tcp_rst
+    } else {
+        flow_timeout_secs(cfg, proto, state)
+    }
+}
+
+/// Whether a host-order port is in the NAT range.
+#[inline(always)]
+pub fn in_nat_range(cfg: &NatConfig, port: u16) -> bool {
+    port >= cfg.port_min && port <= cfg.port_max
+}
+
+/// A candidate outside port (host order) from a random number.
+#[inline(always)]
+pub fn port_candidate(cfg: &NatConfig, random: u32) -> u16 {
+    let span = u32::from(cfg.port_max - cfg.port_min) + 1;
+    cfg.port_min + (random % span) as u16
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use netlab_common::{DIR_REPLY, IPPROTO_ICMP};
+
+    /// Full one's-complement checksum of big-endian 16-bit words.
+    fn checksum(data: &[u8]) -> u16 {
+        let mut sum: u32 = 0;
+        for chunk in data.chunks(2) {
+            let word = if chunk.len() == 2 { u16::from_be_bytes([chunk[0], chunk[1]]) } else { u16::from(chunk[0]) << 8 };
+            sum += u32::from(word);
+        }
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        !(sum as u16)
+    }
+
+    #[test]
+    fn incremental_update_matches_recomputation() {
+        // An IPv4 header with its checksum, then a changed source address.
+        let mut hdr: [u8; 20] = [
+            0x45, 0, 0, 0x54, 0x12, 0x34, 0x40, 0, 64, 1, 0, 0, 192, 168, 15, 1, 198, 51, 100, 1,
+        ];
+        let c = checksum(&hdr);
+        hdr[10..12].copy_from_slice(&c.to_be_bytes());
+        assert_eq!(checksum(&hdr), 0);
+        let old = u32::from_ne_bytes([hdr[12], hdr[13], hdr[14], hdr[15]]);
+        let new_addr = [198, 51, 100, 2];
+        let new = u32::from_ne_bytes(new_addr);
+        let stored = u16::from_ne_bytes([hdr[10], hdr[11]]);
+        let updated = csum_replace4(stored, old, new);
+        hdr[12..16].copy_from_slice(&new_addr);
+        hdr[10..12].copy_from_slice(&updated.to_ne_bytes());
+        assert_eq!(checksum(&hdr), 0, "incrementally updated checksum verifies");
+        // And a 16-bit change (a port) at an odd position in the data.
+        let old16 = u16::from_ne_bytes([hdr[4], hdr[5]]);
+        let new16 = u16::from_ne_bytes([0xff, 0xfe]);
+        let stored = u16::from_ne_bytes([hdr[10], hdr[11]]);
+        hdr[4..6].copy_from_slice(&[0xff, 0xfe]);
+        hdr[10..12].copy_from_slice(&csum_replace2(stored, old16, new16).to_ne_bytes());
+        assert_eq!(checksum(&hdr), 0);
+    }
+
+    #[test]
+    fn exhaustive_small_updates_verify() {
+        let base = [0x12u8, 0x34, 0xab, 0xcd, 0, 0];
+        for old in [0u16, 1, 0x7fff, 0xfffe, 0xffff] {
+            for new in [0u16, 2, 0x8000, 0xffff] {
+                let mut d = base;
+                d[0..2].copy_from_slice(&old.to_be_bytes());
+                let c = checksum(&d);
+                d[4..6].copy_from_slice(&c.to_be_bytes());
+                let stored = u16::from_ne_bytes([d[4], d[5]]);
+                let upd = csum_replace2(stored, u16::from_ne_bytes(old.to_be_bytes()), u16::from_ne_bytes(new.to_be_bytes()));
+                d[0..2].copy_from_slice(&new.to_be_bytes());
+                d[4..6].copy_from_slice(&upd.to_ne_bytes());
+                assert_eq!(checksum(&d), 0, "old {old:#x} new {new:#x}");
+            }
+        }
+    }
+
+    fn cfg() -> NatConfig {
+        NatConfig {
+            port_min: 10000,
+            port_max: 10009,
+            timeout_tcp_syn: 240,
+            timeout_tcp_established: 7440,
+            timeout_tcp_closing: 240,
+            timeout_tcp_rst: 10,
+            timeout_udp: 300,
+            timeout_icmp: 30,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn tcp_lifecycle() {
+        let c = cfg();
+        let s = tcp_next_state(0, TCP_SYN, DIR_ORIGINAL);
+        assert_eq!(s, STATE_SYN);
+        assert_eq!(flow_timeout_secs(&c, IPPROTO_TCP, s), 240);
+        let s = tcp_next_state(s, TCP_SYN | TCP_ACK, DIR_REPLY);
+        assert_eq!(flow_timeout_secs(&c, IPPROTO_TCP, s), 7440, "established ≥ 2 h 4 min");
+        let s = tcp_next_state(s, TCP_FIN | TCP_ACK, DIR_ORIGINAL);
+        assert_eq!(flow_timeout_secs(&c, IPPROTO_TCP, s), 240);
+        assert_eq!(binding_timeout_secs(&c, IPPROTO_TCP, s), 240, "half closed keeps its port");
+        let s = tcp_next_state(s, TCP_FIN | TCP_ACK, DIR_REPLY);
+        assert_eq!(binding_timeout_secs(&c, IPPROTO_TCP, s), 10, "closed frees its port soon");
+        // A new SYN on the closed flow starts over.
+        assert_eq!(tcp_next_state(s, TCP_SYN, DIR_ORIGINAL), STATE_SYN);
+        let r = tcp_next_state(STATE_SYN | STATE_REPLIED, TCP_RST, DIR_REPLY);
+        assert_eq!(flow_timeout_secs(&c, IPPROTO_TCP, r), 10);
+    }
+
+    #[test]
+    fn datagram_timeouts() {
+        let c = cfg();
+        assert!(flow_timeout_secs(&c, IPPROTO_UDP, 0) >= 120, "RFC 4787: UDP mappings last ≥ 2 min");
+        assert_eq!(flow_timeout_secs(&c, IPPROTO_ICMP, 0), 30);
+        assert_eq!(datagram_next_state(0, DIR_REPLY), STATE_REPLIED);
+        assert_eq!(datagram_next_state(0, DIR_ORIGINAL), 0);
+    }
+
+    #[test]
+    fn candidates_stay_in_range() {
+        let c = cfg();
+        for r in [0u32, 1, 9, 10, 12345, u32::MAX] {
+            let p = port_candidate(&c, r);
+            assert!(in_nat_range(&c, p), "{p}");
+        }
+        assert!(!in_nat_range(&c, 9999));
+        assert!(!in_nat_range(&c, 10010));
+    }
+}

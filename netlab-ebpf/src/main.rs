@@ -1,11 +1,38 @@
+//! netlab's NAT dataplane: three TC programs and the maps netlab fills.
+//!
+//! - `nl_uplink_out` (uplink, egress): masquerade, return half of forwards
+//! - `nl_uplink_in` (uplink, ingress): replies, port forwards, filtering
+//! - `nl_bridge_in` (each lab bridge, ingress): hairpin
 #![no_std]
 #![no_main]
 
-use aya_ebpf::{bindings::TC_ACT_PIPE, macros::classifier, programs::TcContext};
+mod bridge_ingress;
+mod icmp;
+mod maps;
+mod nat;
+mod packet;
+mod uplink_egress;
+mod uplink_ingress;
+
+use aya_ebpf::{macros::classifier, programs::TcContext};
+
+/// "No opinion": continue with the next program on the hook (TCX) or the
+/// next filter (clsact), so programs of others on the same interface still run.
+pub const TC_ACT_UNSPEC: i32 = -1;
 
 #[classifier]
-pub fn probe_tc(_ctx: TcContext) -> i32 {
-    TC_ACT_PIPE
+pub fn nl_uplink_in(ctx: TcContext) -> i32 {
+    uplink_ingress::run(&ctx)
+}
+
+#[classifier]
+pub fn nl_uplink_out(ctx: TcContext) -> i32 {
+    uplink_egress::run(&ctx)
+}
+
+#[classifier]
+pub fn nl_bridge_in(ctx: TcContext) -> i32 {
+    bridge_ingress::run(&ctx)
 }
 
 #[cfg(not(test))]

@@ -237,14 +237,13 @@ pub async fn down(name: &str, known: Option<&Lab>, host_netns: Option<&str>, ver
         .map(str::to_string)
         .or_else(|| saved.as_ref().and_then(|s| s.host_netns.clone()));
     let mut report = DownReport::default();
-
-    // The dataplane first: programs stop translating before links go.
-    report.removed += dataplane::down(name)?;
-
     let host = match &host_name {
         Some(n) if !netns::exists(n) => None, // the lab host itself is gone; so are its links
         other => Some(Netns::host(other.as_deref())?),
     };
+    // The dataplane first: programs stop translating before links go.
+    report.removed += dataplane::down(name, host.as_ref())?;
+
     let mut errors = Vec::new();
     if let Some(host) = host {
         let mut sys = System::new(host).await?;

@@ -88,6 +88,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Stream the dataplane programs' log (new flows, drops) until Ctrl-C.
+    Log {
+        #[command(flatten)]
+        which: Which,
+        /// Stop after this many seconds.
+        #[arg(long, value_name = "SECONDS")]
+        seconds: Option<u64>,
+    },
     /// Serve HTTP inside a namespace (the sandbox's outside web server).
     #[command(hide = true)]
     ServeHttp {
@@ -231,6 +239,11 @@ async fn run(command: Command, host_netns: Option<String>, verbose: bool) -> Res
             caps::require("stats", &[CAP_BPF, CAP_SYS_ADMIN])?;
             let state = lab::resolve(which.file.as_deref(), which.name.as_deref())?;
             cli::stats(&state, json, verbose).await
+        }
+        Command::Log { which, seconds } => {
+            caps::require("log", &[CAP_BPF, CAP_SYS_ADMIN])?;
+            let state = lab::resolve(which.file.as_deref(), which.name.as_deref())?;
+            netlab::dataplane::log_command(&state.lab.name, seconds.map(std::time::Duration::from_secs)).await
         }
         Command::Exec { .. } | Command::ServeHttp { .. } => unreachable!("handled before the runtime starts"),
     }

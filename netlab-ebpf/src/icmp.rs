@@ -1,0 +1,39 @@
+//! ICMP errors (unreachable, time exceeded, parameter problem) quote the
+//! packet that caused them. For a translated flow both the outer header and
+//! the quoted one are rewritten, so traceroute and path-MTU discovery work
+//! from behind the NAT.
+
+use aya_ebpf::programs::TcContext;
+use netlab_common::{stat, FlowKey, HOOK_UPLINK_INGRESS};
+
+use crate::{
+    maps::{count, NAT_FLOWS},
+    packet::{parse_inner, rewrite_inner, set_addr, Pkt},
+};
+
+/// Translate an ICMP error about a flow known at `hook`. Errors about
+/// anything else (the lab host's own traffic) pass untouched.
+#[inline(always)]
+pub fn translate_error(ctx: &TcContext, p: &Pkt, hook: u8) -> Result<(), ()> {
+    let Some(inner) = parse_inner(ctx, p) else { return Ok(()) };
+    // The quoted packet went the other way: its reverse is the key a
+    // packet of the flow has at this hook.
+    let key = FlowKey::new(inner.dst, inner.src, inner.dport, inner.sport, inner.proto);
+    let Some(v) = NAT_FLOWS.get_ptr(&key) else { return Ok(()) };
+    let v = unsafe { *v };
+    if v.hook != hook {
+        return Ok(());
+    }
+    if hook == HOOK_UPLINK_INGRESS {
+        // Outer: to the inside node. Quoted: the node's own packet as it left.
+        rewrite_inner(ctx, p, &inner, true, v.dst_addr, v.dst_port)?;
+        set_addr(ctx, p, false, p.dst, v.dst_addr)?;
+    } else {
+        // From an inside node: the outer source and the quoted destination
+        // become the outside endpoint the remote knows.
+        rewrite_inner(ctx, p, &inner, false, v.src_addr, v.src_port)?;
+        set_addr(ctx, p, true, p.src, v.src_addr)?;
+    }
+    count(stat::XLATE_ICMP_ERROR);
+    Ok(())
+}

@@ -1,0 +1,67 @@
+//! The dataplane's maps. netlab pins the state maps under
+//! `/sys/fs/bpf/netlab/<lab>/maps/` so they outlive program reloads.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+};
+use netlab_common::{
+    stat, Binding, Endpoint, FlowKey, FlowValue, ForwardKey, ForwardTarget, FragKey, FragValue, NatConfig, SubnetInfo,
+    BINDING_ENTRIES, FLOW_ENTRIES, FORWARD_ENTRIES, FRAG_ENTRIES, SUBNET_ENTRIES,
+};
+
+/// Both directions of every translated flow, keyed as each direction is seen.
+#[map]
+pub static NAT_FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::with_max_entries(FLOW_ENTRIES, 0);
+
+/// Inside endpoint → its outside endpoint (endpoint-independent mapping).
+#[map]
+pub static NAT_BIND: LruHashMap<Endpoint, Binding> = LruHashMap::with_max_entries(BINDING_ENTRIES, 0);
+
+/// Outside endpoint → the inside endpoint holding it (port reservations).
+#[map]
+pub static NAT_PORTS: LruHashMap<Endpoint, Binding> = LruHashMap::with_max_entries(BINDING_ENTRIES, 0);
+
+/// Port forwards: outside port → inside endpoint.
+#[map]
+pub static FORWARD_RULES: HashMap<ForwardKey, ForwardTarget> = HashMap::with_max_entries(FORWARD_ENTRIES, 0);
+
+/// The lab's subnets (key data: network-order address).
+#[map]
+pub static LAB_SUBNETS: LpmTrie<u32, SubnetInfo> = LpmTrie::with_max_entries(SUBNET_ENTRIES, 0);
+
+#[map]
+pub static CONFIG: Array<NatConfig> = Array::with_max_entries(1, 0);
+
+#[map]
+pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
+
+/// Translations of fragmented datagrams, recorded from their first fragment.
+#[map]
+pub static FRAG_FLOWS: LruHashMap<FragKey, FragValue> = LruHashMap::with_max_entries(FRAG_ENTRIES, 0);
+
+/// Per-CPU room to build flow entries in: a BPF program has 512 bytes of
+/// stack, and two flow entries plus the packet's state do not fit there.
+#[map]
+pub static SCRATCH: PerCpuArray<FlowValue> = PerCpuArray::with_max_entries(3, 0);
+
+pub const SCRATCH_REPLY: u32 = 0;
+pub const SCRATCH_ORIGINAL: u32 = 1;
+pub const SCRATCH_PEER: u32 = 2;
+
+#[inline(always)]
+pub fn scratch(index: u32) -> Option<&'static mut FlowValue> {
+    SCRATCH.get_ptr_mut(index).map(|p| unsafe { &mut *p })
+}
+
+#[inline(always)]
+pub fn count(index: u32) {
+    if let Some(c) = STATS.get_ptr_mut(index) {
+        unsafe { *c += 1 };
+    }
+}
+
+#[inline(always)]
+pub fn config() -> Option<&'static NatConfig> {
+    CONFIG.get(0)
+}

@@ -1,0 +1,483 @@
+//! Flow state shared by the hooks: looking entries up with their timeouts,
+//! keeping both directions of a flow consistent (repair or drop, never
+//! mistranslate), endpoint-independent mappings, and outside port
+//! allocation.
+
+use aya_ebpf::{
+    bindings::bpf_sock_tuple,
+    helpers::generated::{bpf_get_prandom_u32, bpf_ktime_get_coarse_ns, bpf_sk_lookup_tcp, bpf_sk_lookup_udp, bpf_sk_release},
+    maps::lpm_trie::Key,
+    programs::TcContext,
+    EbpfContext as _,
+};
+use netlab_common::{
+    stat, Binding, Endpoint, FlowKey, FlowValue, ForwardKey, FragKey, FragValue, NatConfig, SubnetInfo, DIR_ORIGINAL,
+    DIR_REPLY, HOOK_BRIDGE_INGRESS, HOOK_UPLINK_EGRESS, HOOK_UPLINK_INGRESS, IPPROTO_ICMP, IPPROTO_TCP, KIND_DNAT,
+};
+use netlab_ebpf::{
+    binding_timeout_secs, datagram_next_state, flow_timeout_secs, in_nat_range, port_candidate, tcp_next_state,
+    NSEC_PER_SEC,
+};
+
+use crate::{
+    maps::{
+        count, scratch, FORWARD_RULES, FRAG_FLOWS, LAB_SUBNETS, NAT_BIND, NAT_FLOWS, NAT_PORTS, SCRATCH_ORIGINAL,
+        SCRATCH_PEER, SCRATCH_REPLY,
+    },
+    packet::{Pkt, FRAG_FIRST},
+};
+
+pub const BPF_ANY: u64 = 0;
+pub const BPF_NOEXIST: u64 = 1;
+
+/// How many outside ports a new flow tries before giving up (port space
+/// exhausted: drop and count).
+const PORT_TRIES: u32 = 8;
+
+/// Bindings and peer entries are refreshed at most this often per flow, so
+/// the common case of a packet touches one map entry.
+const REFRESH_NS: u64 = NSEC_PER_SEC;
+
+#[inline(always)]
+pub fn now() -> u64 {
+    unsafe { bpf_ktime_get_coarse_ns() }
+}
+
+#[inline(always)]
+pub fn subnet_of(addr: u32) -> Option<&'static SubnetInfo> {
+    LAB_SUBNETS.get(Key::new(32, addr))
+}
+
+#[inline(always)]
+fn alive(cfg: &NatConfig, proto: u8, v: &FlowValue, now: u64) -> bool {
+    now <= v.last_seen_ns + u64::from(flow_timeout_secs(cfg, proto, v.state)) * NSEC_PER_SEC
+}
+
+/// Whether `peer` (the entry under `FlowKey::peer_of(v)`) translates back to `key`.
+#[inline(always)]
+fn points_back(peer: &FlowValue, key: &FlowKey) -> bool {
+    peer.src_addr == key.dst_addr
+        && peer.dst_addr == key.src_addr
+        && peer.src_port == key.dst_port
+        && peer.dst_port == key.src_port
+}
+
+/// The live entry for `key`. A direction that has been quiet stays alive
+/// while the other one is active (a one-way stream keeps its reply entry).
+/// An expired flow is removed, both halves.
+#[inline(always)]
+pub fn lookup_live(cfg: &NatConfig, key: &FlowKey, now: u64) -> Option<*mut FlowValue> {
+    let v = NAT_FLOWS.get_ptr_mut(key)?;
+    let val = unsafe { &*v };
+    if alive(cfg, key.proto, val, now) {
+        return Some(v);
+    }
+    let peer_key = FlowKey::peer_of(val, key.proto);
+    if let Some(pv) = NAT_FLOWS.get_ptr(&peer_key) {
+        let peer = unsafe { &*pv };
+        if points_back(peer, key) {
+            if alive(cfg, key.proto, peer, now) {
+                return Some(v);
+            }
+            let _ = NAT_FLOWS.remove(&peer_key);
+        }
+    }
+    let _ = NAT_FLOWS.remove(key);
+    count(stat::EXPIRED);
+    None
+}
+
+/// The inside endpoint and outside port of a flow entry, when it holds a
+/// mapping (port forwards use a fixed port and hold none).
+#[inline(always)]
+fn mapping_of(key: &FlowKey, v: &FlowValue) -> Option<(Endpoint, u16)> {
+    if v.kind == KIND_DNAT {
+        return None;
+    }
+    if v.dir == DIR_ORIGINAL {
+        Some((Endpoint::new(key.src_addr, key.src_port, key.proto), v.src_port))
+    } else {
+        Some((Endpoint::new(v.dst_addr, v.dst_port, key.proto), key.dst_port))
+    }
+}
+
+/// Extend a mapping's life, if it is still this flow's.
+#[inline(always)]
+fn refresh_mapping(cfg: &NatConfig, inside: &Endpoint, ext_port: u16, expires: u64) {
+    let outside = Endpoint::new(cfg.uplink_addr, ext_port, inside.proto);
+    if let Some(b) = NAT_BIND.get_ptr_mut(inside) {
+        let b = unsafe { &mut *b };
+        if b.peer == outside && b.expires_ns < expires {
+            b.expires_ns = expires;
+        }
+    }
+    if let Some(b) = NAT_PORTS.get_ptr_mut(&outside) {
+        let b = unsafe { &mut *b };
+        if b.peer == *inside && b.expires_ns < expires {
+            b.expires_ns = expires;
+        }
+    }
+}
+
+/// What the peer entry of `(key, v)` must hold, built in scratch memory.
+#[inline(always)]
+fn peer_value(key: &FlowKey, v: &FlowValue) -> Option<&'static mut FlowValue> {
+    let hook = match v.hook {
+        HOOK_UPLINK_EGRESS => HOOK_UPLINK_INGRESS,
+        HOOK_UPLINK_INGRESS => HOOK_UPLINK_EGRESS,
+        h => h,
+    };
+    let out_ifindex = if hook == HOOK_BRIDGE_INGRESS {
+        subnet_of(key.src_addr).map(|s| s.ifindex).unwrap_or(0)
+    } else {
+        0
+    };
+    let dir = if v.dir == DIR_ORIGINAL { DIR_REPLY } else { DIR_ORIGINAL };
+    let peer = entry(
+        SCRATCH_PEER,
+        key.dst_addr,
+        key.src_addr,
+        key.dst_port,
+        key.src_port,
+        hook,
+        v.kind,
+        dir,
+        v.state,
+        out_ifindex,
+        v.last_seen_ns,
+    )?;
+    peer.created_ns = v.created_ns;
+    Some(peer)
+}
+
+/// Account a translated packet on its entry. Every `REFRESH_NS`, and on
+/// every state change, the peer entry is checked (repaired when evicted,
+/// the flow dropped when it disagrees) and the mapping refreshed.
+/// `Err` means the flow's halves disagree: drop the packet.
+#[inline(always)]
+pub fn touch(cfg: &NatConfig, key: &FlowKey, v: *mut FlowValue, p: &Pkt, now: u64) -> Result<(), ()> {
+    let val = unsafe { &mut *v };
+    let old_state = val.state;
+    let state = if p.proto == IPPROTO_TCP {
+        tcp_next_state(old_state, p.tcp_flags, val.dir)
+    } else {
+        datagram_next_state(old_state, val.dir)
+    };
+    let due = now.wrapping_sub(val.last_seen_ns) >= REFRESH_NS;
+    val.last_seen_ns = now;
+    val.packets += 1;
+    val.bytes += u64::from(p.len);
+    if state == old_state && !due {
+        return Ok(());
+    }
+    val.state = state;
+    let peer_key = FlowKey::peer_of(val, key.proto);
+    match NAT_FLOWS.get_ptr_mut(&peer_key) {
+        Some(pv) => {
+            let peer = unsafe { &mut *pv };
+            if !points_back(peer, key) {
+                let _ = NAT_FLOWS.remove(key);
+                count(stat::DROP_CONFLICT);
+                return Err(());
+            }
+            peer.state = state;
+        }
+        None => {
+            if let Some(pv) = peer_value(key, val) {
+                if NAT_FLOWS.insert(&peer_key, &*pv, BPF_NOEXIST).is_ok() {
+                    count(stat::REPAIRED);
+                }
+            }
+        }
+    }
+    if let Some((inside, ext_port)) = mapping_of(key, val) {
+        let expires = now + u64::from(binding_timeout_secs(cfg, key.proto, state)) * NSEC_PER_SEC;
+        refresh_mapping(cfg, &inside, ext_port, expires);
+    }
+    Ok(())
+}
+
+/// Reserve the half of a new flow whose key must be unique (its outside
+/// tuple is what keeps two flows apart): it may not belong to another live
+/// flow; a stale half of this very flow is taken over.
+#[inline(always)]
+fn reserve(cfg: &NatConfig, unique_key: &FlowKey, unique_val: &FlowValue, now: u64) -> Result<(), ()> {
+    if NAT_FLOWS.insert(unique_key, unique_val, BPF_NOEXIST).is_err() {
+        let Some(cur) = NAT_FLOWS.get_ptr(unique_key) else { return Err(()) };
+        let cur = unsafe { &*cur };
+        let same = cur.src_addr == unique_val.src_addr
+            && cur.dst_addr == unique_val.dst_addr
+            && cur.src_port == unique_val.src_port
+            && cur.dst_port == unique_val.dst_port;
+        if !same && alive(cfg, unique_key.proto, cur, now) {
+            return Err(());
+        }
+        if NAT_FLOWS.insert(unique_key, unique_val, BPF_ANY).is_err() {
+            return Err(());
+        }
+    }
+    Ok(())
+}
+
+/// Insert both halves of a new flow, `unique_key` first (see [`reserve`]).
+#[inline(always)]
+pub fn insert_pair(
+    cfg: &NatConfig,
+    key: &FlowKey,
+    val: &FlowValue,
+    unique_key: &FlowKey,
+    unique_val: &FlowValue,
+    now: u64,
+) -> Result<(), ()> {
+    reserve(cfg, unique_key, unique_val, now)?;
+    if NAT_FLOWS.insert(key, val, BPF_ANY).is_err() {
+        let _ = NAT_FLOWS.remove(unique_key);
+        count(stat::DROP_TABLE_FULL);
+        return Err(());
+    }
+    Ok(())
+}
+
+/// A fresh flow entry, built in per-CPU scratch memory (see `SCRATCH`).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub fn entry(
+    slot: u32,
+    src_addr: u32,
+    dst_addr: u32,
+    src_port: u16,
+    dst_port: u16,
+    hook: u8,
+    kind: u8,
+    dir: u8,
+    state: u8,
+    out_ifindex: u32,
+    now: u64,
+) -> Option<&'static mut FlowValue> {
+    let v = scratch(slot)?;
+    v.src_addr = src_addr;
+    v.dst_addr = dst_addr;
+    v.src_port = src_port;
+    v.dst_port = dst_port;
+    v.hook = hook;
+    v.kind = kind;
+    v.dir = dir;
+    v.state = state;
+    v.out_ifindex = out_ifindex;
+    v._pad = 0;
+    v.created_ns = now;
+    v.last_seen_ns = now;
+    v.packets = 0;
+    v.bytes = 0;
+    Some(v)
+}
+
+/// Whether a socket of the lab host would receive a packet from
+/// `remote:remote_port` to `local:port` (so that port is the host's).
+#[inline(always)]
+pub fn host_socket_uses(ctx: &TcContext, proto: u8, remote: u32, remote_port: u16, local: u32, port: u16) -> bool {
+    if proto == IPPROTO_ICMP {
+        return false;
+    }
+    let mut tuple: bpf_sock_tuple = unsafe { core::mem::zeroed() };
+    unsafe {
+        let v4 = &mut tuple.__bindgen_anon_1.ipv4;
+        v4.saddr = remote;
+        v4.daddr = local;
+        v4.sport = remote_port;
+        v4.dport = port;
+    }
+    let size = 12u32;
+    let netns = u64::MAX; // BPF_F_CURRENT_NETNS
+    let sk = unsafe {
+        if proto == IPPROTO_TCP {
+            bpf_sk_lookup_tcp(ctx.as_ptr(), &mut tuple, size, netns, 0)
+        } else {
+            bpf_sk_lookup_udp(ctx.as_ptr(), &mut tuple, size, netns, 0)
+        }
+    };
+    if sk.is_null() {
+        return false;
+    }
+    unsafe { bpf_sk_release(sk as *mut _) };
+    true
+}
+
+/// The outside port `inside` is mapped to, if its mapping is live
+/// (endpoint-independent mapping: the same port for every destination).
+#[inline(always)]
+pub fn live_binding(cfg: &NatConfig, inside: &Endpoint, now: u64) -> Option<u16> {
+    let b = NAT_BIND.get_ptr(inside)?;
+    let b = unsafe { &*b };
+    if b.expires_ns >= now && b.peer.addr == cfg.uplink_addr {
+        Some(b.peer.port)
+    } else {
+        None
+    }
+}
+
+/// How to build both halves of a new flow once its outside port is known.
+/// The original direction `key` (inside `I:i` to `D:d`) is rewritten to
+/// `uplink:port → new_dst:new_dport`; the reply comes back as
+/// `new_dst:new_dport → uplink:port` and is rewritten to `D:d → I:i`.
+/// Masquerade has `new_dst = D`; hairpin has the forward's target.
+pub struct PairSpec {
+    pub key: FlowKey,
+    pub new_dst: u32,
+    pub new_dport: u16,
+    pub kind: u8,
+    pub state: u8,
+    pub hook_original: u8,
+    pub hook_reply: u8,
+    pub ifindex_original: u32,
+    pub ifindex_reply: u32,
+}
+
+/// Create both halves of `spec`'s flow with outside port `port`.
+#[inline(always)]
+pub fn create_pair(cfg: &NatConfig, spec: &PairSpec, port: u16, now: u64) -> Result<(), ()> {
+    let k = &spec.key;
+    let reply_key = FlowKey::new(spec.new_dst, cfg.uplink_addr, spec.new_dport, port, k.proto);
+    let reply = entry(
+        SCRATCH_REPLY,
+        k.dst_addr,
+        k.src_addr,
+        k.dst_port,
+        k.src_port,
+        spec.hook_reply,
+        spec.kind,
+        DIR_REPLY,
+        spec.state,
+        spec.ifindex_reply,
+        now,
+    )
+    .ok_or(())?;
+    reserve(cfg, &reply_key, reply, now)?;
+    let original = entry(
+        SCRATCH_ORIGINAL,
+        cfg.uplink_addr,
+        spec.new_dst,
+        port,
+        spec.new_dport,
+        spec.hook_original,
+        spec.kind,
+        DIR_ORIGINAL,
+        spec.state,
+        spec.ifindex_original,
+        now,
+    )
+    .ok_or(())?;
+    if NAT_FLOWS.insert(k, &*original, BPF_ANY).is_err() {
+        let _ = NAT_FLOWS.remove(&reply_key);
+        count(stat::DROP_TABLE_FULL);
+        return Err(());
+    }
+    Ok(())
+}
+
+/// The flow of `spec` through the endpoint's live mapping (endpoint-
+/// independent mapping), or through a newly allocated one.
+#[inline(always)]
+pub fn map_flow(ctx: &TcContext, cfg: &NatConfig, spec: &PairSpec, now: u64) -> Option<u16> {
+    let inside = Endpoint::new(spec.key.src_addr, spec.key.src_port, spec.key.proto);
+    if let Some(port) = live_binding(cfg, &inside, now) {
+        if create_pair(cfg, spec, port, now).is_ok() {
+            return Some(port);
+        }
+    }
+    allocate(ctx, cfg, spec, &inside, now)
+}
+
+/// Find an outside port for `inside` and create `spec`'s flow with it.
+/// Tries the inside port first (port preservation) when it is in the NAT
+/// range, then random ports; skips forwarded ports and ports the lab host's
+/// own sockets use; reserves the port before creating the flow so two
+/// inside endpoints never share one. `None`: port space exhausted.
+#[inline(always)]
+fn allocate(ctx: &TcContext, cfg: &NatConfig, spec: &PairSpec, inside: &Endpoint, now: u64) -> Option<u16> {
+    let proto = inside.proto;
+    let preferred = u16::from_be(inside.port);
+    let binding = Binding {
+        peer: *inside,
+        expires_ns: now + lifetime_ns(cfg, proto, spec.state),
+    };
+    for i in 0..PORT_TRIES {
+        let host_order = if i == 0 && proto != IPPROTO_ICMP && in_nat_range(cfg, preferred) {
+            preferred
+        } else {
+            port_candidate(cfg, unsafe { bpf_get_prandom_u32() })
+        };
+        let port = host_order.to_be();
+        if proto != IPPROTO_ICMP && FORWARD_RULES.get_ptr(ForwardKey::new(port, proto)).is_some() {
+            continue;
+        }
+        if host_socket_uses(ctx, proto, spec.new_dst, spec.new_dport, cfg.uplink_addr, port) {
+            continue;
+        }
+        let outside = Endpoint::new(cfg.uplink_addr, port, proto);
+        let fresh = if NAT_PORTS.insert(&outside, &binding, BPF_NOEXIST).is_ok() {
+            true
+        } else {
+            let Some(cur) = NAT_PORTS.get_ptr(&outside) else { continue };
+            let cur = unsafe { &*cur };
+            if cur.peer != *inside && cur.expires_ns >= now {
+                continue;
+            }
+            if NAT_PORTS.insert(&outside, &binding, BPF_ANY).is_err() {
+                continue;
+            }
+            false
+        };
+        if create_pair(cfg, spec, port, now).is_ok() {
+            let _ = NAT_BIND.insert(
+                inside,
+                &Binding {
+                    peer: outside,
+                    expires_ns: binding.expires_ns,
+                },
+                BPF_ANY,
+            );
+            return Some(port);
+        }
+        if fresh {
+            let _ = NAT_PORTS.remove(&outside);
+        }
+    }
+    count(stat::DROP_PORT_EXHAUSTED);
+    None
+}
+
+/// Remember how the first fragment of a datagram was translated, for the
+/// fragments that follow without an L4 header.
+#[inline(always)]
+pub fn record_fragment(p: &Pkt, src: u32, dst: u32) {
+    if p.frag != FRAG_FIRST {
+        return;
+    }
+    let key = FragKey {
+        src_addr: p.src,
+        dst_addr: p.dst,
+        id: p.ip_id,
+        proto: p.proto,
+        _pad: 0,
+    };
+    let _ = FRAG_FLOWS.insert(&key, &FragValue { src_addr: src, dst_addr: dst }, BPF_ANY);
+}
+
+/// The translation recorded for a later fragment.
+#[inline(always)]
+pub fn fragment_translation(p: &Pkt) -> Option<FragValue> {
+    let key = FragKey {
+        src_addr: p.src,
+        dst_addr: p.dst,
+        id: p.ip_id,
+        proto: p.proto,
+        _pad: 0,
+    };
+    FRAG_FLOWS.get_ptr(&key).map(|v| unsafe { *v })
+}
+
+#[inline(always)]
+pub fn lifetime_ns(cfg: &NatConfig, proto: u8, state: u8) -> u64 {
+    u64::from(binding_timeout_secs(cfg, proto, state)) * NSEC_PER_SEC
+}

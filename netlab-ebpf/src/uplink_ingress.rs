@@ -1,0 +1,201 @@
+//! TC ingress on the uplink: replies to masqueraded flows, port forwards,
+//! endpoint-independent filtering, and the checks that keep the outside out.
+
+use aya_ebpf::{bindings::TC_ACT_SHOT, programs::TcContext};
+use aya_log_ebpf::debug;
+use netlab_common::{
+    stat, Endpoint, FlowKey, ForwardKey, NatConfig, CONFIG_LOG, DIR_ORIGINAL, DIR_REPLY, HOOK_UPLINK_EGRESS,
+    HOOK_UPLINK_INGRESS, IPPROTO_ICMP, IPPROTO_TCP, KIND_DNAT, KIND_SNAT, SUBNET_ENDPOINT_INDEPENDENT_FILTERING,
+    SUBNET_ROUTED,
+};
+use netlab_ebpf::{in_nat_range, TCP_ACK, TCP_SYN};
+
+use crate::{
+    icmp,
+    maps::{config, count, FORWARD_RULES, NAT_FLOWS, NAT_PORTS, SCRATCH_ORIGINAL, SCRATCH_REPLY},
+    nat::{self, entry, BPF_ANY},
+    packet::{self, is_icmp_error, rewrite, set_addr, Parsed, Pkt, FRAG_LATER, ICMP_ECHO_REPLY},
+    TC_ACT_UNSPEC,
+};
+
+pub fn run(ctx: &TcContext) -> i32 {
+    match handle(ctx) {
+        Ok(action) => action,
+        Err(()) => TC_ACT_SHOT,
+    }
+}
+
+#[inline(always)]
+fn drop(reason: u32) -> Result<i32, ()> {
+    count(reason);
+    Ok(TC_ACT_SHOT)
+}
+
+#[inline(always)]
+fn handle(ctx: &TcContext) -> Result<i32, ()> {
+    let Some(cfg) = config() else { return Ok(TC_ACT_UNSPEC) };
+    if cfg.uplink_addr == 0 {
+        return Ok(TC_ACT_UNSPEC);
+    }
+    let p = match packet::parse(ctx) {
+        Parsed::Other => return Ok(TC_ACT_UNSPEC),
+        Parsed::Bad => return drop(stat::DROP_BAD_HEADER),
+        Parsed::Ip(p) => p,
+    };
+    if p.dst != cfg.uplink_addr {
+        // Straight to a lab address: only a routed subnet takes that.
+        if let Some(sn) = nat::subnet_of(p.dst) {
+            if sn.flags & SUBNET_ROUTED == 0 {
+                return drop(stat::DROP_UNSOLICITED);
+            }
+            if nat::subnet_of(p.src).is_some() {
+                return drop(stat::DROP_SPOOFED);
+            }
+        }
+        return Ok(TC_ACT_UNSPEC);
+    }
+    if p.frag == FRAG_LATER {
+        if let Some(t) = nat::fragment_translation(&p) {
+            set_addr(ctx, &p, false, p.dst, t.dst_addr)?;
+        }
+        return Ok(TC_ACT_UNSPEC);
+    }
+    if is_icmp_error(&p) {
+        icmp::translate_error(ctx, &p, HOOK_UPLINK_INGRESS)?;
+        return Ok(TC_ACT_UNSPEC);
+    }
+    let now = nat::now();
+    let key = FlowKey::new(p.src, p.dst, p.sport, p.dport, p.proto);
+    if let Some(v) = nat::lookup_live(cfg, &key, now) {
+        let (hook, src, dst, sport, dport) = unsafe { ((*v).hook, (*v).src_addr, (*v).dst_addr, (*v).src_port, (*v).dst_port) };
+        if hook != HOOK_UPLINK_INGRESS {
+            return Ok(TC_ACT_UNSPEC);
+        }
+        rewrite(ctx, &p, src, dst, sport, dport)?;
+        if nat::touch(cfg, &key, v, &p, now).is_err() {
+            return Ok(TC_ACT_SHOT);
+        }
+        nat::record_fragment(&p, src, dst);
+        count(stat::XLATE_IN);
+        return Ok(TC_ACT_UNSPEC);
+    }
+    miss(ctx, cfg, &p, &key, now)
+}
+
+/// A packet to the uplink address that matches no flow.
+#[inline(always)]
+fn miss(ctx: &TcContext, cfg: &NatConfig, p: &Pkt, key: &FlowKey, now: u64) -> Result<i32, ()> {
+    if nat::subnet_of(p.src).is_some() {
+        return drop(stat::DROP_SPOOFED);
+    }
+    if p.proto != IPPROTO_ICMP {
+        if let Some(t) = FORWARD_RULES.get_ptr(ForwardKey::new(p.dport, p.proto)) {
+            let t = unsafe { *t };
+            return port_forward(ctx, cfg, p, key, t.addr, t.port, now);
+        }
+    } else if p.icmp_type != ICMP_ECHO_REPLY {
+        // Echo requests and the rest are the lab host's to answer.
+        return Ok(TC_ACT_UNSPEC);
+    }
+    let mapped = p.proto == IPPROTO_ICMP || in_nat_range(cfg, u16::from_be(p.dport));
+    if !mapped {
+        return Ok(TC_ACT_UNSPEC);
+    }
+    let outside = Endpoint::new(cfg.uplink_addr, p.dport, p.proto);
+    if let Some(b) = NAT_PORTS.get_ptr(&outside) {
+        let b = unsafe { *b };
+        if b.expires_ns >= now {
+            return to_mapping(ctx, cfg, p, key, &b.peer, now);
+        }
+    }
+    if p.proto == IPPROTO_ICMP || nat::host_socket_uses(ctx, p.proto, p.src, p.sport, p.dst, p.dport) {
+        // The lab host's own ping, or its own socket on a port in the NAT range.
+        return Ok(TC_ACT_UNSPEC);
+    }
+    if cfg.flags & CONFIG_LOG != 0 {
+        debug!(ctx, "no mapping for {:i}:{} -> port {}", u32::from_be(p.src), u16::from_be(p.sport), u16::from_be(p.dport));
+    }
+    drop(stat::DROP_NO_MAPPING)
+}
+
+/// An outside host reaches an inside endpoint through its mapping: the
+/// reply half of an existing flow that was evicted (repair it), or a new
+/// flow where the endpoint's subnet filters endpoint-independently.
+#[inline(always)]
+fn to_mapping(ctx: &TcContext, cfg: &NatConfig, p: &Pkt, key: &FlowKey, inside: &Endpoint, now: u64) -> Result<i32, ()> {
+    let out_key = FlowKey::new(inside.addr, p.src, inside.port, p.sport, p.proto);
+    let in_val = entry(SCRATCH_REPLY, p.src, inside.addr, p.sport, inside.port, HOOK_UPLINK_INGRESS, KIND_SNAT, DIR_REPLY, 0, 0, now)
+        .ok_or(())?;
+    if let Some(out) = NAT_FLOWS.get_ptr(&out_key) {
+        let out = unsafe { &*out };
+        if out.src_addr == cfg.uplink_addr && out.src_port == p.dport {
+            in_val.state = out.state;
+            in_val.created_ns = out.created_ns;
+            NAT_FLOWS.insert(key, &*in_val, BPF_ANY).map_err(|_| ())?;
+            count(stat::REPAIRED);
+            return translate_new(ctx, cfg, p, key, inside, now);
+        }
+    }
+    let eif = nat::subnet_of(inside.addr).is_some_and(|s| s.flags & SUBNET_ENDPOINT_INDEPENDENT_FILTERING != 0);
+    if !eif {
+        return drop(stat::DROP_FILTERED);
+    }
+    let out_val = entry(SCRATCH_ORIGINAL, cfg.uplink_addr, p.src, p.dport, p.sport, HOOK_UPLINK_EGRESS, KIND_SNAT, DIR_ORIGINAL, 0, 0, now)
+        .ok_or(())?;
+    if nat::insert_pair(cfg, key, in_val, &out_key, out_val, now).is_err() {
+        return drop(stat::DROP_CONFLICT);
+    }
+    count(stat::NEW_SNAT);
+    translate_new(ctx, cfg, p, key, inside, now)
+}
+
+#[inline(always)]
+fn translate_new(ctx: &TcContext, cfg: &NatConfig, p: &Pkt, key: &FlowKey, inside: &Endpoint, now: u64) -> Result<i32, ()> {
+    rewrite(ctx, p, p.src, inside.addr, p.sport, inside.port)?;
+    if let Some(v) = NAT_FLOWS.get_ptr_mut(key) {
+        let _ = nat::touch(cfg, key, v, p, now);
+    }
+    nat::record_fragment(p, p.src, inside.addr);
+    count(stat::XLATE_IN);
+    Ok(TC_ACT_UNSPEC)
+}
+
+/// A new flow to a forwarded port.
+#[inline(always)]
+fn port_forward(
+    ctx: &TcContext,
+    cfg: &NatConfig,
+    p: &Pkt,
+    key: &FlowKey,
+    target: u32,
+    target_port: u16,
+    now: u64,
+) -> Result<i32, ()> {
+    if p.proto == IPPROTO_TCP && (p.tcp_flags & TCP_SYN == 0 || p.tcp_flags & TCP_ACK != 0) {
+        // Only a SYN opens a forwarded connection.
+        return drop(stat::DROP_NO_MAPPING);
+    }
+    let state = netlab_ebpf::tcp_next_state(0, p.tcp_flags, DIR_ORIGINAL);
+    let state = if p.proto == IPPROTO_TCP { state } else { 0 };
+    let in_val = entry(SCRATCH_ORIGINAL, p.src, target, p.sport, target_port, HOOK_UPLINK_INGRESS, KIND_DNAT, DIR_ORIGINAL, state, 0, now)
+        .ok_or(())?;
+    let out_key = FlowKey::new(target, p.src, target_port, p.sport, p.proto);
+    let out_val = entry(SCRATCH_REPLY, cfg.uplink_addr, p.src, p.dport, p.sport, HOOK_UPLINK_EGRESS, KIND_DNAT, DIR_REPLY, state, 0, now)
+        .ok_or(())?;
+    if nat::insert_pair(cfg, key, in_val, &out_key, out_val, now).is_err() {
+        return drop(stat::DROP_CONFLICT);
+    }
+    if cfg.flags & CONFIG_LOG != 0 {
+        debug!(ctx, "forward {:i}:{} -> {:i}:{}", u32::from_be(p.src), u16::from_be(p.sport), u32::from_be(target), u16::from_be(target_port));
+    }
+    count(stat::NEW_DNAT);
+    rewrite(ctx, p, p.src, target, p.sport, target_port)?;
+    if let Some(v) = NAT_FLOWS.get_ptr_mut(key) {
+        let v = unsafe { &mut *v };
+        v.packets = 1;
+        v.bytes = u64::from(p.len);
+    }
+    nat::record_fragment(p, p.src, target);
+    count(stat::XLATE_IN);
+    Ok(TC_ACT_UNSPEC)
+}

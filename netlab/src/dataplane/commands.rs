@@ -1,0 +1,386 @@
+//! `netlab fwd`, `netlab nat list`, `netlab stats` and `netlab log`: they
+//! work on the pinned maps of a live lab, never reloading programs.
+
+use std::{net::Ipv4Addr, time::Duration};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use aya::{
+    maps::{Array, HashMap, PerCpuArray},
+    programs::SchedClassifier,
+};
+use netlab_common::{
+    addr_octets, port_from_net, stat, FlowKey, FlowValue, ForwardKey, ForwardTarget, NatConfig, CONFIG_LOG, DIR_ORIGINAL,
+    IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, KIND_DNAT, KIND_HAIRPIN, STATE_FIN_ORIGINAL, STATE_FIN_REPLY,
+    STATE_REPLIED, STATE_RST,
+};
+use serde::Serialize;
+use serde_json::json;
+
+use super::{forward_entries, pins::LabPins, PROG_UPLINK_IN};
+use crate::{
+    cli::{FwdCommand, NatCommand},
+    lab::{self, LabState},
+    model::topology::{parse_port_range, ConfigError, Forward, Problem, Proto},
+};
+
+fn live_state(name: Option<&str>) -> Result<LabState> {
+    let state = lab::resolve(None, name)?;
+    if lab::read_state(&state.lab.name).is_none() {
+        bail!("lab {} is not up", state.lab.name);
+    }
+    if super::read_info(&state.lab.name).is_none() {
+        bail!("lab {} has no NAT dataplane (no masquerade and no forwards)", state.lab.name);
+    }
+    Ok(state)
+}
+
+fn usage_error(field: &str, message: String) -> anyhow::Error {
+    ConfigError {
+        source_name: "command line".into(),
+        problems: vec![Problem {
+            line: None,
+            field: field.into(),
+            message,
+        }],
+    }
+    .into()
+}
+
+fn forwards_map(lab: &str) -> Result<HashMap<aya::maps::MapData, ForwardKey, ForwardTarget>> {
+    Ok(HashMap::try_from(LabPins::new(lab).open("FORWARD_RULES")?)?)
+}
+
+pub async fn fwd_command(cmd: FwdCommand) -> Result<()> {
+    match cmd {
+        FwdCommand::Add {
+            name,
+            protocol,
+            port,
+            to,
+        } => {
+            let mut state = live_state(name.as_deref())?;
+            let proto = Proto::parse(&protocol)
+                .ok_or_else(|| usage_error("protocol", format!("`{protocol}` is not `tcp` or `udp`")))?;
+            let ports = parse_port_range(&port).map_err(|e| usage_error("port", e))?;
+            let fwd = state.lab.resolve_forward(proto, ports, &to).map_err(|e| usage_error("to", e))?;
+            if let Some(other) = state.lab.forwards.iter().find(|o| o.overlaps(&fwd)) {
+                return Err(usage_error(
+                    "port",
+                    format!("{proto} {} overlaps the forward {other}", fwd.ports_text()),
+                ));
+            }
+            let mut map = forwards_map(&state.lab.name)?;
+            for (k, v) in forward_entries(std::slice::from_ref(&fwd)) {
+                map.insert(k, v, 0).context("adding the forward to FORWARD_RULES")?;
+            }
+            println!("forward {fwd} added to lab {}", state.lab.name);
+            state.lab.forwards.push(fwd);
+            lab::write_state(&state)
+        }
+        FwdCommand::Del { name, protocol, port } => {
+            let mut state = live_state(name.as_deref())?;
+            let proto = Proto::parse(&protocol)
+                .ok_or_else(|| usage_error("protocol", format!("`{protocol}` is not `tcp` or `udp`")))?;
+            let (first, _) = parse_port_range(&port).map_err(|e| usage_error("port", e))?;
+            let Some(i) = state
+                .lab
+                .forwards
+                .iter()
+                .position(|f| f.proto == proto && f.port_first <= first && first <= f.port_last)
+            else {
+                bail!("lab {} has no forward of {proto} {first}", state.lab.name);
+            };
+            let fwd = state.lab.forwards.remove(i);
+            let mut map = forwards_map(&state.lab.name)?;
+            for (k, _) in forward_entries(std::slice::from_ref(&fwd)) {
+                let _ = map.remove(&k);
+            }
+            println!("forward {fwd} removed from lab {} (connections through it live on until idle)", state.lab.name);
+            lab::write_state(&state)
+        }
+        FwdCommand::List { name, json } => {
+            let state = live_state(name.as_deref())?;
+            let map = forwards_map(&state.lab.name)?;
+            let live: std::collections::HashMap<ForwardKey, ForwardTarget> =
+                map.iter().filter_map(|r| r.ok()).collect();
+            let rows: Vec<(&Forward, bool)> = state
+                .lab
+                .forwards
+                .iter()
+                .map(|f| {
+                    let complete = forward_entries(std::slice::from_ref(f))
+                        .iter()
+                        .all(|(k, v)| live.get(k) == Some(v));
+                    (f, complete)
+                })
+                .collect();
+            if json {
+                let out: Vec<_> = rows
+                    .iter()
+                    .map(|(f, live)| {
+                        json!({
+                            "protocol": f.proto,
+                            "port": f.ports_text(),
+                            "to": f.target_text(),
+                            "target_address": f.target_addr,
+                            "live": live,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            } else if rows.is_empty() {
+                println!("lab {} has no forwards", state.lab.name);
+            } else {
+                for (f, live) in rows {
+                    println!("{f}{}", if live { "" } else { "  [not in the dataplane]" });
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn now_coarse_ns() -> u64 {
+    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE).unwrap_or_else(|_| nix::sys::time::TimeSpec::new(0, 0));
+    ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
+}
+
+fn proto_name(p: u8) -> &'static str {
+    match p {
+        IPPROTO_TCP => "tcp",
+        IPPROTO_UDP => "udp",
+        IPPROTO_ICMP => "icmp",
+        _ => "?",
+    }
+}
+
+fn state_name(proto: u8, s: u8) -> &'static str {
+    if proto == IPPROTO_TCP {
+        if s & STATE_RST != 0 {
+            "CLOSE"
+        } else if s & STATE_FIN_ORIGINAL != 0 && s & STATE_FIN_REPLY != 0 {
+            "TIME_WAIT"
+        } else if s & (STATE_FIN_ORIGINAL | STATE_FIN_REPLY) != 0 {
+            "FIN_WAIT"
+        } else if s & STATE_REPLIED != 0 {
+            "ESTABLISHED"
+        } else {
+            "SYN_SENT"
+        }
+    } else if s & STATE_REPLIED != 0 {
+        "REPLIED"
+    } else {
+        "UNREPLIED"
+    }
+}
+
+#[derive(Serialize)]
+struct Endpoints {
+    src: String,
+    dst: String,
+}
+
+fn endpoint(addr: u32, port: u16, proto: u8) -> String {
+    let ip = Ipv4Addr::from(addr_octets(addr));
+    if proto == IPPROTO_ICMP {
+        let id = port_from_net(port);
+        if id == 0 {
+            ip.to_string()
+        } else {
+            format!("{ip} id={id}")
+        }
+    } else {
+        format!("{ip}:{}", port_from_net(port))
+    }
+}
+
+#[derive(Serialize)]
+struct FlowRow {
+    protocol: &'static str,
+    kind: &'static str,
+    state: &'static str,
+    original: Endpoints,
+    translated: Endpoints,
+    reply: Option<Endpoints>,
+    age_s: u64,
+    idle_s: u64,
+    expires_s: u64,
+    packets: u64,
+    bytes: u64,
+    reply_packets: u64,
+    reply_bytes: u64,
+}
+
+fn flows(lab: &str) -> Result<Vec<FlowRow>> {
+    let pins = LabPins::new(lab);
+    let table: HashMap<_, FlowKey, FlowValue> = HashMap::try_from(pins.open("NAT_FLOWS")?)?;
+    let cfg: Array<_, NatConfig> = Array::try_from(pins.open("CONFIG")?)?;
+    let cfg = cfg.get(&0, 0).context("reading CONFIG")?;
+    let entries: std::collections::HashMap<FlowKey, FlowValue> = table.iter().filter_map(|r| r.ok()).collect();
+    let now = now_coarse_ns();
+    let mut rows = Vec::new();
+    for (k, v) in &entries {
+        if v.dir != DIR_ORIGINAL {
+            continue;
+        }
+        let peer = entries.get(&FlowKey::peer_of(v, k.proto));
+        let last = v.last_seen_ns.max(peer.map(|p| p.last_seen_ns).unwrap_or(0));
+        let timeout = u64::from(netlab_ebpf::flow_timeout_secs(&cfg, k.proto, v.state)) * 1_000_000_000;
+        let expires = (last + timeout).saturating_sub(now);
+        if expires == 0 {
+            continue;
+        }
+        rows.push(FlowRow {
+            protocol: proto_name(k.proto),
+            kind: match v.kind {
+                KIND_DNAT => "dnat",
+                KIND_HAIRPIN => "hairpin",
+                _ => "snat",
+            },
+            state: state_name(k.proto, v.state),
+            original: Endpoints {
+                src: endpoint(k.src_addr, k.src_port, k.proto),
+                dst: endpoint(k.dst_addr, k.dst_port, k.proto),
+            },
+            translated: Endpoints {
+                src: endpoint(v.src_addr, v.src_port, k.proto),
+                dst: endpoint(v.dst_addr, v.dst_port, k.proto),
+            },
+            reply: peer.map(|p| Endpoints {
+                src: endpoint(p.src_addr, p.src_port, k.proto),
+                dst: endpoint(p.dst_addr, p.dst_port, k.proto),
+            }),
+            age_s: now.saturating_sub(v.created_ns) / 1_000_000_000,
+            idle_s: now.saturating_sub(last) / 1_000_000_000,
+            expires_s: expires / 1_000_000_000,
+            packets: v.packets,
+            bytes: v.bytes,
+            reply_packets: peer.map(|p| p.packets).unwrap_or(0),
+            reply_bytes: peer.map(|p| p.bytes).unwrap_or(0),
+        });
+    }
+    rows.sort_by(|a, b| (a.protocol, &a.original.src, &a.original.dst).cmp(&(b.protocol, &b.original.src, &b.original.dst)));
+    Ok(rows)
+}
+
+pub async fn nat_command(cmd: NatCommand) -> Result<()> {
+    let NatCommand::List { name, json } = cmd;
+    let state = live_state(name.as_deref())?;
+    let rows = flows(&state.lab.name)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    for r in &rows {
+        println!(
+            "{:<4} {:<7} {:<11} {} -> {}  as {} -> {}  {} pkts {} B / {} pkts {} B  idle {}s expires {}s",
+            r.protocol,
+            r.kind,
+            r.state,
+            r.original.src,
+            r.original.dst,
+            r.translated.src,
+            r.translated.dst,
+            r.packets,
+            r.bytes,
+            r.reply_packets,
+            r.reply_bytes,
+            r.idle_s,
+            r.expires_s
+        );
+    }
+    println!("{} flows", rows.len());
+    Ok(())
+}
+
+/// Per-CPU counters summed, by name.
+pub fn read_stats(lab: &str) -> Result<Vec<(&'static str, u64)>> {
+    let stats: PerCpuArray<_, u64> = PerCpuArray::try_from(LabPins::new(lab).open("STATS")?)?;
+    let mut out = Vec::new();
+    for (i, name) in stat::NAMES.iter().enumerate() {
+        let values = stats.get(&(i as u32), 0).with_context(|| format!("reading counter {name}"))?;
+        out.push((*name, values.iter().sum()));
+    }
+    Ok(out)
+}
+
+pub async fn stats_command(state: &LabState, json_out: bool, follow_log: bool) -> Result<()> {
+    let lab = &state.lab.name;
+    if super::read_info(lab).is_none() {
+        bail!("lab {lab} has no NAT dataplane up");
+    }
+    let stats = read_stats(lab)?;
+    if json_out {
+        let map: serde_json::Map<String, serde_json::Value> =
+            stats.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+        println!("{}", serde_json::to_string_pretty(&map)?);
+    } else {
+        for (k, v) in &stats {
+            println!("{k:<24} {v}");
+        }
+    }
+    if follow_log {
+        log_command(lab, None).await?;
+    }
+    Ok(())
+}
+
+struct PrintLogger;
+
+impl log::Log for PrintLogger {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        println!("[{}] {}", record.level(), record.args());
+    }
+
+    fn flush(&self) {}
+}
+
+/// Stream the programs' log (aya-log) until Ctrl-C or `duration`. Turns the
+/// programs' logging on while it runs.
+pub async fn log_command(lab: &str, duration: Option<Duration>) -> Result<()> {
+    let pins = LabPins::new(lab);
+    let prog = SchedClassifier::from_pin(pins.progs().join(PROG_UPLINK_IN))
+        .with_context(|| format!("lab {lab}'s programs are not pinned; is it up?"))?;
+    let id = prog.info()?.id();
+    let logger = aya_log::EbpfLogger::init_from_id_with_logger(id, PrintLogger)
+        .map_err(|e| anyhow!("attaching to the programs' log: {e}"))?;
+    let mut cfg: Array<_, NatConfig> = Array::try_from(pins.open("CONFIG")?)?;
+    let set_log = |cfg: &mut Array<_, NatConfig>, on: bool| -> Result<()> {
+        let mut c = cfg.get(&0, 0)?;
+        c.flags = if on { c.flags | CONFIG_LOG } else { c.flags & !CONFIG_LOG };
+        cfg.set(0, c, 0)?;
+        Ok(())
+    };
+    set_log(&mut cfg, true)?;
+    eprintln!("netlab: streaming lab {lab}'s dataplane log (Ctrl-C to stop)");
+    // SAFETY: the logger owns its ring buffer's fd, and the AsyncFd owns the logger.
+    let mut fd = unsafe { tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) }
+        .map_err(|e| anyhow!("watching the log ring buffer: {e}"))?;
+    let until = async {
+        match duration {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(until);
+    let result = loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break Ok(()),
+            _ = &mut until => break Ok(()),
+            ready = fd.readable_mut() => match ready {
+                Ok(mut guard) => {
+                    guard.get_inner_mut().flush();
+                    guard.clear_ready();
+                }
+                Err(e) => break Err(anyhow::Error::from(e)),
+            },
+        }
+    };
+    fd.get_mut().flush();
+    set_log(&mut cfg, false)?;
+    result
+}

@@ -1,0 +1,395 @@
+//! The eBPF NAT dataplane, user side: load the programs, fill their maps from
+//! the lab, attach them to the uplink and the bridges, and pin everything
+//! under `/sys/fs/bpf/netlab/<lab>/` so it outlives the CLI.
+//!
+//! Re-running `up` loads the new programs against the pinned maps and swaps
+//! them into the pinned TCX links atomically, so live flows survive.
+
+pub mod attach;
+pub mod commands;
+pub mod pins;
+
+use std::{fs, net::Ipv4Addr, path::PathBuf};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use aya::{
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData},
+    EbpfLoader,
+};
+use netlab_common::{
+    addr_from_octets, port_to_net, ForwardKey, ForwardTarget, NatConfig, SubnetInfo, SUBNET_ENDPOINT_INDEPENDENT_FILTERING,
+    SUBNET_MASQUERADE, SUBNET_ROUTED,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    lab,
+    model::topology::{Filtering, Forward, Lab},
+    netlink,
+    system::System,
+};
+
+pub use commands::{fwd_command, log_command, nat_command, stats_command};
+
+/// The compiled programs (built by netlab's build.rs through aya-build).
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netlab"));
+
+pub const PROG_UPLINK_IN: &str = "nl_uplink_in";
+pub const PROG_UPLINK_OUT: &str = "nl_uplink_out";
+pub const PROG_BRIDGE_IN: &str = "nl_bridge_in";
+
+/// What `up` attached, kept in the lab's state directory (bpffs holds only
+/// BPF objects).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DataplaneInfo {
+    pub uplink: String,
+    pub uplink_ifindex: u32,
+    pub uplink_address: Ipv4Addr,
+    pub hooks: Vec<attach::Hook>,
+}
+
+fn info_path(lab: &str) -> PathBuf {
+    lab::state_dir(lab).join("dataplane.json")
+}
+
+pub fn read_info(lab: &str) -> Option<DataplaneInfo> {
+    serde_json::from_str(&fs::read_to_string(info_path(lab)).ok()?).ok()
+}
+
+pub struct UpReport {
+    pub changed: bool,
+    pub lines: Vec<String>,
+}
+
+/// Whether the lab has anything for the dataplane to do.
+pub fn needed(lab: &Lab) -> bool {
+    lab.bridges.iter().any(|b| b.masquerade) || !lab.forwards.is_empty()
+}
+
+/// The uplink: the named interface or the default route's, and its address.
+async fn resolve_uplink(sys: &System, lab: &Lab) -> Result<(String, u32, Ipv4Addr)> {
+    let h = sys.host_netlink();
+    let link = match &lab.uplink.interface {
+        Some(name) => netlink::link_by_name(h, name)
+            .await?
+            .ok_or_else(|| anyhow!("uplink interface {name} does not exist on {}", sys.host.label()))?,
+        None => {
+            let oif = netlink::default_route_interface(h).await?.ok_or_else(|| {
+                anyhow!(
+                    "{} has no default route to find the uplink by; set `[uplink] interface` in the lab file",
+                    sys.host.label()
+                )
+            })?;
+            netlink::links(h)
+                .await?
+                .into_iter()
+                .find(|l| l.index == oif)
+                .ok_or_else(|| anyhow!("the default route's interface (index {oif}) vanished"))?
+        }
+    };
+    let addrs = netlink::addresses(h).await?;
+    let address = match lab.uplink.address {
+        Some(a) => {
+            if !addrs.iter().any(|(i, n)| *i == link.index && n.addr == a) {
+                bail!("uplink address {a} is not on {}", link.name);
+            }
+            a
+        }
+        None => addrs
+            .iter()
+            .find(|(i, _)| *i == link.index)
+            .map(|(_, n)| n.addr)
+            .ok_or_else(|| anyhow!("uplink {} has no IPv4 address", link.name))?,
+    };
+    Ok((link.name, link.index, address))
+}
+
+/// The map values that describe the lab.
+fn nat_config(lab: &Lab, uplink_ifindex: u32, uplink: Ipv4Addr) -> NatConfig {
+    let t = lab.nat.timeouts;
+    NatConfig {
+        uplink_addr: addr_from_octets(uplink.octets()),
+        uplink_ifindex,
+        port_min: lab.nat.port_min,
+        port_max: lab.nat.port_max,
+        flags: 0,
+        timeout_tcp_syn: t.tcp_syn,
+        timeout_tcp_established: t.tcp_established,
+        timeout_tcp_closing: t.tcp_closing,
+        timeout_tcp_rst: t.tcp_rst,
+        timeout_udp: t.udp,
+        timeout_icmp: t.icmp,
+    }
+}
+
+pub fn forward_entries(forwards: &[Forward]) -> Vec<(ForwardKey, ForwardTarget)> {
+    forwards
+        .iter()
+        .flat_map(|f| {
+            f.port_pairs().map(move |(outside, inside)| {
+                (
+                    ForwardKey::new(port_to_net(outside), f.proto.number()),
+                    ForwardTarget {
+                        addr: addr_from_octets(f.target_addr.octets()),
+                        port: port_to_net(inside),
+                        _pad: 0,
+                    },
+                )
+            })
+        })
+        .collect()
+}
+
+/// Make `FORWARD_RULES` hold exactly `want`.
+pub fn sync_forwards<T: std::borrow::BorrowMut<MapData>>(
+    map: &mut HashMap<T, ForwardKey, ForwardTarget>,
+    want: &[(ForwardKey, ForwardTarget)]) -> Result<()> {
+    let wanted: std::collections::HashMap<ForwardKey, ForwardTarget> = want.iter().copied().collect();
+    let have: Vec<ForwardKey> = map.keys().collect::<Result<_, _>>().context("reading FORWARD_RULES")?;
+    for k in have {
+        if !wanted.contains_key(&k) {
+            map.remove(&k).context("removing a forward")?;
+        }
+    }
+    for (k, v) in &wanted {
+        if map.get(k, 0).ok() != Some(*v) {
+            map.insert(k, v, 0).context("adding a forward")?;
+        }
+    }
+    Ok(())
+}
+
+fn subnet_entries(lab: &Lab, bridge_ifindex: &std::collections::HashMap<String, u32>) -> Vec<(Key<u32>, SubnetInfo)> {
+    lab.host_subnets()
+        .map(|b| {
+            let mut flags = 0;
+            if b.masquerade {
+                flags |= SUBNET_MASQUERADE;
+            }
+            if b.filtering == Filtering::EndpointIndependent {
+                flags |= SUBNET_ENDPOINT_INDEPENDENT_FILTERING;
+            }
+            if b.routed {
+                flags |= SUBNET_ROUTED;
+            }
+            (
+                Key::new(u32::from(b.subnet.prefix_len), addr_from_octets(b.subnet.addr.octets())),
+                SubnetInfo {
+                    flags,
+                    ifindex: bridge_ifindex.get(&b.name).copied().unwrap_or(0),
+                },
+            )
+        })
+        .collect()
+}
+
+/// Refuse an uplink that another lab in the same lab-host namespace already
+/// translates on: the two would take each other's replies.
+fn check_uplink_free(lab: &Lab, host_netns: Option<&str>, uplink: &str) -> Result<()> {
+    for other in lab::known_labs() {
+        if other == lab.name {
+            continue;
+        }
+        let Some(state) = lab::read_state(&other) else { continue };
+        if state.host_netns.as_deref() != host_netns {
+            continue;
+        }
+        if read_info(&other).is_some_and(|i| i.uplink == uplink) {
+            bail!("uplink {uplink} already carries lab {other}'s NAT; give each lab its own lab host (--host-netns or --sandbox)");
+        }
+    }
+    Ok(())
+}
+
+fn check_port_range(sys: &System, lab: &Lab) -> Result<()> {
+    let range = sys.host.read_sysctl("net/ipv4/ip_local_port_range")?;
+    let mut it = range.split_whitespace().filter_map(|s| s.parse::<u16>().ok());
+    if let (Some(lo), Some(hi)) = (it.next(), it.next()) {
+        if lab.nat.port_min <= hi && lo <= lab.nat.port_max {
+            bail!(
+                "the NAT port range {}-{} overlaps the lab host's ip_local_port_range {lo}-{hi}, so the host's own \
+                 connections could collide with translated ones; set `[nat] port_range` outside it",
+                lab.nat.port_min,
+                lab.nat.port_max
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Load, fill, attach and pin the dataplane for `lab` (or converge it).
+pub async fn up(sys: &System, lab: &Lab, verbose: bool) -> Result<UpReport> {
+    let previous = read_info(&lab.name);
+    if !needed(lab) {
+        let removed = down(&lab.name, Some(&sys.host))?;
+        return Ok(UpReport {
+            changed: removed > 0,
+            lines: vec!["dataplane: none needed (no masquerade, no forwards)".into()],
+        });
+    }
+    let (uplink, uplink_ifindex, address) = resolve_uplink(sys, lab).await?;
+    let host_netns = sys.host.name.clone();
+    check_uplink_free(lab, host_netns.as_deref(), &uplink)?;
+    check_port_range(sys, lab)?;
+    let links = netlink::links(sys.host_netlink()).await?;
+    let mut bridge_ifindex = std::collections::HashMap::new();
+    for b in lab.host_subnets() {
+        let l = links
+            .iter()
+            .find(|l| l.name == b.name)
+            .ok_or_else(|| anyhow!("bridge {} is missing", b.name))?;
+        bridge_ifindex.insert(b.name.clone(), l.index);
+    }
+    let config = nat_config(lab, uplink_ifindex, address);
+    let subnets = subnet_entries(lab, &bridge_ifindex);
+    let forwards = forward_entries(&lab.forwards);
+    let mut hooks = vec![
+        attach::Hook::new(PROG_UPLINK_IN, &uplink, attach::Direction::Ingress),
+        attach::Hook::new(PROG_UPLINK_OUT, &uplink, attach::Direction::Egress),
+    ];
+    for b in lab.host_subnets() {
+        hooks.push(attach::Hook::new(PROG_BRIDGE_IN, &b.name, attach::Direction::Ingress));
+    }
+    let name = lab.name.clone();
+    let max_flows = lab.nat.max_flows;
+    let attached = sys.host.run(move || {
+        pins::ensure_bpffs()?;
+        let dir = pins::LabPins::new(&name);
+        dir.create()?;
+        let notes = dir.drop_incompatible_maps(max_flows)?;
+        let mut loader = EbpfLoader::new();
+        for (map, path) in dir.state_map_paths() {
+            loader.map_pin_path(map, path);
+        }
+        loader.map_max_entries("NAT_FLOWS", max_flows);
+        let mut ebpf = loader
+            .load(EBPF_OBJECT)
+            .context("loading the eBPF programs (is this netlab built with its eBPF object?)")?;
+        {
+            let mut cfg: Array<_, NatConfig> = Array::try_from(ebpf.map_mut("CONFIG").context("map CONFIG")?)?;
+            // Keep a log switch set by a running `netlab log`.
+            let old_flags = cfg.get(&0, 0).map(|c| c.flags).unwrap_or(0);
+            cfg.set(0, NatConfig { flags: old_flags, ..config }, 0).context("writing CONFIG")?;
+        }
+        {
+            let mut trie: LpmTrie<_, u32, SubnetInfo> =
+                LpmTrie::try_from(ebpf.map_mut("LAB_SUBNETS").context("map LAB_SUBNETS")?)?;
+            let have: Vec<Key<u32>> = trie.keys().collect::<Result<_, _>>()?;
+            for k in have {
+                let stale = !subnets.iter().any(|(w, _)| w.prefix_len() == k.prefix_len() && w.data() == k.data());
+                if stale {
+                    trie.remove(&k)?;
+                }
+            }
+            for (k, v) in &subnets {
+                trie.insert(k, v, 0).context("writing LAB_SUBNETS")?;
+            }
+        }
+        {
+            let mut fwd: HashMap<_, ForwardKey, ForwardTarget> =
+                HashMap::try_from(ebpf.map_mut("FORWARD_RULES").context("map FORWARD_RULES")?)?;
+            sync_forwards(&mut fwd, &forwards)?;
+        }
+        let hooks = attach::attach_all(&mut ebpf, &dir, &name, hooks)?;
+        Ok((hooks, notes))
+    })?;
+    let (hooks, notes) = attached;
+    let info = DataplaneInfo {
+        uplink: uplink.clone(),
+        uplink_ifindex,
+        uplink_address: address,
+        hooks,
+    };
+    fs::create_dir_all(lab::state_dir(&lab.name))?;
+    fs::write(info_path(&lab.name), serde_json::to_vec_pretty(&info)?).context("saving the dataplane state")?;
+    let mut lines = notes;
+    let modes: Vec<String> = info
+        .hooks
+        .iter()
+        .map(|h| format!("{} {}", h.interface, h.direction.as_str()))
+        .collect();
+    lines.push(format!(
+        "NAT: uplink {uplink} {address}, programs on {} ({})",
+        modes.join(", "),
+        info.hooks.first().map(|h| h.mode.as_str()).unwrap_or("-")
+    ));
+    if verbose {
+        lines.push(format!("pinned under {}", pins::LabPins::new(&lab.name).root.display()));
+    }
+    Ok(UpReport {
+        changed: previous.as_ref() != Some(&info),
+        lines,
+    })
+}
+
+/// Detach and unpin everything of `lab`'s dataplane; returns how many
+/// objects went. Other programs on the same interfaces stay. `host` is the
+/// lab host's namespace (netlink filters live there), if it still exists.
+pub fn down(lab: &str, host: Option<&crate::netns::Netns>) -> Result<usize> {
+    let info = read_info(lab);
+    let mut removed = 0;
+    if let (Some(info), Some(host)) = (&info, host) {
+        let hooks = info.hooks.clone();
+        removed += host.run(move || Ok(attach::detach_netlink(&hooks)))?;
+    }
+    removed += pins::LabPins::new(lab).remove()?;
+    let _ = fs::remove_file(info_path(lab));
+    Ok(removed)
+}
+
+/// What of `lab`'s dataplane is still there.
+pub fn leftovers(lab: &str) -> Vec<String> {
+    let dir = pins::LabPins::new(lab);
+    if dir.root.exists() {
+        vec![dir.root.display().to_string()]
+    } else {
+        Vec::new()
+    }
+}
+
+/// Status for `netlab status`: attachment and table sizes.
+pub fn status(lab: &str) -> Result<serde_json::Value> {
+    let Some(info) = read_info(lab) else { return Ok(serde_json::Value::Null) };
+    let dir = pins::LabPins::new(lab);
+    let flows = dir.flow_count().ok();
+    let forwards = dir.forward_count().ok();
+    Ok(serde_json::json!({
+        "uplink": info.uplink,
+        "uplink_address": info.uplink_address,
+        "hooks": info.hooks,
+        "flow_entries": flows,
+        "forward_ports": forwards,
+        "pins": dir.root,
+    }))
+}
+
+pub fn status_lines(v: &serde_json::Value) -> Vec<String> {
+    if v.is_null() {
+        return vec!["dataplane: not attached".into()];
+    }
+    let hooks: Vec<String> = v["hooks"]
+        .as_array()
+        .map(|hs| {
+            hs.iter()
+                .map(|h| {
+                    format!(
+                        "{} {} via {} ({})",
+                        h["interface"].as_str().unwrap_or("?"),
+                        h["direction"].as_str().unwrap_or("?"),
+                        h["mode"].as_str().unwrap_or("?"),
+                        h["why"].as_str().unwrap_or("")
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut out = vec![format!(
+        "dataplane: uplink {} {}, {} flow entries, {} forwarded ports",
+        v["uplink"].as_str().unwrap_or("?"),
+        v["uplink_address"].as_str().unwrap_or("?"),
+        v["flow_entries"].as_u64().map(|n| n.to_string()).unwrap_or("?".into()),
+        v["forward_ports"].as_u64().map(|n| n.to_string()).unwrap_or("?".into()),
+    )];
+    out.extend(hooks.into_iter().map(|h| format!("  hook {h}")));
+    out
+}

@@ -1,0 +1,202 @@
+//! The lab's bpffs directory: `/sys/fs/bpf/netlab/<lab>/{maps,links,progs}`.
+
+use std::{
+    fs,
+    mem::size_of,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context as _, Result};
+use aya::maps::{HashMap, Map, MapData, MapInfo, MapType};
+use netlab_common::{
+    stat, Binding, Endpoint, FlowKey, FlowValue, ForwardKey, ForwardTarget, FragKey, FragValue, NatConfig, SubnetInfo,
+    BINDING_ENTRIES, FORWARD_ENTRIES, FRAG_ENTRIES, SUBNET_ENTRIES,
+};
+use nix::mount::{mount, MsFlags};
+
+pub const BPFFS: &str = "/sys/fs/bpf";
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// Mount bpffs on /sys/fs/bpf if it is not there (minimal systems, VMs).
+pub fn ensure_bpffs() -> Result<()> {
+    let is_bpffs = nix::sys::statfs::statfs(BPFFS).is_ok_and(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC);
+    if !is_bpffs {
+        fs::create_dir_all(BPFFS).context("creating /sys/fs/bpf")?;
+        mount(Some("bpf"), BPFFS, Some("bpf"), MsFlags::empty(), None::<&str>).context("mounting bpffs on /sys/fs/bpf")?;
+    }
+    Ok(())
+}
+
+/// A state map: its name in the object and the layout it must have when
+/// reused from a pin.
+struct StateMap {
+    name: &'static str,
+    map_type: MapType,
+    key: usize,
+    value: usize,
+    /// `None`: set per lab (the flow table size).
+    entries: Option<u32>,
+}
+
+const STATE_MAPS: &[StateMap] = &[
+    StateMap {
+        name: "NAT_FLOWS",
+        map_type: MapType::LruHash,
+        key: size_of::<FlowKey>(),
+        value: size_of::<FlowValue>(),
+        entries: None,
+    },
+    StateMap {
+        name: "NAT_BIND",
+        map_type: MapType::LruHash,
+        key: size_of::<Endpoint>(),
+        value: size_of::<Binding>(),
+        entries: Some(BINDING_ENTRIES),
+    },
+    StateMap {
+        name: "NAT_PORTS",
+        map_type: MapType::LruHash,
+        key: size_of::<Endpoint>(),
+        value: size_of::<Binding>(),
+        entries: Some(BINDING_ENTRIES),
+    },
+    StateMap {
+        name: "FORWARD_RULES",
+        map_type: MapType::Hash,
+        key: size_of::<ForwardKey>(),
+        value: size_of::<ForwardTarget>(),
+        entries: Some(FORWARD_ENTRIES),
+    },
+    StateMap {
+        name: "LAB_SUBNETS",
+        map_type: MapType::LpmTrie,
+        key: 4 + size_of::<u32>(),
+        value: size_of::<SubnetInfo>(),
+        entries: Some(SUBNET_ENTRIES),
+    },
+    StateMap {
+        name: "CONFIG",
+        map_type: MapType::Array,
+        key: 4,
+        value: size_of::<NatConfig>(),
+        entries: Some(1),
+    },
+    StateMap {
+        name: "STATS",
+        map_type: MapType::PerCpuArray,
+        key: 4,
+        value: 8,
+        entries: Some(stat::COUNT),
+    },
+    StateMap {
+        name: "FRAG_FLOWS",
+        map_type: MapType::LruHash,
+        key: size_of::<FragKey>(),
+        value: size_of::<FragValue>(),
+        entries: Some(FRAG_ENTRIES),
+    },
+];
+
+pub struct LabPins {
+    pub root: PathBuf,
+}
+
+impl LabPins {
+    pub fn new(lab: &str) -> LabPins {
+        LabPins {
+            root: Path::new(BPFFS).join("netlab").join(lab),
+        }
+    }
+
+    pub fn maps(&self) -> PathBuf {
+        self.root.join("maps")
+    }
+
+    pub fn links(&self) -> PathBuf {
+        self.root.join("links")
+    }
+
+    pub fn progs(&self) -> PathBuf {
+        self.root.join("progs")
+    }
+
+    pub fn map(&self, name: &str) -> PathBuf {
+        self.maps().join(name)
+    }
+
+    pub fn create(&self) -> Result<()> {
+        for d in [self.maps(), self.links(), self.progs()] {
+            fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+        }
+        Ok(())
+    }
+
+    pub fn state_map_paths(&self) -> Vec<(&'static str, PathBuf)> {
+        STATE_MAPS.iter().map(|m| (m.name, self.map(m.name))).collect()
+    }
+
+    /// Pinned maps whose layout or size differs from what this netlab's
+    /// programs expect (an older netlab, or a changed `max_flows`) cannot be
+    /// reused: unpin them so fresh ones are made. Returns notes for the user.
+    pub fn drop_incompatible_maps(&self, max_flows: u32) -> Result<Vec<String>> {
+        let mut notes = Vec::new();
+        for m in STATE_MAPS {
+            let path = self.map(m.name);
+            if !path.exists() {
+                continue;
+            }
+            let fits = MapInfo::from_pin(&path).is_ok_and(|info| {
+                info.map_type().is_ok_and(|t| t == m.map_type)
+                    && info.key_size() as usize == m.key
+                    && info.value_size() as usize == m.value
+                    && info.max_entries() == m.entries.unwrap_or(max_flows)
+            });
+            if !fits {
+                fs::remove_file(&path).with_context(|| format!("unpinning {}", path.display()))?;
+                notes.push(format!("map {} changed shape; it starts empty", m.name));
+            }
+        }
+        Ok(notes)
+    }
+
+    /// Unpin everything left in the lab's directory and remove it; returns
+    /// how many objects went.
+    pub fn remove(&self) -> Result<usize> {
+        let mut n = 0;
+        if !self.root.exists() {
+            return Ok(0);
+        }
+        for d in [self.links(), self.progs(), self.maps()] {
+            if let Ok(entries) = fs::read_dir(&d) {
+                for e in entries.flatten() {
+                    fs::remove_file(e.path()).with_context(|| format!("unpinning {}", e.path().display()))?;
+                    n += 1;
+                }
+            }
+            let _ = fs::remove_dir(&d);
+        }
+        fs::remove_dir(&self.root).with_context(|| format!("removing {}", self.root.display()))?;
+        // The shared parent goes when the last lab is gone.
+        if let Some(parent) = self.root.parent() {
+            let _ = fs::remove_dir(parent);
+        }
+        Ok(n)
+    }
+
+    pub fn open(&self, name: &str) -> Result<Map> {
+        let path = self.map(name);
+        let data = MapData::from_pin(&path)
+            .with_context(|| format!("opening {} (is the lab up with its dataplane?)", path.display()))?;
+        Map::from_map_data(data).with_context(|| format!("map {name}"))
+    }
+
+    pub fn flow_count(&self) -> Result<usize> {
+        let map: HashMap<_, FlowKey, FlowValue> = HashMap::try_from(self.open("NAT_FLOWS")?)?;
+        Ok(map.keys().filter(|k| k.is_ok()).count())
+    }
+
+    pub fn forward_count(&self) -> Result<usize> {
+        let map: HashMap<_, ForwardKey, ForwardTarget> = HashMap::try_from(self.open("FORWARD_RULES")?)?;
+        Ok(map.keys().filter(|k| k.is_ok()).count())
+    }
+}
