@@ -1,1 +1,288 @@
+//! Harness for netlab's privileged tests. Every test works inside namespaces
+//! it creates: a lab built with `netlab up --sandbox` gets its own lab-host
+//! and "wan" namespaces (198.51.100.0/24), node namespaces under a unique
+//! prefix, and a guard that takes it all down when the test ends, pass or
+//! fail, and checks that nothing of it is left.
 
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+/// The netlab binary under test (`cargo xtask test` sets NETLAB_BIN).
+pub fn netlab_bin() -> PathBuf {
+    std::env::var_os("NETLAB_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/netlab"))
+}
+
+/// True when the test may run. Without root it is skipped with a note,
+/// unless `cargo xtask test` asked for the privileged suite, where a missing
+/// privilege is a failure.
+pub fn privileged() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    if std::env::var_os("NETLAB_PRIVILEGED_TESTS").is_some() {
+        panic!("this test needs root (namespaces, BPF)");
+    }
+    eprintln!("skipped: needs root (run `cargo xtask test` as root)");
+    false
+}
+
+/// Run a command with a time bound; returns its output.
+pub fn run(args: &[&str], timeout: Duration) -> Output {
+    let secs = format!("{}", timeout.as_secs().max(1));
+    let mut cmd = Command::new("timeout");
+    cmd.args(["-k", "2", &secs]).args(args).stdin(Stdio::null());
+    cmd.output().unwrap_or_else(|e| panic!("running {args:?}: {e}"))
+}
+
+pub fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Run and require success.
+#[track_caller]
+pub fn ok(args: &[&str], timeout: Duration) -> String {
+    let o = run(args, timeout);
+    assert!(o.status.success(), "{args:?} failed:\n{}", text(&o));
+    stdout(&o)
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A unique short tag: labs of concurrent tests and test binaries never clash.
+pub fn unique(tag: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    format!("{tag}{:x}{n}", std::process::id() % 0xfff)
+}
+
+pub const T: Duration = Duration::from_secs(30);
+
+/// A sandboxed lab, taken down on drop.
+pub struct Lab {
+    pub name: String,
+    pub prefix: String,
+    pub file: PathBuf,
+    dir: PathBuf,
+}
+
+impl Lab {
+    /// A lab from `body` (the topology without `name`/`netns_prefix`), not up yet.
+    pub fn new(tag: &str, body: &str) -> Lab {
+        let name = unique(tag);
+        let prefix = format!("{name}-");
+        let dir = std::env::temp_dir().join(format!("netlab-test-{name}"));
+        fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("lab.toml");
+        let lab = Lab { name, prefix, file, dir };
+        lab.write(body);
+        lab
+    }
+
+    /// The default lab's network (the seeds'), under this lab's name.
+    pub fn seeds(tag: &str) -> Lab {
+        Lab::new(tag, SEEDS_BODY)
+    }
+
+    /// Replace the topology (to test convergence).
+    pub fn write(&self, body: &str) {
+        let text = format!("name = \"{}\"\nnetns_prefix = \"{}\"\n{body}", self.name, self.prefix);
+        fs::write(&self.file, text).unwrap();
+    }
+
+    pub fn netlab(&self, args: &[&str]) -> Output {
+        let bin = netlab_bin();
+        let mut full = vec![bin.to_str().unwrap()];
+        full.extend_from_slice(args);
+        run(&full, Duration::from_secs(120))
+    }
+
+    #[track_caller]
+    pub fn netlab_ok(&self, args: &[&str]) -> String {
+        let o = self.netlab(args);
+        assert!(o.status.success(), "netlab {args:?} failed:\n{}", text(&o));
+        stdout(&o)
+    }
+
+    /// `netlab up --sandbox -f <file>`; panics when it fails.
+    #[track_caller]
+    pub fn up(&self) -> String {
+        let file = self.file.to_str().unwrap().to_string();
+        self.netlab_ok(&["up", "--sandbox", "-f", &file])
+    }
+
+    pub fn netns(&self, node: &str) -> String {
+        format!("{}{node}", self.prefix)
+    }
+
+    pub fn host_netns(&self) -> String {
+        format!("{}-host", self.name)
+    }
+
+    pub fn wan_netns(&self) -> String {
+        format!("{}-wan", self.name)
+    }
+
+    /// Run `args` inside `netns` (as `ip netns exec` does, /etc/netns files included).
+    pub fn in_netns(&self, netns: &str, args: &[&str], timeout: Duration) -> Output {
+        let mut full = vec!["ip", "netns", "exec", netns];
+        full.extend_from_slice(args);
+        run(&full, timeout)
+    }
+
+    /// Run inside a node.
+    pub fn node(&self, node: &str, args: &[&str]) -> Output {
+        self.in_netns(&self.netns(node), args, T)
+    }
+
+    #[track_caller]
+    pub fn node_ok(&self, node: &str, args: &[&str]) -> String {
+        let o = self.node(node, args);
+        assert!(o.status.success(), "{args:?} in {node} failed:\n{}", text(&o));
+        stdout(&o)
+    }
+
+    pub fn wan(&self, args: &[&str]) -> Output {
+        self.in_netns(&self.wan_netns(), args, T)
+    }
+
+    #[track_caller]
+    pub fn wan_ok(&self, args: &[&str]) -> String {
+        let o = self.wan(args);
+        assert!(o.status.success(), "{args:?} in wan failed:\n{}", text(&o));
+        stdout(&o)
+    }
+
+    pub fn host(&self, args: &[&str]) -> Output {
+        self.in_netns(&self.host_netns(), args, T)
+    }
+
+    /// Start a long-running process inside a node (ended by `down`).
+    pub fn spawn_in(&self, netns: &str, args: &[&str]) -> std::process::Child {
+        Command::new("ip")
+            .args(["netns", "exec", netns])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    /// Start netlab's HTTP server inside a node and wait until it answers.
+    pub fn http_server(&self, node: &str, port: u16) {
+        let netns = self.netns(node);
+        let bin = netlab_bin();
+        let child = Command::new(&bin)
+            .args(["serve-http", "--netns", &netns, "--port", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::mem::forget(child);
+        let url = format!("http://127.0.0.1:{port}/");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if self.node(node, &["curl", "-s", "-m", "1", &url]).status.success() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("HTTP server in {node} did not start");
+    }
+
+    /// What this lab left behind anywhere on the machine.
+    pub fn leftovers(&self) -> Vec<String> {
+        let mut left = Vec::new();
+        if let Ok(out) = Command::new("ip").args(["netns", "list"]).output() {
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                let n = line.split_whitespace().next().unwrap_or("");
+                if n.starts_with(&self.prefix) || n == self.host_netns() || n == self.wan_netns() {
+                    left.push(format!("netns {n}"));
+                }
+            }
+        }
+        for p in [
+            format!("/sys/fs/bpf/netlab/{}", self.name),
+            format!("/run/netlab/{}", self.name),
+        ] {
+            if Path::new(&p).exists() {
+                left.push(p);
+            }
+        }
+        if let Ok(entries) = fs::read_dir("/etc/netns") {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with(&self.prefix) {
+                    left.push(e.path().display().to_string());
+                }
+            }
+        }
+        left
+    }
+
+    /// Take the lab and its sandbox down and assert nothing is left.
+    #[track_caller]
+    pub fn down(&self) {
+        let o = self.netlab(&["down", "--sandbox", "--name", &self.name]);
+        assert!(o.status.success(), "netlab down failed:\n{}", text(&o));
+        let left = self.leftovers();
+        assert!(left.is_empty(), "lab {} left behind: {left:?}", self.name);
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let o = self.netlab(&["down", "--sandbox", "--name", &self.name]);
+        let left = self.leftovers();
+        let _ = fs::remove_dir_all(&self.dir);
+        if std::thread::panicking() {
+            if !left.is_empty() {
+                eprintln!("cleanup of lab {} left {left:?}:\n{}", self.name, text(&o));
+            }
+            return;
+        }
+        assert!(o.status.success(), "netlab down failed:\n{}", text(&o));
+        assert!(left.is_empty(), "lab {} left behind: {left:?}", self.name);
+    }
+}
+
+/// The seeds' network: v-net-0 with the lab host as gateway, red and blue,
+/// masquerade, and tcp/80 forwarded to blue.
+pub const SEEDS_BODY: &str = r#"
+[[bridges]]
+name = "v-net-0"
+subnet = "192.168.15.0/24"
+gateway = "192.168.15.5"
+masquerade = true
+
+[[nodes]]
+name = "red"
+bridge = "v-net-0"
+address = "192.168.15.1"
+
+[[nodes]]
+name = "blue"
+bridge = "v-net-0"
+address = "192.168.15.2"
+
+[[forwards]]
+protocol = "tcp"
+port = 80
+to = "blue:80"
+"#;

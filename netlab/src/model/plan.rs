@@ -518,11 +518,15 @@ pub fn plan(desired: &Desired, actual: &Actual) -> Vec<Action> {
             });
         }
         let have_routes = have.map(|n| n.routes.clone()).unwrap_or_default();
-        // Routes through a re-created link vanished with it.
+        // Routes through a re-created link vanished with it, and the kernel
+        // flushes routes whose gateway an address change leaves unreachable.
         let relinked = want
             .addresses
             .keys()
-            .any(|l| fresh_links.contains(&(netns.clone(), l.clone())));
+            .any(|l| fresh_links.contains(&(netns.clone(), l.clone())))
+            || add
+                .iter()
+                .any(|a| matches!(a, Action::DeleteNodeAddress { netns: n, .. } if n == netns));
         for r in &have_routes {
             if !want.routes.contains(r) && !relinked {
                 routes.push(Action::DeleteNodeRoute {
@@ -713,6 +717,7 @@ mod tests {
                 "remove /etc/netns/blue/resolv.conf",
                 "delete address 192.168.15.1/24 from veth-red in netns red",
                 "add address 192.168.15.9/24 to veth-red in netns red",
+                "add route default via 192.168.15.5 in netns red",
                 "write /etc/netns/red/hosts",
             ]
         );

@@ -1,0 +1,272 @@
+//! The lab control plane end to end: every test in its own sandbox.
+
+use std::{
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use netlab_tests::{netlab_bin, ok, privileged, run, stdout, text, Lab, T};
+
+#[test]
+fn seeds_lab_up_twice_down_twice() {
+    if !privileged() {
+        return;
+    }
+    let lab = Lab::seeds("ud");
+    let first = lab.up();
+    assert!(first.contains("is up"), "{first}");
+    // Nodes reach each other and the gateway; names resolve from /etc/netns.
+    lab.node_ok("red", &["ping", "-c1", "-W2", "192.168.15.2"]);
+    lab.node_ok("red", &["ping", "-c1", "-W2", "192.168.15.5"]);
+    let by_name = lab.node_ok("red", &["ping", "-c1", "-W2", "blue"]);
+    assert!(by_name.contains("(192.168.15.2)"), "{by_name}");
+    lab.node_ok("blue", &["ping", "-c1", "-W2", "red"]);
+    // The second up changes nothing.
+    let second = lab.up();
+    assert!(second.contains("nothing to change"), "{second}");
+    let status = lab.netlab_ok(&["status", "--name", &lab.name, "--json"]);
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["converged"], true, "{status}");
+    lab.down();
+    let again = lab.netlab_ok(&["down", "--sandbox", "--name", &lab.name]);
+    assert!(again.contains("not up"), "{again}");
+}
+
+#[test]
+fn router_node_forwards_between_segments() {
+    if !privileged() {
+        return;
+    }
+    // The seeds' routing example: a and b on different segments, r between
+    // them with forwarding on; a and b route through r.
+    let body = |forwarding: bool| {
+        format!(
+            r#"
+[[nodes]]
+name = "a"
+routes = [{{ to = "10.0.2.0/24", via = "10.0.1.1" }}]
+[[nodes]]
+name = "r"
+forwarding = {forwarding}
+[[nodes]]
+name = "b"
+gateway = "10.0.2.1"
+[[cables]]
+a = {{ node = "a", address = "10.0.1.2/24" }}
+b = {{ node = "r", address = "10.0.1.1/24" }}
+[[cables]]
+a = {{ node = "r", address = "10.0.2.1/24" }}
+b = {{ node = "b", address = "10.0.2.2/24" }}
+"#
+        )
+    };
+    let lab = Lab::new("rt", &body(true));
+    lab.up();
+    lab.node_ok("a", &["ping", "-c1", "-W2", "10.0.2.2"]);
+    lab.node_ok("b", &["ping", "-c1", "-W2", "a"]);
+    // Without forwarding in r, nothing crosses it.
+    lab.write(&body(false));
+    lab.up();
+    let o = lab.node("a", &["ping", "-c1", "-W1", "10.0.2.2"]);
+    assert!(!o.status.success(), "forwarded without forwarding on:\n{}", text(&o));
+    lab.down();
+}
+
+#[test]
+fn edited_file_converges() {
+    if !privileged() {
+        return;
+    }
+    let lab = Lab::seeds("cv");
+    lab.up();
+    // blue goes, green comes, red moves to another address, forward goes.
+    lab.write(
+        r#"
+[[bridges]]
+name = "v-net-0"
+subnet = "192.168.15.0/24"
+gateway = "192.168.15.5"
+[[nodes]]
+name = "red"
+bridge = "v-net-0"
+address = "192.168.15.11"
+[[nodes]]
+name = "green"
+bridge = "v-net-0"
+address = "192.168.15.3"
+"#,
+    );
+    lab.up();
+    let ns = ok(&["ip", "netns", "list"], T);
+    assert!(!ns.contains(&lab.netns("blue")), "{ns}");
+    assert!(ns.contains(&lab.netns("green")), "{ns}");
+    let addr = lab.node_ok("red", &["ip", "-4", "-o", "addr", "show", "dev", "veth-red"]);
+    assert!(addr.contains("192.168.15.11/24") && !addr.contains("192.168.15.1/"), "{addr}");
+    lab.node_ok("green", &["ping", "-c1", "-W2", "red"]);
+    let hosts = lab.node_ok("green", &["cat", "/etc/hosts"]);
+    assert!(hosts.contains("192.168.15.11\tred") && !hosts.contains("blue"), "{hosts}");
+    let again = lab.up();
+    assert!(again.contains("nothing to change"), "{again}");
+    lab.down();
+}
+
+#[test]
+fn bad_input_exits_2_and_creates_nothing() {
+    if !privileged() {
+        return;
+    }
+    let lab = Lab::new(
+        "bi",
+        r#"
+[[bridges]]
+name = "v-net-0"
+subnet = "192.168.15.0/24"
+gateway = "192.168.15.5"
+[[nodes]]
+name = "red"
+bridge = "v-net-0"
+address = "10.9.9.9"
+"#,
+    );
+    let file = lab.file.to_str().unwrap().to_string();
+    let o = lab.netlab(&["up", "--sandbox", "-f", &file]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(&format!("{file}:11: nodes[0].address: 10.9.9.9 is outside subnet")), "{err}");
+    assert!(lab.leftovers().is_empty(), "{:?}", lab.leftovers());
+}
+
+#[test]
+fn failure_half_way_rolls_back() {
+    if !privileged() {
+        return;
+    }
+    // The uplink does not exist: the NAT dataplane fails after the links
+    // were made, and everything this run made is undone.
+    let lab = Lab::new(
+        "rb",
+        &format!("[uplink]\ninterface = \"nonexistent0\"\n{}", netlab_tests::SEEDS_BODY),
+    );
+    let file = lab.file.to_str().unwrap().to_string();
+    let o = lab.netlab(&["up", "--sandbox", "-f", &file]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("rolled back") && err.contains("nonexistent0"), "{err}");
+    let ns = ok(&["ip", "netns", "list"], T);
+    assert!(!ns.contains(&lab.netns("red")), "{ns}");
+    let links = stdout(&lab.host(&["ip", "-o", "link"]));
+    assert!(!links.contains("v-net-0") && !links.contains("veth-red-br"), "{links}");
+}
+
+#[test]
+fn down_ends_processes_in_nodes() {
+    if !privileged() {
+        return;
+    }
+    let lab = Lab::seeds("pr");
+    lab.up();
+    let mut sleeper = lab.spawn_in(&lab.netns("red"), &["sleep", "1000"]);
+    std::thread::sleep(Duration::from_millis(200));
+    let out = lab.netlab_ok(&["down", "--sandbox", "--name", &lab.name]);
+    assert!(out.contains("ended sleep"), "{out}");
+    let _ = sleeper.wait();
+    assert!(lab.leftovers().is_empty(), "{:?}", lab.leftovers());
+}
+
+#[test]
+fn exec_enters_node_with_its_dns() {
+    if !privileged() {
+        return;
+    }
+    let lab = Lab::seeds("ex");
+    lab.up();
+    let out = lab.netlab_ok(&["exec", "--name", &lab.name, "red", "--", "ping", "-c1", "-W2", "blue"]);
+    assert!(out.contains("192.168.15.2"), "{out}");
+    let hosts = lab.netlab_ok(&["exec", "--name", &lab.name, "blue", "--", "cat", "/etc/hosts"]);
+    assert!(hosts.contains("192.168.15.1\tred"), "{hosts}");
+    let o = lab.netlab(&["exec", "--name", &lab.name, "nobody", "--", "true"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("no node nobody"), "{}", text(&o));
+    lab.down();
+}
+
+#[test]
+fn sigkill_during_up_then_down_leaves_nothing() {
+    if !privileged() {
+        return;
+    }
+    let lab = Lab::seeds("sk");
+    let file = lab.file.to_str().unwrap().to_string();
+    for delay_ms in [5u64, 30, 80, 150, 300] {
+        let mut child = Command::new(netlab_bin())
+            .args(["up", "--sandbox", "-f", &file])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+        lab.down();
+    }
+    // And it still comes up and works.
+    lab.up();
+    lab.node_ok("red", &["ping", "-c1", "-W2", "blue"]);
+    lab.down();
+}
+
+#[test]
+fn lab_in_an_existing_host_namespace() {
+    if !privileged() {
+        return;
+    }
+    // --host-netns: the lab host is a namespace of the caller's; a lab with
+    // no NAT needs no uplink.
+    let lab = Lab::new(
+        "hn",
+        r#"
+[[bridges]]
+name = "br0"
+subnet = "10.20.0.0/24"
+gateway = "10.20.0.1"
+masquerade = false
+[[nodes]]
+name = "x"
+bridge = "br0"
+address = "10.20.0.2"
+"#,
+    );
+    let host = format!("{}h", lab.name);
+    ok(&["ip", "netns", "add", &host], T);
+    struct Del(String);
+    impl Drop for Del {
+        fn drop(&mut self) {
+            let _ = run(&["ip", "netns", "del", &self.0], T);
+        }
+    }
+    let _guard = Del(host.clone());
+    let file = lab.file.to_str().unwrap().to_string();
+    lab.netlab_ok(&["--host-netns", &host, "up", "-f", &file]);
+    let links = ok(&["ip", "-n", &host, "-o", "link"], T);
+    assert!(links.contains("br0") && links.contains("veth-x-br"), "{links}");
+    lab.node_ok("x", &["ping", "-c1", "-W2", "10.20.0.1"]);
+    lab.netlab_ok(&["down", "--name", &lab.name]);
+    let links = ok(&["ip", "-n", &host, "-o", "link"], T);
+    assert!(!links.contains("br0"), "{links}");
+    assert!(lab.leftovers().is_empty(), "{:?}", lab.leftovers());
+}
+
+#[test]
+fn without_privileges_one_line_and_exit_1() {
+    if !privileged() {
+        return;
+    }
+    let bin = netlab_bin();
+    let o = run(
+        &["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", bin.to_str().unwrap(), "up"],
+        T,
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("needs CAP_NET_ADMIN"), "{err}");
+}

@@ -1,0 +1,133 @@
+//! `cargo xtask setup`: what a fresh Debian machine with rustup's stable and
+//! nightly toolchains lacks, installed idempotently.
+
+use std::{
+    path::PathBuf,
+    process::{Command, Stdio},
+};
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::run;
+
+/// Debian packages the tests and benchmarks use.
+const PACKAGES: &[&str] = &[
+    "iproute2",
+    "iptables",
+    "nftables",
+    "iputils-ping",
+    "iperf3",
+    "curl",
+    "traceroute",
+    "coturn",
+    "socat",
+    "procps",
+    "psmisc",
+    "kmod",
+];
+
+fn quiet(cmd: &mut Command) -> bool {
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+pub fn run() -> Result<()> {
+    rust_src()?;
+    bpf_linker()?;
+    packages()?;
+    Ok(())
+}
+
+fn rust_src() -> Result<()> {
+    let out = Command::new("rustup")
+        .args(["component", "list", "--installed", "--toolchain", "nightly"])
+        .output()
+        .context("running rustup (is rustup installed?)")?;
+    if !out.status.success() {
+        bail!("the nightly toolchain is missing: the eBPF programs build with nightly (`rustup toolchain install nightly`)");
+    }
+    if String::from_utf8_lossy(&out.stdout).lines().any(|l| l.starts_with("rust-src")) {
+        return Ok(());
+    }
+    eprintln!("xtask: installing rust-src for nightly");
+    run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+}
+
+fn cargo_home() -> PathBuf {
+    std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cargo"))
+}
+
+/// bpf-linker built against nightly's own LLVM (no prebuilt one exists for
+/// this toolchain). It finds LLVM through an rpath, so the prefix lives in
+/// CARGO_HOME, not a temporary directory.
+fn bpf_linker() -> Result<()> {
+    if quiet(Command::new("bpf-linker").arg("--version")) {
+        return Ok(());
+    }
+    eprintln!("xtask: building bpf-linker against nightly's LLVM (about a minute)");
+    let sysroot = Command::new("rustc")
+        .args(["+nightly", "--print", "sysroot"])
+        .output()
+        .context("asking nightly rustc for its sysroot")?;
+    let sysroot = PathBuf::from(String::from_utf8(sysroot.stdout)?.trim());
+    let lib = std::fs::read_dir(sysroot.join("lib"))
+        .context("reading nightly's lib directory")?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("libLLVM.so.")))
+        .context("nightly has no libLLVM.so.* to build bpf-linker against")?;
+    let name = lib.file_name().expect("file name").to_string_lossy().into_owned();
+    let major: String = name["libLLVM.so.".len()..].chars().take_while(|c| c.is_ascii_digit()).collect();
+    if major.is_empty() {
+        bail!("cannot tell the LLVM major version from {name}");
+    }
+    let prefix = cargo_home().join("netlab-llvm");
+    let prefix_lib = prefix.join("lib");
+    std::fs::create_dir_all(&prefix_lib)?;
+    for link in [prefix_lib.join("libLLVM.so"), prefix_lib.join(&name)] {
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&lib, &link).with_context(|| format!("linking {}", link.display()))?;
+    }
+    run(Command::new("cargo")
+        .args(["+nightly", "install", "bpf-linker", "--no-default-features", "--features"])
+        .arg(format!("llvm-{major}"))
+        .arg("--locked")
+        .env("LLVM_PREFIX", &prefix))?;
+    if !quiet(Command::new("bpf-linker").arg("--version")) {
+        bail!("bpf-linker was built but does not run (is {} on PATH?)", cargo_home().join("bin").display());
+    }
+    Ok(())
+}
+
+fn installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
+fn packages() -> Result<()> {
+    let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing Debian packages: {}", missing.join(" "));
+    let apt = |args: &[&str]| {
+        Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let mut install = vec!["install", "-y", "--no-install-recommends"];
+    install.extend(&missing);
+    // Fresh machines often have no package lists yet.
+    if !apt(&install) && !(apt(&["update"]) && apt(&install)) {
+        bail!("apt-get could not install {} (are you root?)", missing.join(" "));
+    }
+    Ok(())
+}
