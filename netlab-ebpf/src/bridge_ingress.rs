@@ -12,7 +12,7 @@ use aya_ebpf::{
 };
 use netlab_common::{
     stat, Endpoint, FlowKey, ForwardKey, NatConfig, DIR_ORIGINAL, HOOK_BRIDGE_INGRESS, IPPROTO_ICMP,
-    IPPROTO_TCP, KIND_HAIRPIN, SUBNET_ENDPOINT_INDEPENDENT_FILTERING,
+    IPPROTO_TCP, KIND_HAIRPIN,
 };
 use netlab_ebpf::{in_nat_range, TCP_ACK, TCP_SYN};
 
@@ -73,19 +73,16 @@ fn handle(ctx: &TcContext) -> Result<i32, ()> {
         let t = unsafe { *t };
         Endpoint::new(t.addr, t.port, p.proto)
     } else if in_nat_range(cfg, u16::from_be(p.dport)) {
-        // Another node's (or its own) mapping: peer-to-peer hairpinning.
+        // Another node's (or its own) mapping: peer-to-peer hairpinning, as
+        // two peers behind one NAT do with their server-reflexive addresses.
+        // Filtering guards mappings against the outside; nodes of the lab
+        // reach each other's mappings whatever the filtering.
         let Some(b) = NAT_PORTS.get_ptr(&Endpoint::new(cfg.uplink_addr, p.dport, p.proto)) else {
             return Ok(TC_ACT_UNSPEC);
         };
         let b = unsafe { *b };
         if b.expires_ns < now {
             return Ok(TC_ACT_UNSPEC);
-        }
-        let own = b.peer.addr == p.src && b.peer.port == p.sport;
-        let eif = nat::subnet_of(b.peer.addr).is_some_and(|s| s.flags & SUBNET_ENDPOINT_INDEPENDENT_FILTERING != 0);
-        if !own && !eif {
-            count(stat::DROP_FILTERED);
-            return Ok(TC_ACT_SHOT);
         }
         b.peer
     } else {

@@ -23,11 +23,12 @@ pub const WAN_ADDR: Ipv4Net = Ipv4Net {
     addr: Ipv4Addr::new(198, 51, 100, 1),
     prefix_len: 24,
 };
-/// A second outside address on the wan side (an RFC 5780 STUN server needs
-/// two; tests use it as a second destination).
+/// A second outside address, on the wan side's loopback (an RFC 5780 STUN
+/// server needs two). The rest of 203.0.113.0/24 is free for tests that put
+/// more networks behind the wan side.
 pub const WAN_ADDR2: Ipv4Net = Ipv4Net {
     addr: Ipv4Addr::new(203, 0, 113, 1),
-    prefix_len: 24,
+    prefix_len: 32,
 };
 pub const HTTP_PORT: u16 = 80;
 
@@ -80,7 +81,8 @@ pub async fn ensure(lab: &str) -> Result<Sandbox> {
         let w = netlink::link_by_name(&wan_nl, UPLINK_IFNAME).await?.context("sandbox wan link")?;
         netlink::add_address(&host_nl, h.index, HOST_UPLINK_ADDR).await?;
         netlink::add_address(&wan_nl, w.index, WAN_ADDR).await?;
-        netlink::add_address(&wan_nl, w.index, WAN_ADDR2).await?;
+        let lo = netlink::link_by_name(&wan_nl, "lo").await?.context("wan lo")?;
+        netlink::add_address(&wan_nl, lo.index, WAN_ADDR2).await?;
         netlink::set_up(&host_nl, h.index).await?;
         netlink::set_up(&wan_nl, w.index).await?;
         let default = RouteSpec {

@@ -73,6 +73,15 @@ pub fn unique(tag: &str) -> String {
 
 pub const T: Duration = Duration::from_secs(30);
 
+/// Run `f` on a thread inside the named namespace: sockets it creates stay
+/// in that namespace, so the test can then use them from anywhere.
+pub fn in_netns<T: Send + 'static>(netns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    netlab::netns::Netns::open(netns)
+        .unwrap_or_else(|e| panic!("opening netns {netns}: {e:#}"))
+        .run(move || Ok(f()))
+        .unwrap()
+}
+
 /// A sandboxed lab, taken down on drop.
 pub struct Lab {
     pub name: String,

@@ -201,8 +201,10 @@ impl fmt::Display for Proto {
     }
 }
 
-/// A port forward: `ports` on the uplink address go to `node` at
-/// `target_addr`, port `target_port + (port - ports.0)`.
+/// A port forward: ports `port_first..=port_last` on the uplink address go
+/// to `node` at `target_addr`. With `target_range` the ports map one to one
+/// onto `target_port..`; without, all of them go to `target_port` (as
+/// iptables' DNAT of a port range to one port does).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Forward {
     pub proto: Proto,
@@ -211,12 +213,16 @@ pub struct Forward {
     pub node: String,
     pub target_addr: Ipv4Addr,
     pub target_port: u16,
+    pub target_range: bool,
 }
 
 impl Forward {
     /// Every (outside port, inside port) pair of the forward.
     pub fn port_pairs(&self) -> impl Iterator<Item = (u16, u16)> + '_ {
-        (self.port_first..=self.port_last).map(|p| (p, self.target_port + (p - self.port_first)))
+        (self.port_first..=self.port_last).map(|p| {
+            let inside = if self.target_range { self.target_port + (p - self.port_first) } else { self.target_port };
+            (p, inside)
+        })
     }
 
     pub fn ports_text(&self) -> String {
@@ -229,7 +235,7 @@ impl Forward {
 
     pub fn target_text(&self) -> String {
         let last = self.target_port + (self.port_last - self.port_first);
-        if last == self.target_port {
+        if !self.target_range || last == self.target_port {
             format!("{}:{}", self.node, self.target_port)
         } else {
             format!("{}:{}-{}", self.node, self.target_port, last)
@@ -277,30 +283,32 @@ impl Lab {
         })
     }
 
-    /// Resolve a forward target written as `node`, `node:port`, `node:a-b`,
-    /// `addr` or `addr:port` (the port defaults to the outside port).
+    /// Resolve a forward target written as `node` (the same ports),
+    /// `node:port` (every forwarded port to that one), `node:a-b` (a range
+    /// onto a range of the same size), or an address instead of `node`.
     pub fn resolve_forward(&self, proto: Proto, ports: (u16, u16), to: &str) -> Result<Forward, String> {
         let (who, port) = match to.rsplit_once(':') {
             Some((who, port)) => (who, Some(port)),
             None => (to, None),
         };
-        let target_port = match port {
-            None => ports.0,
+        let span = ports.1 - ports.0;
+        let (target_port, target_range) = match port {
+            None => (ports.0, true),
             Some(p) => {
                 let (first, last) = parse_port_range(p)?;
-                if last != first && last - first != ports.1 - ports.0 {
+                if last == first {
+                    (first, false)
+                } else if last - first != span {
                     return Err(format!(
                         "target port range {p} has {} ports but the forwarded range has {}",
                         u32::from(last - first) + 1,
-                        u32::from(ports.1 - ports.0) + 1
+                        u32::from(span) + 1
                     ));
+                } else {
+                    (first, true)
                 }
-                first
             }
         };
-        if u32::from(target_port) + u32::from(ports.1 - ports.0) > 65535 {
-            return Err(format!("target ports from {target_port} run past 65535"));
-        }
         let node = match who.parse::<Ipv4Addr>() {
             Ok(addr) => self
                 .node_by_bridge_address(addr)
@@ -328,6 +336,7 @@ impl Lab {
             node: node.name.clone(),
             target_addr,
             target_port,
+            target_range: target_range && span > 0,
         })
     }
 
@@ -1359,11 +1368,18 @@ gateway = "192.168.15.5"
         assert_eq!(e, "lab.toml:14: forwards[0].to: port 0 is out of range (1-65535)");
         let e = err(&fwd("80").replace("\"tcp\"", "\"sctp\""));
         assert_eq!(e, "lab.toml:12: forwards[0].protocol: `sctp` is not `tcp` or `udp`");
-        // A range maps onto a range of the same size.
-        let lab = parse("lab.toml", &fwd("\"8000-8009\"").replace("blue:80", "blue:9000")).unwrap();
+        // A range maps onto a range of the same size, or all onto one port.
+        let lab = parse("lab.toml", &fwd("\"8000-8009\"").replace("blue:80", "blue:9000-9009")).unwrap();
         let pairs: Vec<(u16, u16)> = lab.forwards[0].port_pairs().collect();
         assert_eq!(pairs.len(), 10);
         assert_eq!(pairs[3], (8003, 9003));
+        assert_eq!(lab.forwards[0].target_text(), "blue:9000-9009");
+        let lab = parse("lab.toml", &fwd("\"8000-8009\"")).unwrap();
+        assert!(lab.forwards[0].port_pairs().all(|(_, inside)| inside == 80));
+        assert_eq!(lab.forwards[0].target_text(), "blue:80");
+        let lab = parse("lab.toml", &fwd("\"8000-8009\"").replace("blue:80", "blue")).unwrap();
+        assert_eq!(lab.forwards[0].port_pairs().nth(9), Some((8009, 8009)));
+        assert!(err(&fwd("\"8000-8009\"").replace("blue:80", "blue:1-3")).contains("has 3 ports but"));
     }
 
     #[test]
