@@ -5,7 +5,10 @@
 
 use aya_ebpf::{
     bindings::bpf_sock_tuple,
-    helpers::generated::{bpf_get_prandom_u32, bpf_ktime_get_coarse_ns, bpf_sk_lookup_tcp, bpf_sk_lookup_udp, bpf_sk_release},
+    cty::c_void,
+    helpers::generated::{
+        bpf_get_prandom_u32, bpf_ktime_get_coarse_ns, bpf_loop, bpf_sk_lookup_tcp, bpf_sk_lookup_udp, bpf_sk_release,
+    },
     maps::lpm_trie::Key,
     programs::TcContext,
     EbpfContext as _,
@@ -21,7 +24,7 @@ use netlab_ebpf::{
 
 use crate::{
     maps::{
-        count, scratch, FORWARD_RULES, FRAG_FLOWS, LAB_SUBNETS, NAT_BIND, NAT_FLOWS, NAT_PORTS, SCRATCH_ORIGINAL,
+        config, count, scratch, FORWARD_RULES, FRAG_FLOWS, LAB_SUBNETS, NAT_BIND, NAT_FLOWS, NAT_PORTS, SCRATCH_ORIGINAL,
         SCRATCH_PEER, SCRATCH_REPLY,
     },
     packet::{Pkt, FRAG_FIRST},
@@ -274,8 +277,9 @@ pub fn entry(
 
 /// Whether a socket of the lab host would receive a packet from
 /// `remote:remote_port` to `local:port` (so that port is the host's).
+/// `skb`: the program's context.
 #[inline(always)]
-pub fn host_socket_uses(ctx: &TcContext, proto: u8, remote: u32, remote_port: u16, local: u32, port: u16) -> bool {
+pub fn host_socket_uses(skb: *mut c_void, proto: u8, remote: u32, remote_port: u16, local: u32, port: u16) -> bool {
     if proto == IPPROTO_ICMP {
         return false;
     }
@@ -291,9 +295,9 @@ pub fn host_socket_uses(ctx: &TcContext, proto: u8, remote: u32, remote_port: u1
     let netns = u64::MAX; // BPF_F_CURRENT_NETNS
     let sk = unsafe {
         if proto == IPPROTO_TCP {
-            bpf_sk_lookup_tcp(ctx.as_ptr(), &mut tuple, size, netns, 0)
+            bpf_sk_lookup_tcp(skb, &mut tuple, size, netns, 0)
         } else {
-            bpf_sk_lookup_udp(ctx.as_ptr(), &mut tuple, size, netns, 0)
+            bpf_sk_lookup_udp(skb, &mut tuple, size, netns, 0)
         }
     };
     if sk.is_null() {
@@ -317,6 +321,7 @@ pub fn live_binding(cfg: &NatConfig, inside: &Endpoint, now: u64) -> Option<u16>
 }
 
 /// How to build both halves of a new flow once its outside port is known.
+#[derive(Clone, Copy)]
 /// The original direction `key` (inside `I:i` to `D:d`) is rewritten to
 /// `uplink:port → new_dst:new_dport`; the reply comes back as
 /// `new_dst:new_dport → uplink:port` and is rewritten to `D:d → I:i`.
@@ -376,75 +381,113 @@ pub fn create_pair(cfg: &NatConfig, spec: &PairSpec, port: u16, now: u64) -> Res
 }
 
 /// The flow of `spec` through the endpoint's live mapping (endpoint-
-/// independent mapping), or through a newly allocated one.
+/// independent mapping), or through a newly allocated one. `None`: the port
+/// space is exhausted.
+///
+/// The attempts run as a `bpf_loop` callback, which the verifier checks
+/// once rather than once per unrolled attempt.
 #[inline(always)]
-pub fn map_flow(ctx: &TcContext, cfg: &NatConfig, spec: &PairSpec, now: u64) -> Option<u16> {
-    let inside = Endpoint::new(spec.key.src_addr, spec.key.src_port, spec.key.proto);
-    if let Some(port) = live_binding(cfg, &inside, now) {
-        if create_pair(cfg, spec, port, now).is_ok() {
-            return Some(port);
-        }
+pub fn map_flow(ctx: &TcContext, spec: &PairSpec, now: u64) -> Option<u16> {
+    let mut state = MapFlow {
+        skb: ctx.as_ptr(),
+        spec: PairSpec { ..*spec },
+        now,
+        port: 0,
+        _pad: [0; 6],
+    };
+    unsafe {
+        bpf_loop(
+            1 + PORT_TRIES,
+            map_flow_step as *mut c_void,
+            &mut state as *mut MapFlow as *mut c_void,
+            0,
+        );
     }
-    allocate(ctx, cfg, spec, &inside, now)
+    if state.port == 0 {
+        count(stat::DROP_PORT_EXHAUSTED);
+        return None;
+    }
+    Some(state.port)
 }
 
-/// Find an outside port for `inside` and create `spec`'s flow with it.
-/// Tries the inside port first (port preservation) when it is in the NAT
-/// range, then random ports; skips forwarded ports and ports the lab host's
-/// own sockets use; reserves the port before creating the flow so two
-/// inside endpoints never share one. `None`: port space exhausted.
-#[inline(always)]
-fn allocate(ctx: &TcContext, cfg: &NatConfig, spec: &PairSpec, inside: &Endpoint, now: u64) -> Option<u16> {
-    let proto = inside.proto;
+/// What the `bpf_loop` callback works on (on the caller's stack).
+#[repr(C)]
+struct MapFlow {
+    skb: *mut c_void,
+    spec: PairSpec,
+    now: u64,
+    /// The outside port found (network order), 0 while none.
+    port: u16,
+    _pad: [u8; 6],
+}
+
+/// One attempt: 0 reuses the endpoint's live mapping, 1 tries to keep the
+/// inside port, the rest try random ports in the NAT range. Returns 1 to
+/// stop the loop.
+#[inline(never)]
+extern "C" fn map_flow_step(index: u64, state: *mut c_void) -> i64 {
+    let state = unsafe { &mut *(state as *mut MapFlow) };
+    let Some(cfg) = config() else { return 1 };
+    let spec = &state.spec;
+    let now = state.now;
+    let proto = spec.key.proto;
+    let inside = Endpoint::new(spec.key.src_addr, spec.key.src_port, proto);
+    if index == 0 {
+        if let Some(port) = live_binding(cfg, &inside, now) {
+            if create_pair(cfg, spec, port, now).is_ok() {
+                state.port = port;
+                return 1;
+            }
+        }
+        return 0;
+    }
     let preferred = u16::from_be(inside.port);
+    let host_order = if index == 1 && proto != IPPROTO_ICMP && in_nat_range(cfg, preferred) {
+        preferred
+    } else {
+        port_candidate(cfg, unsafe { bpf_get_prandom_u32() })
+    };
+    let port = host_order.to_be();
+    if proto != IPPROTO_ICMP && FORWARD_RULES.get_ptr(ForwardKey::new(port, proto)).is_some() {
+        return 0;
+    }
+    if host_socket_uses(state.skb, proto, spec.new_dst, spec.new_dport, cfg.uplink_addr, port) {
+        return 0;
+    }
+    let outside = Endpoint::new(cfg.uplink_addr, port, proto);
     let binding = Binding {
-        peer: *inside,
+        peer: inside,
         expires_ns: now + lifetime_ns(cfg, proto, spec.state),
     };
-    for i in 0..PORT_TRIES {
-        let host_order = if i == 0 && proto != IPPROTO_ICMP && in_nat_range(cfg, preferred) {
-            preferred
-        } else {
-            port_candidate(cfg, unsafe { bpf_get_prandom_u32() })
-        };
-        let port = host_order.to_be();
-        if proto != IPPROTO_ICMP && FORWARD_RULES.get_ptr(ForwardKey::new(port, proto)).is_some() {
-            continue;
+    let fresh = if NAT_PORTS.insert(&outside, &binding, BPF_NOEXIST).is_ok() {
+        true
+    } else {
+        let Some(cur) = NAT_PORTS.get_ptr(&outside) else { return 0 };
+        let cur = unsafe { &*cur };
+        if cur.peer != inside && cur.expires_ns >= now {
+            return 0;
         }
-        if host_socket_uses(ctx, proto, spec.new_dst, spec.new_dport, cfg.uplink_addr, port) {
-            continue;
+        if NAT_PORTS.insert(&outside, &binding, BPF_ANY).is_err() {
+            return 0;
         }
-        let outside = Endpoint::new(cfg.uplink_addr, port, proto);
-        let fresh = if NAT_PORTS.insert(&outside, &binding, BPF_NOEXIST).is_ok() {
-            true
-        } else {
-            let Some(cur) = NAT_PORTS.get_ptr(&outside) else { continue };
-            let cur = unsafe { &*cur };
-            if cur.peer != *inside && cur.expires_ns >= now {
-                continue;
-            }
-            if NAT_PORTS.insert(&outside, &binding, BPF_ANY).is_err() {
-                continue;
-            }
-            false
-        };
-        if create_pair(cfg, spec, port, now).is_ok() {
-            let _ = NAT_BIND.insert(
-                inside,
-                &Binding {
-                    peer: outside,
-                    expires_ns: binding.expires_ns,
-                },
-                BPF_ANY,
-            );
-            return Some(port);
-        }
-        if fresh {
-            let _ = NAT_PORTS.remove(&outside);
-        }
+        false
+    };
+    if create_pair(cfg, spec, port, now).is_ok() {
+        let _ = NAT_BIND.insert(
+            &inside,
+            &Binding {
+                peer: outside,
+                expires_ns: binding.expires_ns,
+            },
+            BPF_ANY,
+        );
+        state.port = port;
+        return 1;
     }
-    count(stat::DROP_PORT_EXHAUSTED);
-    None
+    if fresh {
+        let _ = NAT_PORTS.remove(&outside);
+    }
+    0
 }
 
 /// Remember how the first fragment of a datagram was translated, for the

@@ -98,7 +98,7 @@ fn masquerade(ctx: &TcContext, cfg: &NatConfig, p: &Pkt, key: &FlowKey, now: u64
         ifindex_original: 0,
         ifindex_reply: 0,
     };
-    let port = nat::map_flow(ctx, cfg, &spec, now);
+    let port = nat::map_flow(ctx, &spec, now);
     let Some(port) = port else {
         if cfg.flags & CONFIG_LOG != 0 {
             debug!(ctx, "no free port for {:i}:{}", u32::from_be(p.src), u16::from_be(p.sport));

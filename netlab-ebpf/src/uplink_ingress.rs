@@ -1,7 +1,7 @@
 //! TC ingress on the uplink: replies to masqueraded flows, port forwards,
 //! endpoint-independent filtering, and the checks that keep the outside out.
 
-use aya_ebpf::{bindings::TC_ACT_SHOT, programs::TcContext};
+use aya_ebpf::{bindings::TC_ACT_SHOT, programs::TcContext, EbpfContext as _};
 use aya_log_ebpf::debug;
 use netlab_common::{
     stat, Endpoint, FlowKey, ForwardKey, NatConfig, CONFIG_LOG, DIR_ORIGINAL, DIR_REPLY, HOOK_UPLINK_EGRESS,
@@ -108,7 +108,7 @@ fn miss(ctx: &TcContext, cfg: &NatConfig, p: &Pkt, key: &FlowKey, now: u64) -> R
             return to_mapping(ctx, cfg, p, key, &b.peer, now);
         }
     }
-    if p.proto == IPPROTO_ICMP || nat::host_socket_uses(ctx, p.proto, p.src, p.sport, p.dst, p.dport) {
+    if p.proto == IPPROTO_ICMP || nat::host_socket_uses(ctx.as_ptr(), p.proto, p.src, p.sport, p.dst, p.dport) {
         // The lab host's own ping, or its own socket on a port in the NAT range.
         return Ok(TC_ACT_UNSPEC);
     }

@@ -71,6 +71,8 @@ pub fn unique(tag: &str) -> String {
     format!("{tag}{:x}{n}", std::process::id() % 0xfff)
 }
 
+pub mod packet;
+
 pub const T: Duration = Duration::from_secs(30);
 
 /// Run `f` on a thread inside the named namespace: sockets it creates stay

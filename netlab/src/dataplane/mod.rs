@@ -32,7 +32,7 @@ use crate::{
 pub use commands::{fwd_command, log_command, nat_command, stats_command};
 
 /// The compiled programs (built by netlab's build.rs through aya-build).
-static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netlab"));
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netlab"));
 
 pub const PROG_UPLINK_IN: &str = "nl_uplink_in";
 pub const PROG_UPLINK_OUT: &str = "nl_uplink_out";
@@ -42,6 +42,8 @@ pub const PROG_BRIDGE_IN: &str = "nl_bridge_in";
 /// BPF objects).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct DataplaneInfo {
+    /// Identifies the program build, so `up` can say when it swapped in new ones.
+    pub object: String,
     pub uplink: String,
     pub uplink_ifindex: u32,
     pub uplink_address: Ipv4Addr,
@@ -59,6 +61,13 @@ pub fn read_info(lab: &str) -> Option<DataplaneInfo> {
 pub struct UpReport {
     pub changed: bool,
     pub lines: Vec<String>,
+}
+
+fn object_id() -> String {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    EBPF_OBJECT.hash(&mut h);
+    format!("{:016x}", h.finish())
 }
 
 /// Whether the lab has anything for the dataplane to do.
@@ -295,6 +304,7 @@ pub async fn up(sys: &System, lab: &Lab, verbose: bool) -> Result<UpReport> {
     })?;
     let (hooks, notes) = attached;
     let info = DataplaneInfo {
+        object: object_id(),
         uplink: uplink.clone(),
         uplink_ifindex,
         uplink_address: address,
