@@ -34,7 +34,13 @@ pub struct FlowKey {
 }
 
 impl FlowKey {
-    pub const fn new(src_addr: u32, dst_addr: u32, src_port: u16, dst_port: u16, proto: u8) -> Self {
+    pub const fn new(
+        src_addr: u32,
+        dst_addr: u32,
+        src_port: u16,
+        dst_port: u16,
+        proto: u8,
+    ) -> Self {
         Self {
             src_addr,
             dst_addr,
@@ -48,7 +54,13 @@ impl FlowKey {
     /// The key the other direction of the same (translated) flow is stored under,
     /// given what this direction rewrites to.
     pub const fn peer_of(value: &FlowValue, proto: u8) -> Self {
-        Self::new(value.dst_addr, value.src_addr, value.dst_port, value.src_port, proto)
+        Self::new(
+            value.dst_addr,
+            value.src_addr,
+            value.dst_port,
+            value.src_port,
+            proto,
+        )
     }
 }
 
@@ -360,6 +372,9 @@ mod tests {
             dst_port: 4,
             ..Default::default()
         };
-        assert_eq!(FlowKey::peer_of(&value, IPPROTO_UDP), FlowKey::new(2, 1, 4, 3, IPPROTO_UDP));
+        assert_eq!(
+            FlowKey::peer_of(&value, IPPROTO_UDP),
+            FlowKey::new(2, 1, 4, 3, IPPROTO_UDP)
+        );
     }
 }

@@ -6,13 +6,11 @@
 //! RFC 4787 asks of hairpinning.
 
 use aya_ebpf::{
-    bindings::TC_ACT_SHOT,
-    helpers::generated::bpf_redirect_neigh,
-    programs::TcContext,
+    bindings::TC_ACT_SHOT, helpers::generated::bpf_redirect_neigh, programs::TcContext,
 };
 use netlab_common::{
-    stat, Endpoint, FlowKey, ForwardKey, NatConfig, DIR_ORIGINAL, HOOK_BRIDGE_INGRESS, IPPROTO_ICMP,
-    IPPROTO_TCP, KIND_HAIRPIN,
+    stat, Endpoint, FlowKey, ForwardKey, NatConfig, DIR_ORIGINAL, HOOK_BRIDGE_INGRESS,
+    IPPROTO_ICMP, IPPROTO_TCP, KIND_HAIRPIN,
 };
 use netlab_ebpf::{in_nat_range, TCP_ACK, TCP_SYN};
 
@@ -37,7 +35,9 @@ fn redirect(ifindex: u32) -> i32 {
 
 #[inline(always)]
 fn handle(ctx: &TcContext) -> Result<i32, ()> {
-    let Some(cfg) = config() else { return Ok(TC_ACT_UNSPEC) };
+    let Some(cfg) = config() else {
+        return Ok(TC_ACT_UNSPEC);
+    };
     if cfg.uplink_addr == 0 {
         return Ok(TC_ACT_UNSPEC);
     }
@@ -53,8 +53,16 @@ fn handle(ctx: &TcContext) -> Result<i32, ()> {
     let now = nat::now();
     let key = FlowKey::new(p.src, p.dst, p.sport, p.dport, p.proto);
     if let Some(v) = nat::lookup_live(cfg, &key, now) {
-        let (hook, src, dst, sport, dport, out) =
-            unsafe { ((*v).hook, (*v).src_addr, (*v).dst_addr, (*v).src_port, (*v).dst_port, (*v).out_ifindex) };
+        let (hook, src, dst, sport, dport, out) = unsafe {
+            (
+                (*v).hook,
+                (*v).src_addr,
+                (*v).dst_addr,
+                (*v).src_port,
+                (*v).dst_port,
+                (*v).out_ifindex,
+            )
+        };
         if hook != HOOK_BRIDGE_INGRESS || out == 0 {
             return Ok(TC_ACT_UNSPEC);
         }
@@ -65,7 +73,9 @@ fn handle(ctx: &TcContext) -> Result<i32, ()> {
         count(stat::XLATE_HAIRPIN);
         return Ok(redirect(out));
     }
-    let Some(client_net) = nat::subnet_of(p.src) else { return Ok(TC_ACT_UNSPEC) };
+    let Some(client_net) = nat::subnet_of(p.src) else {
+        return Ok(TC_ACT_UNSPEC);
+    };
     if p.proto == IPPROTO_ICMP {
         return Ok(TC_ACT_UNSPEC);
     }
@@ -92,8 +102,19 @@ fn handle(ctx: &TcContext) -> Result<i32, ()> {
     if p.proto == IPPROTO_TCP && (p.tcp_flags & TCP_SYN == 0 || p.tcp_flags & TCP_ACK != 0) {
         return Ok(TC_ACT_UNSPEC);
     }
-    let Some(target_net) = nat::subnet_of(target.addr) else { return Ok(TC_ACT_UNSPEC) };
-    hairpin(ctx, cfg, &p, &key, &target, target_net.ifindex, client_net.ifindex, now)
+    let Some(target_net) = nat::subnet_of(target.addr) else {
+        return Ok(TC_ACT_UNSPEC);
+    };
+    hairpin(
+        ctx,
+        cfg,
+        &p,
+        &key,
+        &target,
+        target_net.ifindex,
+        client_net.ifindex,
+        now,
+    )
 }
 
 #[inline(always)]
@@ -126,7 +147,9 @@ fn hairpin(
         ifindex_reply: client_ifindex,
     };
     let port = nat::map_flow(ctx, &spec, now);
-    let Some(port) = port else { return Ok(TC_ACT_SHOT) };
+    let Some(port) = port else {
+        return Ok(TC_ACT_SHOT);
+    };
     count(stat::NEW_HAIRPIN);
     rewrite(ctx, p, up, target.addr, port, target.port)?;
     if let Some(v) = NAT_FLOWS.get_ptr_mut(key) {

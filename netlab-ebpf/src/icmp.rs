@@ -15,11 +15,15 @@ use crate::{
 /// anything else (the lab host's own traffic) pass untouched.
 #[inline(always)]
 pub fn translate_error(ctx: &TcContext, p: &Pkt, hook: u8) -> Result<(), ()> {
-    let Some(inner) = parse_inner(ctx, p) else { return Ok(()) };
+    let Some(inner) = parse_inner(ctx, p) else {
+        return Ok(());
+    };
     // The quoted packet went the other way: its reverse is the key a
     // packet of the flow has at this hook.
     let key = FlowKey::new(inner.dst, inner.src, inner.dport, inner.sport, inner.proto);
-    let Some(v) = NAT_FLOWS.get_ptr(&key) else { return Ok(()) };
+    let Some(v) = NAT_FLOWS.get_ptr(&key) else {
+        return Ok(());
+    };
     let v = unsafe { *v };
     if v.hook != hook {
         return Ok(());

@@ -4,8 +4,8 @@
 #![no_std]
 
 use netlab_common::{
-    NatConfig, IPPROTO_TCP, IPPROTO_UDP, STATE_FIN_ORIGINAL, STATE_FIN_REPLY, STATE_REPLIED, STATE_RST,
-    STATE_SYN, DIR_ORIGINAL,
+    NatConfig, DIR_ORIGINAL, IPPROTO_TCP, IPPROTO_UDP, STATE_FIN_ORIGINAL, STATE_FIN_REPLY,
+    STATE_REPLIED, STATE_RST, STATE_SYN,
 };
 
 pub const NSEC_PER_SEC: u64 = 1_000_000_000;
@@ -56,7 +56,11 @@ pub fn tcp_next_state(state: u8, flags: u8, dir: u8) -> u8 {
         next |= STATE_RST;
     }
     if flags & TCP_FIN != 0 {
-        next |= if dir == DIR_ORIGINAL { STATE_FIN_ORIGINAL } else { STATE_FIN_REPLY };
+        next |= if dir == DIR_ORIGINAL {
+            STATE_FIN_ORIGINAL
+        } else {
+            STATE_FIN_REPLY
+        };
     }
     next
 }
@@ -97,7 +101,8 @@ pub fn flow_timeout_secs(cfg: &NatConfig, proto: u8, state: u8) -> u32 {
 /// still linger to translate stray retransmissions.
 #[inline(always)]
 pub fn binding_timeout_secs(cfg: &NatConfig, proto: u8, state: u8) -> u32 {
-    let closed = state & STATE_RST != 0 || state & (STATE_FIN_ORIGINAL | STATE_FIN_REPLY) == (STATE_FIN_ORIGINAL | STATE_FIN_REPLY);
+    let closed = state & STATE_RST != 0
+        || state & (STATE_FIN_ORIGINAL | STATE_FIN_REPLY) == (STATE_FIN_ORIGINAL | STATE_FIN_REPLY);
     if proto == IPPROTO_TCP && closed {
         cfg.timeout_tcp_rst
     } else {
@@ -128,7 +133,11 @@ mod tests {
     fn checksum(data: &[u8]) -> u16 {
         let mut sum: u32 = 0;
         for chunk in data.chunks(2) {
-            let word = if chunk.len() == 2 { u16::from_be_bytes([chunk[0], chunk[1]]) } else { u16::from(chunk[0]) << 8 };
+            let word = if chunk.len() == 2 {
+                u16::from_be_bytes([chunk[0], chunk[1]])
+            } else {
+                u16::from(chunk[0]) << 8
+            };
             sum += u32::from(word);
         }
         while sum > 0xffff {
@@ -173,7 +182,11 @@ mod tests {
                 let c = checksum(&d);
                 d[4..6].copy_from_slice(&c.to_be_bytes());
                 let stored = u16::from_ne_bytes([d[4], d[5]]);
-                let upd = csum_replace2(stored, u16::from_ne_bytes(old.to_be_bytes()), u16::from_ne_bytes(new.to_be_bytes()));
+                let upd = csum_replace2(
+                    stored,
+                    u16::from_ne_bytes(old.to_be_bytes()),
+                    u16::from_ne_bytes(new.to_be_bytes()),
+                );
                 d[0..2].copy_from_slice(&new.to_be_bytes());
                 d[4..6].copy_from_slice(&upd.to_ne_bytes());
                 assert_eq!(checksum(&d), 0, "old {old:#x} new {new:#x}");
@@ -202,12 +215,24 @@ mod tests {
         assert_eq!(s, STATE_SYN);
         assert_eq!(flow_timeout_secs(&c, IPPROTO_TCP, s), 240);
         let s = tcp_next_state(s, TCP_SYN | TCP_ACK, DIR_REPLY);
-        assert_eq!(flow_timeout_secs(&c, IPPROTO_TCP, s), 7440, "established ≥ 2 h 4 min");
+        assert_eq!(
+            flow_timeout_secs(&c, IPPROTO_TCP, s),
+            7440,
+            "established ≥ 2 h 4 min"
+        );
         let s = tcp_next_state(s, TCP_FIN | TCP_ACK, DIR_ORIGINAL);
         assert_eq!(flow_timeout_secs(&c, IPPROTO_TCP, s), 240);
-        assert_eq!(binding_timeout_secs(&c, IPPROTO_TCP, s), 240, "half closed keeps its port");
+        assert_eq!(
+            binding_timeout_secs(&c, IPPROTO_TCP, s),
+            240,
+            "half closed keeps its port"
+        );
         let s = tcp_next_state(s, TCP_FIN | TCP_ACK, DIR_REPLY);
-        assert_eq!(binding_timeout_secs(&c, IPPROTO_TCP, s), 10, "closed frees its port soon");
+        assert_eq!(
+            binding_timeout_secs(&c, IPPROTO_TCP, s),
+            10,
+            "closed frees its port soon"
+        );
         // A new SYN on the closed flow starts over.
         assert_eq!(tcp_next_state(s, TCP_SYN, DIR_ORIGINAL), STATE_SYN);
         let r = tcp_next_state(STATE_SYN | STATE_REPLIED, TCP_RST, DIR_REPLY);
@@ -217,7 +242,10 @@ mod tests {
     #[test]
     fn datagram_timeouts() {
         let c = cfg();
-        assert!(flow_timeout_secs(&c, IPPROTO_UDP, 0) >= 120, "RFC 4787: UDP mappings last ≥ 2 min");
+        assert!(
+            flow_timeout_secs(&c, IPPROTO_UDP, 0) >= 120,
+            "RFC 4787: UDP mappings last ≥ 2 min"
+        );
         assert_eq!(flow_timeout_secs(&c, IPPROTO_ICMP, 0), 30);
         assert_eq!(datagram_next_state(0, DIR_REPLY), STATE_REPLIED);
         assert_eq!(datagram_next_state(0, DIR_ORIGINAL), 0);

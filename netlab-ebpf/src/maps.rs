@@ -6,25 +6,30 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use netlab_common::{
-    stat, Binding, Endpoint, FlowKey, FlowValue, ForwardKey, ForwardTarget, FragKey, FragValue, NatConfig, SubnetInfo,
-    BINDING_ENTRIES, FLOW_ENTRIES, FORWARD_ENTRIES, FRAG_ENTRIES, SUBNET_ENTRIES,
+    stat, Binding, Endpoint, FlowKey, FlowValue, ForwardKey, ForwardTarget, FragKey, FragValue,
+    NatConfig, SubnetInfo, BINDING_ENTRIES, FLOW_ENTRIES, FORWARD_ENTRIES, FRAG_ENTRIES,
+    SUBNET_ENTRIES,
 };
 
 /// Both directions of every translated flow, keyed as each direction is seen.
 #[map]
-pub static NAT_FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::with_max_entries(FLOW_ENTRIES, 0);
+pub static NAT_FLOWS: LruHashMap<FlowKey, FlowValue> =
+    LruHashMap::with_max_entries(FLOW_ENTRIES, 0);
 
 /// Inside endpoint → its outside endpoint (endpoint-independent mapping).
 #[map]
-pub static NAT_BIND: LruHashMap<Endpoint, Binding> = LruHashMap::with_max_entries(BINDING_ENTRIES, 0);
+pub static NAT_BIND: LruHashMap<Endpoint, Binding> =
+    LruHashMap::with_max_entries(BINDING_ENTRIES, 0);
 
 /// Outside endpoint → the inside endpoint holding it (port reservations).
 #[map]
-pub static NAT_PORTS: LruHashMap<Endpoint, Binding> = LruHashMap::with_max_entries(BINDING_ENTRIES, 0);
+pub static NAT_PORTS: LruHashMap<Endpoint, Binding> =
+    LruHashMap::with_max_entries(BINDING_ENTRIES, 0);
 
 /// Port forwards: outside port → inside endpoint.
 #[map]
-pub static FORWARD_RULES: HashMap<ForwardKey, ForwardTarget> = HashMap::with_max_entries(FORWARD_ENTRIES, 0);
+pub static FORWARD_RULES: HashMap<ForwardKey, ForwardTarget> =
+    HashMap::with_max_entries(FORWARD_ENTRIES, 0);
 
 /// The lab's subnets (key data: network-order address).
 #[map]
@@ -38,7 +43,8 @@ pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 
 
 /// Translations of fragmented datagrams, recorded from their first fragment.
 #[map]
-pub static FRAG_FLOWS: LruHashMap<FragKey, FragValue> = LruHashMap::with_max_entries(FRAG_ENTRIES, 0);
+pub static FRAG_FLOWS: LruHashMap<FragKey, FragValue> =
+    LruHashMap::with_max_entries(FRAG_ENTRIES, 0);
 
 /// Per-CPU room to build flow entries in: a BPF program has 512 bytes of
 /// stack, and two flow entries plus the packet's state do not fit there.

@@ -7,25 +7,27 @@ use aya_ebpf::{
     bindings::bpf_sock_tuple,
     cty::c_void,
     helpers::generated::{
-        bpf_get_prandom_u32, bpf_ktime_get_coarse_ns, bpf_loop, bpf_sk_lookup_tcp, bpf_sk_lookup_udp, bpf_sk_release,
+        bpf_get_prandom_u32, bpf_ktime_get_coarse_ns, bpf_loop, bpf_sk_lookup_tcp,
+        bpf_sk_lookup_udp, bpf_sk_release,
     },
     maps::lpm_trie::Key,
     programs::TcContext,
     EbpfContext as _,
 };
 use netlab_common::{
-    stat, Binding, Endpoint, FlowKey, FlowValue, ForwardKey, FragKey, FragValue, NatConfig, SubnetInfo, DIR_ORIGINAL,
-    DIR_REPLY, HOOK_BRIDGE_INGRESS, HOOK_UPLINK_EGRESS, HOOK_UPLINK_INGRESS, IPPROTO_ICMP, IPPROTO_TCP, KIND_DNAT,
+    stat, Binding, Endpoint, FlowKey, FlowValue, ForwardKey, FragKey, FragValue, NatConfig,
+    SubnetInfo, DIR_ORIGINAL, DIR_REPLY, HOOK_BRIDGE_INGRESS, HOOK_UPLINK_EGRESS,
+    HOOK_UPLINK_INGRESS, IPPROTO_ICMP, IPPROTO_TCP, KIND_DNAT,
 };
 use netlab_ebpf::{
-    binding_timeout_secs, datagram_next_state, flow_timeout_secs, in_nat_range, port_candidate, tcp_next_state,
-    NSEC_PER_SEC,
+    binding_timeout_secs, datagram_next_state, flow_timeout_secs, in_nat_range, port_candidate,
+    tcp_next_state, NSEC_PER_SEC,
 };
 
 use crate::{
     maps::{
-        config, count, scratch, FORWARD_RULES, FRAG_FLOWS, LAB_SUBNETS, NAT_BIND, NAT_FLOWS, NAT_PORTS, SCRATCH_ORIGINAL,
-        SCRATCH_PEER, SCRATCH_REPLY,
+        config, count, scratch, FORWARD_RULES, FRAG_FLOWS, LAB_SUBNETS, NAT_BIND, NAT_FLOWS,
+        NAT_PORTS, SCRATCH_ORIGINAL, SCRATCH_PEER, SCRATCH_REPLY,
     },
     packet::{Pkt, FRAG_FIRST},
 };
@@ -98,9 +100,15 @@ fn mapping_of(key: &FlowKey, v: &FlowValue) -> Option<(Endpoint, u16)> {
         return None;
     }
     if v.dir == DIR_ORIGINAL {
-        Some((Endpoint::new(key.src_addr, key.src_port, key.proto), v.src_port))
+        Some((
+            Endpoint::new(key.src_addr, key.src_port, key.proto),
+            v.src_port,
+        ))
     } else {
-        Some((Endpoint::new(v.dst_addr, v.dst_port, key.proto), key.dst_port))
+        Some((
+            Endpoint::new(v.dst_addr, v.dst_port, key.proto),
+            key.dst_port,
+        ))
     }
 }
 
@@ -135,7 +143,11 @@ fn peer_value(key: &FlowKey, v: &FlowValue) -> Option<&'static mut FlowValue> {
     } else {
         0
     };
-    let dir = if v.dir == DIR_ORIGINAL { DIR_REPLY } else { DIR_ORIGINAL };
+    let dir = if v.dir == DIR_ORIGINAL {
+        DIR_REPLY
+    } else {
+        DIR_ORIGINAL
+    };
     let peer = entry(
         SCRATCH_PEER,
         key.dst_addr,
@@ -158,7 +170,13 @@ fn peer_value(key: &FlowKey, v: &FlowValue) -> Option<&'static mut FlowValue> {
 /// the flow dropped when it disagrees) and the mapping refreshed.
 /// `Err` means the flow's halves disagree: drop the packet.
 #[inline(always)]
-pub fn touch(cfg: &NatConfig, key: &FlowKey, v: *mut FlowValue, p: &Pkt, now: u64) -> Result<(), ()> {
+pub fn touch(
+    cfg: &NatConfig,
+    key: &FlowKey,
+    v: *mut FlowValue,
+    p: &Pkt,
+    now: u64,
+) -> Result<(), ()> {
     let val = unsafe { &mut *v };
     let old_state = val.state;
     let state = if p.proto == IPPROTO_TCP {
@@ -204,9 +222,19 @@ pub fn touch(cfg: &NatConfig, key: &FlowKey, v: *mut FlowValue, p: &Pkt, now: u6
 /// tuple is what keeps two flows apart): it may not belong to another live
 /// flow; a stale half of this very flow is taken over.
 #[inline(always)]
-fn reserve(cfg: &NatConfig, unique_key: &FlowKey, unique_val: &FlowValue, now: u64) -> Result<(), ()> {
-    if NAT_FLOWS.insert(unique_key, unique_val, BPF_NOEXIST).is_err() {
-        let Some(cur) = NAT_FLOWS.get_ptr(unique_key) else { return Err(()) };
+fn reserve(
+    cfg: &NatConfig,
+    unique_key: &FlowKey,
+    unique_val: &FlowValue,
+    now: u64,
+) -> Result<(), ()> {
+    if NAT_FLOWS
+        .insert(unique_key, unique_val, BPF_NOEXIST)
+        .is_err()
+    {
+        let Some(cur) = NAT_FLOWS.get_ptr(unique_key) else {
+            return Err(());
+        };
         let cur = unsafe { &*cur };
         let same = cur.src_addr == unique_val.src_addr
             && cur.dst_addr == unique_val.dst_addr
@@ -279,7 +307,14 @@ pub fn entry(
 /// `remote:remote_port` to `local:port` (so that port is the host's).
 /// `skb`: the program's context.
 #[inline(always)]
-pub fn host_socket_uses(skb: *mut c_void, proto: u8, remote: u32, remote_port: u16, local: u32, port: u16) -> bool {
+pub fn host_socket_uses(
+    skb: *mut c_void,
+    proto: u8,
+    remote: u32,
+    remote_port: u16,
+    local: u32,
+    port: u16,
+) -> bool {
     if proto == IPPROTO_ICMP {
         return false;
     }
@@ -448,10 +483,21 @@ extern "C" fn map_flow_step(index: u64, state: *mut c_void) -> i64 {
         port_candidate(cfg, unsafe { bpf_get_prandom_u32() })
     };
     let port = host_order.to_be();
-    if proto != IPPROTO_ICMP && FORWARD_RULES.get_ptr(ForwardKey::new(port, proto)).is_some() {
+    if proto != IPPROTO_ICMP
+        && FORWARD_RULES
+            .get_ptr(ForwardKey::new(port, proto))
+            .is_some()
+    {
         return 0;
     }
-    if host_socket_uses(state.skb, proto, spec.new_dst, spec.new_dport, cfg.uplink_addr, port) {
+    if host_socket_uses(
+        state.skb,
+        proto,
+        spec.new_dst,
+        spec.new_dport,
+        cfg.uplink_addr,
+        port,
+    ) {
         return 0;
     }
     let outside = Endpoint::new(cfg.uplink_addr, port, proto);
@@ -462,7 +508,9 @@ extern "C" fn map_flow_step(index: u64, state: *mut c_void) -> i64 {
     let fresh = if NAT_PORTS.insert(&outside, &binding, BPF_NOEXIST).is_ok() {
         true
     } else {
-        let Some(cur) = NAT_PORTS.get_ptr(&outside) else { return 0 };
+        let Some(cur) = NAT_PORTS.get_ptr(&outside) else {
+            return 0;
+        };
         let cur = unsafe { &*cur };
         if cur.peer != inside && cur.expires_ns >= now {
             return 0;
@@ -504,7 +552,14 @@ pub fn record_fragment(p: &Pkt, src: u32, dst: u32) {
         proto: p.proto,
         _pad: 0,
     };
-    let _ = FRAG_FLOWS.insert(&key, &FragValue { src_addr: src, dst_addr: dst }, BPF_ANY);
+    let _ = FRAG_FLOWS.insert(
+        &key,
+        &FragValue {
+            src_addr: src,
+            dst_addr: dst,
+        },
+        BPF_ANY,
+    );
 }
 
 /// The translation recorded for a later fragment.

@@ -3,8 +3,8 @@
 //! CHECKSUM_PARTIAL and CHECKSUM_COMPLETE skbs right).
 
 use aya_ebpf::programs::TcContext;
-use netlab_ebpf::{csum_replace2, csum_replace4};
 use netlab_common::{IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
+use netlab_ebpf::{csum_replace2, csum_replace4};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
 pub const ETH_LEN: usize = EthHdr::LEN;
@@ -88,11 +88,15 @@ pub fn parse(ctx: &TcContext) -> Parsed {
     if !ensure(ctx, ETH_LEN + Ipv4Hdr::LEN) {
         return Parsed::Other;
     }
-    let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else { return Parsed::Other };
+    let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
+        return Parsed::Other;
+    };
     if u16::from_be(unsafe { (*eth).ether_type }) != ETH_P_IP {
         return Parsed::Other;
     }
-    let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, IP_OFF) else { return Parsed::Other };
+    let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, IP_OFF) else {
+        return Parsed::Other;
+    };
     let ip = unsafe { &*ip };
     let ihl = usize::from(ip.ihl());
     if ip.version() != 4 || ihl < Ipv4Hdr::LEN {
@@ -145,14 +149,20 @@ pub fn parse(ctx: &TcContext) -> Parsed {
             if proto == IPPROTO_TCP {
                 // Two bytes (data offset, flags): a one-byte bounds check
                 // compiles to a form the verifier cannot use.
-                let Some(f) = ptr_at::<[u8; 2]>(ctx, p.l4 + 12) else { return Parsed::Bad };
+                let Some(f) = ptr_at::<[u8; 2]>(ctx, p.l4 + 12) else {
+                    return Parsed::Bad;
+                };
                 p.tcp_flags = unsafe { (*f)[1] };
             }
         }
         _ => {
-            let Some(t) = ptr_at::<[u8; 2]>(ctx, p.l4) else { return Parsed::Bad };
+            let Some(t) = ptr_at::<[u8; 2]>(ctx, p.l4) else {
+                return Parsed::Bad;
+            };
             p.icmp_type = unsafe { (*t)[0] };
-            let Some(id) = read_u16(ctx, p.l4 + 4) else { return Parsed::Bad };
+            let Some(id) = read_u16(ctx, p.l4 + 4) else {
+                return Parsed::Bad;
+            };
             match p.icmp_type {
                 ICMP_ECHO => p.sport = id,
                 ICMP_ECHO_REPLY => p.dport = id,
@@ -166,7 +176,9 @@ pub fn parse(ctx: &TcContext) -> Parsed {
 #[inline(always)]
 pub fn is_icmp_error(p: &Pkt) -> bool {
     p.proto == IPPROTO_ICMP
-        && (p.icmp_type == ICMP_DEST_UNREACH || p.icmp_type == ICMP_TIME_EXCEEDED || p.icmp_type == ICMP_PARAMETER_PROB)
+        && (p.icmp_type == ICMP_DEST_UNREACH
+            || p.icmp_type == ICMP_TIME_EXCEEDED
+            || p.icmp_type == ICMP_PARAMETER_PROB)
 }
 
 #[inline(always)]
@@ -197,10 +209,16 @@ pub fn set_addr(ctx: &TcContext, p: &Pkt, src: bool, old: u32, new: u32) -> Resu
     }
     let off = IP_OFF + if src { 12 } else { 16 };
     if p.frag != FRAG_LATER && (p.proto == IPPROTO_TCP || p.proto == IPPROTO_UDP) {
-        ctx.l4_csum_replace(l4_csum_off(p), u64::from(old), u64::from(new), BPF_F_PSEUDO_HDR | 4 | l4_flags(p))
-            .map_err(|_| ())?;
+        ctx.l4_csum_replace(
+            l4_csum_off(p),
+            u64::from(old),
+            u64::from(new),
+            BPF_F_PSEUDO_HDR | 4 | l4_flags(p),
+        )
+        .map_err(|_| ())?;
     }
-    ctx.l3_csum_replace(IP_OFF + 10, u64::from(old), u64::from(new), 4).map_err(|_| ())?;
+    ctx.l3_csum_replace(IP_OFF + 10, u64::from(old), u64::from(new), 4)
+        .map_err(|_| ())?;
     ctx.store(off, &new, 0).map_err(|_| ())
 }
 
@@ -214,14 +232,26 @@ pub fn set_port(ctx: &TcContext, p: &Pkt, src: bool, old: u16, new: u16) -> Resu
         IPPROTO_ICMP => p.l4 + 4,
         _ => p.l4 + if src { 0 } else { 2 },
     };
-    ctx.l4_csum_replace(l4_csum_off(p), u64::from(old), u64::from(new), 2 | l4_flags(p))
-        .map_err(|_| ())?;
+    ctx.l4_csum_replace(
+        l4_csum_off(p),
+        u64::from(old),
+        u64::from(new),
+        2 | l4_flags(p),
+    )
+    .map_err(|_| ())?;
     ctx.store(off, &new, 0).map_err(|_| ())
 }
 
 /// Rewrite a packet to new addresses and ports.
 #[inline(always)]
-pub fn rewrite(ctx: &TcContext, p: &Pkt, src: u32, dst: u32, sport: u16, dport: u16) -> Result<(), ()> {
+pub fn rewrite(
+    ctx: &TcContext,
+    p: &Pkt,
+    src: u32,
+    dst: u32,
+    sport: u16,
+    dport: u16,
+) -> Result<(), ()> {
     set_addr(ctx, p, true, p.src, src)?;
     set_addr(ctx, p, false, p.dst, dst)?;
     if p.frag == FRAG_LATER {
@@ -279,7 +309,15 @@ pub fn parse_inner(ctx: &TcContext, p: &Pkt) -> Option<Inner> {
         IPPROTO_TCP | IPPROTO_UDP => {
             let s = read_u16(ctx, l4)?;
             let d = read_u16(ctx, l4 + 2)?;
-            (s, d, if proto == IPPROTO_TCP { l4 + 18 } else { l4 + 8 })
+            (
+                s,
+                d,
+                if proto == IPPROTO_TCP {
+                    l4 + 18
+                } else {
+                    l4 + 8
+                },
+            )
         }
         IPPROTO_ICMP => {
             let t = unsafe { (*ptr_at::<[u8; 2]>(ctx, l4)?)[0] };
@@ -309,18 +347,32 @@ pub fn parse_inner(ctx: &TcContext, p: &Pkt) -> Option<Inner> {
 /// never offloaded, so they are updated by hand; the ICMP checksum goes
 /// through the helper so offload state is respected.
 #[inline(always)]
-pub fn rewrite_inner(ctx: &TcContext, p: &Pkt, inner: &Inner, src: bool, addr: u32, port: u16) -> Result<(), ()> {
+pub fn rewrite_inner(
+    ctx: &TcContext,
+    p: &Pkt,
+    inner: &Inner,
+    src: bool,
+    addr: u32,
+    port: u16,
+) -> Result<(), ()> {
     let icmp_csum = p.l4 + 2;
-    let (old_addr, old_port) = if src { (inner.src, inner.sport) } else { (inner.dst, inner.dport) };
+    let (old_addr, old_port) = if src {
+        (inner.src, inner.sport)
+    } else {
+        (inner.dst, inner.dport)
+    };
     // Quoted IPv4 header: address and its checksum.
     if old_addr != addr {
         let ip_csum_off = inner.l3 + 10;
         let old_ip_csum: u16 = ctx.load(ip_csum_off).map_err(|_| ())?;
         let new_ip_csum = csum_replace4(old_ip_csum, old_addr, addr);
-        ctx.store(inner.l3 + if src { 12 } else { 16 }, &addr, 0).map_err(|_| ())?;
+        ctx.store(inner.l3 + if src { 12 } else { 16 }, &addr, 0)
+            .map_err(|_| ())?;
         ctx.store(ip_csum_off, &new_ip_csum, 0).map_err(|_| ())?;
-        ctx.l4_csum_replace(icmp_csum, u64::from(old_addr), u64::from(addr), 4).map_err(|_| ())?;
-        ctx.l4_csum_replace(icmp_csum, u64::from(old_ip_csum), u64::from(new_ip_csum), 2).map_err(|_| ())?;
+        ctx.l4_csum_replace(icmp_csum, u64::from(old_addr), u64::from(addr), 4)
+            .map_err(|_| ())?;
+        ctx.l4_csum_replace(icmp_csum, u64::from(old_ip_csum), u64::from(new_ip_csum), 2)
+            .map_err(|_| ())?;
     }
     // Quoted L4 header: port (or echo id) and, when quoted, its checksum.
     let port_off = match inner.proto {
@@ -346,13 +398,15 @@ pub fn rewrite_inner(ctx: &TcContext, p: &Pkt, inner: &Inner, src: bool, addr: u
             }
             if c != old_csum {
                 ctx.store(csum_off, &c, 0).map_err(|_| ())?;
-                ctx.l4_csum_replace(icmp_csum, u64::from(old_csum), u64::from(c), 2).map_err(|_| ())?;
+                ctx.l4_csum_replace(icmp_csum, u64::from(old_csum), u64::from(c), 2)
+                    .map_err(|_| ())?;
             }
         }
     }
     if old_port != port {
         ctx.store(port_off, &port, 0).map_err(|_| ())?;
-        ctx.l4_csum_replace(icmp_csum, u64::from(old_port), u64::from(port), 2).map_err(|_| ())?;
+        ctx.l4_csum_replace(icmp_csum, u64::from(old_port), u64::from(port), 2)
+            .map_err(|_| ())?;
     }
     Ok(())
 }

@@ -26,7 +26,9 @@ pub fn run(ctx: &TcContext) -> i32 {
 
 #[inline(always)]
 fn handle(ctx: &TcContext) -> Result<i32, ()> {
-    let Some(cfg) = config() else { return Ok(TC_ACT_UNSPEC) };
+    let Some(cfg) = config() else {
+        return Ok(TC_ACT_UNSPEC);
+    };
     if cfg.uplink_addr == 0 {
         return Ok(TC_ACT_UNSPEC);
     }
@@ -55,7 +57,15 @@ fn handle(ctx: &TcContext) -> Result<i32, ()> {
     let now = nat::now();
     let key = FlowKey::new(p.src, p.dst, p.sport, p.dport, p.proto);
     if let Some(v) = nat::lookup_live(cfg, &key, now) {
-        let (hook, src, dst, sport, dport) = unsafe { ((*v).hook, (*v).src_addr, (*v).dst_addr, (*v).src_port, (*v).dst_port) };
+        let (hook, src, dst, sport, dport) = unsafe {
+            (
+                (*v).hook,
+                (*v).src_addr,
+                (*v).dst_addr,
+                (*v).src_port,
+                (*v).dst_port,
+            )
+        };
         if hook != HOOK_UPLINK_EGRESS {
             return Ok(TC_ACT_UNSPEC);
         }
@@ -75,7 +85,13 @@ fn handle(ctx: &TcContext) -> Result<i32, ()> {
 
 /// A new outbound flow from a masqueraded subnet.
 #[inline(always)]
-fn masquerade(ctx: &TcContext, cfg: &NatConfig, p: &Pkt, key: &FlowKey, now: u64) -> Result<i32, ()> {
+fn masquerade(
+    ctx: &TcContext,
+    cfg: &NatConfig,
+    p: &Pkt,
+    key: &FlowKey,
+    now: u64,
+) -> Result<i32, ()> {
     if p.proto == IPPROTO_TCP && p.tcp_flags & TCP_RST != 0 {
         // A reset for a flow we do not know: sending it would leak the inside address.
         count(stat::DROP_NO_MAPPING);
@@ -101,12 +117,23 @@ fn masquerade(ctx: &TcContext, cfg: &NatConfig, p: &Pkt, key: &FlowKey, now: u64
     let port = nat::map_flow(ctx, &spec, now);
     let Some(port) = port else {
         if cfg.flags & CONFIG_LOG != 0 {
-            debug!(ctx, "no free port for {:i}:{}", u32::from_be(p.src), u16::from_be(p.sport));
+            debug!(
+                ctx,
+                "no free port for {:i}:{}",
+                u32::from_be(p.src),
+                u16::from_be(p.sport)
+            );
         }
         return Ok(TC_ACT_SHOT);
     };
     if cfg.flags & CONFIG_LOG != 0 {
-        debug!(ctx, "masquerade {:i}:{} as port {}", u32::from_be(p.src), u16::from_be(p.sport), u16::from_be(port));
+        debug!(
+            ctx,
+            "masquerade {:i}:{} as port {}",
+            u32::from_be(p.src),
+            u16::from_be(p.sport),
+            u16::from_be(port)
+        );
     }
     count(stat::NEW_SNAT);
     rewrite(ctx, p, up, p.dst, port, p.dport)?;

@@ -4,9 +4,9 @@
 use aya_ebpf::{bindings::TC_ACT_SHOT, programs::TcContext, EbpfContext as _};
 use aya_log_ebpf::debug;
 use netlab_common::{
-    stat, Endpoint, FlowKey, ForwardKey, NatConfig, CONFIG_LOG, DIR_ORIGINAL, DIR_REPLY, HOOK_UPLINK_EGRESS,
-    HOOK_UPLINK_INGRESS, IPPROTO_ICMP, IPPROTO_TCP, KIND_DNAT, KIND_SNAT, SUBNET_ENDPOINT_INDEPENDENT_FILTERING,
-    SUBNET_ROUTED,
+    stat, Endpoint, FlowKey, ForwardKey, NatConfig, CONFIG_LOG, DIR_ORIGINAL, DIR_REPLY,
+    HOOK_UPLINK_EGRESS, HOOK_UPLINK_INGRESS, IPPROTO_ICMP, IPPROTO_TCP, KIND_DNAT, KIND_SNAT,
+    SUBNET_ENDPOINT_INDEPENDENT_FILTERING, SUBNET_ROUTED,
 };
 use netlab_ebpf::{in_nat_range, TCP_ACK, TCP_SYN};
 
@@ -33,7 +33,9 @@ fn drop(reason: u32) -> Result<i32, ()> {
 
 #[inline(always)]
 fn handle(ctx: &TcContext) -> Result<i32, ()> {
-    let Some(cfg) = config() else { return Ok(TC_ACT_UNSPEC) };
+    let Some(cfg) = config() else {
+        return Ok(TC_ACT_UNSPEC);
+    };
     if cfg.uplink_addr == 0 {
         return Ok(TC_ACT_UNSPEC);
     }
@@ -67,7 +69,15 @@ fn handle(ctx: &TcContext) -> Result<i32, ()> {
     let now = nat::now();
     let key = FlowKey::new(p.src, p.dst, p.sport, p.dport, p.proto);
     if let Some(v) = nat::lookup_live(cfg, &key, now) {
-        let (hook, src, dst, sport, dport) = unsafe { ((*v).hook, (*v).src_addr, (*v).dst_addr, (*v).src_port, (*v).dst_port) };
+        let (hook, src, dst, sport, dport) = unsafe {
+            (
+                (*v).hook,
+                (*v).src_addr,
+                (*v).dst_addr,
+                (*v).src_port,
+                (*v).dst_port,
+            )
+        };
         if hook != HOOK_UPLINK_INGRESS {
             return Ok(TC_ACT_UNSPEC);
         }
@@ -108,12 +118,20 @@ fn miss(ctx: &TcContext, cfg: &NatConfig, p: &Pkt, key: &FlowKey, now: u64) -> R
             return to_mapping(ctx, cfg, p, key, &b.peer, now);
         }
     }
-    if p.proto == IPPROTO_ICMP || nat::host_socket_uses(ctx.as_ptr(), p.proto, p.src, p.sport, p.dst, p.dport) {
+    if p.proto == IPPROTO_ICMP
+        || nat::host_socket_uses(ctx.as_ptr(), p.proto, p.src, p.sport, p.dst, p.dport)
+    {
         // The lab host's own ping, or its own socket on a port in the NAT range.
         return Ok(TC_ACT_UNSPEC);
     }
     if cfg.flags & CONFIG_LOG != 0 {
-        debug!(ctx, "no mapping for {:i}:{} -> port {}", u32::from_be(p.src), u16::from_be(p.sport), u16::from_be(p.dport));
+        debug!(
+            ctx,
+            "no mapping for {:i}:{} -> port {}",
+            u32::from_be(p.src),
+            u16::from_be(p.sport),
+            u16::from_be(p.dport)
+        );
     }
     drop(stat::DROP_NO_MAPPING)
 }
@@ -122,10 +140,29 @@ fn miss(ctx: &TcContext, cfg: &NatConfig, p: &Pkt, key: &FlowKey, now: u64) -> R
 /// reply half of an existing flow that was evicted (repair it), or a new
 /// flow where the endpoint's subnet filters endpoint-independently.
 #[inline(always)]
-fn to_mapping(ctx: &TcContext, cfg: &NatConfig, p: &Pkt, key: &FlowKey, inside: &Endpoint, now: u64) -> Result<i32, ()> {
+fn to_mapping(
+    ctx: &TcContext,
+    cfg: &NatConfig,
+    p: &Pkt,
+    key: &FlowKey,
+    inside: &Endpoint,
+    now: u64,
+) -> Result<i32, ()> {
     let out_key = FlowKey::new(inside.addr, p.src, inside.port, p.sport, p.proto);
-    let in_val = entry(SCRATCH_REPLY, p.src, inside.addr, p.sport, inside.port, HOOK_UPLINK_INGRESS, KIND_SNAT, DIR_REPLY, 0, 0, now)
-        .ok_or(())?;
+    let in_val = entry(
+        SCRATCH_REPLY,
+        p.src,
+        inside.addr,
+        p.sport,
+        inside.port,
+        HOOK_UPLINK_INGRESS,
+        KIND_SNAT,
+        DIR_REPLY,
+        0,
+        0,
+        now,
+    )
+    .ok_or(())?;
     if let Some(out) = NAT_FLOWS.get_ptr(&out_key) {
         let out = unsafe { &*out };
         if out.src_addr == cfg.uplink_addr && out.src_port == p.dport {
@@ -136,12 +173,25 @@ fn to_mapping(ctx: &TcContext, cfg: &NatConfig, p: &Pkt, key: &FlowKey, inside: 
             return translate_new(ctx, cfg, p, key, inside, now);
         }
     }
-    let eif = nat::subnet_of(inside.addr).is_some_and(|s| s.flags & SUBNET_ENDPOINT_INDEPENDENT_FILTERING != 0);
+    let eif = nat::subnet_of(inside.addr)
+        .is_some_and(|s| s.flags & SUBNET_ENDPOINT_INDEPENDENT_FILTERING != 0);
     if !eif {
         return drop(stat::DROP_FILTERED);
     }
-    let out_val = entry(SCRATCH_ORIGINAL, cfg.uplink_addr, p.src, p.dport, p.sport, HOOK_UPLINK_EGRESS, KIND_SNAT, DIR_ORIGINAL, 0, 0, now)
-        .ok_or(())?;
+    let out_val = entry(
+        SCRATCH_ORIGINAL,
+        cfg.uplink_addr,
+        p.src,
+        p.dport,
+        p.sport,
+        HOOK_UPLINK_EGRESS,
+        KIND_SNAT,
+        DIR_ORIGINAL,
+        0,
+        0,
+        now,
+    )
+    .ok_or(())?;
     if nat::insert_pair(cfg, key, in_val, &out_key, out_val, now).is_err() {
         return drop(stat::DROP_CONFLICT);
     }
@@ -150,7 +200,14 @@ fn to_mapping(ctx: &TcContext, cfg: &NatConfig, p: &Pkt, key: &FlowKey, inside: 
 }
 
 #[inline(always)]
-fn translate_new(ctx: &TcContext, cfg: &NatConfig, p: &Pkt, key: &FlowKey, inside: &Endpoint, now: u64) -> Result<i32, ()> {
+fn translate_new(
+    ctx: &TcContext,
+    cfg: &NatConfig,
+    p: &Pkt,
+    key: &FlowKey,
+    inside: &Endpoint,
+    now: u64,
+) -> Result<i32, ()> {
     rewrite(ctx, p, p.src, inside.addr, p.sport, inside.port)?;
     if let Some(v) = NAT_FLOWS.get_ptr_mut(key) {
         let _ = nat::touch(cfg, key, v, p, now);
@@ -177,16 +234,47 @@ fn port_forward(
     }
     let state = netlab_ebpf::tcp_next_state(0, p.tcp_flags, DIR_ORIGINAL);
     let state = if p.proto == IPPROTO_TCP { state } else { 0 };
-    let in_val = entry(SCRATCH_ORIGINAL, p.src, target, p.sport, target_port, HOOK_UPLINK_INGRESS, KIND_DNAT, DIR_ORIGINAL, state, 0, now)
-        .ok_or(())?;
+    let in_val = entry(
+        SCRATCH_ORIGINAL,
+        p.src,
+        target,
+        p.sport,
+        target_port,
+        HOOK_UPLINK_INGRESS,
+        KIND_DNAT,
+        DIR_ORIGINAL,
+        state,
+        0,
+        now,
+    )
+    .ok_or(())?;
     let out_key = FlowKey::new(target, p.src, target_port, p.sport, p.proto);
-    let out_val = entry(SCRATCH_REPLY, cfg.uplink_addr, p.src, p.dport, p.sport, HOOK_UPLINK_EGRESS, KIND_DNAT, DIR_REPLY, state, 0, now)
-        .ok_or(())?;
+    let out_val = entry(
+        SCRATCH_REPLY,
+        cfg.uplink_addr,
+        p.src,
+        p.dport,
+        p.sport,
+        HOOK_UPLINK_EGRESS,
+        KIND_DNAT,
+        DIR_REPLY,
+        state,
+        0,
+        now,
+    )
+    .ok_or(())?;
     if nat::insert_pair(cfg, key, in_val, &out_key, out_val, now).is_err() {
         return drop(stat::DROP_CONFLICT);
     }
     if cfg.flags & CONFIG_LOG != 0 {
-        debug!(ctx, "forward {:i}:{} -> {:i}:{}", u32::from_be(p.src), u16::from_be(p.sport), u32::from_be(target), u16::from_be(target_port));
+        debug!(
+            ctx,
+            "forward {:i}:{} -> {:i}:{}",
+            u32::from_be(p.src),
+            u16::from_be(p.sport),
+            u32::from_be(target),
+            u16::from_be(target_port)
+        );
     }
     count(stat::NEW_DNAT);
     rewrite(ctx, p, p.src, target, p.sport, target_port)?;

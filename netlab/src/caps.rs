@@ -32,7 +32,11 @@ fn effective() -> u64 {
 /// Fail with "`what` needs CAP_X (run as root)" when any of `caps` is missing.
 pub fn require(what: &str, caps: &[u32]) -> Result<()> {
     let eff = effective();
-    let missing: Vec<&str> = caps.iter().filter(|c| eff & (1 << **c) == 0).map(|c| name(*c)).collect();
+    let missing: Vec<&str> = caps
+        .iter()
+        .filter(|c| eff & (1 << **c) == 0)
+        .map(|c| name(*c))
+        .collect();
     if !missing.is_empty() {
         bail!(CapabilityError(format!(
             "netlab {what} needs {} (run it as root)",

@@ -58,7 +58,10 @@ pub enum NatCommand {
 pub fn print_check(lab: &Lab) {
     println!("lab {} is valid", lab.name);
     for b in &lab.bridges {
-        let gw = b.gateway_net().map(|g| g.to_string()).unwrap_or_else(|| "no gateway".into());
+        let gw = b
+            .gateway_net()
+            .map(|g| g.to_string())
+            .unwrap_or_else(|| "no gateway".into());
         println!(
             "  bridge {} {} ({gw}{}{})",
             b.name,
@@ -68,9 +71,21 @@ pub fn print_check(lab: &Lab) {
         );
     }
     for n in &lab.nodes {
-        let ifs: Vec<String> = n.interfaces.iter().map(|i| format!("{} {}", i.name, i.address)).collect();
-        let gw = n.gateway.map(|g| format!(", default via {g}")).unwrap_or_default();
-        println!("  node {} (netns {}): {}{gw}", n.name, n.netns, ifs.join(", "));
+        let ifs: Vec<String> = n
+            .interfaces
+            .iter()
+            .map(|i| format!("{} {}", i.name, i.address))
+            .collect();
+        let gw = n
+            .gateway
+            .map(|g| format!(", default via {g}"))
+            .unwrap_or_default();
+        println!(
+            "  node {} (netns {}): {}{gw}",
+            n.name,
+            n.netns,
+            ifs.join(", ")
+        );
     }
     for f in &lab.forwards {
         println!("  forward {f}");
@@ -80,17 +95,28 @@ pub fn print_check(lab: &Lab) {
 /// `netlab status`.
 pub async fn status(state: &LabState, host_override: Option<&str>, json_out: bool) -> Result<()> {
     let lab = &state.lab;
-    let host_netns = host_override.map(str::to_string).or_else(|| state.host_netns.clone());
+    let host_netns = host_override
+        .map(str::to_string)
+        .or_else(|| state.host_netns.clone());
     let up = lab::read_state(&lab.name).is_some();
     let host_present = host_netns.as_deref().is_none_or(netns::exists);
     let (actual, drift) = if host_present {
         let mut sys = System::new(Netns::host(host_netns.as_deref())?).await?;
         let actual = sys.observe(&lab.name).await?;
         let desired = Desired::from_lab(lab, &system::host_nameservers());
-        let drift: Vec<String> = plan(&desired, &actual).iter().map(|a| a.to_string()).collect();
+        let drift: Vec<String> = plan(&desired, &actual)
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
         (Some(actual), drift)
     } else {
-        (None, vec![format!("the lab host namespace {} is gone", host_netns.clone().unwrap_or_default())])
+        (
+            None,
+            vec![format!(
+                "the lab host namespace {} is gone",
+                host_netns.clone().unwrap_or_default()
+            )],
+        )
     };
     let dp = dataplane::status(&lab.name)?;
 
@@ -138,7 +164,10 @@ pub async fn status(state: &LabState, host_override: Option<&str>, json_out: boo
     }
 
     let where_ = match &host_netns {
-        Some(n) => format!("lab host: netns {n}{}", if state.sandbox { " (sandbox)" } else { "" }),
+        Some(n) => format!(
+            "lab host: netns {n}{}",
+            if state.sandbox { " (sandbox)" } else { "" }
+        ),
         None => "lab host: this namespace".to_string(),
     };
     if !up {
@@ -151,7 +180,10 @@ pub async fn status(state: &LabState, host_override: Option<&str>, json_out: boo
     }
     for b in &lab.bridges {
         let l = actual.as_ref().and_then(|a| a.host_links.get(&b.name));
-        let gw = b.gateway_net().map(|g| g.to_string()).unwrap_or_else(|| "no gateway".into());
+        let gw = b
+            .gateway_net()
+            .map(|g| g.to_string())
+            .unwrap_or_else(|| "no gateway".into());
         println!(
             "  bridge {:<10} {gw:<18} {}",
             b.name,
@@ -180,13 +212,20 @@ pub async fn status(state: &LabState, host_override: Option<&str>, json_out: boo
                 format!("{} {} {via} {st}", i.name, i.address)
             })
             .collect();
-        let gw = n.gateway.map(|g| format!("; default via {g}")).unwrap_or_default();
+        let gw = n
+            .gateway
+            .map(|g| format!("; default via {g}"))
+            .unwrap_or_default();
         println!(
             "  node {:<8} netns {:<10} {}{gw}{}",
             n.name,
             n.netns,
             ifs.join(", "),
-            if have.is_none() { " [namespace missing]" } else { "" }
+            if have.is_none() {
+                " [namespace missing]"
+            } else {
+                ""
+            }
         );
     }
     for f in &lab.forwards {

@@ -50,7 +50,8 @@ pub fn write_state(state: &LabState) -> Result<()> {
     let dir = state_dir(&state.lab.name);
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let tmp = dir.join("state.json.tmp");
-    fs::write(&tmp, serde_json::to_vec_pretty(state)?).with_context(|| format!("writing {}", tmp.display()))?;
+    fs::write(&tmp, serde_json::to_vec_pretty(state)?)
+        .with_context(|| format!("writing {}", tmp.display()))?;
     fs::rename(&tmp, state_path(&state.lab.name)).context("saving the lab state")?;
     Ok(())
 }
@@ -58,7 +59,11 @@ pub fn write_state(state: &LabState) -> Result<()> {
 /// Labs with a state directory.
 pub fn known_labs() -> Vec<String> {
     let mut out: Vec<String> = fs::read_dir(STATE_DIR)
-        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     out.sort();
     out
@@ -69,9 +74,13 @@ pub fn load(file: Option<&Path>) -> Result<(Lab, Option<PathBuf>)> {
     match file {
         None => Ok((topology::default_lab(), None)),
         Some(path) => {
-            let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let text =
+                fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
             let lab = topology::parse(&path.display().to_string(), &text)?;
-            Ok((lab, Some(path.canonicalize().unwrap_or_else(|_| path.to_path_buf()))))
+            Ok((
+                lab,
+                Some(path.canonicalize().unwrap_or_else(|_| path.to_path_buf())),
+            ))
         }
     }
 }
@@ -90,7 +99,8 @@ pub fn resolve(file: Option<&Path>, name: Option<&str>) -> Result<LabState> {
         });
     }
     if let Some(name) = name {
-        return read_state(name).ok_or_else(|| anyhow!("lab {name} is not up (no state in {STATE_DIR}/{name})"));
+        return read_state(name)
+            .ok_or_else(|| anyhow!("lab {name} is not up (no state in {STATE_DIR}/{name})"));
     }
     let labs = known_labs();
     match labs.as_slice() {
@@ -101,7 +111,10 @@ pub fn resolve(file: Option<&Path>, name: Option<&str>) -> Result<LabState> {
             sandbox: false,
             source: None,
         }),
-        many => bail!("several labs are up ({}); say which with --name or -f", many.join(", ")),
+        many => bail!(
+            "several labs are up ({}); say which with --name or -f",
+            many.join(", ")
+        ),
     }
 }
 
@@ -141,10 +154,20 @@ pub async fn up(lab: &Lab, source: Option<PathBuf>, opts: &Options) -> Result<()
     }
     let actual = sys.observe(&lab.name).await?;
     let want_netns: BTreeSet<String> = desired.nodes.keys().cloned().collect();
-    let want_links: BTreeSet<String> =
-        desired.bridges.keys().chain(desired.host_veths.keys()).cloned().collect();
-    let checked =
-        system::check_no_foreign(&lab.name, &actual, &want_netns, &want_links, sys.host_netlink()).await;
+    let want_links: BTreeSet<String> = desired
+        .bridges
+        .keys()
+        .chain(desired.host_veths.keys())
+        .cloned()
+        .collect();
+    let checked = system::check_no_foreign(
+        &lab.name,
+        &actual,
+        &want_netns,
+        &want_links,
+        sys.host_netlink(),
+    )
+    .await;
     if let Err(e) = checked {
         if !existed && actual == Actual::default() {
             let _ = fs::remove_dir_all(state_dir(&lab.name));
@@ -162,10 +185,17 @@ pub async fn up(lab: &Lab, source: Option<PathBuf>, opts: &Options) -> Result<()
             Ok(undo) => journal.extend(undo),
             Err(e) => {
                 let undone = rollback(&mut sys, &lab.name, journal).await;
-                if !existed && sys.observe(&lab.name).await.is_ok_and(|a| a == Actual::default()) {
+                if !existed
+                    && sys
+                        .observe(&lab.name)
+                        .await
+                        .is_ok_and(|a| a == Actual::default())
+                {
                     let _ = fs::remove_dir_all(state_dir(&lab.name));
                 }
-                return Err(e.context(format!("{action} (rolled back {undone} changes of this run)")));
+                return Err(e.context(format!(
+                    "{action} (rolled back {undone} changes of this run)"
+                )));
             }
         }
     }
@@ -174,7 +204,9 @@ pub async fn up(lab: &Lab, source: Option<PathBuf>, opts: &Options) -> Result<()
         Ok(report) => report,
         Err(e) => {
             let undone = rollback(&mut sys, &lab.name, journal).await;
-            return Err(e.context(format!("setting up the NAT dataplane (rolled back {undone} changes of this run)")));
+            return Err(e.context(format!(
+                "setting up the NAT dataplane (rolled back {undone} changes of this run)"
+            )));
         }
     };
 
@@ -190,7 +222,10 @@ pub async fn up(lab: &Lab, source: Option<PathBuf>, opts: &Options) -> Result<()
             lab.name,
             lab.nodes.len(),
             lab.bridges.len(),
-            lab.forwards.iter().map(|f| usize::from(f.port_last - f.port_first) + 1).sum::<usize>(),
+            lab.forwards
+                .iter()
+                .map(|f| usize::from(f.port_last - f.port_first) + 1)
+                .sum::<usize>(),
             actions.len() + usize::from(dp.changed)
         );
     }
@@ -231,7 +266,12 @@ pub struct DownReport {
 
 /// Remove everything lab `name` owns. `known` (a topology) adds the names of
 /// namespaces to sweep when a crash left unmounted files behind.
-pub async fn down(name: &str, known: Option<&Lab>, host_netns: Option<&str>, verbose: bool) -> Result<DownReport> {
+pub async fn down(
+    name: &str,
+    known: Option<&Lab>,
+    host_netns: Option<&str>,
+    verbose: bool,
+) -> Result<DownReport> {
     let saved = read_state(name);
     let host_name = host_netns
         .map(str::to_string)
@@ -283,14 +323,19 @@ pub async fn down(name: &str, known: Option<&Lab>, host_netns: Option<&str>, ver
         }
         report.removed += 1;
     }
-    let known = known.cloned().or_else(|| saved.as_ref().map(|s| s.lab.clone()));
+    let known = known
+        .cloned()
+        .or_else(|| saved.as_ref().map(|s| s.lab.clone()));
     if let Some(lab) = &known {
         for n in &lab.nodes {
             sweep_unmounted(&n.netns)?;
         }
     }
     if !errors.is_empty() {
-        bail!("could not remove everything of lab {name}:\n  {}", errors.join("\n  "));
+        bail!(
+            "could not remove everything of lab {name}:\n  {}",
+            errors.join("\n  ")
+        );
     }
     let _ = fs::remove_dir_all(state_dir(name));
 

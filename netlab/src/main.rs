@@ -111,7 +111,11 @@ fn main() -> ExitCode {
     let verbose = cli.verbose;
     let result = match cli.command {
         // Both need a single-threaded process: no runtime for them.
-        Command::Exec { which, node, command } => run_exec(which, &node, &command),
+        Command::Exec {
+            which,
+            node,
+            command,
+        } => run_exec(which, &node, &command),
         Command::ServeHttp { netns, port } => serve_http(&netns, port),
         command => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -243,9 +247,15 @@ async fn run(command: Command, host_netns: Option<String>, verbose: bool) -> Res
         Command::Log { which, seconds } => {
             caps::require("log", &[CAP_BPF, CAP_SYS_ADMIN])?;
             let state = lab::resolve(which.file.as_deref(), which.name.as_deref())?;
-            netlab::dataplane::log_command(&state.lab.name, seconds.map(std::time::Duration::from_secs)).await
+            netlab::dataplane::log_command(
+                &state.lab.name,
+                seconds.map(std::time::Duration::from_secs),
+            )
+            .await
         }
-        Command::Exec { .. } | Command::ServeHttp { .. } => unreachable!("handled before the runtime starts"),
+        Command::Exec { .. } | Command::ServeHttp { .. } => {
+            unreachable!("handled before the runtime starts")
+        }
     }
 }
 
@@ -254,7 +264,11 @@ fn run_exec(which: Which, node: &str, command: &[String]) -> Result<()> {
     let state = lab::resolve(which.file.as_deref(), which.name.as_deref())?;
     let Some(n) = state.lab.node(node) else {
         let names: Vec<&str> = state.lab.nodes.iter().map(|n| n.name.as_str()).collect();
-        bail!("lab {} has no node {node} (its nodes: {})", state.lab.name, names.join(", "));
+        bail!(
+            "lab {} has no node {node} (its nodes: {})",
+            state.lab.name,
+            names.join(", ")
+        );
     };
     let netns = n.netns.clone();
     netlab::exec::exec_in(&netns, command).map(|_| ())
@@ -262,6 +276,7 @@ fn run_exec(which: Which, node: &str, command: &[String]) -> Result<()> {
 
 fn serve_http(netns: &str, port: u16) -> Result<()> {
     let ns = netlab::netns::Netns::open(netns)?;
-    nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).context("entering the namespace")?;
+    nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+        .context("entering the namespace")?;
     netlab::httpd::serve(port)
 }

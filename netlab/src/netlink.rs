@@ -79,7 +79,14 @@ fn link_from_message(msg: &LinkMessage) -> Link {
 }
 
 pub async fn links(handle: &Handle) -> Result<Vec<Link>> {
-    let msgs: Vec<LinkMessage> = handle.link().get().execute().try_collect().await.map_err(nl).context("listing links")?;
+    let msgs: Vec<LinkMessage> = handle
+        .link()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(nl)
+        .context("listing links")?;
     Ok(msgs.iter().map(link_from_message).collect())
 }
 
@@ -89,7 +96,14 @@ pub async fn link_by_name(handle: &Handle, name: &str) -> Result<Option<Link>> {
 
 /// IPv4 addresses by link index.
 pub async fn addresses(handle: &Handle) -> Result<Vec<(u32, Ipv4Net)>> {
-    let msgs: Vec<_> = handle.address().get().execute().try_collect().await.map_err(nl).context("listing addresses")?;
+    let msgs: Vec<_> = handle
+        .address()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(nl)
+        .context("listing addresses")?;
     let mut out = Vec::new();
     for m in msgs {
         for attr in &m.attributes {
@@ -143,7 +157,14 @@ fn route_from_message(m: &RouteMessage) -> RouteEntry {
 /// IPv4 routes of the main table.
 pub async fn routes(handle: &Handle) -> Result<Vec<RouteEntry>> {
     let req = RouteMessageBuilder::<Ipv4Addr>::new().build();
-    let msgs: Vec<_> = handle.route().get(req).execute().try_collect().await.map_err(nl).context("listing routes")?;
+    let msgs: Vec<_> = handle
+        .route()
+        .get(req)
+        .execute()
+        .try_collect()
+        .await
+        .map_err(nl)
+        .context("listing routes")?;
     Ok(msgs
         .iter()
         .map(route_from_message)
@@ -152,7 +173,10 @@ pub async fn routes(handle: &Handle) -> Result<Vec<RouteEntry>> {
 }
 
 /// Gatewayed routes with the given protocol, as the plan sees them.
-pub async fn managed_routes(handle: &Handle, protocol: RouteProtocol) -> Result<BTreeSet<RouteSpec>> {
+pub async fn managed_routes(
+    handle: &Handle,
+    protocol: RouteProtocol,
+) -> Result<BTreeSet<RouteSpec>> {
     Ok(routes(handle)
         .await?
         .into_iter()
@@ -170,8 +194,16 @@ pub async fn create_bridge(handle: &Handle, name: &str, group: u32) -> Result<()
 
 /// A veth pair: `name` here, `peer` created directly inside the namespace
 /// `peer_netns_fd` (so the peer's name never has to be free here).
-pub async fn create_veth(handle: &Handle, name: &str, group: u32, peer: &str, peer_netns_fd: RawFd) -> Result<()> {
-    let peer_msg = LinkUnspec::new_with_name(peer).setns_by_fd(peer_netns_fd).build();
+pub async fn create_veth(
+    handle: &Handle,
+    name: &str,
+    group: u32,
+    peer: &str,
+    peer_netns_fd: RawFd,
+) -> Result<()> {
+    let peer_msg = LinkUnspec::new_with_name(peer)
+        .setns_by_fd(peer_netns_fd)
+        .build();
     let msg = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
         .name(name.to_string())
         .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
@@ -181,7 +213,9 @@ pub async fn create_veth(handle: &Handle, name: &str, group: u32, peer: &str, pe
 }
 
 pub async fn set_alias(handle: &Handle, index: u32, alias: &str) -> Result<()> {
-    let msg = LinkUnspec::new_with_index(index).alias(alias.to_string()).build();
+    let msg = LinkUnspec::new_with_index(index)
+        .alias(alias.to_string())
+        .build();
     handle.link().set(msg).execute().await.map_err(nl)
 }
 
@@ -191,7 +225,9 @@ pub async fn set_up(handle: &Handle, index: u32) -> Result<()> {
 }
 
 pub async fn set_controller(handle: &Handle, index: u32, controller: u32) -> Result<()> {
-    let msg = LinkUnspec::new_with_index(index).controller(controller).build();
+    let msg = LinkUnspec::new_with_index(index)
+        .controller(controller)
+        .build();
     handle.link().set(msg).execute().await.map_err(nl)
 }
 
@@ -248,15 +284,29 @@ fn route_message(route: &RouteSpec, protocol: RouteProtocol) -> RouteMessage {
 }
 
 pub async fn add_route(handle: &Handle, route: &RouteSpec, protocol: RouteProtocol) -> Result<()> {
-    match handle.route().add(route_message(route, protocol)).execute().await {
+    match handle
+        .route()
+        .add(route_message(route, protocol))
+        .execute()
+        .await
+    {
         Ok(()) => Ok(()),
         Err(e) if is_errno(&e, libc::EEXIST) => Ok(()),
         Err(e) => Err(nl(e)),
     }
 }
 
-pub async fn delete_route(handle: &Handle, route: &RouteSpec, protocol: RouteProtocol) -> Result<()> {
-    match handle.route().del(route_message(route, protocol)).execute().await {
+pub async fn delete_route(
+    handle: &Handle,
+    route: &RouteSpec,
+    protocol: RouteProtocol,
+) -> Result<()> {
+    match handle
+        .route()
+        .del(route_message(route, protocol))
+        .execute()
+        .await
+    {
         Ok(()) => Ok(()),
         Err(e) if is_errno(&e, libc::ESRCH) => Ok(()),
         Err(e) => Err(nl(e)),

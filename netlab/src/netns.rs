@@ -46,7 +46,8 @@ impl Netns {
     /// A named namespace (`/run/netns/<name>`).
     pub fn open(name: &str) -> Result<Netns> {
         let path = netns_path(name);
-        let file = File::open(&path).with_context(|| format!("opening network namespace {name}"))?;
+        let file =
+            File::open(&path).with_context(|| format!("opening network namespace {name}"))?;
         if !is_nsfs(&file) {
             bail!("{} is not a mounted network namespace", path.display());
         }
@@ -59,7 +60,8 @@ impl Netns {
     /// The lab host: a named namespace or the one netlab started in.
     pub fn host(name: Option<&str>) -> Result<Netns> {
         match name {
-            Some(n) => Netns::open(n).with_context(|| format!("the lab host namespace {n} (from --host-netns)")),
+            Some(n) => Netns::open(n)
+                .with_context(|| format!("the lab host namespace {n} (from --host-netns)")),
             None => Netns::own(),
         }
     }
@@ -86,11 +88,15 @@ impl Netns {
 
     /// Run `f` on a fresh thread that has entered this namespace. The caller's
     /// threads never change namespace.
-    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    pub fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         let fd = self.fd.try_clone().context("duplicating a namespace fd")?;
         let label = self.label();
         std::thread::spawn(move || {
-            setns(fd.as_fd(), CloneFlags::CLONE_NEWNET).with_context(|| format!("entering {label}"))?;
+            setns(fd.as_fd(), CloneFlags::CLONE_NEWNET)
+                .with_context(|| format!("entering {label}"))?;
             f()
         })
         .join()
@@ -105,7 +111,8 @@ impl Netns {
         let (connection, handle) = self
             .run(move || {
                 let _guard = rt.enter();
-                let (connection, handle, _) = rtnetlink::new_connection().context("opening a netlink socket")?;
+                let (connection, handle, _) =
+                    rtnetlink::new_connection().context("opening a netlink socket")?;
                 Ok((connection, handle))
             })
             .with_context(|| format!("opening netlink in {}", self.label()))?;
@@ -128,7 +135,9 @@ impl Netns {
         let path = format!("/proc/sys/{key}");
         let value = value.to_string();
         let label = self.label();
-        self.run(move || fs::write(&path, value).with_context(|| format!("writing {path} in {label}")))
+        self.run(move || {
+            fs::write(&path, value).with_context(|| format!("writing {path} in {label}"))
+        })
     }
 }
 
@@ -145,7 +154,7 @@ impl AsRawFd for Netns {
 }
 
 fn is_nsfs(file: &File) -> bool {
-    nix::sys::statfs::fstatfs(file).is_ok_and(|s| s.filesystem_type().0 as i64 == NSFS_MAGIC)
+    nix::sys::statfs::fstatfs(file).is_ok_and(|s| s.filesystem_type().0 == NSFS_MAGIC)
 }
 
 /// Whether `/run/netns/<name>` exists as a mounted namespace.
@@ -177,7 +186,15 @@ pub fn list() -> Result<Vec<(String, bool)>> {
 /// sees them from anywhere).
 fn prepare_run_dir() -> Result<()> {
     fs::create_dir_all(NETNS_RUN_DIR).context("creating /run/netns")?;
-    let shared = |flags| mount(None::<&str>, NETNS_RUN_DIR, None::<&str>, flags, None::<&str>);
+    let shared = |flags| {
+        mount(
+            None::<&str>,
+            NETNS_RUN_DIR,
+            None::<&str>,
+            flags,
+            None::<&str>,
+        )
+    };
     if shared(MsFlags::MS_SHARED | MsFlags::MS_REC).is_ok() {
         return Ok(());
     }
@@ -212,9 +229,17 @@ pub fn create(name: &str, setup: impl FnOnce() -> Result<()> + Send + 'static) -
             .with_context(|| format!("creating {}", path.display()))?;
         let tid = nix::unistd::gettid();
         let src = format!("/proc/self/task/{tid}/ns/net");
-        if let Err(e) = mount(Some(src.as_str()), &path, None::<&str>, MsFlags::MS_BIND, None::<&str>) {
+        if let Err(e) = mount(
+            Some(src.as_str()),
+            &path,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        ) {
             let _ = fs::remove_file(&path);
-            return Err(e).with_context(|| format!("bind-mounting the new namespace onto {}", path.display()));
+            return Err(e).with_context(|| {
+                format!("bind-mounting the new namespace onto {}", path.display())
+            });
         }
         Ok(())
     })

@@ -73,15 +73,30 @@ pub async fn ensure(lab: &str) -> Result<Sandbox> {
     let wan = Netns::open(&sb.wan)?;
     let host_nl = host.netlink().await?;
     let wan_nl = wan.netlink().await?;
-    if netlink::link_by_name(&host_nl, UPLINK_IFNAME).await?.is_none() {
-        netlink::create_veth(&host_nl, UPLINK_IFNAME, 0, UPLINK_IFNAME, std::os::fd::AsRawFd::as_raw_fd(&wan))
-            .await
-            .context("creating the sandbox uplink")?;
-        let h = netlink::link_by_name(&host_nl, UPLINK_IFNAME).await?.context("sandbox uplink")?;
-        let w = netlink::link_by_name(&wan_nl, UPLINK_IFNAME).await?.context("sandbox wan link")?;
+    if netlink::link_by_name(&host_nl, UPLINK_IFNAME)
+        .await?
+        .is_none()
+    {
+        netlink::create_veth(
+            &host_nl,
+            UPLINK_IFNAME,
+            0,
+            UPLINK_IFNAME,
+            std::os::fd::AsRawFd::as_raw_fd(&wan),
+        )
+        .await
+        .context("creating the sandbox uplink")?;
+        let h = netlink::link_by_name(&host_nl, UPLINK_IFNAME)
+            .await?
+            .context("sandbox uplink")?;
+        let w = netlink::link_by_name(&wan_nl, UPLINK_IFNAME)
+            .await?
+            .context("sandbox wan link")?;
         netlink::add_address(&host_nl, h.index, HOST_UPLINK_ADDR).await?;
         netlink::add_address(&wan_nl, w.index, WAN_ADDR).await?;
-        let lo = netlink::link_by_name(&wan_nl, "lo").await?.context("wan lo")?;
+        let lo = netlink::link_by_name(&wan_nl, "lo")
+            .await?
+            .context("wan lo")?;
         netlink::add_address(&wan_nl, lo.index, WAN_ADDR2).await?;
         netlink::set_up(&host_nl, h.index).await?;
         netlink::set_up(&wan_nl, w.index).await?;
@@ -89,9 +104,13 @@ pub async fn ensure(lab: &str) -> Result<Sandbox> {
             to: Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 0).expect("/0"),
             via: WAN_ADDR.addr,
         };
-        netlink::add_route(&host_nl, &default, rtnetlink::packet_route::route::RouteProtocol::Static)
-            .await
-            .context("adding the sandbox host's default route")?;
+        netlink::add_route(
+            &host_nl,
+            &default,
+            rtnetlink::packet_route::route::RouteProtocol::Static,
+        )
+        .await
+        .context("adding the sandbox host's default route")?;
     }
     if fresh {
         start_http_server(&sb.wan).context("starting the sandbox's HTTP server")?;
@@ -113,17 +132,23 @@ pub async fn remove(lab: &str) -> Result<(Vec<String>, usize)> {
 
 /// The sandbox's namespaces that still exist.
 pub async fn leftovers(lab: &str) -> Result<Vec<String>> {
-    Ok(system::namespaces_marked(&Sandbox::marker(lab)).await?)
+    system::namespaces_marked(&Sandbox::marker(lab)).await
 }
 
 fn start_http_server(wan: &str) -> Result<()> {
     let exe = std::env::current_exe().context("finding the netlab executable")?;
     let mut cmd = std::process::Command::new(exe);
-    cmd.args(["serve-http", "--netns", wan, "--port", &HTTP_PORT.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0);
+    cmd.args([
+        "serve-http",
+        "--netns",
+        wan,
+        "--port",
+        &HTTP_PORT.to_string(),
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .process_group(0);
     cmd.spawn().context("spawning `netlab serve-http`")?;
     // Return once it answers, so the lab is usable when `up` returns.
     let ns = Netns::open(wan)?;

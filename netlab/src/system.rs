@@ -17,7 +17,8 @@ use crate::{
     model::{
         net::Ipv4Net,
         plan::{
-            file_marker, owner_alias, owner_group, Action, Actual, LinkKind, LinkState, NodeActual, NETNS_ETC,
+            file_marker, owner_alias, owner_group, Action, Actual, LinkKind, LinkState, NodeActual,
+            NETNS_ETC,
         },
     },
     netlink::{self, Link, RTPROT_NETLAB},
@@ -39,8 +40,12 @@ pub fn mark_current_netns(alias: &str) -> Result<()> {
         let lo = netlink::link_by_name(&handle, "lo")
             .await?
             .ok_or_else(|| anyhow!("the new namespace has no lo"))?;
-        netlink::set_alias(&handle, lo.index, &alias).await.context("marking lo")?;
-        netlink::set_up(&handle, lo.index).await.context("setting lo up")?;
+        netlink::set_alias(&handle, lo.index, &alias)
+            .await
+            .context("marking lo")?;
+        netlink::set_up(&handle, lo.index)
+            .await
+            .context("setting lo up")?;
         Ok(())
     })
 }
@@ -48,7 +53,9 @@ pub fn mark_current_netns(alias: &str) -> Result<()> {
 /// The marker on a namespace's `lo`, if any.
 pub async fn netns_marker(ns: &Netns) -> Result<Option<String>> {
     let handle = ns.netlink().await?;
-    Ok(netlink::link_by_name(&handle, "lo").await?.and_then(|l| l.alias))
+    Ok(netlink::link_by_name(&handle, "lo")
+        .await?
+        .and_then(|l| l.alias))
 }
 
 /// Named namespaces (mounted) whose `lo` carries `alias`.
@@ -113,34 +120,47 @@ impl System {
                 forwarding: ns.read_sysctl("net/ipv4/ip_forward")? == "1",
                 ..Default::default()
             };
-            let links = netlink::links(&handle).await.with_context(|| format!("in netns {netns}"))?;
-            let addrs = netlink::addresses(&handle).await.with_context(|| format!("in netns {netns}"))?;
+            let links = netlink::links(&handle)
+                .await
+                .with_context(|| format!("in netns {netns}"))?;
+            let addrs = netlink::addresses(&handle)
+                .await
+                .with_context(|| format!("in netns {netns}"))?;
             for l in &links {
                 if l.name == "lo" {
                     node.lo_up = l.up;
                     continue;
                 }
-                node.links.insert(l.name.clone(), link_state(l, &links, &addrs));
+                node.links
+                    .insert(l.name.clone(), link_state(l, &links, &addrs));
             }
             node.routes = netlink::managed_routes(&handle, RouteProtocol::Static).await?;
             actual.nodes.insert(netns, node);
         }
 
-        let links = netlink::links(&self.host_nl).await.context("on the lab host")?;
-        let addrs = netlink::addresses(&self.host_nl).await.context("on the lab host")?;
+        let links = netlink::links(&self.host_nl)
+            .await
+            .context("on the lab host")?;
+        let addrs = netlink::addresses(&self.host_nl)
+            .await
+            .context("on the lab host")?;
         let mut owned_subnets: Vec<Ipv4Net> = Vec::new();
-        for l in links.iter().filter(|l| l.group == group || l.alias.as_deref() == Some(&alias)) {
+        for l in links
+            .iter()
+            .filter(|l| l.group == group || l.alias.as_deref() == Some(&alias))
+        {
             let state = link_state(l, &links, &addrs);
             if state.kind == LinkKind::Bridge {
                 owned_subnets.extend(state.addresses.iter().map(|a| a.network()));
             }
             actual.host_links.insert(l.name.clone(), state);
         }
-        actual.host_routes = netlink::managed_routes(&self.host_nl, RouteProtocol::Other(RTPROT_NETLAB))
-            .await?
-            .into_iter()
-            .filter(|r| owned_subnets.iter().any(|s| s.contains(r.via)))
-            .collect();
+        actual.host_routes =
+            netlink::managed_routes(&self.host_nl, RouteProtocol::Other(RTPROT_NETLAB))
+                .await?
+                .into_iter()
+                .filter(|r| owned_subnets.iter().any(|s| s.contains(r.via)))
+                .collect();
         actual.host_forwarding = self.host.read_sysctl("net/ipv4/ip_forward")? == "1";
         actual.files = marked_files(lab);
         Ok(actual)
@@ -170,7 +190,8 @@ impl System {
                 None
             }
             Action::DeleteHostRoute { route } => {
-                netlink::delete_route(&self.host_nl, route, RouteProtocol::Other(RTPROT_NETLAB)).await?;
+                netlink::delete_route(&self.host_nl, route, RouteProtocol::Other(RTPROT_NETLAB))
+                    .await?;
                 None
             }
             Action::RemoveFile { path } => {
@@ -180,7 +201,9 @@ impl System {
             Action::CreateNamespace { netns } => {
                 let marker = alias.clone();
                 netns::create(netns, move || mark_current_netns(&marker))?;
-                Some(Action::DeleteNamespace { netns: netns.clone() })
+                Some(Action::DeleteNamespace {
+                    netns: netns.clone(),
+                })
             }
             Action::CreateBridge { name } => {
                 netlink::create_bridge(&self.host_nl, name, group).await?;
@@ -195,7 +218,14 @@ impl System {
                 ifname,
             } => {
                 let ns = Netns::open(netns)?;
-                netlink::create_veth(&self.host_nl, name, group, ifname, std::os::fd::AsRawFd::as_raw_fd(&ns)).await?;
+                netlink::create_veth(
+                    &self.host_nl,
+                    name,
+                    group,
+                    ifname,
+                    std::os::fd::AsRawFd::as_raw_fd(&ns),
+                )
+                .await?;
                 let undo = Action::DeleteHostLink { name: name.clone() };
                 let l = self.host_link(name).await?;
                 let br = self.host_link(bridge).await?;
@@ -219,8 +249,14 @@ impl System {
             Action::CreateCable { cable } => {
                 let a = self.node(&cable.a_netns).await?;
                 let b_ns = Netns::open(&cable.b_netns)?;
-                netlink::create_veth(&a, &cable.a_ifname, group, &cable.b_ifname, std::os::fd::AsRawFd::as_raw_fd(&b_ns))
-                    .await?;
+                netlink::create_veth(
+                    &a,
+                    &cable.a_ifname,
+                    group,
+                    &cable.b_ifname,
+                    std::os::fd::AsRawFd::as_raw_fd(&b_ns),
+                )
+                .await?;
                 Some(Action::DeleteNodeLink {
                     netns: cable.a_netns.clone(),
                     name: cable.a_ifname.clone(),
@@ -244,7 +280,11 @@ impl System {
                 netlink::set_up(&self.host_nl, l.index).await?;
                 None
             }
-            Action::AddNodeAddress { netns, link, address } => {
+            Action::AddNodeAddress {
+                netns,
+                link,
+                address,
+            } => {
                 let h = self.node(netns).await?;
                 let l = node_link(&h, netns, link).await?;
                 netlink::add_address(&h, l.index, *address).await?;
@@ -254,7 +294,11 @@ impl System {
                     address: *address,
                 })
             }
-            Action::DeleteNodeAddress { netns, link, address } => {
+            Action::DeleteNodeAddress {
+                netns,
+                link,
+                address,
+            } => {
                 let h = self.node(netns).await?;
                 if let Some(l) = netlink::link_by_name(&h, link).await? {
                     netlink::delete_address(&h, l.index, *address).await?;
@@ -281,7 +325,8 @@ impl System {
                 None
             }
             Action::SetNodeForwarding { netns, on } => {
-                Netns::open(netns)?.write_sysctl("net/ipv4/ip_forward", if *on { "1" } else { "0" })?;
+                Netns::open(netns)?
+                    .write_sysctl("net/ipv4/ip_forward", if *on { "1" } else { "0" })?;
                 None
             }
             Action::EnableHostForwarding => {
@@ -289,13 +334,15 @@ impl System {
                 None
             }
             Action::AddHostRoute { route } => {
-                netlink::add_route(&self.host_nl, route, RouteProtocol::Other(RTPROT_NETLAB)).await?;
+                netlink::add_route(&self.host_nl, route, RouteProtocol::Other(RTPROT_NETLAB))
+                    .await?;
                 Some(Action::DeleteHostRoute { route: *route })
             }
             Action::WriteFile { path, content } => {
                 let before = fs::read_to_string(path).ok();
                 if let Some(dir) = path.parent() {
-                    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+                    fs::create_dir_all(dir)
+                        .with_context(|| format!("creating {}", dir.display()))?;
                 }
                 fs::write(path, content).with_context(|| format!("writing {}", path.display()))?;
                 Some(match before {
@@ -318,7 +365,10 @@ impl System {
 
     /// Lab-host links with `lab`'s markers in every other named namespace
     /// (labs whose host namespace is not known any more).
-    pub async fn stray_host_links(lab: &str, skip: &BTreeSet<String>) -> Result<Vec<(String, String)>> {
+    pub async fn stray_host_links(
+        lab: &str,
+        skip: &BTreeSet<String>,
+    ) -> Result<Vec<(String, String)>> {
         let alias = owner_alias(lab);
         let group = owner_group(lab);
         let mut out = Vec::new();
@@ -355,7 +405,11 @@ fn link_state(l: &Link, all: &[Link], addrs: &[(u32, Ipv4Net)]) -> LinkState {
             .controller
             .and_then(|c| all.iter().find(|x| x.index == c))
             .map(|c| c.name.clone()),
-        addresses: addrs.iter().filter(|(i, _)| *i == l.index).map(|(_, a)| *a).collect(),
+        addresses: addrs
+            .iter()
+            .filter(|(i, _)| *i == l.index)
+            .map(|(_, a)| *a)
+            .collect(),
     }
 }
 
@@ -363,9 +417,13 @@ fn link_state(l: &Link, all: &[Link], addrs: &[(u32, Ipv4Net)]) -> LinkState {
 pub fn marked_files(lab: &str) -> BTreeMap<PathBuf, String> {
     let marker = file_marker(lab);
     let mut out = BTreeMap::new();
-    let Ok(dirs) = fs::read_dir(NETNS_ETC) else { return out };
+    let Ok(dirs) = fs::read_dir(NETNS_ETC) else {
+        return out;
+    };
     for dir in dirs.flatten() {
-        let Ok(files) = fs::read_dir(dir.path()) else { continue };
+        let Ok(files) = fs::read_dir(dir.path()) else {
+            continue;
+        };
         for f in files.flatten() {
             if let Ok(content) = fs::read_to_string(f.path()) {
                 if content.lines().next() == Some(marker.as_str()) {
@@ -414,7 +472,10 @@ pub fn end_processes_in(namespaces: &[String]) -> Result<Vec<String>> {
     let mut all = Vec::new();
     for (ino, list) in &found {
         for p in list {
-            ended.push(format!("{} (pid {}) in netns {}", p.command, p.pid, names[ino]));
+            ended.push(format!(
+                "{} (pid {}) in netns {}",
+                p.command, p.pid, names[ino]
+            ));
             all.push(p.clone());
         }
     }

@@ -39,7 +39,8 @@ pub fn run(args: &[&str], timeout: Duration) -> Output {
     let secs = format!("{}", timeout.as_secs().max(1));
     let mut cmd = Command::new("timeout");
     cmd.args(["-k", "2", &secs]).args(args).stdin(Stdio::null());
-    cmd.output().unwrap_or_else(|e| panic!("running {args:?}: {e}"))
+    cmd.output()
+        .unwrap_or_else(|e| panic!("running {args:?}: {e}"))
 }
 
 pub fn text(o: &Output) -> String {
@@ -100,7 +101,12 @@ impl Lab {
         let dir = std::env::temp_dir().join(format!("netlab-test-{name}"));
         fs::create_dir_all(&dir).unwrap();
         let file = dir.join("lab.toml");
-        let lab = Lab { name, prefix, file, dir };
+        let lab = Lab {
+            name,
+            prefix,
+            file,
+            dir,
+        };
         lab.write(body);
         lab
     }
@@ -112,7 +118,10 @@ impl Lab {
 
     /// Replace the topology (to test convergence).
     pub fn write(&self, body: &str) {
-        let text = format!("name = \"{}\"\nnetns_prefix = \"{}\"\n{body}", self.name, self.prefix);
+        let text = format!(
+            "name = \"{}\"\nnetns_prefix = \"{}\"\n{body}",
+            self.name, self.prefix
+        );
         fs::write(&self.file, text).unwrap();
     }
 
@@ -164,7 +173,11 @@ impl Lab {
     #[track_caller]
     pub fn node_ok(&self, node: &str, args: &[&str]) -> String {
         let o = self.node(node, args);
-        assert!(o.status.success(), "{args:?} in {node} failed:\n{}", text(&o));
+        assert!(
+            o.status.success(),
+            "{args:?} in {node} failed:\n{}",
+            text(&o)
+        );
         stdout(&o)
     }
 
@@ -210,7 +223,11 @@ impl Lab {
         let url = format!("http://127.0.0.1:{port}/");
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
-            if self.node(node, &["curl", "-s", "-m", "1", &url]).status.success() {
+            if self
+                .node(node, &["curl", "-s", "-m", "1", &url])
+                .status
+                .success()
+            {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));

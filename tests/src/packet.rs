@@ -16,7 +16,11 @@ pub const RST: u8 = 0x04;
 pub fn checksum(data: &[u8], initial: u32) -> u16 {
     let mut sum = initial;
     for chunk in data.chunks(2) {
-        let word = if chunk.len() == 2 { u16::from_be_bytes([chunk[0], chunk[1]]) } else { u16::from(chunk[0]) << 8 };
+        let word = if chunk.len() == 2 {
+            u16::from_be_bytes([chunk[0], chunk[1]])
+        } else {
+            u16::from(chunk[0]) << 8
+        };
         sum += u32::from(word);
     }
     while sum > 0xffff {
@@ -70,7 +74,7 @@ impl Ip {
 
     pub fn bytes(&self) -> Vec<u8> {
         let ihl = 20 + self.options.len();
-        assert!(ihl % 4 == 0 && ihl <= 60);
+        assert!(ihl.is_multiple_of(4) && ihl <= 60);
         let total = ihl + self.l4.len();
         let mut h = vec![0u8; ihl];
         h[0] = 0x40 | (ihl / 4) as u8;
@@ -202,16 +206,13 @@ pub fn parse_checked(frame: &[u8]) -> Result<Parsed, String> {
     let first_fragment = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff == 0;
     if first_fragment {
         match proto {
-            TCP => {
-                if checksum(l4, pseudo_sum(src, dst, TCP, l4.len())) != 0 {
-                    return Err("bad TCP checksum".into());
-                }
+            TCP if checksum(l4, pseudo_sum(src, dst, TCP, l4.len())) != 0 => {
+                return Err("bad TCP checksum".into());
             }
-            UDP => {
-                let zero = l4[6] == 0 && l4[7] == 0;
-                if !zero && checksum(l4, pseudo_sum(src, dst, UDP, l4.len())) != 0 {
-                    return Err("bad UDP checksum".into());
-                }
+            UDP if !(l4[6] == 0 && l4[7] == 0)
+                && checksum(l4, pseudo_sum(src, dst, UDP, l4.len())) != 0 =>
+            {
+                return Err("bad UDP checksum".into());
             }
             ICMP => {
                 if checksum(l4, 0) != 0 {
@@ -230,7 +231,10 @@ pub fn parse_checked(frame: &[u8]) -> Result<Parsed, String> {
                         let ql4 = &q[qihl..qtotal];
                         let ok = match q[9] {
                             TCP => checksum(ql4, pseudo_sum(qsrc, qdst, TCP, ql4.len())) == 0,
-                            UDP => (ql4[6] == 0 && ql4[7] == 0) || checksum(ql4, pseudo_sum(qsrc, qdst, UDP, ql4.len())) == 0,
+                            UDP => {
+                                (ql4[6] == 0 && ql4[7] == 0)
+                                    || checksum(ql4, pseudo_sum(qsrc, qdst, UDP, ql4.len())) == 0
+                            }
                             ICMP => checksum(ql4, 0) == 0,
                             _ => true,
                         };
@@ -260,7 +264,11 @@ mod tests {
     fn built_frames_verify() {
         let a = Ipv4Addr::new(192, 168, 15, 1);
         let b = Ipv4Addr::new(198, 51, 100, 1);
-        for l4 in [(TCP, tcp(1, 2, SYN, b"x")), (UDP, udp(1, 2, b"hello")), (ICMP, icmp_echo(true, 7, 1, b"abc"))] {
+        for l4 in [
+            (TCP, tcp(1, 2, SYN, b"x")),
+            (UDP, udp(1, 2, b"hello")),
+            (ICMP, icmp_echo(true, 7, 1, b"abc")),
+        ] {
             let f = Ip::new(a, b, l4.0, l4.1).frame();
             parse_checked(&f).unwrap();
             let mut bad = f.clone();

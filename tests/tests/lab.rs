@@ -68,7 +68,11 @@ b = {{ node = "b", address = "10.0.2.2/24" }}
     lab.write(&body(false));
     lab.up();
     let o = lab.node("a", &["ping", "-c1", "-W1", "10.0.2.2"]);
-    assert!(!o.status.success(), "forwarded without forwarding on:\n{}", text(&o));
+    assert!(
+        !o.status.success(),
+        "forwarded without forwarding on:\n{}",
+        text(&o)
+    );
     lab.down();
 }
 
@@ -100,11 +104,20 @@ address = "192.168.15.3"
     let ns = ok(&["ip", "netns", "list"], T);
     assert!(!ns.contains(&lab.netns("blue")), "{ns}");
     assert!(ns.contains(&lab.netns("green")), "{ns}");
-    let addr = lab.node_ok("red", &["ip", "-4", "-o", "addr", "show", "dev", "veth-red"]);
-    assert!(addr.contains("192.168.15.11/24") && !addr.contains("192.168.15.1/"), "{addr}");
+    let addr = lab.node_ok(
+        "red",
+        &["ip", "-4", "-o", "addr", "show", "dev", "veth-red"],
+    );
+    assert!(
+        addr.contains("192.168.15.11/24") && !addr.contains("192.168.15.1/"),
+        "{addr}"
+    );
     lab.node_ok("green", &["ping", "-c1", "-W2", "red"]);
     let hosts = lab.node_ok("green", &["cat", "/etc/hosts"]);
-    assert!(hosts.contains("192.168.15.11\tred") && !hosts.contains("blue"), "{hosts}");
+    assert!(
+        hosts.contains("192.168.15.11\tred") && !hosts.contains("blue"),
+        "{hosts}"
+    );
     let again = lab.up();
     assert!(again.contains("nothing to change"), "{again}");
     lab.down();
@@ -132,7 +145,12 @@ address = "10.9.9.9"
     let o = lab.netlab(&["up", "--sandbox", "-f", &file]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains(&format!("{file}:11: nodes[0].address: 10.9.9.9 is outside subnet")), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{file}:11: nodes[0].address: 10.9.9.9 is outside subnet"
+        )),
+        "{err}"
+    );
     assert!(lab.leftovers().is_empty(), "{:?}", lab.leftovers());
 }
 
@@ -145,17 +163,26 @@ fn failure_half_way_rolls_back() {
     // were made, and everything this run made is undone.
     let lab = Lab::new(
         "rb",
-        &format!("[uplink]\ninterface = \"nonexistent0\"\n{}", netlab_tests::SEEDS_BODY),
+        &format!(
+            "[uplink]\ninterface = \"nonexistent0\"\n{}",
+            netlab_tests::SEEDS_BODY
+        ),
     );
     let file = lab.file.to_str().unwrap().to_string();
     let o = lab.netlab(&["up", "--sandbox", "-f", &file]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("rolled back") && err.contains("nonexistent0"), "{err}");
+    assert!(
+        err.contains("rolled back") && err.contains("nonexistent0"),
+        "{err}"
+    );
     let ns = ok(&["ip", "netns", "list"], T);
     assert!(!ns.contains(&lab.netns("red")), "{ns}");
     let links = stdout(&lab.host(&["ip", "-o", "link"]));
-    assert!(!links.contains("v-net-0") && !links.contains("veth-red-br"), "{links}");
+    assert!(
+        !links.contains("v-net-0") && !links.contains("veth-red-br"),
+        "{links}"
+    );
 }
 
 #[test]
@@ -180,12 +207,26 @@ fn exec_enters_node_with_its_dns() {
     }
     let lab = Lab::seeds("ex");
     lab.up();
-    let out = lab.netlab_ok(&["exec", "--name", &lab.name, "red", "--", "ping", "-c1", "-W2", "blue"]);
+    let out = lab.netlab_ok(&[
+        "exec", "--name", &lab.name, "red", "--", "ping", "-c1", "-W2", "blue",
+    ]);
     assert!(out.contains("192.168.15.2"), "{out}");
-    let hosts = lab.netlab_ok(&["exec", "--name", &lab.name, "blue", "--", "cat", "/etc/hosts"]);
+    let hosts = lab.netlab_ok(&[
+        "exec",
+        "--name",
+        &lab.name,
+        "blue",
+        "--",
+        "cat",
+        "/etc/hosts",
+    ]);
     assert!(hosts.contains("192.168.15.1\tred"), "{hosts}");
     let o = lab.netlab(&["exec", "--name", &lab.name, "nobody", "--", "true"]);
-    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("no node nobody"), "{}", text(&o));
+    assert!(
+        !o.status.success() && String::from_utf8_lossy(&o.stderr).contains("no node nobody"),
+        "{}",
+        text(&o)
+    );
     lab.down();
 }
 
@@ -247,7 +288,10 @@ address = "10.20.0.2"
     let file = lab.file.to_str().unwrap().to_string();
     lab.netlab_ok(&["--host-netns", &host, "up", "-f", &file]);
     let links = ok(&["ip", "-n", &host, "-o", "link"], T);
-    assert!(links.contains("br0") && links.contains("veth-x-br"), "{links}");
+    assert!(
+        links.contains("br0") && links.contains("veth-x-br"),
+        "{links}"
+    );
     lab.node_ok("x", &["ping", "-c1", "-W2", "10.20.0.1"]);
     lab.netlab_ok(&["down", "--name", &lab.name]);
     let links = ok(&["ip", "-n", &host, "-o", "link"], T);
@@ -262,7 +306,14 @@ fn without_privileges_one_line_and_exit_1() {
     }
     let bin = netlab_bin();
     let o = run(
-        &["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", bin.to_str().unwrap(), "up"],
+        &[
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            bin.to_str().unwrap(),
+            "up",
+        ],
         T,
     );
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));

@@ -38,7 +38,9 @@ fn masquerade_ping_http_udp_traceroute() {
     {
         let seen = seen.clone();
         let server = server.try_clone().unwrap();
-        server.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        server
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
         thread::spawn(move || {
             let mut buf = [0u8; 1500];
             while let Ok((n, from)) = server.recv_from(&mut buf) {
@@ -49,7 +51,9 @@ fn masquerade_ping_http_udp_traceroute() {
     }
     for node in ["red", "blue"] {
         let client = in_netns(&lab.netns(node), || UdpSocket::bind("0.0.0.0:0").unwrap());
-        client.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .unwrap();
         let msg = format!("hello from {node}");
         client.send_to(msg.as_bytes(), (WAN, 7000)).unwrap();
         let mut buf = [0u8; 100];
@@ -68,19 +72,32 @@ fn masquerade_ping_http_udp_traceroute() {
         args.push(WAN);
         let out = lab.node_ok("red", &args);
         let hops: Vec<&str> = out.lines().skip(1).collect();
-        assert!(hops.len() == 2 && hops[0].contains("192.168.15.5") && hops[1].contains(WAN), "{out}");
+        assert!(
+            hops.len() == 2 && hops[0].contains("192.168.15.5") && hops[1].contains(WAN),
+            "{out}"
+        );
     }
     // nat list shows the translations, stats count them.
-    let list: serde_json::Value = serde_json::from_str(&lab.netlab_ok(&["nat", "list", "--name", &lab.name, "--json"])).unwrap();
+    let list: serde_json::Value =
+        serde_json::from_str(&lab.netlab_ok(&["nat", "list", "--name", &lab.name, "--json"]))
+            .unwrap();
     let flows = list.as_array().unwrap();
     assert!(
         flows.iter().any(|f| f["protocol"] == "udp"
-            && f["original"]["src"].as_str().unwrap().starts_with("192.168.15.1:")
+            && f["original"]["src"]
+                .as_str()
+                .unwrap()
+                .starts_with("192.168.15.1:")
             && f["translated"]["src"].as_str().unwrap().starts_with(UPLINK)),
         "{list:#}"
     );
-    let stats: serde_json::Value = serde_json::from_str(&lab.netlab_ok(&["stats", "--name", &lab.name, "--json"])).unwrap();
-    assert!(stats["translated_out"].as_u64().unwrap() > 0 && stats["translated_icmp_error"].as_u64().unwrap() > 0, "{stats}");
+    let stats: serde_json::Value =
+        serde_json::from_str(&lab.netlab_ok(&["stats", "--name", &lab.name, "--json"])).unwrap();
+    assert!(
+        stats["translated_out"].as_u64().unwrap() > 0
+            && stats["translated_icmp_error"].as_u64().unwrap() > 0,
+        "{stats}"
+    );
     lab.down();
 }
 
@@ -109,15 +126,24 @@ fn port_forward_hairpin_and_live_edits() {
     lab.netlab_ok(&["fwd", "add", "--name", &name, "tcp", "8080", "blue:80"]);
     let list = lab.netlab_ok(&["fwd", "list", "--name", &name]);
     assert!(list.contains("tcp 8080 -> blue:80"), "{list}");
-    assert_eq!(lab.wan_ok(&["curl", "-s", "-m5", &format!("http://{UPLINK}:8080/ip")]).trim(), WAN);
+    assert_eq!(
+        lab.wan_ok(&["curl", "-s", "-m5", &format!("http://{UPLINK}:8080/ip")])
+            .trim(),
+        WAN
+    );
     lab.netlab_ok(&["fwd", "del", "--name", &name, "tcp", "8080"]);
     let o = lab.wan(&["curl", "-s", "-m3", &format!("http://{UPLINK}:8080/")]);
     assert!(!o.status.success(), "{}", text(&o));
-    let list: serde_json::Value = serde_json::from_str(&lab.netlab_ok(&["fwd", "list", "--name", &name, "--json"])).unwrap();
+    let list: serde_json::Value =
+        serde_json::from_str(&lab.netlab_ok(&["fwd", "list", "--name", &name, "--json"])).unwrap();
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
     // A port range.
     lab.netlab_ok(&["fwd", "add", "--name", &name, "tcp", "9000-9009", "blue:80"]);
-    assert_eq!(lab.wan_ok(&["curl", "-s", "-m5", &format!("http://{UPLINK}:9007/ip")]).trim(), WAN);
+    assert_eq!(
+        lab.wan_ok(&["curl", "-s", "-m5", &format!("http://{UPLINK}:9007/ip")])
+            .trim(),
+        WAN
+    );
     let o = lab.netlab(&["fwd", "add", "--name", &name, "tcp", "9005", "red:80"]);
     assert_eq!(o.status.code(), Some(2), "overlap accepted:\n{}", text(&o));
     lab.down();
@@ -152,8 +178,12 @@ fn lab_host_traffic_and_no_netfilter() {
     lab.down();
 }
 
-/// Echo servers in the wan namespace (TCP and UDP on `port`) until `stop`.
-fn echo_servers(wan: &str, port: u16, stop: Arc<AtomicBool>) -> (Arc<Mutex<Vec<SocketAddr>>>, Arc<Mutex<Vec<SocketAddr>>>) {
+/// Who an echo server saw.
+type Peers = Arc<Mutex<Vec<SocketAddr>>>;
+
+/// Echo servers in the wan namespace (TCP and UDP on `port`) until `stop`;
+/// returns the TCP and UDP peers they saw.
+fn echo_servers(wan: &str, port: u16, stop: Arc<AtomicBool>) -> (Peers, Peers) {
     let tcp = in_netns(wan, move || TcpListener::bind(("0.0.0.0", port)).unwrap());
     let udp = in_netns(wan, move || UdpSocket::bind(("0.0.0.0", port)).unwrap());
     let tcp_peers = Arc::new(Mutex::new(Vec::new()));
@@ -184,7 +214,8 @@ fn echo_servers(wan: &str, port: u16, stop: Arc<AtomicBool>) -> (Arc<Mutex<Vec<S
     }
     {
         let peers = udp_peers.clone();
-        udp.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        udp.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
         thread::spawn(move || {
             let mut buf = [0u8; 2048];
             while !stop.load(Ordering::Relaxed) {
@@ -214,9 +245,17 @@ fn thousand_concurrent_flows_every_payload_checked() {
         let netns = lab.netns(node);
         let (tcp, udp) = in_netns(&netns, move || {
             let tcp: Vec<TcpStream> = (0..PER_NODE)
-                .map(|_| TcpStream::connect_timeout(&format!("{WAN}:7001").parse().unwrap(), Duration::from_secs(5)).unwrap())
+                .map(|_| {
+                    TcpStream::connect_timeout(
+                        &format!("{WAN}:7001").parse().unwrap(),
+                        Duration::from_secs(5),
+                    )
+                    .unwrap()
+                })
                 .collect();
-            let udp: Vec<UdpSocket> = (0..PER_NODE).map(|_| UdpSocket::bind("0.0.0.0:0").unwrap()).collect();
+            let udp: Vec<UdpSocket> = (0..PER_NODE)
+                .map(|_| UdpSocket::bind("0.0.0.0:0").unwrap())
+                .collect();
             (tcp, udp)
         });
         tcp_conns.extend(tcp.into_iter().map(|s| (node, s)));
@@ -247,8 +286,15 @@ fn thousand_concurrent_flows_every_payload_checked() {
         assert!(answered, "udp flow {i} got no answer");
     }
     // All of them live at once in the NAT table.
-    let list: serde_json::Value = serde_json::from_str(&lab.netlab_ok(&["nat", "list", "--name", &lab.name, "--json"])).unwrap();
-    let n = list.as_array().unwrap().iter().filter(|f| f["original"]["dst"].as_str().unwrap().ends_with(":7001")).count();
+    let list: serde_json::Value =
+        serde_json::from_str(&lab.netlab_ok(&["nat", "list", "--name", &lab.name, "--json"]))
+            .unwrap();
+    let n = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["original"]["dst"].as_str().unwrap().ends_with(":7001"))
+        .count();
     assert!(n >= 4 * PER_NODE, "only {n} flows in the table");
     // The outside saw only the uplink address, and each flow its own port.
     let tcp_peers = tcp_peers.lock().unwrap().clone();
@@ -257,8 +303,16 @@ fn thousand_concurrent_flows_every_payload_checked() {
     let mut ports: Vec<u16> = tcp_peers.iter().map(|p| p.port()).collect();
     ports.sort_unstable();
     ports.dedup();
-    assert_eq!(ports.len(), 2 * PER_NODE, "two flows shared an outside port");
-    assert!(udp_peers.lock().unwrap().iter().all(|p| p.ip().to_string() == UPLINK));
+    assert_eq!(
+        ports.len(),
+        2 * PER_NODE,
+        "two flows shared an outside port"
+    );
+    assert!(udp_peers
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|p| p.ip().to_string() == UPLINK));
     stop.store(true, Ordering::Relaxed);
     drop(tcp_conns);
     drop(udp_socks);
@@ -277,7 +331,9 @@ fn endpoint_independent_mapping_and_port_preservation() {
     let b = in_netns(&wan, || UdpSocket::bind("203.0.113.1:7200").unwrap());
     // A port inside the NAT range is kept; one outside it is mapped into it.
     for local in [15000u16, 40000] {
-        let client = in_netns(&lab.netns("red"), move || UdpSocket::bind(("0.0.0.0", local)).unwrap());
+        let client = in_netns(&lab.netns("red"), move || {
+            UdpSocket::bind(("0.0.0.0", local)).unwrap()
+        });
         client.send_to(b"1", "198.51.100.1:7100").unwrap();
         client.send_to(b"2", "203.0.113.1:7200").unwrap();
         let mut buf = [0u8; 8];
@@ -285,7 +341,10 @@ fn endpoint_independent_mapping_and_port_preservation() {
         b.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
         let (_, from_a) = a.recv_from(&mut buf).unwrap();
         let (_, from_b) = b.recv_from(&mut buf).unwrap();
-        assert_eq!(from_a, from_b, "one inside endpoint, one outside endpoint, whatever the destination");
+        assert_eq!(
+            from_a, from_b,
+            "one inside endpoint, one outside endpoint, whatever the destination"
+        );
         assert_eq!(from_a.ip().to_string(), UPLINK);
         if local == 15000 {
             assert_eq!(from_a.port(), 15000, "port preserved");
@@ -297,17 +356,38 @@ fn endpoint_independent_mapping_and_port_preservation() {
         let stranger = in_netns(&wan, || UdpSocket::bind("198.51.100.1:7300").unwrap());
         stranger.send_to(b"x", from_a).unwrap();
         a.send_to(b"y", from_a).unwrap();
-        client.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
         let (n, src) = client.recv_from(&mut buf).unwrap();
-        assert_eq!((&buf[..n], src.to_string().as_str()), (&b"y"[..], "198.51.100.1:7100"));
-        assert!(client.recv_from(&mut buf).is_err(), "a stranger got through");
+        assert_eq!(
+            (&buf[..n], src.to_string().as_str()),
+            (&b"y"[..], "198.51.100.1:7100")
+        );
+        assert!(
+            client.recv_from(&mut buf).is_err(),
+            "a stranger got through"
+        );
     }
     // Two nodes ping the same host at once: both are answered.
     let a = std::process::Command::new("ip")
-        .args(["netns", "exec", &lab.netns("red"), "ping", "-c3", "-i0.2", "-W2", WAN])
+        .args([
+            "netns",
+            "exec",
+            &lab.netns("red"),
+            "ping",
+            "-c3",
+            "-i0.2",
+            "-W2",
+            WAN,
+        ])
         .output();
     let b = lab.node("blue", &["ping", "-c3", "-i0.2", "-W2", WAN]);
-    assert!(a.unwrap().status.success() && b.status.success(), "{}", text(&b));
+    assert!(
+        a.unwrap().status.success() && b.status.success(),
+        "{}",
+        text(&b)
+    );
     lab.down();
 }
 
@@ -324,13 +404,24 @@ fn rfc5780_behaviour_with_a_real_stun_client() {
     let mut server = lab.spawn_in(
         &wan,
         &[
-            "turnserver", "-c", "/dev/null", "--listening-ip=198.51.100.1", "--listening-ip=203.0.113.1",
-            "--no-auth", "--no-tls", "--no-dtls", "--no-cli", "--log-file=stdout",
+            "turnserver",
+            "-c",
+            "/dev/null",
+            "--listening-ip=198.51.100.1",
+            "--listening-ip=203.0.113.1",
+            "--no-auth",
+            "--no-tls",
+            "--no-dtls",
+            "--no-cli",
+            "--log-file=stdout",
         ],
     );
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while !stdout(&lab.wan(&["ss", "-uln"])).contains("203.0.113.1:3479") {
-        assert!(std::time::Instant::now() < deadline, "turnserver did not start");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "turnserver did not start"
+        );
         thread::sleep(Duration::from_millis(50));
     }
     let discover = |args: &[&str]| {
@@ -340,16 +431,31 @@ fn rfc5780_behaviour_with_a_real_stun_client() {
         stdout(&lab.node("red", &full))
     };
     let out = discover(&["-m", "-f"]);
-    assert!(out.contains("NAT with Endpoint Independent Mapping!"), "{out}");
-    assert!(out.contains("NAT with Address and Port Dependent Filtering!"), "{out}");
+    assert!(
+        out.contains("NAT with Endpoint Independent Mapping!"),
+        "{out}"
+    );
+    assert!(
+        out.contains("NAT with Address and Port Dependent Filtering!"),
+        "{out}"
+    );
     let out = discover(&["-H"]);
-    assert!(out.contains("Received a request (maybe a successful hairpinning)"), "{out}");
+    assert!(
+        out.contains("Received a request (maybe a successful hairpinning)"),
+        "{out}"
+    );
     // Full cone on request: the bridge's filtering option, converged live.
-    let body = netlab_tests::SEEDS_BODY.replace("masquerade = true", "masquerade = true\nfiltering = \"endpoint-independent\"");
+    let body = netlab_tests::SEEDS_BODY.replace(
+        "masquerade = true",
+        "masquerade = true\nfiltering = \"endpoint-independent\"",
+    );
     lab.write(&body);
     lab.up();
     let out = discover(&["-f"]);
-    assert!(out.contains("NAT with Endpoint Independent Filtering!"), "{out}");
+    assert!(
+        out.contains("NAT with Endpoint Independent Filtering!"),
+        "{out}"
+    );
     let _ = server.kill();
     let _ = server.wait();
     lab.down();
@@ -373,21 +479,104 @@ fn path_mtu_discovery_through_the_nat() {
         }
     }
     let _far_guard = Del(far.clone());
-    ok(&["ip", "-n", &wan, "link", "add", "far0", "mtu", "1280", "type", "veth", "peer", "name", "eth0", "netns", &far], T);
-    ok(&["ip", "-n", &wan, "addr", "add", "203.0.113.129/25", "dev", "far0"], T);
+    ok(
+        &[
+            "ip", "-n", &wan, "link", "add", "far0", "mtu", "1280", "type", "veth", "peer", "name",
+            "eth0", "netns", &far,
+        ],
+        T,
+    );
+    ok(
+        &[
+            "ip",
+            "-n",
+            &wan,
+            "addr",
+            "add",
+            "203.0.113.129/25",
+            "dev",
+            "far0",
+        ],
+        T,
+    );
     ok(&["ip", "-n", &wan, "link", "set", "far0", "up"], T);
-    ok(&["ip", "-n", &far, "link", "set", "eth0", "mtu", "1280", "up"], T);
+    ok(
+        &["ip", "-n", &far, "link", "set", "eth0", "mtu", "1280", "up"],
+        T,
+    );
     ok(&["ip", "-n", &far, "link", "set", "lo", "up"], T);
-    ok(&["ip", "-n", &far, "addr", "add", "203.0.113.130/25", "dev", "eth0"], T);
-    ok(&["ip", "-n", &far, "route", "add", "default", "via", "203.0.113.129"], T);
-    ok(&["ip", "netns", "exec", &wan, "sysctl", "-qw", "net.ipv4.ip_forward=1"], T);
+    ok(
+        &[
+            "ip",
+            "-n",
+            &far,
+            "addr",
+            "add",
+            "203.0.113.130/25",
+            "dev",
+            "eth0",
+        ],
+        T,
+    );
+    ok(
+        &[
+            "ip",
+            "-n",
+            &far,
+            "route",
+            "add",
+            "default",
+            "via",
+            "203.0.113.129",
+        ],
+        T,
+    );
+    ok(
+        &[
+            "ip",
+            "netns",
+            "exec",
+            &wan,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ],
+        T,
+    );
     // A full-size DF packet from red draws "fragmentation needed" from the
     // wan router; translated back, it teaches red the path MTU.
-    let o = lab.node("red", &["ping", "-c1", "-W2", "-M", "do", "-s", "1400", "203.0.113.130"]);
+    let o = lab.node(
+        "red",
+        &[
+            "ping",
+            "-c1",
+            "-W2",
+            "-M",
+            "do",
+            "-s",
+            "1400",
+            "203.0.113.130",
+        ],
+    );
     assert!(!o.status.success());
     let route = lab.node_ok("red", &["ip", "route", "get", "203.0.113.130"]);
-    assert!(route.contains("mtu 1280"), "red did not learn the path MTU:\n{route}");
-    lab.node_ok("red", &["ping", "-c1", "-W2", "-M", "do", "-s", "1252", "203.0.113.130"]);
+    assert!(
+        route.contains("mtu 1280"),
+        "red did not learn the path MTU:\n{route}"
+    );
+    lab.node_ok(
+        "red",
+        &[
+            "ping",
+            "-c1",
+            "-W2",
+            "-M",
+            "do",
+            "-s",
+            "1252",
+            "203.0.113.130",
+        ],
+    );
     // TCP adapts: a bulk transfer from the far side completes.
     let listener = in_netns(&far, || TcpListener::bind("0.0.0.0:8000").unwrap());
     thread::spawn(move || {
@@ -395,7 +584,10 @@ fn path_mtu_discovery_through_the_nat() {
             let _ = s.write_all(&vec![7u8; 200_000]);
         }
     });
-    let got = lab.node("red", &["socat", "-T5", "-u", "TCP:203.0.113.130:8000", "-"]);
+    let got = lab.node(
+        "red",
+        &["socat", "-T5", "-u", "TCP:203.0.113.130:8000", "-"],
+    );
     assert_eq!(got.stdout.len(), 200_000, "{}", text(&got));
     drop(_far_guard);
     lab.down();
@@ -410,7 +602,9 @@ fn flows_survive_a_second_up_and_down_removes_the_dataplane() {
     lab.up();
     let stop = Arc::new(AtomicBool::new(false));
     let _ = echo_servers(&lab.wan_netns(), 7002, stop.clone());
-    let mut conn = in_netns(&lab.netns("red"), || TcpStream::connect((WAN, 7002)).unwrap());
+    let mut conn = in_netns(&lab.netns("red"), || {
+        TcpStream::connect((WAN, 7002)).unwrap()
+    });
     conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut echo = |msg: &[u8]| {
         conn.write_all(msg).unwrap();
@@ -428,14 +622,26 @@ fn flows_survive_a_second_up_and_down_removes_the_dataplane() {
     let ids: Vec<u32> = std::fs::read_dir(&pins)
         .unwrap()
         .flatten()
-        .map(|e| aya::programs::SchedClassifier::from_pin(e.path()).unwrap().info().unwrap().id())
+        .map(|e| {
+            aya::programs::SchedClassifier::from_pin(e.path())
+                .unwrap()
+                .info()
+                .unwrap()
+                .id()
+        })
         .collect();
     assert_eq!(ids.len(), 3, "{ids:?}");
     stop.store(true, Ordering::Relaxed);
     // Down without --sandbox: the lab host stays, its interfaces must be clean.
     lab.netlab_ok(&["down", "--name", &lab.name]);
-    let loaded: Vec<u32> = aya::programs::loaded_programs().flatten().map(|p| p.id()).collect();
-    assert!(ids.iter().all(|id| !loaded.contains(id)), "programs still loaded");
+    let loaded: Vec<u32> = aya::programs::loaded_programs()
+        .flatten()
+        .map(|p| p.id())
+        .collect();
+    assert!(
+        ids.iter().all(|id| !loaded.contains(id)),
+        "programs still loaded"
+    );
     let uplink_progs = in_netns(&lab.host_netns(), || {
         aya::programs::SchedClassifier::query_tcx("eth0", aya::programs::TcAttachType::Ingress)
             .map(|(_, p)| p.len())

@@ -10,11 +10,13 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use netlab_common::{
-    addr_from_octets, port_to_net, stat, Binding, Endpoint, FlowKey, FlowValue, ForwardKey, ForwardTarget, NatConfig,
-    SubnetInfo, SUBNET_MASQUERADE,
+    addr_from_octets, port_to_net, stat, Binding, Endpoint, FlowKey, FlowValue, ForwardKey,
+    ForwardTarget, NatConfig, SubnetInfo, SUBNET_MASQUERADE,
 };
 use netlab_tests::{
-    packet::{self, icmp_echo, icmp_error, parse_checked, tcp, udp, Ip, ACK, ICMP, RST, SYN, TCP, UDP},
+    packet::{
+        self, icmp_echo, icmp_error, parse_checked, tcp, udp, Ip, ACK, ICMP, RST, SYN, TCP, UDP,
+    },
     privileged,
 };
 
@@ -43,12 +45,16 @@ impl Dataplane {
     /// The programs with fresh maps: uplink 198.51.100.2, 192.168.15.0/24
     /// masqueraded, tcp/80 forwarded to blue:80.
     fn new(port_min: u16, port_max: u16) -> Dataplane {
-        let mut ebpf = EbpfLoader::new().load(netlab::dataplane::EBPF_OBJECT).expect("loading the object");
+        let mut ebpf = EbpfLoader::new()
+            .load(netlab::dataplane::EBPF_OBJECT)
+            .expect("loading the object");
         for name in ["nl_uplink_in", "nl_uplink_out", "nl_bridge_in"] {
             let p: &mut SchedClassifier = ebpf.program_mut(name).unwrap().try_into().unwrap();
-            p.load().unwrap_or_else(|e| panic!("verifier refused {name}: {e}"));
+            p.load()
+                .unwrap_or_else(|e| panic!("verifier refused {name}: {e}"));
         }
-        let mut cfg: Array<_, NatConfig> = Array::try_from(ebpf.map_mut("CONFIG").unwrap()).unwrap();
+        let mut cfg: Array<_, NatConfig> =
+            Array::try_from(ebpf.map_mut("CONFIG").unwrap()).unwrap();
         cfg.set(
             0,
             NatConfig {
@@ -67,14 +73,27 @@ impl Dataplane {
             0,
         )
         .unwrap();
-        let mut subnets: LpmTrie<_, u32, SubnetInfo> = LpmTrie::try_from(ebpf.map_mut("LAB_SUBNETS").unwrap()).unwrap();
+        let mut subnets: LpmTrie<_, u32, SubnetInfo> =
+            LpmTrie::try_from(ebpf.map_mut("LAB_SUBNETS").unwrap()).unwrap();
         subnets
-            .insert(&Key::new(24, na(ip(192, 168, 15, 0))), SubnetInfo { flags: SUBNET_MASQUERADE, ifindex: 1 }, 0)
+            .insert(
+                &Key::new(24, na(ip(192, 168, 15, 0))),
+                SubnetInfo {
+                    flags: SUBNET_MASQUERADE,
+                    ifindex: 1,
+                },
+                0,
+            )
             .unwrap();
-        let mut fwd: HashMap<_, ForwardKey, ForwardTarget> = HashMap::try_from(ebpf.map_mut("FORWARD_RULES").unwrap()).unwrap();
+        let mut fwd: HashMap<_, ForwardKey, ForwardTarget> =
+            HashMap::try_from(ebpf.map_mut("FORWARD_RULES").unwrap()).unwrap();
         fwd.insert(
             ForwardKey::new(port_to_net(80), TCP),
-            ForwardTarget { addr: na(BLUE), port: port_to_net(80), _pad: 0 },
+            ForwardTarget {
+                addr: na(BLUE),
+                port: port_to_net(80),
+                _pad: 0,
+            },
             0,
         )
         .unwrap();
@@ -108,17 +127,20 @@ impl Dataplane {
     }
 
     fn flows(&self) -> Vec<(FlowKey, FlowValue)> {
-        let m: HashMap<&MapData, FlowKey, FlowValue> = HashMap::try_from(self.ebpf.map("NAT_FLOWS").unwrap()).unwrap();
+        let m: HashMap<&MapData, FlowKey, FlowValue> =
+            HashMap::try_from(self.ebpf.map("NAT_FLOWS").unwrap()).unwrap();
         m.iter().map(|r| r.unwrap()).collect()
     }
 
     fn binding(&self, inside: Endpoint) -> Option<Binding> {
-        let m: HashMap<&MapData, Endpoint, Binding> = HashMap::try_from(self.ebpf.map("NAT_BIND").unwrap()).unwrap();
+        let m: HashMap<&MapData, Endpoint, Binding> =
+            HashMap::try_from(self.ebpf.map("NAT_BIND").unwrap()).unwrap();
         m.get(&inside, 0).ok()
     }
 
     fn stat(&self, index: u32) -> u64 {
-        let m: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(self.ebpf.map("STATS").unwrap()).unwrap();
+        let m: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(self.ebpf.map("STATS").unwrap()).unwrap();
         m.get(&index, 0).unwrap().iter().sum()
     }
 }
@@ -137,19 +159,33 @@ fn snat_tcp_round_trip() {
     let p = parse_checked(&out).unwrap();
     assert_eq!((p.src, p.dst, p.dport()), (UPLINK, REMOTE, 80));
     let ext = p.sport();
-    assert!((10000..=32767).contains(&ext), "port {ext} outside the NAT range");
+    assert!(
+        (10000..=32767).contains(&ext),
+        "port {ext} outside the NAT range"
+    );
     let flows = dp.flows();
     assert_eq!(flows.len(), 2, "{flows:?}");
-    let b = dp.binding(Endpoint::new(na(RED), port_to_net(40000), TCP)).expect("mapping");
+    let b = dp
+        .binding(Endpoint::new(na(RED), port_to_net(40000), TCP))
+        .expect("mapping");
     assert_eq!(b.peer, Endpoint::new(na(UPLINK), port_to_net(ext), TCP));
 
     let synack = Ip::new(REMOTE, UPLINK, TCP, tcp(80, ext, SYN | ACK, b"")).frame();
     let (rc, back) = dp.inb(&synack);
     assert_eq!(rc, UNSPEC);
     let p = parse_checked(&back).unwrap();
-    assert_eq!((p.src, p.sport(), p.dst, p.dport()), (REMOTE, 80, RED, 40000));
+    assert_eq!(
+        (p.src, p.sport(), p.dst, p.dport()),
+        (REMOTE, 80, RED, 40000)
+    );
     // Data both ways, with payload.
-    let data = Ip::new(RED, REMOTE, TCP, tcp(40000, 80, ACK, b"GET / HTTP/1.0\r\n\r\n")).frame();
+    let data = Ip::new(
+        RED,
+        REMOTE,
+        TCP,
+        tcp(40000, 80, ACK, b"GET / HTTP/1.0\r\n\r\n"),
+    )
+    .frame();
     let p = parse_checked(&dp.out(&data).1).unwrap();
     assert_eq!((p.src, p.sport()), (UPLINK, ext));
     assert_eq!(dp.stat(stat::NEW_SNAT), 1);
@@ -165,11 +201,19 @@ fn port_preserved_and_mapping_endpoint_independent() {
     let mut dp = Dataplane::new(10000, 32767);
     let a = Ip::new(RED, REMOTE, UDP, udp(15000, 53, b"q1")).frame();
     let p = parse_checked(&dp.out(&a).1).unwrap();
-    assert_eq!((p.src, p.sport()), (UPLINK, 15000), "port in range and free: kept");
+    assert_eq!(
+        (p.src, p.sport()),
+        (UPLINK, 15000),
+        "port in range and free: kept"
+    );
     let other = ip(203, 0, 113, 1);
     let b = Ip::new(RED, other, UDP, udp(15000, 123, b"q2")).frame();
     let p = parse_checked(&dp.out(&b).1).unwrap();
-    assert_eq!((p.src, p.sport(), p.dst), (UPLINK, 15000, other), "same mapping for another destination");
+    assert_eq!(
+        (p.src, p.sport(), p.dst),
+        (UPLINK, 15000, other),
+        "same mapping for another destination"
+    );
     // blue asks for the same port: it is taken, blue gets another.
     let c = Ip::new(BLUE, REMOTE, UDP, udp(15000, 53, b"q3")).frame();
     let p = parse_checked(&dp.out(&c).1).unwrap();
@@ -229,15 +273,36 @@ fn icmp_echo_id_and_error_translation() {
     let p = parse_checked(&back).expect("every checksum, outer and quoted");
     assert_eq!(p.dst, RED);
     let q = &p.l4[8..];
-    assert_eq!(Ipv4Addr::new(q[12], q[13], q[14], q[15]), RED, "quoted source");
-    assert_eq!(u16::from_be_bytes([q[20], q[21]]), 42000, "quoted source port");
+    assert_eq!(
+        Ipv4Addr::new(q[12], q[13], q[14], q[15]),
+        RED,
+        "quoted source"
+    );
+    assert_eq!(
+        u16::from_be_bytes([q[20], q[21]]),
+        42000,
+        "quoted source port"
+    );
     assert_ne!(sent.sport(), 0);
     // Time exceeded about an echo request (ping with a small TTL).
-    let quoted = dp.out(&Ip::new(RED, REMOTE, ICMP, icmp_echo(true, 777, 2, b"ttl")).frame()).1[14..].to_vec();
-    let te = Ip::new(ip(198, 51, 100, 254), UPLINK, ICMP, icmp_error(11, 0, &quoted)).frame();
+    let quoted = dp
+        .out(&Ip::new(RED, REMOTE, ICMP, icmp_echo(true, 777, 2, b"ttl")).frame())
+        .1[14..]
+        .to_vec();
+    let te = Ip::new(
+        ip(198, 51, 100, 254),
+        UPLINK,
+        ICMP,
+        icmp_error(11, 0, &quoted),
+    )
+    .frame();
     let p = parse_checked(&dp.inb(&te).1).unwrap();
     assert_eq!(p.dst, RED);
-    assert_eq!(u16::from_be_bytes([p.l4[8 + 24], p.l4[8 + 25]]), 777, "quoted echo id");
+    assert_eq!(
+        u16::from_be_bytes([p.l4[8 + 24], p.l4[8 + 25]]),
+        777,
+        "quoted echo id"
+    );
     assert_eq!(dp.stat(stat::XLATE_ICMP_ERROR), 2);
 }
 
@@ -251,10 +316,16 @@ fn port_forward_and_its_replies() {
     let (rc, out) = dp.inb(&syn);
     assert_eq!(rc, UNSPEC);
     let p = parse_checked(&out).unwrap();
-    assert_eq!((p.src, p.sport(), p.dst, p.dport()), (REMOTE, 5555, BLUE, 80));
+    assert_eq!(
+        (p.src, p.sport(), p.dst, p.dport()),
+        (REMOTE, 5555, BLUE, 80)
+    );
     let synack = Ip::new(BLUE, REMOTE, TCP, tcp(80, 5555, SYN | ACK, b"")).frame();
     let p = parse_checked(&dp.out(&synack).1).unwrap();
-    assert_eq!((p.src, p.sport(), p.dst, p.dport()), (UPLINK, 80, REMOTE, 5555));
+    assert_eq!(
+        (p.src, p.sport(), p.dst, p.dport()),
+        (UPLINK, 80, REMOTE, 5555)
+    );
     assert_eq!(dp.stat(stat::NEW_DNAT), 1);
     // Without a flow, only a SYN opens the forward.
     let stray = Ip::new(REMOTE, UPLINK, TCP, tcp(6666, 80, ACK, b"")).frame();
@@ -304,7 +375,12 @@ fn others_pass_untouched() {
         f
     };
     let between_nodes = Ip::new(RED, BLUE, TCP, tcp(1, 2, SYN, b"")).frame();
-    for (name, f) in [("lab host's own", &own), ("ARP", &arp), ("IPv6", &ipv6), ("node to node", &between_nodes)] {
+    for (name, f) in [
+        ("lab host's own", &own),
+        ("ARP", &arp),
+        ("IPv6", &ipv6),
+        ("node to node", &between_nodes),
+    ] {
         for prog in ["nl_uplink_out", "nl_uplink_in", "nl_bridge_in"] {
             if prog != "nl_bridge_in" && name == "node to node" {
                 // Never crosses the uplink; on it a lab source is spoofed (tested above).
@@ -333,7 +409,10 @@ fn hairpin_redirects_to_the_target() {
     let (rc, back) = dp.run("nl_bridge_in", &synack);
     assert_eq!(rc, REDIRECT);
     let p = parse_checked(&back).unwrap();
-    assert_eq!((p.src, p.sport(), p.dst, p.dport()), (UPLINK, 80, RED, 40001));
+    assert_eq!(
+        (p.src, p.sport(), p.dst, p.dport()),
+        (UPLINK, 80, RED, 40001)
+    );
     assert_eq!(dp.stat(stat::NEW_HAIRPIN), 1);
 }
 
@@ -433,10 +512,17 @@ fn malformed_frames_pass_or_drop() {
     for (i, f) in cases.iter().enumerate() {
         for prog in ["nl_uplink_out", "nl_uplink_in", "nl_bridge_in"] {
             let Some((rc, out)) = dp.try_run(prog, f) else {
-                assert!(f.len() < 34, "case {i}: the kernel refused a {}-byte frame", f.len());
+                assert!(
+                    f.len() < 34,
+                    "case {i}: the kernel refused a {}-byte frame",
+                    f.len()
+                );
                 continue;
             };
-            assert!(rc == UNSPEC || rc == SHOT || rc == REDIRECT, "case {i} {prog}: verdict {rc}");
+            assert!(
+                rc == UNSPEC || rc == SHOT || rc == REDIRECT,
+                "case {i} {prog}: verdict {rc}"
+            );
             if rc == UNSPEC && out != *f && parse_checked(f).is_ok() {
                 // A rewrite of a valid packet must leave a valid packet
                 // (incremental updates keep an invalid checksum invalid,
@@ -459,7 +545,10 @@ fn programs_fit_the_verifier_with_room() {
         let info: ProgramInfo = p.info().unwrap();
         let verified = info.verified_instruction_count().unwrap_or(0);
         eprintln!("{name}: {verified} instructions verified");
-        assert!(verified < 500_000, "{name}: the verifier walked {verified} instructions");
+        assert!(
+            verified < 500_000,
+            "{name}: the verifier walked {verified} instructions"
+        );
     }
     let _ = packet::SYN;
 }

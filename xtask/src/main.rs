@@ -47,9 +47,11 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Cmd::Setup => setup::run(),
-        Cmd::Build { release } => setup::run().and_then(|()| build(release)),
-        Cmd::Up { args } => setup::run().and_then(|()| build(false)).and_then(|()| up(&args)),
+        Cmd::Setup => setup::ensure(),
+        Cmd::Build { release } => setup::ensure().and_then(|()| build(release)),
+        Cmd::Up { args } => setup::ensure()
+            .and_then(|()| build(false))
+            .and_then(|()| up(&args)),
         Cmd::Down => down(),
         Cmd::Test { filter } => test(filter.as_deref()),
     };
@@ -63,7 +65,10 @@ fn main() -> ExitCode {
 }
 
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
 }
 
 /// Run a command in the workspace root; fail with its name when it fails.
@@ -111,9 +116,13 @@ fn up(args: &[String]) -> Result<()> {
     println!();
     println!("Try it:");
     println!("  ip netns exec red ping -c1 blue                     # node to node, by name");
-    println!("  ip netns exec red curl http://198.51.100.1/         # out through the eBPF masquerade");
+    println!(
+        "  ip netns exec red curl http://198.51.100.1/         # out through the eBPF masquerade"
+    );
     println!("  ip netns exec netlab-wan curl http://198.51.100.2/  # in through the port forward (start a server in blue)");
-    println!("  target/debug/netlab status; target/debug/netlab nat list; target/debug/netlab stats");
+    println!(
+        "  target/debug/netlab status; target/debug/netlab nat list; target/debug/netlab stats"
+    );
     println!("  cargo xtask down                                    # remove it all");
     Ok(())
 }
@@ -126,11 +135,18 @@ fn down() -> Result<()> {
 
 fn test(filter: Option<&str>) -> Result<()> {
     let started = Instant::now();
-    setup::run()?;
+    setup::ensure()?;
     build(false)?;
     // Pure logic, no privileges: the model, shared types, program logic.
     let mut unit = cargo();
-    unit.args(["test", "--workspace", "--exclude", "netlab-tests", "--exclude", "xtask"]);
+    unit.args([
+        "test",
+        "--workspace",
+        "--exclude",
+        "netlab-tests",
+        "--exclude",
+        "xtask",
+    ]);
     if let Some(f) = filter {
         unit.arg(f);
     }

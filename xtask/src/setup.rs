@@ -33,7 +33,7 @@ fn quiet(cmd: &mut Command) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-pub fn run() -> Result<()> {
+pub fn ensure() -> Result<()> {
     rust_src()?;
     bpf_linker()?;
     packages()?;
@@ -48,7 +48,10 @@ fn rust_src() -> Result<()> {
     if !out.status.success() {
         bail!("the nightly toolchain is missing: the eBPF programs build with nightly (`rustup toolchain install nightly`)");
     }
-    if String::from_utf8_lossy(&out.stdout).lines().any(|l| l.starts_with("rust-src")) {
+    if String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l.starts_with("rust-src"))
+    {
         return Ok(());
     }
     eprintln!("xtask: installing rust-src for nightly");
@@ -58,7 +61,9 @@ fn rust_src() -> Result<()> {
 fn cargo_home() -> PathBuf {
     std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cargo"))
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cargo")
+        })
 }
 
 /// bpf-linker built against nightly's own LLVM (no prebuilt one exists for
@@ -78,10 +83,20 @@ fn bpf_linker() -> Result<()> {
         .context("reading nightly's lib directory")?
         .flatten()
         .map(|e| e.path())
-        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("libLLVM.so.")))
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("libLLVM.so."))
+        })
         .context("nightly has no libLLVM.so.* to build bpf-linker against")?;
-    let name = lib.file_name().expect("file name").to_string_lossy().into_owned();
-    let major: String = name["libLLVM.so.".len()..].chars().take_while(|c| c.is_ascii_digit()).collect();
+    let name = lib
+        .file_name()
+        .expect("file name")
+        .to_string_lossy()
+        .into_owned();
+    let major: String = name["libLLVM.so.".len()..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
     if major.is_empty() {
         bail!("cannot tell the LLVM major version from {name}");
     }
@@ -90,15 +105,25 @@ fn bpf_linker() -> Result<()> {
     std::fs::create_dir_all(&prefix_lib)?;
     for link in [prefix_lib.join("libLLVM.so"), prefix_lib.join(&name)] {
         let _ = std::fs::remove_file(&link);
-        std::os::unix::fs::symlink(&lib, &link).with_context(|| format!("linking {}", link.display()))?;
+        std::os::unix::fs::symlink(&lib, &link)
+            .with_context(|| format!("linking {}", link.display()))?;
     }
     run(Command::new("cargo")
-        .args(["+nightly", "install", "bpf-linker", "--no-default-features", "--features"])
+        .args([
+            "+nightly",
+            "install",
+            "bpf-linker",
+            "--no-default-features",
+            "--features",
+        ])
         .arg(format!("llvm-{major}"))
         .arg("--locked")
         .env("LLVM_PREFIX", &prefix))?;
     if !quiet(Command::new("bpf-linker").arg("--version")) {
-        bail!("bpf-linker was built but does not run (is {} on PATH?)", cargo_home().join("bin").display());
+        bail!(
+            "bpf-linker was built but does not run (is {} on PATH?)",
+            cargo_home().join("bin").display()
+        );
     }
     Ok(())
 }
@@ -126,8 +151,12 @@ fn packages() -> Result<()> {
     let mut install = vec!["install", "-y", "--no-install-recommends"];
     install.extend(&missing);
     // Fresh machines often have no package lists yet.
-    if !apt(&install) && !(apt(&["update"]) && apt(&install)) {
-        bail!("apt-get could not install {} (are you root?)", missing.join(" "));
+    let installed = apt(&install) || (apt(&["update"]) && apt(&install));
+    if !installed {
+        bail!(
+            "apt-get could not install {} (are you root?)",
+            missing.join(" ")
+        );
     }
     Ok(())
 }

@@ -116,13 +116,18 @@ fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut SchedClassifier
 
 /// Attach (or swap in) every hook; pin programs and links; detach the
 /// lab's links that are no longer wanted. Runs in the lab host's namespace.
-pub fn attach_all(ebpf: &mut Ebpf, pins: &LabPins, lab: &str, hooks: Vec<Hook>) -> Result<Vec<Hook>> {
+pub fn attach_all(
+    ebpf: &mut Ebpf,
+    pins: &LabPins,
+    lab: &str,
+    hooks: Vec<Hook>,
+) -> Result<Vec<Hook>> {
     let (tcx, why) = tcx_supported();
     let names: BTreeSet<String> = hooks.iter().map(|h| h.program.clone()).collect();
     for name in &names {
-        program(ebpf, name)?
-            .load()
-            .with_context(|| format!("loading program {name} (the kernel's verifier refused it)"))?;
+        program(ebpf, name)?.load().with_context(|| {
+            format!("loading program {name} (the kernel's verifier refused it)")
+        })?;
     }
     let mut done = Vec::new();
     for mut hook in hooks {
@@ -131,14 +136,24 @@ pub fn attach_all(ebpf: &mut Ebpf, pins: &LabPins, lab: &str, hooks: Vec<Hook>) 
         if tcx {
             hook.mode = Mode::Tcx;
             attach_tcx(prog, pins, &hook).with_context(|| {
-                format!("attaching {} to {} {}", hook.program, hook.interface, hook.direction.as_str())
+                format!(
+                    "attaching {} to {} {}",
+                    hook.program,
+                    hook.interface,
+                    hook.direction.as_str()
+                )
             })?;
         } else {
             hook.mode = Mode::Netlink;
             hook.priority = netlink_priority(lab);
             hook.handle = 1;
             attach_netlink(prog, &hook).with_context(|| {
-                format!("attaching {} to {} {}", hook.program, hook.interface, hook.direction.as_str())
+                format!(
+                    "attaching {} to {} {}",
+                    hook.program,
+                    hook.interface,
+                    hook.direction.as_str()
+                )
             })?;
         }
         done.push(hook);
@@ -151,11 +166,16 @@ pub fn attach_all(ebpf: &mut Ebpf, pins: &LabPins, lab: &str, hooks: Vec<Hook>) 
             .with_context(|| format!("pinning program {name}"))?;
     }
     // Links of hooks that went away (a removed bridge, a changed uplink).
-    let wanted: BTreeSet<String> = done.iter().filter(|h| h.mode == Mode::Tcx).map(|h| h.pin_name()).collect();
+    let wanted: BTreeSet<String> = done
+        .iter()
+        .filter(|h| h.mode == Mode::Tcx)
+        .map(|h| h.pin_name())
+        .collect();
     if let Ok(entries) = fs::read_dir(pins.links()) {
         for e in entries.flatten() {
             if !wanted.contains(&e.file_name().to_string_lossy().to_string()) {
-                fs::remove_file(e.path()).with_context(|| format!("unpinning {}", e.path().display()))?;
+                fs::remove_file(e.path())
+                    .with_context(|| format!("unpinning {}", e.path().display()))?;
             }
         }
     }
@@ -169,7 +189,9 @@ fn attach_tcx(prog: &mut SchedClassifier, pins: &LabPins, hook: &Hook) -> Result
         // moment without NAT.
         let swapped = PinnedLink::from_pin(&pin)
             .map_err(anyhow::Error::from)
-            .and_then(|old| SchedClassifierLink::try_from(FdLink::from(old)).map_err(anyhow::Error::from))
+            .and_then(|old| {
+                SchedClassifierLink::try_from(FdLink::from(old)).map_err(anyhow::Error::from)
+            })
             .and_then(|link| prog.attach_to_link(link).map_err(anyhow::Error::from));
         match swapped {
             // The pin keeps the link; our handle to it can go.
@@ -178,7 +200,9 @@ fn attach_tcx(prog: &mut SchedClassifier, pins: &LabPins, hook: &Hook) -> Result
                 return Ok(());
             }
             // A link whose interface was deleted and re-created is defunct.
-            Err(_) => fs::remove_file(&pin).with_context(|| format!("unpinning {}", pin.display()))?,
+            Err(_) => {
+                fs::remove_file(&pin).with_context(|| format!("unpinning {}", pin.display()))?
+            }
         }
     }
     let id = prog.attach_with_options(
@@ -187,7 +211,8 @@ fn attach_tcx(prog: &mut SchedClassifier, pins: &LabPins, hook: &Hook) -> Result
         TcAttachOptions::TcxOrder(LinkOrder::default()),
     )?;
     let link: FdLink = prog.take_link(id)?.try_into()?;
-    link.pin(&pin).with_context(|| format!("pinning {}", pin.display()))?;
+    link.pin(&pin)
+        .with_context(|| format!("pinning {}", pin.display()))?;
     Ok(())
 }
 
@@ -199,7 +224,13 @@ fn attach_netlink(prog: &mut SchedClassifier, hook: &Hook) -> Result<()> {
         }
     }
     let handle = TcHandle::from(hook.handle);
-    let existing = SchedClassifierLink::attached(&hook.interface, hook.direction.tc(), hook.priority, handle, None)?;
+    let existing = SchedClassifierLink::attached(
+        &hook.interface,
+        hook.direction.tc(),
+        hook.priority,
+        handle,
+        None,
+    )?;
     // Replace our own filter when it is there, create it otherwise.
     let id = match prog.attach_to_link(existing) {
         Ok(id) => id,
@@ -223,7 +254,13 @@ fn attach_netlink(prog: &mut SchedClassifier, hook: &Hook) -> Result<()> {
 pub fn detach_netlink(hooks: &[Hook]) -> usize {
     let mut n = 0;
     for h in hooks.iter().filter(|h| h.mode == Mode::Netlink) {
-        let link = SchedClassifierLink::attached(&h.interface, h.direction.tc(), h.priority, TcHandle::from(h.handle), None);
+        let link = SchedClassifierLink::attached(
+            &h.interface,
+            h.direction.tc(),
+            h.priority,
+            TcHandle::from(h.handle),
+            None,
+        );
         if let Ok(link) = link {
             if aya::programs::links::Link::detach(link).is_ok() {
                 n += 1;

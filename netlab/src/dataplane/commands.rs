@@ -9,9 +9,9 @@ use aya::{
     programs::SchedClassifier,
 };
 use netlab_common::{
-    addr_octets, port_from_net, stat, FlowKey, FlowValue, ForwardKey, ForwardTarget, NatConfig, CONFIG_LOG, DIR_ORIGINAL,
-    IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, KIND_DNAT, KIND_HAIRPIN, STATE_FIN_ORIGINAL, STATE_FIN_REPLY,
-    STATE_REPLIED, STATE_RST,
+    addr_octets, port_from_net, stat, FlowKey, FlowValue, ForwardKey, ForwardTarget, NatConfig,
+    CONFIG_LOG, DIR_ORIGINAL, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, KIND_DNAT, KIND_HAIRPIN,
+    STATE_FIN_ORIGINAL, STATE_FIN_REPLY, STATE_REPLIED, STATE_RST,
 };
 use serde::Serialize;
 use serde_json::json;
@@ -29,7 +29,10 @@ fn live_state(name: Option<&str>) -> Result<LabState> {
         bail!("lab {} is not up", state.lab.name);
     }
     if super::read_info(&state.lab.name).is_none() {
-        bail!("lab {} has no NAT dataplane (no masquerade and no forwards)", state.lab.name);
+        bail!(
+            "lab {} has no NAT dataplane (no masquerade and no forwards)",
+            state.lab.name
+        );
     }
     Ok(state)
 }
@@ -59,10 +62,14 @@ pub async fn fwd_command(cmd: FwdCommand) -> Result<()> {
             to,
         } => {
             let mut state = live_state(name.as_deref())?;
-            let proto = Proto::parse(&protocol)
-                .ok_or_else(|| usage_error("protocol", format!("`{protocol}` is not `tcp` or `udp`")))?;
+            let proto = Proto::parse(&protocol).ok_or_else(|| {
+                usage_error("protocol", format!("`{protocol}` is not `tcp` or `udp`"))
+            })?;
             let ports = parse_port_range(&port).map_err(|e| usage_error("port", e))?;
-            let fwd = state.lab.resolve_forward(proto, ports, &to).map_err(|e| usage_error("to", e))?;
+            let fwd = state
+                .lab
+                .resolve_forward(proto, ports, &to)
+                .map_err(|e| usage_error("to", e))?;
             if let Some(other) = state.lab.forwards.iter().find(|o| o.overlaps(&fwd)) {
                 return Err(usage_error(
                     "port",
@@ -71,22 +78,27 @@ pub async fn fwd_command(cmd: FwdCommand) -> Result<()> {
             }
             let mut map = forwards_map(&state.lab.name)?;
             for (k, v) in forward_entries(std::slice::from_ref(&fwd)) {
-                map.insert(k, v, 0).context("adding the forward to FORWARD_RULES")?;
+                map.insert(k, v, 0)
+                    .context("adding the forward to FORWARD_RULES")?;
             }
             println!("forward {fwd} added to lab {}", state.lab.name);
             state.lab.forwards.push(fwd);
             lab::write_state(&state)
         }
-        FwdCommand::Del { name, protocol, port } => {
+        FwdCommand::Del {
+            name,
+            protocol,
+            port,
+        } => {
             let mut state = live_state(name.as_deref())?;
-            let proto = Proto::parse(&protocol)
-                .ok_or_else(|| usage_error("protocol", format!("`{protocol}` is not `tcp` or `udp`")))?;
+            let proto = Proto::parse(&protocol).ok_or_else(|| {
+                usage_error("protocol", format!("`{protocol}` is not `tcp` or `udp`"))
+            })?;
             let (first, _) = parse_port_range(&port).map_err(|e| usage_error("port", e))?;
-            let Some(i) = state
-                .lab
-                .forwards
-                .iter()
-                .position(|f| f.proto == proto && f.port_first <= first && first <= f.port_last)
+            let Some(i) =
+                state.lab.forwards.iter().position(|f| {
+                    f.proto == proto && f.port_first <= first && first <= f.port_last
+                })
             else {
                 bail!("lab {} has no forward of {proto} {first}", state.lab.name);
             };
@@ -95,7 +107,10 @@ pub async fn fwd_command(cmd: FwdCommand) -> Result<()> {
             for (k, _) in forward_entries(std::slice::from_ref(&fwd)) {
                 let _ = map.remove(&k);
             }
-            println!("forward {fwd} removed from lab {} (connections through it live on until idle)", state.lab.name);
+            println!(
+                "forward {fwd} removed from lab {} (connections through it live on until idle)",
+                state.lab.name
+            );
             lab::write_state(&state)
         }
         FwdCommand::List { name, json } => {
@@ -141,7 +156,8 @@ pub async fn fwd_command(cmd: FwdCommand) -> Result<()> {
 }
 
 fn now_coarse_ns() -> u64 {
-    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE).unwrap_or_else(|_| nix::sys::time::TimeSpec::new(0, 0));
+    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE)
+        .unwrap_or_else(|_| nix::sys::time::TimeSpec::new(0, 0));
     ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
 }
 
@@ -216,7 +232,8 @@ fn flows(lab: &str) -> Result<Vec<FlowRow>> {
     let table: HashMap<_, FlowKey, FlowValue> = HashMap::try_from(pins.open("NAT_FLOWS")?)?;
     let cfg: Array<_, NatConfig> = Array::try_from(pins.open("CONFIG")?)?;
     let cfg = cfg.get(&0, 0).context("reading CONFIG")?;
-    let entries: std::collections::HashMap<FlowKey, FlowValue> = table.iter().filter_map(|r| r.ok()).collect();
+    let entries: std::collections::HashMap<FlowKey, FlowValue> =
+        table.iter().filter_map(|r| r.ok()).collect();
     let now = now_coarse_ns();
     let mut rows = Vec::new();
     for (k, v) in &entries {
@@ -224,8 +241,11 @@ fn flows(lab: &str) -> Result<Vec<FlowRow>> {
             continue;
         }
         let peer = entries.get(&FlowKey::peer_of(v, k.proto));
-        let last = v.last_seen_ns.max(peer.map(|p| p.last_seen_ns).unwrap_or(0));
-        let timeout = u64::from(netlab_ebpf::flow_timeout_secs(&cfg, k.proto, v.state)) * 1_000_000_000;
+        let last = v
+            .last_seen_ns
+            .max(peer.map(|p| p.last_seen_ns).unwrap_or(0));
+        let timeout =
+            u64::from(netlab_ebpf::flow_timeout_secs(&cfg, k.proto, v.state)) * 1_000_000_000;
         let expires = (last + timeout).saturating_sub(now);
         if expires == 0 {
             continue;
@@ -259,7 +279,13 @@ fn flows(lab: &str) -> Result<Vec<FlowRow>> {
             reply_bytes: peer.map(|p| p.bytes).unwrap_or(0),
         });
     }
-    rows.sort_by(|a, b| (a.protocol, &a.original.src, &a.original.dst).cmp(&(b.protocol, &b.original.src, &b.original.dst)));
+    rows.sort_by(|a, b| {
+        (a.protocol, &a.original.src, &a.original.dst).cmp(&(
+            b.protocol,
+            &b.original.src,
+            &b.original.dst,
+        ))
+    });
     Ok(rows)
 }
 
@@ -298,7 +324,9 @@ pub fn read_stats(lab: &str) -> Result<Vec<(&'static str, u64)>> {
     let stats: PerCpuArray<_, u64> = PerCpuArray::try_from(LabPins::new(lab).open("STATS")?)?;
     let mut out = Vec::new();
     for (i, name) in stat::NAMES.iter().enumerate() {
-        let values = stats.get(&(i as u32), 0).with_context(|| format!("reading counter {name}"))?;
+        let values = stats
+            .get(&(i as u32), 0)
+            .with_context(|| format!("reading counter {name}"))?;
         out.push((*name, values.iter().sum()));
     }
     Ok(out)
@@ -311,8 +339,10 @@ pub async fn stats_command(state: &LabState, json_out: bool, follow_log: bool) -
     }
     let stats = read_stats(lab)?;
     if json_out {
-        let map: serde_json::Map<String, serde_json::Value> =
-            stats.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+        let map: serde_json::Map<String, serde_json::Value> = stats
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect();
         println!("{}", serde_json::to_string_pretty(&map)?);
     } else {
         for (k, v) in &stats {
@@ -351,15 +381,21 @@ pub async fn log_command(lab: &str, duration: Option<Duration>) -> Result<()> {
     let mut cfg: Array<_, NatConfig> = Array::try_from(pins.open("CONFIG")?)?;
     let set_log = |cfg: &mut Array<_, NatConfig>, on: bool| -> Result<()> {
         let mut c = cfg.get(&0, 0)?;
-        c.flags = if on { c.flags | CONFIG_LOG } else { c.flags & !CONFIG_LOG };
+        c.flags = if on {
+            c.flags | CONFIG_LOG
+        } else {
+            c.flags & !CONFIG_LOG
+        };
         cfg.set(0, c, 0)?;
         Ok(())
     };
     set_log(&mut cfg, true)?;
     eprintln!("netlab: streaming lab {lab}'s dataplane log (Ctrl-C to stop)");
     // SAFETY: the logger owns its ring buffer's fd, and the AsyncFd owns the logger.
-    let mut fd = unsafe { tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) }
-        .map_err(|e| anyhow!("watching the log ring buffer: {e}"))?;
+    let mut fd = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
+    }
+    .map_err(|e| anyhow!("watching the log ring buffer: {e}"))?;
     let until = async {
         match duration {
             Some(d) => tokio::time::sleep(d).await,

@@ -17,8 +17,8 @@ use aya::{
     EbpfLoader,
 };
 use netlab_common::{
-    addr_from_octets, port_to_net, ForwardKey, ForwardTarget, NatConfig, SubnetInfo, SUBNET_ENDPOINT_INDEPENDENT_FILTERING,
-    SUBNET_MASQUERADE, SUBNET_ROUTED,
+    addr_from_octets, port_to_net, ForwardKey, ForwardTarget, NatConfig, SubnetInfo,
+    SUBNET_ENDPOINT_INDEPENDENT_FILTERING, SUBNET_MASQUERADE, SUBNET_ROUTED,
 };
 use serde::{Deserialize, Serialize};
 
@@ -79,9 +79,12 @@ pub fn needed(lab: &Lab) -> bool {
 async fn resolve_uplink(sys: &System, lab: &Lab) -> Result<(String, u32, Ipv4Addr)> {
     let h = sys.host_netlink();
     let link = match &lab.uplink.interface {
-        Some(name) => netlink::link_by_name(h, name)
-            .await?
-            .ok_or_else(|| anyhow!("uplink interface {name} does not exist on {}", sys.host.label()))?,
+        Some(name) => netlink::link_by_name(h, name).await?.ok_or_else(|| {
+            anyhow!(
+                "uplink interface {name} does not exist on {}",
+                sys.host.label()
+            )
+        })?,
         None => {
             let oif = netlink::default_route_interface(h).await?.ok_or_else(|| {
                 anyhow!(
@@ -152,9 +155,14 @@ pub fn forward_entries(forwards: &[Forward]) -> Vec<(ForwardKey, ForwardTarget)>
 /// Make `FORWARD_RULES` hold exactly `want`.
 pub fn sync_forwards<T: std::borrow::BorrowMut<MapData>>(
     map: &mut HashMap<T, ForwardKey, ForwardTarget>,
-    want: &[(ForwardKey, ForwardTarget)]) -> Result<()> {
-    let wanted: std::collections::HashMap<ForwardKey, ForwardTarget> = want.iter().copied().collect();
-    let have: Vec<ForwardKey> = map.keys().collect::<Result<_, _>>().context("reading FORWARD_RULES")?;
+    want: &[(ForwardKey, ForwardTarget)],
+) -> Result<()> {
+    let wanted: std::collections::HashMap<ForwardKey, ForwardTarget> =
+        want.iter().copied().collect();
+    let have: Vec<ForwardKey> = map
+        .keys()
+        .collect::<Result<_, _>>()
+        .context("reading FORWARD_RULES")?;
     for k in have {
         if !wanted.contains_key(&k) {
             map.remove(&k).context("removing a forward")?;
@@ -168,7 +176,10 @@ pub fn sync_forwards<T: std::borrow::BorrowMut<MapData>>(
     Ok(())
 }
 
-fn subnet_entries(lab: &Lab, bridge_ifindex: &std::collections::HashMap<String, u32>) -> Vec<(Key<u32>, SubnetInfo)> {
+fn subnet_entries(
+    lab: &Lab,
+    bridge_ifindex: &std::collections::HashMap<String, u32>,
+) -> Vec<(Key<u32>, SubnetInfo)> {
     lab.host_subnets()
         .map(|b| {
             let mut flags = 0;
@@ -182,7 +193,10 @@ fn subnet_entries(lab: &Lab, bridge_ifindex: &std::collections::HashMap<String, 
                 flags |= SUBNET_ROUTED;
             }
             (
-                Key::new(u32::from(b.subnet.prefix_len), addr_from_octets(b.subnet.addr.octets())),
+                Key::new(
+                    u32::from(b.subnet.prefix_len),
+                    addr_from_octets(b.subnet.addr.octets()),
+                ),
                 SubnetInfo {
                     flags,
                     ifindex: bridge_ifindex.get(&b.name).copied().unwrap_or(0),
@@ -199,7 +213,9 @@ fn check_uplink_free(lab: &Lab, host_netns: Option<&str>, uplink: &str) -> Resul
         if other == lab.name {
             continue;
         }
-        let Some(state) = lab::read_state(&other) else { continue };
+        let Some(state) = lab::read_state(&other) else {
+            continue;
+        };
         if state.host_netns.as_deref() != host_netns {
             continue;
         }
@@ -212,7 +228,9 @@ fn check_uplink_free(lab: &Lab, host_netns: Option<&str>, uplink: &str) -> Resul
 
 fn check_port_range(sys: &System, lab: &Lab) -> Result<()> {
     let range = sys.host.read_sysctl("net/ipv4/ip_local_port_range")?;
-    let mut it = range.split_whitespace().filter_map(|s| s.parse::<u16>().ok());
+    let mut it = range
+        .split_whitespace()
+        .filter_map(|s| s.parse::<u16>().ok());
     if let (Some(lo), Some(hi)) = (it.next(), it.next()) {
         if lab.nat.port_min <= hi && lo <= lab.nat.port_max {
             bail!(
@@ -257,7 +275,11 @@ pub async fn up(sys: &System, lab: &Lab, verbose: bool) -> Result<UpReport> {
         attach::Hook::new(PROG_UPLINK_OUT, &uplink, attach::Direction::Egress),
     ];
     for b in lab.host_subnets() {
-        hooks.push(attach::Hook::new(PROG_BRIDGE_IN, &b.name, attach::Direction::Ingress));
+        hooks.push(attach::Hook::new(
+            PROG_BRIDGE_IN,
+            &b.name,
+            attach::Direction::Ingress,
+        ));
     }
     let name = lab.name.clone();
     let max_flows = lab.nat.max_flows;
@@ -275,17 +297,28 @@ pub async fn up(sys: &System, lab: &Lab, verbose: bool) -> Result<UpReport> {
             .load(EBPF_OBJECT)
             .context("loading the eBPF programs (is this netlab built with its eBPF object?)")?;
         {
-            let mut cfg: Array<_, NatConfig> = Array::try_from(ebpf.map_mut("CONFIG").context("map CONFIG")?)?;
+            let mut cfg: Array<_, NatConfig> =
+                Array::try_from(ebpf.map_mut("CONFIG").context("map CONFIG")?)?;
             // Keep a log switch set by a running `netlab log`.
             let old_flags = cfg.get(&0, 0).map(|c| c.flags).unwrap_or(0);
-            cfg.set(0, NatConfig { flags: old_flags, ..config }, 0).context("writing CONFIG")?;
+            cfg.set(
+                0,
+                NatConfig {
+                    flags: old_flags,
+                    ..config
+                },
+                0,
+            )
+            .context("writing CONFIG")?;
         }
         {
             let mut trie: LpmTrie<_, u32, SubnetInfo> =
                 LpmTrie::try_from(ebpf.map_mut("LAB_SUBNETS").context("map LAB_SUBNETS")?)?;
             let have: Vec<Key<u32>> = trie.keys().collect::<Result<_, _>>()?;
             for k in have {
-                let stale = !subnets.iter().any(|(w, _)| w.prefix_len() == k.prefix_len() && w.data() == k.data());
+                let stale = !subnets
+                    .iter()
+                    .any(|(w, _)| w.prefix_len() == k.prefix_len() && w.data() == k.data());
                 if stale {
                     trie.remove(&k)?;
                 }
@@ -311,7 +344,8 @@ pub async fn up(sys: &System, lab: &Lab, verbose: bool) -> Result<UpReport> {
         hooks,
     };
     fs::create_dir_all(lab::state_dir(&lab.name))?;
-    fs::write(info_path(&lab.name), serde_json::to_vec_pretty(&info)?).context("saving the dataplane state")?;
+    fs::write(info_path(&lab.name), serde_json::to_vec_pretty(&info)?)
+        .context("saving the dataplane state")?;
     let mut lines = notes;
     let modes: Vec<String> = info
         .hooks
@@ -324,7 +358,10 @@ pub async fn up(sys: &System, lab: &Lab, verbose: bool) -> Result<UpReport> {
         info.hooks.first().map(|h| h.mode.as_str()).unwrap_or("-")
     ));
     if verbose {
-        lines.push(format!("pinned under {}", pins::LabPins::new(&lab.name).root.display()));
+        lines.push(format!(
+            "pinned under {}",
+            pins::LabPins::new(&lab.name).root.display()
+        ));
     }
     Ok(UpReport {
         changed: previous.as_ref() != Some(&info),
@@ -359,7 +396,9 @@ pub fn leftovers(lab: &str) -> Vec<String> {
 
 /// Status for `netlab status`: attachment and table sizes.
 pub fn status(lab: &str) -> Result<serde_json::Value> {
-    let Some(info) = read_info(lab) else { return Ok(serde_json::Value::Null) };
+    let Some(info) = read_info(lab) else {
+        return Ok(serde_json::Value::Null);
+    };
     let dir = pins::LabPins::new(lab);
     let flows = dir.flow_count().ok();
     let forwards = dir.forward_count().ok();
@@ -397,8 +436,14 @@ pub fn status_lines(v: &serde_json::Value) -> Vec<String> {
         "dataplane: uplink {} {}, {} flow entries, {} forwarded ports",
         v["uplink"].as_str().unwrap_or("?"),
         v["uplink_address"].as_str().unwrap_or("?"),
-        v["flow_entries"].as_u64().map(|n| n.to_string()).unwrap_or("?".into()),
-        v["forward_ports"].as_u64().map(|n| n.to_string()).unwrap_or("?".into()),
+        v["flow_entries"]
+            .as_u64()
+            .map(|n| n.to_string())
+            .unwrap_or("?".into()),
+        v["forward_ports"]
+            .as_u64()
+            .map(|n| n.to_string())
+            .unwrap_or("?".into()),
     )];
     out.extend(hooks.into_iter().map(|h| format!("  hook {h}")));
     out

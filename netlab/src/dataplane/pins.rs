@@ -9,8 +9,8 @@ use std::{
 use anyhow::{Context as _, Result};
 use aya::maps::{HashMap, Map, MapData, MapInfo, MapType};
 use netlab_common::{
-    stat, Binding, Endpoint, FlowKey, FlowValue, ForwardKey, ForwardTarget, FragKey, FragValue, NatConfig, SubnetInfo,
-    BINDING_ENTRIES, FORWARD_ENTRIES, FRAG_ENTRIES, SUBNET_ENTRIES,
+    stat, Binding, Endpoint, FlowKey, FlowValue, ForwardKey, ForwardTarget, FragKey, FragValue,
+    NatConfig, SubnetInfo, BINDING_ENTRIES, FORWARD_ENTRIES, FRAG_ENTRIES, SUBNET_ENTRIES,
 };
 use nix::mount::{mount, MsFlags};
 
@@ -19,10 +19,18 @@ const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
 /// Mount bpffs on /sys/fs/bpf if it is not there (minimal systems, VMs).
 pub fn ensure_bpffs() -> Result<()> {
-    let is_bpffs = nix::sys::statfs::statfs(BPFFS).is_ok_and(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC);
+    let is_bpffs =
+        nix::sys::statfs::statfs(BPFFS).is_ok_and(|s| s.filesystem_type().0 == BPF_FS_MAGIC);
     if !is_bpffs {
         fs::create_dir_all(BPFFS).context("creating /sys/fs/bpf")?;
-        mount(Some("bpf"), BPFFS, Some("bpf"), MsFlags::empty(), None::<&str>).context("mounting bpffs on /sys/fs/bpf")?;
+        mount(
+            Some("bpf"),
+            BPFFS,
+            Some("bpf"),
+            MsFlags::empty(),
+            None::<&str>,
+        )
+        .context("mounting bpffs on /sys/fs/bpf")?;
     }
     Ok(())
 }
@@ -132,7 +140,10 @@ impl LabPins {
     }
 
     pub fn state_map_paths(&self) -> Vec<(&'static str, PathBuf)> {
-        STATE_MAPS.iter().map(|m| (m.name, self.map(m.name))).collect()
+        STATE_MAPS
+            .iter()
+            .map(|m| (m.name, self.map(m.name)))
+            .collect()
     }
 
     /// Pinned maps whose layout or size differs from what this netlab's
@@ -169,7 +180,8 @@ impl LabPins {
         for d in [self.links(), self.progs(), self.maps()] {
             if let Ok(entries) = fs::read_dir(&d) {
                 for e in entries.flatten() {
-                    fs::remove_file(e.path()).with_context(|| format!("unpinning {}", e.path().display()))?;
+                    fs::remove_file(e.path())
+                        .with_context(|| format!("unpinning {}", e.path().display()))?;
                     n += 1;
                 }
             }
@@ -185,8 +197,12 @@ impl LabPins {
 
     pub fn open(&self, name: &str) -> Result<Map> {
         let path = self.map(name);
-        let data = MapData::from_pin(&path)
-            .with_context(|| format!("opening {} (is the lab up with its dataplane?)", path.display()))?;
+        let data = MapData::from_pin(&path).with_context(|| {
+            format!(
+                "opening {} (is the lab up with its dataplane?)",
+                path.display()
+            )
+        })?;
         Map::from_map_data(data).with_context(|| format!("map {name}"))
     }
 
@@ -196,7 +212,8 @@ impl LabPins {
     }
 
     pub fn forward_count(&self) -> Result<usize> {
-        let map: HashMap<_, ForwardKey, ForwardTarget> = HashMap::try_from(self.open("FORWARD_RULES")?)?;
+        let map: HashMap<_, ForwardKey, ForwardTarget> =
+            HashMap::try_from(self.open("FORWARD_RULES")?)?;
         Ok(map.keys().filter(|k| k.is_ok()).count())
     }
 }

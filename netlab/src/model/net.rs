@@ -4,7 +4,9 @@ use std::{fmt, net::Ipv4Addr, str::FromStr};
 
 /// An IPv4 address with a prefix length, e.g. `192.168.15.5/24`.
 /// Either a network (host bits zero) or an interface address.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(into = "String", try_from = "String")]
 pub struct Ipv4Net {
     pub addr: Ipv4Addr,
@@ -46,7 +48,10 @@ impl Ipv4Net {
 
     pub fn overlaps(&self, other: &Ipv4Net) -> bool {
         let shorter = self.prefix_len.min(other.prefix_len);
-        let a = Ipv4Net { addr: self.addr, prefix_len: shorter };
+        let a = Ipv4Net {
+            addr: self.addr,
+            prefix_len: shorter,
+        };
         a.contains(other.addr)
     }
 
@@ -59,7 +64,10 @@ impl Ipv4Net {
 
     /// The same prefix length with another address (an interface address on this network).
     pub fn with_addr(&self, addr: Ipv4Addr) -> Ipv4Net {
-        Ipv4Net { addr, prefix_len: self.prefix_len }
+        Ipv4Net {
+            addr,
+            prefix_len: self.prefix_len,
+        }
     }
 }
 
@@ -96,17 +104,15 @@ impl FromStr for Ipv4Net {
     type Err = ParseNetError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (addr, len) = s
-            .split_once('/')
-            .ok_or_else(|| ParseNetError(format!("`{s}` is not in CIDR form (address/prefix-length)")))?;
+        let (addr, len) = s.split_once('/').ok_or_else(|| {
+            ParseNetError(format!("`{s}` is not in CIDR form (address/prefix-length)"))
+        })?;
         let addr: Ipv4Addr = addr
             .parse()
             .map_err(|_| ParseNetError(format!("`{addr}` in `{s}` is not an IPv4 address")))?;
-        let prefix_len: u8 = len
-            .parse()
-            .ok()
-            .filter(|l| *l <= 32)
-            .ok_or_else(|| ParseNetError(format!("`{len}` in `{s}` is not a prefix length (0-32)")))?;
+        let prefix_len: u8 = len.parse().ok().filter(|l| *l <= 32).ok_or_else(|| {
+            ParseNetError(format!("`{len}` in `{s}` is not a prefix length (0-32)"))
+        })?;
         Ok(Ipv4Net { addr, prefix_len })
     }
 }

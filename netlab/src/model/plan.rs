@@ -137,7 +137,10 @@ impl Desired {
                 });
             }
             for r in &n.routes {
-                nd.routes.insert(RouteSpec { to: r.to, via: r.via });
+                nd.routes.insert(RouteSpec {
+                    to: r.to,
+                    via: r.via,
+                });
             }
             d.nodes.insert(n.netns.clone(), nd);
         }
@@ -150,7 +153,10 @@ impl Desired {
             });
         }
         for r in &lab.host_routes {
-            d.host_routes.insert(RouteSpec { to: r.to, via: r.via });
+            d.host_routes.insert(RouteSpec {
+                to: r.to,
+                via: r.via,
+            });
         }
         let hosts = hosts_file(lab);
         let resolv = resolv_conf(lab, host_nameservers);
@@ -171,7 +177,10 @@ pub fn hosts_file(lab: &Lab) -> String {
     for n in &lab.nodes {
         for (k, i) in n.interfaces.iter().enumerate() {
             if k == 0 {
-                s.push_str(&format!("{}\t{} {}-{}\n", i.address.addr, n.name, n.name, i.name));
+                s.push_str(&format!(
+                    "{}\t{} {}-{}\n",
+                    i.address.addr, n.name, n.name, i.name
+                ));
             } else {
                 s.push_str(&format!("{}\t{}-{}\n", i.address.addr, n.name, i.name));
             }
@@ -192,7 +201,11 @@ pub fn resolv_conf(lab: &Lab, host_nameservers: &[Ipv4Addr]) -> String {
         Some(list) => list.clone(),
         // A loopback resolver (systemd-resolved's 127.0.0.53) is not there
         // inside a node's own network namespace.
-        None => host_nameservers.iter().copied().filter(|a| !a.is_loopback()).collect(),
+        None => host_nameservers
+            .iter()
+            .copied()
+            .filter(|a| !a.is_loopback())
+            .collect(),
     };
     if !lab.dns.search.is_empty() {
         s.push_str(&format!("search {}\n", lab.dns.search.join(" ")));
@@ -255,28 +268,86 @@ pub struct Actual {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "action", rename_all = "kebab-case")]
 pub enum Action {
-    DeleteNamespace { netns: String },
-    DeleteHostLink { name: String },
-    DeleteNodeLink { netns: String, name: String },
-    DeleteHostRoute { route: RouteSpec },
-    RemoveFile { path: PathBuf },
-    CreateNamespace { netns: String },
-    CreateBridge { name: String },
-    CreateHostVeth { name: String, bridge: String, netns: String, ifname: String },
-    SetController { name: String, bridge: String },
-    CreateCable { cable: CableVeth },
-    AddHostAddress { link: String, address: Ipv4Net },
-    DeleteHostAddress { link: String, address: Ipv4Net },
-    SetHostLinkUp { name: String },
-    AddNodeAddress { netns: String, link: String, address: Ipv4Net },
-    DeleteNodeAddress { netns: String, link: String, address: Ipv4Net },
-    SetNodeLinkUp { netns: String, link: String },
-    AddNodeRoute { netns: String, route: RouteSpec },
-    DeleteNodeRoute { netns: String, route: RouteSpec },
-    SetNodeForwarding { netns: String, on: bool },
+    DeleteNamespace {
+        netns: String,
+    },
+    DeleteHostLink {
+        name: String,
+    },
+    DeleteNodeLink {
+        netns: String,
+        name: String,
+    },
+    DeleteHostRoute {
+        route: RouteSpec,
+    },
+    RemoveFile {
+        path: PathBuf,
+    },
+    CreateNamespace {
+        netns: String,
+    },
+    CreateBridge {
+        name: String,
+    },
+    CreateHostVeth {
+        name: String,
+        bridge: String,
+        netns: String,
+        ifname: String,
+    },
+    SetController {
+        name: String,
+        bridge: String,
+    },
+    CreateCable {
+        cable: CableVeth,
+    },
+    AddHostAddress {
+        link: String,
+        address: Ipv4Net,
+    },
+    DeleteHostAddress {
+        link: String,
+        address: Ipv4Net,
+    },
+    SetHostLinkUp {
+        name: String,
+    },
+    AddNodeAddress {
+        netns: String,
+        link: String,
+        address: Ipv4Net,
+    },
+    DeleteNodeAddress {
+        netns: String,
+        link: String,
+        address: Ipv4Net,
+    },
+    SetNodeLinkUp {
+        netns: String,
+        link: String,
+    },
+    AddNodeRoute {
+        netns: String,
+        route: RouteSpec,
+    },
+    DeleteNodeRoute {
+        netns: String,
+        route: RouteSpec,
+    },
+    SetNodeForwarding {
+        netns: String,
+        on: bool,
+    },
     EnableHostForwarding,
-    AddHostRoute { route: RouteSpec },
-    WriteFile { path: PathBuf, content: String },
+    AddHostRoute {
+        route: RouteSpec,
+    },
+    WriteFile {
+        path: PathBuf,
+        content: String,
+    },
 }
 
 impl fmt::Display for Action {
@@ -284,13 +355,23 @@ impl fmt::Display for Action {
         match self {
             Action::DeleteNamespace { netns } => write!(f, "delete namespace {netns}"),
             Action::DeleteHostLink { name } => write!(f, "delete link {name} on the lab host"),
-            Action::DeleteNodeLink { netns, name } => write!(f, "delete link {name} in netns {netns}"),
+            Action::DeleteNodeLink { netns, name } => {
+                write!(f, "delete link {name} in netns {netns}")
+            }
             Action::DeleteHostRoute { route } => write!(f, "delete route {route} on the lab host"),
             Action::RemoveFile { path } => write!(f, "remove {}", path.display()),
             Action::CreateNamespace { netns } => write!(f, "create namespace {netns}"),
             Action::CreateBridge { name } => write!(f, "create bridge {name}"),
-            Action::CreateHostVeth { name, bridge, netns, ifname } => {
-                write!(f, "create veth {ifname} in netns {netns} (peer {name} on bridge {bridge})")
+            Action::CreateHostVeth {
+                name,
+                bridge,
+                netns,
+                ifname,
+            } => {
+                write!(
+                    f,
+                    "create veth {ifname} in netns {netns} (peer {name} on bridge {bridge})"
+                )
             }
             Action::SetController { name, bridge } => write!(f, "attach {name} to bridge {bridge}"),
             Action::CreateCable { cable } => write!(
@@ -298,20 +379,40 @@ impl fmt::Display for Action {
                 "create veth {} in netns {} (peer {} in netns {})",
                 cable.a_ifname, cable.a_netns, cable.b_ifname, cable.b_netns
             ),
-            Action::AddHostAddress { link, address } => write!(f, "add address {address} to {link}"),
-            Action::DeleteHostAddress { link, address } => write!(f, "delete address {address} from {link}"),
+            Action::AddHostAddress { link, address } => {
+                write!(f, "add address {address} to {link}")
+            }
+            Action::DeleteHostAddress { link, address } => {
+                write!(f, "delete address {address} from {link}")
+            }
             Action::SetHostLinkUp { name } => write!(f, "set {name} up"),
-            Action::AddNodeAddress { netns, link, address } => {
+            Action::AddNodeAddress {
+                netns,
+                link,
+                address,
+            } => {
                 write!(f, "add address {address} to {link} in netns {netns}")
             }
-            Action::DeleteNodeAddress { netns, link, address } => {
+            Action::DeleteNodeAddress {
+                netns,
+                link,
+                address,
+            } => {
                 write!(f, "delete address {address} from {link} in netns {netns}")
             }
             Action::SetNodeLinkUp { netns, link } => write!(f, "set {link} up in netns {netns}"),
-            Action::AddNodeRoute { netns, route } => write!(f, "add route {route} in netns {netns}"),
-            Action::DeleteNodeRoute { netns, route } => write!(f, "delete route {route} in netns {netns}"),
+            Action::AddNodeRoute { netns, route } => {
+                write!(f, "add route {route} in netns {netns}")
+            }
+            Action::DeleteNodeRoute { netns, route } => {
+                write!(f, "delete route {route} in netns {netns}")
+            }
             Action::SetNodeForwarding { netns, on } => {
-                write!(f, "turn IPv4 forwarding {} in netns {netns}", if *on { "on" } else { "off" })
+                write!(
+                    f,
+                    "turn IPv4 forwarding {} in netns {netns}",
+                    if *on { "on" } else { "off" }
+                )
             }
             Action::EnableHostForwarding => write!(f, "turn IPv4 forwarding on on the lab host"),
             Action::AddHostRoute { route } => write!(f, "add route {route} on the lab host"),
@@ -329,10 +430,13 @@ pub fn plan(desired: &Desired, actual: &Actual) -> Vec<Action> {
     // Namespaces the lab owns but no longer wants.
     for netns in actual.nodes.keys() {
         if !desired.nodes.contains_key(netns) {
-            del.push(Action::DeleteNamespace { netns: netns.clone() });
+            del.push(Action::DeleteNamespace {
+                netns: netns.clone(),
+            });
         }
     }
-    let node_link = |netns: &str, name: &str| actual.nodes.get(netns).and_then(|n| n.links.get(name));
+    let node_link =
+        |netns: &str, name: &str| actual.nodes.get(netns).and_then(|n| n.links.get(name));
 
     // Host veths: present only when both ends are where they belong.
     let mut fresh_host_veths: BTreeSet<&str> = BTreeSet::new();
@@ -363,7 +467,9 @@ pub fn plan(desired: &Desired, actual: &Actual) -> Vec<Action> {
     for cable in &desired.cables {
         let a = node_link(&cable.a_netns, &cable.a_ifname);
         let b = node_link(&cable.b_netns, &cable.b_ifname);
-        if a.is_some_and(|l| l.kind == LinkKind::Veth) && b.is_some_and(|l| l.kind == LinkKind::Veth) {
+        if a.is_some_and(|l| l.kind == LinkKind::Veth)
+            && b.is_some_and(|l| l.kind == LinkKind::Veth)
+        {
             continue;
         }
         if a.is_some() {
@@ -376,7 +482,9 @@ pub fn plan(desired: &Desired, actual: &Actual) -> Vec<Action> {
     }
     // Links in kept namespaces that nothing wants any more.
     for (netns, node) in &actual.nodes {
-        let Some(want) = desired.nodes.get(netns) else { continue };
+        let Some(want) = desired.nodes.get(netns) else {
+            continue;
+        };
         for name in node.links.keys() {
             if !want.addresses.contains_key(name) {
                 doomed_node_links.insert((netns.clone(), name.clone()));
@@ -395,7 +503,9 @@ pub fn plan(desired: &Desired, actual: &Actual) -> Vec<Action> {
     let mut unwanted: Vec<(&String, &LinkState)> = actual
         .host_links
         .iter()
-        .filter(|(name, _)| !desired.host_veths.contains_key(*name) && !desired.bridges.contains_key(*name))
+        .filter(|(name, _)| {
+            !desired.host_veths.contains_key(*name) && !desired.bridges.contains_key(*name)
+        })
         .collect();
     unwanted.sort_by_key(|(_, l)| l.kind == LinkKind::Bridge);
     for (name, _) in unwanted {
@@ -415,7 +525,9 @@ pub fn plan(desired: &Desired, actual: &Actual) -> Vec<Action> {
     // Creations.
     for netns in desired.nodes.keys() {
         if !actual.nodes.contains_key(netns) {
-            add.push(Action::CreateNamespace { netns: netns.clone() });
+            add.push(Action::CreateNamespace {
+                netns: netns.clone(),
+            });
         }
     }
     for (name, gateway) in &desired.bridges {
@@ -465,7 +577,9 @@ pub fn plan(desired: &Desired, actual: &Actual) -> Vec<Action> {
         }
     }
     for cable in fresh_cables {
-        add.push(Action::CreateCable { cable: cable.clone() });
+        add.push(Action::CreateCable {
+            cable: cable.clone(),
+        });
     }
     // Inside the nodes: addresses, link state, routes, forwarding.
     let fresh_links: BTreeSet<(String, String)> = desired
@@ -477,8 +591,16 @@ pub fn plan(desired: &Desired, actual: &Actual) -> Vec<Action> {
             desired
                 .cables
                 .iter()
-                .filter(|c| add.iter().any(|a| matches!(a, Action::CreateCable { cable } if cable == *c)))
-                .flat_map(|c| [(c.a_netns.clone(), c.a_ifname.clone()), (c.b_netns.clone(), c.b_ifname.clone())]),
+                .filter(|c| {
+                    add.iter()
+                        .any(|a| matches!(a, Action::CreateCable { cable } if cable == *c))
+                })
+                .flat_map(|c| {
+                    [
+                        (c.a_netns.clone(), c.a_ifname.clone()),
+                        (c.b_netns.clone(), c.b_ifname.clone()),
+                    ]
+                }),
         )
         .collect();
     let mut routes = Vec::new();
@@ -486,7 +608,11 @@ pub fn plan(desired: &Desired, actual: &Actual) -> Vec<Action> {
         let have = actual.nodes.get(netns);
         for (link, address) in &want.addresses {
             let fresh = fresh_links.contains(&(netns.clone(), link.clone()));
-            let have_link = if fresh { None } else { have.and_then(|n| n.links.get(link)) };
+            let have_link = if fresh {
+                None
+            } else {
+                have.and_then(|n| n.links.get(link))
+            };
             let have_addrs = have_link.map(|l| l.addresses.clone()).unwrap_or_default();
             for a in &have_addrs {
                 if a != address {
@@ -707,7 +833,10 @@ mod tests {
         )
         .unwrap();
         let after = Desired::from_lab(&edited, &[]);
-        let text: Vec<String> = plan(&after, &actual).iter().map(|a| a.to_string()).collect();
+        let text: Vec<String> = plan(&after, &actual)
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
         assert_eq!(
             text,
             [
@@ -746,7 +875,10 @@ mod tests {
     #[test]
     fn teardown_removes_everything_owned() {
         let d = Desired::from_lab(&default_lab(), &[]);
-        let text: Vec<String> = teardown("netlab", &simulate(&d)).iter().map(|a| a.to_string()).collect();
+        let text: Vec<String> = teardown("netlab", &simulate(&d))
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
         assert_eq!(
             text,
             [
@@ -799,8 +931,12 @@ mod tests {
             netns: "r".into(),
             on: true
         }));
-        assert!(p.iter().any(|a| a.to_string() == "add route 10.0.2.0/24 via 10.0.1.1 in netns a"));
-        assert!(p.iter().any(|a| a.to_string() == "add route default via 10.0.2.1 in netns b"));
+        assert!(p
+            .iter()
+            .any(|a| a.to_string() == "add route 10.0.2.0/24 via 10.0.1.1 in netns a"));
+        assert!(p
+            .iter()
+            .any(|a| a.to_string() == "add route default via 10.0.2.1 in netns b"));
         // No bridge, so nothing on the lab host at all.
         assert!(!p.contains(&Action::EnableHostForwarding));
         assert_eq!(plan(&d, &simulate(&d)), vec![]);
@@ -814,7 +950,10 @@ mod tests {
         assert!(hosts.contains("192.168.15.1\tred red-veth-red\n"));
         assert!(hosts.contains("192.168.15.2\tblue blue-veth-blue\n"));
         assert!(hosts.contains("192.168.15.5\tv-net-0-gateway\n"));
-        let resolv = resolv_conf(&lab, &["127.0.0.53".parse().unwrap(), "10.1.1.1".parse().unwrap()]);
+        let resolv = resolv_conf(
+            &lab,
+            &["127.0.0.53".parse().unwrap(), "10.1.1.1".parse().unwrap()],
+        );
         assert!(resolv.contains("nameserver 10.1.1.1\n"));
         assert!(!resolv.contains("127.0.0.53"));
         assert_eq!(

@@ -152,7 +152,10 @@ pub enum Attachment {
     /// A veth pair whose other end (`host_name`, on the lab host) is a port of `bridge`.
     Bridge { bridge: String, host_name: String },
     /// A veth pair straight to another node (no bridge).
-    Cable { peer_node: String, peer_interface: String },
+    Cable {
+        peer_node: String,
+        peer_interface: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -220,7 +223,11 @@ impl Forward {
     /// Every (outside port, inside port) pair of the forward.
     pub fn port_pairs(&self) -> impl Iterator<Item = (u16, u16)> + '_ {
         (self.port_first..=self.port_last).map(|p| {
-            let inside = if self.target_range { self.target_port + (p - self.port_first) } else { self.target_port };
+            let inside = if self.target_range {
+                self.target_port + (p - self.port_first)
+            } else {
+                self.target_port
+            };
             (p, inside)
         })
     }
@@ -243,13 +250,22 @@ impl Forward {
     }
 
     pub fn overlaps(&self, other: &Forward) -> bool {
-        self.proto == other.proto && self.port_first <= other.port_last && other.port_first <= self.port_last
+        self.proto == other.proto
+            && self.port_first <= other.port_last
+            && other.port_first <= self.port_last
     }
 }
 
 impl fmt::Display for Forward {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {} -> {} ({})", self.proto, self.ports_text(), self.target_text(), self.target_addr)
+        write!(
+            f,
+            "{} {} -> {} ({})",
+            self.proto,
+            self.ports_text(),
+            self.target_text(),
+            self.target_addr
+        )
     }
 }
 
@@ -277,16 +293,21 @@ impl Lab {
     /// The node that owns `addr` on one of its bridge interfaces (forward targets).
     pub fn node_by_bridge_address(&self, addr: Ipv4Addr) -> Option<&Node> {
         self.nodes.iter().find(|n| {
-            n.interfaces
-                .iter()
-                .any(|i| i.address.addr == addr && matches!(i.attachment, Attachment::Bridge { .. }))
+            n.interfaces.iter().any(|i| {
+                i.address.addr == addr && matches!(i.attachment, Attachment::Bridge { .. })
+            })
         })
     }
 
     /// Resolve a forward target written as `node` (the same ports),
     /// `node:port` (every forwarded port to that one), `node:a-b` (a range
     /// onto a range of the same size), or an address instead of `node`.
-    pub fn resolve_forward(&self, proto: Proto, ports: (u16, u16), to: &str) -> Result<Forward, String> {
+    pub fn resolve_forward(
+        &self,
+        proto: Proto,
+        ports: (u16, u16),
+        to: &str,
+    ) -> Result<Forward, String> {
         let (who, port) = match to.rsplit_once(':') {
             Some((who, port)) => (who, Some(port)),
             None => (to, None),
@@ -313,7 +334,9 @@ impl Lab {
             Ok(addr) => self
                 .node_by_bridge_address(addr)
                 .ok_or_else(|| format!("no node has address {addr} on a bridge"))?,
-            Err(_) => self.node(who).ok_or_else(|| format!("unknown node `{who}`"))?,
+            Err(_) => self
+                .node(who)
+                .ok_or_else(|| format!("unknown node `{who}`"))?,
         };
         let target_addr = match who.parse::<Ipv4Addr>() {
             Ok(addr) => addr,
@@ -326,7 +349,10 @@ impl Lab {
                 })
                 .map(|i| i.address.addr)
                 .ok_or_else(|| {
-                    format!("node `{}` is on no bridge with a gateway, so the lab host cannot reach it", node.name)
+                    format!(
+                        "node `{}` is on no bridge with a gateway, so the lab host cannot reach it",
+                        node.name
+                    )
                 })?,
         };
         Ok(Forward {
@@ -349,7 +375,10 @@ impl Lab {
 /// `80` or `8000-8010`, each port 1-65535.
 pub fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
     let parse_one = |p: &str| -> Result<u16, String> {
-        let n: i64 = p.trim().parse().map_err(|_| format!("`{p}` is not a port number"))?;
+        let n: i64 = p
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{p}` is not a port number"))?;
         if !(1..=65535).contains(&n) {
             return Err(format!("port {n} is out of range (1-65535)"));
         }
@@ -539,10 +568,18 @@ struct Checker<'a> {
 
 impl Checker<'_> {
     fn line_of(&self, offset: usize) -> usize {
-        self.text[..offset.min(self.text.len())].matches('\n').count() + 1
+        self.text[..offset.min(self.text.len())]
+            .matches('\n')
+            .count()
+            + 1
     }
 
-    fn at<T>(&mut self, spanned: &Spanned<T>, field: impl Into<String>, message: impl Into<String>) {
+    fn at<T>(
+        &mut self,
+        spanned: &Spanned<T>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) {
         let line = self.line_of(spanned.span().start);
         self.problems.push(Problem {
             line: Some(line),
@@ -562,7 +599,11 @@ impl Checker<'_> {
         match spanned.get_ref().parse::<Ipv4Addr>() {
             Ok(a) => Some(a),
             Err(_) => {
-                self.at(spanned, field, format!("`{}` is not an IPv4 address", spanned.get_ref()));
+                self.at(
+                    spanned,
+                    field,
+                    format!("`{}` is not an IPv4 address", spanned.get_ref()),
+                );
                 None
             }
         }
@@ -583,7 +624,11 @@ impl Checker<'_> {
             None => default,
             Some(s) if (1..=i64::from(u32::MAX / 2)).contains(s.get_ref()) => *s.get_ref() as u32,
             Some(s) => {
-                self.at(s, field, format!("{} is not a positive number of seconds", s.get_ref()));
+                self.at(
+                    s,
+                    field,
+                    format!("{} is not a positive number of seconds", s.get_ref()),
+                );
                 default
             }
         }
@@ -601,8 +646,15 @@ pub fn check_ifname(name: &str) -> Result<(), String> {
             name.len()
         ));
     }
-    if name == "." || name == ".." || name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace()) {
-        return Err(format!("interface name `{name}` may not contain `/`, `:` or spaces"));
+    if name == "."
+        || name == ".."
+        || name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace())
+    {
+        return Err(format!(
+            "interface name `{name}` may not contain `/`, `:` or spaces"
+        ));
     }
     Ok(())
 }
@@ -611,8 +663,13 @@ pub fn check_ifname(name: &str) -> Result<(), String> {
 fn check_name(name: &str, what: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 64
-        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if ok {
         Ok(())
     } else {
@@ -629,7 +686,9 @@ pub fn parse(source_name: &str, text: &str) -> Result<Lab, ConfigError> {
         problems,
     };
     let raw: RawLab = toml::from_str(text).map_err(|e| {
-        let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+        let line = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
         fail(vec![Problem {
             line,
             field: String::new(),
@@ -661,9 +720,16 @@ fn validate(c: &mut Checker<'_>, raw: RawLab) -> Lab {
     };
     let netns_prefix = match &raw.netns_prefix {
         Some(p) => {
-            let ok = p.get_ref().chars().all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'));
+            let ok = p
+                .get_ref()
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'));
             if !ok || p.get_ref().len() > 32 {
-                c.at(p, "netns_prefix", "must be at most 32 letters, digits, `-`, `_` or `.`");
+                c.at(
+                    p,
+                    "netns_prefix",
+                    "must be at most 32 letters, digits, `-`, `_` or `.`",
+                );
             }
             p.get_ref().clone()
         }
@@ -687,12 +753,16 @@ fn validate(c: &mut Checker<'_>, raw: RawLab) -> Lab {
 
     let nat = validate_nat(c, raw.nat.as_ref());
     let dns = DnsSettings {
-        nameservers: raw.dns.as_ref().and_then(|d| d.nameservers.as_ref()).map(|list| {
-            list.iter()
-                .enumerate()
-                .filter_map(|(i, s)| c.ipv4(s, &format!("dns.nameservers[{i}]")))
-                .collect()
-        }),
+        nameservers: raw
+            .dns
+            .as_ref()
+            .and_then(|d| d.nameservers.as_ref())
+            .map(|list| {
+                list.iter()
+                    .enumerate()
+                    .filter_map(|(i, s)| c.ipv4(s, &format!("dns.nameservers[{i}]")))
+                    .collect()
+            }),
         search: raw
             .dns
             .as_ref()
@@ -708,20 +778,33 @@ fn validate(c: &mut Checker<'_>, raw: RawLab) -> Lab {
         let f = |k: &str| format!("bridges[{i}].{k}");
         let bname = c.ifname(&rb_inner.name, &f("name")).to_string();
         if bridges.iter().any(|b| b.name == bname) {
-            c.at(&rb_inner.name, f("name"), format!("duplicate bridge name `{bname}`"));
+            c.at(
+                &rb_inner.name,
+                f("name"),
+                format!("duplicate bridge name `{bname}`"),
+            );
         }
-        let Some(subnet) = c.cidr(&rb_inner.subnet, &f("subnet")) else { continue };
+        let Some(subnet) = c.cidr(&rb_inner.subnet, &f("subnet")) else {
+            continue;
+        };
         if !subnet.is_network() {
             c.at(
                 &rb_inner.subnet,
                 f("subnet"),
-                format!("{subnet} has host bits set; did you mean {}?", subnet.network()),
+                format!(
+                    "{subnet} has host bits set; did you mean {}?",
+                    subnet.network()
+                ),
             );
         }
         let gateway = rb_inner.gateway.as_ref().and_then(|g| {
             let gw = c.ipv4(g, &f("gateway"))?;
             if !subnet.is_usable_host(gw) {
-                c.at(g, f("gateway"), format!("{gw} is not a usable address in subnet {subnet}"));
+                c.at(
+                    g,
+                    f("gateway"),
+                    format!("{gw} is not a usable address in subnet {subnet}"),
+                );
             }
             Some(gw)
         });
@@ -740,20 +823,36 @@ fn validate(c: &mut Checker<'_>, raw: RawLab) -> Lab {
                 }
             },
         };
-        let masquerade = rb_inner.masquerade.as_ref().map(|m| *m.get_ref()).unwrap_or(gateway.is_some());
+        let masquerade = rb_inner
+            .masquerade
+            .as_ref()
+            .map(|m| *m.get_ref())
+            .unwrap_or(gateway.is_some());
         if masquerade && gateway.is_none() {
             if let Some(m) = &rb_inner.masquerade {
-                c.at(m, f("masquerade"), "needs a gateway: without one the lab host is not on this bridge");
+                c.at(
+                    m,
+                    f("masquerade"),
+                    "needs a gateway: without one the lab host is not on this bridge",
+                );
             }
         }
-        subnets.push((subnet.network(), format!("bridge {bname}"), Spanned::new(rb_inner.subnet.span(), ())));
+        subnets.push((
+            subnet.network(),
+            format!("bridge {bname}"),
+            Spanned::new(rb_inner.subnet.span(), ()),
+        ));
         bridges.push(Bridge {
             name: bname,
             subnet: subnet.network(),
             gateway,
             masquerade,
             filtering,
-            routed: rb_inner.routed.as_ref().map(|r| *r.get_ref()).unwrap_or(false),
+            routed: rb_inner
+                .routed
+                .as_ref()
+                .map(|r| *r.get_ref())
+                .unwrap_or(false),
         });
     }
 
@@ -772,7 +871,10 @@ fn validate(c: &mut Checker<'_>, raw: RawLab) -> Lab {
             let field = format!("cables[{i}].{side}");
             RawEnd {
                 node: er.node.get_ref().clone(),
-                interface: er.interface.as_ref().map(|n| c.ifname(n, &format!("{field}.interface")).to_string()),
+                interface: er
+                    .interface
+                    .as_ref()
+                    .map(|n| c.ifname(n, &format!("{field}.interface")).to_string()),
                 address: c.cidr(&er.address, &format!("{field}.address")),
                 span: er.node.span(),
                 field,
@@ -782,9 +884,17 @@ fn validate(c: &mut Checker<'_>, raw: RawLab) -> Lab {
         let b = end(&rc.get_ref().b, "b");
         if let (Some(aa), Some(ba)) = (a.address, b.address) {
             if aa.network() != ba.network() {
-                c.at(rc, format!("cables[{i}]"), format!("ends {aa} and {ba} are not on one subnet"));
+                c.at(
+                    rc,
+                    format!("cables[{i}]"),
+                    format!("ends {aa} and {ba} are not on one subnet"),
+                );
             } else if aa.addr == ba.addr {
-                c.at(rc, format!("cables[{i}]"), format!("both ends have address {}", aa.addr));
+                c.at(
+                    rc,
+                    format!("cables[{i}]"),
+                    format!("both ends have address {}", aa.addr),
+                );
             } else {
                 for (e, addr) in [(&a, aa), (&b, ba)] {
                     if !addr.is_usable_host(addr.addr) {
@@ -795,11 +905,19 @@ fn validate(c: &mut Checker<'_>, raw: RawLab) -> Lab {
                         );
                     }
                 }
-                subnets.push((aa.network(), format!("cables[{i}]"), Spanned::new(rc.span(), ())));
+                subnets.push((
+                    aa.network(),
+                    format!("cables[{i}]"),
+                    Spanned::new(rc.span(), ()),
+                ));
             }
         }
         if a.node == b.node {
-            c.at(rc, format!("cables[{i}]"), format!("both ends are on node `{}`", a.node));
+            c.at(
+                rc,
+                format!("cables[{i}]"),
+                format!("both ends are on node `{}`", a.node),
+            );
         }
         cable_ends.push((a, b));
     }
@@ -831,7 +949,11 @@ fn validate(c: &mut Checker<'_>, raw: RawLab) -> Lab {
             c.at(&rn.name, f("name"), e);
         }
         if nodes.iter().any(|n| n.name == nname) {
-            c.at(&rn.name, f("name"), format!("duplicate node name `{nname}`"));
+            c.at(
+                &rn.name,
+                f("name"),
+                format!("duplicate node name `{nname}`"),
+            );
         }
         // Bridge interfaces: the short form (bridge/address) or `interfaces = [...]`.
         struct Want<'r> {
@@ -843,8 +965,14 @@ fn validate(c: &mut Checker<'_>, raw: RawLab) -> Lab {
         }
         let mut wants: Vec<Want<'_>> = Vec::new();
         match (&rn.bridge, &rn.address, &rn.interfaces) {
-            (Some(_), Some(_), Some(list)) | (Some(_), None, Some(list)) | (None, Some(_), Some(list)) => {
-                let span = rn.bridge.as_ref().map(|b| b.span()).unwrap_or_else(|| rn.name.span());
+            (Some(_), Some(_), Some(list))
+            | (Some(_), None, Some(list))
+            | (None, Some(_), Some(list)) => {
+                let span = rn
+                    .bridge
+                    .as_ref()
+                    .map(|b| b.span())
+                    .unwrap_or_else(|| rn.name.span());
                 let _ = list;
                 c.at(
                     &Spanned::new(span, ()),
@@ -859,7 +987,11 @@ fn validate(c: &mut Checker<'_>, raw: RawLab) -> Lab {
                 host_name: rn.host_interface.as_ref(),
                 field: format!("nodes[{i}]"),
             }),
-            (Some(bridge), None, None) => c.at(bridge, f("address"), "a node on a bridge needs an `address`"),
+            (Some(bridge), None, None) => c.at(
+                bridge,
+                f("address"),
+                "a node on a bridge needs an `address`",
+            ),
             (None, Some(address), None) => c.at(address, f("bridge"), "`address` needs a `bridge`"),
             (None, None, Some(list)) => {
                 for (j, ri) in list.iter().enumerate() {
@@ -876,9 +1008,16 @@ fn validate(c: &mut Checker<'_>, raw: RawLab) -> Lab {
             (None, None, None) => {}
         }
         if rn.interfaces.is_some() {
-            for (k, v) in [("interface", &rn.interface), ("host_interface", &rn.host_interface)] {
+            for (k, v) in [
+                ("interface", &rn.interface),
+                ("host_interface", &rn.host_interface),
+            ] {
                 if let Some(v) = v {
-                    c.at(v, f(k), "set names inside `interfaces` entries (`name`, `host_name`)");
+                    c.at(
+                        v,
+                        f(k),
+                        "set names inside `interfaces` entries (`name`, `host_name`)",
+                    );
                 }
             }
         }
@@ -909,7 +1048,11 @@ fn validate(c: &mut Checker<'_>, raw: RawLab) -> Lab {
         for (idx, w) in wants.iter().enumerate() {
             let bname = w.bridge.get_ref();
             let Some(bridge) = bridges.iter().find(|b| &b.name == bname) else {
-                c.at(w.bridge, format!("{}.bridge", w.field), format!("unknown bridge `{bname}`"));
+                c.at(
+                    w.bridge,
+                    format!("{}.bridge", w.field),
+                    format!("unknown bridge `{bname}`"),
+                );
                 continue;
             };
             let address = match w.address.get_ref().parse::<Ipv4Net>() {
@@ -918,7 +1061,10 @@ fn validate(c: &mut Checker<'_>, raw: RawLab) -> Lab {
                         c.at(
                             w.address,
                             format!("{}.address", w.field),
-                            format!("prefix /{} differs from bridge {}'s subnet {}", n.prefix_len, bridge.name, bridge.subnet),
+                            format!(
+                                "prefix /{} differs from bridge {}'s subnet {}",
+                                n.prefix_len, bridge.name, bridge.subnet
+                            ),
                         );
                     }
                     Some(n.addr)
@@ -930,7 +1076,10 @@ fn validate(c: &mut Checker<'_>, raw: RawLab) -> Lab {
                 c.at(
                     w.address,
                     format!("{}.address", w.field),
-                    format!("{address} is outside subnet {} of bridge {}", bridge.subnet, bridge.name),
+                    format!(
+                        "{address} is outside subnet {} of bridge {}",
+                        bridge.subnet, bridge.name
+                    ),
                 );
                 continue;
             }
@@ -938,7 +1087,10 @@ fn validate(c: &mut Checker<'_>, raw: RawLab) -> Lab {
                 c.at(
                     w.address,
                     format!("{}.address", w.field),
-                    format!("{address} is the network or broadcast address of {}", bridge.subnet),
+                    format!(
+                        "{address} is the network or broadcast address of {}",
+                        bridge.subnet
+                    ),
                 );
                 continue;
             }
@@ -979,7 +1131,10 @@ fn validate(c: &mut Checker<'_>, raw: RawLab) -> Lab {
                 }
             };
             if !host_names.insert(host_name.clone()) {
-                let span = w.host_name.map(|h| h.span()).unwrap_or_else(|| rn.name.span());
+                let span = w
+                    .host_name
+                    .map(|h| h.span())
+                    .unwrap_or_else(|| rn.name.span());
                 c.at(
                     &Spanned::new(span, ()),
                     format!("{}.host_name", w.field),
@@ -1005,7 +1160,10 @@ fn validate(c: &mut Checker<'_>, raw: RawLab) -> Lab {
                 );
             }
             addresses.insert(addr.addr, format!("used by node {nname}"));
-            let name = mine.interface.clone().unwrap_or_else(|| default_ifname(wants.len() + k));
+            let name = mine
+                .interface
+                .clone()
+                .unwrap_or_else(|| default_ifname(wants.len() + k));
             interfaces.push(Interface {
                 name,
                 address: addr,
@@ -1019,24 +1177,42 @@ fn validate(c: &mut Checker<'_>, raw: RawLab) -> Lab {
             let mut seen = BTreeSet::new();
             for iface in &interfaces {
                 if !seen.insert(iface.name.clone()) {
-                    c.at(&rn.name, f("interfaces"), format!("interface name `{}` is used twice in node `{nname}`", iface.name));
+                    c.at(
+                        &rn.name,
+                        f("interfaces"),
+                        format!(
+                            "interface name `{}` is used twice in node `{nname}`",
+                            iface.name
+                        ),
+                    );
                 }
             }
         }
 
-        let connected = |ip: Ipv4Addr| interfaces.iter().any(|i| i.address.contains(ip) && i.address.addr != ip);
+        let connected = |ip: Ipv4Addr| {
+            interfaces
+                .iter()
+                .any(|i| i.address.contains(ip) && i.address.addr != ip)
+        };
         let gateway = match &rn.gateway {
             Some(g) if g.get_ref() == "none" => None,
             Some(g) => c.ipv4(g, &f("gateway")).and_then(|gw| {
                 if connected(gw) {
                     Some(gw)
                 } else {
-                    c.at(g, f("gateway"), format!("{gw} is not on any subnet of node `{nname}`"));
+                    c.at(
+                        g,
+                        f("gateway"),
+                        format!("{gw} is not on any subnet of node `{nname}`"),
+                    );
                     None
                 }
             }),
             None => interfaces.iter().find_map(|i| match &i.attachment {
-                Attachment::Bridge { bridge, .. } => bridges.iter().find(|b| &b.name == bridge).and_then(|b| b.gateway),
+                Attachment::Bridge { bridge, .. } => bridges
+                    .iter()
+                    .find(|b| &b.name == bridge)
+                    .and_then(|b| b.gateway),
                 Attachment::Cable { .. } => None,
             }),
         };
@@ -1063,7 +1239,11 @@ fn validate(c: &mut Checker<'_>, raw: RawLab) -> Lab {
             interfaces,
             gateway,
             routes,
-            forwarding: rn.forwarding.as_ref().map(|f| *f.get_ref()).unwrap_or(false),
+            forwarding: rn
+                .forwarding
+                .as_ref()
+                .map(|f| *f.get_ref())
+                .unwrap_or(false),
         });
     }
     // Cable ends must name nodes, and each end learns its peer's interface name.
@@ -1149,14 +1329,20 @@ fn validate(c: &mut Checker<'_>, raw: RawLab) -> Lab {
         let rf = rf.get_ref();
         let f = |k: &str| format!("forwards[{i}].{k}");
         let Some(proto) = Proto::parse(rf.protocol.get_ref()) else {
-            c.at(&rf.protocol, f("protocol"), format!("`{}` is not `tcp` or `udp`", rf.protocol.get_ref()));
+            c.at(
+                &rf.protocol,
+                f("protocol"),
+                format!("`{}` is not `tcp` or `udp`", rf.protocol.get_ref()),
+            );
             continue;
         };
         let ports = match rf.port.get_ref() {
             toml::Value::Integer(n) if (1..=65535).contains(n) => Ok((*n as u16, *n as u16)),
             toml::Value::Integer(n) => Err(format!("port {n} is out of range (1-65535)")),
             toml::Value::String(s) => parse_port_range(s),
-            other => Err(format!("`{other}` is not a port or a port range like \"8000-8010\"")),
+            other => Err(format!(
+                "`{other}` is not a port or a port range like \"8000-8010\""
+            )),
         };
         let ports = match ports {
             Ok(p) => p,
@@ -1168,7 +1354,13 @@ fn validate(c: &mut Checker<'_>, raw: RawLab) -> Lab {
         match lab.resolve_forward(proto, ports, rf.to.get_ref()) {
             Ok(fwd) => {
                 if let Some(other) = lab.forwards.iter().find(|o| o.overlaps(&fwd)) {
-                    let msg = format!("{} {} overlaps the forward of {} {}", proto, fwd.ports_text(), other.proto, other.ports_text());
+                    let msg = format!(
+                        "{} {} overlaps the forward of {} {}",
+                        proto,
+                        fwd.ports_text(),
+                        other.proto,
+                        other.ports_text()
+                    );
                     c.at(&rf.port, f("port"), msg);
                     continue;
                 }
@@ -1191,7 +1383,11 @@ fn validate_nat(c: &mut Checker<'_>, raw: Option<&RawNat>) -> NatSettings {
     if let Some(r) = &raw.port_range {
         match parse_port_range(r.get_ref()) {
             Ok((a, b)) if a >= 1024 && b > a => (nat.port_min, nat.port_max) = (a, b),
-            Ok(_) => c.at(r, "nat.port_range", "must be a range of at least two ports from 1024 up"),
+            Ok(_) => c.at(
+                r,
+                "nat.port_range",
+                "must be a range of at least two ports from 1024 up",
+            ),
             Err(e) => c.at(r, "nat.port_range", e),
         }
     }
@@ -1205,7 +1401,11 @@ fn validate_nat(c: &mut Checker<'_>, raw: Option<&RawNat>) -> NatSettings {
         let d = Timeouts::default();
         nat.timeouts = Timeouts {
             tcp_syn: c.seconds(&t.tcp_syn, "nat.timeouts.tcp_syn", d.tcp_syn),
-            tcp_established: c.seconds(&t.tcp_established, "nat.timeouts.tcp_established", d.tcp_established),
+            tcp_established: c.seconds(
+                &t.tcp_established,
+                "nat.timeouts.tcp_established",
+                d.tcp_established,
+            ),
             tcp_closing: c.seconds(&t.tcp_closing, "nat.timeouts.tcp_closing", d.tcp_closing),
             tcp_rst: c.seconds(&t.tcp_rst, "nat.timeouts.tcp_rst", d.tcp_rst),
             udp: c.seconds(&t.udp, "nat.timeouts.udp", d.udp),
@@ -1225,7 +1425,11 @@ fn validate_route(c: &mut Checker<'_>, r: &Spanned<RawRoute>, field: &str) -> Op
     } else {
         c.cidr(&r.to, &format!("{field}.to")).map(|n| {
             if !n.is_network() {
-                c.at(&r.to, format!("{field}.to"), format!("{n} has host bits set; did you mean {}?", n.network()));
+                c.at(
+                    &r.to,
+                    format!("{field}.to"),
+                    format!("{n} has host bits set; did you mean {}?", n.network()),
+                );
             }
             n.network()
         })
@@ -1265,7 +1469,10 @@ gateway = "192.168.15.5"
         assert_eq!(lab.name, "netlab");
         assert_eq!(lab.bridges.len(), 1);
         let b = &lab.bridges[0];
-        assert_eq!((b.name.as_str(), b.subnet.to_string()), ("v-net-0", "192.168.15.0/24".to_string()));
+        assert_eq!(
+            (b.name.as_str(), b.subnet.to_string()),
+            ("v-net-0", "192.168.15.0/24".to_string())
+        );
         assert_eq!(b.gateway, Some(Ipv4Addr::new(192, 168, 15, 5)));
         assert!(b.masquerade);
         let red = lab.node("red").unwrap();
@@ -1289,7 +1496,9 @@ gateway = "192.168.15.5"
 
     #[test]
     fn unknown_key_names_line_and_key() {
-        let e = err(&with_base("[[nodes]]\nname = \"red\"\nbridge = \"v-net-0\"\nadress = \"192.168.15.1\"\n"));
+        let e = err(&with_base(
+            "[[nodes]]\nname = \"red\"\nbridge = \"v-net-0\"\nadress = \"192.168.15.1\"\n",
+        ));
         assert!(e.starts_with("lab.toml:10: "), "{e}");
         assert!(e.contains("unknown field `adress`"), "{e}");
     }
@@ -1299,35 +1508,66 @@ gateway = "192.168.15.5"
         let e = err("[[bridges]]\nname = \"b\"\nsubnet = \"192.168.15.0/33\"\n");
         assert_eq!(e, "lab.toml:3: bridges[0].subnet: bad CIDR: `33` in `192.168.15.0/33` is not a prefix length (0-32)");
         let e = err("[[bridges]]\nname = \"b\"\nsubnet = \"192.168.15.1/24\"\n");
-        assert!(e.contains("has host bits set; did you mean 192.168.15.0/24?"), "{e}");
+        assert!(
+            e.contains("has host bits set; did you mean 192.168.15.0/24?"),
+            "{e}"
+        );
     }
 
     #[test]
     fn address_outside_subnet_or_gateway() {
-        let e = err(&with_base("[[nodes]]\nname = \"red\"\nbridge = \"v-net-0\"\naddress = \"192.168.16.1\"\n"));
+        let e = err(&with_base(
+            "[[nodes]]\nname = \"red\"\nbridge = \"v-net-0\"\naddress = \"192.168.16.1\"\n",
+        ));
         assert_eq!(e, "lab.toml:10: nodes[0].address: 192.168.16.1 is outside subnet 192.168.15.0/24 of bridge v-net-0");
-        let e = err(&with_base("[[nodes]]\nname = \"red\"\nbridge = \"v-net-0\"\naddress = \"192.168.15.5\"\n"));
-        assert_eq!(e, "lab.toml:10: nodes[0].address: 192.168.15.5 is already the gateway of bridge v-net-0");
-        let e = err(&with_base("[[nodes]]\nname = \"red\"\nbridge = \"v-net-0\"\naddress = \"192.168.15.255\"\n"));
+        let e = err(&with_base(
+            "[[nodes]]\nname = \"red\"\nbridge = \"v-net-0\"\naddress = \"192.168.15.5\"\n",
+        ));
+        assert_eq!(
+            e,
+            "lab.toml:10: nodes[0].address: 192.168.15.5 is already the gateway of bridge v-net-0"
+        );
+        let e = err(&with_base(
+            "[[nodes]]\nname = \"red\"\nbridge = \"v-net-0\"\naddress = \"192.168.15.255\"\n",
+        ));
         assert!(e.contains("broadcast"), "{e}");
-        let e = err("[[bridges]]\nname = \"b\"\nsubnet = \"10.0.0.0/24\"\ngateway = \"10.0.1.1\"\n");
+        let e =
+            err("[[bridges]]\nname = \"b\"\nsubnet = \"10.0.0.0/24\"\ngateway = \"10.0.1.1\"\n");
         assert_eq!(e, "lab.toml:4: bridges[0].gateway: 10.0.1.1 is not a usable address in subnet 10.0.0.0/24");
     }
 
     #[test]
     fn duplicates() {
-        let node = |n: &str, a: &str| format!("[[nodes]]\nname = \"{n}\"\nbridge = \"v-net-0\"\naddress = \"{a}\"\n");
-        let e = err(&with_base(&format!("{}{}", node("red", "192.168.15.1"), node("red", "192.168.15.2"))));
-        assert!(e.contains("lab.toml:12: nodes[1].name: duplicate node name `red`"), "{e}");
-        let e = err(&with_base(&format!("{}{}", node("red", "192.168.15.1"), node("blue", "192.168.15.1"))));
-        assert!(e.contains("lab.toml:14: nodes[1].address: 192.168.15.1 is already used by node red"), "{e}");
+        let node = |n: &str, a: &str| {
+            format!("[[nodes]]\nname = \"{n}\"\nbridge = \"v-net-0\"\naddress = \"{a}\"\n")
+        };
+        let e = err(&with_base(&format!(
+            "{}{}",
+            node("red", "192.168.15.1"),
+            node("red", "192.168.15.2")
+        )));
+        assert!(
+            e.contains("lab.toml:12: nodes[1].name: duplicate node name `red`"),
+            "{e}"
+        );
+        let e = err(&with_base(&format!(
+            "{}{}",
+            node("red", "192.168.15.1"),
+            node("blue", "192.168.15.1")
+        )));
+        assert!(
+            e.contains("lab.toml:14: nodes[1].address: 192.168.15.1 is already used by node red"),
+            "{e}"
+        );
         let e = err(&format!("{BASE}{BASE}").replace("name = \"t\"\n", ""));
         assert!(e.contains("duplicate bridge name `v-net-0`"), "{e}");
     }
 
     #[test]
     fn overlapping_subnets() {
-        let e = err(&with_base("[[bridges]]\nname = \"b2\"\nsubnet = \"192.168.0.0/16\"\n"));
+        let e = err(&with_base(
+            "[[bridges]]\nname = \"b2\"\nsubnet = \"192.168.0.0/16\"\n",
+        ));
         assert_eq!(e, "lab.toml:9: subnet 192.168.0.0/16 of bridge b2 overlaps 192.168.15.0/24 of bridge v-net-0");
     }
 
@@ -1350,26 +1590,48 @@ gateway = "192.168.15.5"
 
     #[test]
     fn unknown_references() {
-        let e = err(&with_base("[[nodes]]\nname = \"red\"\nbridge = \"v-net-9\"\naddress = \"192.168.15.1\"\n"));
+        let e = err(&with_base(
+            "[[nodes]]\nname = \"red\"\nbridge = \"v-net-9\"\naddress = \"192.168.15.1\"\n",
+        ));
         assert_eq!(e, "lab.toml:9: nodes[0].bridge: unknown bridge `v-net-9`");
-        let e = err(&with_base("[[forwards]]\nprotocol = \"tcp\"\nport = 80\nto = \"green:80\"\n"));
+        let e = err(&with_base(
+            "[[forwards]]\nprotocol = \"tcp\"\nport = 80\nto = \"green:80\"\n",
+        ));
         assert_eq!(e, "lab.toml:10: forwards[0].to: unknown node `green`");
     }
 
     #[test]
     fn bad_ports() {
-        let fwd = |p: &str| with_base(&format!(
+        let fwd = |p: &str| {
+            with_base(&format!(
             "[[nodes]]\nname = \"blue\"\nbridge = \"v-net-0\"\naddress = \"192.168.15.2\"\n[[forwards]]\nprotocol = \"tcp\"\nport = {p}\nto = \"blue:80\"\n"
-        ));
-        assert_eq!(err(&fwd("0")), "lab.toml:13: forwards[0].port: port 0 is out of range (1-65535)");
-        assert_eq!(err(&fwd("65536")), "lab.toml:13: forwards[0].port: port 65536 is out of range (1-65535)");
+        ))
+        };
+        assert_eq!(
+            err(&fwd("0")),
+            "lab.toml:13: forwards[0].port: port 0 is out of range (1-65535)"
+        );
+        assert_eq!(
+            err(&fwd("65536")),
+            "lab.toml:13: forwards[0].port: port 65536 is out of range (1-65535)"
+        );
         assert!(err(&fwd("\"90-80\"")).contains("reversed"));
         let e = err(&fwd("80").replace("blue:80", "blue:0"));
-        assert_eq!(e, "lab.toml:14: forwards[0].to: port 0 is out of range (1-65535)");
+        assert_eq!(
+            e,
+            "lab.toml:14: forwards[0].to: port 0 is out of range (1-65535)"
+        );
         let e = err(&fwd("80").replace("\"tcp\"", "\"sctp\""));
-        assert_eq!(e, "lab.toml:12: forwards[0].protocol: `sctp` is not `tcp` or `udp`");
+        assert_eq!(
+            e,
+            "lab.toml:12: forwards[0].protocol: `sctp` is not `tcp` or `udp`"
+        );
         // A range maps onto a range of the same size, or all onto one port.
-        let lab = parse("lab.toml", &fwd("\"8000-8009\"").replace("blue:80", "blue:9000-9009")).unwrap();
+        let lab = parse(
+            "lab.toml",
+            &fwd("\"8000-8009\"").replace("blue:80", "blue:9000-9009"),
+        )
+        .unwrap();
         let pairs: Vec<(u16, u16)> = lab.forwards[0].port_pairs().collect();
         assert_eq!(pairs.len(), 10);
         assert_eq!(pairs[3], (8003, 9003));
@@ -1379,7 +1641,9 @@ gateway = "192.168.15.5"
         assert_eq!(lab.forwards[0].target_text(), "blue:80");
         let lab = parse("lab.toml", &fwd("\"8000-8009\"").replace("blue:80", "blue")).unwrap();
         assert_eq!(lab.forwards[0].port_pairs().nth(9), Some((8009, 8009)));
-        assert!(err(&fwd("\"8000-8009\"").replace("blue:80", "blue:1-3")).contains("has 3 ports but"));
+        assert!(
+            err(&fwd("\"8000-8009\"").replace("blue:80", "blue:1-3")).contains("has 3 ports but")
+        );
     }
 
     #[test]
@@ -1390,7 +1654,10 @@ gateway = "192.168.15.5"
              [[forwards]]\nprotocol = \"tcp\"\nport = 85\nto = \"blue:22\"\n\
              [[forwards]]\nprotocol = \"udp\"\nport = 85\nto = \"blue\"\n",
         );
-        assert_eq!(err(&text), "lab.toml:17: forwards[1].port: tcp 85 overlaps the forward of tcp 80-90");
+        assert_eq!(
+            err(&text),
+            "lab.toml:17: forwards[1].port: tcp 85 overlaps the forward of tcp 80-90"
+        );
     }
 
     #[test]
@@ -1445,7 +1712,10 @@ gateway = "192.168.15.5"
         );
         assert_eq!(r.gateway, Some(Ipv4Addr::new(10, 0, 1, 254)));
         assert!(!lab.bridge("br-b").unwrap().masquerade);
-        assert_eq!(lab.bridge("br-b").unwrap().filtering, Filtering::EndpointIndependent);
+        assert_eq!(
+            lab.bridge("br-b").unwrap().filtering,
+            Filtering::EndpointIndependent
+        );
         let e = err("[[bridges]]\nname = \"b\"\nsubnet = \"10.0.0.0/24\"\nmasquerade = true\n");
         assert!(e.contains("needs a gateway"), "{e}");
     }
@@ -1475,7 +1745,11 @@ gateway = "192.168.15.5"
             }
         );
         let e = err("[[nodes]]\nname = \"red\"\n[[cables]]\na = { node = \"red\", address = \"10.0.0.1/24\" }\nb = { node = \"ghost\", address = \"10.0.0.2/24\" }\n");
-        assert_eq!(e, "cable.toml:5: cables[0].b.node: unknown node `ghost`".replace("cable.toml", "lab.toml"));
+        assert_eq!(
+            e,
+            "cable.toml:5: cables[0].b.node: unknown node `ghost`"
+                .replace("cable.toml", "lab.toml")
+        );
     }
 
     #[test]
@@ -1483,7 +1757,10 @@ gateway = "192.168.15.5"
         let e = err(&with_base(
             "[[nodes]]\nname = \"red\"\nbridge = \"v-net-0\"\naddress = \"192.168.15.1\"\nroutes = [{ to = \"10.0.0.0/8\", via = \"172.16.0.1\" }]\n",
         ));
-        assert_eq!(e, "lab.toml:11: nodes[0].routes[0].via: 172.16.0.1 is not on any subnet of node `red`");
+        assert_eq!(
+            e,
+            "lab.toml:11: nodes[0].routes[0].via: 172.16.0.1 is not on any subnet of node `red`"
+        );
     }
 
     #[test]
@@ -1493,7 +1770,10 @@ gateway = "192.168.15.5"
             "[nat]\nport_range = \"40000-40999\"\nmax_flows = 1000\n[nat.timeouts]\nudp = 120\n",
         )
         .unwrap();
-        assert_eq!((lab.nat.port_min, lab.nat.port_max, lab.nat.max_flows), (40000, 40999, 1000));
+        assert_eq!(
+            (lab.nat.port_min, lab.nat.port_max, lab.nat.max_flows),
+            (40000, 40999, 1000)
+        );
         assert_eq!(lab.nat.timeouts.udp, 120);
         assert_eq!(lab.nat.timeouts.tcp_established, 7440);
         assert!(err("[nat]\nport_range = \"80-90\"\n").contains("nat.port_range"));
