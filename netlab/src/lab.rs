@@ -217,16 +217,18 @@ pub async fn up(lab: &Lab, source: Option<PathBuf>, opts: &Options) -> Result<()
     if actions.is_empty() && !dp.changed {
         println!("lab {} is up{where_}; nothing to change", lab.name);
     } else {
+        let forwarded: usize = lab
+            .forwards
+            .iter()
+            .map(|f| usize::from(f.port_last - f.port_first) + 1)
+            .sum();
         println!(
-            "lab {} is up{where_}: {} nodes, {} bridges, {} forwards ({} changes)",
+            "lab {} is up{where_}: {}, {}, {} ({})",
             lab.name,
-            lab.nodes.len(),
-            lab.bridges.len(),
-            lab.forwards
-                .iter()
-                .map(|f| usize::from(f.port_last - f.port_first) + 1)
-                .sum::<usize>(),
-            actions.len() + usize::from(dp.changed)
+            plural(lab.nodes.len(), "node"),
+            plural(lab.bridges.len(), "bridge"),
+            plural(forwarded, "forwarded port"),
+            plural(actions.len() + usize::from(dp.changed), "change")
         );
     }
     for line in dp.lines {
@@ -364,4 +366,12 @@ pub async fn leftovers(name: &str, host_netns: Option<&str>) -> Result<Vec<Strin
     }
     left.extend(dataplane::leftovers(name));
     Ok(left)
+}
+
+fn plural(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
 }
