@@ -251,6 +251,9 @@ pub struct NatConfig {
 
 /// Stream debug events through aya-log (`netlab --verbose`).
 pub const CONFIG_LOG: u32 = 1 << 0;
+/// Established flows take the fast path (translated at the node's veth and
+/// redirected past the bridge and the lab host's stack).
+pub const CONFIG_FAST_PATH: u32 = 1 << 1;
 
 /// Indexes into the per-CPU `stats` array.
 pub mod stat {

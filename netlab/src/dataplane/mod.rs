@@ -124,7 +124,11 @@ fn nat_config(lab: &Lab, uplink_ifindex: u32, uplink: Ipv4Addr) -> NatConfig {
         uplink_ifindex,
         port_min: lab.nat.port_min,
         port_max: lab.nat.port_max,
-        flags: 0,
+        flags: if lab.nat.fast_path {
+            netlab_common::CONFIG_FAST_PATH
+        } else {
+            0
+        },
         timeout_tcp_syn: t.tcp_syn,
         timeout_tcp_established: t.tcp_established,
         timeout_tcp_closing: t.tcp_closing,

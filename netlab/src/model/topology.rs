@@ -55,6 +55,10 @@ pub struct NatSettings {
     pub timeouts: Timeouts,
     /// Capacity of the flow table (entries; each flow takes two).
     pub max_flows: u32,
+    /// Translate established flows at the node's veth and redirect them
+    /// past the bridge and the lab host's stack (false: every packet takes
+    /// the bridge and the host's routing).
+    pub fast_path: bool,
 }
 
 /// Idle timeouts in seconds. The defaults follow RFC 4787 (UDP ≥ 2 min) and
@@ -471,6 +475,7 @@ struct RawUplink {
 struct RawNat {
     port_range: Option<Spanned<String>>,
     max_flows: Option<Spanned<i64>>,
+    fast_path: Option<Spanned<bool>>,
     timeouts: Option<RawTimeouts>,
 }
 
@@ -1378,8 +1383,12 @@ fn validate_nat(c: &mut Checker<'_>, raw: Option<&RawNat>) -> NatSettings {
         port_max: DEFAULT_PORT_MAX,
         timeouts: Timeouts::default(),
         max_flows: DEFAULT_MAX_FLOWS,
+        fast_path: true,
     };
     let Some(raw) = raw else { return nat };
+    if let Some(f) = &raw.fast_path {
+        nat.fast_path = *f.get_ref();
+    }
     if let Some(r) = &raw.port_range {
         match parse_port_range(r.get_ref()) {
             Ok((a, b)) if a >= 1024 && b > a => (nat.port_min, nat.port_max) = (a, b),
@@ -1767,7 +1776,7 @@ gateway = "192.168.15.5"
     fn nat_settings() {
         let lab = parse(
             "lab.toml",
-            "[nat]\nport_range = \"40000-40999\"\nmax_flows = 1000\n[nat.timeouts]\nudp = 120\n",
+            "[nat]\nport_range = \"40000-40999\"\nmax_flows = 1000\nfast_path = false\n[nat.timeouts]\nudp = 120\n",
         )
         .unwrap();
         assert_eq!(
@@ -1775,6 +1784,8 @@ gateway = "192.168.15.5"
             (40000, 40999, 1000)
         );
         assert_eq!(lab.nat.timeouts.udp, 120);
+        assert!(!lab.nat.fast_path);
+        assert!(default_lab().nat.fast_path);
         assert_eq!(lab.nat.timeouts.tcp_established, 7440);
         assert!(err("[nat]\nport_range = \"80-90\"\n").contains("nat.port_range"));
         assert!(err("[nat.timeouts]\nudp = 0\n").contains("nat.timeouts.udp"));
