@@ -304,11 +304,14 @@ pub async fn up(sys: &System, lab: &Lab, verbose: bool) -> Result<UpReport> {
             let mut cfg: Array<_, NatConfig> =
                 Array::try_from(ebpf.map_mut("CONFIG").context("map CONFIG")?)?;
             // Keep a log switch set by a running `netlab log`.
-            let old_flags = cfg.get(&0, 0).map(|c| c.flags).unwrap_or(0);
+            let log = cfg
+                .get(&0, 0)
+                .map(|c| c.flags & netlab_common::CONFIG_LOG)
+                .unwrap_or(0);
             cfg.set(
                 0,
                 NatConfig {
-                    flags: old_flags,
+                    flags: config.flags | log,
                     ..config
                 },
                 0,
