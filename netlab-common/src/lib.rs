@@ -80,6 +80,9 @@ pub const KIND_HAIRPIN: u8 = 3;
 pub const DIR_ORIGINAL: u8 = 0;
 pub const DIR_REPLY: u8 = 1;
 
+/// `FlowValue::l2` holds the uplink's Ethernet addresses for this flow.
+pub const FLOW_L2: u8 = 1 << 0;
+
 /// Connection state bits, kept in both entries of a flow.
 pub const STATE_REPLIED: u8 = 1 << 0;
 pub const STATE_FIN_ORIGINAL: u8 = 1 << 1;
@@ -109,7 +112,14 @@ pub struct FlowValue {
     pub state: u8,
     /// Interface a hairpinned packet is redirected to after rewriting.
     pub out_ifindex: u32,
-    pub _pad: u32,
+    /// `FLOW_*` bits.
+    pub flags: u8,
+    pub _pad: [u8; 3],
+    /// Ethernet destination and source the uplink uses for this flow,
+    /// learnt from its first packet on the slow path (`FLOW_L2`): the fast
+    /// path reuses them instead of a neighbour lookup per packet.
+    pub l2: [u8; 12],
+    pub _pad2: [u8; 4],
     /// `bpf_ktime_get_coarse_ns` (CLOCK_MONOTONIC_COARSE) when the entry was made.
     pub created_ns: u64,
     /// Last packet in this direction, same clock.
@@ -207,6 +217,19 @@ pub struct FragValue {
     pub dst_addr: u32,
 }
 
+/// A node's port on the lab host (keyed by the node's address): where the
+/// fast path delivers translated replies, straight into the node.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct NodePort {
+    /// The lab-host end of the node's veth.
+    pub ifindex: u32,
+    /// The node's MAC, and the gateway's (its bridge's) MAC.
+    pub node_mac: [u8; 6],
+    pub gateway_mac: [u8; 6],
+}
+
 /// Per lab subnet (LPM trie value): how traffic from and to it is treated.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -275,7 +298,9 @@ pub mod stat {
     pub const DROP_CONFLICT: u32 = 15;
     pub const DROP_TABLE_FULL: u32 = 16;
     pub const DROP_FILTERED: u32 = 17;
-    pub const COUNT: u32 = 18;
+    pub const FAST_OUT: u32 = 18;
+    pub const FAST_IN: u32 = 19;
+    pub const COUNT: u32 = 20;
 
     /// Display names, in index order.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -297,6 +322,8 @@ pub mod stat {
         "drop_conflict",
         "drop_table_full",
         "drop_filtered",
+        "fast_path_out",
+        "fast_path_in",
     ];
 }
 
@@ -306,6 +333,7 @@ pub const BINDING_ENTRIES: u32 = 131_072;
 pub const FORWARD_ENTRIES: u32 = 65_536;
 pub const SUBNET_ENTRIES: u32 = 256;
 pub const FRAG_ENTRIES: u32 = 8192;
+pub const NODE_ENTRIES: u32 = 4096;
 
 #[cfg(feature = "user")]
 mod user {
@@ -320,6 +348,7 @@ mod user {
     unsafe impl aya::Pod for super::SubnetInfo {}
     unsafe impl aya::Pod for super::FragKey {}
     unsafe impl aya::Pod for super::FragValue {}
+    unsafe impl aya::Pod for super::NodePort {}
     unsafe impl aya::Pod for super::NatConfig {}
 }
 
@@ -355,7 +384,7 @@ mod tests {
     #[test]
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<FlowKey>(), 16);
-        assert_eq!(size_of::<FlowValue>(), 56);
+        assert_eq!(size_of::<FlowValue>(), 72);
         assert_eq!(size_of::<Endpoint>(), 8);
         assert_eq!(size_of::<Binding>(), 16);
         assert_eq!(size_of::<ForwardKey>(), 4);
@@ -364,6 +393,7 @@ mod tests {
         assert_eq!(size_of::<NatConfig>(), 40);
         assert_eq!(size_of::<FragKey>(), 12);
         assert_eq!(size_of::<FragValue>(), 8);
+        assert_eq!(size_of::<NodePort>(), 16);
     }
 
     #[test]

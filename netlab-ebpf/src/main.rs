@@ -3,6 +3,7 @@
 //! - `nl_uplink_out` (uplink, egress): masquerade, return half of forwards
 //! - `nl_uplink_in` (uplink, ingress): replies, port forwards, filtering
 //! - `nl_bridge_in` (each lab bridge, ingress): hairpin
+//! - `nl_node_in` (each node's veth on the lab host, ingress): fast path out
 #![no_std]
 #![no_main]
 // Map keys and values go to the helpers by reference: by value (what clippy
@@ -13,6 +14,7 @@ mod bridge_ingress;
 mod icmp;
 mod maps;
 mod nat;
+mod node_ingress;
 mod packet;
 mod uplink_egress;
 mod uplink_ingress;
@@ -36,6 +38,11 @@ pub fn nl_uplink_out(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn nl_bridge_in(ctx: TcContext) -> i32 {
     bridge_ingress::run(&ctx)
+}
+
+#[classifier]
+pub fn nl_node_in(ctx: TcContext) -> i32 {
+    node_ingress::run(&ctx)
 }
 
 #[cfg(not(test))]

@@ -16,7 +16,7 @@ use aya_ebpf::{
 };
 use netlab_common::{
     stat, Binding, Endpoint, FlowKey, FlowValue, ForwardKey, FragKey, FragValue, NatConfig,
-    SubnetInfo, DIR_ORIGINAL, DIR_REPLY, HOOK_BRIDGE_INGRESS, HOOK_UPLINK_EGRESS,
+    SubnetInfo, DIR_ORIGINAL, DIR_REPLY, FLOW_L2, HOOK_BRIDGE_INGRESS, HOOK_UPLINK_EGRESS,
     HOOK_UPLINK_INGRESS, IPPROTO_ICMP, IPPROTO_TCP, KIND_DNAT,
 };
 use netlab_ebpf::{
@@ -295,7 +295,10 @@ pub fn entry(
     v.dir = dir;
     v.state = state;
     v.out_ifindex = out_ifindex;
-    v._pad = 0;
+    v.flags = 0;
+    v._pad = [0; 3];
+    v.l2 = [0; 12];
+    v._pad2 = [0; 4];
     v.created_ns = now;
     v.last_seen_ns = now;
     v.packets = 0;
@@ -578,4 +581,19 @@ pub fn fragment_translation(p: &Pkt) -> Option<FragValue> {
 #[inline(always)]
 pub fn lifetime_ns(cfg: &NatConfig, proto: u8, state: u8) -> u64 {
     u64::from(binding_timeout_secs(cfg, proto, state)) * NSEC_PER_SEC
+}
+
+/// Remember the uplink's Ethernet addresses for a flow, from a packet of it
+/// the lab host's stack has just routed (at the uplink's egress), for the
+/// fast path to reuse.
+#[inline(always)]
+pub fn learn_l2(ctx: &TcContext, v: *mut FlowValue) {
+    let v = unsafe { &mut *v };
+    if v.flags & FLOW_L2 != 0 {
+        return;
+    }
+    if let Some(l2) = crate::packet::read_l2(ctx) {
+        v.l2 = l2;
+        v.flags |= FLOW_L2;
+    }
 }

@@ -40,6 +40,7 @@ pub struct Pkt {
     pub icmp_type: u8,
     pub frag: u8,
     pub ip_id: u16,
+    pub ttl: u8,
     pub len: u32,
 }
 
@@ -127,6 +128,7 @@ pub fn parse(ctx: &TcContext) -> Parsed {
         icmp_type: 0,
         frag,
         ip_id: u16::from_ne_bytes(ip.id),
+        ttl: ip.ttl,
         len: ctx.len(),
     };
     if frag == FRAG_LATER {
@@ -409,4 +411,29 @@ pub fn rewrite_inner(
             .map_err(|_| ())?;
     }
     Ok(())
+}
+
+/// Forward as a router does: one hop less (the IPv4 checksum follows).
+/// Callers make sure the TTL is above 1 (the stack answers the rest with
+/// "time exceeded").
+#[inline(always)]
+pub fn decrement_ttl(ctx: &TcContext, p: &Pkt) -> Result<(), ()> {
+    // TTL and protocol form one 16-bit word of the header checksum.
+    let old = u16::from_ne_bytes([p.ttl, p.proto]);
+    let new = u16::from_ne_bytes([p.ttl - 1, p.proto]);
+    ctx.l3_csum_replace(IP_OFF + 10, u64::from(old), u64::from(new), 2)
+        .map_err(|_| ())?;
+    ctx.store(IP_OFF + 8, &new, 0).map_err(|_| ())
+}
+
+/// The frame's Ethernet destination and source (12 bytes).
+#[inline(always)]
+pub fn read_l2(ctx: &TcContext) -> Option<[u8; 12]> {
+    ptr_at::<[u8; 12]>(ctx, 0).map(|p| unsafe { *p })
+}
+
+/// Set the frame's Ethernet destination and source.
+#[inline(always)]
+pub fn write_l2(ctx: &TcContext, l2: &[u8; 12]) -> Result<(), ()> {
+    ctx.store(0, l2, 0).map_err(|_| ())
 }

@@ -73,6 +73,7 @@ fn handle(ctx: &TcContext) -> Result<i32, ()> {
         if nat::touch(cfg, &key, v, &p, now).is_err() {
             return Ok(TC_ACT_SHOT);
         }
+        nat::learn_l2(ctx, v);
         nat::record_fragment(&p, src, dst);
         count(stat::XLATE_OUT);
         return Ok(TC_ACT_UNSPEC);
@@ -141,6 +142,7 @@ fn masquerade(
         let v = unsafe { &mut *v };
         v.packets = 1;
         v.bytes = u64::from(p.len);
+        nat::learn_l2(ctx, v);
     }
     nat::record_fragment(p, up, p.dst);
     count(stat::XLATE_OUT);

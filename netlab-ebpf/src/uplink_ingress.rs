@@ -1,20 +1,29 @@
 //! TC ingress on the uplink: replies to masqueraded flows, port forwards,
 //! endpoint-independent filtering, and the checks that keep the outside out.
 
-use aya_ebpf::{bindings::TC_ACT_SHOT, programs::TcContext, EbpfContext as _};
+use aya_ebpf::{
+    bindings::TC_ACT_SHOT, helpers::generated::bpf_redirect_peer, programs::TcContext,
+    EbpfContext as _,
+};
 use aya_log_ebpf::debug;
 use netlab_common::{
-    stat, Endpoint, FlowKey, ForwardKey, NatConfig, CONFIG_LOG, DIR_ORIGINAL, DIR_REPLY,
-    HOOK_UPLINK_EGRESS, HOOK_UPLINK_INGRESS, IPPROTO_ICMP, IPPROTO_TCP, KIND_DNAT, KIND_SNAT,
-    SUBNET_ENDPOINT_INDEPENDENT_FILTERING, SUBNET_ROUTED,
+    stat, Endpoint, FlowKey, ForwardKey, NatConfig, CONFIG_FAST_PATH, CONFIG_LOG, DIR_ORIGINAL,
+    DIR_REPLY, HOOK_UPLINK_EGRESS, HOOK_UPLINK_INGRESS, IPPROTO_ICMP, IPPROTO_TCP, KIND_DNAT,
+    KIND_SNAT, SUBNET_ENDPOINT_INDEPENDENT_FILTERING, SUBNET_ROUTED,
 };
 use netlab_ebpf::{in_nat_range, TCP_ACK, TCP_SYN};
 
 use crate::{
     icmp,
-    maps::{config, count, FORWARD_RULES, NAT_FLOWS, NAT_PORTS, SCRATCH_ORIGINAL, SCRATCH_REPLY},
+    maps::{
+        config, count, FORWARD_RULES, NAT_FLOWS, NAT_PORTS, NODE_PORTS, SCRATCH_ORIGINAL,
+        SCRATCH_REPLY,
+    },
     nat::{self, entry, BPF_ANY},
-    packet::{self, is_icmp_error, rewrite, set_addr, Parsed, Pkt, FRAG_LATER, ICMP_ECHO_REPLY},
+    packet::{
+        self, decrement_ttl, is_icmp_error, rewrite, set_addr, write_l2, Parsed, Pkt, FRAG_LATER,
+        FRAG_NONE, ICMP_ECHO_REPLY,
+    },
     TC_ACT_UNSPEC,
 };
 
@@ -87,9 +96,32 @@ fn handle(ctx: &TcContext) -> Result<i32, ()> {
         }
         nat::record_fragment(&p, src, dst);
         count(stat::XLATE_IN);
-        return Ok(TC_ACT_UNSPEC);
+        return fast_path_in(ctx, cfg, &p, dst);
     }
     miss(ctx, cfg, &p, &key, now)
+}
+
+/// The fast path in: a translated packet for a node goes straight into the
+/// node's namespace (`bpf_redirect_peer` from the lab host's end of its
+/// veth), skipping the lab host's routing and the bridge. Anything the
+/// stack must see (fragments, an expiring TTL) takes the slow path.
+#[inline(always)]
+fn fast_path_in(ctx: &TcContext, cfg: &NatConfig, p: &Pkt, node: u32) -> Result<i32, ()> {
+    if cfg.flags & CONFIG_FAST_PATH == 0 || p.frag != FRAG_NONE || p.ttl <= 1 {
+        return Ok(TC_ACT_UNSPEC);
+    }
+    let Some(port) = NODE_PORTS.get_ptr(&node) else {
+        return Ok(TC_ACT_UNSPEC);
+    };
+    let port = unsafe { &*port };
+    let mut l2 = [0u8; 12];
+    l2[..6].copy_from_slice(&port.node_mac);
+    l2[6..].copy_from_slice(&port.gateway_mac);
+    let ifindex = port.ifindex;
+    decrement_ttl(ctx, p)?;
+    write_l2(ctx, &l2)?;
+    count(stat::FAST_IN);
+    Ok(unsafe { bpf_redirect_peer(ifindex, 0) } as i32)
 }
 
 /// A packet to the uplink address that matches no flow.

@@ -20,6 +20,13 @@ use netlab_tests::{
     privileged,
 };
 
+const PROGRAMS: [&str; 4] = [
+    "nl_uplink_in",
+    "nl_uplink_out",
+    "nl_bridge_in",
+    "nl_node_in",
+];
+
 const UNSPEC: u32 = u32::MAX; // TC_ACT_UNSPEC (-1): pass, next program
 const SHOT: u32 = 2;
 const REDIRECT: u32 = 7;
@@ -48,7 +55,7 @@ impl Dataplane {
         let mut ebpf = EbpfLoader::new()
             .load(netlab::dataplane::EBPF_OBJECT)
             .expect("loading the object");
-        for name in ["nl_uplink_in", "nl_uplink_out", "nl_bridge_in"] {
+        for name in PROGRAMS {
             let p: &mut SchedClassifier = ebpf.program_mut(name).unwrap().try_into().unwrap();
             p.load()
                 .unwrap_or_else(|e| panic!("verifier refused {name}: {e}"));
@@ -62,7 +69,7 @@ impl Dataplane {
                 uplink_ifindex: 1,
                 port_min,
                 port_max,
-                flags: 0,
+                flags: netlab_common::CONFIG_FAST_PATH,
                 timeout_tcp_syn: 240,
                 timeout_tcp_established: 7440,
                 timeout_tcp_closing: 240,
@@ -381,7 +388,7 @@ fn others_pass_untouched() {
         ("IPv6", &ipv6),
         ("node to node", &between_nodes),
     ] {
-        for prog in ["nl_uplink_out", "nl_uplink_in", "nl_bridge_in"] {
+        for prog in PROGRAMS {
             if prog != "nl_bridge_in" && name == "node to node" {
                 // Never crosses the uplink; on it a lab source is spoofed (tested above).
                 continue;
@@ -510,7 +517,7 @@ fn malformed_frames_pass_or_drop() {
         cases.push(f);
     }
     for (i, f) in cases.iter().enumerate() {
-        for prog in ["nl_uplink_out", "nl_uplink_in", "nl_bridge_in"] {
+        for prog in PROGRAMS {
             let Some((rc, out)) = dp.try_run(prog, f) else {
                 assert!(
                     f.len() < 34,
@@ -540,7 +547,7 @@ fn programs_fit_the_verifier_with_room() {
         return;
     }
     let dp = Dataplane::new(10000, 32767);
-    for name in ["nl_uplink_in", "nl_uplink_out", "nl_bridge_in"] {
+    for name in PROGRAMS {
         let p: &SchedClassifier = dp.ebpf.program(name).unwrap().try_into().unwrap();
         let info: ProgramInfo = p.info().unwrap();
         let verified = info.verified_instruction_count().unwrap_or(0);
@@ -551,4 +558,66 @@ fn programs_fit_the_verifier_with_room() {
         );
     }
     let _ = packet::SYN;
+}
+
+/// The fast path: once the slow path has seen a flow leave through the
+/// uplink (and learnt its Ethernet addresses there), the node's veth
+/// translates the flow's packets itself, one hop less, with those addresses,
+/// and redirects them to the uplink; replies are handed into the node.
+#[test]
+fn fast_path_both_ways() {
+    if !privileged() {
+        return;
+    }
+    let mut dp = Dataplane::new(10000, 32767);
+    let node_mac = [0x02, 0xaa, 0, 0, 0, 1];
+    let bridge_mac = [0x02, 0xbb, 0, 0, 0, 1];
+    let mut ports: HashMap<_, u32, netlab_common::NodePort> =
+        HashMap::try_from(dp.ebpf.map_mut("NODE_PORTS").unwrap()).unwrap();
+    ports
+        .insert(
+            na(RED),
+            netlab_common::NodePort {
+                ifindex: 1,
+                node_mac,
+                gateway_mac: bridge_mac,
+            },
+            0,
+        )
+        .unwrap();
+    // A new flow goes the slow way: the node's veth passes it on.
+    let syn = Ip::new(RED, REMOTE, TCP, tcp(40000, 80, SYN, b"")).frame();
+    let (rc, out) = dp.run("nl_node_in", &syn);
+    assert_eq!((rc, &out), (UNSPEC, &syn));
+    // The uplink's egress creates the flow and learns its L2 addresses
+    // (the frame as the lab host's stack sent it out).
+    let mut routed = syn.clone();
+    routed[..12].copy_from_slice(&[0x02, 0xcc, 0, 0, 0, 9, 0x02, 0xdd, 0, 0, 0, 2]);
+    let (_, out) = dp.out(&routed);
+    let ext = parse_checked(&out).unwrap().sport();
+    // The next packet takes the fast path.
+    let mut ack = Ip::new(RED, REMOTE, TCP, tcp(40000, 80, ACK, b"data"));
+    ack.ttl = 64;
+    let (rc, out) = dp.run("nl_node_in", &ack.frame());
+    assert_eq!(rc, REDIRECT);
+    let p = parse_checked(&out).unwrap();
+    assert_eq!(
+        (p.src, p.sport(), p.dst, p.dport()),
+        (UPLINK, ext, REMOTE, 80)
+    );
+    assert_eq!(p.l3[8], 63, "one hop less");
+    assert_eq!(&out[..12], &routed[..12], "the flow's cached L2 addresses");
+    // A reply is handed into the node: its MAC, from the bridge's.
+    let reply = Ip::new(REMOTE, UPLINK, TCP, tcp(80, ext, ACK, b"ok")).frame();
+    let (rc, back) = dp.inb(&reply);
+    assert_eq!(rc, REDIRECT);
+    let p = parse_checked(&back).unwrap();
+    assert_eq!((p.dst, p.dport(), p.l3[8]), (RED, 40000, 63));
+    assert_eq!((&back[..6], &back[6..12]), (&node_mac[..], &bridge_mac[..]));
+    // TTL about to expire: the slow path answers it.
+    let mut last_hop = Ip::new(RED, REMOTE, TCP, tcp(40000, 80, ACK, b""));
+    last_hop.ttl = 1;
+    assert_eq!(dp.run("nl_node_in", &last_hop.frame()).0, UNSPEC);
+    assert_eq!(dp.stat(stat::FAST_OUT), 1);
+    assert_eq!(dp.stat(stat::FAST_IN), 1);
 }

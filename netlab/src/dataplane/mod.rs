@@ -17,14 +17,14 @@ use aya::{
     EbpfLoader,
 };
 use netlab_common::{
-    addr_from_octets, port_to_net, ForwardKey, ForwardTarget, NatConfig, SubnetInfo,
+    addr_from_octets, port_to_net, ForwardKey, ForwardTarget, NatConfig, NodePort, SubnetInfo,
     SUBNET_ENDPOINT_INDEPENDENT_FILTERING, SUBNET_MASQUERADE, SUBNET_ROUTED,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::{
     lab,
-    model::topology::{Filtering, Forward, Lab},
+    model::topology::{Attachment, Filtering, Forward, Lab},
     netlink,
     system::System,
 };
@@ -37,6 +37,7 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 pub const PROG_UPLINK_IN: &str = "nl_uplink_in";
 pub const PROG_UPLINK_OUT: &str = "nl_uplink_out";
 pub const PROG_BRIDGE_IN: &str = "nl_bridge_in";
+pub const PROG_NODE_IN: &str = "nl_node_in";
 
 /// What `up` attached, kept in the lab's state directory (bpffs holds only
 /// BPF objects).
@@ -114,6 +115,59 @@ async fn resolve_uplink(sys: &System, lab: &Lab) -> Result<(String, u32, Ipv4Add
             .ok_or_else(|| anyhow!("uplink {} has no IPv4 address", link.name))?,
     };
     Ok((link.name, link.index, address))
+}
+
+/// For the fast path: each node on a bridge of the lab host, by address,
+/// with the lab-host end of its veth (name and port entry).
+async fn node_ports(
+    lab: &Lab,
+    host_links: &[netlink::Link],
+) -> Result<Vec<(u32, String, NodePort)>> {
+    let mut out = Vec::new();
+    for n in &lab.nodes {
+        let mut node_links = None;
+        for i in &n.interfaces {
+            let Attachment::Bridge { bridge, host_name } = &i.attachment else {
+                continue;
+            };
+            if !lab.bridge(bridge).is_some_and(|b| b.gateway.is_some()) {
+                continue;
+            }
+            let host_end = host_links
+                .iter()
+                .find(|l| &l.name == host_name)
+                .ok_or_else(|| anyhow!("link {host_name} is missing"))?;
+            let gateway = host_links
+                .iter()
+                .find(|l| &l.name == bridge)
+                .ok_or_else(|| anyhow!("bridge {bridge} is missing"))?;
+            if node_links.is_none() {
+                let h = crate::netns::Netns::open(&n.netns)?.netlink().await?;
+                node_links = Some(
+                    netlink::links(&h)
+                        .await
+                        .with_context(|| format!("in netns {}", n.netns))?,
+                );
+            }
+            let node_end = node_links
+                .as_ref()
+                .and_then(|ls| ls.iter().find(|l| l.name == i.name))
+                .ok_or_else(|| anyhow!("link {} is missing in netns {}", i.name, n.netns))?;
+            let (Some(node_mac), Some(gateway_mac)) = (node_end.mac, gateway.mac) else {
+                continue;
+            };
+            out.push((
+                addr_from_octets(i.address.addr.octets()),
+                host_name.clone(),
+                NodePort {
+                    ifindex: host_end.index,
+                    node_mac,
+                    gateway_mac,
+                },
+            ));
+        }
+    }
+    Ok(out)
 }
 
 /// The map values that describe the lab.
@@ -274,10 +328,22 @@ pub async fn up(sys: &System, lab: &Lab, verbose: bool) -> Result<UpReport> {
     let config = nat_config(lab, uplink_ifindex, address);
     let subnets = subnet_entries(lab, &bridge_ifindex);
     let forwards = forward_entries(&lab.forwards);
+    let node_ports = if lab.nat.fast_path {
+        node_ports(lab, &links).await?
+    } else {
+        Vec::new()
+    };
     let mut hooks = vec![
         attach::Hook::new(PROG_UPLINK_IN, &uplink, attach::Direction::Ingress),
         attach::Hook::new(PROG_UPLINK_OUT, &uplink, attach::Direction::Egress),
     ];
+    for (_, port_name, _) in &node_ports {
+        hooks.push(attach::Hook::new(
+            PROG_NODE_IN,
+            port_name,
+            attach::Direction::Ingress,
+        ));
+    }
     for b in lab.host_subnets() {
         hooks.push(attach::Hook::new(
             PROG_BRIDGE_IN,
@@ -338,6 +404,19 @@ pub async fn up(sys: &System, lab: &Lab, verbose: bool) -> Result<UpReport> {
             let mut fwd: HashMap<_, ForwardKey, ForwardTarget> =
                 HashMap::try_from(ebpf.map_mut("FORWARD_RULES").context("map FORWARD_RULES")?)?;
             sync_forwards(&mut fwd, &forwards)?;
+        }
+        {
+            let mut ports: HashMap<_, u32, NodePort> =
+                HashMap::try_from(ebpf.map_mut("NODE_PORTS").context("map NODE_PORTS")?)?;
+            let stale: Vec<u32> = ports.keys().collect::<Result<_, _>>()?;
+            for k in stale {
+                if !node_ports.iter().any(|(a, _, _)| *a == k) {
+                    ports.remove(&k)?;
+                }
+            }
+            for (addr, _, port) in &node_ports {
+                ports.insert(addr, port, 0).context("writing NODE_PORTS")?;
+            }
         }
         let hooks = attach::attach_all(&mut ebpf, &dir, &name, hooks)?;
         Ok((hooks, notes))

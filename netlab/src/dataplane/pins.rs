@@ -10,7 +10,8 @@ use anyhow::{Context as _, Result};
 use aya::maps::{HashMap, Map, MapData, MapInfo, MapType};
 use netlab_common::{
     stat, Binding, Endpoint, FlowKey, FlowValue, ForwardKey, ForwardTarget, FragKey, FragValue,
-    NatConfig, SubnetInfo, BINDING_ENTRIES, FORWARD_ENTRIES, FRAG_ENTRIES, SUBNET_ENTRIES,
+    NatConfig, NodePort, SubnetInfo, BINDING_ENTRIES, FORWARD_ENTRIES, FRAG_ENTRIES, NODE_ENTRIES,
+    SUBNET_ENTRIES,
 };
 use nix::mount::{mount, MsFlags};
 
@@ -95,6 +96,13 @@ const STATE_MAPS: &[StateMap] = &[
         key: 4,
         value: 8,
         entries: Some(stat::COUNT),
+    },
+    StateMap {
+        name: "NODE_PORTS",
+        map_type: MapType::Hash,
+        key: 4,
+        value: size_of::<NodePort>(),
+        entries: Some(NODE_ENTRIES),
     },
     StateMap {
         name: "FRAG_FLOWS",
