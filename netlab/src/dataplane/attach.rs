@@ -12,12 +12,11 @@ use aya::{
         tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions, TcHandle},
         LinkOrder, SchedClassifier, TcAttachType,
     },
-    util::KernelVersion,
     Ebpf,
 };
 use serde::{Deserialize, Serialize};
 
-use super::pins::LabPins;
+use super::{features::Features, pins::LabPins};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -90,15 +89,6 @@ impl Hook {
     }
 }
 
-/// TCX links exist from Linux 6.6.
-pub fn tcx_supported() -> (bool, String) {
-    match KernelVersion::current() {
-        Ok(v) if v >= KernelVersion::new(6, 6, 0) => (true, format!("kernel {v} has TCX links")),
-        Ok(v) => (false, format!("kernel {v} predates TCX links (6.6)")),
-        Err(e) => (false, format!("kernel version unknown ({e})")),
-    }
-}
-
 /// The netlink filter priority of a lab: its own, so its filters are told
 /// apart from anyone else's on the same interface.
 pub fn netlink_priority(lab: &str) -> u16 {
@@ -121,8 +111,9 @@ pub fn attach_all(
     pins: &LabPins,
     lab: &str,
     hooks: Vec<Hook>,
+    features: &Features,
 ) -> Result<Vec<Hook>> {
-    let (tcx, why) = tcx_supported();
+    let (tcx, why) = (features.tcx, features.tcx_why.clone());
     let names: BTreeSet<String> = hooks.iter().map(|h| h.program.clone()).collect();
     for name in &names {
         program(ebpf, name)?.load().with_context(|| {

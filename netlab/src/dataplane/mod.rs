@@ -7,6 +7,7 @@
 
 pub mod attach;
 pub mod commands;
+pub mod features;
 pub mod pins;
 
 use std::{fs, net::Ipv4Addr, path::PathBuf};
@@ -49,6 +50,8 @@ pub struct DataplaneInfo {
     pub uplink_ifindex: u32,
     pub uplink_address: Ipv4Addr,
     pub hooks: Vec<attach::Hook>,
+    pub features: features::Features,
+    pub fast_path: bool,
 }
 
 fn info_path(lab: &str) -> PathBuf {
@@ -354,6 +357,7 @@ pub async fn up(sys: &System, lab: &Lab, verbose: bool) -> Result<UpReport> {
     let name = lab.name.clone();
     let max_flows = lab.nat.max_flows;
     let attached = sys.host.run(move || {
+        let features = features::probe()?;
         pins::ensure_bpffs()?;
         let dir = pins::LabPins::new(&name);
         dir.create()?;
@@ -418,16 +422,18 @@ pub async fn up(sys: &System, lab: &Lab, verbose: bool) -> Result<UpReport> {
                 ports.insert(addr, port, 0).context("writing NODE_PORTS")?;
             }
         }
-        let hooks = attach::attach_all(&mut ebpf, &dir, &name, hooks)?;
-        Ok((hooks, notes))
+        let hooks = attach::attach_all(&mut ebpf, &dir, &name, hooks, &features)?;
+        Ok((hooks, notes, features))
     })?;
-    let (hooks, notes) = attached;
+    let (hooks, notes, features) = attached;
     let info = DataplaneInfo {
         object: object_id(),
         uplink: uplink.clone(),
         uplink_ifindex,
         uplink_address: address,
         hooks,
+        features,
+        fast_path: lab.nat.fast_path,
     };
     fs::create_dir_all(lab::state_dir(&lab.name))?;
     fs::write(info_path(&lab.name), serde_json::to_vec_pretty(&info)?)
@@ -480,20 +486,23 @@ pub fn leftovers(lab: &str) -> Vec<String> {
     }
 }
 
-/// Status for `netlab status`: attachment and table sizes.
+/// Status for `netlab status`: where each program sits and why, the fast
+/// path, and table sizes.
 pub fn status(lab: &str) -> Result<serde_json::Value> {
     let Some(info) = read_info(lab) else {
         return Ok(serde_json::Value::Null);
     };
     let dir = pins::LabPins::new(lab);
-    let flows = dir.flow_count().ok();
-    let forwards = dir.forward_count().ok();
     Ok(serde_json::json!({
         "uplink": info.uplink,
         "uplink_address": info.uplink_address,
+        "kernel": info.features.kernel,
+        "attach": if info.features.tcx { "tcx" } else { "netlink" },
+        "attach_why": info.features.tcx_why,
         "hooks": info.hooks,
-        "flow_entries": flows,
-        "forward_ports": forwards,
+        "fast_path": info.fast_path,
+        "flow_entries": dir.flow_count().ok(),
+        "forward_ports": dir.forward_count().ok(),
         "pins": dir.root,
     }))
 }
@@ -502,35 +511,34 @@ pub fn status_lines(v: &serde_json::Value) -> Vec<String> {
     if v.is_null() {
         return vec!["dataplane: not attached".into()];
     }
-    let hooks: Vec<String> = v["hooks"]
-        .as_array()
-        .map(|hs| {
-            hs.iter()
-                .map(|h| {
-                    format!(
-                        "{} {} via {} ({})",
-                        h["interface"].as_str().unwrap_or("?"),
-                        h["direction"].as_str().unwrap_or("?"),
-                        h["mode"].as_str().unwrap_or("?"),
-                        h["why"].as_str().unwrap_or("")
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let mut out = vec![format!(
-        "dataplane: uplink {} {}, {} flow entries, {} forwarded ports",
-        v["uplink"].as_str().unwrap_or("?"),
-        v["uplink_address"].as_str().unwrap_or("?"),
-        v["flow_entries"]
-            .as_u64()
+    let s = |k: &str| v[k].as_str().unwrap_or("?").to_string();
+    let n = |k: &str| {
+        v[k].as_u64()
             .map(|n| n.to_string())
-            .unwrap_or("?".into()),
-        v["forward_ports"]
-            .as_u64()
-            .map(|n| n.to_string())
-            .unwrap_or("?".into()),
-    )];
-    out.extend(hooks.into_iter().map(|h| format!("  hook {h}")));
+            .unwrap_or_else(|| "?".into())
+    };
+    let mut out = vec![
+        format!(
+            "dataplane: uplink {} {}, {} flow entries, {} forwarded ports",
+            s("uplink"),
+            s("uplink_address"),
+            n("flow_entries"),
+            n("forward_ports")
+        ),
+        format!("  attached as {}: {}", s("attach"), s("attach_why")),
+    ];
+    for h in v["hooks"].as_array().into_iter().flatten() {
+        out.push(format!(
+            "  {:<14} on {} {}",
+            h["program"].as_str().unwrap_or("?"),
+            h["interface"].as_str().unwrap_or("?"),
+            h["direction"].as_str().unwrap_or("?")
+        ));
+    }
+    out.push(if v["fast_path"].as_bool() == Some(true) {
+        "  fast path: on (established flows are translated at the node's veth and the uplink and skip the bridge and the lab host's stack)".into()
+    } else {
+        "  fast path: off (`[nat] fast_path = false`): every packet takes the bridge and the lab host's routing".into()
+    });
     out
 }
