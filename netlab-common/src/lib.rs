@@ -270,6 +270,24 @@ pub struct NatConfig {
     pub timeout_tcp_rst: u32,
     pub timeout_udp: u32,
     pub timeout_icmp: u32,
+    /// New flows are refused (dropped and counted) once the flow table holds
+    /// this many entries and garbage collection frees none: established
+    /// flows are never evicted to make room. Set below the table's capacity
+    /// by the LRU's per-CPU reserve.
+    pub flow_limit: u32,
+}
+
+/// State of the flow table's garbage collection (element 0 of `GC_STATE`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct GcState {
+    /// Flow entries in the table: counted as they come and go (approximately:
+    /// without atomics CPUs may race), and set to the exact number by each
+    /// collection.
+    pub entries: u64,
+    /// When the last collection ran.
+    pub last_run_ns: u64,
 }
 
 /// Stream debug events through aya-log (`netlab --verbose`).
@@ -300,7 +318,9 @@ pub mod stat {
     pub const DROP_FILTERED: u32 = 17;
     pub const FAST_OUT: u32 = 18;
     pub const FAST_IN: u32 = 19;
-    pub const COUNT: u32 = 20;
+    pub const GC_RUNS: u32 = 20;
+    pub const GC_FREED: u32 = 21;
+    pub const COUNT: u32 = 22;
 
     /// Display names, in index order.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -324,6 +344,8 @@ pub mod stat {
         "drop_filtered",
         "fast_path_out",
         "fast_path_in",
+        "gc_runs",
+        "gc_freed_entries",
     ];
 }
 
@@ -349,6 +371,7 @@ mod user {
     unsafe impl aya::Pod for super::FragKey {}
     unsafe impl aya::Pod for super::FragValue {}
     unsafe impl aya::Pod for super::NodePort {}
+    unsafe impl aya::Pod for super::GcState {}
     unsafe impl aya::Pod for super::NatConfig {}
 }
 
@@ -390,7 +413,8 @@ mod tests {
         assert_eq!(size_of::<ForwardKey>(), 4);
         assert_eq!(size_of::<ForwardTarget>(), 8);
         assert_eq!(size_of::<SubnetInfo>(), 8);
-        assert_eq!(size_of::<NatConfig>(), 40);
+        assert_eq!(size_of::<NatConfig>(), 44);
+        assert_eq!(size_of::<GcState>(), 16);
         assert_eq!(size_of::<FragKey>(), 12);
         assert_eq!(size_of::<FragValue>(), 8);
         assert_eq!(size_of::<NodePort>(), 16);

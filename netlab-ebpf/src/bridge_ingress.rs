@@ -146,7 +146,7 @@ fn hairpin(
         ifindex_original: target_ifindex,
         ifindex_reply: client_ifindex,
     };
-    let port = nat::map_flow(ctx, &spec, now);
+    let port = nat::map_flow(ctx, cfg, &spec, now);
     let Some(port) = port else {
         return Ok(TC_ACT_SHOT);
     };

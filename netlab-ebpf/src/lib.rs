@@ -204,6 +204,7 @@ mod tests {
             timeout_tcp_rst: 10,
             timeout_udp: 300,
             timeout_icmp: 30,
+            flow_limit: 1 << 20,
             ..Default::default()
         }
     }

@@ -7,8 +7,8 @@ use aya_ebpf::{
 };
 use netlab_common::{
     stat, Binding, Endpoint, FlowKey, FlowValue, ForwardKey, ForwardTarget, FragKey, FragValue,
-    NatConfig, NodePort, SubnetInfo, BINDING_ENTRIES, FLOW_ENTRIES, FORWARD_ENTRIES, FRAG_ENTRIES,
-    NODE_ENTRIES, SUBNET_ENTRIES,
+    GcState, NatConfig, NodePort, SubnetInfo, BINDING_ENTRIES, FLOW_ENTRIES, FORWARD_ENTRIES,
+    FRAG_ENTRIES, NODE_ENTRIES, SUBNET_ENTRIES,
 };
 
 /// Both directions of every translated flow, keyed as each direction is seen.
@@ -45,6 +45,10 @@ pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 
 #[map]
 pub static FRAG_FLOWS: LruHashMap<FragKey, FragValue> =
     LruHashMap::with_max_entries(FRAG_ENTRIES, 0);
+
+/// The flow table's entry count and garbage collection (element 0).
+#[map]
+pub static GC_STATE: Array<GcState> = Array::with_max_entries(1, 0);
 
 /// The lab's nodes by address: where the fast path hands replies over.
 #[map]

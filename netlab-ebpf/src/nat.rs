@@ -7,8 +7,8 @@ use aya_ebpf::{
     bindings::bpf_sock_tuple,
     cty::c_void,
     helpers::generated::{
-        bpf_get_prandom_u32, bpf_ktime_get_coarse_ns, bpf_loop, bpf_sk_lookup_tcp,
-        bpf_sk_lookup_udp, bpf_sk_release,
+        bpf_for_each_map_elem, bpf_get_prandom_u32, bpf_ktime_get_coarse_ns, bpf_loop,
+        bpf_sk_lookup_tcp, bpf_sk_lookup_udp, bpf_sk_release,
     },
     maps::lpm_trie::Key,
     programs::TcContext,
@@ -26,8 +26,8 @@ use netlab_ebpf::{
 
 use crate::{
     maps::{
-        config, count, scratch, FORWARD_RULES, FRAG_FLOWS, LAB_SUBNETS, NAT_BIND, NAT_FLOWS,
-        NAT_PORTS, SCRATCH_ORIGINAL, SCRATCH_PEER, SCRATCH_REPLY,
+        config, count, scratch, FORWARD_RULES, FRAG_FLOWS, GC_STATE, LAB_SUBNETS, NAT_BIND,
+        NAT_FLOWS, NAT_PORTS, SCRATCH_ORIGINAL, SCRATCH_PEER, SCRATCH_REPLY,
     },
     packet::{Pkt, FRAG_FIRST},
 };
@@ -84,10 +84,10 @@ pub fn lookup_live(cfg: &NatConfig, key: &FlowKey, now: u64) -> Option<*mut Flow
             if alive(cfg, key.proto, peer, now) {
                 return Some(v);
             }
-            let _ = NAT_FLOWS.remove(&peer_key);
+            flow_del(&peer_key);
         }
     }
-    let _ = NAT_FLOWS.remove(key);
+    flow_del(key);
     count(stat::EXPIRED);
     None
 }
@@ -197,7 +197,7 @@ pub fn touch(
         Some(pv) => {
             let peer = unsafe { &mut *pv };
             if !points_back(peer, key) {
-                let _ = NAT_FLOWS.remove(key);
+                flow_del(key);
                 count(stat::DROP_CONFLICT);
                 return Err(());
             }
@@ -206,6 +206,7 @@ pub fn touch(
         None => {
             if let Some(pv) = peer_value(key, val) {
                 if NAT_FLOWS.insert(&peer_key, &*pv, BPF_NOEXIST).is_ok() {
+                    entries_add(1);
                     count(stat::REPAIRED);
                 }
             }
@@ -230,8 +231,10 @@ fn reserve(
 ) -> Result<(), ()> {
     if NAT_FLOWS
         .insert(unique_key, unique_val, BPF_NOEXIST)
-        .is_err()
+        .is_ok()
     {
+        entries_add(1);
+    } else {
         let Some(cur) = NAT_FLOWS.get_ptr(unique_key) else {
             return Err(());
         };
@@ -261,8 +264,8 @@ pub fn insert_pair(
     now: u64,
 ) -> Result<(), ()> {
     reserve(cfg, unique_key, unique_val, now)?;
-    if NAT_FLOWS.insert(key, val, BPF_ANY).is_err() {
-        let _ = NAT_FLOWS.remove(unique_key);
+    if flow_put(key, val).is_err() {
+        flow_del(unique_key);
         count(stat::DROP_TABLE_FULL);
         return Err(());
     }
@@ -410,8 +413,8 @@ pub fn create_pair(cfg: &NatConfig, spec: &PairSpec, port: u16, now: u64) -> Res
         now,
     )
     .ok_or(())?;
-    if NAT_FLOWS.insert(k, &*original, BPF_ANY).is_err() {
-        let _ = NAT_FLOWS.remove(&reply_key);
+    if flow_put(k, original).is_err() {
+        flow_del(&reply_key);
         count(stat::DROP_TABLE_FULL);
         return Err(());
     }
@@ -419,13 +422,17 @@ pub fn create_pair(cfg: &NatConfig, spec: &PairSpec, port: u16, now: u64) -> Res
 }
 
 /// The flow of `spec` through the endpoint's live mapping (endpoint-
-/// independent mapping), or through a newly allocated one. `None`: the port
-/// space is exhausted.
+/// independent mapping), or through a newly allocated one. `None`: the
+/// flow table is full or the port space exhausted (dropped and counted).
 ///
 /// The attempts run as a `bpf_loop` callback, which the verifier checks
 /// once rather than once per unrolled attempt.
 #[inline(always)]
-pub fn map_flow(ctx: &TcContext, spec: &PairSpec, now: u64) -> Option<u16> {
+pub fn map_flow(ctx: &TcContext, cfg: &NatConfig, spec: &PairSpec, now: u64) -> Option<u16> {
+    if !admit(cfg, now) {
+        count(stat::DROP_TABLE_FULL);
+        return None;
+    }
     let mut state = MapFlow {
         skb: ctx.as_ptr(),
         spec: PairSpec { ..*spec },
@@ -596,4 +603,113 @@ pub fn learn_l2(ctx: &TcContext, v: *mut FlowValue) {
         v.l2 = l2;
         v.flags |= FLOW_L2;
     }
+}
+
+/// Add `n` (wrapping: `u64::MAX` is -1) to the flow entry count. Not
+/// atomic (the programs' target has no atomic read-modify-write), so CPUs
+/// racing may lose an update; each collection sets the exact count again.
+#[inline(always)]
+fn entries_add(n: u64) {
+    if let Some(st) = GC_STATE.get_ptr_mut(0) {
+        unsafe { (*st).entries = (*st).entries.wrapping_add(n) };
+    }
+}
+
+/// Insert a flow entry, counting it when it is new.
+#[inline(always)]
+pub fn flow_put(key: &FlowKey, val: &FlowValue) -> Result<(), ()> {
+    if NAT_FLOWS.insert(key, val, BPF_NOEXIST).is_ok() {
+        entries_add(1);
+        return Ok(());
+    }
+    NAT_FLOWS.insert(key, val, BPF_ANY).map_err(|_| ())
+}
+
+/// Remove a flow entry, if there, uncounting it.
+#[inline(always)]
+pub fn flow_del(key: &FlowKey) {
+    if NAT_FLOWS.remove(key).is_ok() {
+        entries_add(u64::MAX);
+    }
+}
+
+/// Collect garbage at most this often, and only when the table is full.
+const GC_INTERVAL_NS: u64 = NSEC_PER_SEC;
+
+/// Whether a new flow may take two more entries. At the limit, expired
+/// flows are collected (at most once a second) and the entries counted
+/// afresh; if the table is still full, the new flow is refused: established
+/// flows are never evicted to make room for it.
+#[inline(always)]
+pub fn admit(cfg: &NatConfig, now: u64) -> bool {
+    let Some(st) = GC_STATE.get_ptr_mut(0) else {
+        return true;
+    };
+    let st = unsafe { &mut *st };
+    let limit = u64::from(cfg.flow_limit);
+    if st.entries.wrapping_add(2) <= limit {
+        return true;
+    }
+    if now.wrapping_sub(st.last_run_ns) < GC_INTERVAL_NS {
+        return false;
+    }
+    st.last_run_ns = now;
+    let mut gc = Gc {
+        now,
+        live: 0,
+        freed: 0,
+    };
+    unsafe {
+        bpf_for_each_map_elem(
+            &NAT_FLOWS as *const _ as *mut c_void,
+            gc_step as *mut c_void,
+            &mut gc as *mut Gc as *mut c_void,
+            0,
+        );
+    }
+    st.entries = gc.live;
+    count(stat::GC_RUNS);
+    if let Some(c) = crate::maps::STATS.get_ptr_mut(stat::GC_FREED) {
+        unsafe { *c += gc.freed };
+    }
+    gc.live + 2 <= limit
+}
+
+/// What a collection works on (on the caller's stack).
+#[repr(C)]
+struct Gc {
+    now: u64,
+    live: u64,
+    freed: u64,
+}
+
+/// One entry of a collection: counted when its flow is alive (either half
+/// fresh), removed when not. Returns 0 to go on.
+#[inline(never)]
+extern "C" fn gc_step(
+    _map: *mut c_void,
+    key: *mut c_void,
+    value: *mut c_void,
+    gc: *mut c_void,
+) -> i64 {
+    let gc = unsafe { &mut *(gc as *mut Gc) };
+    let Some(cfg) = config() else { return 1 };
+    let key = unsafe { *(key as *const FlowKey) };
+    let v = unsafe { &*(value as *const FlowValue) };
+    if alive(cfg, key.proto, v, gc.now) {
+        gc.live += 1;
+        return 0;
+    }
+    let peer_key = FlowKey::peer_of(v, key.proto);
+    if let Some(pv) = NAT_FLOWS.get_ptr(&peer_key) {
+        let peer = unsafe { &*pv };
+        if points_back(peer, &key) && alive(cfg, key.proto, peer, gc.now) {
+            gc.live += 1;
+            return 0;
+        }
+    }
+    if NAT_FLOWS.remove(&key).is_ok() {
+        gc.freed += 1;
+    }
+    0
 }

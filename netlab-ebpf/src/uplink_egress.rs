@@ -115,7 +115,7 @@ fn masquerade(
         ifindex_original: 0,
         ifindex_reply: 0,
     };
-    let port = nat::map_flow(ctx, &spec, now);
+    let port = nat::map_flow(ctx, cfg, &spec, now);
     let Some(port) = port else {
         if cfg.flags & CONFIG_LOG != 0 {
             debug!(

@@ -19,7 +19,7 @@ use crate::{
         config, count, FORWARD_RULES, NAT_FLOWS, NAT_PORTS, NODE_PORTS, SCRATCH_ORIGINAL,
         SCRATCH_REPLY,
     },
-    nat::{self, entry, BPF_ANY},
+    nat::{self, entry},
     packet::{
         self, decrement_ttl, is_icmp_error, rewrite, set_addr, write_l2, Parsed, Pkt, FRAG_LATER,
         FRAG_NONE, ICMP_ECHO_REPLY,
@@ -200,7 +200,7 @@ fn to_mapping(
         if out.src_addr == cfg.uplink_addr && out.src_port == p.dport {
             in_val.state = out.state;
             in_val.created_ns = out.created_ns;
-            NAT_FLOWS.insert(key, &*in_val, BPF_ANY).map_err(|_| ())?;
+            nat::flow_put(key, in_val)?;
             count(stat::REPAIRED);
             return translate_new(ctx, cfg, p, key, inside, now);
         }
@@ -209,6 +209,9 @@ fn to_mapping(
         .is_some_and(|s| s.flags & SUBNET_ENDPOINT_INDEPENDENT_FILTERING != 0);
     if !eif {
         return drop(stat::DROP_FILTERED);
+    }
+    if !nat::admit(cfg, now) {
+        return drop(stat::DROP_TABLE_FULL);
     }
     let out_val = entry(
         SCRATCH_ORIGINAL,
@@ -263,6 +266,9 @@ fn port_forward(
     if p.proto == IPPROTO_TCP && (p.tcp_flags & TCP_SYN == 0 || p.tcp_flags & TCP_ACK != 0) {
         // Only a SYN opens a forwarded connection.
         return drop(stat::DROP_NO_MAPPING);
+    }
+    if !nat::admit(cfg, now) {
+        return drop(stat::DROP_TABLE_FULL);
     }
     let state = netlab_ebpf::tcp_next_state(0, p.tcp_flags, DIR_ORIGINAL);
     let state = if p.proto == IPPROTO_TCP { state } else { 0 };

@@ -52,6 +52,11 @@ impl Dataplane {
     /// The programs with fresh maps: uplink 198.51.100.2, 192.168.15.0/24
     /// masqueraded, tcp/80 forwarded to blue:80.
     fn new(port_min: u16, port_max: u16) -> Dataplane {
+        Dataplane::with(port_min, port_max, |_| {})
+    }
+
+    /// As `new`, with the configuration adjusted by `tweak`.
+    fn with(port_min: u16, port_max: u16, tweak: impl FnOnce(&mut NatConfig)) -> Dataplane {
         let mut ebpf = EbpfLoader::new()
             .load(netlab::dataplane::EBPF_OBJECT)
             .expect("loading the object");
@@ -62,24 +67,22 @@ impl Dataplane {
         }
         let mut cfg: Array<_, NatConfig> =
             Array::try_from(ebpf.map_mut("CONFIG").unwrap()).unwrap();
-        cfg.set(
-            0,
-            NatConfig {
-                uplink_addr: na(UPLINK),
-                uplink_ifindex: 1,
-                port_min,
-                port_max,
-                flags: netlab_common::CONFIG_FAST_PATH,
-                timeout_tcp_syn: 240,
-                timeout_tcp_established: 7440,
-                timeout_tcp_closing: 240,
-                timeout_tcp_rst: 10,
-                timeout_udp: 300,
-                timeout_icmp: 30,
-            },
-            0,
-        )
-        .unwrap();
+        let mut config = NatConfig {
+            uplink_addr: na(UPLINK),
+            uplink_ifindex: 1,
+            port_min,
+            port_max,
+            flags: netlab_common::CONFIG_FAST_PATH,
+            timeout_tcp_syn: 240,
+            timeout_tcp_established: 7440,
+            timeout_tcp_closing: 240,
+            timeout_tcp_rst: 10,
+            timeout_udp: 300,
+            timeout_icmp: 30,
+            flow_limit: 1 << 20,
+        };
+        tweak(&mut config);
+        cfg.set(0, config, 0).unwrap();
         let mut subnets: LpmTrie<_, u32, SubnetInfo> =
             LpmTrie::try_from(ebpf.map_mut("LAB_SUBNETS").unwrap()).unwrap();
         subnets
@@ -620,4 +623,43 @@ fn fast_path_both_ways() {
     assert_eq!(dp.run("nl_node_in", &last_hop.frame()).0, UNSPEC);
     assert_eq!(dp.stat(stat::FAST_OUT), 1);
     assert_eq!(dp.stat(stat::FAST_IN), 1);
+}
+
+/// A full flow table refuses new flows and keeps the established ones; once
+/// flows expire, a collection makes room again.
+#[test]
+fn full_table_refuses_new_flows_and_keeps_old_ones() {
+    if !privileged() {
+        return;
+    }
+    // Room for three flows (two entries each); UDP flows idle out in 1 s.
+    let mut dp = Dataplane::with(10000, 32767, |c| {
+        c.flow_limit = 6;
+        c.timeout_udp = 1;
+    });
+    let flow = |sport: u16| Ip::new(RED, REMOTE, UDP, udp(sport, 53, b"q")).frame();
+    for sport in [41001, 41002, 41003] {
+        assert_eq!(dp.out(&flow(sport)).0, UNSPEC);
+    }
+    assert_eq!(dp.out(&flow(41004)).0, SHOT, "a fourth flow is refused");
+    assert_eq!(dp.stat(stat::DROP_TABLE_FULL), 1);
+    assert_eq!(
+        dp.stat(stat::GC_RUNS),
+        1,
+        "one collection, which found nothing to free"
+    );
+    // Established flows keep working, both ways.
+    let (rc, out) = dp.out(&flow(41002));
+    assert_eq!(rc, UNSPEC);
+    let ext = parse_checked(&out).unwrap().sport();
+    let reply = Ip::new(REMOTE, UPLINK, UDP, udp(53, ext, b"a")).frame();
+    assert_eq!(parse_checked(&dp.inb(&reply).1).unwrap().dst, RED);
+    // After the timeout the idle flows are collected and new flows fit.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    assert_eq!(dp.out(&flow(41005)).0, UNSPEC);
+    assert!(
+        dp.stat(stat::GC_FREED) >= 6,
+        "freed {}",
+        dp.stat(stat::GC_FREED)
+    );
 }

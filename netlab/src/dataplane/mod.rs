@@ -173,6 +173,16 @@ async fn node_ports(
     Ok(out)
 }
 
+/// How full the flow table may get before new flows are refused. An LRU
+/// map starts evicting before it is full when other CPUs hold its free
+/// entries in their local lists (up to 128 each, in the kernel's LRU), so
+/// netlab stops short of that and established flows are never evicted.
+pub fn flow_limit(max_flows: u32) -> u32 {
+    let cpus = aya::util::nr_cpus().map(|n| n as u32).unwrap_or(64);
+    let reserve = (max_flows / 16).max(2 * 128 * cpus).min(max_flows / 2);
+    max_flows - reserve
+}
+
 /// The map values that describe the lab.
 fn nat_config(lab: &Lab, uplink_ifindex: u32, uplink: Ipv4Addr) -> NatConfig {
     let t = lab.nat.timeouts;
@@ -192,6 +202,7 @@ fn nat_config(lab: &Lab, uplink_ifindex: u32, uplink: Ipv4Addr) -> NatConfig {
         timeout_tcp_rst: t.tcp_rst,
         timeout_udp: t.udp,
         timeout_icmp: t.icmp,
+        flow_limit: flow_limit(lab.nat.max_flows),
     }
 }
 

@@ -10,8 +10,8 @@ use anyhow::{Context as _, Result};
 use aya::maps::{HashMap, Map, MapData, MapInfo, MapType};
 use netlab_common::{
     stat, Binding, Endpoint, FlowKey, FlowValue, ForwardKey, ForwardTarget, FragKey, FragValue,
-    NatConfig, NodePort, SubnetInfo, BINDING_ENTRIES, FORWARD_ENTRIES, FRAG_ENTRIES, NODE_ENTRIES,
-    SUBNET_ENTRIES,
+    GcState, NatConfig, NodePort, SubnetInfo, BINDING_ENTRIES, FORWARD_ENTRIES, FRAG_ENTRIES,
+    NODE_ENTRIES, SUBNET_ENTRIES,
 };
 use nix::mount::{mount, MsFlags};
 
@@ -96,6 +96,13 @@ const STATE_MAPS: &[StateMap] = &[
         key: 4,
         value: 8,
         entries: Some(stat::COUNT),
+    },
+    StateMap {
+        name: "GC_STATE",
+        map_type: MapType::Array,
+        key: 4,
+        value: size_of::<GcState>(),
+        entries: Some(1),
     },
     StateMap {
         name: "NODE_PORTS",
