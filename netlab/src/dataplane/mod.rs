@@ -67,10 +67,21 @@ pub struct UpReport {
     pub lines: Vec<String>,
 }
 
+/// Loads another build of the programs instead of the embedded one (for
+/// upgrade tests and for trying a rebuilt dataplane on a live lab).
+pub const OBJECT_ENV: &str = "NETLAB_EBPF_OBJECT";
+
+fn object_override() -> Option<PathBuf> {
+    std::env::var_os(OBJECT_ENV).map(PathBuf::from)
+}
+
 fn object_id() -> String {
     use std::hash::{Hash as _, Hasher as _};
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    EBPF_OBJECT.hash(&mut h);
+    match object_override().and_then(|p| fs::read(p).ok()) {
+        Some(bytes) => bytes.hash(&mut h),
+        None => EBPF_OBJECT.hash(&mut h),
+    }
     format!("{:016x}", h.finish())
 }
 
@@ -378,9 +389,17 @@ pub async fn up(sys: &System, lab: &Lab, verbose: bool) -> Result<UpReport> {
             loader.map_pin_path(map, path);
         }
         loader.map_max_entries("NAT_FLOWS", max_flows);
-        let mut ebpf = loader
-            .load(EBPF_OBJECT)
-            .context("loading the eBPF programs (is this netlab built with its eBPF object?)")?;
+        let mut ebpf = match object_override() {
+            Some(path) => loader.load_file(&path).with_context(|| {
+                format!(
+                    "loading the eBPF programs from {} (${OBJECT_ENV})",
+                    path.display()
+                )
+            })?,
+            None => loader.load(EBPF_OBJECT).context(
+                "loading the eBPF programs (is this netlab built with its eBPF object?)",
+            )?,
+        };
         {
             let mut cfg: Array<_, NatConfig> =
                 Array::try_from(ebpf.map_mut("CONFIG").context("map CONFIG")?)?;
