@@ -200,9 +200,15 @@ pub async fn up(lab: &Lab, source: Option<PathBuf>, opts: &Options) -> Result<()
         }
     }
 
+    let had_dataplane = dataplane::read_info(&lab.name).is_some();
     let dp = match dataplane::up(&sys, lab, opts.verbose).await {
         Ok(report) => report,
         Err(e) => {
+            // A dataplane this run started goes too; one that was running
+            // before keeps running.
+            if !had_dataplane {
+                let _ = dataplane::down(&lab.name, Some(&sys.host));
+            }
             let undone = rollback(&mut sys, &lab.name, journal).await;
             return Err(e.context(format!(
                 "setting up the NAT dataplane (rolled back {undone} changes of this run)"

@@ -650,3 +650,45 @@ fn flows_survive_a_second_up_and_down_removes_the_dataplane() {
     assert_eq!(uplink_progs, 0);
     assert!(!std::path::Path::new(&pins).exists());
 }
+
+/// The path kernels before 6.6 take: netlink clsact filters instead of TCX
+/// links (forced here with NETLAB_FORCE_NETLINK). NAT works, a second `up`
+/// replaces the filters in place, and `down` removes the filters and the
+/// clsact qdisc netlab added, nothing else.
+#[test]
+fn netlink_filters_where_there_is_no_tcx() {
+    if !privileged() {
+        return;
+    }
+    let lab = Lab::seeds("nl");
+    let file = lab.file.to_str().unwrap().to_string();
+    let up = || {
+        let o = std::process::Command::new(netlab_tests::netlab_bin())
+            .args(["up", "--sandbox", "-f", &file])
+            .env("NETLAB_FORCE_NETLINK", "1")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        stdout(&o)
+    };
+    assert!(up().contains("(netlink)"));
+    let filters = stdout(&lab.host(&["tc", "filter", "show", "dev", "eth0", "egress"]));
+    assert!(filters.contains("nl_uplink_out"), "{filters}");
+    assert_eq!(
+        lab.node_ok("red", &["curl", "-s", "-m5", &format!("http://{WAN}/ip")])
+            .trim(),
+        UPLINK
+    );
+    up();
+    assert_eq!(
+        lab.node_ok("blue", &["curl", "-s", "-m5", &format!("http://{WAN}/ip")])
+            .trim(),
+        UPLINK
+    );
+    let status = lab.netlab_ok(&["status", "--name", &lab.name]);
+    assert!(status.contains("attached as netlink"), "{status}");
+    lab.netlab_ok(&["down", "--name", &lab.name]);
+    let qdiscs = stdout(&lab.host(&["tc", "qdisc", "show", "dev", "eth0"]));
+    assert!(!qdiscs.contains("clsact"), "{qdiscs}");
+    lab.down();
+}

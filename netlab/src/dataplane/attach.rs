@@ -66,9 +66,13 @@ pub struct Hook {
     pub mode: Mode,
     /// Why this attach mode (for `netlab status`).
     pub why: String,
-    /// Netlink filters only: the lab's priority and handle.
+    /// Netlink filters only: the lab's priority and handle, and whether
+    /// netlab added the interface's clsact qdisc (then `down` removes it
+    /// once no filter is left on it).
     pub priority: u16,
     pub handle: u32,
+    #[serde(default)]
+    pub created_qdisc: bool,
 }
 
 impl Hook {
@@ -81,6 +85,7 @@ impl Hook {
             why: String::new(),
             priority: 0,
             handle: 0,
+            created_qdisc: false,
         }
     }
 
@@ -111,9 +116,16 @@ pub fn attach_all(
     pins: &LabPins,
     lab: &str,
     hooks: Vec<Hook>,
+    previous: &[Hook],
     features: &Features,
 ) -> Result<Vec<Hook>> {
     let (tcx, why) = (features.tcx, features.tcx_why.clone());
+    // Interfaces whose clsact qdisc netlab added (in an earlier run or this one).
+    let mut our_qdiscs: BTreeSet<String> = previous
+        .iter()
+        .filter(|h| h.created_qdisc)
+        .map(|h| h.interface.clone())
+        .collect();
     let names: BTreeSet<String> = hooks.iter().map(|h| h.program.clone()).collect();
     for name in &names {
         program(ebpf, name)?.load().with_context(|| {
@@ -138,14 +150,18 @@ pub fn attach_all(
             hook.mode = Mode::Netlink;
             hook.priority = netlink_priority(lab);
             hook.handle = 1;
-            attach_netlink(prog, &hook).with_context(|| {
-                format!(
-                    "attaching {} to {} {}",
-                    hook.program,
-                    hook.interface,
-                    hook.direction.as_str()
-                )
-            })?;
+            hook.created_qdisc = attach_netlink(prog, &hook, our_qdiscs.contains(&hook.interface))
+                .with_context(|| {
+                    format!(
+                        "attaching {} to {} {}",
+                        hook.program,
+                        hook.interface,
+                        hook.direction.as_str()
+                    )
+                })?;
+            if hook.created_qdisc {
+                our_qdiscs.insert(hook.interface.clone());
+            }
         }
         done.push(hook);
     }
@@ -156,6 +172,18 @@ pub fn attach_all(
             .pin(&path)
             .with_context(|| format!("pinning program {name}"))?;
     }
+    // Netlink filters of hooks that went away.
+    let gone: Vec<Hook> = previous
+        .iter()
+        .filter(|h| h.mode == Mode::Netlink)
+        .filter(|h| {
+            !done.iter().any(|d| {
+                d.mode == Mode::Netlink && d.interface == h.interface && d.direction == h.direction
+            })
+        })
+        .cloned()
+        .collect();
+    detach_netlink(&gone);
     // Links of hooks that went away (a removed bridge, a changed uplink).
     let wanted: BTreeSet<String> = done
         .iter()
@@ -207,13 +235,16 @@ fn attach_tcx(prog: &mut SchedClassifier, pins: &LabPins, hook: &Hook) -> Result
     Ok(())
 }
 
-fn attach_netlink(prog: &mut SchedClassifier, hook: &Hook) -> Result<()> {
-    if let Err(e) = tc::qdisc_add_clsact(&hook.interface) {
+/// Attach `hook` as a netlink filter; returns whether netlab's clsact qdisc
+/// is on the interface (made now or, `ours`, earlier).
+fn attach_netlink(prog: &mut SchedClassifier, hook: &Hook, ours: bool) -> Result<bool> {
+    let created = match tc::qdisc_add_clsact(&hook.interface) {
+        Ok(()) => true,
         // Already there (ours or someone else's) is fine.
-        if !matches!(&e, tc::TcError::AlreadyAttached) && !e.to_string().contains("exists") {
-            return Err(e).context("adding the clsact qdisc");
-        }
-    }
+        Err(tc::TcError::AlreadyAttached) => ours,
+        Err(tc::TcError::NetlinkError(e)) if e.raw_os_error() == Some(libc::EEXIST) => ours,
+        Err(e) => return Err(e).context("adding the clsact qdisc"),
+    };
     let handle = TcHandle::from(hook.handle);
     let existing = SchedClassifierLink::attached(
         &hook.interface,
@@ -237,11 +268,12 @@ fn attach_netlink(prog: &mut SchedClassifier, hook: &Hook) -> Result<()> {
     };
     // Netlink filters stay without a process; forget ours without detaching.
     std::mem::forget(prog.take_link(id)?);
-    Ok(())
+    Ok(created)
 }
 
-/// Remove the lab's netlink filters (TCX links go with their pins).
-/// Runs in the lab host's namespace.
+/// Remove the lab's netlink filters (TCX links go with their pins), and the
+/// clsact qdiscs netlab added once nothing else is filtered there. Runs in
+/// the lab host's namespace; returns how many objects went.
 pub fn detach_netlink(hooks: &[Hook]) -> usize {
     let mut n = 0;
     for h in hooks.iter().filter(|h| h.mode == Mode::Netlink) {
@@ -258,5 +290,52 @@ pub fn detach_netlink(hooks: &[Hook]) -> usize {
             }
         }
     }
+    let ours: BTreeSet<&str> = hooks
+        .iter()
+        .filter(|h| h.mode == Mode::Netlink && h.created_qdisc)
+        .map(|h| h.interface.as_str())
+        .collect();
+    for ifname in ours {
+        if remove_clsact_if_empty(ifname).unwrap_or(false) {
+            n += 1;
+        }
+    }
     n
+}
+
+/// Delete `ifname`'s clsact qdisc when it holds no filter any more.
+fn remove_clsact_if_empty(ifname: &str) -> Result<bool> {
+    use futures::TryStreamExt as _;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    let ifname = ifname.to_string();
+    rt.block_on(async move {
+        let (conn, handle, _) = rtnetlink::new_connection()?;
+        tokio::spawn(conn);
+        let Some(link) = crate::netlink::link_by_name(&handle, &ifname).await? else {
+            return Ok(false);
+        };
+        let index = link.index as i32;
+        for ingress in [true, false] {
+            let mut tc = handle.traffic_filter(index);
+            let req = tc.get();
+            let req = if ingress { req.ingress() } else { req.egress() };
+            let filters: Vec<_> = req
+                .execute()
+                .try_collect()
+                .await
+                .map_err(crate::netlink::nl)?;
+            if !filters.is_empty() {
+                return Ok(false);
+            }
+        }
+        let mut qdisc = handle.qdisc();
+        let mut del = qdisc.del(index);
+        // clsact: parent TC_H_CLSACT, handle ffff:0.
+        del.message_mut().header.parent = 0xffff_fff1.into();
+        del.message_mut().header.handle = 0xffff_0000.into();
+        del.execute().await.map_err(crate::netlink::nl)?;
+        Ok(true)
+    })
 }

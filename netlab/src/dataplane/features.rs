@@ -12,6 +12,10 @@ use aya::{
 };
 use serde::{Deserialize, Serialize};
 
+/// Use netlink clsact filters even where TCX exists (to test the path
+/// older kernels take, or to sit among other tools' tc filters).
+pub const FORCE_NETLINK_ENV: &str = "NETLAB_FORCE_NETLINK";
+
 /// The oldest kernel the programs load on, and why.
 pub const MINIMUM: (u8, u8) = (5, 17);
 const MINIMUM_NEEDS: &str = "bpf_loop, which the NAT port search runs in";
@@ -42,6 +46,15 @@ pub fn probe() -> Result<Features> {
     // Asking for the TCX programs of an interface answers on kernels that
     // have TCX and fails on the others, whatever the version says.
     let tcx = SchedClassifier::query_tcx("lo", TcAttachType::Ingress).is_ok();
+    if tcx && std::env::var_os(FORCE_NETLINK_ENV).is_some() {
+        return Ok(Features {
+            kernel: v.to_string(),
+            tcx: false,
+            tcx_why: format!(
+                "netlink clsact filters, as ${FORCE_NETLINK_ENV} asks (kernel {v} has TCX)"
+            ),
+        });
+    }
     let tcx_why = if tcx {
         format!("kernel {v} has TCX links: pinned links, swapped atomically on re-up")
     } else {

@@ -378,6 +378,10 @@ pub async fn up(sys: &System, lab: &Lab, verbose: bool) -> Result<UpReport> {
     }
     let name = lab.name.clone();
     let max_flows = lab.nat.max_flows;
+    let previous_hooks: Vec<attach::Hook> = previous
+        .as_ref()
+        .map(|p| p.hooks.clone())
+        .unwrap_or_default();
     let attached = sys.host.run(move || {
         let features = features::probe()?;
         pins::ensure_bpffs()?;
@@ -452,7 +456,8 @@ pub async fn up(sys: &System, lab: &Lab, verbose: bool) -> Result<UpReport> {
                 ports.insert(addr, port, 0).context("writing NODE_PORTS")?;
             }
         }
-        let hooks = attach::attach_all(&mut ebpf, &dir, &name, hooks, &features)?;
+        let previous_hooks = previous_hooks;
+        let hooks = attach::attach_all(&mut ebpf, &dir, &name, hooks, &previous_hooks, &features)?;
         Ok((hooks, notes, features))
     })?;
     let (hooks, notes, features) = attached;
