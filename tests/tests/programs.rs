@@ -663,3 +663,25 @@ fn full_table_refuses_new_flows_and_keeps_old_ones() {
         dp.stat(stat::GC_FREED)
     );
 }
+
+/// IPv4 options move the L4 header: translation follows the header length.
+#[test]
+fn ip_options_are_translated_past() {
+    if !privileged() {
+        return;
+    }
+    let mut dp = Dataplane::new(10000, 32767);
+    let mut pkt = Ip::new(RED, REMOTE, UDP, udp(45000, 53, b"with options"));
+    // Record route (type 7), room for two addresses, padded to 12 bytes.
+    pkt.options = vec![7, 11, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    let (rc, out) = dp.out(&pkt.frame());
+    assert_eq!(rc, UNSPEC);
+    let p = parse_checked(&out).unwrap();
+    assert_eq!(p.l3.len(), 32);
+    assert_eq!(p.src, UPLINK);
+    let ext = p.sport();
+    let mut reply = Ip::new(REMOTE, UPLINK, UDP, udp(53, ext, b"back"));
+    reply.options = vec![1, 1, 1, 0]; // NOPs and end of list
+    let p = parse_checked(&dp.inb(&reply.frame()).1).unwrap();
+    assert_eq!((p.dst, p.dport()), (RED, 45000));
+}
