@@ -4,6 +4,7 @@
 //! effects: netlink ([`netlink`], [`system`]), namespaces ([`netns`]),
 //! processes ([`procs`]), the eBPF dataplane ([`dataplane`]).
 
+pub mod bench;
 pub mod caps;
 pub mod cli;
 pub mod dataplane;

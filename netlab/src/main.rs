@@ -96,6 +96,32 @@ enum Command {
         #[arg(long, value_name = "SECONDS")]
         seconds: Option<u64>,
     },
+    /// Compare netlab's eBPF NAT with iptables MASQUERADE on this machine,
+    /// in sandboxes of its own (veth, route, iptables, netlab, netlab-slow).
+    Bench {
+        /// Rounds; each measures every metric of every mode [default: 5, 2 with --quick].
+        #[arg(long, value_name = "N")]
+        rounds: Option<usize>,
+        /// Modes to compare, comma-separated [default: veth,route,iptables,netlab,netlab-slow].
+        #[arg(long, value_name = "MODES", value_delimiter = ',')]
+        modes: Option<Vec<String>>,
+        /// Shorter measurements and fewer rounds (under two minutes).
+        #[arg(long)]
+        quick: bool,
+        /// Only the micro-benchmark of the programs (BPF_PROG_TEST_RUN).
+        #[arg(long)]
+        micro: bool,
+        /// Write the results as JSON to PATH (stdout without PATH or with `-`).
+        #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = "-")]
+        json: Option<PathBuf>,
+        /// The SVG chart of the ratios.
+        #[arg(long, value_name = "PATH", default_value = "target/bench/ratios.svg")]
+        chart: PathBuf,
+        /// Fail unless every mode produced a non-zero number for every metric
+        /// (a smoke test: timing is never judged).
+        #[arg(long)]
+        check: bool,
+    },
     /// Serve HTTP inside a namespace (the sandbox's outside web server).
     #[command(hide = true)]
     ServeHttp {
@@ -117,6 +143,26 @@ fn main() -> ExitCode {
             command,
         } => run_exec(which, &node, &command),
         Command::ServeHttp { netns, port } => serve_http(&netns, port),
+        // Threads of its own in many namespaces, and its own small runtime.
+        Command::Bench {
+            rounds,
+            modes,
+            quick,
+            micro,
+            json,
+            chart,
+            check,
+        } => caps::require("bench", &[CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_BPF]).and_then(|()| {
+            netlab::bench::run(netlab::bench::Options {
+                rounds,
+                modes,
+                quick,
+                micro_only: micro,
+                json,
+                chart,
+                check,
+            })
+        }),
         command => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -253,7 +299,7 @@ async fn run(command: Command, host_netns: Option<String>, verbose: bool) -> Res
             )
             .await
         }
-        Command::Exec { .. } | Command::ServeHttp { .. } => {
+        Command::Exec { .. } | Command::ServeHttp { .. } | Command::Bench { .. } => {
             unreachable!("handled before the runtime starts")
         }
     }

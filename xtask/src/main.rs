@@ -36,8 +36,16 @@ enum Cmd {
     },
     /// Take the sandboxed default lab down again.
     Down,
+    /// Build netlab in release mode and run `netlab bench ARGS…`: the eBPF
+    /// NAT against iptables MASQUERADE on this machine, in sandboxes of its
+    /// own (e.g. `cargo xtask bench --quick`, `--micro`, `--json out.json`).
+    Bench {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Every test: unit tests, then (as root) the eBPF program tests and the
-    /// end-to-end lab tests, each in sandboxes of its own.
+    /// end-to-end lab tests, each in sandboxes of its own, then a smoke run
+    /// of the benchmark.
     Test {
         /// Only tests whose name contains this.
         filter: Option<String>,
@@ -53,6 +61,9 @@ fn main() -> ExitCode {
             .and_then(|()| build(false))
             .and_then(|()| up(&args)),
         Cmd::Down => down(),
+        Cmd::Bench { args } => setup::ensure()
+            .and_then(|()| build(true))
+            .and_then(|()| bench(&args)),
         Cmd::Test { filter } => test(filter.as_deref()),
     };
     match result {
@@ -127,6 +138,40 @@ fn up(args: &[String]) -> Result<()> {
     Ok(())
 }
 
+fn bench(args: &[String]) -> Result<()> {
+    if !is_root() {
+        bail!("`netlab bench` needs root (it builds namespaces and loads programs)");
+    }
+    let mut cmd = Command::new(netlab_bin(true));
+    cmd.arg("bench").args(args);
+    run(&mut cmd)
+}
+
+/// The benchmark as a smoke test: one short round of every mode, which
+/// must give every metric a non-zero number (`--check`). Timing is never
+/// judged: the machine may be busy.
+fn bench_smoke() -> Result<()> {
+    let started = Instant::now();
+    let mut cmd = Command::new(netlab_bin(false));
+    cmd.args([
+        "bench",
+        "--quick",
+        "--rounds",
+        "1",
+        "--check",
+        "--json",
+        "target/bench/smoke.json",
+        "--chart",
+        "target/bench/smoke.svg",
+    ]);
+    run(&mut cmd).context("the benchmark's smoke run")?;
+    println!(
+        "xtask: benchmark smoke run passed in {:.0?}",
+        started.elapsed()
+    );
+    Ok(())
+}
+
 fn down() -> Result<()> {
     let mut cmd = Command::new(netlab_bin(false));
     cmd.args(["down", "--sandbox", "--name", "netlab"]);
@@ -169,6 +214,9 @@ fn test(filter: Option<&str>) -> Result<()> {
     }
     privileged.arg("--test-threads=2");
     run(&mut privileged)?;
+    if filter.is_none_or(|f| "bench".contains(f)) {
+        bench_smoke()?;
+    }
     println!("xtask: all tests passed in {:.0?}", started.elapsed());
     Ok(())
 }

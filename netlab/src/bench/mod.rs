@@ -1,0 +1,439 @@
+//! `netlab bench`: netlab's eBPF NAT against iptables MASQUERADE on this
+//! machine, side by side.
+//!
+//! Every mode gets sandboxes of its own (unique namespace names, only the
+//! documentation and lab ranges 198.51.100.0/24, 203.0.113.0/24 and
+//! 192.168.15.0/24); nothing of the machine's own network is touched. The
+//! measurements are interleaved: each round measures every metric of every
+//! mode, the mode order rotating from round to round, so slow drift of the
+//! machine (other builds, thermal) spreads over all modes alike.
+//!
+//! - [`modes`]: the sandboxes per mode and their NAT configuration;
+//! - [`traffic`]: the servers and generators (iperf3, a sendmmsg UDP flood,
+//!   connect/request/response/close, ping-pong latency);
+//! - [`report`]: medians, spreads, ratios, the table and the JSON;
+//! - [`svg`]: the chart of the ratios;
+//! - [`micro`]: the programs alone through `BPF_PROG_TEST_RUN`.
+
+pub mod micro;
+pub mod modes;
+pub mod report;
+pub mod svg;
+pub mod traffic;
+
+use std::{
+    io::{IsTerminal as _, Write as _},
+    net::{Ipv4Addr, SocketAddrV4},
+    path::PathBuf,
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _, Result};
+
+pub use modes::Mode;
+use report::{Metric, Results};
+
+/// What `netlab bench` was asked for.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Rounds (every metric of every mode once per round).
+    pub rounds: Option<usize>,
+    /// Modes by name (`veth,route,iptables,netlab,netlab-slow`); all when `None`.
+    pub modes: Option<Vec<String>>,
+    /// Shorter measurements, fewer rounds.
+    pub quick: bool,
+    /// Only the micro-benchmark of the programs.
+    pub micro_only: bool,
+    /// Where the JSON goes: a file, or stdout for `-`.
+    pub json: Option<PathBuf>,
+    /// The SVG chart of the ratios.
+    pub chart: PathBuf,
+    /// Fail unless every metric of every mode is a non-zero number.
+    pub check: bool,
+}
+
+/// How long and how hard each measurement runs.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Profile {
+    pub rounds: usize,
+    /// iperf3 `-t`, `-O` (seconds left out at the start) and `-P`.
+    pub tcp_seconds: u32,
+    pub tcp_omit: u32,
+    pub tcp_streams: u32,
+    /// UDP flood: flows (source ports), sender threads, payload bytes, the
+    /// warm-up before counting and the counted window.
+    pub udp_flows: usize,
+    pub udp_threads: usize,
+    pub udp_payload: usize,
+    pub udp_warmup: Duration,
+    pub udp_window: Duration,
+    /// Connect/request/response/close: client threads, time and count
+    /// bounds. Every connection node→wan takes an outside port of the NAT's
+    /// 10000-32767 for the 10 s a reset flow keeps it: the count bound keeps
+    /// a measurement to about a quarter of that range.
+    pub crr_threads: usize,
+    pub crr_window: Duration,
+    pub crr_max: u64,
+    /// Ping-pong: round trips and time bound.
+    pub latency_round_trips: usize,
+    pub latency_window: Duration,
+    /// DNAT: forward counts, and the bounds of each measurement.
+    pub forward_counts: Vec<usize>,
+    pub dnat_window: Duration,
+    pub dnat_max: u64,
+    /// Micro-benchmark: test runs per case.
+    pub micro_runs: usize,
+}
+
+impl Profile {
+    pub fn new(quick: bool, rounds: Option<usize>) -> Profile {
+        if quick {
+            Profile {
+                rounds: rounds.unwrap_or(2),
+                tcp_seconds: 1,
+                tcp_omit: 0,
+                tcp_streams: 2,
+                udp_flows: 128,
+                udp_threads: 2,
+                udp_payload: 18,
+                udp_warmup: Duration::from_millis(200),
+                udp_window: Duration::from_millis(700),
+                crr_threads: 4,
+                crr_window: Duration::from_millis(700),
+                crr_max: 4_000,
+                latency_round_trips: 3_000,
+                latency_window: Duration::from_millis(400),
+                forward_counts: vec![1, 1_000, 10_000],
+                dnat_window: Duration::from_millis(500),
+                dnat_max: 5_000,
+                micro_runs: 2_000,
+            }
+        } else {
+            Profile {
+                rounds: rounds.unwrap_or(5),
+                tcp_seconds: 3,
+                tcp_omit: 1,
+                tcp_streams: 2,
+                udp_flows: 128,
+                udp_threads: 2,
+                udp_payload: 18,
+                udp_warmup: Duration::from_millis(300),
+                udp_window: Duration::from_secs(2),
+                crr_threads: 4,
+                crr_window: Duration::from_secs(2),
+                crr_max: 6_000,
+                latency_round_trips: 20_000,
+                latency_window: Duration::from_secs(1),
+                forward_counts: vec![1, 1_000, 10_000],
+                dnat_window: Duration::from_millis(1_500),
+                dnat_max: 12_000,
+                micro_runs: 10_000,
+            }
+        }
+    }
+}
+
+/// What one measurement is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Tcp,
+    Udp,
+    Crr,
+    Latency,
+    Dnat(usize),
+}
+
+impl Kind {
+    fn label(self) -> String {
+        match self {
+            Kind::Tcp => "TCP throughput (iperf3)".into(),
+            Kind::Udp => "UDP flood".into(),
+            Kind::Crr => "new connections".into(),
+            Kind::Latency => "ping-pong latency".into(),
+            Kind::Dnat(n) => format!("DNAT, {n} forwards"),
+        }
+    }
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Ctrl-C, SIGTERM or SIGHUP arrived: stop measuring, clean up.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::Relaxed)
+}
+
+pub fn check_interrupted() -> Result<()> {
+    if interrupted() {
+        bail!("interrupted");
+    }
+    Ok(())
+}
+
+/// Catch the signals that would otherwise end the process before it takes
+/// its sandboxes down. Blocking calls are restarted; every loop checks
+/// [`interrupted`] and every wait is bounded.
+fn catch_signals() -> Result<()> {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let action = SigAction::new(
+        SigHandler::Handler(on_signal),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        // SAFETY: the handler only stores to an atomic.
+        unsafe { sigaction(sig, &action) }.with_context(|| format!("catching {sig}"))?;
+    }
+    Ok(())
+}
+
+/// The progress line on stderr: rewritten in place on a terminal, one line
+/// per step otherwise.
+pub struct Progress {
+    started: Instant,
+    tty: bool,
+}
+
+impl Progress {
+    fn new() -> Progress {
+        Progress {
+            started: Instant::now(),
+            tty: std::io::stderr().is_terminal(),
+        }
+    }
+
+    pub fn show(&self, text: &str) {
+        let t = self.started.elapsed().as_secs();
+        let line = format!("[{:>2}:{:02}] {text}", t / 60, t % 60);
+        let mut err = std::io::stderr().lock();
+        if self.tty {
+            let _ = write!(err, "\r\x1b[K{line}");
+        } else {
+            let _ = writeln!(err, "{line}");
+        }
+        let _ = err.flush();
+    }
+
+    pub fn note(&self, text: &str) {
+        let mut err = std::io::stderr().lock();
+        if self.tty {
+            let _ = write!(err, "\r\x1b[K");
+        }
+        let _ = writeln!(err, "{text}");
+    }
+
+    fn done(&self) {
+        if self.tty {
+            let _ = write!(std::io::stderr().lock(), "\r\x1b[K");
+        }
+    }
+}
+
+/// `netlab bench`.
+pub fn run(opts: Options) -> Result<()> {
+    let started = Instant::now();
+    let profile = Profile::new(opts.quick, opts.rounds);
+    if profile.rounds == 0 {
+        bail!("--rounds must be at least 1");
+    }
+    let modes = match &opts.modes {
+        None => Mode::ALL.to_vec(),
+        Some(names) => {
+            let mut modes = Vec::new();
+            for n in names {
+                let m = Mode::parse(n.trim())?;
+                if !modes.contains(&m) {
+                    modes.push(m);
+                }
+            }
+            modes.sort();
+            modes
+        }
+    };
+    catch_signals()?;
+    let progress = Progress::new();
+
+    progress.show("micro-benchmark: the programs through BPF_PROG_TEST_RUN");
+    let micro = micro::run(profile.micro_runs).context("the micro-benchmark")?;
+    progress.done();
+    let mut out = report::Output::new(opts.json.as_deref());
+    out.line(&micro::table(&micro));
+    if opts.micro_only {
+        let json = serde_json::json!({
+            "machine": report::machine(),
+            "micro": micro,
+            "seconds": started.elapsed().as_secs_f64(),
+        });
+        out.json(&json)?;
+        if opts.check {
+            micro::check(&micro)?;
+        }
+        return Ok(());
+    }
+    check_interrupted()?;
+
+    let mut results = Results::new(&profile, &modes);
+    let mut bench = modes::Bench::new()?;
+    let measured = measure_all(&mut bench, &profile, &modes, &mut results, &progress);
+    results.dataplane = bench.dataplane.clone();
+    results.counters = bench.counters();
+    progress.show("taking the sandboxes down");
+    let teardown = bench.teardown();
+    progress.done();
+    measured?;
+    teardown?;
+    let seconds = started.elapsed().as_secs_f64();
+
+    out.line(&results.table());
+    let chart = svg::chart(&results);
+    if let Some(dir) = opts.chart.parent() {
+        if !dir.as_os_str().is_empty() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating {} for the chart", dir.display()))?;
+        }
+    }
+    std::fs::write(&opts.chart, chart)
+        .with_context(|| format!("writing the chart {}", opts.chart.display()))?;
+    out.line(&format!(
+        "chart: {}\nthe whole run took {:.0} s",
+        opts.chart.display(),
+        seconds
+    ));
+    let mut json = results.json();
+    json["micro"] = serde_json::to_value(&micro)?;
+    json["seconds"] = seconds.into();
+    json["chart"] = opts.chart.display().to_string().into();
+    out.json(&json)?;
+    if opts.check {
+        results.check()?;
+        micro::check(&micro)?;
+    }
+    Ok(())
+}
+
+fn measure_all(
+    bench: &mut modes::Bench,
+    profile: &Profile,
+    modes: &[Mode],
+    results: &mut Results,
+    progress: &Progress,
+) -> Result<()> {
+    for &mode in modes {
+        progress.show(&format!("building the sandbox of mode {}", mode.name()));
+        bench
+            .add(mode)
+            .with_context(|| format!("building the sandbox of mode {}", mode.name()))?;
+        check_interrupted()?;
+    }
+    let mut kinds = vec![Kind::Tcp, Kind::Udp, Kind::Crr, Kind::Latency];
+    kinds.extend(profile.forward_counts.iter().map(|&n| Kind::Dnat(n)));
+    for round in 0..profile.rounds {
+        for &kind in &kinds {
+            // Rotate the order of the modes from round to round.
+            let n = modes.len();
+            for i in 0..n {
+                let mode = modes[(i + round) % n];
+                check_interrupted()?;
+                progress.show(&format!(
+                    "round {}/{}: {} · {}",
+                    round + 1,
+                    profile.rounds,
+                    kind.label(),
+                    mode.name()
+                ));
+                let env = bench.env(mode);
+                match measure(env, kind, profile) {
+                    Ok(samples) => {
+                        for (metric, value, extra) in samples {
+                            results.record(metric, mode, value, extra);
+                        }
+                    }
+                    Err(e) => {
+                        check_interrupted()?;
+                        let msg = format!(
+                            "round {}: {} in mode {}: {e:#}",
+                            round + 1,
+                            kind.label(),
+                            mode.name()
+                        );
+                        progress.note(&format!("netlab bench: warning: {msg}"));
+                        results.error(msg);
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+type Sample = (Metric, f64, serde_json::Value);
+
+/// One measurement of `kind` in `env`.
+fn measure(env: &mut modes::Env, kind: Kind, p: &Profile) -> Result<Vec<Sample>> {
+    let wan = env.wan_addr;
+    if !matches!(kind, Kind::Dnat(_)) {
+        env.clear_forwards()?;
+    }
+    match kind {
+        Kind::Tcp => {
+            let bps = traffic::iperf3(&env.node_ns, wan, p.tcp_seconds, p.tcp_omit, p.tcp_streams)?;
+            Ok(vec![(Metric::Tcp, bps / 1e9, serde_json::Value::Null)])
+        }
+        Kind::Udp => {
+            let r = traffic::udp_flood(
+                &env.node,
+                SocketAddrV4::new(wan, traffic::UDP_PORT),
+                &env.wan_servers,
+                p,
+            )?;
+            let extra = serde_json::to_value(&r)?;
+            Ok(vec![(Metric::Udp, r.delivered_pps / 1e6, extra)])
+        }
+        Kind::Crr => {
+            let r = traffic::crr(
+                &env.node,
+                SocketAddrV4::new(wan, traffic::CRR_PORT),
+                p.crr_threads,
+                p.crr_window,
+                p.crr_max,
+                None,
+            )?;
+            let extra = serde_json::to_value(&r)?;
+            Ok(vec![(Metric::Crr, r.per_second, extra)])
+        }
+        Kind::Latency => {
+            let r = traffic::latency(
+                &env.node,
+                SocketAddrV4::new(wan, traffic::ECHO_PORT),
+                p.latency_round_trips,
+                p.latency_window,
+            )?;
+            let extra = serde_json::to_value(&r)?;
+            Ok(vec![
+                (Metric::LatencyP50, r.p50_us, extra.clone()),
+                (Metric::LatencyP99, r.p99_us, extra),
+            ])
+        }
+        Kind::Dnat(n) => {
+            let target: SocketAddrV4 = env.set_forwards(n)?;
+            let r = traffic::crr(
+                &env.wan,
+                target,
+                p.crr_threads,
+                p.dnat_window,
+                p.dnat_max,
+                Some(env.client_ports.clone()),
+            )?;
+            let mut extra = serde_json::to_value(&r)?;
+            extra["target"] = target.to_string().into();
+            Ok(vec![(Metric::Dnat(n), r.per_second, extra)])
+        }
+    }
+}
+
+/// The address the wan side has in every mode.
+pub const WAN_ADDR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);

@@ -1,0 +1,498 @@
+//! Results: samples per metric and mode, their medians and spreads, the
+//! ratios between modes, the terminal table and the JSON.
+
+use std::{collections::BTreeMap, fmt::Write as _, io::Write as _, path::Path};
+
+use anyhow::{bail, Context as _, Result};
+use serde_json::{json, Value};
+
+use super::{Mode, Profile};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Metric {
+    Tcp,
+    Udp,
+    Crr,
+    LatencyP50,
+    LatencyP99,
+    /// Connections/s through N forwards, to the last one.
+    Dnat(usize),
+}
+
+impl Metric {
+    pub fn key(self) -> String {
+        match self {
+            Metric::Tcp => "tcp_throughput".into(),
+            Metric::Udp => "udp_packets".into(),
+            Metric::Crr => "tcp_connections".into(),
+            Metric::LatencyP50 => "latency_p50".into(),
+            Metric::LatencyP99 => "latency_p99".into(),
+            Metric::Dnat(n) => format!("dnat_{n}_forwards"),
+        }
+    }
+
+    pub fn label(self) -> String {
+        match self {
+            Metric::Tcp => "TCP throughput node→wan".into(),
+            Metric::Udp => "UDP 64-byte packets node→wan".into(),
+            Metric::Crr => "new TCP connections node→wan".into(),
+            Metric::LatencyP50 => "request/response latency p50".into(),
+            Metric::LatencyP99 => "request/response latency p99".into(),
+            Metric::Dnat(1) => "DNAT wan→node, 1 forward".into(),
+            Metric::Dnat(n) => format!("DNAT wan→node, {n} forwards (last)"),
+        }
+    }
+
+    /// Short name for the chart.
+    pub fn short(self) -> String {
+        match self {
+            Metric::Tcp => "TCP Gbit/s".into(),
+            Metric::Udp => "UDP pps".into(),
+            Metric::Crr => "conn/s".into(),
+            Metric::LatencyP50 => "lat p50".into(),
+            Metric::LatencyP99 => "lat p99".into(),
+            Metric::Dnat(n) => format!("DNAT {n}"),
+        }
+    }
+
+    pub fn unit(self) -> &'static str {
+        match self {
+            Metric::Tcp => "Gbit/s",
+            Metric::Udp => "Mpps",
+            Metric::Crr | Metric::Dnat(_) => "conn/s",
+            Metric::LatencyP50 | Metric::LatencyP99 => "µs",
+        }
+    }
+
+    pub fn higher_is_better(self) -> bool {
+        !matches!(self, Metric::LatencyP50 | Metric::LatencyP99)
+    }
+
+    pub fn all(p: &Profile) -> Vec<Metric> {
+        let mut m = vec![
+            Metric::Tcp,
+            Metric::Udp,
+            Metric::Crr,
+            Metric::LatencyP50,
+            Metric::LatencyP99,
+        ];
+        m.extend(p.forward_counts.iter().map(|&n| Metric::Dnat(n)));
+        m
+    }
+}
+
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct Summary {
+    pub n: usize,
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+    /// Half the range over the rounds, in percent of the median.
+    pub spread_pct: f64,
+}
+
+pub fn summarize(samples: &[f64]) -> Option<Summary> {
+    let mut v: Vec<f64> = samples.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    let median = if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    };
+    let (min, max) = (v[0], v[n - 1]);
+    let spread_pct = if median != 0.0 {
+        (max - min) / 2.0 / median.abs() * 100.0
+    } else {
+        0.0
+    };
+    Some(Summary {
+        n,
+        median,
+        min,
+        max,
+        spread_pct,
+    })
+}
+
+pub struct Results {
+    pub profile: Profile,
+    pub metrics: Vec<Metric>,
+    pub modes: Vec<Mode>,
+    samples: BTreeMap<(Metric, Mode), Vec<f64>>,
+    extras: BTreeMap<(Metric, Mode), Vec<Value>>,
+    pub errors: Vec<String>,
+    pub dataplane: Vec<(Mode, Value)>,
+    /// The NATs' own counters at the end (netlab stats, conntrack stats).
+    pub counters: Vec<(Mode, Value)>,
+    load_at_start: String,
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+/// What the numbers were measured on.
+pub fn machine() -> Value {
+    let uname = nix::sys::utsname::uname().ok();
+    json!({
+        "kernel": uname.as_ref().map(|u| u.release().to_string_lossy().into_owned()),
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "loadavg": loadavg(),
+        "iptables": super::modes::tool("iptables", &["--version"], None, std::time::Duration::from_secs(5))
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default(),
+        "iperf3": super::modes::tool("iperf3", &["--version"], None, std::time::Duration::from_secs(5))
+            .ok()
+            .and_then(|s| s.lines().next().map(str::to_string)),
+        "netlab": env!("CARGO_PKG_VERSION"),
+        "build": if cfg!(debug_assertions) { "debug" } else { "release" },
+    })
+}
+
+/// Numbers with a sensible number of digits.
+pub fn fmt_value(x: f64) -> String {
+    let a = x.abs();
+    if a >= 1000.0 {
+        format!("{x:.0}")
+    } else if a >= 100.0 {
+        format!("{x:.1}")
+    } else if a >= 10.0 {
+        format!("{x:.2}")
+    } else {
+        format!("{x:.3}")
+    }
+}
+
+impl Results {
+    pub fn new(profile: &Profile, modes: &[Mode]) -> Results {
+        Results {
+            profile: profile.clone(),
+            metrics: Metric::all(profile),
+            modes: modes.to_vec(),
+            samples: BTreeMap::new(),
+            extras: BTreeMap::new(),
+            errors: Vec::new(),
+            dataplane: Vec::new(),
+            counters: Vec::new(),
+            load_at_start: loadavg(),
+        }
+    }
+
+    pub fn record(&mut self, metric: Metric, mode: Mode, value: f64, extra: Value) {
+        self.samples.entry((metric, mode)).or_default().push(value);
+        self.extras.entry((metric, mode)).or_default().push(extra);
+    }
+
+    pub fn error(&mut self, e: String) {
+        self.errors.push(e);
+    }
+
+    pub fn summary(&self, metric: Metric, mode: Mode) -> Option<Summary> {
+        summarize(self.samples.get(&(metric, mode))?)
+    }
+
+    /// median(mode) / median(base), when both were measured.
+    pub fn ratio(&self, metric: Metric, mode: Mode, base: Mode) -> Option<f64> {
+        if !self.modes.contains(&base) {
+            return None;
+        }
+        let a = self.summary(metric, mode)?.median;
+        let b = self.summary(metric, base)?.median;
+        (b != 0.0).then(|| a / b)
+    }
+
+    /// How much better than `base` (above 1 is better, whichever way the
+    /// metric points): for the chart.
+    pub fn gain(&self, metric: Metric, mode: Mode, base: Mode) -> Option<f64> {
+        let r = self.ratio(metric, mode, base)?;
+        if metric.higher_is_better() {
+            Some(r)
+        } else if r != 0.0 {
+            Some(1.0 / r)
+        } else {
+            None
+        }
+    }
+
+    pub fn table(&self) -> String {
+        let mut t = String::new();
+        let _ = writeln!(
+            t,
+            "\nnetlab bench: {}, interleaved; median over rounds, spread = ± half the range",
+            plural(self.profile.rounds, "round")
+        );
+        let _ = writeln!(
+            t,
+            "ratios are of medians (for latency, lower is better: a ratio below 1 is faster)\n"
+        );
+        let _ = writeln!(
+            t,
+            "{:<13} {:>12} {:>8} {:>11} {:>9} {:>8}",
+            "mode", "median", "spread", "/iptables", "/route", "of veth"
+        );
+        let opt = |r: Option<f64>| r.map(|x| format!("{x:.2}")).unwrap_or_else(|| "-".into());
+        for &metric in &self.metrics {
+            let _ = writeln!(
+                t,
+                "{} [{}{}]",
+                metric.label(),
+                metric.unit(),
+                if metric.higher_is_better() {
+                    ""
+                } else {
+                    ", lower is better"
+                }
+            );
+            for &mode in &self.modes {
+                match self.summary(metric, mode) {
+                    Some(s) => {
+                        let _ = writeln!(
+                            t,
+                            "  {:<11} {:>12} {:>7.1}% {:>11} {:>9} {:>8}",
+                            mode.name(),
+                            fmt_value(s.median),
+                            s.spread_pct,
+                            opt(self.ratio(metric, mode, Mode::Iptables)),
+                            opt(self.ratio(metric, mode, Mode::Route)),
+                            opt(self.ratio(metric, mode, Mode::Veth)),
+                        );
+                    }
+                    None => {
+                        let _ = writeln!(t, "  {:<11} {:>12}", mode.name(), "no data");
+                    }
+                }
+            }
+        }
+        if let Some(note) = self.generator_note() {
+            let _ = writeln!(t, "\n{note}");
+        }
+        for &metric in &self.metrics {
+            let failed: Vec<String> = self
+                .modes
+                .iter()
+                .filter_map(|&mode| {
+                    let n: u64 = self
+                        .extras
+                        .get(&(metric, mode))?
+                        .iter()
+                        .filter_map(|e| e["errors"].as_u64())
+                        .sum();
+                    (n > 0).then(|| format!("{} {n}", mode.name()))
+                })
+                .collect();
+            if !failed.is_empty() {
+                let _ = writeln!(
+                    t,
+                    "{}: failed connection attempts over all rounds (1 s connect timeout): {}",
+                    metric.label(),
+                    failed.join(", ")
+                );
+            }
+        }
+        for (mode, c) in &self.counters {
+            let Some(map) = c.as_object() else { continue };
+            let drops: Vec<String> = map
+                .iter()
+                .filter(|(k, v)| {
+                    (k.starts_with("drop")
+                        || matches!(k.as_str(), "insert_failed" | "early_drop" | "invalid"))
+                        && v.as_u64().is_some_and(|n| n > 0)
+                })
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
+            let _ = writeln!(
+                t,
+                "{} counters at the end: {}",
+                mode.name(),
+                if drops.is_empty() {
+                    "no drops".to_string()
+                } else {
+                    drops.join(", ")
+                }
+            );
+        }
+        if !self.errors.is_empty() {
+            let _ = writeln!(t, "\n{} measurements failed:", self.errors.len());
+            for e in &self.errors {
+                let _ = writeln!(t, "  {e}");
+            }
+        }
+        let _ = writeln!(
+            t,
+            "load average at start {}, at end {} (other work on the machine makes numbers noisy)",
+            self.load_at_start,
+            loadavg()
+        );
+        t
+    }
+
+    /// Why the UDP generator is not what limits the packet rate.
+    fn generator_note(&self) -> Option<String> {
+        let mut shares = Vec::new();
+        let mut offered = Vec::new();
+        for (&(metric, mode), extras) in &self.extras {
+            if metric != Metric::Udp {
+                continue;
+            }
+            for e in extras {
+                if let Some(s) = e["generator_user_share"].as_f64() {
+                    shares.push(s);
+                }
+                if let (Some(o), Some(d)) = (e["offered_pps"].as_f64(), e["delivered_pps"].as_f64())
+                {
+                    offered.push((mode, o, d));
+                }
+            }
+        }
+        let share = summarize(&shares)?;
+        let best = offered.iter().map(|(_, o, _)| *o).fold(0.0f64, f64::max);
+        Some(format!(
+            "UDP generator: {} sender threads × sendmmsg of {} datagrams over {} flows; its own (user-space) \
+             share of its CPU time is {:.1}% (median), the rest is the kernel carrying the packets; it offered up \
+             to {:.2} Mpps",
+            self.profile.udp_threads,
+            super::traffic::UDP_BATCH,
+            self.profile.udp_flows,
+            share.median * 100.0,
+            best / 1e6
+        ))
+    }
+
+    pub fn json(&self) -> Value {
+        let mut metrics = Vec::new();
+        for &metric in &self.metrics {
+            let mut modes = serde_json::Map::new();
+            for &mode in &self.modes {
+                let s = self.summary(metric, mode);
+                modes.insert(
+                    mode.name().into(),
+                    json!({
+                        "samples": self.samples.get(&(metric, mode)).cloned().unwrap_or_default(),
+                        "summary": s,
+                        "vs_iptables": self.ratio(metric, mode, Mode::Iptables),
+                        "vs_route": self.ratio(metric, mode, Mode::Route),
+                        "of_veth": self.ratio(metric, mode, Mode::Veth),
+                        "details": self.extras.get(&(metric, mode)).cloned().unwrap_or_default(),
+                    }),
+                );
+            }
+            metrics.push(json!({
+                "key": metric.key(),
+                "label": metric.label(),
+                "unit": metric.unit(),
+                "higher_is_better": metric.higher_is_better(),
+                "modes": modes,
+            }));
+        }
+        let modes: Vec<Value> = self
+            .modes
+            .iter()
+            .map(|m| {
+                json!({
+                    "name": m.name(),
+                    "what": m.describe(),
+                    "dataplane": self.dataplane.iter().find(|(d, _)| d == m).map(|(_, v)| v.clone()),
+                    "counters": self.counters.iter().find(|(d, _)| d == m).map(|(_, v)| v.clone()),
+                })
+            })
+            .collect();
+        json!({
+            "machine": machine(),
+            "load_at_start": self.load_at_start,
+            "profile": self.profile,
+            "modes": modes,
+            "metrics": metrics,
+            "errors": self.errors,
+        })
+    }
+
+    /// Every metric of every mode has a non-zero number (timing is not judged).
+    pub fn check(&self) -> Result<()> {
+        let mut missing = Vec::new();
+        for &metric in &self.metrics {
+            for &mode in &self.modes {
+                let ok = self
+                    .samples
+                    .get(&(metric, mode))
+                    .is_some_and(|v| !v.is_empty() && v.iter().all(|x| x.is_finite() && *x > 0.0));
+                if !ok {
+                    missing.push(format!("{} in mode {}", metric.key(), mode.name()));
+                }
+            }
+        }
+        if !self.errors.is_empty() || !missing.is_empty() {
+            bail!(
+                "the bench check failed: {} failed measurements, no number for: {}",
+                self.errors.len(),
+                if missing.is_empty() {
+                    "-".to_string()
+                } else {
+                    missing.join(", ")
+                }
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Where the human output and the JSON go: with `--json -` the JSON owns
+/// stdout and the table goes to stderr.
+pub struct Output {
+    json: Option<std::path::PathBuf>,
+}
+
+impl Output {
+    pub fn new(json: Option<&Path>) -> Output {
+        Output {
+            json: json.map(Path::to_path_buf),
+        }
+    }
+
+    fn json_on_stdout(&self) -> bool {
+        self.json.as_deref().is_some_and(|p| p == Path::new("-"))
+    }
+
+    pub fn line(&mut self, text: &str) {
+        if self.json_on_stdout() {
+            eprintln!("{text}");
+        } else {
+            println!("{text}");
+        }
+    }
+
+    pub fn json(&mut self, v: &Value) -> Result<()> {
+        let Some(path) = &self.json else {
+            return Ok(());
+        };
+        let text = serde_json::to_string_pretty(v)?;
+        if path == Path::new("-") {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{text}").context("writing the JSON to stdout")?;
+        } else {
+            if let Some(dir) = path.parent() {
+                if !dir.as_os_str().is_empty() {
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("creating {}", dir.display()))?;
+                }
+            }
+            std::fs::write(path, text + "\n")
+                .with_context(|| format!("writing the JSON to {}", path.display()))?;
+            self.line(&format!("json: {}", path.display()));
+        }
+        Ok(())
+    }
+}
+
+pub fn plural(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
