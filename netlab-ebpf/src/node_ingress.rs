@@ -16,7 +16,7 @@ use netlab_common::{stat, FlowKey, CONFIG_FAST_PATH, FLOW_L2, HOOK_UPLINK_EGRESS
 use crate::{
     maps::{config, count},
     nat,
-    packet::{self, decrement_ttl, is_icmp_error, rewrite, write_l2, Parsed, FRAG_NONE},
+    packet::{self, is_icmp_error, rewrite_forward, Parsed, FRAG_NONE},
     TC_ACT_UNSPEC,
 };
 
@@ -58,12 +58,10 @@ fn handle(ctx: &TcContext) -> Result<i32, ()> {
     if fits != 0 {
         return Ok(TC_ACT_UNSPEC);
     }
-    rewrite(ctx, &p, src, dst, sport, dport)?;
     if nat::touch(cfg, &key, v, &p, now).is_err() {
         return Ok(TC_ACT_SHOT);
     }
-    decrement_ttl(ctx, &p)?;
-    write_l2(ctx, &l2)?;
+    rewrite_forward(ctx, &p, src, dst, sport, dport, &l2)?;
     count(stat::XLATE_OUT);
     count(stat::FAST_OUT);
     Ok(unsafe { bpf_redirect(cfg.uplink_ifindex, 0) } as i32)

@@ -413,27 +413,82 @@ pub fn rewrite_inner(
     Ok(())
 }
 
-/// Forward as a router does: one hop less (the IPv4 checksum follows).
-/// Callers make sure the TTL is above 1 (the stack answers the rest with
-/// "time exceeded").
-#[inline(always)]
-pub fn decrement_ttl(ctx: &TcContext, p: &Pkt) -> Result<(), ()> {
-    // TTL and protocol form one 16-bit word of the header checksum.
-    let old = u16::from_ne_bytes([p.ttl, p.proto]);
-    let new = u16::from_ne_bytes([p.ttl - 1, p.proto]);
-    ctx.l3_csum_replace(IP_OFF + 10, u64::from(old), u64::from(new), 2)
-        .map_err(|_| ())?;
-    ctx.store(IP_OFF + 8, &new, 0).map_err(|_| ())
-}
-
 /// The frame's Ethernet destination and source (12 bytes).
 #[inline(always)]
 pub fn read_l2(ctx: &TcContext) -> Option<[u8; 12]> {
     ptr_at::<[u8; 12]>(ctx, 0).map(|p| unsafe { *p })
 }
 
-/// Set the frame's Ethernet destination and source.
+/// The fast path's rewrite: addresses and ports translated, one hop less,
+/// new Ethernet addresses, in as few helper calls as the checksums allow.
+/// The IPv4 header checksum is never offloaded, so it is updated by hand
+/// together with direct writes of the header; only the L4 checksum goes
+/// through `bpf_l4_csum_replace`, which knows whether the packet's checksum
+/// is still to be completed (CHECKSUM_PARTIAL) or final.
 #[inline(always)]
-pub fn write_l2(ctx: &TcContext, l2: &[u8; 12]) -> Result<(), ()> {
-    ctx.store(0, l2, 0).map_err(|_| ())
+#[allow(clippy::too_many_arguments)]
+pub fn rewrite_forward(
+    ctx: &TcContext,
+    p: &Pkt,
+    src: u32,
+    dst: u32,
+    sport: u16,
+    dport: u16,
+    l2: &[u8; 12],
+) -> Result<(), ()> {
+    let (icmp, new_id) = (
+        p.proto == IPPROTO_ICMP,
+        if p.sport != sport { sport } else { dport },
+    );
+    // Bounds for the verifier: the fixed headers, then the L4 header at its
+    // variable offset (each pointer is checked on its own).
+    let head = ptr_at::<[u8; ETH_LEN + Ipv4Hdr::LEN]>(ctx, 0).ok_or(())? as *mut u8;
+    let l4 = ptr_at::<[u8; 8]>(ctx, p.l4).ok_or(())? as *mut u8;
+    unsafe {
+        *(head as *mut [u8; 12]) = *l2;
+        let ip = head.add(IP_OFF) as *mut Ipv4Hdr;
+        let mut check = u16::from_ne_bytes((*ip).check);
+        check = csum_replace4(check, p.src, src);
+        check = csum_replace4(check, p.dst, dst);
+        let ttl_word = u16::from_ne_bytes([p.ttl, p.proto]);
+        check = csum_replace2(check, ttl_word, u16::from_ne_bytes([p.ttl - 1, p.proto]));
+        (*ip).src_addr = src.to_ne_bytes();
+        (*ip).dst_addr = dst.to_ne_bytes();
+        (*ip).ttl = p.ttl - 1;
+        (*ip).check = check.to_ne_bytes();
+        if icmp {
+            *(l4.add(4) as *mut [u8; 2]) = new_id.to_ne_bytes();
+        } else {
+            *(l4 as *mut [u8; 2]) = sport.to_ne_bytes();
+            *(l4.add(2) as *mut [u8; 2]) = dport.to_ne_bytes();
+        }
+    }
+    let off = l4_csum_off(p);
+    if icmp {
+        let old_id = if p.sport != sport { p.sport } else { p.dport };
+        if old_id != new_id {
+            ctx.l4_csum_replace(off, u64::from(old_id), u64::from(new_id), 2)
+                .map_err(|_| ())?;
+        }
+        return Ok(());
+    }
+    let flags = l4_flags(p);
+    for (old, new) in [(p.src, src), (p.dst, dst)] {
+        if old != new {
+            ctx.l4_csum_replace(
+                off,
+                u64::from(old),
+                u64::from(new),
+                BPF_F_PSEUDO_HDR | 4 | flags,
+            )
+            .map_err(|_| ())?;
+        }
+    }
+    for (old, new) in [(p.sport, sport), (p.dport, dport)] {
+        if old != new {
+            ctx.l4_csum_replace(off, u64::from(old), u64::from(new), 2 | flags)
+                .map_err(|_| ())?;
+        }
+    }
+    Ok(())
 }

@@ -21,7 +21,7 @@ use crate::{
     },
     nat::{self, entry},
     packet::{
-        self, decrement_ttl, is_icmp_error, rewrite, set_addr, write_l2, Parsed, Pkt, FRAG_LATER,
+        self, is_icmp_error, rewrite, rewrite_forward, set_addr, Parsed, Pkt, FRAG_LATER,
         FRAG_NONE, ICMP_ECHO_REPLY,
     },
     TC_ACT_UNSPEC,
@@ -90,13 +90,18 @@ fn handle(ctx: &TcContext) -> Result<i32, ()> {
         if hook != HOOK_UPLINK_INGRESS {
             return Ok(TC_ACT_UNSPEC);
         }
-        rewrite(ctx, &p, src, dst, sport, dport)?;
         if nat::touch(cfg, &key, v, &p, now).is_err() {
             return Ok(TC_ACT_SHOT);
         }
-        nat::record_fragment(&p, src, dst);
         count(stat::XLATE_IN);
-        return fast_path_in(ctx, cfg, &p, dst);
+        if let Some((ifindex, l2)) = fast_path_in(cfg, &p, dst) {
+            rewrite_forward(ctx, &p, src, dst, sport, dport, &l2)?;
+            count(stat::FAST_IN);
+            return Ok(unsafe { bpf_redirect_peer(ifindex, 0) } as i32);
+        }
+        rewrite(ctx, &p, src, dst, sport, dport)?;
+        nat::record_fragment(&p, src, dst);
+        return Ok(TC_ACT_UNSPEC);
     }
     miss(ctx, cfg, &p, &key, now)
 }
@@ -105,23 +110,17 @@ fn handle(ctx: &TcContext) -> Result<i32, ()> {
 /// node's namespace (`bpf_redirect_peer` from the lab host's end of its
 /// veth), skipping the lab host's routing and the bridge. Anything the
 /// stack must see (fragments, an expiring TTL) takes the slow path.
+/// Returns the node's port and the Ethernet addresses to give the packet.
 #[inline(always)]
-fn fast_path_in(ctx: &TcContext, cfg: &NatConfig, p: &Pkt, node: u32) -> Result<i32, ()> {
+fn fast_path_in(cfg: &NatConfig, p: &Pkt, node: u32) -> Option<(u32, [u8; 12])> {
     if cfg.flags & CONFIG_FAST_PATH == 0 || p.frag != FRAG_NONE || p.ttl <= 1 {
-        return Ok(TC_ACT_UNSPEC);
+        return None;
     }
-    let Some(port) = NODE_PORTS.get_ptr(&node) else {
-        return Ok(TC_ACT_UNSPEC);
-    };
-    let port = unsafe { &*port };
+    let port = unsafe { &*NODE_PORTS.get_ptr(&node)? };
     let mut l2 = [0u8; 12];
     l2[..6].copy_from_slice(&port.node_mac);
     l2[6..].copy_from_slice(&port.gateway_mac);
-    let ifindex = port.ifindex;
-    decrement_ttl(ctx, p)?;
-    write_l2(ctx, &l2)?;
-    count(stat::FAST_IN);
-    Ok(unsafe { bpf_redirect_peer(ifindex, 0) } as i32)
+    Some((port.ifindex, l2))
 }
 
 /// A packet to the uplink address that matches no flow.
