@@ -1,6 +1,7 @@
 //! `cargo xtask`: bootstrap a fresh machine, build, run the lab, run the tests.
 
 mod setup;
+mod vm;
 
 use std::{
     path::{Path, PathBuf},
@@ -49,6 +50,11 @@ enum Cmd {
     Test {
         /// Only tests whose name contains this.
         filter: Option<String>,
+        /// Run the privileged suites on other kernels instead: `host`, a
+        /// Debian kernel series booted under qemu (`6.1`, `6.12`), or `all`.
+        /// Prints a table per kernel and writes target/kernel-matrix.json.
+        #[arg(long, value_name = "host|SERIES|all")]
+        kernel: Option<String>,
     },
 }
 
@@ -64,7 +70,14 @@ fn main() -> ExitCode {
         Cmd::Bench { args } => setup::ensure()
             .and_then(|()| build(true))
             .and_then(|()| bench(&args)),
-        Cmd::Test { filter } => test(filter.as_deref()),
+        Cmd::Test {
+            filter,
+            kernel: None,
+        } => test(filter.as_deref()),
+        Cmd::Test {
+            filter,
+            kernel: Some(kernel),
+        } => vm::test(&kernel, filter.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

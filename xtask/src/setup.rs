@@ -26,6 +26,10 @@ const PACKAGES: &[&str] = &[
     "kmod",
 ];
 
+/// What `cargo xtask test --kernel` needs to boot other kernels; installed
+/// only then.
+const VM_PACKAGES: &[&str] = &["qemu-system-x86", "busybox-static", "kmod", "xz-utils"];
+
 fn quiet(cmd: &mut Command) -> bool {
     cmd.stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -136,7 +140,15 @@ fn installed(pkg: &str) -> bool {
 }
 
 fn packages() -> Result<()> {
-    let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+    install(PACKAGES)
+}
+
+pub fn vm_packages() -> Result<()> {
+    install(VM_PACKAGES)
+}
+
+fn install(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
     if missing.is_empty() {
         return Ok(());
     }
