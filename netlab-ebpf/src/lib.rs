@@ -95,16 +95,24 @@ pub fn flow_timeout_secs(cfg: &NatConfig, proto: u8, state: u8) -> u32 {
     }
 }
 
+/// A TCP connection that is over: reset, or closed both ways.
+#[inline(always)]
+pub fn tcp_closed(proto: u8, state: u8) -> bool {
+    proto == IPPROTO_TCP
+        && (state & STATE_RST != 0
+            || state & (STATE_FIN_ORIGINAL | STATE_FIN_REPLY)
+                == (STATE_FIN_ORIGINAL | STATE_FIN_REPLY))
+}
+
 /// How long a mapping stays reserved after its flow's last packet. A TCP
-/// flow that has closed (RST, or FIN both ways) frees its outside port soon,
-/// so connection churn does not exhaust the port range; its flow entries
-/// still linger to translate stray retransmissions.
+/// connection that is over frees its outside port at once, so connection
+/// churn does not exhaust the port range; its flow entries still linger
+/// (and translate stray retransmissions) until a new flow needs their
+/// outside tuple or room in the table.
 #[inline(always)]
 pub fn binding_timeout_secs(cfg: &NatConfig, proto: u8, state: u8) -> u32 {
-    let closed = state & STATE_RST != 0
-        || state & (STATE_FIN_ORIGINAL | STATE_FIN_REPLY) == (STATE_FIN_ORIGINAL | STATE_FIN_REPLY);
-    if proto == IPPROTO_TCP && closed {
-        cfg.timeout_tcp_rst
+    if tcp_closed(proto, state) {
+        0
     } else {
         flow_timeout_secs(cfg, proto, state)
     }
@@ -231,9 +239,10 @@ mod tests {
         let s = tcp_next_state(s, TCP_FIN | TCP_ACK, DIR_REPLY);
         assert_eq!(
             binding_timeout_secs(&c, IPPROTO_TCP, s),
-            10,
-            "closed frees its port soon"
+            0,
+            "closed frees its port at once"
         );
+        assert!(tcp_closed(IPPROTO_TCP, s));
         // A new SYN on the closed flow starts over.
         assert_eq!(tcp_next_state(s, TCP_SYN, DIR_ORIGINAL), STATE_SYN);
         let r = tcp_next_state(STATE_SYN | STATE_REPLIED, TCP_RST, DIR_REPLY);

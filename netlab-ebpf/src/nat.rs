@@ -21,7 +21,7 @@ use netlab_common::{
 };
 use netlab_ebpf::{
     binding_timeout_secs, datagram_next_state, flow_timeout_secs, in_nat_range, port_candidate,
-    tcp_next_state, NSEC_PER_SEC,
+    tcp_closed, tcp_next_state, NSEC_PER_SEC,
 };
 
 use crate::{
@@ -247,8 +247,21 @@ fn reserve(
             && cur.dst_addr == unique_val.dst_addr
             && cur.src_port == unique_val.src_port
             && cur.dst_port == unique_val.dst_port;
-        if !same && alive(cfg, unique_key.proto, cur, now) {
+        // A connection that is over gives its outside tuple up to a new
+        // flow, as conntrack reopens a TIME_WAIT entry on a new SYN.
+        let over = tcp_closed(unique_key.proto, cur.state);
+        if !same && alive(cfg, unique_key.proto, cur, now) && !over {
             return Err(());
+        }
+        if !same {
+            // The other half of the flow that had this tuple goes with it.
+            let old_peer = FlowKey::peer_of(cur, unique_key.proto);
+            if NAT_FLOWS
+                .get_ptr(&old_peer)
+                .is_some_and(|p| points_back(unsafe { &*p }, unique_key))
+            {
+                flow_del(&old_peer);
+            }
         }
         if NAT_FLOWS.insert(unique_key, unique_val, BPF_ANY).is_err() {
             return Err(());
@@ -700,6 +713,14 @@ extern "C" fn gc_step(
     let Some(cfg) = config() else { return 1 };
     let key = unsafe { *(key as *const FlowKey) };
     let v = unsafe { &*(value as *const FlowValue) };
+    // Collections run when the table is full: connections that are over go
+    // too, however recently they closed (as conntrack drops them early).
+    if tcp_closed(key.proto, v.state) {
+        if NAT_FLOWS.remove(&key).is_ok() {
+            gc.freed += 1;
+        }
+        return 0;
+    }
     if alive(cfg, key.proto, v, gc.now) {
         gc.live += 1;
         return 0;
