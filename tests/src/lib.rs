@@ -321,3 +321,5 @@ protocol = "tcp"
 port = 80
 to = "blue:80"
 "#;
+
+pub mod reliability;

@@ -1,6 +1,7 @@
 //! `cargo xtask`: bootstrap a fresh machine, build, run the lab, run the tests.
 
 mod setup;
+mod stress;
 mod vm;
 
 use std::{
@@ -56,6 +57,13 @@ enum Cmd {
         #[arg(long, value_name = "host|SERIES|all")]
         kernel: Option<String>,
     },
+    /// The long forms of the reliability suites on a release build (churn,
+    /// crash recovery, upgrade under load, a 5-minute soak, hostile traffic,
+    /// a full flow table, coexistence); tens of minutes. Prints the figures.
+    Stress {
+        /// Only tests whose name contains this.
+        filter: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -78,6 +86,7 @@ fn main() -> ExitCode {
             filter,
             kernel: Some(kernel),
         } => vm::test(&kernel, filter.as_deref()),
+        Cmd::Stress { filter } => stress::stress(filter.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,55 @@
+//! `cargo xtask stress`: the long forms of the reliability suites
+//! (tests/tests/reliability.rs with NETLAB_STRESS=1) on a release build:
+//! 200 up/down cycles of a 20-node lab, 200 forward edits, 50 kills during
+//! `up`, an upgrade under 128 MB transfers, a 5-minute soak of 50,000+
+//! flows, hostile traffic, a full flow table, coexistence. Tens of minutes.
+
+use std::{fs, time::Instant};
+
+use anyhow::{bail, Result};
+
+use crate::{build, cargo, is_root, netlab_bin, run, setup, workspace_root};
+
+pub fn stress(filter: Option<&str>) -> Result<()> {
+    let started = Instant::now();
+    setup::ensure()?;
+    if !is_root() {
+        bail!("the reliability suites need root (they create namespaces and load programs)");
+    }
+    build(true)?;
+    let figures = workspace_root().join("target/reliability/figures-long.txt");
+    let seen = fs::metadata(&figures).map(|m| m.len()).unwrap_or(0);
+    let mut cmd = cargo();
+    cmd.args([
+        "test",
+        "--release",
+        "--package",
+        "netlab-tests",
+        "--test",
+        "reliability",
+    ])
+    .env("NETLAB_BIN", netlab_bin(true))
+    .env("NETLAB_PRIVILEGED_TESTS", "1")
+    .env("NETLAB_STRESS", "1")
+    .arg("--");
+    if let Some(f) = filter {
+        cmd.arg(f);
+    }
+    cmd.arg("--test-threads=2");
+    let result = run(&mut cmd);
+    // The figures of this run, together (the tests print them as they go).
+    if let Ok(all) = fs::read(&figures) {
+        let new = String::from_utf8_lossy(&all[(seen as usize).min(all.len())..]).into_owned();
+        println!("\nxtask: figures of this run ({}):", figures.display());
+        for line in new.lines() {
+            // Each line starts with its Unix time.
+            println!("  {}", line.split_once(' ').map_or(line, |(_, l)| l));
+        }
+    }
+    result?;
+    println!(
+        "xtask: the long reliability suites passed in {:.0?}",
+        started.elapsed()
+    );
+    Ok(())
+}
