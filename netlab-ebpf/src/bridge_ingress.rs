@@ -91,7 +91,7 @@ fn handle(ctx: &TcContext) -> Result<i32, ()> {
             return Ok(TC_ACT_UNSPEC);
         };
         let b = unsafe { *b };
-        if b.expires_ns < now {
+        if b.expires_ns <= now {
             return Ok(TC_ACT_UNSPEC);
         }
         b.peer

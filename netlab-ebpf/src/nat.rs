@@ -36,8 +36,11 @@ pub const BPF_ANY: u64 = 0;
 pub const BPF_NOEXIST: u64 = 1;
 
 /// How many outside ports a new flow tries before giving up (port space
-/// exhausted: drop and count).
-const PORT_TRIES: u32 = 8;
+/// exhausted: drop and count): random ones first (cheap while the range is
+/// sparse), then a run of consecutive ones from a random start (which finds
+/// the free ports of a nearly full range).
+const RANDOM_TRIES: u32 = 16;
+const PORT_TRIES: u32 = 64;
 
 /// Bindings and peer entries are refreshed at most this often per flow, so
 /// the common case of a packet touches one map entry.
@@ -120,15 +123,17 @@ fn mapping_of(key: &FlowKey, v: &FlowValue) -> Option<(Endpoint, u16)> {
 #[inline(always)]
 fn refresh_mapping(cfg: &NatConfig, inside: &Endpoint, ext_port: u16, expires: u64) {
     let outside = Endpoint::new(cfg.uplink_addr, ext_port, inside.proto);
+    // Set, not extended: a mapping lives as long as its most recently
+    // active flow asks, so a connection that closes can free it at once.
     if let Some(b) = NAT_BIND.get_ptr_mut(inside) {
         let b = unsafe { &mut *b };
-        if b.peer == outside && b.expires_ns < expires {
+        if b.peer == outside {
             b.expires_ns = expires;
         }
     }
     if let Some(b) = NAT_PORTS.get_ptr_mut(&outside) {
         let b = unsafe { &mut *b };
-        if b.peer == *inside && b.expires_ns < expires {
+        if b.peer == *inside {
             b.expires_ns = expires;
         }
     }
@@ -371,7 +376,7 @@ pub fn host_socket_uses(
 pub fn live_binding(cfg: &NatConfig, inside: &Endpoint, now: u64) -> Option<u16> {
     let b = NAT_BIND.get_ptr(inside)?;
     let b = unsafe { &*b };
-    if b.expires_ns >= now && b.peer.addr == cfg.uplink_addr {
+    if b.expires_ns > now && b.peer.addr == cfg.uplink_addr {
         Some(b.peer.port)
     } else {
         None
@@ -455,7 +460,8 @@ pub fn map_flow(ctx: &TcContext, cfg: &NatConfig, spec: &PairSpec, now: u64) -> 
         spec: PairSpec { ..*spec },
         now,
         port: 0,
-        _pad: [0; 6],
+        probe: 0,
+        _pad: [0; 4],
     };
     unsafe {
         bpf_loop(
@@ -480,12 +486,14 @@ struct MapFlow {
     now: u64,
     /// The outside port found (network order), 0 while none.
     port: u16,
-    _pad: [u8; 6],
+    /// Where the run of consecutive attempts starts (host order), 0 until chosen.
+    probe: u16,
+    _pad: [u8; 4],
 }
 
 /// One attempt: 0 reuses the endpoint's live mapping, 1 tries to keep the
-/// inside port, the rest try random ports in the NAT range. Returns 1 to
-/// stop the loop.
+/// inside port, then random ports, then consecutive ones. Returns 1 to stop
+/// the loop.
 #[inline(never)]
 extern "C" fn map_flow_step(index: u64, state: *mut c_void) -> i64 {
     let state = unsafe { &mut *(state as *mut MapFlow) };
@@ -506,8 +514,16 @@ extern "C" fn map_flow_step(index: u64, state: *mut c_void) -> i64 {
     let preferred = u16::from_be(inside.port);
     let host_order = if index == 1 && proto != IPPROTO_ICMP && in_nat_range(cfg, preferred) {
         preferred
-    } else {
+    } else if index < u64::from(2 + RANDOM_TRIES) {
         port_candidate(cfg, unsafe { bpf_get_prandom_u32() })
+    } else {
+        if state.probe == 0 {
+            state.probe = port_candidate(cfg, unsafe { bpf_get_prandom_u32() });
+        }
+        let step = (index - u64::from(2 + RANDOM_TRIES)) as u32;
+        let span = u32::from(cfg.port_max - cfg.port_min) + 1;
+        let offset = (u32::from(state.probe - cfg.port_min) + step) % span;
+        cfg.port_min + offset as u16
     };
     let port = host_order.to_be();
     if proto != IPPROTO_ICMP
@@ -539,7 +555,7 @@ extern "C" fn map_flow_step(index: u64, state: *mut c_void) -> i64 {
             return 0;
         };
         let cur = unsafe { &*cur };
-        if cur.peer != inside && cur.expires_ns >= now {
+        if cur.peer != inside && cur.expires_ns > now {
             return 0;
         }
         if NAT_PORTS.insert(&outside, &binding, BPF_ANY).is_err() {

@@ -145,7 +145,7 @@ fn miss(ctx: &TcContext, cfg: &NatConfig, p: &Pkt, key: &FlowKey, now: u64) -> R
     let outside = Endpoint::new(cfg.uplink_addr, p.dport, p.proto);
     if let Some(b) = NAT_PORTS.get_ptr(&outside) {
         let b = unsafe { *b };
-        if b.expires_ns >= now {
+        if b.expires_ns > now {
             return to_mapping(ctx, cfg, p, key, &b.peer, now);
         }
     }

@@ -685,3 +685,49 @@ fn ip_options_are_translated_past() {
     let p = parse_checked(&dp.inb(&reply.frame()).1).unwrap();
     assert_eq!((p.dst, p.dport()), (RED, 45000));
 }
+
+/// A connection that is over frees its outside port and tuple at once:
+/// with a single outside port, one connection after another all get it.
+#[test]
+fn closed_connections_free_their_port_and_tuple() {
+    if !privileged() {
+        return;
+    }
+    let mut dp = Dataplane::new(20000, 20000);
+    for (node, sport) in [(RED, 30001u16), (BLUE, 30002), (RED, 30003)] {
+        let syn = Ip::new(node, REMOTE, TCP, tcp(sport, 80, SYN, b"")).frame();
+        let (rc, out) = dp.out(&syn);
+        assert_eq!(rc, UNSPEC, "{node}:{sport}");
+        assert_eq!(parse_checked(&out).unwrap().sport(), 20000);
+        let synack = Ip::new(REMOTE, UPLINK, TCP, tcp(80, 20000, SYN | ACK, b"")).frame();
+        assert_eq!(parse_checked(&dp.inb(&synack).1).unwrap().dst, node);
+        let rst = Ip::new(node, REMOTE, TCP, tcp(sport, 80, RST | ACK, b"")).frame();
+        assert_eq!(dp.out(&rst).0, UNSPEC);
+    }
+    assert_eq!(dp.stat(stat::DROP_PORT_EXHAUSTED), 0);
+    // A reconnect from the same outside endpoint through another forward to
+    // the same node port takes over the closed connection's tuple.
+    let mut fwd: HashMap<_, ForwardKey, ForwardTarget> =
+        HashMap::try_from(dp.ebpf.map_mut("FORWARD_RULES").unwrap()).unwrap();
+    fwd.insert(
+        ForwardKey::new(port_to_net(8080), TCP),
+        ForwardTarget {
+            addr: na(BLUE),
+            port: port_to_net(80),
+            _pad: 0,
+        },
+        0,
+    )
+    .unwrap();
+    let syn = Ip::new(REMOTE, UPLINK, TCP, tcp(5555, 80, SYN, b"")).frame();
+    assert_eq!(dp.inb(&syn).0, UNSPEC);
+    let rst = Ip::new(REMOTE, UPLINK, TCP, tcp(5555, 80, RST | ACK, b"")).frame();
+    assert_eq!(dp.inb(&rst).0, UNSPEC);
+    let again = Ip::new(REMOTE, UPLINK, TCP, tcp(5555, 8080, SYN, b"")).frame();
+    let (rc, out) = dp.inb(&again);
+    assert_eq!(rc, UNSPEC);
+    assert_eq!(parse_checked(&out).unwrap().dst, BLUE);
+    let reply = Ip::new(BLUE, REMOTE, TCP, tcp(80, 5555, SYN | ACK, b"")).frame();
+    assert_eq!(parse_checked(&dp.out(&reply).1).unwrap().sport(), 8080);
+    assert_eq!(dp.stat(stat::DROP_CONFLICT), 0);
+}

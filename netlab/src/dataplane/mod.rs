@@ -144,7 +144,7 @@ async fn node_ports(
             let Attachment::Bridge { bridge, host_name } = &i.attachment else {
                 continue;
             };
-            if !lab.bridge(bridge).is_some_and(|b| b.gateway.is_some()) {
+            if lab.bridge(bridge).is_none_or(|b| b.gateway.is_none()) {
                 continue;
             }
             let host_end = host_links
