@@ -3,7 +3,8 @@
 //! - `nl_uplink_out` (uplink, egress): masquerade, return half of forwards
 //! - `nl_uplink_in` (uplink, ingress): replies, port forwards, filtering
 //! - `nl_bridge_in` (each lab bridge, ingress): hairpin
-//! - `nl_node_in` (each node's veth on the lab host, ingress): fast path out
+//! - `nl_node_in` (each node's veth on the lab host, ingress): fast path out,
+//!   with `nl_node_new` (tail-called) for a masqueraded flow's first packet
 #![no_std]
 #![no_main]
 // Map keys and values go to the helpers by reference: by value (what clippy
@@ -43,6 +44,11 @@ pub fn nl_bridge_in(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn nl_node_in(ctx: TcContext) -> i32 {
     node_ingress::run(&ctx)
+}
+
+#[classifier]
+pub fn nl_node_new(ctx: TcContext) -> i32 {
+    node_ingress::run_new(&ctx)
 }
 
 #[cfg(not(test))]

@@ -3,7 +3,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray},
 };
 use netlab_common::{
     stat, Binding, Endpoint, FlowKey, FlowValue, ForwardKey, ForwardTarget, FragKey, FragValue,
@@ -53,6 +53,15 @@ pub static GC_STATE: Array<GcState> = Array::with_max_entries(1, 0);
 /// The lab's nodes by address: where the fast path hands replies over.
 #[map]
 pub static NODE_PORTS: HashMap<u32, NodePort> = HashMap::with_max_entries(NODE_ENTRIES, 0);
+
+/// `nl_node_new`, tail-called by `nl_node_in` for a flow's first packet.
+#[map]
+pub static NODE_TAILS: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+/// Per-CPU room for a FIB lookup's parameters (the fast path's first packet).
+#[map]
+pub static FIB_SCRATCH: PerCpuArray<aya_ebpf::bindings::bpf_fib_lookup> =
+    PerCpuArray::with_max_entries(1, 0);
 
 /// Per-CPU room to build flow entries in: a BPF program has 512 bytes of
 /// stack, and two flow entries plus the packet's state do not fit there.

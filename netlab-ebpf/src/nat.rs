@@ -17,7 +17,7 @@ use aya_ebpf::{
 use netlab_common::{
     stat, Binding, Endpoint, FlowKey, FlowValue, ForwardKey, FragKey, FragValue, NatConfig,
     SubnetInfo, DIR_ORIGINAL, DIR_REPLY, FLOW_L2, HOOK_BRIDGE_INGRESS, HOOK_UPLINK_EGRESS,
-    HOOK_UPLINK_INGRESS, IPPROTO_ICMP, IPPROTO_TCP, KIND_DNAT,
+    HOOK_UPLINK_INGRESS, IPPROTO_ICMP, IPPROTO_TCP, KIND_DNAT, KIND_SNAT,
 };
 use netlab_ebpf::{
     binding_timeout_secs, datagram_next_state, flow_timeout_secs, in_nat_range, port_candidate,
@@ -36,10 +36,8 @@ pub const BPF_ANY: u64 = 0;
 pub const BPF_NOEXIST: u64 = 1;
 
 /// How many outside ports a new flow tries before giving up (port space
-/// exhausted: drop and count): random ones first (cheap while the range is
-/// sparse), then a run of consecutive ones from a random start (which finds
-/// the free ports of a nearly full range).
-const RANDOM_TRIES: u32 = 16;
+/// exhausted: drop and count): a run of consecutive ports from a random
+/// start, which finds the free ports of a nearly full range too.
 const PORT_TRIES: u32 = 64;
 
 /// Bindings and peer entries are refreshed at most this often per flow, so
@@ -460,7 +458,7 @@ pub fn map_flow(ctx: &TcContext, cfg: &NatConfig, spec: &PairSpec, now: u64) -> 
         spec: PairSpec { ..*spec },
         now,
         port: 0,
-        probe: 0,
+        probe: port_candidate(cfg, unsafe { bpf_get_prandom_u32() }),
         _pad: [0; 4],
     };
     unsafe {
@@ -486,14 +484,16 @@ struct MapFlow {
     now: u64,
     /// The outside port found (network order), 0 while none.
     port: u16,
-    /// Where the run of consecutive attempts starts (host order), 0 until chosen.
+    /// Where the run of consecutive attempts starts (host order). Chosen
+    /// before the loop: attempts that change nothing but the outcome keep
+    /// the verifier's work small.
     probe: u16,
     _pad: [u8; 4],
 }
 
 /// One attempt: 0 reuses the endpoint's live mapping, 1 tries to keep the
-/// inside port, then random ports, then consecutive ones. Returns 1 to stop
-/// the loop.
+/// inside port, then consecutive ports from a random start. Returns 1 to
+/// stop the loop.
 #[inline(never)]
 extern "C" fn map_flow_step(index: u64, state: *mut c_void) -> i64 {
     let state = unsafe { &mut *(state as *mut MapFlow) };
@@ -514,13 +514,8 @@ extern "C" fn map_flow_step(index: u64, state: *mut c_void) -> i64 {
     let preferred = u16::from_be(inside.port);
     let host_order = if index == 1 && proto != IPPROTO_ICMP && in_nat_range(cfg, preferred) {
         preferred
-    } else if index < u64::from(2 + RANDOM_TRIES) {
-        port_candidate(cfg, unsafe { bpf_get_prandom_u32() })
     } else {
-        if state.probe == 0 {
-            state.probe = port_candidate(cfg, unsafe { bpf_get_prandom_u32() });
-        }
-        let step = (index - u64::from(2 + RANDOM_TRIES)) as u32;
+        let step = (index - 2) as u32;
         let span = u32::from(cfg.port_max - cfg.port_min) + 1;
         let offset = (u32::from(state.probe - cfg.port_min) + step) % span;
         cfg.port_min + offset as u16
@@ -753,4 +748,25 @@ extern "C" fn gc_step(
         gc.freed += 1;
     }
     0
+}
+
+/// The new flow a packet from a masqueraded subnet to the outside opens.
+#[inline(always)]
+pub fn masquerade_spec(p: &Pkt, key: &FlowKey) -> PairSpec {
+    let state = if p.proto == IPPROTO_TCP {
+        tcp_next_state(0, p.tcp_flags, DIR_ORIGINAL)
+    } else {
+        0
+    };
+    PairSpec {
+        key: *key,
+        new_dst: p.dst,
+        new_dport: p.dport,
+        kind: KIND_SNAT,
+        state,
+        hook_original: HOOK_UPLINK_EGRESS,
+        hook_reply: HOOK_UPLINK_INGRESS,
+        ifindex_original: 0,
+        ifindex_reply: 0,
+    }
 }

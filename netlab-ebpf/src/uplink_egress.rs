@@ -4,8 +4,7 @@
 use aya_ebpf::{bindings::TC_ACT_SHOT, programs::TcContext};
 use aya_log_ebpf::debug;
 use netlab_common::{
-    stat, FlowKey, NatConfig, CONFIG_LOG, DIR_ORIGINAL, HOOK_UPLINK_EGRESS, HOOK_UPLINK_INGRESS,
-    IPPROTO_TCP, KIND_SNAT, SUBNET_MASQUERADE,
+    stat, FlowKey, NatConfig, CONFIG_LOG, HOOK_UPLINK_EGRESS, IPPROTO_TCP, SUBNET_MASQUERADE,
 };
 use netlab_ebpf::TCP_RST;
 
@@ -99,23 +98,7 @@ fn masquerade(
         return Ok(TC_ACT_SHOT);
     }
     let up = cfg.uplink_addr;
-    let state = if p.proto == IPPROTO_TCP {
-        netlab_ebpf::tcp_next_state(0, p.tcp_flags, DIR_ORIGINAL)
-    } else {
-        0
-    };
-    let spec = nat::PairSpec {
-        key: *key,
-        new_dst: p.dst,
-        new_dport: p.dport,
-        kind: KIND_SNAT,
-        state,
-        hook_original: HOOK_UPLINK_EGRESS,
-        hook_reply: HOOK_UPLINK_INGRESS,
-        ifindex_original: 0,
-        ifindex_reply: 0,
-    };
-    let port = nat::map_flow(ctx, cfg, &spec, now);
+    let port = nat::map_flow(ctx, cfg, &nat::masquerade_spec(p, key), now);
     let Some(port) = port else {
         if cfg.flags & CONFIG_LOG != 0 {
             debug!(

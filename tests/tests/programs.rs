@@ -20,11 +20,12 @@ use netlab_tests::{
     privileged,
 };
 
-const PROGRAMS: [&str; 4] = [
+const PROGRAMS: [&str; 5] = [
     "nl_uplink_in",
     "nl_uplink_out",
     "nl_bridge_in",
     "nl_node_in",
+    "nl_node_new",
 ];
 
 const UNSPEC: u32 = u32::MAX; // TC_ACT_UNSPEC (-1): pass, next program

@@ -126,11 +126,28 @@ pub fn attach_all(
         .filter(|h| h.created_qdisc)
         .map(|h| h.interface.clone())
         .collect();
-    let names: BTreeSet<String> = hooks.iter().map(|h| h.program.clone()).collect();
+    let mut names: BTreeSet<String> = hooks.iter().map(|h| h.program.clone()).collect();
+    // Programs only reached by tail call: loaded, pinned and wired into
+    // their program array, never attached.
+    let tails: Vec<(&str, &str, u32)> = if names.contains(super::PROG_NODE_IN) {
+        vec![(super::PROG_NODE_NEW, "NODE_TAILS", 0)]
+    } else {
+        Vec::new()
+    };
+    names.extend(tails.iter().map(|(p, _, _)| p.to_string()));
     for name in &names {
         program(ebpf, name)?.load().with_context(|| {
             format!("loading program {name} (the kernel's verifier refused it)")
         })?;
+    }
+    for (prog, map, index) in &tails {
+        let fd = program(ebpf, prog)?.fd()?.try_clone()?;
+        let mut array: aya::maps::ProgramArray<_> = aya::maps::ProgramArray::try_from(
+            ebpf.map_mut(map).with_context(|| format!("map {map}"))?,
+        )?;
+        array
+            .set(*index, &fd, 0)
+            .with_context(|| format!("putting {prog} into {map}"))?;
     }
     let mut done = Vec::new();
     for mut hook in hooks {

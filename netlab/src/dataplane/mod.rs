@@ -39,6 +39,7 @@ pub const PROG_UPLINK_IN: &str = "nl_uplink_in";
 pub const PROG_UPLINK_OUT: &str = "nl_uplink_out";
 pub const PROG_BRIDGE_IN: &str = "nl_bridge_in";
 pub const PROG_NODE_IN: &str = "nl_node_in";
+pub const PROG_NODE_NEW: &str = "nl_node_new";
 
 /// What `up` attached, kept in the lab's state directory (bpffs holds only
 /// BPF objects).
@@ -195,18 +196,21 @@ pub fn flow_limit(max_flows: u32) -> u32 {
 }
 
 /// The map values that describe the lab.
-fn nat_config(lab: &Lab, uplink_ifindex: u32, uplink: Ipv4Addr) -> NatConfig {
+fn nat_config(lab: &Lab, uplink_ifindex: u32, uplink: Ipv4Addr, uplink_is_veth: bool) -> NatConfig {
     let t = lab.nat.timeouts;
+    let mut flags = 0;
+    if lab.nat.fast_path {
+        flags |= netlab_common::CONFIG_FAST_PATH;
+        if uplink_is_veth {
+            flags |= netlab_common::CONFIG_UPLINK_PEER;
+        }
+    }
     NatConfig {
         uplink_addr: addr_from_octets(uplink.octets()),
         uplink_ifindex,
         port_min: lab.nat.port_min,
         port_max: lab.nat.port_max,
-        flags: if lab.nat.fast_path {
-            netlab_common::CONFIG_FAST_PATH
-        } else {
-            0
-        },
+        flags,
         timeout_tcp_syn: t.tcp_syn,
         timeout_tcp_established: t.tcp_established,
         timeout_tcp_closing: t.tcp_closing,
@@ -350,7 +354,10 @@ pub async fn up(sys: &System, lab: &Lab, verbose: bool) -> Result<UpReport> {
             .ok_or_else(|| anyhow!("bridge {} is missing", b.name))?;
         bridge_ifindex.insert(b.name.clone(), l.index);
     }
-    let config = nat_config(lab, uplink_ifindex, address);
+    let uplink_is_veth = links
+        .iter()
+        .any(|l| l.index == uplink_ifindex && l.kind == crate::model::plan::LinkKind::Veth);
+    let config = nat_config(lab, uplink_ifindex, address, uplink_is_veth);
     let subnets = subnet_entries(lab, &bridge_ifindex);
     let forwards = forward_entries(&lab.forwards);
     let node_ports = if lab.nat.fast_path {
