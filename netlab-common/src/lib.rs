@@ -295,6 +295,9 @@ pub const CONFIG_LOG: u32 = 1 << 0;
 /// Established flows take the fast path (translated at the node's veth and
 /// redirected past the bridge and the lab host's stack).
 pub const CONFIG_FAST_PATH: u32 = 1 << 1;
+/// The uplink is a veth: the fast path hands packets straight to its peer's
+/// ingress (`bpf_redirect_peer`) rather than transmitting them on it.
+pub const CONFIG_UPLINK_PEER: u32 = 1 << 2;
 
 /// Indexes into the per-CPU `stats` array.
 pub mod stat {
