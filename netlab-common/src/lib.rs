@@ -75,6 +75,10 @@ pub const HOOK_BRIDGE_INGRESS: u8 = 3;
 pub const KIND_SNAT: u8 = 1;
 pub const KIND_DNAT: u8 = 2;
 pub const KIND_HAIRPIN: u8 = 3;
+/// A connection from the outside straight to a node of a routed subnet:
+/// nothing is rewritten, but the flow is known, so its replies are not
+/// masqueraded.
+pub const KIND_ROUTED: u8 = 4;
 
 /// Which direction of its flow an entry translates.
 pub const DIR_ORIGINAL: u8 = 0;
@@ -82,6 +86,8 @@ pub const DIR_REPLY: u8 = 1;
 
 /// `FlowValue::l2` holds the uplink's Ethernet addresses for this flow.
 pub const FLOW_L2: u8 = 1 << 0;
+/// `FlowValue::last_ack` holds a value.
+pub const FLOW_ACKED: u8 = 1 << 1;
 
 /// Connection state bits, kept in both entries of a flow.
 pub const STATE_REPLIED: u8 = 1 << 0;
@@ -119,7 +125,11 @@ pub struct FlowValue {
     /// learnt from its first packet on the slow path (`FLOW_L2`): the fast
     /// path reuses them instead of a neighbour lookup per packet.
     pub l2: [u8; 12],
-    pub _pad2: [u8; 4],
+    /// TCP: the acknowledgement number this direction's packets last
+    /// carried (host order; `FLOW_ACKED`), i.e. where its sender expects the
+    /// other side's next byte. A reset or FIN coming the other way from the
+    /// outside counts only near it (RFC 5961).
+    pub last_ack: u32,
     /// `bpf_ktime_get_coarse_ns` (CLOCK_MONOTONIC_COARSE) when the entry was made.
     pub created_ns: u64,
     /// Last packet in this direction, same clock.
@@ -299,6 +309,21 @@ pub const CONFIG_FAST_PATH: u32 = 1 << 1;
 /// ingress (`bpf_redirect_peer`) rather than transmitting them on it.
 pub const CONFIG_UPLINK_PEER: u32 = 1 << 2;
 
+/// Slots of the `TAILS` program array: the programs reached by tail call.
+/// The attached programs have slots too, so `nl_gc` can hand the packet
+/// that made it run back to the program it came from.
+pub mod tail {
+    /// `nl_node_new`: a flow's first packet on the fast path.
+    pub const NODE_NEW: u32 = 0;
+    /// `nl_gc`: collect the flow table when it is full. Its own program,
+    /// so the collection's callback frame never stacks on a hook's frames.
+    pub const GC: u32 = 1;
+    pub const UPLINK_IN: u32 = 2;
+    pub const UPLINK_OUT: u32 = 3;
+    pub const BRIDGE_IN: u32 = 4;
+    pub const COUNT: u32 = 5;
+}
+
 /// Indexes into the per-CPU `stats` array.
 pub mod stat {
     pub const XLATE_OUT: u32 = 0;
@@ -323,7 +348,8 @@ pub mod stat {
     pub const FAST_IN: u32 = 19;
     pub const GC_RUNS: u32 = 20;
     pub const GC_FREED: u32 = 21;
-    pub const COUNT: u32 = 22;
+    pub const DROP_OUT_OF_WINDOW: u32 = 22;
+    pub const COUNT: u32 = 23;
 
     /// Display names, in index order.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -349,6 +375,7 @@ pub mod stat {
         "fast_path_in",
         "gc_runs",
         "gc_freed_entries",
+        "drop_out_of_window",
     ];
 }
 

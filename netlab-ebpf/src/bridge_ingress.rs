@@ -9,7 +9,7 @@ use aya_ebpf::{
     bindings::TC_ACT_SHOT, helpers::generated::bpf_redirect_neigh, programs::TcContext,
 };
 use netlab_common::{
-    stat, Endpoint, FlowKey, ForwardKey, NatConfig, DIR_ORIGINAL, HOOK_BRIDGE_INGRESS,
+    stat, tail, Endpoint, FlowKey, ForwardKey, NatConfig, DIR_ORIGINAL, HOOK_BRIDGE_INGRESS,
     IPPROTO_ICMP, IPPROTO_TCP, KIND_HAIRPIN,
 };
 use netlab_ebpf::{in_nat_range, TCP_ACK, TCP_SYN};
@@ -146,7 +146,7 @@ fn hairpin(
         ifindex_original: target_ifindex,
         ifindex_reply: client_ifindex,
     };
-    let port = nat::map_flow(ctx, cfg, &spec, now);
+    let port = nat::map_flow(ctx, cfg, spec, now, tail::BRIDGE_IN);
     let Some(port) = port else {
         return Ok(TC_ACT_SHOT);
     };

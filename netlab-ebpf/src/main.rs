@@ -5,6 +5,7 @@
 //! - `nl_bridge_in` (each lab bridge, ingress): hairpin
 //! - `nl_node_in` (each node's veth on the lab host, ingress): fast path out,
 //!   with `nl_node_new` (tail-called) for a masqueraded flow's first packet
+//! - `nl_gc` (tail-called by any of them): flow table collection when full
 #![no_std]
 #![no_main]
 // Map keys and values go to the helpers by reference: by value (what clippy
@@ -49,6 +50,11 @@ pub fn nl_node_in(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn nl_node_new(ctx: TcContext) -> i32 {
     node_ingress::run_new(&ctx)
+}
+
+#[classifier]
+pub fn nl_gc(ctx: TcContext) -> i32 {
+    nat::collect(&ctx)
 }
 
 #[cfg(not(test))]

@@ -6,9 +6,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray},
 };
 use netlab_common::{
-    stat, Binding, Endpoint, FlowKey, FlowValue, ForwardKey, ForwardTarget, FragKey, FragValue,
-    GcState, NatConfig, NodePort, SubnetInfo, BINDING_ENTRIES, FLOW_ENTRIES, FORWARD_ENTRIES,
-    FRAG_ENTRIES, NODE_ENTRIES, SUBNET_ENTRIES,
+    stat, tail, Binding, Endpoint, FlowKey, FlowValue, ForwardKey, ForwardTarget, FragKey,
+    FragValue, GcState, NatConfig, NodePort, SubnetInfo, BINDING_ENTRIES, FLOW_ENTRIES,
+    FORWARD_ENTRIES, FRAG_ENTRIES, NODE_ENTRIES, SUBNET_ENTRIES,
 };
 
 /// Both directions of every translated flow, keyed as each direction is seen.
@@ -54,9 +54,18 @@ pub static GC_STATE: Array<GcState> = Array::with_max_entries(1, 0);
 #[map]
 pub static NODE_PORTS: HashMap<u32, NodePort> = HashMap::with_max_entries(NODE_ENTRIES, 0);
 
-/// `nl_node_new`, tail-called by `nl_node_in` for a flow's first packet.
+/// Programs reached by tail call, at the slots of `netlab_common::tail`.
 #[map]
-pub static NODE_TAILS: ProgramArray = ProgramArray::with_max_entries(1, 0);
+pub static TAILS: ProgramArray = ProgramArray::with_max_entries(tail::COUNT, 0);
+
+/// Per-CPU: the `TAILS` slot `nl_gc` returns the packet to.
+#[map]
+pub static GC_RESUME: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU room for a socket lookup's tuple (see `nat::host_socket_uses`).
+#[map]
+pub static SOCK_TUPLE: PerCpuArray<aya_ebpf::bindings::bpf_sock_tuple> =
+    PerCpuArray::with_max_entries(1, 0);
 
 /// Per-CPU room for a FIB lookup's parameters (the fast path's first packet).
 #[map]

@@ -4,7 +4,7 @@
 //! allocation.
 
 use aya_ebpf::{
-    bindings::bpf_sock_tuple,
+    bindings::TC_ACT_SHOT,
     cty::c_void,
     helpers::generated::{
         bpf_for_each_map_elem, bpf_get_prandom_u32, bpf_ktime_get_coarse_ns, bpf_loop,
@@ -15,19 +15,21 @@ use aya_ebpf::{
     EbpfContext as _,
 };
 use netlab_common::{
-    stat, Binding, Endpoint, FlowKey, FlowValue, ForwardKey, FragKey, FragValue, NatConfig,
-    SubnetInfo, DIR_ORIGINAL, DIR_REPLY, FLOW_L2, HOOK_BRIDGE_INGRESS, HOOK_UPLINK_EGRESS,
-    HOOK_UPLINK_INGRESS, IPPROTO_ICMP, IPPROTO_TCP, KIND_DNAT, KIND_SNAT,
+    stat, tail, Binding, Endpoint, FlowKey, FlowValue, ForwardKey, FragKey, FragValue, NatConfig,
+    SubnetInfo, DIR_ORIGINAL, DIR_REPLY, FLOW_ACKED, FLOW_L2, HOOK_BRIDGE_INGRESS,
+    HOOK_UPLINK_EGRESS, HOOK_UPLINK_INGRESS, IPPROTO_ICMP, IPPROTO_TCP, KIND_DNAT, KIND_ROUTED,
+    KIND_SNAT,
 };
 use netlab_ebpf::{
     binding_timeout_secs, datagram_next_state, flow_timeout_secs, in_nat_range, port_candidate,
-    tcp_closed, tcp_next_state, NSEC_PER_SEC,
+    tcp_closed, tcp_next_state, NSEC_PER_SEC, TCP_ACK, TCP_FIN, TCP_RST,
 };
 
 use crate::{
     maps::{
-        config, count, scratch, FORWARD_RULES, FRAG_FLOWS, GC_STATE, LAB_SUBNETS, NAT_BIND,
-        NAT_FLOWS, NAT_PORTS, SCRATCH_ORIGINAL, SCRATCH_PEER, SCRATCH_REPLY,
+        config, count, scratch, FORWARD_RULES, FRAG_FLOWS, GC_RESUME, GC_STATE, LAB_SUBNETS,
+        NAT_BIND, NAT_FLOWS, NAT_PORTS, SCRATCH_ORIGINAL, SCRATCH_PEER, SCRATCH_REPLY, SOCK_TUPLE,
+        TAILS,
     },
     packet::{Pkt, FRAG_FIRST},
 };
@@ -39,6 +41,10 @@ pub const BPF_NOEXIST: u64 = 1;
 /// exhausted: drop and count): a run of consecutive ports from a random
 /// start, which finds the free ports of a nearly full range too.
 const PORT_TRIES: u32 = 64;
+
+/// How far past the inside endpoint's last acknowledgement a reset or FIN
+/// from the outside may fall and still count.
+const SEQ_WINDOW: u32 = 1 << 16;
 
 /// Bindings and peer entries are refreshed at most this often per flow, so
 /// the common case of a packet touches one map entry.
@@ -101,7 +107,7 @@ pub fn lookup_live(cfg: &NatConfig, key: &FlowKey, now: u64) -> Option<*mut Flow
 /// mapping (port forwards use a fixed port and hold none).
 #[inline(always)]
 fn mapping_of(key: &FlowKey, v: &FlowValue) -> Option<(Endpoint, u16)> {
-    if v.kind == KIND_DNAT {
+    if v.kind == KIND_DNAT || v.kind == KIND_ROUTED {
         return None;
     }
     if v.dir == DIR_ORIGINAL {
@@ -185,6 +191,28 @@ pub fn touch(
     now: u64,
 ) -> Result<(), ()> {
     let val = unsafe { &mut *v };
+    if p.proto == IPPROTO_TCP {
+        if p.tcp_flags & (TCP_RST | TCP_FIN) != 0 && val.hook == HOOK_UPLINK_INGRESS {
+            // A reset or FIN from the outside ends the flow only where the
+            // inside endpoint's TCP would take it: near the acknowledgement
+            // it last sent (RFC 5961). Spoofed ones are dropped, not
+            // believed.
+            let peer_key = FlowKey::peer_of(val, key.proto);
+            if let Some(pv) = NAT_FLOWS.get_ptr(&peer_key) {
+                let peer = unsafe { &*pv };
+                if peer.flags & FLOW_ACKED != 0
+                    && p.tcp_seq.wrapping_sub(peer.last_ack) >= SEQ_WINDOW
+                {
+                    count(stat::DROP_OUT_OF_WINDOW);
+                    return Err(());
+                }
+            }
+        }
+        if p.tcp_flags & TCP_ACK != 0 {
+            val.last_ack = p.tcp_ack;
+            val.flags |= FLOW_ACKED;
+        }
+    }
     let old_state = val.state;
     let state = if p.proto == IPPROTO_TCP {
         tcp_next_state(old_state, p.tcp_flags, val.dir)
@@ -321,7 +349,7 @@ pub fn entry(
     v.flags = 0;
     v._pad = [0; 3];
     v.l2 = [0; 12];
-    v._pad2 = [0; 4];
+    v.last_ack = 0;
     v.created_ns = now;
     v.last_seen_ns = now;
     v.packets = 0;
@@ -344,9 +372,13 @@ pub fn host_socket_uses(
     if proto == IPPROTO_ICMP {
         return false;
     }
-    let mut tuple: bpf_sock_tuple = unsafe { core::mem::zeroed() };
+    // The tuple lives in per-CPU scratch memory: this runs deep in the port
+    // search, where the stack is shared with its callers.
+    let Some(tuple) = SOCK_TUPLE.get_ptr_mut(0) else {
+        return false;
+    };
     unsafe {
-        let v4 = &mut tuple.__bindgen_anon_1.ipv4;
+        let v4 = &mut (*tuple).__bindgen_anon_1.ipv4;
         v4.saddr = remote;
         v4.daddr = local;
         v4.sport = remote_port;
@@ -356,9 +388,9 @@ pub fn host_socket_uses(
     let netns = u64::MAX; // BPF_F_CURRENT_NETNS
     let sk = unsafe {
         if proto == IPPROTO_TCP {
-            bpf_sk_lookup_tcp(skb, &mut tuple, size, netns, 0)
+            bpf_sk_lookup_tcp(skb, tuple, size, netns, 0)
         } else {
-            bpf_sk_lookup_udp(skb, &mut tuple, size, netns, 0)
+            bpf_sk_lookup_udp(skb, tuple, size, netns, 0)
         }
     };
     if sk.is_null() {
@@ -448,14 +480,20 @@ pub fn create_pair(cfg: &NatConfig, spec: &PairSpec, port: u16, now: u64) -> Res
 /// The attempts run as a `bpf_loop` callback, which the verifier checks
 /// once rather than once per unrolled attempt.
 #[inline(always)]
-pub fn map_flow(ctx: &TcContext, cfg: &NatConfig, spec: &PairSpec, now: u64) -> Option<u16> {
-    if !admit(cfg, now) {
+pub fn map_flow(
+    ctx: &TcContext,
+    cfg: &NatConfig,
+    spec: PairSpec,
+    now: u64,
+    resume: u32,
+) -> Option<u16> {
+    if !admit(ctx, cfg, now, resume) {
         count(stat::DROP_TABLE_FULL);
         return None;
     }
     let mut state = MapFlow {
         skb: ctx.as_ptr(),
-        spec: PairSpec { ..*spec },
+        spec,
         now,
         port: 0,
         probe: port_candidate(cfg, unsafe { bpf_get_prandom_u32() }),
@@ -668,22 +706,40 @@ const GC_INTERVAL_NS: u64 = NSEC_PER_SEC;
 /// flows are collected (at most once a second) and the entries counted
 /// afresh; if the table is still full, the new flow is refused: established
 /// flows are never evicted to make room for it.
+///
+/// The collection runs in `nl_gc`, tail-called here; it hands the packet
+/// back to the program at `resume`, which then asks again. Returns only
+/// when the answer is known without a collection.
 #[inline(always)]
-pub fn admit(cfg: &NatConfig, now: u64) -> bool {
+pub fn admit(ctx: &TcContext, cfg: &NatConfig, now: u64, resume: u32) -> bool {
     let Some(st) = GC_STATE.get_ptr_mut(0) else {
         return true;
     };
     let st = unsafe { &mut *st };
-    let limit = u64::from(cfg.flow_limit);
-    if st.entries.wrapping_add(2) <= limit {
+    if st.entries.wrapping_add(2) <= u64::from(cfg.flow_limit) {
         return true;
     }
     if now.wrapping_sub(st.last_run_ns) < GC_INTERVAL_NS {
         return false;
     }
     st.last_run_ns = now;
+    if let Some(slot) = GC_RESUME.get_ptr_mut(0) {
+        unsafe { *slot = resume };
+    }
+    // Returns only when the tail call cannot be made (no `nl_gc` loaded).
+    let _ = unsafe { TAILS.tail_call(ctx, tail::GC) };
+    false
+}
+
+/// `nl_gc`: one collection of the flow table, then the packet goes back to
+/// the program that asked for it (dropped if that cannot be done).
+#[inline(always)]
+pub fn collect(ctx: &TcContext) -> i32 {
+    let Some(st) = GC_STATE.get_ptr_mut(0) else {
+        return TC_ACT_SHOT;
+    };
     let mut gc = Gc {
-        now,
+        now: now(),
         live: 0,
         freed: 0,
     };
@@ -694,13 +750,16 @@ pub fn admit(cfg: &NatConfig, now: u64) -> bool {
             &mut gc as *mut Gc as *mut c_void,
             0,
         );
+        (*st).entries = gc.live;
     }
-    st.entries = gc.live;
     count(stat::GC_RUNS);
     if let Some(c) = crate::maps::STATS.get_ptr_mut(stat::GC_FREED) {
         unsafe { *c += gc.freed };
     }
-    gc.live + 2 <= limit
+    let resume = GC_RESUME.get(0).copied().unwrap_or(tail::COUNT);
+    let _ = unsafe { TAILS.tail_call(ctx, resume) };
+    count(stat::DROP_TABLE_FULL);
+    TC_ACT_SHOT
 }
 
 /// What a collection works on (on the caller's stack).

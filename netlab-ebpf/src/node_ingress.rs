@@ -18,22 +18,19 @@ use aya_ebpf::{
     EbpfContext as _,
 };
 use netlab_common::{
-    stat, FlowKey, NatConfig, CONFIG_FAST_PATH, CONFIG_UPLINK_PEER, FLOW_L2, HOOK_UPLINK_EGRESS,
-    IPPROTO_TCP, SUBNET_MASQUERADE,
+    stat, tail, FlowKey, NatConfig, CONFIG_FAST_PATH, CONFIG_UPLINK_PEER, FLOW_L2,
+    HOOK_UPLINK_EGRESS, IPPROTO_TCP, SUBNET_MASQUERADE,
 };
 use netlab_ebpf::TCP_RST;
 
 use crate::{
-    maps::{config, count, FIB_SCRATCH, NAT_FLOWS, NODE_TAILS},
+    maps::{config, count, FIB_SCRATCH, NAT_FLOWS, TAILS},
     nat,
     packet::{self, is_icmp_error, rewrite_forward, Parsed, Pkt, ETH_LEN, FRAG_NONE},
     TC_ACT_UNSPEC,
 };
 
 const AF_INET: u8 = 2;
-
-/// Slot of `nl_node_new` in `NODE_TAILS`.
-pub const TAIL_NEW_FLOW: u32 = 0;
 
 /// A packet the fast path may take, and its configuration.
 #[inline(always)]
@@ -65,7 +62,7 @@ fn established(ctx: &TcContext) -> Result<i32, ()> {
     let key = FlowKey::new(p.src, p.dst, p.sport, p.dport, p.proto);
     let Some(v) = nat::lookup_live(cfg, &key, now) else {
         // Returns only when the tail call cannot be made.
-        unsafe { NODE_TAILS.tail_call(ctx, TAIL_NEW_FLOW) };
+        unsafe { TAILS.tail_call(ctx, tail::NODE_NEW) };
         return Ok(TC_ACT_UNSPEC);
     };
     let (hook, flags, src, dst, sport, dport, l2) = unsafe {
@@ -140,7 +137,13 @@ fn new_flow(ctx: &TcContext) -> Result<i32, ()> {
     l2[6..].copy_from_slice(&fib.smac);
     let key = FlowKey::new(p.src, p.dst, p.sport, p.dport, p.proto);
     let now = nat::now();
-    let Some(port) = nat::map_flow(ctx, cfg, &nat::masquerade_spec(&p, &key), now) else {
+    let Some(port) = nat::map_flow(
+        ctx,
+        cfg,
+        nat::masquerade_spec(&p, &key),
+        now,
+        tail::NODE_NEW,
+    ) else {
         return Ok(TC_ACT_SHOT);
     };
     if let Some(v) = NAT_FLOWS.get_ptr_mut(&key) {

@@ -37,6 +37,9 @@ pub struct Pkt {
     pub sport: u16,
     pub dport: u16,
     pub tcp_flags: u8,
+    /// TCP sequence and acknowledgement numbers, host order.
+    pub tcp_seq: u32,
+    pub tcp_ack: u32,
     pub icmp_type: u8,
     pub frag: u8,
     pub ip_id: u16,
@@ -125,6 +128,8 @@ pub fn parse(ctx: &TcContext) -> Parsed {
         sport: 0,
         dport: 0,
         tcp_flags: 0,
+        tcp_seq: 0,
+        tcp_ack: 0,
         icmp_type: 0,
         frag,
         ip_id: u16::from_ne_bytes(ip.id),
@@ -155,6 +160,12 @@ pub fn parse(ctx: &TcContext) -> Parsed {
                     return Parsed::Bad;
                 };
                 p.tcp_flags = unsafe { (*f)[1] };
+                let Some(sa) = ptr_at::<[u8; 8]>(ctx, p.l4 + 4) else {
+                    return Parsed::Bad;
+                };
+                let sa = unsafe { *sa };
+                p.tcp_seq = u32::from_be_bytes([sa[0], sa[1], sa[2], sa[3]]);
+                p.tcp_ack = u32::from_be_bytes([sa[4], sa[5], sa[6], sa[7]]);
             }
         }
         _ => {
@@ -436,10 +447,14 @@ pub fn rewrite_forward(
     dport: u16,
     l2: &[u8; 12],
 ) -> Result<(), ()> {
-    let (icmp, new_id) = (
-        p.proto == IPPROTO_ICMP,
-        if p.sport != sport { sport } else { dport },
-    );
+    // ICMP echo: the identifier is the request's sport, the reply's dport.
+    let icmp = p.proto == IPPROTO_ICMP;
+    let request = p.icmp_type == ICMP_ECHO;
+    let (old_id, new_id) = if request {
+        (p.sport, sport)
+    } else {
+        (p.dport, dport)
+    };
     // Bounds for the verifier: the fixed headers, then the L4 header at its
     // variable offset (each pointer is checked on its own).
     let head = ptr_at::<[u8; ETH_LEN + Ipv4Hdr::LEN]>(ctx, 0).ok_or(())? as *mut u8;
@@ -465,7 +480,6 @@ pub fn rewrite_forward(
     }
     let off = l4_csum_off(p);
     if icmp {
-        let old_id = if p.sport != sport { p.sport } else { p.dport };
         if old_id != new_id {
             ctx.l4_csum_replace(off, u64::from(old_id), u64::from(new_id), 2)
                 .map_err(|_| ())?;

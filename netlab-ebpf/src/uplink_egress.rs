@@ -4,7 +4,7 @@
 use aya_ebpf::{bindings::TC_ACT_SHOT, programs::TcContext};
 use aya_log_ebpf::debug;
 use netlab_common::{
-    stat, FlowKey, NatConfig, CONFIG_LOG, HOOK_UPLINK_EGRESS, IPPROTO_TCP, SUBNET_MASQUERADE,
+    stat, tail, FlowKey, NatConfig, CONFIG_LOG, HOOK_UPLINK_EGRESS, IPPROTO_TCP, SUBNET_MASQUERADE,
 };
 use netlab_ebpf::TCP_RST;
 
@@ -98,7 +98,13 @@ fn masquerade(
         return Ok(TC_ACT_SHOT);
     }
     let up = cfg.uplink_addr;
-    let port = nat::map_flow(ctx, cfg, &nat::masquerade_spec(p, key), now);
+    let port = nat::map_flow(
+        ctx,
+        cfg,
+        nat::masquerade_spec(p, key),
+        now,
+        tail::UPLINK_OUT,
+    );
     let Some(port) = port else {
         if cfg.flags & CONFIG_LOG != 0 {
             debug!(

@@ -7,9 +7,9 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use netlab_common::{
-    stat, Endpoint, FlowKey, ForwardKey, NatConfig, CONFIG_FAST_PATH, CONFIG_LOG, DIR_ORIGINAL,
-    DIR_REPLY, HOOK_UPLINK_EGRESS, HOOK_UPLINK_INGRESS, IPPROTO_ICMP, IPPROTO_TCP, KIND_DNAT,
-    KIND_SNAT, SUBNET_ENDPOINT_INDEPENDENT_FILTERING, SUBNET_ROUTED,
+    stat, tail, Endpoint, FlowKey, ForwardKey, NatConfig, CONFIG_FAST_PATH, CONFIG_LOG,
+    DIR_ORIGINAL, DIR_REPLY, HOOK_UPLINK_EGRESS, HOOK_UPLINK_INGRESS, IPPROTO_ICMP, IPPROTO_TCP,
+    KIND_DNAT, KIND_ROUTED, KIND_SNAT, SUBNET_ENDPOINT_INDEPENDENT_FILTERING, SUBNET_ROUTED,
 };
 use netlab_ebpf::{in_nat_range, TCP_ACK, TCP_SYN};
 
@@ -61,6 +61,9 @@ fn handle(ctx: &TcContext) -> Result<i32, ()> {
             }
             if nat::subnet_of(p.src).is_some() {
                 return drop(stat::DROP_SPOOFED);
+            }
+            if p.frag == FRAG_NONE && !is_icmp_error(&p) {
+                return routed(ctx, cfg, &p);
             }
         }
         return Ok(TC_ACT_UNSPEC);
@@ -121,6 +124,78 @@ fn fast_path_in(cfg: &NatConfig, p: &Pkt, node: u32) -> Option<(u32, [u8; 12])> 
     l2[..6].copy_from_slice(&port.node_mac);
     l2[6..].copy_from_slice(&port.gateway_mac);
     Some((port.ifindex, l2))
+}
+
+/// A packet from the outside straight to a node of a routed subnet: kept
+/// as a flow without translation, so the node's replies leave as they are
+/// instead of being masqueraded; with the fast path it goes straight in.
+#[inline(always)]
+fn routed(ctx: &TcContext, cfg: &NatConfig, p: &Pkt) -> Result<i32, ()> {
+    let now = nat::now();
+    let key = FlowKey::new(p.src, p.dst, p.sport, p.dport, p.proto);
+    let v = match nat::lookup_live(cfg, &key, now) {
+        Some(v) => v,
+        None => {
+            if !nat::admit(ctx, cfg, now, tail::UPLINK_IN) {
+                return drop(stat::DROP_TABLE_FULL);
+            }
+            let state = if p.proto == IPPROTO_TCP {
+                netlab_ebpf::tcp_next_state(0, p.tcp_flags, DIR_ORIGINAL)
+            } else {
+                0
+            };
+            let in_val = entry(
+                SCRATCH_ORIGINAL,
+                p.src,
+                p.dst,
+                p.sport,
+                p.dport,
+                HOOK_UPLINK_INGRESS,
+                KIND_ROUTED,
+                DIR_ORIGINAL,
+                state,
+                0,
+                now,
+            )
+            .ok_or(())?;
+            let out_key = FlowKey::new(p.dst, p.src, p.dport, p.sport, p.proto);
+            let out_val = entry(
+                SCRATCH_REPLY,
+                p.dst,
+                p.src,
+                p.dport,
+                p.sport,
+                HOOK_UPLINK_EGRESS,
+                KIND_ROUTED,
+                DIR_REPLY,
+                state,
+                0,
+                now,
+            )
+            .ok_or(())?;
+            if nat::insert_pair(cfg, &key, in_val, &out_key, out_val, now).is_err() {
+                // The node already has a flow with this tuple (its own,
+                // masqueraded): leave the packet to the stack.
+                return Ok(TC_ACT_UNSPEC);
+            }
+            match NAT_FLOWS.get_ptr_mut(&key) {
+                Some(v) => v,
+                None => return Ok(TC_ACT_UNSPEC),
+            }
+        }
+    };
+    if unsafe { (*v).kind } != KIND_ROUTED {
+        return Ok(TC_ACT_UNSPEC);
+    }
+    if nat::touch(cfg, &key, v, p, now).is_err() {
+        return Ok(TC_ACT_SHOT);
+    }
+    if let Some((ifindex, l2)) = fast_path_in(cfg, p, p.dst) {
+        rewrite_forward(ctx, p, p.src, p.dst, p.sport, p.dport, &l2)?;
+        count(stat::FAST_IN);
+        return Ok(unsafe { bpf_redirect_peer(ifindex, 0) } as i32);
+    }
+    Ok(TC_ACT_UNSPEC)
 }
 
 /// A packet to the uplink address that matches no flow.
@@ -209,7 +284,7 @@ fn to_mapping(
     if !eif {
         return drop(stat::DROP_FILTERED);
     }
-    if !nat::admit(cfg, now) {
+    if !nat::admit(ctx, cfg, now, tail::UPLINK_IN) {
         return drop(stat::DROP_TABLE_FULL);
     }
     let out_val = entry(
@@ -266,7 +341,7 @@ fn port_forward(
         // Only a SYN opens a forwarded connection.
         return drop(stat::DROP_NO_MAPPING);
     }
-    if !nat::admit(cfg, now) {
+    if !nat::admit(ctx, cfg, now, tail::UPLINK_IN) {
         return drop(stat::DROP_TABLE_FULL);
     }
     let state = netlab_ebpf::tcp_next_state(0, p.tcp_flags, DIR_ORIGINAL);

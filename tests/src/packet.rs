@@ -11,6 +11,7 @@ pub const ICMP: u8 = 1;
 pub const SYN: u8 = 0x02;
 pub const ACK: u8 = 0x10;
 pub const RST: u8 = 0x04;
+pub const FIN: u8 = 0x01;
 
 /// RFC 1071 checksum of `data` (with an initial sum).
 pub fn checksum(data: &[u8], initial: u32) -> u16 {
@@ -134,6 +135,14 @@ pub fn tcp(sport: u16, dport: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
     t[13] = flags;
     t[14..16].copy_from_slice(&64240u16.to_be_bytes());
     t.extend_from_slice(payload);
+    t
+}
+
+/// A TCP header with given sequence and acknowledgement numbers.
+pub fn tcp_seq_ack(sport: u16, dport: u16, flags: u8, seq: u32, ack: u32) -> Vec<u8> {
+    let mut t = tcp(sport, dport, flags, b"");
+    t[4..8].copy_from_slice(&seq.to_be_bytes());
+    t[8..12].copy_from_slice(&ack.to_be_bytes());
     t
 }
 

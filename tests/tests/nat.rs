@@ -630,7 +630,7 @@ fn flows_survive_a_second_up_and_down_removes_the_dataplane() {
                 .id()
         })
         .collect();
-    assert_eq!(ids.len(), 5, "{ids:?}");
+    assert_eq!(ids.len(), 6, "four hooks, nl_node_new and nl_gc: {ids:?}");
     stop.store(true, Ordering::Relaxed);
     // Down without --sandbox: the lab host stays, its interfaces must be clean.
     lab.netlab_ok(&["down", "--name", &lab.name]);

@@ -20,12 +20,13 @@ use netlab_tests::{
     privileged,
 };
 
-const PROGRAMS: [&str; 5] = [
+const PROGRAMS: [&str; 6] = [
     "nl_uplink_in",
     "nl_uplink_out",
     "nl_bridge_in",
     "nl_node_in",
     "nl_node_new",
+    "nl_gc",
 ];
 
 const UNSPEC: u32 = u32::MAX; // TC_ACT_UNSPEC (-1): pass, next program
@@ -66,6 +67,7 @@ impl Dataplane {
             p.load()
                 .unwrap_or_else(|e| panic!("verifier refused {name}: {e}"));
         }
+        netlab::dataplane::attach::wire_tails(&mut ebpf).expect("filling TAILS");
         let mut cfg: Array<_, NatConfig> =
             Array::try_from(ebpf.map_mut("CONFIG").unwrap()).unwrap();
         let mut config = NatConfig {
@@ -731,4 +733,50 @@ fn closed_connections_free_their_port_and_tuple() {
     let reply = Ip::new(BLUE, REMOTE, TCP, tcp(80, 5555, SYN | ACK, b"")).frame();
     assert_eq!(parse_checked(&dp.out(&reply).1).unwrap().sport(), 8080);
     assert_eq!(dp.stat(stat::DROP_CONFLICT), 0);
+}
+
+/// A reset (or FIN) from the outside counts only near where the inside
+/// endpoint expects the next byte (RFC 5961): spoofed ones with the flow's
+/// tuple but a sequence number elsewhere are dropped and change nothing.
+#[test]
+fn resets_from_outside_must_be_in_window() {
+    if !privileged() {
+        return;
+    }
+    use netlab_tests::packet::tcp_seq_ack;
+    let mut dp = Dataplane::new(10000, 32767);
+    let syn = Ip::new(RED, REMOTE, TCP, tcp_seq_ack(40000, 80, SYN, 5000, 0)).frame();
+    let ext = parse_checked(&dp.out(&syn).1).unwrap().sport();
+    let synack = Ip::new(
+        REMOTE,
+        UPLINK,
+        TCP,
+        tcp_seq_ack(80, ext, SYN | ACK, 90000, 5001),
+    )
+    .frame();
+    assert_eq!(dp.inb(&synack).0, UNSPEC);
+    // red acknowledges the server's SYN: it expects 90001 next.
+    let ack = Ip::new(RED, REMOTE, TCP, tcp_seq_ack(40000, 80, ACK, 5001, 90001)).frame();
+    assert_eq!(dp.out(&ack).0, UNSPEC);
+    for (seq, flags) in [
+        (12345u32, RST),
+        (90001 + (1 << 20), RST | ACK),
+        (7, packet::FIN | ACK),
+    ] {
+        let spoof = Ip::new(REMOTE, UPLINK, TCP, tcp_seq_ack(80, ext, flags, seq, 5001)).frame();
+        assert_eq!(dp.inb(&spoof).0, SHOT, "seq {seq}");
+    }
+    assert_eq!(dp.stat(stat::DROP_OUT_OF_WINDOW), 3);
+    let state = |dp: &Dataplane| {
+        dp.flows()
+            .iter()
+            .find(|(k, _)| k.src_addr == na(RED))
+            .map(|(_, v)| v.state)
+            .unwrap()
+    };
+    assert_eq!(state(&dp) & netlab_common::STATE_RST, 0, "still open");
+    // The real reset, where red expects it, goes through and closes the flow.
+    let rst = Ip::new(REMOTE, UPLINK, TCP, tcp_seq_ack(80, ext, RST, 90001, 0)).frame();
+    assert_eq!(dp.inb(&rst).0, UNSPEC);
+    assert_ne!(state(&dp) & netlab_common::STATE_RST, 0, "closed");
 }

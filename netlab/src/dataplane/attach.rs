@@ -101,6 +101,27 @@ pub fn netlink_priority(lab: &str) -> u16 {
     0x4000 | (g & 0x1fff) as u16
 }
 
+/// Put every loaded program that has a slot into `TAILS`: the tail-only
+/// ones, and the hooks `nl_gc` hands packets back to.
+pub fn wire_tails(ebpf: &mut Ebpf) -> Result<()> {
+    for (name, slot) in super::TAIL_SLOTS {
+        let Some(fd) = ebpf
+            .program(name)
+            .and_then(|p| p.fd().ok())
+            .map(|fd| fd.try_clone())
+            .transpose()?
+        else {
+            continue;
+        };
+        let mut array: aya::maps::ProgramArray<_> =
+            aya::maps::ProgramArray::try_from(ebpf.map_mut("TAILS").context("map TAILS")?)?;
+        array
+            .set(slot, &fd, 0)
+            .with_context(|| format!("putting {name} into TAILS"))?;
+    }
+    Ok(())
+}
+
 fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut SchedClassifier> {
     let p: &mut SchedClassifier = ebpf
         .program_mut(name)
@@ -128,27 +149,17 @@ pub fn attach_all(
         .collect();
     let mut names: BTreeSet<String> = hooks.iter().map(|h| h.program.clone()).collect();
     // Programs only reached by tail call: loaded, pinned and wired into
-    // their program array, never attached.
-    let tails: Vec<(&str, &str, u32)> = if names.contains(super::PROG_NODE_IN) {
-        vec![(super::PROG_NODE_NEW, "NODE_TAILS", 0)]
-    } else {
-        Vec::new()
-    };
-    names.extend(tails.iter().map(|(p, _, _)| p.to_string()));
+    // the program array, never attached.
+    names.insert(super::PROG_GC.to_string());
+    if names.contains(super::PROG_NODE_IN) {
+        names.insert(super::PROG_NODE_NEW.to_string());
+    }
     for name in &names {
         program(ebpf, name)?.load().with_context(|| {
             format!("loading program {name} (the kernel's verifier refused it)")
         })?;
     }
-    for (prog, map, index) in &tails {
-        let fd = program(ebpf, prog)?.fd()?.try_clone()?;
-        let mut array: aya::maps::ProgramArray<_> = aya::maps::ProgramArray::try_from(
-            ebpf.map_mut(map).with_context(|| format!("map {map}"))?,
-        )?;
-        array
-            .set(*index, &fd, 0)
-            .with_context(|| format!("putting {prog} into {map}"))?;
-    }
+    wire_tails(ebpf)?;
     let mut done = Vec::new();
     for mut hook in hooks {
         hook.why = why.clone();

@@ -255,6 +255,7 @@ fn flows(lab: &str) -> Result<Vec<FlowRow>> {
             kind: match v.kind {
                 KIND_DNAT => "dnat",
                 KIND_HAIRPIN => "hairpin",
+                netlab_common::KIND_ROUTED => "routed",
                 _ => "snat",
             },
             state: state_name(k.proto, v.state),

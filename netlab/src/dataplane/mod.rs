@@ -40,6 +40,16 @@ pub const PROG_UPLINK_OUT: &str = "nl_uplink_out";
 pub const PROG_BRIDGE_IN: &str = "nl_bridge_in";
 pub const PROG_NODE_IN: &str = "nl_node_in";
 pub const PROG_NODE_NEW: &str = "nl_node_new";
+pub const PROG_GC: &str = "nl_gc";
+
+/// Each program's slot in the `TAILS` program array.
+pub const TAIL_SLOTS: [(&str, u32); 5] = [
+    (PROG_NODE_NEW, netlab_common::tail::NODE_NEW),
+    (PROG_GC, netlab_common::tail::GC),
+    (PROG_UPLINK_IN, netlab_common::tail::UPLINK_IN),
+    (PROG_UPLINK_OUT, netlab_common::tail::UPLINK_OUT),
+    (PROG_BRIDGE_IN, netlab_common::tail::BRIDGE_IN),
+];
 
 /// What `up` attached, kept in the lab's state directory (bpffs holds only
 /// BPF objects).
