@@ -1,5 +1,6 @@
 //! `cargo xtask`: bootstrap a fresh machine, build, run the lab, run the tests.
 
+mod fuzz;
 mod setup;
 mod stress;
 mod vm;
@@ -64,6 +65,17 @@ enum Cmd {
         /// Only tests whose name contains this.
         filter: Option<String>,
     },
+    /// Fuzz with cargo-fuzz (libFuzzer, installed if missing): the topology
+    /// parser and validator, and (as root) the eBPF programs on crafted
+    /// frames. Corpora live in target/fuzz-corpus/; fails on a crash.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        time: u64,
+        /// Only this target (topology, topology_shapes, packets).
+        #[arg(long)]
+        target: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -87,6 +99,7 @@ fn main() -> ExitCode {
             kernel: Some(kernel),
         } => vm::test(&kernel, filter.as_deref()),
         Cmd::Stress { filter } => stress::stress(filter.as_deref()),
+        Cmd::Fuzz { time, target } => fuzz::fuzz(time, target.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -236,6 +249,10 @@ fn test(filter: Option<&str>) -> Result<()> {
     }
     privileged.arg("--test-threads=2");
     run(&mut privileged)?;
+    // A short fuzzing pass: every target for a few seconds.
+    if filter.is_none_or(|f| "fuzz".contains(f)) {
+        fuzz::fuzz(fuzz::TEST_PASS_SECONDS, None)?;
+    }
     if filter.is_none_or(|f| "bench".contains(f)) {
         bench_smoke()?;
     }

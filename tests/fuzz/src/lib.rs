@@ -1,0 +1,8 @@
+//! Shared code of netlab's fuzz targets (see `fuzz_targets/`).
+
+pub mod craft;
+pub mod dataplane;
+pub mod frames;
+pub mod oracle;
+pub mod shapes;
+pub mod topo;
