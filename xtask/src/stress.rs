@@ -4,7 +4,7 @@
 //! `up`, an upgrade under 128 MB transfers, a 5-minute soak of 50,000+
 //! flows, hostile traffic, a full flow table, coexistence. Tens of minutes.
 
-use std::{fs, time::Instant};
+use std::{fs, process::Command, time::Instant};
 
 use anyhow::{bail, Result};
 
@@ -17,6 +17,7 @@ pub fn stress(filter: Option<&str>) -> Result<()> {
         bail!("the reliability suites need root (they create namespaces and load programs)");
     }
     build(true)?;
+    variant()?;
     let figures = workspace_root().join("target/reliability/figures-long.txt");
     let seen = fs::metadata(&figures).map(|m| m.len()).unwrap_or(0);
     let mut cmd = cargo();
@@ -51,5 +52,44 @@ pub fn stress(filter: Option<&str>) -> Result<()> {
         "xtask: the long reliability suites passed in {:.0?}",
         started.elapsed()
     );
+    Ok(())
+}
+
+/// The eBPF object with the `variant` feature, for the upgrade test, built
+/// now from the same sources as netlab (the test would otherwise build it
+/// mid-run, from whatever the tree holds then). Same command and directory
+/// as `netlab_tests::reliability::variant_object`, which then finds it fresh.
+fn variant() -> Result<()> {
+    let flags = [
+        "--cfg=bpf_target_arch=\"x86_64\"",
+        "-Cdebuginfo=2",
+        "-Clink-arg=--btf",
+    ]
+    .join("\x1f");
+    let mut cmd = Command::new("rustup");
+    cmd.args([
+        "run",
+        "nightly",
+        "cargo",
+        "build",
+        "--target",
+        "bpfel-unknown-none",
+        "-Z",
+        "build-std=core",
+        "--release",
+        "--features",
+        "variant",
+        "--target-dir",
+    ])
+    .arg(workspace_root().join("target/reliability/variant"))
+    .env("CARGO_ENCODED_RUSTFLAGS", flags);
+    for var in ["RUSTFLAGS", "CARGO", "CARGO_TARGET_DIR", "RUSTUP_TOOLCHAIN"] {
+        cmd.env_remove(var);
+    }
+    cmd.current_dir(workspace_root().join("netlab-ebpf"));
+    let status = cmd.status()?;
+    if !status.success() {
+        bail!("building the variant eBPF object failed ({status})");
+    }
     Ok(())
 }
