@@ -631,17 +631,35 @@ fn flows_survive_a_second_up_and_down_removes_the_dataplane() {
         })
         .collect();
     assert_eq!(ids.len(), 6, "four hooks, nl_node_new and nl_gc: {ids:?}");
+    // The tail calls still have their programs after the CLI exited (an
+    // unpinned program array is emptied when its last file closes).
+    let tails = aya::maps::ProgramArray::try_from(aya::maps::Map::ProgramArray(
+        aya::maps::MapData::from_pin(format!("/sys/fs/bpf/netlab/{}/tails/TAILS", lab.name))
+            .unwrap(),
+    ))
+    .unwrap();
+    let mut slots: Vec<u32> = tails.indices().flatten().collect();
+    slots.sort();
+    assert_eq!(slots, [0, 1, 2, 3, 4], "TAILS slots filled");
+    drop(tails);
     stop.store(true, Ordering::Relaxed);
     // Down without --sandbox: the lab host stays, its interfaces must be clean.
     lab.netlab_ok(&["down", "--name", &lab.name]);
-    let loaded: Vec<u32> = aya::programs::loaded_programs()
-        .flatten()
-        .map(|p| p.id())
-        .collect();
-    assert!(
-        ids.iter().all(|id| !loaded.contains(id)),
-        "programs still loaded"
-    );
+    // The kernel empties an unpinned program array in deferred work, and
+    // the programs it held (each other, through TAILS) go after that.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let loaded: Vec<u32> = aya::programs::loaded_programs()
+            .flatten()
+            .map(|p| p.id())
+            .collect();
+        let left: Vec<&u32> = ids.iter().filter(|id| loaded.contains(id)).collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "programs still loaded: {left:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let uplink_progs = in_netns(&lab.host_netns(), || {
         aya::programs::SchedClassifier::query_tcx("eth0", aya::programs::TcAttachType::Ingress)
             .map(|(_, p)| p.len())

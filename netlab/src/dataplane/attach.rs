@@ -193,6 +193,15 @@ pub fn attach_all(
         }
         done.push(hook);
     }
+    // Replacing the pin (the new programs are in the links by now)
+    // releases the previous load's array, which the kernel then empties:
+    // the old programs it held go with it.
+    let tails_pin = pins.tails().join("TAILS");
+    let _ = fs::remove_file(&tails_pin);
+    ebpf.map("TAILS")
+        .context("map TAILS")?
+        .pin(&tails_pin)
+        .context("pinning TAILS")?;
     for name in &names {
         let path = pins.progs().join(name);
         let _ = fs::remove_file(&path);

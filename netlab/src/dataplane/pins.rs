@@ -143,12 +143,19 @@ impl LabPins {
         self.root.join("progs")
     }
 
+    /// The programs' `TAILS` array. A program array is emptied by the
+    /// kernel when no file or pin holds it any more, so the tail calls of
+    /// a lab outliving `up` need it pinned; each load pins its own.
+    pub fn tails(&self) -> PathBuf {
+        self.root.join("tails")
+    }
+
     pub fn map(&self, name: &str) -> PathBuf {
         self.maps().join(name)
     }
 
     pub fn create(&self) -> Result<()> {
-        for d in [self.maps(), self.links(), self.progs()] {
+        for d in [self.maps(), self.links(), self.progs(), self.tails()] {
             fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
         }
         Ok(())
@@ -192,7 +199,7 @@ impl LabPins {
         if !self.root.exists() {
             return Ok(0);
         }
-        for d in [self.links(), self.progs(), self.maps()] {
+        for d in [self.links(), self.progs(), self.tails(), self.maps()] {
             if let Ok(entries) = fs::read_dir(&d) {
                 for e in entries.flatten() {
                     fs::remove_file(e.path())
