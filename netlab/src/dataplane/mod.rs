@@ -63,6 +63,10 @@ pub struct DataplaneInfo {
     pub hooks: Vec<attach::Hook>,
     pub features: features::Features,
     pub fast_path: bool,
+    /// Digest of what `up` wrote into the maps (configuration, subnets,
+    /// forwards, node ports): a change there is a change to report.
+    #[serde(default)]
+    pub maps_digest: String,
 }
 
 fn info_path(lab: &str) -> PathBuf {
@@ -84,6 +88,30 @@ pub const OBJECT_ENV: &str = "NETLAB_EBPF_OBJECT";
 
 fn object_override() -> Option<PathBuf> {
     std::env::var_os(OBJECT_ENV).map(PathBuf::from)
+}
+
+fn maps_digest(
+    config: &NatConfig,
+    subnets: &[(Key<u32>, SubnetInfo)],
+    forwards: &[(ForwardKey, ForwardTarget)],
+    node_ports: &[(u32, String, NodePort)],
+) -> String {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytemuck::bytes_of(config).hash(&mut h);
+    for (k, v) in subnets {
+        (k.prefix_len(), k.data()).hash(&mut h);
+        bytemuck::bytes_of(v).hash(&mut h);
+    }
+    for (k, v) in forwards {
+        bytemuck::bytes_of(k).hash(&mut h);
+        bytemuck::bytes_of(v).hash(&mut h);
+    }
+    for (addr, name, port) in node_ports {
+        (addr, name).hash(&mut h);
+        bytemuck::bytes_of(port).hash(&mut h);
+    }
+    format!("{:016x}", h.finish())
 }
 
 fn object_id() -> String {
@@ -393,6 +421,7 @@ pub async fn up(sys: &System, lab: &Lab, verbose: bool) -> Result<UpReport> {
             attach::Direction::Ingress,
         ));
     }
+    let digest = maps_digest(&config, &subnets, &forwards, &node_ports);
     let name = lab.name.clone();
     let max_flows = lab.nat.max_flows;
     let previous_hooks: Vec<attach::Hook> = previous
@@ -486,6 +515,7 @@ pub async fn up(sys: &System, lab: &Lab, verbose: bool) -> Result<UpReport> {
         hooks,
         features,
         fast_path: lab.nat.fast_path,
+        maps_digest: digest,
     };
     fs::create_dir_all(lab::state_dir(&lab.name))?;
     fs::write(info_path(&lab.name), serde_json::to_vec_pretty(&info)?)
