@@ -17,7 +17,7 @@ use netlab_ebpf::{in_nat_range, TCP_ACK, TCP_SYN};
 use crate::{
     maps::{config, count, FORWARD_RULES, NAT_FLOWS, NAT_PORTS},
     nat,
-    packet::{self, is_icmp_error, rewrite, Parsed, Pkt, FRAG_NONE},
+    packet::{self, is_icmp_error, rewrite, set_addr, Parsed, Pkt, FRAG_LATER},
     TC_ACT_UNSPEC,
 };
 
@@ -47,8 +47,21 @@ fn handle(ctx: &TcContext) -> Result<i32, ()> {
     };
     // Everything but traffic to the uplink address (node to node, node to
     // the gateway, node to the outside) is not ours here.
-    if p.dst != cfg.uplink_addr || p.frag != FRAG_NONE || is_icmp_error(&p) {
+    if p.dst != cfg.uplink_addr || is_icmp_error(&p) {
         return Ok(TC_ACT_UNSPEC);
+    }
+    if p.frag == FRAG_LATER {
+        // No L4 header: translated as its datagram's first fragment was.
+        let Some(t) = nat::fragment_translation(&p) else {
+            return Ok(TC_ACT_UNSPEC);
+        };
+        let Some(out) = nat::subnet_of(t.dst_addr).map(|s| s.ifindex) else {
+            return Ok(TC_ACT_UNSPEC);
+        };
+        set_addr(ctx, &p, true, p.src, t.src_addr)?;
+        set_addr(ctx, &p, false, p.dst, t.dst_addr)?;
+        count(stat::XLATE_HAIRPIN);
+        return Ok(redirect(out));
     }
     let now = nat::now();
     let key = FlowKey::new(p.src, p.dst, p.sport, p.dport, p.proto);
@@ -70,6 +83,7 @@ fn handle(ctx: &TcContext) -> Result<i32, ()> {
         if nat::touch(cfg, &key, v, &p, now).is_err() {
             return Ok(TC_ACT_SHOT);
         }
+        nat::record_fragment(&p, src, dst);
         count(stat::XLATE_HAIRPIN);
         return Ok(redirect(out));
     }
@@ -152,6 +166,7 @@ fn hairpin(
     };
     count(stat::NEW_HAIRPIN);
     rewrite(ctx, p, up, target.addr, port, target.port)?;
+    nat::record_fragment(p, up, target.addr);
     if let Some(v) = NAT_FLOWS.get_ptr_mut(key) {
         let v = unsafe { &mut *v };
         v.packets = 1;

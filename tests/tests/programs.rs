@@ -458,6 +458,41 @@ fn fragments_follow_their_first() {
     assert_eq!(dp.stat(stat::DROP_FRAGMENT), 1);
 }
 
+/// A fragmented datagram from one node to another's mapping: its later
+/// fragments (no UDP header) hairpin to the node its first went to, and the
+/// reassembled datagram's checksum holds.
+#[test]
+fn fragments_hairpin_like_their_first() {
+    if !privileged() {
+        return;
+    }
+    let mut dp = Dataplane::new(10000, 32767);
+    let (_, out) = dp.out(&Ip::new(RED, REMOTE, UDP, udp(43000, 3478, b"bind")).frame());
+    let ext = parse_checked(&out).unwrap().sport();
+    let whole = Ip::new(BLUE, UPLINK, UDP, udp(44000, ext, &[0x66; 64]));
+    let bytes = whole.bytes();
+    let mut first = Ip::new(BLUE, UPLINK, UDP, bytes[20..20 + 40].to_vec());
+    first.frag = 0x2000;
+    first.id = 0x4242;
+    first.keep_l4_checksum = true;
+    let (rc, out) = dp.run("nl_bridge_in", &first.frame());
+    assert_eq!(rc, REDIRECT);
+    let p1 = parse_checked(&out).unwrap();
+    assert_eq!((p1.src, p1.dst, p1.dport()), (UPLINK, RED, 43000));
+    let mut later = Ip::new(BLUE, UPLINK, UDP, bytes[20 + 40..].to_vec());
+    later.frag = 5;
+    later.id = 0x4242;
+    let (rc, out) = dp.run("nl_bridge_in", &later.frame());
+    assert_eq!(rc, REDIRECT, "a later fragment follows its first");
+    let p2 = parse_checked(&out).unwrap();
+    assert_eq!((p2.src, p2.dst), (UPLINK, RED));
+    let mut datagram = p1.l4.clone();
+    datagram.extend_from_slice(&p2.l4);
+    let mut reassembled = Ip::new(UPLINK, RED, UDP, datagram);
+    reassembled.keep_l4_checksum = true;
+    parse_checked(&reassembled.frame()).expect("the reassembled datagram's checksum");
+}
+
 #[test]
 fn port_space_exhausted_drops_and_counts() {
     if !privileged() {
