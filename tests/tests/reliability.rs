@@ -930,8 +930,8 @@ fn routed_and_masqueraded_bridge_lets_the_outside_in() {
     routed_bridge("rm", true);
 }
 
+// Found by this suite, fixed in e128ff1: `up` applied a changed subnet flag but printed "nothing to change".
 #[test]
-#[ignore = "netlab bug: `up` after changing a bridge's masquerade (or routed/filtering) flag applies it to LAB_SUBNETS but prints \"nothing to change\": DataplaneInfo, which decides `changed`, does not cover the subnet flags (a fix, maps_digest, is in progress)"]
 fn converging_a_subnet_flag_reports_a_change() {
     if !privileged() {
         return;
@@ -1492,8 +1492,8 @@ fn odd_traffic_fragments_and_ip_options_are_translated_or_counted() {
     lab.down();
 }
 
+// Found by this suite, fixed in 108387f: hairpinned fragments were delivered to the lab host itself, uncounted.
 #[test]
-#[ignore = "netlab bug: a fragmented UDP datagram hairpinned to a forward (red -> 198.51.100.2:7502 -> blue) is neither translated nor dropped and counted: nl_bridge_in passes fragments (frag != FRAG_NONE), so the lab host reassembles the datagram and delivers it to itself (UdpNoPorts +1, an ICMP port unreachable to red); no counter moves. Unfragmented hairpin works (a fix is in progress)"]
 fn odd_traffic_hairpinned_fragments_are_translated_or_counted() {
     if !privileged() {
         return;
@@ -1560,6 +1560,8 @@ fn socket_addr(a: Ipv4Addr, port: u16) -> libc::sockaddr_in {
     }
 }
 
+// Caught a regression at 64d0285 (the unpinned TAILS array emptied when `up`
+// exited, so the collection never ran and a full table never drained), fixed in 7f80313.
 #[test]
 fn full_nat_table_refuses_new_flows_and_keeps_established_ones() {
     if !privileged() {
