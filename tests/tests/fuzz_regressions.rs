@@ -52,16 +52,14 @@ impl Dataplane {
         let mut ebpf = EbpfLoader::new()
             .load(netlab::dataplane::EBPF_OBJECT)
             .expect("loading the object");
-        for name in [
-            "nl_uplink_in",
-            "nl_uplink_out",
-            "nl_bridge_in",
-            "nl_node_in",
-        ] {
-            let p: &mut SchedClassifier = ebpf.program_mut(name).unwrap().try_into().unwrap();
+        // Every program of the object, then the tail-call table.
+        let names: Vec<String> = ebpf.programs().map(|(n, _)| n.to_string()).collect();
+        for name in names {
+            let p: &mut SchedClassifier = ebpf.program_mut(&name).unwrap().try_into().unwrap();
             p.load()
                 .unwrap_or_else(|e| panic!("verifier refused {name}: {e}"));
         }
+        netlab::dataplane::attach::wire_tails(&mut ebpf).expect("filling TAILS");
         let mut config = NatConfig {
             uplink_addr: na(UPLINK),
             uplink_ifindex: 1,
@@ -344,6 +342,51 @@ fn icmp_error_from_outside_with_a_lab_source_is_dropped() {
         SHOT,
         "an ICMP error from the lab address {spoofed} came in from outside (sent on to {:?})",
         &out[30..34]
+    );
+}
+
+/// Since routed subnets get identity flows (KIND_ROUTED, so the fast path
+/// can carry them), an ICMP error that a lab router sends about a packet
+/// into the routed subnet matches that flow at nl_uplink_out and gets the
+/// flow's source as its own: it claims to come from the routed host itself
+/// (traceroute from outside shows the host at the router's hop, a "frag
+/// needed" seems to come from the host). Found as `icmp-error-translation`
+/// (a destination unreachable from 192.168.15.1 quoting a packet to
+/// 172.20.0.5:4000 left from 172.20.0.5).
+#[test]
+#[ignore = "bug: ICMP errors about a routed subnet's identity flow take the routed host's address as source"]
+fn icmp_error_about_a_routed_flow_keeps_its_sender() {
+    if !privileged() {
+        return;
+    }
+    let mut dp = Dataplane::new();
+    let routed = Ipv4Addr::new(172, 20, 0, 5);
+    let mut subnets: LpmTrie<_, u32, SubnetInfo> =
+        LpmTrie::try_from(dp.ebpf.map_mut("LAB_SUBNETS").unwrap()).unwrap();
+    subnets
+        .insert(
+            &Key::new(24, na(Ipv4Addr::new(172, 20, 0, 0))),
+            SubnetInfo {
+                flags: netlab_common::SUBNET_ROUTED,
+                ifindex: 1,
+            },
+            0,
+        )
+        .unwrap();
+    // From outside straight to the routed host: passed, as it is.
+    let syn = Ip::new(REMOTE, routed, TCP, tcp(5000, 4000, SYN, b"")).frame();
+    let (rc, arrived) = dp.inb(&syn);
+    assert_eq!((rc, &arrived), (UNSPEC, &syn));
+    // A router of the lab (here red) answers it with an ICMP error.
+    let err = Ip::new(RED, REMOTE, ICMP, icmp_error(11, 0, &arrived[14..14 + 28])).frame();
+    let (rc, out) = dp.out(&err);
+    if rc == SHOT {
+        return;
+    }
+    assert_ne!(
+        &out[26..30],
+        &routed.octets(),
+        "red's ICMP error left with the routed host's address as its source"
     );
 }
 
