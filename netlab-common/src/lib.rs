@@ -349,7 +349,10 @@ pub mod stat {
     pub const GC_RUNS: u32 = 20;
     pub const GC_FREED: u32 = 21;
     pub const DROP_OUT_OF_WINDOW: u32 = 22;
-    pub const COUNT: u32 = 23;
+    /// From a masqueraded subnet, a protocol (or ICMP message) netlab does
+    /// not translate: dropped rather than sent with an inside address.
+    pub const DROP_PROTOCOL: u32 = 23;
+    pub const COUNT: u32 = 24;
 
     /// Display names, in index order.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -376,6 +379,7 @@ pub mod stat {
         "gc_runs",
         "gc_freed_entries",
         "drop_out_of_window",
+        "drop_protocol",
     ];
 }
 

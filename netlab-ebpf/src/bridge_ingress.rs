@@ -42,7 +42,7 @@ fn handle(ctx: &TcContext) -> Result<i32, ()> {
         return Ok(TC_ACT_UNSPEC);
     }
     let p = match packet::parse(ctx) {
-        Parsed::Other | Parsed::Bad => return Ok(TC_ACT_UNSPEC),
+        Parsed::Other | Parsed::OtherProto { .. } | Parsed::Bad => return Ok(TC_ACT_UNSPEC),
         Parsed::Ip(p) => p,
     };
     // Everything but traffic to the uplink address (node to node, node to

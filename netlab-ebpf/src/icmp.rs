@@ -4,29 +4,34 @@
 //! from behind the NAT.
 
 use aya_ebpf::programs::TcContext;
-use netlab_common::{stat, FlowKey, HOOK_UPLINK_INGRESS};
+use netlab_common::{stat, FlowKey, HOOK_UPLINK_INGRESS, KIND_ROUTED};
 
 use crate::{
     maps::{count, NAT_FLOWS},
     packet::{parse_inner, rewrite_inner, set_addr, Pkt},
 };
 
-/// Translate an ICMP error about a flow known at `hook`. Errors about
-/// anything else (the lab host's own traffic) pass untouched.
+/// Translate an ICMP error about a flow known at `hook`; `false` when it is
+/// about no flow of ours (the caller decides whether it may pass as it is).
+/// Errors about a routed subnet's flows are known but keep their addresses:
+/// a lab router's error keeps the router as its source.
 #[inline(always)]
-pub fn translate_error(ctx: &TcContext, p: &Pkt, hook: u8) -> Result<(), ()> {
+pub fn translate_error(ctx: &TcContext, p: &Pkt, hook: u8) -> Result<bool, ()> {
     let Some(inner) = parse_inner(ctx, p) else {
-        return Ok(());
+        return Ok(false);
     };
     // The quoted packet went the other way: its reverse is the key a
     // packet of the flow has at this hook.
     let key = FlowKey::new(inner.dst, inner.src, inner.dport, inner.sport, inner.proto);
     let Some(v) = NAT_FLOWS.get_ptr(&key) else {
-        return Ok(());
+        return Ok(false);
     };
     let v = unsafe { *v };
     if v.hook != hook {
-        return Ok(());
+        return Ok(false);
+    }
+    if v.kind == KIND_ROUTED {
+        return Ok(true);
     }
     if hook == HOOK_UPLINK_INGRESS {
         // Outer: to the inside node. Quoted: the node's own packet as it left.
@@ -39,5 +44,5 @@ pub fn translate_error(ctx: &TcContext, p: &Pkt, hook: u8) -> Result<(), ()> {
         set_addr(ctx, p, true, p.src, v.src_addr)?;
     }
     count(stat::XLATE_ICMP_ERROR);
-    Ok(())
+    Ok(true)
 }

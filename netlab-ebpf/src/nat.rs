@@ -18,7 +18,7 @@ use netlab_common::{
     stat, tail, Binding, Endpoint, FlowKey, FlowValue, ForwardKey, FragKey, FragValue, NatConfig,
     SubnetInfo, DIR_ORIGINAL, DIR_REPLY, FLOW_ACKED, FLOW_L2, HOOK_BRIDGE_INGRESS,
     HOOK_UPLINK_EGRESS, HOOK_UPLINK_INGRESS, IPPROTO_ICMP, IPPROTO_TCP, KIND_DNAT, KIND_ROUTED,
-    KIND_SNAT,
+    KIND_SNAT, SUBNET_MASQUERADE,
 };
 use netlab_ebpf::{
     binding_timeout_secs, datagram_next_state, flow_timeout_secs, in_nat_range, port_candidate,
@@ -31,7 +31,7 @@ use crate::{
         NAT_BIND, NAT_FLOWS, NAT_PORTS, SCRATCH_ORIGINAL, SCRATCH_PEER, SCRATCH_REPLY, SOCK_TUPLE,
         TAILS,
     },
-    packet::{Pkt, FRAG_FIRST},
+    packet::{Pkt, FRAG_FIRST, ICMP_ECHO},
 };
 
 pub const BPF_ANY: u64 = 0;
@@ -64,6 +64,23 @@ pub fn subnet_of(addr: u32) -> Option<&'static SubnetInfo> {
     LAB_SUBNETS.get(Key::new(32, addr))
 }
 
+/// Whether `addr` is in a subnet the uplink masquerades.
+#[inline(always)]
+pub fn masqueraded(addr: u32) -> bool {
+    subnet_of(addr).is_some_and(|s| s.flags & SUBNET_MASQUERADE != 0)
+}
+
+/// Whether a packet without a flow may open one: not a reset, not a reply
+/// to an echo nobody sent, not an ICMP message without an identifier.
+#[inline(always)]
+pub fn opens_flow(p: &Pkt) -> bool {
+    match p.proto {
+        IPPROTO_TCP => p.tcp_flags & TCP_RST == 0,
+        IPPROTO_ICMP => p.icmp_type == ICMP_ECHO,
+        _ => true,
+    }
+}
+
 #[inline(always)]
 fn alive(cfg: &NatConfig, proto: u8, v: &FlowValue, now: u64) -> bool {
     now <= v.last_seen_ns + u64::from(flow_timeout_secs(cfg, proto, v.state)) * NSEC_PER_SEC
@@ -76,6 +93,19 @@ fn points_back(peer: &FlowValue, key: &FlowKey) -> bool {
         && peer.dst_addr == key.src_addr
         && peer.src_port == key.dst_port
         && peer.dst_port == key.src_port
+}
+
+/// Whether the flow of the entry `(key, v)` is alive: either half fresh.
+#[inline(always)]
+fn flow_alive(cfg: &NatConfig, key: &FlowKey, v: &FlowValue, now: u64) -> bool {
+    if alive(cfg, key.proto, v, now) {
+        return true;
+    }
+    let peer_key = FlowKey::peer_of(v, key.proto);
+    NAT_FLOWS.get_ptr(&peer_key).is_some_and(|pv| {
+        let peer = unsafe { &*pv };
+        points_back(peer, key) && alive(cfg, key.proto, peer, now)
+    })
 }
 
 /// The live entry for `key`. A direction that has been quiet stays alive
@@ -219,7 +249,10 @@ pub fn touch(
     } else {
         datagram_next_state(old_state, val.dir)
     };
-    let due = now.wrapping_sub(val.last_seen_ns) >= REFRESH_NS;
+    // Due once per `REFRESH_NS` period the flow is active in, however
+    // often its packets come (measured from the previous packet, a busy
+    // flow would never be due).
+    let due = now / REFRESH_NS != val.last_seen_ns / REFRESH_NS;
     val.last_seen_ns = now;
     val.packets += 1;
     val.bytes += u64::from(p.len);
@@ -281,7 +314,8 @@ fn reserve(
         // A connection that is over gives its outside tuple up to a new
         // flow, as conntrack reopens a TIME_WAIT entry on a new SYN.
         let over = tcp_closed(unique_key.proto, cur.state);
-        if !same && alive(cfg, unique_key.proto, cur, now) && !over {
+        // A quiet half of a one-way stream is as alive as the stream.
+        if !same && !over && flow_alive(cfg, unique_key, cur, now) {
             return Err(());
         }
         if !same {
@@ -791,17 +825,9 @@ extern "C" fn gc_step(
         }
         return 0;
     }
-    if alive(cfg, key.proto, v, gc.now) {
+    if flow_alive(cfg, &key, v, gc.now) {
         gc.live += 1;
         return 0;
-    }
-    let peer_key = FlowKey::peer_of(v, key.proto);
-    if let Some(pv) = NAT_FLOWS.get_ptr(&peer_key) {
-        let peer = unsafe { &*pv };
-        if points_back(peer, &key) && alive(cfg, key.proto, peer, gc.now) {
-            gc.live += 1;
-            return 0;
-        }
     }
     if NAT_FLOWS.remove(&key).is_ok() {
         gc.freed += 1;

@@ -19,9 +19,8 @@ use aya_ebpf::{
 };
 use netlab_common::{
     stat, tail, FlowKey, NatConfig, CONFIG_FAST_PATH, CONFIG_UPLINK_PEER, FLOW_L2,
-    HOOK_UPLINK_EGRESS, IPPROTO_TCP, SUBNET_MASQUERADE,
+    HOOK_UPLINK_EGRESS,
 };
-use netlab_ebpf::TCP_RST;
 
 use crate::{
     maps::{config, count, FIB_SCRATCH, NAT_FLOWS, TAILS},
@@ -100,10 +99,10 @@ fn new_flow(ctx: &TcContext) -> Result<i32, ()> {
     let Some((cfg, p)) = candidate(ctx) else {
         return Ok(TC_ACT_UNSPEC);
     };
-    if !nat::subnet_of(p.src).is_some_and(|s| s.flags & SUBNET_MASQUERADE != 0)
+    if !nat::masqueraded(p.src)
         || nat::subnet_of(p.dst).is_some()
         || p.dst == cfg.uplink_addr
-        || (p.proto == IPPROTO_TCP && p.tcp_flags & TCP_RST != 0)
+        || !nat::opens_flow(&p)
     {
         return Ok(TC_ACT_UNSPEC);
     }

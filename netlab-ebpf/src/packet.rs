@@ -45,11 +45,20 @@ pub struct Pkt {
     pub ip_id: u16,
     pub ttl: u8,
     pub len: u32,
+    /// Offset of the end of the datagram (its IPv4 total length): what
+    /// follows is Ethernet padding, never read as a header.
+    pub end: usize,
 }
 
 pub enum Parsed {
-    /// Not IPv4, or IPv4 we do not translate (other protocols): pass.
+    /// Not IPv4: pass.
     Other,
+    /// IPv4 of a protocol netlab does not translate (neither TCP, UDP nor
+    /// ICMP): its addresses, for the programs to decide whether it may pass.
+    OtherProto {
+        src: u32,
+        dst: u32,
+    },
     Ip(Pkt),
     /// Claims to be IPv4 but is malformed or truncated.
     Bad,
@@ -106,9 +115,20 @@ pub fn parse(ctx: &TcContext) -> Parsed {
     if ip.version() != 4 || ihl < Ipv4Hdr::LEN {
         return Parsed::Bad;
     }
+    let mut total = usize::from(u16::from_be_bytes(ip.tot_len));
+    if total == 0 {
+        // BIG TCP: a GSO packet past 64 KiB carries no total length.
+        total = (ctx.len() as usize).saturating_sub(IP_OFF);
+    }
+    if total < ihl || IP_OFF + total > ctx.len() as usize {
+        return Parsed::Bad;
+    }
     let proto = ip.proto;
     if proto != IPPROTO_TCP && proto != IPPROTO_UDP && proto != IPPROTO_ICMP {
-        return Parsed::Other;
+        return Parsed::OtherProto {
+            src: u32::from_ne_bytes(ip.src_addr),
+            dst: u32::from_ne_bytes(ip.dst_addr),
+        };
     }
     let frags = u16::from_be_bytes(ip.frags);
     let offset = frags & 0x1fff;
@@ -135,6 +155,7 @@ pub fn parse(ctx: &TcContext) -> Parsed {
         ip_id: u16::from_ne_bytes(ip.id),
         ttl: ip.ttl,
         len: ctx.len(),
+        end: IP_OFF + total,
     };
     if frag == FRAG_LATER {
         return Parsed::Ip(p);
@@ -143,7 +164,7 @@ pub fn parse(ctx: &TcContext) -> Parsed {
         IPPROTO_TCP => 20,
         _ => 8,
     };
-    if !ensure(ctx, p.l4 + need) {
+    if p.l4 + need > p.end || !ensure(ctx, p.l4 + need) {
         return Parsed::Bad;
     }
     match proto {
@@ -302,7 +323,7 @@ pub struct Inner {
 #[inline(always)]
 pub fn parse_inner(ctx: &TcContext, p: &Pkt) -> Option<Inner> {
     let l3 = p.l4 + 8;
-    if !ensure(ctx, l3 + Ipv4Hdr::LEN) {
+    if l3 + Ipv4Hdr::LEN > p.end || !ensure(ctx, l3 + Ipv4Hdr::LEN) {
         return None;
     }
     let ip = ptr_at::<Ipv4Hdr>(ctx, l3)?;
@@ -315,7 +336,7 @@ pub fn parse_inner(ctx: &TcContext, p: &Pkt) -> Option<Inner> {
     let src = u32::from_ne_bytes(ip.src_addr);
     let dst = u32::from_ne_bytes(ip.dst_addr);
     let l4 = l3 + ihl;
-    if !ensure(ctx, l4 + 8) {
+    if l4 + 8 > p.end || !ensure(ctx, l4 + 8) {
         return None;
     }
     let (sport, dport, csum_end) = match proto {
@@ -351,7 +372,7 @@ pub fn parse_inner(ctx: &TcContext, p: &Pkt) -> Option<Inner> {
         dst,
         sport,
         dport,
-        l4_csum_present: ctx.len() as usize >= csum_end,
+        l4_csum_present: p.end >= csum_end,
     })
 }
 

@@ -3,16 +3,13 @@
 
 use aya_ebpf::{bindings::TC_ACT_SHOT, programs::TcContext};
 use aya_log_ebpf::debug;
-use netlab_common::{
-    stat, tail, FlowKey, NatConfig, CONFIG_LOG, HOOK_UPLINK_EGRESS, IPPROTO_TCP, SUBNET_MASQUERADE,
-};
-use netlab_ebpf::TCP_RST;
+use netlab_common::{stat, tail, FlowKey, NatConfig, CONFIG_LOG, HOOK_UPLINK_EGRESS, IPPROTO_ICMP};
 
 use crate::{
     icmp,
     maps::{config, count},
     nat,
-    packet::{self, is_icmp_error, rewrite, set_addr, Parsed, Pkt, FRAG_LATER},
+    packet::{self, is_icmp_error, rewrite, set_addr, Parsed, Pkt, FRAG_LATER, ICMP_ECHO_REPLY},
     TC_ACT_UNSPEC,
 };
 
@@ -33,6 +30,15 @@ fn handle(ctx: &TcContext) -> Result<i32, ()> {
     }
     let p = match packet::parse(ctx) {
         Parsed::Other | Parsed::Bad => return Ok(TC_ACT_UNSPEC),
+        Parsed::OtherProto { src, .. } => {
+            // Only TCP, UDP and ICMP are translated: anything else from a
+            // masqueraded subnet would leave with an inside address.
+            if src != cfg.uplink_addr && nat::masqueraded(src) {
+                count(stat::DROP_PROTOCOL);
+                return Ok(TC_ACT_SHOT);
+            }
+            return Ok(TC_ACT_UNSPEC);
+        }
         Parsed::Ip(p) => p,
     };
     if p.src == cfg.uplink_addr {
@@ -42,7 +48,7 @@ fn handle(ctx: &TcContext) -> Result<i32, ()> {
     if p.frag == FRAG_LATER {
         if let Some(t) = nat::fragment_translation(&p) {
             set_addr(ctx, &p, true, p.src, t.src_addr)?;
-        } else if nat::subnet_of(p.src).is_some_and(|s| s.flags & SUBNET_MASQUERADE != 0) {
+        } else if nat::masqueraded(p.src) {
             // Its first fragment was not seen: sending it would leak an inside address.
             count(stat::DROP_FRAGMENT);
             return Ok(TC_ACT_SHOT);
@@ -50,7 +56,11 @@ fn handle(ctx: &TcContext) -> Result<i32, ()> {
         return Ok(TC_ACT_UNSPEC);
     }
     if is_icmp_error(&p) {
-        icmp::translate_error(ctx, &p, HOOK_UPLINK_EGRESS)?;
+        if !icmp::translate_error(ctx, &p, HOOK_UPLINK_EGRESS)? && nat::masqueraded(p.src) {
+            // About nothing we translated: sending it would leak an inside address.
+            count(stat::DROP_NO_MAPPING);
+            return Ok(TC_ACT_SHOT);
+        }
         return Ok(TC_ACT_UNSPEC);
     }
     let now = nat::now();
@@ -77,10 +87,10 @@ fn handle(ctx: &TcContext) -> Result<i32, ()> {
         count(stat::XLATE_OUT);
         return Ok(TC_ACT_UNSPEC);
     }
-    match nat::subnet_of(p.src) {
-        Some(sn) if sn.flags & SUBNET_MASQUERADE != 0 => masquerade(ctx, cfg, &p, &key, now),
-        _ => Ok(TC_ACT_UNSPEC),
+    if nat::masqueraded(p.src) {
+        return masquerade(ctx, cfg, &p, &key, now);
     }
+    Ok(TC_ACT_UNSPEC)
 }
 
 /// A new outbound flow from a masqueraded subnet.
@@ -92,9 +102,16 @@ fn masquerade(
     key: &FlowKey,
     now: u64,
 ) -> Result<i32, ()> {
-    if p.proto == IPPROTO_TCP && p.tcp_flags & TCP_RST != 0 {
-        // A reset for a flow we do not know: sending it would leak the inside address.
-        count(stat::DROP_NO_MAPPING);
+    if !nat::opens_flow(p) {
+        // A reset or echo reply for a flow we do not know, or an ICMP
+        // message without an identifier to translate: sending it would
+        // leak the inside address.
+        let reason = if p.proto == IPPROTO_ICMP && p.icmp_type != ICMP_ECHO_REPLY {
+            stat::DROP_PROTOCOL
+        } else {
+            stat::DROP_NO_MAPPING
+        };
+        count(reason);
         return Ok(TC_ACT_SHOT);
     }
     let up = cfg.uplink_addr;

@@ -50,6 +50,17 @@ fn handle(ctx: &TcContext) -> Result<i32, ()> {
     }
     let p = match packet::parse(ctx) {
         Parsed::Other => return Ok(TC_ACT_UNSPEC),
+        Parsed::OtherProto { src, dst } => {
+            // Never translated, so never let into the lab, except into a
+            // routed subnet; a lab source from outside is spoofed.
+            if nat::subnet_of(src).is_some() {
+                return drop(stat::DROP_SPOOFED);
+            }
+            return match nat::subnet_of(dst) {
+                Some(sn) if sn.flags & SUBNET_ROUTED == 0 => drop(stat::DROP_UNSOLICITED),
+                _ => Ok(TC_ACT_UNSPEC),
+            };
+        }
         Parsed::Bad => return drop(stat::DROP_BAD_HEADER),
         Parsed::Ip(p) => p,
     };
@@ -75,6 +86,9 @@ fn handle(ctx: &TcContext) -> Result<i32, ()> {
         return Ok(TC_ACT_UNSPEC);
     }
     if is_icmp_error(&p) {
+        if nat::subnet_of(p.src).is_some() {
+            return drop(stat::DROP_SPOOFED);
+        }
         icmp::translate_error(ctx, &p, HOOK_UPLINK_INGRESS)?;
         return Ok(TC_ACT_UNSPEC);
     }

@@ -162,7 +162,6 @@ fn l4_of(frame: &[u8]) -> &[u8] {
 /// `wrote-past-datagram` (an ICMP error's quoted L4 checksum found in the
 /// padding).
 #[test]
-#[ignore = "bug: the programs read and rewrite L4 headers past the IPv4 total length (Ethernet padding)"]
 fn l4_header_past_the_total_length_is_not_translated() {
     if !privileged() {
         return;
@@ -207,7 +206,6 @@ fn l4_header_past_the_total_length_is_not_translated() {
 /// protocols pass into the lab. Found as `unsolicited-other-protocol`
 /// (protocol 33 to 192.168.15.1; also with a lab source to a routed subnet).
 #[test]
-#[ignore = "bug: nl_uplink_in lets protocols other than TCP/UDP/ICMP reach lab addresses"]
 fn other_protocols_from_outside_to_a_lab_address_are_dropped() {
     if !privileged() {
         return;
@@ -223,7 +221,6 @@ fn other_protocols_from_outside_to_a_lab_address_are_dropped() {
 /// (unlike an unknown RST or an orphan fragment, dropped so as not to leak
 /// the inside address). Found as `leak-other-protocol` (protocol 0).
 #[test]
-#[ignore = "bug: nl_uplink_out passes protocols other than TCP/UDP/ICMP with the inside source address"]
 fn other_protocols_from_a_masqueraded_node_never_leave_with_its_address() {
     if !privileged() {
         return;
@@ -244,7 +241,6 @@ fn other_protocols_from_a_masqueraded_node_never_leave_with_its_address() {
 /// and the timestamp reply is never translated back. Found as
 /// `icmp-non-echo-identifier` (an unknown type 169, bytes 4-5 rewritten).
 #[test]
-#[ignore = "bug: non-echo ICMP from a node is masqueraded with an identifier written into bytes 4-5"]
 fn icmp_timestamp_is_translated_both_ways_or_not_at_all() {
     if !privileged() {
         return;
@@ -282,7 +278,6 @@ fn icmp_timestamp_is_translated_both_ways_or_not_at_all() {
 /// made this way is then followed by the fast path and matched by ICMP
 /// errors quoting echo requests. Found as `icmp-echo-reply-masqueraded`.
 #[test]
-#[ignore = "bug: nl_uplink_out masquerades an unsolicited echo reply into a new identifier with a broken checksum"]
 fn unsolicited_echo_reply_from_a_node_keeps_its_identifier() {
     if !privileged() {
         return;
@@ -302,7 +297,6 @@ fn unsolicited_echo_reply_from_a_node_keeps_its_identifier() {
 /// for exactly that reason). Found as `leak-icmp-error` (time exceeded
 /// quoting a TCP packet).
 #[test]
-#[ignore = "bug: ICMP errors from a masqueraded node about unknown flows leave with its address"]
 fn icmp_error_from_a_node_about_an_unknown_flow_does_not_leak() {
     if !privileged() {
         return;
@@ -326,7 +320,6 @@ fn icmp_error_from_a_node_about_an_unknown_flow_does_not_leak() {
 /// Found as `spoofed-translated` (a time exceeded from 192.168.15.1 quoting
 /// a node's UDP flow).
 #[test]
-#[ignore = "bug: nl_uplink_in translates ICMP errors with a spoofed lab source into the lab"]
 fn icmp_error_from_outside_with_a_lab_source_is_dropped() {
     if !privileged() {
         return;
@@ -354,7 +347,6 @@ fn icmp_error_from_outside_with_a_lab_source_is_dropped() {
 /// (a destination unreachable from 192.168.15.1 quoting a packet to
 /// 172.20.0.5:4000 left from 172.20.0.5).
 #[test]
-#[ignore = "bug: ICMP errors about a routed subnet's identity flow take the routed host's address as source"]
 fn icmp_error_about_a_routed_flow_keeps_its_sender() {
     if !privileged() {
         return;
@@ -400,7 +392,6 @@ fn icmp_error_about_a_routed_flow_keeps_its_sender() {
 /// mapping broken while in use). Found as `peer-disagrees` (an ICMP flow
 /// whose reply half had gone to another flow).
 #[test]
-#[ignore = "bug: a flow with packets less than 1 s apart never refreshes its mapping or checks its other half"]
 fn busy_flow_keeps_its_mapping() {
     if !privileged() {
         return;
