@@ -516,7 +516,6 @@ fn dns_search_domains_are_validated() {
 /// Display) computes 65000 + 1000 in u16: a panic in debug builds, a wrong
 /// text in release. Found as `forward-text-overflow`.
 #[test]
-#[ignore = "bug: Forward::target_text overflows for a port range forwarded to one high port"]
 fn forward_of_a_port_range_to_one_high_port_can_be_described() {
     let text = format!(
         "{BRIDGE}[[nodes]]\nname = \"blue\"\nbridge = \"v-net-0\"\naddress = \"192.168.15.2\"\n\
@@ -534,7 +533,6 @@ fn forward_of_a_port_range_to_one_high_port_can_be_described() {
 /// bridge and cannot reach the target; written with the node's name it is
 /// refused for exactly that. Found as `forward-to-switch`.
 #[test]
-#[ignore = "bug: a forward by address to a node on a gateway-less bridge is accepted"]
 fn forward_by_address_to_a_bridge_without_gateway_is_refused() {
     let text = "[[bridges]]\nname = \"sw\"\nsubnet = \"10.0.0.0/24\"\n\
                 [[nodes]]\nname = \"blue\"\nbridge = \"sw\"\naddress = \"10.0.0.2\"\n\

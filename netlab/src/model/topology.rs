@@ -224,15 +224,18 @@ pub struct Forward {
 }
 
 impl Forward {
-    /// Every (outside port, inside port) pair of the forward.
+    /// Every (outside port, inside port) pair of the forward. (A forward
+    /// made by [`Lab::resolve_forward`] has one for every forwarded port; an
+    /// inconsistent one, say from a hand-edited state file, stops where its
+    /// target range would run past 65535.)
     pub fn port_pairs(&self) -> impl Iterator<Item = (u16, u16)> + '_ {
-        (self.port_first..=self.port_last).map(|p| {
+        (self.port_first..=self.port_last).map_while(|p| {
             let inside = if self.target_range {
-                self.target_port + (p - self.port_first)
+                self.target_port.checked_add(p - self.port_first)?
             } else {
                 self.target_port
             };
-            (p, inside)
+            Some((p, inside))
         })
     }
 
@@ -244,11 +247,14 @@ impl Forward {
         }
     }
 
+    /// `node:port` (one port, or every forwarded port to that one) or
+    /// `node:first-last` (a range onto a range).
     pub fn target_text(&self) -> String {
-        let last = self.target_port + (self.port_last - self.port_first);
-        if !self.target_range || last == self.target_port {
+        let span = self.port_last.saturating_sub(self.port_first);
+        if !self.target_range || span == 0 {
             format!("{}:{}", self.node, self.target_port)
         } else {
+            let last = self.target_port.saturating_add(span);
             format!("{}:{}-{}", self.node, self.target_port, last)
         }
     }
@@ -335,9 +341,31 @@ impl Lab {
             }
         };
         let node = match who.parse::<Ipv4Addr>() {
-            Ok(addr) => self
-                .node_by_bridge_address(addr)
-                .ok_or_else(|| format!("no node has address {addr} on a bridge"))?,
+            Ok(addr) => {
+                let node = self
+                    .node_by_bridge_address(addr)
+                    .ok_or_else(|| format!("no node has address {addr} on a bridge"))?;
+                // Only bridges with a gateway have the lab host on them (as
+                // for a target given by name, below).
+                let bridge = node
+                    .interfaces
+                    .iter()
+                    .find_map(|i| match &i.attachment {
+                        Attachment::Bridge { bridge, .. } if i.address.addr == addr => {
+                            self.bridge(bridge)
+                        }
+                        _ => None,
+                    })
+                    .filter(|b| b.gateway.is_none());
+                if let Some(b) = bridge {
+                    return Err(format!(
+                        "{addr} is node `{}`'s address on bridge `{}`, which has no gateway, \
+                         so the lab host cannot reach it",
+                        node.name, b.name
+                    ));
+                }
+                node
+            }
             Err(_) => self
                 .node(who)
                 .ok_or_else(|| format!("unknown node `{who}`"))?,
@@ -1653,6 +1681,79 @@ gateway = "192.168.15.5"
         assert!(
             err(&fwd("\"8000-8009\"").replace("blue:80", "blue:1-3")).contains("has 3 ports but")
         );
+        // All onto one port, however high.
+        let lab = parse(
+            "lab.toml",
+            &fwd("\"1000-2000\"").replace("blue:80", "blue:65000"),
+        )
+        .unwrap();
+        let f = &lab.forwards[0];
+        assert_eq!(f.port_pairs().count(), 1001);
+        assert!(f.port_pairs().all(|(_, inside)| inside == 65000));
+        assert_eq!(f.target_text(), "blue:65000");
+        assert_eq!(f.to_string(), "tcp 1000-2000 -> blue:65000 (192.168.15.2)");
+        let lab = parse(
+            "lab.toml",
+            &fwd("\"65530-65535\"").replace("blue:80", "blue:65530-65535"),
+        )
+        .unwrap();
+        assert_eq!(lab.forwards[0].port_pairs().last(), Some((65535, 65535)));
+        assert_eq!(lab.forwards[0].target_text(), "blue:65530-65535");
+        // A range onto a range that would run past 65535 (not one that
+        // validation makes) is described and paired without overflowing.
+        let odd = Forward {
+            target_port: 65000,
+            target_range: true,
+            ..lab.forwards[0].clone()
+        };
+        assert_eq!(odd.target_text(), "blue:65000-65005");
+        let odd = Forward {
+            port_first: 1000,
+            port_last: 2000,
+            ..odd
+        };
+        assert_eq!(odd.target_text(), "blue:65000-65535");
+        assert_eq!(odd.port_pairs().last(), Some((1535, 65535)));
+    }
+
+    #[test]
+    fn forwards_only_to_bridges_the_lab_host_is_on() {
+        let text = "[[bridges]]\nname = \"sw\"\nsubnet = \"10.0.0.0/24\"\n\
+                    [[nodes]]\nname = \"blue\"\nbridge = \"sw\"\naddress = \"10.0.0.2\"\n\
+                    [[forwards]]\nprotocol = \"tcp\"\nport = 80\nto = \"blue:80\"\n";
+        assert_eq!(
+            err(text),
+            "lab.toml:11: forwards[0].to: node `blue` is on no bridge with a gateway, so the lab \
+             host cannot reach it"
+        );
+        assert_eq!(
+            err(&text.replace("blue:80", "10.0.0.2:80")),
+            "lab.toml:11: forwards[0].to: 10.0.0.2 is node `blue`'s address on bridge `sw`, which \
+             has no gateway, so the lab host cannot reach it"
+        );
+        // By address, the address picks the interface.
+        let text = with_base(
+            "[[bridges]]\nname = \"sw\"\nsubnet = \"10.0.0.0/24\"\n\
+             [[nodes]]\nname = \"blue\"\ninterfaces = [\n\
+               { bridge = \"sw\", address = \"10.0.0.2\" },\n\
+               { bridge = \"v-net-0\", address = \"192.168.15.2\" },\n]\n\
+             [[forwards]]\nprotocol = \"tcp\"\nport = 80\nto = \"192.168.15.2:80\"\n",
+        );
+        let lab = parse("lab.toml", &text).unwrap();
+        assert_eq!(lab.forwards[0].target_addr, Ipv4Addr::new(192, 168, 15, 2));
+        let lab = parse("lab.toml", &text.replace("192.168.15.2:80", "blue:80")).unwrap();
+        assert_eq!(lab.forwards[0].target_addr, Ipv4Addr::new(192, 168, 15, 2));
+        assert!(err(&text.replace("192.168.15.2:80", "10.0.0.2:80"))
+            .contains("10.0.0.2 is node `blue`'s address on bridge `sw`, which has no gateway"));
+        // An address that is no node's (the gateway, a free one) is refused.
+        for free in ["192.168.15.5", "192.168.15.77"] {
+            assert!(
+                err(&text.replace("192.168.15.2:80", &format!("{free}:80"))).contains(&format!(
+                    "forwards[0].to: no node has address {free} on a bridge"
+                )),
+                "{free}"
+            );
+        }
     }
 
     #[test]
