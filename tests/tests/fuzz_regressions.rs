@@ -465,7 +465,6 @@ fn two_routes_to_one_destination_are_refused() {
 /// `host_interface` passes validation; creating the veth then fails).
 /// Found as `node-ifname-too-long` (`veth-longnodename`, 17 bytes).
 #[test]
-#[ignore = "bug: the default in-node interface name veth-<node> is not checked against IFNAMSIZ"]
 fn default_interface_names_inside_a_node_fit_ifnamsiz() {
     let text = format!(
         "{BRIDGE}[[nodes]]\nname = \"longnodename\"\nbridge = \"v-net-0\"\naddress = \"192.168.15.1\"\n\
@@ -486,7 +485,6 @@ fn default_interface_names_inside_a_node_fit_ifnamsiz() {
 /// among a node's links), so every plan adds its address again. Found as
 /// `node-ifname-lo`.
 #[test]
-#[ignore = "bug: a node interface may be named lo"]
 fn an_interface_inside_a_node_cannot_be_named_lo() {
     let text = format!(
         "{BRIDGE}[[nodes]]\nname = \"red\"\nbridge = \"v-net-0\"\naddress = \"192.168.15.1\"\n\

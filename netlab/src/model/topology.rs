@@ -628,6 +628,21 @@ impl Checker<'_> {
         spanned.get_ref()
     }
 
+    /// A name for an interface the lab creates (a bridge, either end of a
+    /// veth): the kernel's rules, and not `lo`, which every namespace (the
+    /// lab host's too) already has.
+    fn new_ifname<'s>(&mut self, spanned: &'s Spanned<String>, field: &str) -> &'s str {
+        let name = self.ifname(spanned, field);
+        if name == "lo" {
+            self.at(
+                spanned,
+                field,
+                "`lo` is the loopback interface every namespace already has",
+            );
+        }
+        name
+    }
+
     fn ipv4(&mut self, spanned: &Spanned<String>, field: &str) -> Option<Ipv4Addr> {
         match spanned.get_ref().parse::<Ipv4Addr>() {
             Ok(a) => Some(a),
@@ -809,7 +824,7 @@ fn validate(c: &mut Checker<'_>, raw: RawLab) -> Lab {
     for (i, rb) in raw.bridges.iter().enumerate() {
         let rb_inner = rb.get_ref();
         let f = |k: &str| format!("bridges[{i}].{k}");
-        let bname = c.ifname(&rb_inner.name, &f("name")).to_string();
+        let bname = c.new_ifname(&rb_inner.name, &f("name")).to_string();
         if bridges.iter().any(|b| b.name == bname) {
             c.at(
                 &rb_inner.name,
@@ -907,7 +922,7 @@ fn validate(c: &mut Checker<'_>, raw: RawLab) -> Lab {
                 interface: er
                     .interface
                     .as_ref()
-                    .map(|n| c.ifname(n, &format!("{field}.interface")).to_string()),
+                    .map(|n| c.new_ifname(n, &format!("{field}.interface")).to_string()),
                 address: c.cidr(&er.address, &format!("{field}.address")),
                 span: er.node.span(),
                 field,
@@ -1136,12 +1151,35 @@ fn validate(c: &mut Checker<'_>, raw: RawLab) -> Lab {
                 continue;
             }
             addresses.insert(address, format!("used by node {nname}"));
+            // The keys that name the two ends: `interface`/`host_interface`
+            // in the short form, `name`/`host_name` in an `interfaces` entry.
+            let (name_key, host_key, default_span) = if rn.interfaces.is_some() {
+                ("name", "host_name", w.bridge.span())
+            } else {
+                ("interface", "host_interface", rn.name.span())
+            };
             let ifname = match w.name {
-                Some(n) => c.ifname(n, &format!("{}.name", w.field)).to_string(),
-                None => default_ifname(idx),
+                Some(n) => c
+                    .new_ifname(n, &format!("{}.{name_key}", w.field))
+                    .to_string(),
+                None => {
+                    let name = default_ifname(idx);
+                    if let Err(e) = check_ifname(&name) {
+                        c.at(
+                            &Spanned::new(default_span.clone(), ()),
+                            format!("{}.{name_key}", w.field),
+                            format!(
+                                "{e} (the default name inside node `{nname}`); set `{name_key}`"
+                            ),
+                        );
+                    }
+                    name
+                }
             };
             let host_name = match w.host_name {
-                Some(n) => c.ifname(n, &format!("{}.host_name", w.field)).to_string(),
+                Some(n) => c
+                    .new_ifname(n, &format!("{}.{host_key}", w.field))
+                    .to_string(),
                 None => {
                     let hn = if single {
                         format!("veth-{nname}-br")
@@ -1149,15 +1187,10 @@ fn validate(c: &mut Checker<'_>, raw: RawLab) -> Lab {
                         format!("veth-{nname}-{idx}")
                     };
                     if let Err(e) = check_ifname(&hn) {
-                        let (key, span) = if rn.interfaces.is_some() {
-                            ("host_name", w.bridge.span())
-                        } else {
-                            ("host_interface", rn.name.span())
-                        };
                         c.at(
-                            &Spanned::new(span, ()),
-                            format!("{}.{key}", w.field),
-                            format!("{e} (the default lab-host side name for node `{nname}`); set `{key}`"),
+                            &Spanned::new(default_span.clone(), ()),
+                            format!("{}.{host_key}", w.field),
+                            format!("{e} (the default lab-host side name for node `{nname}`); set `{host_key}`"),
                         );
                     }
                     hn
@@ -1170,7 +1203,7 @@ fn validate(c: &mut Checker<'_>, raw: RawLab) -> Lab {
                     .unwrap_or_else(|| rn.name.span());
                 c.at(
                     &Spanned::new(span, ()),
-                    format!("{}.host_name", w.field),
+                    format!("{}.{host_key}", w.field),
                     format!("interface name `{host_name}` is used twice on the lab host"),
                 );
             }
@@ -1193,10 +1226,22 @@ fn validate(c: &mut Checker<'_>, raw: RawLab) -> Lab {
                 );
             }
             addresses.insert(addr.addr, format!("used by node {nname}"));
-            let name = mine
-                .interface
-                .clone()
-                .unwrap_or_else(|| default_ifname(wants.len() + k));
+            let name = match &mine.interface {
+                Some(n) => n.clone(),
+                None => {
+                    let name = default_ifname(wants.len() + k);
+                    if let Err(e) = check_ifname(&name) {
+                        c.at(
+                            &Spanned::new(mine.span.clone(), ()),
+                            format!("{}.interface", mine.field),
+                            format!(
+                                "{e} (the default name inside node `{nname}`); set `interface`"
+                            ),
+                        );
+                    }
+                    name
+                }
+            };
             interfaces.push(Interface {
                 name,
                 address: addr,
@@ -1615,14 +1660,61 @@ gateway = "192.168.15.5"
             e,
             "lab.toml:2: bridges[0].name: interface name `a-very-long-bridge` is 18 bytes; Linux allows at most 15"
         );
-        let e = err(&with_base("[[nodes]]\nname = \"longnodename\"\nbridge = \"v-net-0\"\naddress = \"192.168.15.1\"\n"));
+        let node = "[[nodes]]\nname = \"longnodename\"\nbridge = \"v-net-0\"\naddress = \"192.168.15.1\"\n";
+        let e = err(&with_base(node));
         assert!(e.contains("lab.toml:8: nodes[0].host_interface: interface name `veth-longnodename-br` is 20 bytes"), "{e}");
-        // Setting the name explicitly fixes it.
-        parse(
+        // Both default names are too long, the one inside the node too.
+        assert!(e.contains("lab.toml:8: nodes[0].interface: interface name `veth-longnodename` is 17 bytes; Linux allows at most 15 (the default name inside node `longnodename`); set `interface`"), "{e}");
+        // Setting only the lab-host side leaves the node's side.
+        let e = err(&with_base(&format!(
+            "{node}host_interface = \"vlong-br\"\n"
+        )));
+        assert_eq!(e, "lab.toml:8: nodes[0].interface: interface name `veth-longnodename` is 17 bytes; Linux allows at most 15 (the default name inside node `longnodename`); set `interface`");
+        // Setting both names explicitly fixes it.
+        let lab = parse(
             "lab.toml",
-            &with_base("[[nodes]]\nname = \"longnodename\"\nbridge = \"v-net-0\"\naddress = \"192.168.15.1\"\nhost_interface = \"vlong-br\"\n"),
+            &with_base(&format!(
+                "{node}host_interface = \"vlong-br\"\ninterface = \"eth0\"\n"
+            )),
         )
         .unwrap();
+        assert_eq!(lab.nodes[0].interfaces[0].name, "eth0");
+        // An `interfaces` entry of its own, or a cable, has the same default.
+        let e = err(&with_base(
+            "[[nodes]]\nname = \"longnodename\"\ninterfaces = [{ bridge = \"v-net-0\", address = \"192.168.15.1\", host_name = \"vlong-br\" }]\n",
+        ));
+        assert_eq!(e, "lab.toml:9: nodes[0].interfaces[0].name: interface name `veth-longnodename` is 17 bytes; Linux allows at most 15 (the default name inside node `longnodename`); set `name`");
+        let e = err("[[nodes]]\nname = \"longnodename\"\n[[nodes]]\nname = \"b\"\n[[cables]]\na = { node = \"longnodename\", address = \"10.0.0.1/24\" }\nb = { node = \"b\", address = \"10.0.0.2/24\" }\n");
+        assert_eq!(e, "lab.toml:6: cables[0].a.interface: interface name `veth-longnodename` is 17 bytes; Linux allows at most 15 (the default name inside node `longnodename`); set `interface`");
+    }
+
+    #[test]
+    fn no_interface_may_be_named_lo() {
+        let red = "[[nodes]]\nname = \"red\"\nbridge = \"v-net-0\"\naddress = \"192.168.15.1\"\n";
+        let e = err(&with_base(&format!("{red}interface = \"lo\"\n")));
+        assert_eq!(
+            e,
+            "lab.toml:11: nodes[0].interface: `lo` is the loopback interface every namespace already has"
+        );
+        let e = err(&with_base(&format!("{red}host_interface = \"lo\"\n")));
+        assert!(
+            e.starts_with("lab.toml:11: nodes[0].host_interface: `lo`"),
+            "{e}"
+        );
+        let e = err(&with_base(
+            "[[nodes]]\nname = \"red\"\ninterfaces = [{ bridge = \"v-net-0\", address = \"192.168.15.1\", name = \"lo\" }]\n",
+        ));
+        assert!(
+            e.starts_with("lab.toml:9: nodes[0].interfaces[0].name: `lo`"),
+            "{e}"
+        );
+        let e = err("[[nodes]]\nname = \"a\"\n[[nodes]]\nname = \"b\"\n[[cables]]\na = { node = \"a\", interface = \"lo\", address = \"10.0.0.1/24\" }\nb = { node = \"b\", address = \"10.0.0.2/24\" }\n");
+        assert!(
+            e.starts_with("lab.toml:6: cables[0].a.interface: `lo`"),
+            "{e}"
+        );
+        let e = err("[[bridges]]\nname = \"lo\"\nsubnet = \"10.0.0.0/24\"\n");
+        assert!(e.starts_with("lab.toml:2: bridges[0].name: `lo`"), "{e}");
     }
 
     #[test]

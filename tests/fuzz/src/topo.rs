@@ -62,14 +62,6 @@ pub const KNOWN: &[(&str, &str)] = &[
         "duplicate-route",
         "two_routes_to_one_destination_are_refused",
     ),
-    (
-        "node-ifname-too-long",
-        "default_interface_names_inside_a_node_fit_ifnamsiz",
-    ),
-    (
-        "node-ifname-lo",
-        "an_interface_inside_a_node_cannot_be_named_lo",
-    ),
     ("dns-search", "dns_search_domains_are_validated"),
 ];
 
@@ -149,6 +141,7 @@ pub fn check_lab(lab: &Lab) {
     let mut names = BTreeSet::new();
     for b in &lab.bridges {
         ifname_ok(&b.name, "bridge");
+        assert_ne!(b.name, "lo", "a bridge named lo");
         assert!(names.insert(b.name.clone()), "bridge {} twice", b.name);
         assert!(b.subnet.is_network(), "bridge subnet {}", b.subnet);
         if let Some(gw) = b.gateway {
@@ -252,6 +245,7 @@ pub fn check_lab(lab: &Lab) {
                         b.name
                     );
                     ifname_ok(host_name, &format!("node {} host_name", n.name));
+                    assert_ne!(host_name, "lo", "node {}: host_name lo", n.name);
                     assert!(
                         host_names.insert(host_name.clone()),
                         "lab-host interface {host_name} twice"
