@@ -498,7 +498,6 @@ fn an_interface_inside_a_node_cannot_be_named_lo() {
 /// domain into two, an empty one leaves `search ` dangling. Found as
 /// `dns-search`.
 #[test]
-#[ignore = "bug: [dns] search domains are not validated"]
 fn dns_search_domains_are_validated() {
     for bad in ["x\\nnameserver 1.1.1.1", "two words", ""] {
         let text = format!("[dns]\nsearch = [\"{bad}\"]\n");

@@ -707,6 +707,40 @@ pub fn check_ifname(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A DNS name (a `[dns] search` domain, written into every node's
+/// resolv.conf as it is): labels of 1-63 letters, digits, `-` or `_`,
+/// separated by dots, at most 253 bytes, optionally ending with a dot.
+pub fn check_domain(name: &str) -> Result<(), String> {
+    let bare = name.strip_suffix('.').unwrap_or(name);
+    if bare.is_empty() {
+        return Err(format!("`{}` is not a domain name", name.escape_debug()));
+    }
+    if bare.len() > 253 {
+        return Err(format!(
+            "domain name is {} bytes; DNS allows at most 253",
+            bare.len()
+        ));
+    }
+    for label in bare.split('.') {
+        if label.is_empty() || label.len() > 63 {
+            return Err(format!(
+                "`{}` is not a domain name: each dot-separated label must be 1-63 bytes",
+                name.escape_debug()
+            ));
+        }
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(format!(
+                "`{}` is not a domain name: labels are letters, digits, `-` and `_`",
+                name.escape_debug()
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Lab and node names: letters, digits, `-`, `_`, `.`, starting with a letter or digit.
 fn check_name(name: &str, what: &str) -> Result<(), String> {
     let ok = !name.is_empty()
@@ -814,7 +848,19 @@ fn validate(c: &mut Checker<'_>, raw: RawLab) -> Lab {
         search: raw
             .dns
             .as_ref()
-            .map(|d| d.search.iter().map(|s| s.get_ref().clone()).collect())
+            .map(|d| {
+                d.search
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, s)| match check_domain(s.get_ref()) {
+                        Ok(()) => Some(s.get_ref().clone()),
+                        Err(e) => {
+                            c.at(s, format!("dns.search[{i}]"), e);
+                            None
+                        }
+                    })
+                    .collect()
+            })
             .unwrap_or_default(),
     };
 
@@ -1920,6 +1966,44 @@ gateway = "192.168.15.5"
         );
         let e = err("[[bridges]]\nname = \"b\"\nsubnet = \"10.0.0.0/24\"\nmasquerade = true\n");
         assert!(e.contains("needs a gateway"), "{e}");
+    }
+
+    #[test]
+    fn dns_settings() {
+        let lab = parse(
+            "lab.toml",
+            "[dns]\nnameservers = [\"10.0.0.53\"]\nsearch = [\"lab.example\", \"corp_x.example.\", \"x-1\"]\n",
+        )
+        .unwrap();
+        assert_eq!(lab.dns.nameservers, Some(vec![Ipv4Addr::new(10, 0, 0, 53)]));
+        assert_eq!(lab.dns.search, ["lab.example", "corp_x.example.", "x-1"]);
+        let search = |d: &str| err(&format!("[dns]\nsearch = [\"ok\",\n  {d}]\n"));
+        assert_eq!(
+            search("\"x\\nnameserver 1.1.1.1\""),
+            "lab.toml:3: dns.search[1]: `x\\nnameserver 1.1.1.1` is not a domain name: labels are \
+             letters, digits, `-` and `_`"
+        );
+        assert!(search("\"two words\"").contains("dns.search[1]: `two words` is not"));
+        assert_eq!(
+            search("\"\""),
+            "lab.toml:3: dns.search[1]: `` is not a domain name"
+        );
+        for bad in [".", "a..b", ".a", "a.b..", "x/y", "é.example"] {
+            assert!(
+                search(&format!("\"{bad}\"")).contains("dns.search[1]"),
+                "{bad:?} accepted"
+            );
+        }
+        let long = format!("\"{}.example\"", "a".repeat(64));
+        assert!(search(&long).contains("1-63 bytes"));
+        let label = "a".repeat(63);
+        let just = format!("{label}.{label}.{label}.{}", "a".repeat(61));
+        assert_eq!(just.len(), 253);
+        parse("lab.toml", &format!("[dns]\nsearch = [\"{just}.\"]\n")).unwrap();
+        assert!(search(&format!("\"{just}a\"")).contains("at most 253"));
+        // Nameservers are IPv4 addresses, nothing else.
+        let e = err("[dns]\nnameservers = [\"1.1.1.1\\nsearch evil\"]\n");
+        assert!(e.starts_with("lab.toml:2: dns.nameservers[0]: "), "{e}");
     }
 
     #[test]
