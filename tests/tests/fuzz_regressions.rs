@@ -439,7 +439,6 @@ const BRIDGE: &str =
 /// 0.0.0.0/0 via 192.168.15.255 and 192.168.15.0: their `via` is not
 /// checked either, unlike a node's).
 #[test]
-#[ignore = "bug: validation accepts two routes to one destination through different gateways"]
 fn two_routes_to_one_destination_are_refused() {
     let text = format!(
         "{BRIDGE}[[nodes]]\nname = \"red\"\nbridge = \"v-net-0\"\naddress = \"192.168.15.1\"\n\

@@ -1313,50 +1313,72 @@ fn validate(c: &mut Checker<'_>, raw: RawLab) -> Lab {
             }
         }
 
-        let connected = |ip: Ipv4Addr| {
-            interfaces
+        let own: Vec<Ipv4Net> = interfaces.iter().map(|i| i.address).collect();
+        let whose = format!("node `{nname}`");
+        let nowhere = |via: Ipv4Addr| format!("{via} is not on any subnet of node `{nname}`");
+        // The node's routing table, to refuse a second route to one
+        // destination: its connected subnets, then its default route.
+        let mut table = RouteTable {
+            owner: whose.clone(),
+            connected: interfaces
                 .iter()
-                .any(|i| i.address.contains(ip) && i.address.addr != ip)
+                .map(|i| (i.address.network(), format!("interface `{}`", i.name)))
+                .collect(),
+            routes: BTreeMap::new(),
         };
-        let gateway = match &rn.gateway {
-            Some(g) if g.get_ref() == "none" => None,
-            Some(g) => c.ipv4(g, &f("gateway")).and_then(|gw| {
-                if connected(gw) {
+        // The default route: `gateway`, or the first bridge's that has one.
+        let (gateway, origin) = match &rn.gateway {
+            Some(g) if g.get_ref() == "none" => (None, String::new()),
+            Some(g) => {
+                let gw = c.ipv4(g, &f("gateway")).and_then(|gw| {
+                    let problem = next_hop_problem(&own, gw, &whose, nowhere);
+                    if let Some(e) = problem {
+                        c.at(g, f("gateway"), e);
+                        return None;
+                    }
                     Some(gw)
-                } else {
-                    c.at(
-                        g,
-                        f("gateway"),
-                        format!("{gw} is not on any subnet of node `{nname}`"),
-                    );
-                    None
+                });
+                (gw, "its `gateway`".to_string())
+            }
+            None => {
+                let from_bridge = interfaces.iter().find_map(|i| match &i.attachment {
+                    Attachment::Bridge { bridge, .. } => bridges
+                        .iter()
+                        .find(|b| &b.name == bridge)
+                        .and_then(|b| Some((b.gateway?, &b.name))),
+                    Attachment::Cable { .. } => None,
+                });
+                match from_bridge {
+                    Some((gw, bridge)) => (
+                        Some(gw),
+                        format!(
+                            "the gateway of bridge `{bridge}`; set `gateway` to choose another, \
+                             or `gateway = \"none\"`"
+                        ),
+                    ),
+                    None => (None, String::new()),
                 }
-            }),
-            None => interfaces.iter().find_map(|i| match &i.attachment {
-                Attachment::Bridge { bridge, .. } => bridges
-                    .iter()
-                    .find(|b| &b.name == bridge)
-                    .and_then(|b| b.gateway),
-                Attachment::Cable { .. } => None,
-            }),
+            }
         };
-        let routes = rn
-            .routes
-            .iter()
-            .enumerate()
-            .filter_map(|(j, r)| {
-                let route = validate_route(c, r, &format!("nodes[{i}].routes[{j}]"))?;
-                if !connected(route.via) {
-                    c.at(
-                        &r.get_ref().via,
-                        format!("nodes[{i}].routes[{j}].via"),
-                        format!("{} is not on any subnet of node `{nname}`", route.via),
-                    );
-                    return None;
-                }
-                Some(route)
-            })
-            .collect();
+        if let Some(gw) = gateway {
+            table.routes.insert(DEFAULT_ROUTE, (gw, origin));
+        }
+        let mut routes = Vec::new();
+        for (j, r) in rn.routes.iter().enumerate() {
+            let field = format!("nodes[{i}].routes[{j}]");
+            let Some(route) = validate_route(c, r, &field) else {
+                continue;
+            };
+            if let Some(e) = next_hop_problem(&own, route.via, &whose, nowhere) {
+                c.at(&r.get_ref().via, format!("{field}.via"), e);
+                continue;
+            }
+            match table.add(route, &field) {
+                Ok(true) => routes.push(route),
+                Ok(false) => {}
+                Err(e) => c.at(&r.get_ref().to, format!("{field}.to"), e),
+            }
+        }
         nodes.push(Node {
             netns: format!("{netns_prefix}{nname}"),
             name: nname,
@@ -1428,12 +1450,38 @@ fn validate(c: &mut Checker<'_>, raw: RawLab) -> Lab {
         }
     }
 
-    let host_routes = raw
-        .routes
-        .iter()
-        .enumerate()
-        .filter_map(|(j, r)| validate_route(c, r, &format!("routes[{j}]")))
-        .collect();
+    // Routes on the lab host go through a node on one of its bridges (those
+    // with a gateway), one route per destination (its bridges' subnets
+    // being routes already).
+    let host_own: Vec<Ipv4Net> = bridges.iter().filter_map(Bridge::gateway_net).collect();
+    let mut host_table = RouteTable {
+        owner: "the lab host".to_string(),
+        connected: bridges
+            .iter()
+            .filter(|b| b.gateway.is_some())
+            .map(|b| (b.subnet, format!("bridge `{}`", b.name)))
+            .collect(),
+        routes: BTreeMap::new(),
+    };
+    let mut host_routes = Vec::new();
+    for (j, r) in raw.routes.iter().enumerate() {
+        let field = format!("routes[{j}]");
+        let Some(route) = validate_route(c, r, &field) else {
+            continue;
+        };
+        let nowhere = |via: Ipv4Addr| {
+            format!("{via} is not on a bridge the lab host is on (one with a `gateway`)")
+        };
+        if let Some(e) = next_hop_problem(&host_own, route.via, "the lab host", nowhere) {
+            c.at(&r.get_ref().via, format!("{field}.via"), e);
+            continue;
+        }
+        match host_table.add(route, &field) {
+            Ok(true) => host_routes.push(route),
+            Ok(false) => {}
+            Err(e) => c.at(&r.get_ref().to, format!("{field}.to"), e),
+        }
+    }
 
     let mut lab = Lab {
         name,
@@ -1543,13 +1591,83 @@ fn validate_nat(c: &mut Checker<'_>, raw: Option<&RawNat>) -> NatSettings {
     nat
 }
 
+const DEFAULT_ROUTE: Ipv4Net = Ipv4Net {
+    addr: Ipv4Addr::UNSPECIFIED,
+    prefix_len: 0,
+};
+
+/// Why `via` cannot be the next hop of a route of `whose` (a node, the lab
+/// host), whose interfaces have the addresses `own`; `None` when it can:
+/// another usable address on one of their subnets. `nowhere` says it is on
+/// none of them.
+fn next_hop_problem(
+    own: &[Ipv4Net],
+    via: Ipv4Addr,
+    whose: &str,
+    nowhere: impl FnOnce(Ipv4Addr) -> String,
+) -> Option<String> {
+    if own.iter().any(|a| a.addr == via) {
+        return Some(format!("{via} is an address of {whose} itself"));
+    }
+    match own.iter().find(|a| a.contains(via)) {
+        None => Some(nowhere(via)),
+        Some(a) if !a.is_usable_host(via) => Some(format!(
+            "{via} is the network or broadcast address of {}",
+            a.network()
+        )),
+        Some(_) => None,
+    }
+}
+
+/// One routing table (a node's, the lab host's) as validation builds it.
+/// The kernel keeps one route per destination: adding a second one (or one
+/// to a connected subnet) fails with EEXIST, which `up` takes as done, so
+/// the lab would never converge.
+struct RouteTable {
+    /// "node `red`", "the lab host".
+    owner: String,
+    /// Subnets reached directly, each with what reaches it.
+    connected: Vec<(Ipv4Net, String)>,
+    /// Destination → next hop and where that route comes from.
+    routes: BTreeMap<Ipv4Net, (Ipv4Addr, String)>,
+}
+
+impl RouteTable {
+    /// Add the route written at `field`: `Ok(false)` if the very same
+    /// route is there already (it is one route), an error if another route
+    /// has its destination.
+    fn add(&mut self, route: Route, field: &str) -> Result<bool, String> {
+        let dest = if route.to.prefix_len == 0 {
+            "default".to_string()
+        } else {
+            route.to.to_string()
+        };
+        if let Some((_, what)) = self.connected.iter().find(|(n, _)| *n == route.to) {
+            return Err(format!(
+                "{dest} is the subnet of {what}, which {} reaches directly: a route to it \
+                 via {} would clash with that one",
+                self.owner, route.via
+            ));
+        }
+        match self.routes.get(&route.to) {
+            Some((via, _)) if *via == route.via => Ok(false),
+            Some((via, what)) => Err(format!(
+                "{} already has a route to {dest} via {via} ({what}); the kernel keeps one \
+                 route per destination",
+                self.owner
+            )),
+            None => {
+                self.routes.insert(route.to, (route.via, field.to_string()));
+                Ok(true)
+            }
+        }
+    }
+}
+
 fn validate_route(c: &mut Checker<'_>, r: &Spanned<RawRoute>, field: &str) -> Option<Route> {
     let r = r.get_ref();
     let to = if r.to.get_ref() == "default" {
-        Some(Ipv4Net {
-            addr: Ipv4Addr::UNSPECIFIED,
-            prefix_len: 0,
-        })
+        Some(DEFAULT_ROUTE)
     } else {
         c.cidr(&r.to, &format!("{field}.to")).map(|n| {
             if !n.is_network() {
@@ -1969,44 +2087,6 @@ gateway = "192.168.15.5"
     }
 
     #[test]
-    fn dns_settings() {
-        let lab = parse(
-            "lab.toml",
-            "[dns]\nnameservers = [\"10.0.0.53\"]\nsearch = [\"lab.example\", \"corp_x.example.\", \"x-1\"]\n",
-        )
-        .unwrap();
-        assert_eq!(lab.dns.nameservers, Some(vec![Ipv4Addr::new(10, 0, 0, 53)]));
-        assert_eq!(lab.dns.search, ["lab.example", "corp_x.example.", "x-1"]);
-        let search = |d: &str| err(&format!("[dns]\nsearch = [\"ok\",\n  {d}]\n"));
-        assert_eq!(
-            search("\"x\\nnameserver 1.1.1.1\""),
-            "lab.toml:3: dns.search[1]: `x\\nnameserver 1.1.1.1` is not a domain name: labels are \
-             letters, digits, `-` and `_`"
-        );
-        assert!(search("\"two words\"").contains("dns.search[1]: `two words` is not"));
-        assert_eq!(
-            search("\"\""),
-            "lab.toml:3: dns.search[1]: `` is not a domain name"
-        );
-        for bad in [".", "a..b", ".a", "a.b..", "x/y", "é.example"] {
-            assert!(
-                search(&format!("\"{bad}\"")).contains("dns.search[1]"),
-                "{bad:?} accepted"
-            );
-        }
-        let long = format!("\"{}.example\"", "a".repeat(64));
-        assert!(search(&long).contains("1-63 bytes"));
-        let label = "a".repeat(63);
-        let just = format!("{label}.{label}.{label}.{}", "a".repeat(61));
-        assert_eq!(just.len(), 253);
-        parse("lab.toml", &format!("[dns]\nsearch = [\"{just}.\"]\n")).unwrap();
-        assert!(search(&format!("\"{just}a\"")).contains("at most 253"));
-        // Nameservers are IPv4 addresses, nothing else.
-        let e = err("[dns]\nnameservers = [\"1.1.1.1\\nsearch evil\"]\n");
-        assert!(e.starts_with("lab.toml:2: dns.nameservers[0]: "), "{e}");
-    }
-
-    #[test]
     fn seeds_first_example_is_a_cable() {
         let lab = parse(
             "cable.toml",
@@ -2047,6 +2127,178 @@ gateway = "192.168.15.5"
             e,
             "lab.toml:11: nodes[0].routes[0].via: 172.16.0.1 is not on any subnet of node `red`"
         );
+    }
+
+    #[test]
+    fn one_route_per_destination() {
+        let red = "[[nodes]]\nname = \"red\"\nbridge = \"v-net-0\"\naddress = \"192.168.15.1\"\n";
+        // The default gateway (here the bridge's) is a route to default.
+        let e = err(&with_base(&format!(
+            "{red}routes = [{{ to = \"default\", via = \"192.168.15.9\" }}]\n"
+        )));
+        assert_eq!(
+            e,
+            "lab.toml:11: nodes[0].routes[0].to: node `red` already has a route to default via \
+             192.168.15.5 (the gateway of bridge `v-net-0`; set `gateway` to choose another, or \
+             `gateway = \"none\"`); the kernel keeps one route per destination"
+        );
+        let e = err(&with_base(&format!(
+            "{red}gateway = \"192.168.15.9\"\nroutes = [{{ to = \"0.0.0.0/0\", via = \"192.168.15.5\" }}]\n"
+        )));
+        assert!(
+            e.contains("lab.toml:12: nodes[0].routes[0].to: node `red` already has a route to default via 192.168.15.9 (its `gateway`)"),
+            "{e}"
+        );
+        // Without a gateway, the route is the default route.
+        let lab = parse(
+            "lab.toml",
+            &with_base(&format!(
+                "{red}gateway = \"none\"\nroutes = [{{ to = \"default\", via = \"192.168.15.9\" }}]\n"
+            )),
+        )
+        .unwrap();
+        assert_eq!(lab.nodes[0].routes.len(), 1);
+        // Two routes to one prefix; the same route twice is one.
+        let two = |a: &str, b: &str| {
+            with_base(&format!(
+                "{red}routes = [{{ to = \"10.0.0.0/8\", via = \"{a}\" }}, {{ to = \"10.0.0.0/8\", via = \"{b}\" }}]\n"
+            ))
+        };
+        assert_eq!(
+            err(&two("192.168.15.8", "192.168.15.9")),
+            "lab.toml:11: nodes[0].routes[1].to: node `red` already has a route to 10.0.0.0/8 via \
+             192.168.15.8 (nodes[0].routes[0]); the kernel keeps one route per destination"
+        );
+        let lab = parse("lab.toml", &two("192.168.15.8", "192.168.15.8")).unwrap();
+        assert_eq!(lab.nodes[0].routes.len(), 1);
+        // A connected subnet has its route already.
+        let e = err(&with_base(&format!(
+            "{red}routes = [{{ to = \"192.168.15.0/24\", via = \"192.168.15.9\" }}]\n"
+        )));
+        assert_eq!(
+            e,
+            "lab.toml:11: nodes[0].routes[0].to: 192.168.15.0/24 is the subnet of interface \
+             `veth-red`, which node `red` reaches directly: a route to it via 192.168.15.9 would \
+             clash with that one"
+        );
+        // Next hops: another usable address on one of the node's subnets.
+        let via = |v: &str| {
+            err(&with_base(&format!(
+                "{red}routes = [{{ to = \"10.0.0.0/8\", via = \"{v}\" }}]\n"
+            )))
+        };
+        assert_eq!(
+            via("192.168.15.255"),
+            "lab.toml:11: nodes[0].routes[0].via: 192.168.15.255 is the network or broadcast \
+             address of 192.168.15.0/24"
+        );
+        assert!(via("192.168.15.0").contains("network or broadcast"));
+        assert_eq!(
+            via("192.168.15.1"),
+            "lab.toml:11: nodes[0].routes[0].via: 192.168.15.1 is an address of node `red` itself"
+        );
+        assert!(
+            err(&with_base(&format!("{red}gateway = \"192.168.15.255\"\n")))
+                .contains("nodes[0].gateway: 192.168.15.255 is the network or broadcast address")
+        );
+    }
+
+    #[test]
+    fn host_routes() {
+        let route = |to: &str, via: &str| format!("[[routes]]\nto = \"{to}\"\nvia = \"{via}\"\n");
+        let lab = parse("lab.toml", &with_base(&route("10.0.0.0/8", "192.168.15.1"))).unwrap();
+        assert_eq!(
+            lab.host_routes,
+            [Route {
+                to: "10.0.0.0/8".parse().unwrap(),
+                via: Ipv4Addr::new(192, 168, 15, 1)
+            }]
+        );
+        // Two routes to one prefix (the same one twice is one).
+        let e = err(&with_base(&format!(
+            "{}{}",
+            route("10.0.0.0/8", "192.168.15.1"),
+            route("10.0.0.0/8", "192.168.15.2")
+        )));
+        assert_eq!(
+            e,
+            "lab.toml:11: routes[1].to: the lab host already has a route to 10.0.0.0/8 via \
+             192.168.15.1 (routes[0]); the kernel keeps one route per destination"
+        );
+        let text = with_base(&format!(
+            "{}{}",
+            route("10.0.0.0/8", "192.168.15.1"),
+            route("10.0.0.0/8", "192.168.15.1")
+        ));
+        assert_eq!(parse("lab.toml", &text).unwrap().host_routes.len(), 1);
+        // The next hop: a usable address on a bridge the lab host is on.
+        assert_eq!(
+            err(&with_base(&route("0.0.0.0/0", "192.168.15.255"))),
+            "lab.toml:9: routes[0].via: 192.168.15.255 is the network or broadcast address of \
+             192.168.15.0/24"
+        );
+        assert!(err(&with_base(&route("default", "192.168.15.0"))).contains("broadcast"));
+        assert_eq!(
+            err(&with_base(&route("10.0.0.0/8", "192.168.15.5"))),
+            "lab.toml:9: routes[0].via: 192.168.15.5 is an address of the lab host itself"
+        );
+        assert_eq!(
+            err(&with_base(&route("10.0.0.0/8", "172.16.0.1"))),
+            "lab.toml:9: routes[0].via: 172.16.0.1 is not on a bridge the lab host is on (one \
+             with a `gateway`)"
+        );
+        let e = err(&format!(
+            "[[bridges]]\nname = \"sw\"\nsubnet = \"10.0.0.0/24\"\n{}",
+            route("172.16.0.0/12", "10.0.0.1")
+        ));
+        assert!(
+            e.contains("routes[0].via: 10.0.0.1 is not on a bridge the lab host is on"),
+            "{e}"
+        );
+        // The lab host reaches its bridges' subnets directly.
+        assert_eq!(
+            err(&with_base(&route("192.168.15.0/24", "192.168.15.1"))),
+            "lab.toml:8: routes[0].to: 192.168.15.0/24 is the subnet of bridge `v-net-0`, which \
+             the lab host reaches directly: a route to it via 192.168.15.1 would clash with that one"
+        );
+    }
+
+    #[test]
+    fn dns_settings() {
+        let lab = parse(
+            "lab.toml",
+            "[dns]\nnameservers = [\"10.0.0.53\"]\nsearch = [\"lab.example\", \"corp_x.example.\", \"x-1\"]\n",
+        )
+        .unwrap();
+        assert_eq!(lab.dns.nameservers, Some(vec![Ipv4Addr::new(10, 0, 0, 53)]));
+        assert_eq!(lab.dns.search, ["lab.example", "corp_x.example.", "x-1"]);
+        let search = |d: &str| err(&format!("[dns]\nsearch = [\"ok\",\n  {d}]\n"));
+        assert_eq!(
+            search("\"x\\nnameserver 1.1.1.1\""),
+            "lab.toml:3: dns.search[1]: `x\\nnameserver 1.1.1.1` is not a domain name: labels are \
+             letters, digits, `-` and `_`"
+        );
+        assert!(search("\"two words\"").contains("dns.search[1]: `two words` is not"));
+        assert_eq!(
+            search("\"\""),
+            "lab.toml:3: dns.search[1]: `` is not a domain name"
+        );
+        for bad in [".", "a..b", ".a", "a.b..", "x/y", "é.example"] {
+            assert!(
+                search(&format!("\"{bad}\"")).contains("dns.search[1]"),
+                "{bad:?} accepted"
+            );
+        }
+        let long = format!("\"{}.example\"", "a".repeat(64));
+        assert!(search(&long).contains("1-63 bytes"));
+        let label = "a".repeat(63);
+        let just = format!("{label}.{label}.{label}.{}", "a".repeat(61));
+        assert_eq!(just.len(), 253);
+        parse("lab.toml", &format!("[dns]\nsearch = [\"{just}.\"]\n")).unwrap();
+        assert!(search(&format!("\"{just}a\"")).contains("at most 253"));
+        // Nameservers are IPv4 addresses, nothing else.
+        let e = err("[dns]\nnameservers = [\"1.1.1.1\\nsearch evil\"]\n");
+        assert!(e.starts_with("lab.toml:2: dns.nameservers[0]: "), "{e}");
     }
 
     #[test]

@@ -57,10 +57,7 @@ pub fn check_text(text: &str) {
 /// tests/tests/fuzz_regressions.rs): shown once, not a crash, so the fuzzer
 /// goes on looking for others. `NETLAB_FUZZ_STRICT=1` makes them crashes
 /// again (to check a fix). Remove a class when its bug is fixed.
-pub const KNOWN: &[(&str, &str)] = &[(
-    "duplicate-route",
-    "two_routes_to_one_destination_are_refused",
-)];
+pub const KNOWN: &[(&str, &str)] = &[];
 
 fn finding(class: &'static str, msg: String) {
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -282,9 +279,8 @@ pub fn check_lab(lab: &Lab) {
         // Default route and static routes go through a neighbour on one
         // of the node's segments; no two routes to one destination.
         let connected = |ip: Ipv4Addr| {
-            n.interfaces
-                .iter()
-                .any(|i| i.address.contains(ip) && i.address.addr != ip)
+            n.interfaces.iter().any(|i| i.address.is_usable_host(ip))
+                && !n.interfaces.iter().any(|i| i.address.addr == ip)
         };
         // (Identical routes are one; two ways to one destination are not:
         // netlink refuses the second with EEXIST, `up` takes that as done,
@@ -302,6 +298,13 @@ pub fn check_lab(lab: &Lab) {
                 r.via
             );
             assert!(r.to.is_network(), "node {}: route to {}", n.name, r.to);
+            // (A connected subnet has its kernel route already: EEXIST too.)
+            assert!(
+                !n.interfaces.iter().any(|i| i.address.network() == r.to),
+                "node {}: route to its own subnet {}",
+                n.name,
+                r.to
+            );
             if let Some(other) = dests.insert(r.to, r.via) {
                 if other != r.via {
                     finding(
@@ -334,8 +337,21 @@ pub fn check_lab(lab: &Lab) {
     }
     // Host routes.
     let mut host_dests: BTreeMap<Ipv4Net, Ipv4Addr> = BTreeMap::new();
+    let host_nets: Vec<Ipv4Net> = lab.bridges.iter().filter_map(|b| b.gateway_net()).collect();
     for r in &lab.host_routes {
         assert!(r.to.is_network(), "host route to {}", r.to);
+        assert!(
+            host_nets.iter().any(|g| g.is_usable_host(r.via))
+                && !host_nets.iter().any(|g| g.addr == r.via),
+            "host route to {} via {}: not another usable address on a bridge the lab host is on",
+            r.to,
+            r.via
+        );
+        assert!(
+            !host_nets.iter().any(|g| g.network() == r.to),
+            "host route to {}, a subnet the lab host is on",
+            r.to
+        );
         if let Some(other) = host_dests.insert(r.to, r.via) {
             if other != r.via {
                 finding(
