@@ -118,7 +118,11 @@ fn churn_up_down_of_a_20_node_lab() {
             assert_eq!(seen.trim(), "198.51.100.2", "cycle {c}");
         }
         if footprint.is_none() {
-            footprint = Some(before.mem_kernel_view - resources().mem_kernel_view);
+            let now = resources();
+            footprint = Some((
+                before.mem_kernel_view - now.mem_kernel_view,
+                now.kernel_unreclaimable - before.kernel_unreclaimable,
+            ));
         }
         let o = lab_objects(&lab.name);
         assert!(o.progs.len() >= 4 && o.links.len() >= 3, "cycle {c}: {o:?}");
@@ -137,7 +141,7 @@ fn churn_up_down_of_a_20_node_lab() {
     figure(
         "churn up/down (20 nodes, 30 forwarded ports)",
         format!(
-            "{cycles} cycles in {total:.1?}: {:.2} s/cycle (up mean {:.2?} max {:.2?}, down mean {:.2?} max {:.2?}); {} programs, {} maps and {} TCX links made over the cycles, {} still loaded after down; lab footprint while up {} MiB",
+            "{cycles} cycles in {total:.1?}: {:.2} s/cycle (up mean {:.2?} max {:.2?}, down mean {:.2?} max {:.2?}); {} programs, {} maps and {} TCX links made over the cycles, {} still loaded after down; lab footprint while up {} MiB ({} MiB of it slab+percpu)",
             total.as_secs_f64() / cycles as f64,
             mean(&ups),
             max(&ups),
@@ -147,7 +151,8 @@ fn churn_up_down_of_a_20_node_lab() {
             made.maps.len(),
             made.links.len(),
             left.len(),
-            footprint.unwrap_or(0) / 1024
+            footprint.unwrap_or_default().0 / 1024,
+            footprint.unwrap_or_default().1 / 1024
         ),
     );
     figure("churn up/down", format!("before: {}", before.line()));
