@@ -514,6 +514,28 @@ pub const FILES_TOLERANCE: i64 = 256;
 pub const MEM_TOLERANCE_KB: i64 = 256 * 1024;
 pub const UNRECLAIMABLE_TOLERANCE_KB: i64 = 32 * 1024;
 
+/// Wait (up to `wait`) until the kernel has finished freeing what the
+/// removed labs held: namespaces and BPF maps are freed by deferred work
+/// (after RCU grace periods), tens of MiB after 200 cycles, seconds later.
+/// Returns when memory stopped coming back (two readings a second apart
+/// within 2 MiB, twice in a row).
+pub fn quiesce(wait: Duration) -> Duration {
+    let started = Instant::now();
+    let mut last = resources().mem_kernel_view;
+    let mut steady = 0;
+    while started.elapsed() < wait && steady < 2 {
+        thread::sleep(Duration::from_secs(1));
+        let now = resources().mem_kernel_view;
+        steady = if (now - last).abs() < 2048 {
+            steady + 1
+        } else {
+            0
+        };
+        last = now;
+    }
+    started.elapsed()
+}
+
 /// Wait (up to `wait`) until the machine is back where `before` was:
 /// no unheld new BPF object, file handles and memory within tolerance.
 /// Returns the last reading and what is still off (empty when settled).

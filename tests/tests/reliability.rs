@@ -24,8 +24,8 @@ use netlab_tests::{
     in_netns, netlab_bin, ok, packet, privileged,
     reliability::{
         delta, drops, exclusive, figure, heavy, host_state, icmp_echo, icmp_socket, lab_objects,
-        nat_list, netlab_env, pick, pinned_programs, raise_nofile, resources, sa, settle, shared,
-        spawn_in_netns, stats, stress, tcp_echo, tcp_scan, tcp_segment, transfer, udp_echo,
+        nat_list, netlab_env, pick, pinned_programs, quiesce, raise_nofile, resources, sa, settle,
+        shared, spawn_in_netns, stats, stress, tcp_echo, tcp_scan, tcp_segment, transfer, udp_echo,
         variant_object, Echo, HostPair, LabObjects, Listener, RawSender, Rng, TransferServer,
         UPLINK, WAN, WAN2,
     },
@@ -137,6 +137,7 @@ fn churn_up_down_of_a_20_node_lab() {
     }
     let total = started.elapsed();
     let left = still_loaded(&made, Duration::from_secs(10));
+    let quiet = quiesce(pick(Duration::from_secs(3), Duration::from_secs(60)));
     let (after, off) = settle(&before, Duration::from_secs(60));
     figure(
         "churn up/down (20 nodes, 30 forwarded ports)",
@@ -156,7 +157,13 @@ fn churn_up_down_of_a_20_node_lab() {
         ),
     );
     figure("churn up/down", format!("before: {}", before.line()));
-    figure("churn up/down", format!("after:  {}", after.line()));
+    figure(
+        "churn up/down",
+        format!(
+            "after:  {} (read once memory stopped coming back, {quiet:.0?})",
+            after.line()
+        ),
+    );
     assert!(left.is_empty(), "still loaded after down: {left:?}");
     assert!(off.is_empty(), "the machine did not come back: {off:?}");
     // (The machine-wide count of named namespaces is printed, not compared:
