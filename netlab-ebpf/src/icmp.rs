@@ -7,14 +7,15 @@ use aya_ebpf::programs::TcContext;
 use netlab_common::{stat, FlowKey, HOOK_UPLINK_INGRESS, KIND_ROUTED};
 
 use crate::{
-    maps::{count, NAT_FLOWS},
+    maps::{config, count, NAT_FLOWS},
+    nat,
     packet::{parse_inner, rewrite_inner, set_addr, Pkt},
 };
 
 /// Translate an ICMP error about a flow known at `hook`; `false` when it is
 /// about no flow of ours (the caller decides whether it may pass as it is).
-/// Errors about a routed subnet's flows are known but keep their addresses:
-/// a lab router's error keeps the router as its source.
+/// Errors about a routed subnet's flows are known and keep the quoted
+/// packet as it is.
 #[inline(always)]
 pub fn translate_error(ctx: &TcContext, p: &Pkt, hook: u8) -> Result<bool, ()> {
     let Some(inner) = parse_inner(ctx, p) else {
@@ -31,6 +32,14 @@ pub fn translate_error(ctx: &TcContext, p: &Pkt, hook: u8) -> Result<bool, ()> {
         return Ok(false);
     }
     if v.kind == KIND_ROUTED {
+        // The quoted packet stays as it is. The sender does too, unless it
+        // is a router of a masqueraded subnet: then the uplink address
+        // speaks for it, as for any other packet from there.
+        if hook != HOOK_UPLINK_INGRESS && nat::masqueraded(p.src) {
+            if let Some(cfg) = config() {
+                set_addr(ctx, p, true, p.src, cfg.uplink_addr)?;
+            }
+        }
         return Ok(true);
     }
     if hook == HOOK_UPLINK_INGRESS {

@@ -95,6 +95,26 @@ fn points_back(peer: &FlowValue, key: &FlowKey) -> bool {
         && peer.dst_port == key.src_port
 }
 
+/// The live entry a packet belongs to. An echo request and an echo reply
+/// with identifier 0 have the same key (`(0, 0)`); the entry's
+/// translation tells them apart (a request's keeps destination "port" 0).
+#[inline(always)]
+pub fn lookup_packet(cfg: &NatConfig, p: &Pkt, key: &FlowKey, now: u64) -> Option<*mut FlowValue> {
+    let v = lookup_live(cfg, key, now)?;
+    if p.proto == IPPROTO_ICMP && key.src_port == 0 && key.dst_port == 0 {
+        let val = unsafe { &*v };
+        let fits = if p.icmp_type == ICMP_ECHO {
+            val.dst_port == 0
+        } else {
+            val.src_port == 0
+        };
+        if !fits {
+            return None;
+        }
+    }
+    Some(v)
+}
+
 /// Whether the flow of the entry `(key, v)` is alive: either half fresh.
 #[inline(always)]
 fn flow_alive(cfg: &NatConfig, key: &FlowKey, v: &FlowValue, now: u64) -> bool {

@@ -59,7 +59,7 @@ fn established(ctx: &TcContext) -> Result<i32, ()> {
     };
     let now = nat::now();
     let key = FlowKey::new(p.src, p.dst, p.sport, p.dport, p.proto);
-    let Some(v) = nat::lookup_live(cfg, &key, now) else {
+    let Some(v) = nat::lookup_packet(cfg, &p, &key, now) else {
         // Returns only when the tail call cannot be made.
         unsafe { TAILS.tail_call(ctx, tail::NODE_NEW) };
         return Ok(TC_ACT_UNSPEC);

@@ -116,9 +116,9 @@ pub fn parse(ctx: &TcContext) -> Parsed {
         return Parsed::Bad;
     }
     let mut total = usize::from(u16::from_be_bytes(ip.tot_len));
-    if total == 0 {
+    if total == 0 && ctx.len() as usize > IP_OFF + 0xffff {
         // BIG TCP: a GSO packet past 64 KiB carries no total length.
-        total = (ctx.len() as usize).saturating_sub(IP_OFF);
+        total = ctx.len() as usize - IP_OFF;
     }
     if total < ihl || IP_OFF + total > ctx.len() as usize {
         return Parsed::Bad;
@@ -200,7 +200,16 @@ pub fn parse(ctx: &TcContext) -> Parsed {
             match p.icmp_type {
                 ICMP_ECHO => p.sport = id,
                 ICMP_ECHO_REPLY => p.dport = id,
-                _ => {}
+                ICMP_DEST_UNREACH | ICMP_TIME_EXCEEDED | ICMP_PARAMETER_PROB => {}
+                // Messages without an identifier (timestamp, redirect, …)
+                // are not translated: handled as another protocol, so
+                // they never match an echo flow whose identifier is 0.
+                _ => {
+                    return Parsed::OtherProto {
+                        src: p.src,
+                        dst: p.dst,
+                    }
+                }
             }
         }
     }

@@ -3,13 +3,13 @@
 
 use aya_ebpf::{bindings::TC_ACT_SHOT, programs::TcContext};
 use aya_log_ebpf::debug;
-use netlab_common::{stat, tail, FlowKey, NatConfig, CONFIG_LOG, HOOK_UPLINK_EGRESS, IPPROTO_ICMP};
+use netlab_common::{stat, tail, FlowKey, NatConfig, CONFIG_LOG, HOOK_UPLINK_EGRESS};
 
 use crate::{
     icmp,
     maps::{config, count},
     nat,
-    packet::{self, is_icmp_error, rewrite, set_addr, Parsed, Pkt, FRAG_LATER, ICMP_ECHO_REPLY},
+    packet::{self, is_icmp_error, rewrite, set_addr, Parsed, Pkt, FRAG_LATER},
     TC_ACT_UNSPEC,
 };
 
@@ -65,7 +65,7 @@ fn handle(ctx: &TcContext) -> Result<i32, ()> {
     }
     let now = nat::now();
     let key = FlowKey::new(p.src, p.dst, p.sport, p.dport, p.proto);
-    if let Some(v) = nat::lookup_live(cfg, &key, now) {
+    if let Some(v) = nat::lookup_packet(cfg, &p, &key, now) {
         let (hook, src, dst, sport, dport) = unsafe {
             (
                 (*v).hook,
@@ -102,16 +102,16 @@ fn masquerade(
     key: &FlowKey,
     now: u64,
 ) -> Result<i32, ()> {
+    if nat::subnet_of(p.dst).is_some() {
+        // To another lab subnet by way of the uplink (a route is missing):
+        // no flow, or the outside could answer as that lab address.
+        count(stat::DROP_UNSOLICITED);
+        return Ok(TC_ACT_SHOT);
+    }
     if !nat::opens_flow(p) {
-        // A reset or echo reply for a flow we do not know, or an ICMP
-        // message without an identifier to translate: sending it would
-        // leak the inside address.
-        let reason = if p.proto == IPPROTO_ICMP && p.icmp_type != ICMP_ECHO_REPLY {
-            stat::DROP_PROTOCOL
-        } else {
-            stat::DROP_NO_MAPPING
-        };
-        count(reason);
+        // A reset or echo reply for a flow we do not know: sending it
+        // would leak the inside address.
+        count(stat::DROP_NO_MAPPING);
         return Ok(TC_ACT_SHOT);
     }
     let up = cfg.uplink_addr;

@@ -80,6 +80,11 @@ fn handle(ctx: &TcContext) -> Result<i32, ()> {
         return Ok(TC_ACT_UNSPEC);
     }
     if p.frag == FRAG_LATER {
+        // A lab source is spoofed here (and hairpinned datagrams' fragments
+        // are recorded under lab sources: never translate by those).
+        if nat::subnet_of(p.src).is_some() {
+            return drop(stat::DROP_SPOOFED);
+        }
         if let Some(t) = nat::fragment_translation(&p) {
             set_addr(ctx, &p, false, p.dst, t.dst_addr)?;
         }
@@ -94,7 +99,7 @@ fn handle(ctx: &TcContext) -> Result<i32, ()> {
     }
     let now = nat::now();
     let key = FlowKey::new(p.src, p.dst, p.sport, p.dport, p.proto);
-    if let Some(v) = nat::lookup_live(cfg, &key, now) {
+    if let Some(v) = nat::lookup_packet(cfg, &p, &key, now) {
         let (hook, src, dst, sport, dport) = unsafe {
             (
                 (*v).hook,
@@ -147,7 +152,7 @@ fn fast_path_in(cfg: &NatConfig, p: &Pkt, node: u32) -> Option<(u32, [u8; 12])> 
 fn routed(ctx: &TcContext, cfg: &NatConfig, p: &Pkt) -> Result<i32, ()> {
     let now = nat::now();
     let key = FlowKey::new(p.src, p.dst, p.sport, p.dport, p.proto);
-    let v = match nat::lookup_live(cfg, &key, now) {
+    let v = match nat::lookup_packet(cfg, p, &key, now) {
         Some(v) => v,
         None => {
             if !nat::admit(ctx, cfg, now, tail::UPLINK_IN) {

@@ -380,6 +380,11 @@ fn icmp_error_about_a_routed_flow_keeps_its_sender() {
         &routed.octets(),
         "red's ICMP error left with the routed host's address as its source"
     );
+    // Red is on a masqueraded subnet: the uplink address speaks for it; the
+    // quoted packet (to the routed host) is left as it was.
+    assert_eq!(&out[26..30], &UPLINK.octets(), "red's address left the lab");
+    let p = parse_checked(&out).expect("checksums after the rewrite");
+    assert_eq!(&p.l4[8..8 + 28], &arrived[14..14 + 28]);
 }
 
 /// A flow that is busy (a packet more often than once a second) never
@@ -424,6 +429,68 @@ fn busy_flow_keeps_its_mapping() {
         ));
     }
     assert!(wrong.is_empty(), "{}", wrong.join("; "));
+}
+
+/// An echo request with identifier 0 makes a flow keyed `(0, 0)`, the key an
+/// echo reply or an ICMP message without identifier (timestamp, type 13)
+/// from the same node to the same host also has: both were translated as
+/// if they were the request, the reply's identifier overwritten. Found as
+/// `icmp-echo-reply-masqueraded` and `icmp-non-echo-identifier` once the
+/// first fixes were in.
+#[test]
+fn identifier_zero_echo_flow_matches_only_echo_requests() {
+    if !privileged() {
+        return;
+    }
+    let mut dp = Dataplane::new();
+    let req = Ip::new(RED, REMOTE, ICMP, icmp_echo(true, 0, 1, b"ping")).frame();
+    let (rc, out) = dp.out(&req);
+    assert_eq!(rc, UNSPEC);
+    assert_eq!(parse_checked(&out).unwrap().src, UPLINK);
+    let reply = Ip::new(RED, REMOTE, ICMP, icmp_echo(false, 0, 1, b"pong")).frame();
+    let (rc, out) = dp.out(&reply);
+    assert!(
+        rc == SHOT || out == reply,
+        "an echo reply took the echo request's flow (verdict {})",
+        rc as i32
+    );
+    let mut ts = vec![13, 0, 0, 0, 0, 0, 0, 1];
+    ts.extend_from_slice(&[0u8; 12]);
+    let ts = Ip::new(RED, REMOTE, ICMP, ts).frame();
+    let (rc, out) = dp.out(&ts);
+    assert!(
+        rc == SHOT || out == ts,
+        "a timestamp request took the echo request's flow (verdict {})",
+        rc as i32
+    );
+}
+
+/// A hairpinned fragmented datagram records its translation under the
+/// sending node's address; a later fragment "from" that node arriving on
+/// the uplink (spoofed) found that record and was translated into the lab.
+/// Found as `spoofed-translated` (from 10.9.0.7, 192.168.15.1, 172.20.0.5).
+#[test]
+fn spoofed_later_fragment_does_not_use_a_hairpin_record() {
+    if !privileged() {
+        return;
+    }
+    let mut dp = Dataplane::new();
+    let whole = Ip::new(BLUE, UPLINK, TCP, tcp(44000, 80, SYN, &[0x77; 48]));
+    let bytes = whole.bytes();
+    let mut first = Ip::new(BLUE, UPLINK, TCP, bytes[20..20 + 40].to_vec());
+    first.frag = 0x2000;
+    first.id = 0x5151;
+    first.keep_l4_checksum = true;
+    let (rc, _) = dp.run("nl_bridge_in", &first.frame());
+    assert_eq!(rc, 7, "the first fragment hairpins to blue's own forward");
+    let mut later = Ip::new(BLUE, UPLINK, TCP, bytes[20 + 40..].to_vec());
+    later.frag = 5;
+    later.id = 0x5151;
+    let (rc, _) = dp.inb(&later.frame());
+    assert_eq!(
+        rc, SHOT,
+        "a fragment from a lab address came in on the uplink"
+    );
 }
 
 // ---------------------------------------------------------------------------
