@@ -31,6 +31,10 @@ pub struct LabState {
     pub host_netns: Option<String>,
     pub sandbox: bool,
     pub source: Option<PathBuf>,
+    /// `up` turned IPv4 forwarding on in the lab host: `down` turns it off
+    /// again when no other lab on that host is left.
+    #[serde(default)]
+    pub enabled_host_forwarding: bool,
 }
 
 pub fn state_dir(lab: &str) -> PathBuf {
@@ -94,6 +98,7 @@ pub fn resolve(file: Option<&Path>, name: Option<&str>) -> Result<LabState> {
         return Ok(LabState {
             host_netns: saved.as_ref().and_then(|s| s.host_netns.clone()),
             sandbox: saved.as_ref().is_some_and(|s| s.sandbox),
+            enabled_host_forwarding: saved.as_ref().is_some_and(|s| s.enabled_host_forwarding),
             lab,
             source,
         });
@@ -110,6 +115,7 @@ pub fn resolve(file: Option<&Path>, name: Option<&str>) -> Result<LabState> {
             host_netns: None,
             sandbox: false,
             source: None,
+            enabled_host_forwarding: false,
         }),
         many => bail!(
             "several labs are up ({}); say which with --name or -f",
@@ -128,8 +134,9 @@ pub struct Options {
 pub async fn up(lab: &Lab, source: Option<PathBuf>, opts: &Options) -> Result<()> {
     let host = Netns::host(opts.host_netns.as_deref())?;
     let mut sys = System::new(host).await?;
-    let existed = read_state(&lab.name).is_some();
-    if let Some(prev) = read_state(&lab.name) {
+    let previous = read_state(&lab.name);
+    let existed = previous.is_some();
+    if let Some(prev) = &previous {
         if prev.host_netns != opts.host_netns {
             bail!(
                 "lab {} is up with its host in {}; run `netlab down --name {}` first or use the same --host-netns",
@@ -140,11 +147,12 @@ pub async fn up(lab: &Lab, source: Option<PathBuf>, opts: &Options) -> Result<()
         }
     }
     // Written first, so a `down` after a crash anywhere below knows the lab.
-    let state = LabState {
+    let mut state = LabState {
         lab: lab.clone(),
         host_netns: opts.host_netns.clone(),
         sandbox: opts.sandbox,
         source,
+        enabled_host_forwarding: previous.is_some_and(|p| p.enabled_host_forwarding),
     };
     write_state(&state)?;
 
@@ -182,7 +190,13 @@ pub async fn up(lab: &Lab, source: Option<PathBuf>, opts: &Options) -> Result<()
             println!("  {action}");
         }
         match sys.apply(&lab.name, action).await {
-            Ok(undo) => journal.extend(undo),
+            Ok(undo) => {
+                journal.extend(undo);
+                if *action == Action::EnableHostForwarding && !state.enabled_host_forwarding {
+                    state.enabled_host_forwarding = true;
+                    write_state(&state)?;
+                }
+            }
             Err(e) => {
                 let undone = rollback(&mut sys, &lab.name, journal).await;
                 if !existed
@@ -345,6 +359,9 @@ pub async fn down(
             errors.join("\n  ")
         );
     }
+    if let Some(s) = saved.as_ref().filter(|s| s.enabled_host_forwarding) {
+        restore_host_forwarding(name, s)?;
+    }
     let _ = fs::remove_dir_all(state_dir(name));
 
     let left = leftovers(name, host_name.as_deref()).await?;
@@ -352,6 +369,25 @@ pub async fn down(
         bail!("lab {name} still has: {}", left.join(", "));
     }
     Ok(report)
+}
+
+/// Turn IPv4 forwarding off again in the lab host `up` turned it on in,
+/// unless another lab still uses that host.
+fn restore_host_forwarding(name: &str, state: &LabState) -> Result<()> {
+    let shared = known_labs()
+        .iter()
+        .filter(|other| other.as_str() != name)
+        .filter_map(|other| read_state(other))
+        .any(|other| other.host_netns == state.host_netns);
+    if shared {
+        return Ok(());
+    }
+    match &state.host_netns {
+        Some(n) if !netns::exists(n) => Ok(()),
+        other => Netns::host(other.as_deref())?
+            .write_sysctl("net/ipv4/ip_forward", "0")
+            .context("turning IPv4 forwarding off again in the lab host"),
+    }
 }
 
 /// What lab `name` still owns anywhere (empty after a successful `down`).

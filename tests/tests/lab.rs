@@ -285,6 +285,23 @@ address = "10.20.0.2"
         }
     }
     let _guard = Del(host.clone());
+    let forwarding = || {
+        ok(
+            &[
+                "ip",
+                "netns",
+                "exec",
+                &host,
+                "sysctl",
+                "-n",
+                "net.ipv4.ip_forward",
+            ],
+            T,
+        )
+        .trim()
+        .to_string()
+    };
+    assert_eq!(forwarding(), "0");
     let file = lab.file.to_str().unwrap().to_string();
     lab.netlab_ok(&["--host-netns", &host, "up", "-f", &file]);
     let links = ok(&["ip", "-n", &host, "-o", "link"], T);
@@ -292,10 +309,12 @@ address = "10.20.0.2"
         links.contains("br0") && links.contains("veth-x-br"),
         "{links}"
     );
+    assert_eq!(forwarding(), "1", "the lab host routes for its nodes");
     lab.node_ok("x", &["ping", "-c1", "-W2", "10.20.0.1"]);
     lab.netlab_ok(&["down", "--name", &lab.name]);
     let links = ok(&["ip", "-n", &host, "-o", "link"], T);
     assert!(!links.contains("br0"), "{links}");
+    assert_eq!(forwarding(), "0", "down turns forwarding off again");
     assert!(lab.leftovers().is_empty(), "{:?}", lab.leftovers());
 }
 
