@@ -34,16 +34,21 @@ pub fn privileged() -> bool {
     false
 }
 
-/// Run a command with a time bound; returns its output. The bound is
-/// multiplied by NETLAB_TEST_TIME_SCALE (default 1): `cargo xtask test
-/// --kernel` sets it in emulated VMs, where everything is several times slower.
-pub fn run(args: &[&str], timeout: Duration) -> Output {
-    let scale: f64 = std::env::var("NETLAB_TEST_TIME_SCALE")
+/// How much slower than this machine the tests run: NETLAB_TEST_TIME_SCALE
+/// (default 1). `cargo xtask test --kernel` sets it in emulated VMs, where
+/// everything is several times slower.
+pub fn time_scale() -> f64 {
+    std::env::var("NETLAB_TEST_TIME_SCALE")
         .ok()
         .and_then(|s| s.parse().ok())
         .filter(|s: &f64| s.is_finite() && *s >= 1.0)
-        .unwrap_or(1.0);
-    let secs = format!("{}", timeout.mul_f64(scale).as_secs().max(1));
+        .unwrap_or(1.0)
+}
+
+/// Run a command with a time bound; returns its output. The bound is
+/// multiplied by [`time_scale`].
+pub fn run(args: &[&str], timeout: Duration) -> Output {
+    let secs = format!("{}", timeout.mul_f64(time_scale()).as_secs().max(1));
     let mut cmd = Command::new("timeout");
     cmd.args(["-k", "2", &secs]).args(args).stdin(Stdio::null());
     cmd.output()

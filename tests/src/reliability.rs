@@ -784,6 +784,119 @@ pub fn host_state(netns: &str) -> HostState {
     }
 }
 
+// ---------------------------------------------------------------- attach modes
+
+/// How `up` attaches programs on this kernel, as it probes it: "tcx" (6.6+)
+/// or "netlink" (clsact filters; older kernels, or NETLAB_FORCE_NETLINK).
+pub fn attach_mode() -> &'static str {
+    match netlab::dataplane::features::probe() {
+        Ok(f) if f.tcx => "tcx",
+        Ok(_) => "netlink",
+        Err(e) => panic!("probing the kernel: {e:#}"),
+    }
+}
+
+/// The program ids of the bpf filters with priority `pref` in `tc filter
+/// show` output.
+pub fn filter_programs(tc: &str, pref: u16) -> Vec<u32> {
+    let tag = format!(" pref {pref} bpf ");
+    tc.lines()
+        .filter(|l| l.contains(&tag))
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            words.find(|w| *w == "id")?;
+            words.next()?.parse().ok()
+        })
+        .collect()
+}
+
+/// `tc filter show` output without the filters of priority `pref`.
+pub fn without_filters(tc: &str, pref: u16) -> String {
+    let tag = format!(" pref {pref} ");
+    tc.lines()
+        .filter(|l| !l.contains(&tag))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+/// Check that every hook of a lab's dataplane (`dataplane` of `netlab status
+/// --json`) is in place in the lab host `netns` and runs one of `progs`: a
+/// TCX program on TCX kernels, a bpf filter with the lab's priority and
+/// handle on netlink ones (exactly one per hook). Returns the attach mode and
+/// how many hooks were checked, or what is wrong.
+pub fn check_hooks(
+    netns: &str,
+    dataplane: &serde_json::Value,
+    progs: &BTreeSet<u32>,
+) -> Result<(String, usize), String> {
+    let mode = dataplane["attach"]
+        .as_str()
+        .ok_or_else(|| format!("no attach mode in {dataplane}"))?
+        .to_string();
+    let hooks = dataplane["hooks"]
+        .as_array()
+        .ok_or_else(|| format!("no hooks in {dataplane}"))?;
+    let field = |h: &serde_json::Value, k: &str| h[k].as_str().unwrap_or("?").to_string();
+    // Netlink: every hooked interface's filters, in one shell.
+    let mut filters: BTreeMap<(String, String), String> = BTreeMap::new();
+    if mode == "netlink" {
+        let script: String = hooks
+            .iter()
+            .map(|h| {
+                let (dev, dir) = (field(h, "interface"), field(h, "direction"));
+                format!("echo '@@ {dev} {dir}'; tc filter show dev '{dev}' '{dir}'; ")
+            })
+            .collect();
+        let out = ok(&["ip", "netns", "exec", netns, "sh", "-c", &script], T);
+        let mut current = None;
+        for line in out.lines() {
+            if let Some(rest) = line.strip_prefix("@@ ") {
+                let (dev, dir) = rest.split_once(' ').unwrap_or((rest, ""));
+                current = Some((dev.to_string(), dir.to_string()));
+            } else if let Some(k) = &current {
+                let text = filters.entry(k.clone()).or_default();
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+    }
+    for h in hooks {
+        let (prog, dev, dir) = (
+            field(h, "program"),
+            field(h, "interface"),
+            field(h, "direction"),
+        );
+        let what = format!("{prog} on {dev} {dir}");
+        if field(h, "mode") != mode {
+            return Err(format!("{what}: mode {} in a {mode} lab", h["mode"]));
+        }
+        let ids = match mode.as_str() {
+            "tcx" => tcx(netns, &dev, dir == "ingress"),
+            "netlink" => {
+                let pref = h["priority"].as_u64().unwrap_or(0) as u16;
+                let handle = h["handle"].as_u64().unwrap_or(0);
+                let tc = filters.get(&(dev.clone(), dir.clone())).cloned();
+                let tc = tc.unwrap_or_default();
+                let ids = filter_programs(&tc, pref);
+                let named = format!(" handle {handle:#x} {prog} ");
+                if pref < 0x4000 || ids.len() != 1 || !tc.contains(&named) {
+                    return Err(format!(
+                        "{what}: expected one bpf filter {prog}, pref {pref}, handle {handle:#x}; tc shows:\n{tc}"
+                    ));
+                }
+                ids
+            }
+            m => return Err(format!("unknown attach mode {m}")),
+        };
+        if !ids.iter().any(|id| progs.contains(id)) {
+            return Err(format!(
+                "{what}: programs {ids:?} there, none of the lab's {progs:?}"
+            ));
+        }
+    }
+    Ok((mode, hooks.len()))
+}
+
 // ---------------------------------------------------------------- threads in namespaces
 
 /// Run `f` on a new thread inside `netns` (sockets it makes live there).
@@ -1520,10 +1633,25 @@ impl Drop for Listener {
 
 // ---------------------------------------------------------------- the variant build
 
+/// Where xtask says the variant object is, already built (`cargo xtask
+/// test` and `stress` build it before the tests; in a `--kernel` VM nothing
+/// can be built: no toolchain, a read-only tree).
+pub const VARIANT_ENV: &str = "NETLAB_VARIANT_OBJECT";
+
 /// The eBPF object built with the `variant` feature (harmlessly different
-/// code), for upgrade tests: built once into `target/reliability/variant`
-/// (cargo rebuilds it when the sources change; about 40 s cold).
+/// code), for upgrade tests: the one $NETLAB_VARIANT_OBJECT names, or else
+/// built once into `target/reliability/variant` (cargo rebuilds it when the
+/// sources change; about 40 s cold).
 pub fn variant_object() -> PathBuf {
+    if let Some(p) = std::env::var_os(VARIANT_ENV).filter(|p| !p.is_empty()) {
+        let p = PathBuf::from(p);
+        assert!(
+            p.is_file(),
+            "${VARIANT_ENV} names {}, which is not there",
+            p.display()
+        );
+        return p;
+    }
     static BUILT: Mutex<Option<PathBuf>> = Mutex::new(None);
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(p) = built.as_ref() {
@@ -1594,4 +1722,32 @@ pub fn variant_object() -> PathBuf {
 /// `addr:port`.
 pub fn sa(addr: Ipv4Addr, port: u16) -> SocketAddr {
     SocketAddr::V4(SocketAddrV4::new(addr, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{filter_programs, without_filters};
+
+    /// `tc filter show dev eth0 ingress` with a foreign bpf filter, u32
+    /// filters and a lab's filter at priority 22462.
+    const TC: &str = "filter protocol all pref 22462 bpf chain 0 \n\
+filter protocol all pref 22462 bpf chain 0 handle 0x1 nl_uplink_in direct-action not_in_hw id 23199 name nl_uplink_in tag 0bc6d01bea856421 jited \n\
+filter protocol all pref 49151 bpf chain 0 \n\
+filter protocol all pref 49151 bpf chain 0 handle 0x1 nl_bridge_in direct-action not_in_hw id 351 name nl_bridge_in tag ca9b8e9194433fcb jited \n\
+filter protocol all pref 49152 u32 chain 0 \n\
+filter protocol all pref 49152 u32 chain 0 fh 800: ht divisor 1 \n\
+filter protocol all pref 49152 u32 chain 0 fh 800::800 order 2048 key ht 800 bkt 0 *flowid 1:1 not_in_hw \n\
+\x20 match 00000000/00000000 at 0\n";
+
+    #[test]
+    fn filters_are_told_apart_by_priority() {
+        assert_eq!(filter_programs(TC, 22462), [23199]);
+        assert_eq!(filter_programs(TC, 49151), [351]);
+        assert!(filter_programs(TC, 49152).is_empty());
+        assert!(filter_programs(TC, 2246).is_empty());
+        let theirs = without_filters(TC, 22462);
+        assert!(!theirs.contains("22462") && !theirs.contains("nl_uplink_in"));
+        assert_eq!(theirs.lines().count(), TC.lines().count() - 2);
+        assert!(theirs.contains("id 351 ") && theirs.contains("  match 00000000/00000000 at 0"));
+    }
 }

@@ -340,3 +340,61 @@ fn without_privileges_one_line_and_exit_1() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("needs CAP_NET_ADMIN"), "{err}");
 }
+
+/// What netlab uses on this kernel, printed past the output capture for
+/// `cargo xtask test --kernel` (which puts the line into its table): the
+/// attach mode must be the one the kernel offers (TCX from 6.6, netlink
+/// clsact filters before), every program must load (the verifier accepts
+/// bpf_loop, bpf_for_each_map_elem in the tail-called nl_gc,
+/// bpf_redirect_peer and bpf_redirect_neigh), and the fast path must carry
+/// an established flow.
+#[test]
+fn dataplane_features_of_this_kernel() {
+    use netlab_tests::reliability::{attach_mode, delta, pinned_programs, stats};
+    use std::io::Write as _;
+    if !privileged() {
+        return;
+    }
+    let lab = Lab::seeds("ft");
+    lab.up();
+    let status: serde_json::Value =
+        serde_json::from_str(&lab.netlab_ok(&["status", "--name", &lab.name, "--json"])).unwrap();
+    let dp = &status["dataplane"];
+    assert_eq!(dp["attach"], attach_mode(), "{dp:#}");
+    assert_eq!(dp["fast_path"], true, "{dp:#}");
+    let programs = pinned_programs(&lab.name);
+    for p in [
+        "nl_uplink_in",
+        "nl_uplink_out",
+        "nl_bridge_in",
+        "nl_node_in",
+        "nl_node_new",
+        "nl_gc",
+    ] {
+        assert!(programs.contains_key(p), "{p} not pinned: {programs:?}");
+    }
+    let tails = format!("/sys/fs/bpf/netlab/{}/tails/TAILS", lab.name);
+    assert!(std::path::Path::new(&tails).exists(), "{tails} missing");
+    let before = stats(&lab);
+    for _ in 0..2 {
+        let seen = lab.node_ok("red", &["curl", "-s", "-m5", "http://198.51.100.1/ip"]);
+        assert_eq!(seen.trim(), "198.51.100.2");
+    }
+    let moved = delta(&before, &stats(&lab));
+    let fast = |k: &str| moved.get(k).copied().unwrap_or(0);
+    let line = format!(
+        "netlab features: kernel {}; attach {} ({}); fast path on: fast_path_out +{}, fast_path_in +{} over two curls; programs {}; TAILS pinned\n",
+        dp["kernel"].as_str().unwrap_or("?"),
+        dp["attach"].as_str().unwrap_or("?"),
+        dp["attach_why"].as_str().unwrap_or("?"),
+        fast("fast_path_out"),
+        fast("fast_path_in"),
+        programs.keys().cloned().collect::<Vec<_>>().join(" "),
+    );
+    let _ = std::io::stderr().write_all(line.as_bytes());
+    assert!(
+        fast("fast_path_out") > 0 && fast("fast_path_in") > 0,
+        "the fast path carried nothing: {moved:?}"
+    );
+    lab.down();
+}

@@ -657,7 +657,10 @@ fn flows_survive_a_second_up_and_down_removes_the_dataplane() {
         if left.is_empty() {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "programs still loaded: {left:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "programs still loaded: {left:?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let uplink_progs = in_netns(&lab.host_netns(), || {

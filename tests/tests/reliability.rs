@@ -19,17 +19,22 @@ use std::{
     time::{Duration, Instant},
 };
 
+use aya::programs::{
+    tc::{NlOptions, TcAttachOptions},
+    TcAttachType,
+};
 use netlab_common::stat;
 use netlab_tests::{
     in_netns, netlab_bin, ok, packet, privileged,
     reliability::{
-        delta, drops, exclusive, figure, heavy, host_state, icmp_echo, icmp_socket, lab_objects,
-        nat_list, netlab_env, pick, pinned_programs, quiesce, raise_nofile, resources, sa, settle,
-        shared, spawn_in_netns, stats, stress, tcp_echo, tcp_scan, tcp_segment, transfer, udp_echo,
-        variant_object, Echo, HostPair, LabObjects, Listener, RawSender, Rng, TransferServer,
-        UPLINK, WAN, WAN2,
+        attach_mode, check_hooks, delta, drops, exclusive, figure, filter_programs, heavy,
+        host_state, icmp_echo, icmp_socket, lab_objects, nat_list, netlab_env, pick,
+        pinned_programs, quiesce, raise_nofile, resources, sa, settle, shared, spawn_in_netns,
+        stats, stress, tcp_echo, tcp_scan, tcp_segment, transfer, udp_echo, variant_object,
+        without_filters, Echo, HostPair, HostState, LabObjects, Listener, RawSender, Rng,
+        TransferServer, UPLINK, WAN, WAN2,
     },
-    run, stdout, text, Lab, SEEDS_BODY, T,
+    run, stdout, text, time_scale, Lab, SEEDS_BODY, T,
 };
 
 /// Idle timeouts short enough that a test sees flows expire.
@@ -107,6 +112,7 @@ fn churn_up_down_of_a_20_node_lab() {
     let mut made = LabObjects::default();
     let (mut ups, mut downs) = (Vec::new(), Vec::new());
     let mut footprint = None;
+    let mut attach = None;
     let started = Instant::now();
     for c in 0..cycles {
         let t = Instant::now();
@@ -125,7 +131,25 @@ fn churn_up_down_of_a_20_node_lab() {
             ));
         }
         let o = lab_objects(&lab.name);
-        assert!(o.progs.len() >= 4 && o.links.len() >= 3, "cycle {c}: {o:?}");
+        // Every hook in place with one of the lab's programs: pinned TCX
+        // links where the kernel has TCX, netlink filters with the lab's
+        // priority (and no links) where it has not.
+        let status: serde_json::Value =
+            serde_json::from_str(&pair.netlab_ok(&["status", "--name", &lab.name, "--json"]))
+                .unwrap();
+        let (mode, hooks) = check_hooks(&pair.host, &status["dataplane"], &o.progs)
+            .unwrap_or_else(|e| panic!("cycle {c}: {e}"));
+        assert_eq!(mode, attach_mode(), "cycle {c}");
+        // Uplink in and out, a bridge, one per node.
+        assert!(
+            o.progs.len() >= 4 && hooks >= 23,
+            "cycle {c}: {hooks} hooks, {o:?}"
+        );
+        match mode.as_str() {
+            "tcx" => assert_eq!(o.links.len(), hooks, "cycle {c}: {o:?}"),
+            _ => assert!(o.links.is_empty(), "cycle {c}: {o:?}"),
+        }
+        attach = Some((mode, hooks));
         made.extend(o);
         let t = Instant::now();
         pair.netlab_ok(&["down", "--name", &lab.name]);
@@ -142,12 +166,14 @@ fn churn_up_down_of_a_20_node_lab() {
     figure(
         "churn up/down (20 nodes, 30 forwarded ports)",
         format!(
-            "{cycles} cycles in {total:.1?}: {:.2} s/cycle (up mean {:.2?} max {:.2?}, down mean {:.2?} max {:.2?}); {} programs, {} maps and {} TCX links made over the cycles, {} still loaded after down; lab footprint while up {} MiB ({} MiB of it slab+percpu)",
+            "{cycles} cycles in {total:.1?}: {:.2} s/cycle (up mean {:.2?} max {:.2?}, down mean {:.2?} max {:.2?}); {} hooks attached as {} each cycle; {} programs, {} maps and {} TCX links made over the cycles, {} still loaded after down; lab footprint while up {} MiB ({} MiB of it slab+percpu)",
             total.as_secs_f64() / cycles as f64,
             mean(&ups),
             max(&ups),
             mean(&downs),
             max(&downs),
+            attach.as_ref().map_or(0, |a| a.1),
+            attach.as_ref().map_or("?", |a| a.0.as_str()),
             made.progs.len(),
             made.maps.len(),
             made.links.len(),
@@ -346,7 +372,11 @@ fn upgrade_under_load_swaps_programs_without_losing_a_byte() {
     let wan_srv = TransferServer::start(&lab.wan_netns(), 7200);
     let blue_srv = TransferServer::start(&lab.netns("blue"), 7100);
     let len: u64 = pick(24 << 20, 128 << 20);
-    let secs: f64 = pick(9.0, 45.0);
+    // The swaps come `gap` apart; the transfers last `secs` times the time
+    // scale, so that in an emulated VM (where an `up` takes seconds) both
+    // swaps still land while all three run (checked below).
+    let gap = Duration::from_secs_f64(pick(9.0, 45.0) / 3.0);
+    let secs: f64 = pick(9.0, 45.0) * time_scale();
     let rate = (len as f64 / secs) as u64;
     let ids0 = pinned_programs(&lab.name);
     let stats0 = stats(&lab);
@@ -365,7 +395,7 @@ fn upgrade_under_load_swaps_programs_without_losing_a_byte() {
             thread::spawn(move || transfer(&wan, sa(UPLINK, 7100), b'U', 3, len, rate)),
         ),
     ];
-    thread::sleep(Duration::from_secs_f64(secs / 3.0));
+    thread::sleep(gap);
     let t = Instant::now();
     let o = netlab_env(
         &[("NETLAB_EBPF_OBJECT", &object)],
@@ -377,7 +407,7 @@ fn upgrade_under_load_swaps_programs_without_losing_a_byte() {
     assert!(stdout(&o).contains("(1 change)"), "{}", text(&o));
     let running_at_upgrade = transfers.iter().filter(|(_, h)| !h.is_finished()).count();
     let ids1 = pinned_programs(&lab.name);
-    thread::sleep(Duration::from_secs_f64(secs / 3.0));
+    thread::sleep(gap);
     // And back to the embedded build, still under load.
     let t = Instant::now();
     let out = lab.up();
@@ -999,8 +1029,11 @@ fn hostile_rst_and_fin_floods_do_not_break_live_flows() {
     let wan_srv = TransferServer::start(&wan, 7400);
     let blue_srv = TransferServer::start(&lab.netns("blue"), 7410);
     let len: u64 = pick(16 << 20, 64 << 20);
-    let secs: f64 = pick(8.0, 40.0);
+    // Paced to last `secs` (longer by the time scale in an emulated VM,
+    // where the steps before the flood take seconds).
+    let secs: f64 = pick(8.0, 40.0) * time_scale();
     let rate = (len as f64 / secs) as u64;
+    let transfers_started = Instant::now();
     let (red, wan2) = (lab.netns("red"), wan.clone());
     let up = thread::spawn(move || transfer(&red, sa(WAN, 7400), b'U', 11, len, rate));
     let fwd = thread::spawn(move || transfer(&wan2, sa(UPLINK, 7410), b'U', 12, len, rate));
@@ -1012,8 +1045,11 @@ fn hostile_rst_and_fin_floods_do_not_break_live_flows() {
     let mut rng = Rng::new(5);
     let n = pick(5000u64, 50000);
     let started = Instant::now();
-    // Spread over most of the transfers' run, in bursts of 1000 rounds.
-    let spread = Duration::from_secs_f64(secs * 0.6);
+    // Spread over most of what is left of the transfers' run, in bursts of
+    // 1000 rounds: every segment is sent while both run (checked below).
+    let spread = Duration::from_secs_f64(secs)
+        .saturating_sub(transfers_started.elapsed())
+        .mul_f64(0.6);
     let mut sent = 0u64;
     for i in 0..n {
         if i % 1000 == 0 {
@@ -1763,7 +1799,11 @@ fn coexistence_up_and_down_leave_foreign_rules_and_programs_alone() {
         "tc", "filter", "add", "dev", "eth0", "egress", "protocol", "ip", "u32", "match", "ip",
         "sport", "9999", "0xffff", "classid", "1:3",
     ]);
-    let foreign = in_netns(&h, || {
+    // The foreign program goes where netlab's will: a TCX program on TCX
+    // kernels, a netlink bpf filter (the kernel picks its priority, as for
+    // any tool that does not choose one) on the others.
+    let mode = attach_mode();
+    let (foreign, foreign_id) = in_netns(&h, move || {
         let mut ebpf = aya::EbpfLoader::new()
             .load(netlab::dataplane::EBPF_OBJECT)
             .unwrap();
@@ -1773,11 +1813,16 @@ fn coexistence_up_and_down_leave_foreign_rules_and_programs_alone() {
             .try_into()
             .unwrap();
         p.load().unwrap();
-        p.attach("eth0", aya::programs::TcAttachType::Ingress)
+        let options = || match mode {
+            "tcx" => TcAttachOptions::TcxOrder(aya::programs::LinkOrder::default()),
+            _ => TcAttachOptions::Netlink(NlOptions::default()),
+        };
+        p.attach_with_options("eth0", TcAttachType::Ingress, options())
             .unwrap();
-        p.attach("eth0", aya::programs::TcAttachType::Egress)
+        p.attach_with_options("eth0", TcAttachType::Egress, options())
             .unwrap();
-        ebpf
+        let id = p.info().unwrap().id();
+        (ebpf, id)
     });
     let forwarding = |ns: &str| {
         stdout(&run(
@@ -1797,17 +1842,62 @@ fn coexistence_up_and_down_leave_foreign_rules_and_programs_alone() {
     };
     let fwd_before = forwarding(&h);
     let before = host_state(&h);
-    assert_eq!(before.tcx_ingress.len(), 1, "{before:?}");
-    assert_eq!(before.tcx_egress.len(), 1, "{before:?}");
-    assert!(before.filters_ingress.contains("u32"), "{before:?}");
+    assert!(before.filters_ingress.contains("u32"), "{before:#?}");
+    assert!(before.filters_egress.contains("u32"), "{before:#?}");
+    let foreign_filter = format!(" nl_bridge_in direct-action not_in_hw id {foreign_id} ");
+    if mode == "tcx" {
+        assert_eq!(before.tcx_ingress, [foreign_id], "{before:#?}");
+        assert_eq!(before.tcx_egress, [foreign_id], "{before:#?}");
+    } else {
+        assert!(before.tcx_ingress.is_empty() && before.tcx_egress.is_empty());
+        assert!(
+            before.filters_ingress.contains(&foreign_filter)
+                && before.filters_egress.contains(&foreign_filter),
+            "{before:#?}"
+        );
+    }
     let lab = Lab::seeds("co");
     let file = lab.file.to_str().unwrap().to_string();
     pair.netlab_ok(&["up", "-f", &file]);
-    let during = host_state(&h);
-    // Ours are added behind theirs; nothing of theirs changes.
-    let same_but_tcx = |a: &netlab_tests::reliability::HostState,
-                        b: &netlab_tests::reliability::HostState|
-     -> Vec<&'static str> {
+    let status: serde_json::Value =
+        serde_json::from_str(&pair.netlab_ok(&["status", "--name", &lab.name, "--json"])).unwrap();
+    assert_eq!(status["dataplane"]["attach"], mode, "{status:#}");
+    // Netlab's netlink filters carry the lab's priority (none on TCX).
+    let pref = (mode == "netlink").then(|| {
+        let p = status["dataplane"]["hooks"][0]["priority"]
+            .as_u64()
+            .unwrap() as u16;
+        assert!(
+            !before.filters_ingress.contains(&format!(" pref {p} "))
+                && !before.filters_egress.contains(&format!(" pref {p} ")),
+            "the foreign filters have the lab's priority {p}: {before:#?}"
+        );
+        p
+    });
+    // The lab host as the foreign rules, filters and programs make it, and
+    // netlab's own programs on eth0 (ingress, egress), told apart by mode.
+    let split = |s: &HostState| -> (HostState, Vec<u32>, Vec<u32>) {
+        let mut theirs = s.clone();
+        let (ours_in, ours_out) = match pref {
+            None => {
+                theirs.tcx_ingress.retain(|id| *id == foreign_id);
+                theirs.tcx_egress.retain(|id| *id == foreign_id);
+                let ours = |v: &[u32]| v.iter().copied().filter(|id| *id != foreign_id).collect();
+                (ours(&s.tcx_ingress), ours(&s.tcx_egress))
+            }
+            Some(p) => {
+                theirs.filters_ingress = without_filters(&s.filters_ingress, p);
+                theirs.filters_egress = without_filters(&s.filters_egress, p);
+                (
+                    filter_programs(&s.filters_ingress, p),
+                    filter_programs(&s.filters_egress, p),
+                )
+            }
+        };
+        (theirs, ours_in, ours_out)
+    };
+    // Only what a lab adds may differ: its bridge and veths, routes and addresses.
+    let foreign_diff = |a: &HostState, b: &HostState| -> Vec<&'static str> {
         let mut diff = Vec::new();
         if a.iptables != b.iptables {
             diff.push("iptables-save");
@@ -1824,22 +1914,31 @@ fn coexistence_up_and_down_leave_foreign_rules_and_programs_alone() {
         if a.filters_egress != b.filters_egress {
             diff.push("tc filter show dev eth0 egress");
         }
+        if a.tcx_ingress != b.tcx_ingress {
+            diff.push("TCX ingress of eth0");
+        }
+        if a.tcx_egress != b.tcx_egress {
+            diff.push("TCX egress of eth0");
+        }
         diff
     };
-    assert!(
-        same_but_tcx(&before, &during).is_empty(),
-        "{:?}\nbefore {before:#?}\nduring {during:#?}",
-        same_but_tcx(&before, &during)
-    );
-    assert!(
-        during.tcx_ingress.contains(&before.tcx_ingress[0]),
-        "{during:?}"
-    );
-    assert!(
-        during.tcx_egress.contains(&before.tcx_egress[0]),
-        "{during:?}"
-    );
-    assert_eq!(during.tcx_ingress.len(), 2, "{during:?}");
+    // Theirs untouched; ours there, one program each way; on TCX behind theirs.
+    let check = |s: &HostState, when: &str| {
+        let (theirs, ours_in, ours_out) = split(s);
+        let diff = foreign_diff(&before, &theirs);
+        assert!(
+            diff.is_empty(),
+            "{when}: {diff:?} changed\nbefore {before:#?}\n{when} {s:#?}"
+        );
+        assert_eq!((ours_in.len(), ours_out.len()), (1, 1), "{when}: {s:#?}");
+        if pref.is_none() {
+            assert_eq!(s.tcx_ingress.first(), Some(&foreign_id), "{when}: {s:#?}");
+            assert_eq!(s.tcx_egress.first(), Some(&foreign_id), "{when}: {s:#?}");
+        }
+        (ours_in, ours_out)
+    };
+    let during = host_state(&h);
+    let ours_during = check(&during, "during");
     // The lab works with them in place.
     let seen = lab.node_ok("red", &["curl", "-s", "-m5", "http://198.51.100.1/ip"]);
     assert_eq!(seen.trim(), "198.51.100.2");
@@ -1863,34 +1962,34 @@ fn coexistence_up_and_down_leave_foreign_rules_and_programs_alone() {
     // (A second up loads the programs again and swaps them in, so netlab's
     // own program ids change; everything else stays.)
     let again_state = host_state(&h);
-    assert!(
-        same_but_tcx(&during, &again_state).is_empty(),
-        "{again_state:#?}"
-    );
+    let ours_again = check(&again_state, "after a second up");
     assert_eq!(again_state.links, during.links);
-    assert_eq!(again_state.tcx_ingress[0], before.tcx_ingress[0]);
-    assert_eq!(again_state.tcx_egress[0], before.tcx_egress[0]);
-    assert_eq!(again_state.tcx_ingress.len(), 2, "{again_state:?}");
     pair.netlab_ok(&["down", "--name", &lab.name]);
     let after = host_state(&h);
     assert_eq!(after, before, "down did not leave the lab host as it was");
     let extra = pick(0, 20);
     for c in 0..extra {
         pair.netlab_ok(&["up", "-f", &file]);
-        let s = host_state(&h);
-        assert!(same_but_tcx(&before, &s).is_empty(), "cycle {c}: {s:#?}");
-        assert_eq!(s.tcx_ingress.first(), before.tcx_ingress.first());
-        assert_eq!(s.tcx_egress.first(), before.tcx_egress.first());
+        check(&host_state(&h), &format!("cycle {c}"));
         pair.netlab_ok(&["down", "--name", &lab.name]);
         assert_eq!(host_state(&h), before, "cycle {c}");
     }
     let fwd_after = forwarding(&h);
+    assert_eq!(
+        fwd_after, fwd_before,
+        "down left net.ipv4.ip_forward changed"
+    );
     figure(
         "coexistence",
         format!(
-            "with an iptables filter and nat rule, an nft table, a clsact qdisc with u32 filters and a foreign TCX program on eth0 (both ways): up, a second up and down{} left iptables-save, nft list ruleset, tc qdisc/filter and the foreign TCX programs as they were (TCX ingress {:?} -> {:?} -> {:?}); the lab worked both ways; net.ipv4.ip_forward {fwd_before} -> {fwd_after} (down leaves forwarding on)",
+            "with an iptables filter and nat rule, an nft table, a clsact qdisc with u32 filters and a foreign {} on eth0 (both ways): up, a second up and down{} left iptables-save, nft list ruleset, tc qdisc/filter and the foreign program (id {foreign_id}) as they were; netlab's own on eth0 (ingress, egress): {:?}, after a second up {:?}, after down none; the lab worked both ways; net.ipv4.ip_forward {fwd_before} -> {fwd_after} (down turns forwarding off again only where up turned it on)",
+            match pref {
+                None => "TCX program".to_string(),
+                Some(p) => format!("netlink bpf filter (netlab's filters: priority {p})"),
+            },
             if extra > 0 { format!(", then {extra} more up/down cycles,") } else { String::new() },
-            before.tcx_ingress, during.tcx_ingress, after.tcx_ingress
+            ours_during,
+            ours_again,
         ),
     );
     drop(foreign);

@@ -243,6 +243,9 @@ fn test(filter: Option<&str>) -> Result<()> {
         .args(["test", "--package", "netlab-tests"])
         .env("NETLAB_BIN", netlab_bin(false))
         .env("NETLAB_PRIVILEGED_TESTS", "1");
+    if stress::variant_wanted(filter) {
+        privileged.env(stress::VARIANT_ENV, stress::variant()?);
+    }
     privileged.arg("--");
     if let Some(f) = filter {
         privileged.arg(f);

@@ -4,7 +4,7 @@
 //! `up`, an upgrade under 128 MB transfers, a 5-minute soak of 50,000+
 //! flows, hostile traffic, a full flow table, coexistence. Tens of minutes.
 
-use std::{fs, process::Command, time::Instant};
+use std::{fs, path::PathBuf, process::Command, time::Instant};
 
 use anyhow::{bail, Result};
 
@@ -17,7 +17,7 @@ pub fn stress(filter: Option<&str>) -> Result<()> {
         bail!("the reliability suites need root (they create namespaces and load programs)");
     }
     build(true)?;
-    variant()?;
+    let variant = variant()?;
     let figures = workspace_root().join("target/reliability/figures-long.txt");
     let seen = fs::metadata(&figures).map(|m| m.len()).unwrap_or(0);
     let mut cmd = cargo();
@@ -32,6 +32,7 @@ pub fn stress(filter: Option<&str>) -> Result<()> {
     .env("NETLAB_BIN", netlab_bin(true))
     .env("NETLAB_PRIVILEGED_TESTS", "1")
     .env("NETLAB_STRESS", "1")
+    .env(VARIANT_ENV, &variant)
     .arg("--");
     if let Some(f) = filter {
         cmd.arg(f);
@@ -55,11 +56,16 @@ pub fn stress(filter: Option<&str>) -> Result<()> {
     Ok(())
 }
 
+/// Tells the upgrade test where the variant object is
+/// (`netlab_tests::reliability::VARIANT_ENV`).
+pub const VARIANT_ENV: &str = "NETLAB_VARIANT_OBJECT";
+
 /// The eBPF object with the `variant` feature, for the upgrade test, built
 /// now from the same sources as netlab (the test would otherwise build it
-/// mid-run, from whatever the tree holds then). Same command and directory
-/// as `netlab_tests::reliability::variant_object`, which then finds it fresh.
-fn variant() -> Result<()> {
+/// mid-run, from whatever the tree holds then, and cannot at all inside a
+/// `--kernel` VM). Same command and directory as
+/// `netlab_tests::reliability::variant_object`. Returns the object's path.
+pub fn variant() -> Result<PathBuf> {
     let flags = [
         "--cfg=bpf_target_arch=\"x86_64\"",
         "-Cdebuginfo=2",
@@ -91,5 +97,16 @@ fn variant() -> Result<()> {
     if !status.success() {
         bail!("building the variant eBPF object failed ({status})");
     }
-    Ok(())
+    let object =
+        workspace_root().join("target/reliability/variant/bpfel-unknown-none/release/netlab");
+    if !object.is_file() {
+        bail!("the variant build left no {}", object.display());
+    }
+    Ok(object)
+}
+
+/// Whether a test filter (`cargo xtask test FILTER`) can select the upgrade
+/// test, the one that needs the variant object.
+pub fn variant_wanted(filter: Option<&str>) -> bool {
+    filter.is_none_or(|f| "upgrade_under_load_swaps_programs_without_losing_a_byte".contains(f))
 }

@@ -16,7 +16,7 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 use serde_json::json;
 
-use crate::{build, cargo, is_root, netlab_bin, run, setup, workspace_root};
+use crate::{build, cargo, is_root, netlab_bin, run, setup, stress, workspace_root};
 
 /// What `all` means: Debian 12's kernel, its backports kernel, this machine's.
 const ALL: &[&str] = &["6.1", "6.12", "host"];
@@ -39,10 +39,33 @@ const QEMU: &str = "-accel tcg,thread=multi -cpu max -smp 2 -m 3G \
     -nographic -monitor none -serial stdio -no-reboot -nic none";
 /// Prefix of the lines the VM's init reports with.
 const MARK: &str = "@@netlab-vm ";
+/// Prefix of the line where a test says what netlab uses on the kernel
+/// (tests/tests/lab.rs, `dataplane_features_of_this_kernel`).
+const FEATURES: &str = "netlab features: ";
 
 struct TestBin {
     name: String,
     path: PathBuf,
+}
+
+/// What every kernel runs: the test binaries, the filter, and the variant
+/// eBPF object for the upgrade test (built on the host: the VM has no
+/// toolchain and a read-only tree).
+struct Suites {
+    bins: Vec<TestBin>,
+    filter: Option<String>,
+    variant: Option<PathBuf>,
+}
+
+impl Suites {
+    /// The environment each test binary gets besides NETLAB_BIN.
+    fn env(&self) -> Vec<(&'static str, String)> {
+        let mut env = vec![("NETLAB_PRIVILEGED_TESTS", "1".to_string())];
+        if let Some(v) = &self.variant {
+            env.push((stress::VARIANT_ENV, v.display().to_string()));
+        }
+        env
+    }
 }
 
 /// One kernel's verdict.
@@ -56,6 +79,8 @@ struct Outcome {
     passed: u32,
     failed: u32,
     failures: Vec<String>,
+    /// What netlab uses there (attach mode, fast path, programs).
+    features: Option<String>,
     /// Why the run itself went wrong (no boot, timeout, …).
     error: Option<String>,
 }
@@ -85,14 +110,22 @@ pub fn test(spec: &str, filter: Option<&str>) -> Result<()> {
         setup::vm_packages()?;
     }
     build(false)?;
-    let bins = test_binaries()?;
+    let suites = Suites {
+        bins: test_binaries()?,
+        filter: filter.map(String::from),
+        variant: if stress::variant_wanted(filter) {
+            Some(stress::variant()?)
+        } else {
+            None
+        },
+    };
     let dir = vm_dir();
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut online = None;
     let mut rows = Vec::new();
     for k in kernels {
         let outcome = if k == "host" {
-            on_host(&bins, filter)
+            on_host(&suites)
         } else {
             let online = *online.get_or_insert_with(|| match apt_update() {
                 Ok(()) => true,
@@ -102,7 +135,7 @@ pub fn test(spec: &str, filter: Option<&str>) -> Result<()> {
                 }
             });
             match prepare_kernel(k, online) {
-                Ok(kernel) => in_vm(&kernel, &bins, filter),
+                Ok(kernel) => in_vm(&kernel, &suites),
                 Err(e) => Outcome {
                     kernel: k.to_string(),
                     error: Some(format!("{e:#}")),
@@ -174,7 +207,7 @@ fn test_binaries() -> Result<Vec<TestBin>> {
 }
 
 /// Each test binary straight on this machine's kernel.
-fn on_host(bins: &[TestBin], filter: Option<&str>) -> Outcome {
+fn on_host(suites: &Suites) -> Outcome {
     let log_path = vm_dir().join("host.log");
     let started = Instant::now();
     let mut outcome = Outcome {
@@ -194,12 +227,12 @@ fn on_host(bins: &[TestBin], filter: Option<&str>) -> Outcome {
         "xtask: running the privileged suites on the host kernel (log: {})",
         log_path.display()
     );
-    for bin in bins {
+    for bin in &suites.bins {
         let mut cmd = Command::new(&bin.path);
         cmd.current_dir(workspace_root().join("tests"))
             .env("NETLAB_BIN", netlab_bin(false))
-            .env("NETLAB_PRIVILEGED_TESTS", "1")
-            .args(filter)
+            .envs(suites.env())
+            .args(&suites.filter)
             .arg("--test-threads=2");
         match stream(cmd, &mut log, HOST_LIMIT) {
             Ok((lines, status)) => {
@@ -283,6 +316,9 @@ fn tally(bin: &str, lines: &[String], success: Option<bool>, outcome: &mut Outco
     let mut summary = false;
     let mut failed_here = 0;
     for line in lines {
+        if let Some(i) = line.find(FEATURES) {
+            outcome.features = Some(line[i + FEATURES.len()..].to_string());
+        }
         if let Some(name) = line
             .strip_prefix("test ")
             .and_then(|l| l.strip_suffix(" ... FAILED"))
@@ -488,7 +524,7 @@ fn quote(s: impl AsRef<std::ffi::OsStr>) -> String {
 /// insmod only takes plain ELF), and an /init that mounts the host's root,
 /// loads the test's modules with the host's modprobe, runs each test binary
 /// in a chroot and reports on the console.
-fn initramfs(kernel: &Kernel, bins: &[TestBin], filter: Option<&str>) -> Result<PathBuf> {
+fn initramfs(kernel: &Kernel, suites: &Suites) -> Result<PathBuf> {
     let dir = vm_dir().join(&kernel.version);
     let stage = dir.join("initramfs");
     let _ = fs::remove_dir_all(&stage);
@@ -555,7 +591,7 @@ fn initramfs(kernel: &Kernel, bins: &[TestBin], filter: Option<&str>) -> Result<
         };
         fs::write(&target, data).with_context(|| format!("writing {}", target.display()))?;
     }
-    let script = init_script(bins, filter);
+    let script = init_script(suites);
     let init = stage.join("init");
     fs::write(&init, &script).with_context(|| format!("writing {}", init.display()))?;
     let modprobe = stage.join("sbin/modprobe");
@@ -582,20 +618,29 @@ fn initramfs(kernel: &Kernel, bins: &[TestBin], filter: Option<&str>) -> Result<
     Ok(image)
 }
 
-fn init_script(bins: &[TestBin], filter: Option<&str>) -> String {
+fn init_script(suites: &Suites) -> String {
     let tests_dir = workspace_root().join("tests");
+    let env: String = suites
+        .env()
+        .iter()
+        .map(|(k, v)| format!(" {k}={}", quote(v)))
+        .collect();
     let mut runs = String::new();
-    for bin in bins {
+    for bin in &suites.bins {
         runs += &format!(
             "say begin {name}\n\
-             chroot /mnt /usr/bin/env -i -C {dir} PATH=\"$PATH\" HOME=/root NETLAB_BIN={netlab} \
-             NETLAB_PRIVILEGED_TESTS=1 NETLAB_TEST_TIME_SCALE={TIME_SCALE} {path}{filter} --test-threads=2 2>&1\n\
+             chroot /mnt /usr/bin/env -i -C {dir} PATH=\"$PATH\" HOME=/root NETLAB_BIN={netlab}\
+             {env} NETLAB_TEST_TIME_SCALE={TIME_SCALE} {path}{filter} --test-threads=2 2>&1\n\
              r=$?; say end {name} $r; [ $r = 0 ] || rc=1\n",
             name = bin.name,
             dir = quote(&tests_dir),
             netlab = quote(netlab_bin(false)),
             path = quote(&bin.path),
-            filter = filter.map(|f| format!(" {}", quote(f))).unwrap_or_default(),
+            filter = suites
+                .filter
+                .as_ref()
+                .map(|f| format!(" {}", quote(f)))
+                .unwrap_or_default(),
         );
     }
     format!(
@@ -643,7 +688,7 @@ fn nofile_limit() -> u64 {
 
 /// Boot `kernel` and run every test binary inside; the console goes to
 /// target/vm/<version>.log.
-fn in_vm(kernel: &Kernel, bins: &[TestBin], filter: Option<&str>) -> Outcome {
+fn in_vm(kernel: &Kernel, suites: &Suites) -> Outcome {
     let log_path = vm_dir().join(format!("{}.log", kernel.version));
     let mut outcome = Outcome {
         kernel: kernel.version.clone(),
@@ -651,7 +696,7 @@ fn in_vm(kernel: &Kernel, bins: &[TestBin], filter: Option<&str>) -> Outcome {
     };
     let started = Instant::now();
     let result = (|| -> Result<(Vec<String>, Option<ExitStatus>)> {
-        let initramfs = initramfs(kernel, bins, filter)?;
+        let initramfs = initramfs(kernel, suites)?;
         let mut log =
             File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
         outcome.log = Some(log_path.clone());
@@ -715,7 +760,7 @@ fn in_vm(kernel: &Kernel, bins: &[TestBin], filter: Option<&str>) -> Outcome {
         tally(&name, &part, None, &mut outcome);
         ran.push(name);
     }
-    for bin in bins.iter().filter(|b| !ran.contains(&b.name)) {
+    for bin in suites.bins.iter().filter(|b| !ran.contains(&b.name)) {
         outcome.failed += 1;
         outcome.failures.push(format!("{}: did not run", bin.name));
     }
@@ -746,6 +791,9 @@ fn report(rows: &[(&str, Outcome)]) -> Result<()> {
             o.duration.as_secs_f64(),
             o.error.as_deref().unwrap_or_default()
         );
+        if let Some(f) = &o.features {
+            println!("    features: {f}");
+        }
         for f in &o.failures {
             println!("    FAILED {f}");
         }
@@ -756,6 +804,7 @@ fn report(rows: &[(&str, Outcome)]) -> Result<()> {
             "passed": o.passed,
             "failed": o.failed,
             "failures": o.failures,
+            "features": o.features,
             "error": o.error,
             "duration_secs": o.duration.as_secs_f64(),
             "log": o.log,
