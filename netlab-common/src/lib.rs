@@ -30,7 +30,11 @@ pub struct FlowKey {
     pub src_port: u16,
     pub dst_port: u16,
     pub proto: u8,
-    pub _pad: [u8; 3],
+    // Two fields rather than `[u8; 3]`: zeroing them is two stores, where
+    // an array makes LLVM call `memset`, a BPF-to-BPF call whose frame
+    // Linux 6.1's verifier counts against the 512-byte stack.
+    pub _pad0: u8,
+    pub _pad1: u16,
 }
 
 impl FlowKey {
@@ -47,7 +51,8 @@ impl FlowKey {
             src_port,
             dst_port,
             proto,
-            _pad: [0; 3],
+            _pad0: 0,
+            _pad1: 0,
         }
     }
 
@@ -120,7 +125,9 @@ pub struct FlowValue {
     pub out_ifindex: u32,
     /// `FLOW_*` bits.
     pub flags: u8,
-    pub _pad: [u8; 3],
+    /// Two fields for the reason given at [`FlowKey`].
+    pub _pad0: u8,
+    pub _pad1: u16,
     /// Ethernet destination and source the uplink uses for this flow,
     /// learnt from its first packet on the slow path (`FLOW_L2`): the fast
     /// path reuses them instead of a neighbour lookup per packet.
