@@ -208,6 +208,12 @@ async fn run(command: Command, host_netns: Option<String>, verbose: bool) -> Res
         Command::Up { file, sandbox } => {
             let (lab, source) = lab::load(file.as_deref())?;
             caps::require("up", &[CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_BPF])?;
+            // A kernel the programs cannot run on is refused before
+            // anything (a sandbox included) is made. The probe only loads
+            // throwaway programs and maps and queries `lo`.
+            if netlab::dataplane::needed(&lab) {
+                netlab::dataplane::features::probe()?;
+            }
             let host_netns = if sandbox {
                 let sb = sandbox::ensure(&lab.name).await?;
                 println!(

@@ -398,3 +398,57 @@ fn dataplane_features_of_this_kernel() {
     );
     lab.down();
 }
+
+/// The kernel is judged by what it has: with the fast path's helpers
+/// missing (hidden from the probe through NETLAB_PROBE_HIDE) `up` runs the
+/// lab without the fast path, says why, and the lab works; with a helper
+/// every program needs missing, `up` refuses with one line naming it and
+/// makes nothing, not even the sandbox.
+#[test]
+fn kernel_probe_turns_the_fast_path_off_or_refuses() {
+    use netlab_tests::reliability::{netlab_env, pinned_programs};
+    if !privileged() {
+        return;
+    }
+    let lab = Lab::seeds("kp");
+    let file = lab.file.to_str().unwrap().to_string();
+    let o = netlab_env(
+        &[("NETLAB_PROBE_HIDE", "bpf_fib_lookup")],
+        &["up", "--sandbox", "-f", &file],
+        Duration::from_secs(120),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let status: serde_json::Value =
+        serde_json::from_str(&lab.netlab_ok(&["status", "--name", &lab.name, "--json"])).unwrap();
+    let dp = &status["dataplane"];
+    assert_eq!(dp["fast_path"], false, "{dp:#}");
+    let why = dp["fast_path_why"].as_str().unwrap_or("");
+    assert!(why.contains("lacks bpf_fib_lookup"), "{why}");
+    let programs = pinned_programs(&lab.name);
+    assert!(
+        !programs.contains_key("nl_node_in") && !programs.contains_key("nl_node_new"),
+        "{programs:?}"
+    );
+    let seen = lab.node_ok("red", &["curl", "-s", "-m5", "http://198.51.100.1/ip"]);
+    assert_eq!(seen.trim(), "198.51.100.2");
+    // Probed anew on the next `up`: the fast path comes back.
+    lab.up();
+    let status: serde_json::Value =
+        serde_json::from_str(&lab.netlab_ok(&["status", "--name", &lab.name, "--json"])).unwrap();
+    assert_eq!(status["dataplane"]["fast_path"], true, "{status:#}");
+    lab.down();
+
+    let o = netlab_env(
+        &[("NETLAB_PROBE_HIDE", "bpf_loop")],
+        &["up", "--sandbox", "-f", &file],
+        Duration::from_secs(120),
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("needs Linux 5.17 or newer") && err.contains("lacks the BPF helper bpf_loop"),
+        "{err}"
+    );
+    assert!(lab.leftovers().is_empty(), "{:?}", lab.leftovers());
+}

@@ -234,10 +234,16 @@ pub fn flow_limit(max_flows: u32) -> u32 {
 }
 
 /// The map values that describe the lab.
-fn nat_config(lab: &Lab, uplink_ifindex: u32, uplink: Ipv4Addr, uplink_is_veth: bool) -> NatConfig {
+fn nat_config(
+    lab: &Lab,
+    fast_path: bool,
+    uplink_ifindex: u32,
+    uplink: Ipv4Addr,
+    uplink_is_veth: bool,
+) -> NatConfig {
     let t = lab.nat.timeouts;
     let mut flags = 0;
-    if lab.nat.fast_path {
+    if fast_path {
         flags |= netlab_common::CONFIG_FAST_PATH;
         if uplink_is_veth {
             flags |= netlab_common::CONFIG_UPLINK_PEER;
@@ -379,6 +385,10 @@ pub async fn up(sys: &System, lab: &Lab, verbose: bool) -> Result<UpReport> {
             lines: vec!["dataplane: none needed (no masquerade, no forwards)".into()],
         });
     }
+    // Before anything is made: a kernel the programs cannot run on is
+    // refused with one line, and the fast path needs helpers of its own.
+    let features = sys.host.run(features::probe)?;
+    let fast_path = lab.nat.fast_path && features.fast_path;
     let (uplink, uplink_ifindex, address) = resolve_uplink(sys, lab).await?;
     let host_netns = sys.host.name.clone();
     check_uplink_free(lab, host_netns.as_deref(), &uplink)?;
@@ -395,10 +405,10 @@ pub async fn up(sys: &System, lab: &Lab, verbose: bool) -> Result<UpReport> {
     let uplink_is_veth = links
         .iter()
         .any(|l| l.index == uplink_ifindex && l.kind == crate::model::plan::LinkKind::Veth);
-    let config = nat_config(lab, uplink_ifindex, address, uplink_is_veth);
+    let config = nat_config(lab, fast_path, uplink_ifindex, address, uplink_is_veth);
     let subnets = subnet_entries(lab, &bridge_ifindex);
     let forwards = forward_entries(&lab.forwards);
-    let node_ports = if lab.nat.fast_path {
+    let node_ports = if fast_path {
         node_ports(lab, &links).await?
     } else {
         Vec::new()
@@ -428,8 +438,8 @@ pub async fn up(sys: &System, lab: &Lab, verbose: bool) -> Result<UpReport> {
         .as_ref()
         .map(|p| p.hooks.clone())
         .unwrap_or_default();
+    let probed = features.clone();
     let attached = sys.host.run(move || {
-        let features = features::probe()?;
         pins::ensure_bpffs()?;
         let dir = pins::LabPins::new(&name);
         dir.create()?;
@@ -503,10 +513,10 @@ pub async fn up(sys: &System, lab: &Lab, verbose: bool) -> Result<UpReport> {
             }
         }
         let previous_hooks = previous_hooks;
-        let hooks = attach::attach_all(&mut ebpf, &dir, &name, hooks, &previous_hooks, &features)?;
-        Ok((hooks, notes, features))
+        let hooks = attach::attach_all(&mut ebpf, &dir, &name, hooks, &previous_hooks, &probed)?;
+        Ok((hooks, notes))
     })?;
-    let (hooks, notes, features) = attached;
+    let (hooks, notes) = attached;
     let info = DataplaneInfo {
         object: object_id(),
         uplink: uplink.clone(),
@@ -514,7 +524,7 @@ pub async fn up(sys: &System, lab: &Lab, verbose: bool) -> Result<UpReport> {
         uplink_address: address,
         hooks,
         features,
-        fast_path: lab.nat.fast_path,
+        fast_path,
         maps_digest: digest,
     };
     fs::create_dir_all(lab::state_dir(&lab.name))?;
@@ -568,6 +578,15 @@ pub fn leftovers(lab: &str) -> Vec<String> {
     }
 }
 
+/// Why the fast path is on or off.
+fn fast_path_why(info: &DataplaneInfo) -> String {
+    if info.fast_path || !info.features.fast_path {
+        info.features.fast_path_why.clone()
+    } else {
+        "`[nat] fast_path = false`".into()
+    }
+}
+
 /// Status for `netlab status`: where each program sits and why, the fast
 /// path, and table sizes.
 pub fn status(lab: &str) -> Result<serde_json::Value> {
@@ -583,6 +602,8 @@ pub fn status(lab: &str) -> Result<serde_json::Value> {
         "attach_why": info.features.tcx_why,
         "hooks": info.hooks,
         "fast_path": info.fast_path,
+        "fast_path_why": fast_path_why(&info),
+        "btf": info.features.btf,
         "flow_entries": dir.flow_count().ok(),
         "forward_ports": dir.forward_count().ok(),
         "pins": dir.root,
@@ -618,9 +639,9 @@ pub fn status_lines(v: &serde_json::Value) -> Vec<String> {
         ));
     }
     out.push(if v["fast_path"].as_bool() == Some(true) {
-        "  fast path: on (established flows are translated at the node's veth and the uplink and skip the bridge and the lab host's stack)".into()
+        format!("  fast path: on (established flows are translated at the node's veth and the uplink and skip the bridge and the lab host's stack; {})", s("fast_path_why"))
     } else {
-        "  fast path: off (`[nat] fast_path = false`): every packet takes the bridge and the lab host's routing".into()
+        format!("  fast path: off ({}): every packet takes the bridge and the lab host's routing", s("fast_path_why"))
     });
     out
 }
