@@ -100,13 +100,6 @@ pub fn test(spec: &str, filter: Option<&str>) -> Result<()> {
     }
     setup::ensure()?;
     if kernels.iter().any(|k| *k != "host") {
-        let root = workspace_root();
-        if root.starts_with("/tmp") || root.starts_with("/run") {
-            bail!(
-                "the VM mounts tmpfs on /tmp and /run, hiding the workspace {}: move it elsewhere",
-                root.display()
-            );
-        }
         setup::vm_packages()?;
     }
     build(false)?;
@@ -620,6 +613,21 @@ fn initramfs(kernel: &Kernel, suites: &Suites) -> Result<PathBuf> {
 
 fn init_script(suites: &Suites) -> String {
     let tests_dir = workspace_root().join("tests");
+    // A workspace under a directory the VM covers with tmpfs (a CI clone in
+    // /tmp) is bound aside first and back into the tmpfs after.
+    let root = workspace_root();
+    let hidden = ["/run", "/tmp", "/etc/netns"]
+        .iter()
+        .any(|d| root.starts_with(d));
+    let (keep, restore) = if hidden {
+        let ws = quote(&root);
+        (
+            format!("mkdir -p /workspace && mount -o bind /mnt{ws} /workspace || fail \"keeping the workspace {ws}\"\n"),
+            format!("mkdir -p /mnt{ws} && mount -o bind /workspace /mnt{ws} || fail \"restoring the workspace {ws}\"\n"),
+        )
+    } else {
+        (String::new(), String::new())
+    };
     let env: String = suites
         .env()
         .iter()
@@ -658,8 +666,8 @@ mount -t proc proc /mnt/proc || fail "mounting /proc"
 mount -t sysfs sysfs /mnt/sys || fail "mounting /sys"
 mount -t devtmpfs devtmpfs /mnt/dev || fail "mounting /dev"
 mount -t bpf bpf /mnt/sys/fs/bpf || fail "mounting bpffs"
-for d in /run /tmp /etc/netns; do mount -t tmpfs tmpfs /mnt$d || fail "mounting tmpfs on $d"; done
-for m in {modules}; do /sbin/modprobe $m || say "warning: no module $m"; done
+{keep}for d in /run /tmp /etc/netns; do mount -t tmpfs tmpfs /mnt$d || fail "mounting tmpfs on $d"; done
+{restore}for m in {modules}; do /sbin/modprobe $m || say "warning: no module $m"; done
 ulimit -n {nofile} || fail "raising the open-file limit to {nofile}"
 say "kernel $(uname -r), $(nproc) CPUs, $(free -m | awk '/Mem:/ {{print $2}}') MiB"
 rc=0
@@ -669,6 +677,8 @@ poweroff -f
         modules = MODULES,
         nofile = nofile_limit(),
         runs = runs,
+        keep = keep,
+        restore = restore,
     )
 }
 
