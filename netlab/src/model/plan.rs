@@ -710,6 +710,66 @@ pub fn teardown(lab: &str, actual: &Actual) -> Vec<Action> {
         .collect()
 }
 
+/// What the system looks like once every action of a plan for `desired`
+/// has succeeded: what `observe` would find on a converged lab host. The
+/// planner's tests and the topology fuzz target check plans against it.
+pub fn converged(desired: &Desired) -> Actual {
+    let mut a = Actual {
+        host_forwarding: true,
+        ..Default::default()
+    };
+    for (name, gw) in &desired.bridges {
+        a.host_links.insert(
+            name.clone(),
+            LinkState {
+                kind: LinkKind::Bridge,
+                up: true,
+                controller: None,
+                addresses: gw.iter().copied().collect(),
+            },
+        );
+    }
+    for (name, v) in &desired.host_veths {
+        a.host_links.insert(
+            name.clone(),
+            LinkState {
+                kind: LinkKind::Veth,
+                up: true,
+                controller: Some(v.bridge.clone()),
+                addresses: BTreeSet::new(),
+            },
+        );
+    }
+    for (netns, n) in &desired.nodes {
+        a.nodes.insert(
+            netns.clone(),
+            NodeActual {
+                links: n
+                    .addresses
+                    .iter()
+                    .map(|(l, addr)| {
+                        (
+                            l.clone(),
+                            LinkState {
+                                kind: LinkKind::Veth,
+                                up: true,
+                                controller: None,
+                                addresses: [*addr].into(),
+                            },
+                        )
+                    })
+                    .collect(),
+                lo_up: true,
+                routes: n.routes.clone(),
+                forwarding: n.forwarding,
+            },
+        );
+    }
+    a.host_routes = desired.host_routes.clone();
+    a.files = desired.files.clone();
+    a
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -717,64 +777,6 @@ mod tests {
 
     fn net(s: &str) -> Ipv4Net {
         s.parse().unwrap()
-    }
-
-    /// What the system looks like after every action of `plan` succeeded.
-    fn simulate(desired: &Desired) -> Actual {
-        let mut a = Actual {
-            host_forwarding: true,
-            ..Default::default()
-        };
-        for (name, gw) in &desired.bridges {
-            a.host_links.insert(
-                name.clone(),
-                LinkState {
-                    kind: LinkKind::Bridge,
-                    up: true,
-                    controller: None,
-                    addresses: gw.iter().copied().collect(),
-                },
-            );
-        }
-        for (name, v) in &desired.host_veths {
-            a.host_links.insert(
-                name.clone(),
-                LinkState {
-                    kind: LinkKind::Veth,
-                    up: true,
-                    controller: Some(v.bridge.clone()),
-                    addresses: BTreeSet::new(),
-                },
-            );
-        }
-        for (netns, n) in &desired.nodes {
-            a.nodes.insert(
-                netns.clone(),
-                NodeActual {
-                    links: n
-                        .addresses
-                        .iter()
-                        .map(|(l, addr)| {
-                            (
-                                l.clone(),
-                                LinkState {
-                                    kind: LinkKind::Veth,
-                                    up: true,
-                                    controller: None,
-                                    addresses: [*addr].into(),
-                                },
-                            )
-                        })
-                        .collect(),
-                    lo_up: true,
-                    routes: n.routes.clone(),
-                    forwarding: n.forwarding,
-                },
-            );
-        }
-        a.host_routes = desired.host_routes.clone();
-        a.files = desired.files.clone();
-        a
     }
 
     #[test]
@@ -811,13 +813,13 @@ mod tests {
     #[test]
     fn converged_lab_plans_nothing() {
         let d = Desired::from_lab(&default_lab(), &[]);
-        assert_eq!(plan(&d, &simulate(&d)), vec![]);
+        assert_eq!(plan(&d, &converged(&d)), vec![]);
     }
 
     #[test]
     fn edit_converges_removed_node_and_changed_address() {
         let before = Desired::from_lab(&default_lab(), &[]);
-        let actual = simulate(&before);
+        let actual = converged(&before);
         let edited = parse(
             "lab.toml",
             r#"
@@ -851,13 +853,13 @@ mod tests {
             ]
         );
         // And the result of that plan is converged.
-        assert_eq!(plan(&after, &simulate(&after)), vec![]);
+        assert_eq!(plan(&after, &converged(&after)), vec![]);
     }
 
     #[test]
     fn half_made_veth_is_recreated() {
         let d = Desired::from_lab(&default_lab(), &[]);
-        let mut actual = simulate(&d);
+        let mut actual = converged(&d);
         actual.nodes.get_mut("red").unwrap().links.clear();
         let text: Vec<String> = plan(&d, &actual).iter().map(|a| a.to_string()).collect();
         assert_eq!(
@@ -875,7 +877,7 @@ mod tests {
     #[test]
     fn teardown_removes_everything_owned() {
         let d = Desired::from_lab(&default_lab(), &[]);
-        let text: Vec<String> = teardown("netlab", &simulate(&d))
+        let text: Vec<String> = teardown("netlab", &converged(&d))
             .iter()
             .map(|a| a.to_string())
             .collect();
@@ -939,7 +941,7 @@ mod tests {
             .any(|a| a.to_string() == "add route default via 10.0.2.1 in netns b"));
         // No bridge, so nothing on the lab host at all.
         assert!(!p.contains(&Action::EnableHostForwarding));
-        assert_eq!(plan(&d, &simulate(&d)), vec![]);
+        assert_eq!(plan(&d, &converged(&d)), vec![]);
     }
 
     #[test]

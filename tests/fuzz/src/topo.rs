@@ -10,7 +10,7 @@ use std::{
 
 use netlab::model::{
     net::Ipv4Net,
-    plan::{plan, teardown, Actual, Desired, LinkKind, LinkState, NodeActual},
+    plan::{converged, plan, teardown, Actual, Desired},
     topology::{self, check_domain, check_ifname, Attachment, Filtering, Lab, IFNAME_MAX},
 };
 
@@ -436,65 +436,6 @@ pub fn check_lab(lab: &Lab) {
     }
 }
 
-/// What the system looks like after every action of a plan succeeded
-/// (the planner's own test helper, rebuilt here).
-pub fn simulate(desired: &Desired) -> Actual {
-    let mut a = Actual {
-        host_forwarding: true,
-        ..Default::default()
-    };
-    for (name, gw) in &desired.bridges {
-        a.host_links.insert(
-            name.clone(),
-            LinkState {
-                kind: LinkKind::Bridge,
-                up: true,
-                controller: None,
-                addresses: gw.iter().copied().collect(),
-            },
-        );
-    }
-    for (name, v) in &desired.host_veths {
-        a.host_links.insert(
-            name.clone(),
-            LinkState {
-                kind: LinkKind::Veth,
-                up: true,
-                controller: Some(v.bridge.clone()),
-                addresses: BTreeSet::new(),
-            },
-        );
-    }
-    for (netns, n) in &desired.nodes {
-        a.nodes.insert(
-            netns.clone(),
-            NodeActual {
-                links: n
-                    .addresses
-                    .iter()
-                    .map(|(l, addr)| {
-                        (
-                            l.clone(),
-                            LinkState {
-                                kind: LinkKind::Veth,
-                                up: true,
-                                controller: None,
-                                addresses: [*addr].into(),
-                            },
-                        )
-                    })
-                    .collect(),
-                lo_up: true,
-                routes: n.routes.clone(),
-                forwarding: n.forwarding,
-            },
-        );
-    }
-    a.host_routes = desired.host_routes.clone();
-    a.files = desired.files.clone();
-    a
-}
-
 /// The planner on a validated lab: from nothing, converged, teardown.
 pub fn check_plan(lab: &Lab) {
     let desired = Desired::from_lab(lab, &[Ipv4Addr::new(10, 0, 0, 53)]);
@@ -537,7 +478,7 @@ pub fn check_plan(lab: &Lab) {
         )),
         "a plan from nothing deletes something: {actions:?}"
     );
-    let done = simulate(&desired);
+    let done = converged(&desired);
     let again = plan(&desired, &done);
     assert!(again.is_empty(), "a converged lab plans {again:?}");
     let down = teardown(&lab.name, &done);
