@@ -36,6 +36,26 @@ pub fn csum_replace4(check: u16, old: u32, new: u32) -> u16 {
     csum_replace2(csum_replace2(check, lo(old), lo(new)), hi(old), hi(new))
 }
 
+/// RFC 1071 checksum of `data` as big-endian 16-bit words, starting from
+/// `initial` (a pseudo-header sum). For frames built on the host (the
+/// programs only update checksums, through the kernel's helpers or
+/// [`csum_replace2`]).
+pub fn checksum(data: &[u8], initial: u32) -> u16 {
+    let mut sum = initial;
+    for chunk in data.chunks(2) {
+        let word = if chunk.len() == 2 {
+            u16::from_be_bytes([chunk[0], chunk[1]])
+        } else {
+            u16::from(chunk[0]) << 8
+        };
+        sum += u32::from(word);
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
 /// Connection state after a packet with `flags` in direction `dir`.
 /// A SYN on a closed or closing flow starts it afresh (a client reusing its
 /// port), as conntrack does.
@@ -137,21 +157,9 @@ mod tests {
     use super::*;
     use netlab_common::{DIR_REPLY, IPPROTO_ICMP};
 
-    /// Full one's-complement checksum of big-endian 16-bit words.
+    /// The whole-data checksum, to check the incremental updates against.
     fn checksum(data: &[u8]) -> u16 {
-        let mut sum: u32 = 0;
-        for chunk in data.chunks(2) {
-            let word = if chunk.len() == 2 {
-                u16::from_be_bytes([chunk[0], chunk[1]])
-            } else {
-                u16::from(chunk[0]) << 8
-            };
-            sum += u32::from(word);
-        }
-        while sum > 0xffff {
-            sum = (sum & 0xffff) + (sum >> 16);
-        }
-        !(sum as u16)
+        super::checksum(data, 0)
     }
 
     #[test]

@@ -85,6 +85,7 @@ pub fn unique(tag: &str) -> String {
 }
 
 pub mod packet;
+pub mod programs;
 
 pub const T: Duration = Duration::from_secs(30);
 

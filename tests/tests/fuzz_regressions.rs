@@ -5,8 +5,9 @@
 //! target (tests/fuzz/src/oracle.rs or tests/fuzz/src/topo.rs), so the
 //! fuzzer treats it as a crash again.
 //!
-//! The program tests load the eBPF programs with fresh maps, as
-//! tests/tests/programs.rs does, and need root.
+//! The program tests load the eBPF programs with fresh maps
+//! (`netlab_tests::programs::Dataplane`, as tests/tests/programs.rs does)
+//! and need root.
 
 use std::{
     net::Ipv4Addr,
@@ -14,128 +15,14 @@ use std::{
     time::Duration,
 };
 
-use aya::{
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie},
-    programs::{SchedClassifier, TestRun, TestRunOptions},
-    Ebpf, EbpfLoader,
-};
+use aya::maps::{lpm_trie::Key, LpmTrie};
 use netlab::model::topology;
-use netlab_common::{
-    addr_from_octets, port_to_net, ForwardKey, ForwardTarget, NatConfig, SubnetInfo,
-    SUBNET_MASQUERADE,
-};
+use netlab_common::SubnetInfo;
 use netlab_tests::{
     packet::{icmp_echo, icmp_error, parse_checked, tcp, udp, Ip, ICMP, SYN, TCP, UDP},
     privileged,
+    programs::{na, Dataplane, BLUE, RED, REMOTE, SHOT, UNSPEC, UPLINK},
 };
-
-const UNSPEC: u32 = u32::MAX;
-const SHOT: u32 = 2;
-
-const RED: Ipv4Addr = Ipv4Addr::new(192, 168, 15, 1);
-const BLUE: Ipv4Addr = Ipv4Addr::new(192, 168, 15, 2);
-const UPLINK: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
-const REMOTE: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
-
-fn na(a: Ipv4Addr) -> u32 {
-    addr_from_octets(a.octets())
-}
-
-/// The programs with fresh maps: uplink 198.51.100.2, 192.168.15.0/24
-/// masqueraded, tcp/80 forwarded to blue:80 (as in programs.rs).
-struct Dataplane {
-    ebpf: Ebpf,
-}
-
-impl Dataplane {
-    fn with(port_min: u16, port_max: u16, tweak: impl FnOnce(&mut NatConfig)) -> Dataplane {
-        let mut ebpf = EbpfLoader::new()
-            .load(netlab::dataplane::EBPF_OBJECT)
-            .expect("loading the object");
-        // Every program of the object, then the tail-call table.
-        let names: Vec<String> = ebpf.programs().map(|(n, _)| n.to_string()).collect();
-        for name in names {
-            let p: &mut SchedClassifier = ebpf.program_mut(&name).unwrap().try_into().unwrap();
-            p.load()
-                .unwrap_or_else(|e| panic!("verifier refused {name}: {e}"));
-        }
-        netlab::dataplane::attach::wire_tails(&mut ebpf).expect("filling TAILS");
-        let mut config = NatConfig {
-            uplink_addr: na(UPLINK),
-            uplink_ifindex: 1,
-            port_min,
-            port_max,
-            flags: netlab_common::CONFIG_FAST_PATH,
-            timeout_tcp_syn: 240,
-            timeout_tcp_established: 7440,
-            timeout_tcp_closing: 240,
-            timeout_tcp_rst: 10,
-            timeout_udp: 300,
-            timeout_icmp: 30,
-            flow_limit: 1 << 20,
-        };
-        tweak(&mut config);
-        let mut cfg: Array<_, NatConfig> =
-            Array::try_from(ebpf.map_mut("CONFIG").unwrap()).unwrap();
-        cfg.set(0, config, 0).unwrap();
-        let mut subnets: LpmTrie<_, u32, SubnetInfo> =
-            LpmTrie::try_from(ebpf.map_mut("LAB_SUBNETS").unwrap()).unwrap();
-        subnets
-            .insert(
-                &Key::new(24, na(Ipv4Addr::new(192, 168, 15, 0))),
-                SubnetInfo {
-                    flags: SUBNET_MASQUERADE,
-                    ifindex: 1,
-                },
-                0,
-            )
-            .unwrap();
-        let mut fwd: HashMap<_, ForwardKey, ForwardTarget> =
-            HashMap::try_from(ebpf.map_mut("FORWARD_RULES").unwrap()).unwrap();
-        fwd.insert(
-            ForwardKey::new(port_to_net(80), TCP),
-            ForwardTarget {
-                addr: na(BLUE),
-                port: port_to_net(80),
-                _pad: 0,
-            },
-            0,
-        )
-        .unwrap();
-        Dataplane { ebpf }
-    }
-
-    fn new() -> Dataplane {
-        Dataplane::with(10000, 32767, |_| {})
-    }
-
-    fn run(&mut self, prog: &str, frame: &[u8]) -> (u32, Vec<u8>) {
-        let p: &mut SchedClassifier = self.ebpf.program_mut(prog).unwrap().try_into().unwrap();
-        let mut out = vec![0u8; frame.len() + 256];
-        let mut opts = TestRunOptions::new();
-        opts.data_in = Some(frame);
-        opts.data_out = Some(&mut out);
-        let r = p
-            .test_run(opts)
-            .unwrap_or_else(|e| panic!("the kernel refused a {}-byte frame: {e}", frame.len()));
-        out.truncate(r.data_size_out as usize);
-        (r.return_value, out)
-    }
-
-    fn out(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
-        self.run("nl_uplink_out", frame)
-    }
-
-    fn inb(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
-        self.run("nl_uplink_in", frame)
-    }
-
-    fn flow_count(&self) -> usize {
-        let m: HashMap<_, netlab_common::FlowKey, netlab_common::FlowValue> =
-            HashMap::try_from(self.ebpf.map("NAT_FLOWS").unwrap()).unwrap();
-        m.keys().count()
-    }
-}
 
 /// Set the IPv4 total length of an Ethernet frame (checksum kept right).
 fn set_total_length(frame: &mut [u8], total: u16) {
@@ -166,7 +53,7 @@ fn l4_header_past_the_total_length_is_not_translated() {
     if !privileged() {
         return;
     }
-    let mut dp = Dataplane::new();
+    let mut dp = Dataplane::new(10000, 32767);
     let mut wrong = Vec::new();
     let mut syn = Ip::new(REMOTE, UPLINK, TCP, tcp(5555, 80, SYN, b"")).frame();
     set_total_length(&mut syn, 20 + 19);
@@ -177,7 +64,7 @@ fn l4_header_past_the_total_length_is_not_translated() {
             rc as i32
         ));
     }
-    if dp.flow_count() != 0 {
+    if dp.flows().len() != 0 {
         wrong.push("a malformed packet made a flow".to_string());
     }
 
@@ -185,7 +72,7 @@ fn l4_header_past_the_total_length_is_not_translated() {
     // padding: the quoted TCP checksum is not there, but the programs find
     // "one" in the padding, rewrite it and fold the change into the ICMP
     // checksum, which no longer verifies (found as `wrote-past-datagram`).
-    let mut dp = Dataplane::new();
+    let mut dp = Dataplane::new(10000, 32767);
     let syn = Ip::new(RED, REMOTE, TCP, tcp(40000, 443, SYN, b"")).frame();
     let (_, sent) = dp.out(&syn);
     let mut err = Ip::new(REMOTE, UPLINK, ICMP, icmp_error(3, 4, &sent[14..14 + 28])).frame();
@@ -210,7 +97,7 @@ fn other_protocols_from_outside_to_a_lab_address_are_dropped() {
     if !privileged() {
         return;
     }
-    let mut dp = Dataplane::new();
+    let mut dp = Dataplane::new(10000, 32767);
     let gre = Ip::new(REMOTE, RED, 47, vec![0, 0, 0x08, 0, 1, 2, 3, 4]).frame();
     let (rc, _) = dp.inb(&gre);
     assert_eq!(rc, SHOT, "GRE to a lab address was let in");
@@ -225,7 +112,7 @@ fn other_protocols_from_a_masqueraded_node_never_leave_with_its_address() {
     if !privileged() {
         return;
     }
-    let mut dp = Dataplane::new();
+    let mut dp = Dataplane::new(10000, 32767);
     let gre = Ip::new(RED, REMOTE, 47, vec![0, 0, 0x08, 0, 1, 2, 3, 4]).frame();
     let (rc, out) = dp.out(&gre);
     assert!(
@@ -245,7 +132,7 @@ fn icmp_timestamp_is_translated_both_ways_or_not_at_all() {
     if !privileged() {
         return;
     }
-    let mut dp = Dataplane::new();
+    let mut dp = Dataplane::new(10000, 32767);
     let mut ts = vec![13, 0, 0, 0, 0x12, 0x34, 0, 1];
     ts.extend_from_slice(&[0u8; 12]);
     let req = Ip::new(RED, REMOTE, ICMP, ts).frame();
@@ -282,7 +169,7 @@ fn unsolicited_echo_reply_from_a_node_keeps_its_identifier() {
     if !privileged() {
         return;
     }
-    let mut dp = Dataplane::new();
+    let mut dp = Dataplane::new(10000, 32767);
     let reply = Ip::new(RED, REMOTE, ICMP, icmp_echo(false, 80, 7, b"pong")).frame();
     let (rc, out) = dp.out(&reply);
     if rc == SHOT {
@@ -301,7 +188,7 @@ fn icmp_error_from_a_node_about_an_unknown_flow_does_not_leak() {
     if !privileged() {
         return;
     }
-    let mut dp = Dataplane::new();
+    let mut dp = Dataplane::new(10000, 32767);
     let quoted = Ip::new(REMOTE, RED, UDP, udp(5000, 6000, b"probe")).bytes();
     let err = Ip::new(RED, REMOTE, ICMP, icmp_error(3, 3, &quoted[..28])).frame();
     let (rc, out) = dp.out(&err);
@@ -324,7 +211,7 @@ fn icmp_error_from_outside_with_a_lab_source_is_dropped() {
     if !privileged() {
         return;
     }
-    let mut dp = Dataplane::new();
+    let mut dp = Dataplane::new(10000, 32767);
     let probe = Ip::new(RED, REMOTE, UDP, udp(40000, 53, b"query")).frame();
     let (_, sent) = dp.out(&probe);
     let spoofed = Ipv4Addr::new(192, 168, 15, 7);
@@ -351,7 +238,7 @@ fn icmp_error_about_a_routed_flow_keeps_its_sender() {
     if !privileged() {
         return;
     }
-    let mut dp = Dataplane::new();
+    let mut dp = Dataplane::new(10000, 32767);
     let routed = Ipv4Addr::new(172, 20, 0, 5);
     let mut subnets: LpmTrie<_, u32, SubnetInfo> =
         LpmTrie::try_from(dp.ebpf.map_mut("LAB_SUBNETS").unwrap()).unwrap();
@@ -442,7 +329,7 @@ fn identifier_zero_echo_flow_matches_only_echo_requests() {
     if !privileged() {
         return;
     }
-    let mut dp = Dataplane::new();
+    let mut dp = Dataplane::new(10000, 32767);
     let req = Ip::new(RED, REMOTE, ICMP, icmp_echo(true, 0, 1, b"ping")).frame();
     let (rc, out) = dp.out(&req);
     assert_eq!(rc, UNSPEC);
@@ -474,7 +361,7 @@ fn spoofed_later_fragment_does_not_use_a_hairpin_record() {
     if !privileged() {
         return;
     }
-    let mut dp = Dataplane::new();
+    let mut dp = Dataplane::new(10000, 32767);
     let whole = Ip::new(BLUE, UPLINK, TCP, tcp(44000, 80, SYN, &[0x77; 48]));
     let bytes = whole.bytes();
     let mut first = Ip::new(BLUE, UPLINK, TCP, bytes[20..20 + 40].to_vec());

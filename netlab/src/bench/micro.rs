@@ -28,9 +28,7 @@ use netlab_common::{
 };
 use serde::Serialize;
 
-use crate::dataplane::{
-    EBPF_OBJECT, PROG_BRIDGE_IN, PROG_NODE_IN, PROG_UPLINK_IN, PROG_UPLINK_OUT,
-};
+use crate::dataplane::{EBPF_OBJECT, PROG_NODE_IN, PROG_UPLINK_IN, PROG_UPLINK_OUT};
 
 const RED: [u8; 4] = [192, 168, 15, 1];
 const BLUE: [u8; 4] = [192, 168, 15, 2];
@@ -68,22 +66,6 @@ pub struct Micro {
     pub method: &'static str,
 }
 
-fn checksum(data: &[u8], initial: u32) -> u16 {
-    let mut sum = initial;
-    for c in data.chunks(2) {
-        let w = if c.len() == 2 {
-            u16::from_be_bytes([c[0], c[1]])
-        } else {
-            u16::from(c[0]) << 8
-        };
-        sum += u32::from(w);
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
 /// An Ethernet frame with an IPv4/TCP packet, checksums right.
 fn tcp_frame(
     src: [u8; 4],
@@ -113,7 +95,7 @@ fn tcp_frame(
         .sum::<u32>()
         + u32::from(IPPROTO_TCP)
         + t.len() as u32;
-    let c = checksum(&t, pseudo);
+    let c = netlab_ebpf::checksum(&t, pseudo);
     t[16..18].copy_from_slice(&c.to_be_bytes());
     let mut ip = vec![0u8; 20];
     ip[0] = 0x45;
@@ -124,7 +106,7 @@ fn tcp_frame(
     ip[9] = IPPROTO_TCP;
     ip[12..16].copy_from_slice(&src);
     ip[16..20].copy_from_slice(&dst);
-    let c = checksum(&ip, 0);
+    let c = netlab_ebpf::checksum(&ip, 0);
     ip[10..12].copy_from_slice(&c.to_be_bytes());
     let mut f = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x08, 0x00];
     f.extend_from_slice(&ip);
@@ -167,21 +149,7 @@ impl Programs {
         let mut ebpf = EbpfLoader::new()
             .load(EBPF_OBJECT)
             .context("loading netlab's eBPF object")?;
-        for name in [
-            PROG_UPLINK_IN,
-            PROG_UPLINK_OUT,
-            PROG_BRIDGE_IN,
-            PROG_NODE_IN,
-        ] {
-            let Some(p) = ebpf.program_mut(name) else {
-                continue;
-            };
-            let p: &mut SchedClassifier = p
-                .try_into()
-                .with_context(|| format!("program {name} is not a TC program"))?;
-            p.load()
-                .with_context(|| format!("loading program {name}"))?;
-        }
+        crate::dataplane::attach::load_every_program(&mut ebpf)?;
         let mut cfg: Array<_, NatConfig> =
             Array::try_from(ebpf.map_mut("CONFIG").context("map CONFIG")?)?;
         cfg.set(

@@ -122,6 +122,19 @@ pub fn wire_tails(ebpf: &mut Ebpf) -> Result<()> {
     Ok(())
 }
 
+/// Load (verify) every program of the object and fill `TAILS`, for runs
+/// through `BPF_PROG_TEST_RUN` (program tests, fuzzing, the
+/// micro-benchmark): fresh maps, nothing attached.
+pub fn load_every_program(ebpf: &mut Ebpf) -> Result<()> {
+    let names: Vec<String> = ebpf.programs().map(|(n, _)| n.to_string()).collect();
+    for name in &names {
+        program(ebpf, name)?.load().with_context(|| {
+            format!("loading program {name} (the kernel's verifier refused it)")
+        })?;
+    }
+    wire_tails(ebpf)
+}
+
 fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut SchedClassifier> {
     let p: &mut SchedClassifier = ebpf
         .program_mut(name)

@@ -146,13 +146,8 @@ impl Dataplane {
         };
         // Every program of the object (the hooks' and those they tail-call),
         // then the tail-call table, as `netlab up` does.
-        let names: Vec<String> = ebpf.programs().map(|(n, _)| n.to_string()).collect();
-        for name in names {
-            let prog: &mut SchedClassifier = ebpf.program_mut(&name).unwrap().try_into().unwrap();
-            prog.load()
-                .unwrap_or_else(|e| panic!("the verifier refused {name}: {e}"));
-        }
-        netlab::dataplane::attach::wire_tails(&mut ebpf).expect("filling TAILS");
+        netlab::dataplane::attach::load_every_program(&mut ebpf)
+            .unwrap_or_else(|e| panic!("{e:#}"));
         let mut subnets: LpmTrie<_, u32, SubnetInfo> =
             LpmTrie::try_from(ebpf.map_mut("LAB_SUBNETS").unwrap()).unwrap();
         for s in &SUBNETS {
