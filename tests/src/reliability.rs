@@ -1639,84 +1639,25 @@ impl Drop for Listener {
 pub const VARIANT_ENV: &str = "NETLAB_VARIANT_OBJECT";
 
 /// The eBPF object built with the `variant` feature (harmlessly different
-/// code), for upgrade tests: the one $NETLAB_VARIANT_OBJECT names, or else
-/// built once into `target/reliability/variant` (cargo rebuilds it when the
-/// sources change; about 40 s cold).
+/// code), for upgrade tests: the one $NETLAB_VARIANT_OBJECT names, which
+/// `cargo xtask test` and `cargo xtask stress` build before the tests
+/// (`xtask::stress::variant`).
 pub fn variant_object() -> PathBuf {
-    if let Some(p) = std::env::var_os(VARIANT_ENV).filter(|p| !p.is_empty()) {
-        let p = PathBuf::from(p);
-        assert!(
-            p.is_file(),
-            "${VARIANT_ENV} names {}, which is not there",
-            p.display()
-        );
-        return p;
-    }
-    static BUILT: Mutex<Option<PathBuf>> = Mutex::new(None);
-    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(p) = built.as_ref() {
-        return p.clone();
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let dir = target_dir().join("reliability").join("variant");
-    let flags = [
-        "--cfg=bpf_target_arch=\"x86_64\"",
-        "-Cdebuginfo=2",
-        "-Clink-arg=--btf",
-    ]
-    .join("\x1f");
-    let mut cmd = Command::new("rustup");
-    cmd.args([
-        "run",
-        "nightly",
-        "cargo",
-        "build",
-        "--target",
-        "bpfel-unknown-none",
-        "-Z",
-        "build-std=core",
-        "--release",
-        "--features",
-        "variant",
-        "--target-dir",
-    ])
-    .arg(&dir)
-    .current_dir(root.join("netlab-ebpf"))
-    .env("CARGO_ENCODED_RUSTFLAGS", flags);
-    for var in [
-        "RUSTFLAGS",
-        "RUSTC",
-        "RUSTC_WRAPPER",
-        "RUSTC_WORKSPACE_WRAPPER",
-        "RUSTDOC",
-        "CARGO",
-        "CARGO_TARGET_DIR",
-        "CARGO_BUILD_TARGET",
-        "CARGO_MAKEFLAGS",
-        "RUSTUP_TOOLCHAIN",
-        "CARGO_MANIFEST_DIR",
-        "CARGO_PKG_NAME",
-    ] {
-        cmd.env_remove(var);
-    }
-    let started = Instant::now();
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .expect("running rustup run nightly cargo build (variant)");
+    let p = std::env::var_os(VARIANT_ENV)
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| {
+            panic!(
+                "${VARIANT_ENV} is not set: run this test through `cargo xtask test` or \
+                 `cargo xtask stress`, which build the variant eBPF object first"
+            )
+        });
+    let p = PathBuf::from(p);
     assert!(
-        out.status.success(),
-        "building the variant eBPF object failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        p.is_file(),
+        "${VARIANT_ENV} names {}, which is not there",
+        p.display()
     );
-    let object = dir.join("bpfel-unknown-none/release/netlab");
-    assert!(object.exists(), "{} is missing", object.display());
-    figure(
-        "variant build",
-        format!("{} ready in {:.1?}", object.display(), started.elapsed()),
-    );
-    *built = Some(object.clone());
-    object
+    p
 }
 
 /// `addr:port`.

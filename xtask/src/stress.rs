@@ -61,10 +61,9 @@ pub fn stress(filter: Option<&str>) -> Result<()> {
 pub const VARIANT_ENV: &str = "NETLAB_VARIANT_OBJECT";
 
 /// The eBPF object with the `variant` feature, for the upgrade test, built
-/// now from the same sources as netlab (the test would otherwise build it
-/// mid-run, from whatever the tree holds then, and cannot at all inside a
-/// `--kernel` VM). Same command and directory as
-/// `netlab_tests::reliability::variant_object`. Returns the object's path.
+/// before the tests from the same sources as netlab (the test itself
+/// cannot build it: inside a `--kernel` VM there is no toolchain).
+/// Returns the object's path, which the test reads from [`VARIANT_ENV`].
 pub fn variant() -> Result<PathBuf> {
     let flags = [
         "--cfg=bpf_target_arch=\"x86_64\"",
