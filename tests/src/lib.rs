@@ -98,6 +98,22 @@ pub fn in_netns<T: Send + 'static>(netns: &str, f: impl FnOnce() -> T + Send + '
         .unwrap()
 }
 
+/// The netlab binary under test with `args`, bounded at 120 s.
+pub fn run_netlab(args: &[&str]) -> Output {
+    let bin = netlab_bin();
+    let mut full = vec![bin.to_str().unwrap()];
+    full.extend_from_slice(args);
+    run(&full, Duration::from_secs(120))
+}
+
+/// As [`run_netlab`]; panics unless it succeeds, returns its stdout.
+#[track_caller]
+pub fn run_netlab_ok(args: &[&str]) -> String {
+    let o = run_netlab(args);
+    assert!(o.status.success(), "netlab {args:?} failed:\n{}", text(&o));
+    stdout(&o)
+}
+
 /// A sandboxed lab, taken down on drop.
 pub struct Lab {
     pub name: String,
@@ -139,17 +155,12 @@ impl Lab {
     }
 
     pub fn netlab(&self, args: &[&str]) -> Output {
-        let bin = netlab_bin();
-        let mut full = vec![bin.to_str().unwrap()];
-        full.extend_from_slice(args);
-        run(&full, Duration::from_secs(120))
+        run_netlab(args)
     }
 
     #[track_caller]
     pub fn netlab_ok(&self, args: &[&str]) -> String {
-        let o = self.netlab(args);
-        assert!(o.status.success(), "netlab {args:?} failed:\n{}", text(&o));
-        stdout(&o)
+        run_netlab_ok(args)
     }
 
     /// `netlab up --sandbox -f <file>`; panics when it fails.

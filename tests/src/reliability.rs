@@ -22,7 +22,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{in_netns, netlab_bin, ok, run, stdout, text, unique, Lab, T};
+use crate::{in_netns, netlab_bin, ok, run, run_netlab, run_netlab_ok, stdout, unique, Lab, T};
 
 pub const UPLINK: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
 pub const WAN: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
@@ -663,17 +663,12 @@ impl HostPair {
 
     /// `netlab --host-netns HOST ARGS`.
     pub fn netlab(&self, args: &[&str]) -> Output {
-        let bin = netlab_bin();
-        let mut full = vec![bin.to_str().unwrap(), "--host-netns", &self.host];
-        full.extend_from_slice(args);
-        run(&full, Duration::from_secs(120))
+        run_netlab(&[&["--host-netns", &self.host], args].concat())
     }
 
     #[track_caller]
     pub fn netlab_ok(&self, args: &[&str]) -> String {
-        let o = self.netlab(args);
-        assert!(o.status.success(), "netlab {args:?} failed:\n{}", text(&o));
-        stdout(&o)
+        run_netlab_ok(&[&["--host-netns", &self.host], args].concat())
     }
 }
 

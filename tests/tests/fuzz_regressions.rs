@@ -64,7 +64,7 @@ fn l4_header_past_the_total_length_is_not_translated() {
             rc as i32
         ));
     }
-    if dp.flows().len() != 0 {
+    if !dp.flows().is_empty() {
         wrong.push("a malformed packet made a flow".to_string());
     }
 

@@ -197,20 +197,9 @@ impl Env {
             }
             Mode::Netlab | Mode::NetlabSlow => {
                 if self.forwards != n {
+                    self.clear_forwards()?;
                     let lab = self.lab.clone().context("the lab")?;
-                    let exe = self.exe.clone();
-                    let netlab = |args: &[&str]| netlab(&exe, args);
-                    if self.forwards > 0 {
-                        netlab(&[
-                            "fwd",
-                            "del",
-                            "--name",
-                            &lab,
-                            "tcp",
-                            &FORWARD_BASE.to_string(),
-                        ])?;
-                        self.forwards = 0;
-                    }
+                    let netlab = |args: &[&str]| netlab(&self.exe, args);
                     let ports = if n == 1 {
                         FORWARD_BASE.to_string()
                     } else {

@@ -177,29 +177,23 @@ pub fn attach_all(
     for mut hook in hooks {
         hook.why = why.clone();
         let prog = program(ebpf, &hook.program)?;
+        let what = || {
+            format!(
+                "attaching {} to {} {}",
+                hook.program,
+                hook.interface,
+                hook.direction.as_str()
+            )
+        };
         if tcx {
             hook.mode = Mode::Tcx;
-            attach_tcx(prog, pins, &hook).with_context(|| {
-                format!(
-                    "attaching {} to {} {}",
-                    hook.program,
-                    hook.interface,
-                    hook.direction.as_str()
-                )
-            })?;
+            attach_tcx(prog, pins, &hook).with_context(what)?;
         } else {
             hook.mode = Mode::Netlink;
             hook.priority = netlink_priority(lab);
             hook.handle = 1;
             hook.created_qdisc = attach_netlink(prog, &hook, our_qdiscs.contains(&hook.interface))
-                .with_context(|| {
-                    format!(
-                        "attaching {} to {} {}",
-                        hook.program,
-                        hook.interface,
-                        hook.direction.as_str()
-                    )
-                })?;
+                .with_context(what)?;
             if hook.created_qdisc {
                 our_qdiscs.insert(hook.interface.clone());
             }
