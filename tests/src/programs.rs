@@ -48,18 +48,10 @@ impl Dataplane {
         netlab::dataplane::attach::load_every_program(&mut ebpf)
             .unwrap_or_else(|e| panic!("{e:#}"));
         let mut config = NatConfig {
-            uplink_addr: na(UPLINK),
-            uplink_ifindex: 1,
             port_min,
             port_max,
-            flags: netlab_common::CONFIG_FAST_PATH,
-            timeout_tcp_syn: 240,
-            timeout_tcp_established: 7440,
-            timeout_tcp_closing: 240,
-            timeout_tcp_rst: 10,
-            timeout_udp: 300,
-            timeout_icmp: 30,
             flow_limit: 1 << 20,
+            ..netlab::dataplane::default_config(na(UPLINK), true)
         };
         tweak(&mut config);
         let mut cfg: Array<_, NatConfig> =

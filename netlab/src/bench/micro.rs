@@ -24,7 +24,7 @@ use aya::{
 };
 use netlab_common::{
     addr_from_octets, port_to_net, ForwardKey, ForwardTarget, NatConfig, NodePort, SubnetInfo,
-    CONFIG_FAST_PATH, IPPROTO_TCP, SUBNET_MASQUERADE,
+    IPPROTO_TCP, SUBNET_MASQUERADE,
 };
 use serde::Serialize;
 
@@ -154,21 +154,7 @@ impl Programs {
             Array::try_from(ebpf.map_mut("CONFIG").context("map CONFIG")?)?;
         cfg.set(
             0,
-            NatConfig {
-                uplink_addr: na(UPLINK),
-                uplink_ifindex: 1,
-                port_min: 10000,
-                port_max: 32767,
-                flags: if fast_path { CONFIG_FAST_PATH } else { 0 },
-                timeout_tcp_syn: 240,
-                timeout_tcp_established: 7440,
-                timeout_tcp_closing: 240,
-                timeout_tcp_rst: 10,
-                timeout_udp: 300,
-                timeout_icmp: 30,
-                // As `up` sets it for a table of the object's default size.
-                flow_limit: crate::dataplane::flow_limit(netlab_common::FLOW_ENTRIES),
-            },
+            crate::dataplane::default_config(na(UPLINK), fast_path),
             0,
         )
         .context("writing CONFIG")?;

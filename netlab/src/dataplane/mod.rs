@@ -233,6 +233,31 @@ pub fn flow_limit(max_flows: u32) -> u32 {
     max_flows - reserve
 }
 
+/// The configuration a lab file with every default gets, on an uplink with
+/// `uplink_addr` (map order) at ifindex 1: for runs of the programs through
+/// `BPF_PROG_TEST_RUN` (program tests, the micro-benchmark).
+pub fn default_config(uplink_addr: u32, fast_path: bool) -> NatConfig {
+    let t = crate::model::topology::Timeouts::default();
+    NatConfig {
+        uplink_addr,
+        uplink_ifindex: 1,
+        port_min: crate::model::topology::DEFAULT_PORT_MIN,
+        port_max: crate::model::topology::DEFAULT_PORT_MAX,
+        flags: if fast_path {
+            netlab_common::CONFIG_FAST_PATH
+        } else {
+            0
+        },
+        timeout_tcp_syn: t.tcp_syn,
+        timeout_tcp_established: t.tcp_established,
+        timeout_tcp_closing: t.tcp_closing,
+        timeout_tcp_rst: t.tcp_rst,
+        timeout_udp: t.udp,
+        timeout_icmp: t.icmp,
+        flow_limit: flow_limit(crate::model::topology::DEFAULT_MAX_FLOWS),
+    }
+}
+
 /// The map values that describe the lab.
 fn nat_config(
     lab: &Lab,
