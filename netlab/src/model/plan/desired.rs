@@ -74,9 +74,9 @@ pub struct Desired {
 }
 
 impl Desired {
-    /// `host_nameservers`: the lab host's own nameservers, used when the lab
-    /// names none.
-    pub fn from_lab(lab: &Lab, host_nameservers: &[Ipv4Addr]) -> Desired {
+    /// `offered_nameservers`: the nameservers the lab host offers its nodes,
+    /// used when the lab names none (see [`resolv_conf`]).
+    pub fn from_lab(lab: &Lab, offered_nameservers: &[Ipv4Addr]) -> Desired {
         let mut d = Desired {
             lab: lab.name.clone(),
             ..Default::default()
@@ -131,7 +131,7 @@ impl Desired {
             });
         }
         let hosts = hosts_file(lab);
-        let resolv = resolv_conf(lab, host_nameservers);
+        let resolv = resolv_conf(lab, offered_nameservers);
         for n in &lab.nodes {
             let dir = PathBuf::from(NETNS_ETC).join(&n.netns);
             d.files.insert(dir.join("hosts"), hosts.clone());
