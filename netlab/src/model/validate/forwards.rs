@@ -33,18 +33,9 @@ pub fn validate(c: &mut Checker<'_>, raw: &[Spanned<RawForward>], lab: &mut Lab)
         };
         match lab.resolve_forward(proto, ports, rf.to.get_ref()) {
             Ok(fwd) => {
-                if let Some(other) = lab.forwards.iter().find(|o| o.overlaps(&fwd)) {
-                    let msg = format!(
-                        "{} {} overlaps the forward of {} {}",
-                        proto,
-                        fwd.ports_text(),
-                        other.proto,
-                        other.ports_text()
-                    );
-                    c.at(&rf.port, f("port"), msg);
-                    continue;
+                if let Err(e) = lab.add_forward(fwd) {
+                    c.at(&rf.port, f("port"), e);
                 }
-                lab.forwards.push(fwd);
             }
             Err(e) => c.at(&rf.to, f("to"), e),
         }
