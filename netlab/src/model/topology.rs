@@ -4,7 +4,9 @@
 
 pub use super::{
     forwards::parse_port_range,
-    source::{ConfigError, Problem},
+    source::{ConfigError, Problem, SourceMap, MAX_FILE_BYTES},
     types::*,
-    validate::{check_domain, check_ifname, default_lab, parse, DEFAULT_LAB},
+    validate::{
+        check_domain, check_ifname, default_lab, parse, parse_file, parse_with_sources, DEFAULT_LAB,
+    },
 };

@@ -29,7 +29,7 @@ use context::{line_of, Checker};
 
 use super::{
     raw::RawLab,
-    source::{ConfigError, Problem},
+    source::{text_of, ConfigError, Problem, SourceMap},
     types::Lab,
 };
 
@@ -39,25 +39,48 @@ pub const DEFAULT_LAB: &str = include_str!("../default-lab.toml");
 
 /// Parse and validate a topology file. `source_name` names it in errors.
 pub fn parse(source_name: &str, text: &str) -> Result<Lab, ConfigError> {
-    let fail = |problems| ConfigError {
-        source_name: source_name.to_string(),
-        problems,
-    };
+    parse_with_sources(source_name, text).map(|(lab, _)| lab)
+}
+
+/// Parse and validate a topology file read as bytes (at most
+/// [`MAX_FILE_BYTES`](crate::model::source::MAX_FILE_BYTES) + 1 of them): a file too large, or not text, is
+/// refused in one located line.
+pub fn parse_file(source_name: &str, bytes: &[u8]) -> Result<(Lab, SourceMap), ConfigError> {
+    parse_with_sources(source_name, text_of(source_name, bytes)?)
+}
+
+/// Parse and validate a topology file, with where each of its fields is
+/// written (for the checks made later against the lab host).
+pub fn parse_with_sources(source_name: &str, text: &str) -> Result<(Lab, SourceMap), ConfigError> {
+    let sources = SourceMap::new(source_name, text);
     let raw: RawLab = toml::from_str(text).map_err(|e| {
-        let line = e.span().map(|s| line_of(text, s.start));
-        fail(vec![Problem {
-            line,
-            field: String::new(),
+        let span = e.span();
+        sources.error(vec![Problem {
+            line: span.as_ref().map(|s| line_of(text, s.start)),
+            // A value of the wrong type (`address = 5`) names its field.
+            field: span
+                .and_then(|s| sources.field_at(s.start))
+                .unwrap_or_default()
+                .to_string(),
             message: e.message().trim().to_string(),
         }])
     })?;
+    if sources.is_empty() {
+        // Else it would come up as a lab named like the default lab.
+        return Err(sources.error(vec![Problem {
+            line: None,
+            field: String::new(),
+            message: "the file is empty (nothing but blank lines and comments); \
+                      without -f, netlab uses its default lab"
+                .into(),
+        }]));
+    }
     let mut c = Checker::new(text);
     let lab = validate(&mut c, raw);
     if c.problems.is_empty() {
-        Ok(lab)
+        Ok((lab, sources))
     } else {
-        c.problems.sort_by_key(|p| p.line);
-        Err(fail(c.problems))
+        Err(sources.error(c.problems))
     }
 }
 
