@@ -58,6 +58,9 @@ fn bridge(c: &mut Checker<'_>, i: usize, rb: &RawBridge, before: &[Bridge]) -> O
             ),
         );
     }
+    if let Some(problem) = unusable_subnet(subnet.network()) {
+        c.at(&rb.subnet, f("subnet"), problem);
+    }
     let gateway = gateway(c, rb.gateway.as_ref(), subnet, &f("gateway"));
     let filtering = filtering(c, rb.filtering.as_ref(), &f("filtering"));
     let masquerade = rb
@@ -82,6 +85,14 @@ fn bridge(c: &mut Checker<'_>, i: usize, rb: &RawBridge, before: &[Bridge]) -> O
         filtering,
         routed: rb.routed.as_ref().map(|r| *r.get_ref()).unwrap_or(false),
     })
+}
+
+/// Why `subnet` is no lab's to use, if it is not (bridges and cables).
+pub fn unusable_subnet(subnet: Ipv4Net) -> Option<String> {
+    let (range, why) = subnet.unusable_overlap()?;
+    Some(format!(
+        "{subnet} overlaps {range} ({why}): no lab can use those addresses"
+    ))
 }
 
 fn gateway(
@@ -143,5 +154,61 @@ mod tests {
             "[[bridges]]\nname = \"b2\"\nsubnet = \"192.168.0.0/16\"\n",
         ));
         assert_eq!(e, "lab.toml:9: subnet 192.168.0.0/16 of bridge b2 overlaps 192.168.15.0/24 of bridge v-net-0");
+    }
+
+    #[test]
+    fn unusable_ranges_are_refused_as_subnets_addresses_and_routes() {
+        let bridge = |subnet: &str| {
+            err(&format!(
+                "[[bridges]]\nname = \"b\"\nsubnet = \"{subnet}\"\n"
+            ))
+        };
+        assert_eq!(
+            bridge("127.0.0.0/24"),
+            "lab.toml:3: bridges[0].subnet: 127.0.0.0/24 overlaps 127.0.0.0/8 (loopback, which \
+             every namespace keeps on `lo`): no lab can use those addresses"
+        );
+        for (subnet, range) in [
+            ("224.0.0.0/24", "224.0.0.0/4 (multicast)"),
+            ("0.0.0.0/8", "0.0.0.0/8"),
+            ("169.254.0.0/16", "169.254.0.0/16 (link-local"),
+            ("240.0.0.0/24", "240.0.0.0/4 (reserved"),
+            ("0.0.0.0/0", "0.0.0.0/8"),
+        ] {
+            assert!(
+                bridge(subnet).contains(&format!("overlaps {range}")),
+                "{subnet}"
+            );
+        }
+        let e = err(
+            "[[nodes]]\nname = \"a\"\n[[nodes]]\nname = \"b\"\n[[cables]]\n\
+             a = { node = \"a\", address = \"127.1.0.1/24\" }\n\
+             b = { node = \"b\", address = \"127.1.0.2/24\" }\n",
+        );
+        assert!(
+            e.contains("cables[0]: 127.1.0.0/24 overlaps 127.0.0.0/8"),
+            "{e}"
+        );
+        let route = |to: &str| {
+            err(&with_base(&format!(
+                "[[routes]]\nto = \"{to}\"\nvia = \"192.168.15.1\"\n"
+            )))
+        };
+        assert_eq!(
+            route("224.0.0.0/24"),
+            "lab.toml:8: routes[0].to: 224.0.0.0/24 is inside 224.0.0.0/4 (multicast): no lab \
+             reaches it"
+        );
+        assert!(err(&with_base("[uplink]\naddress = \"127.0.0.1\"\n"))
+            .contains("uplink.address: 127.0.0.1 is in 127.0.0.0/8"));
+        // The default route, and usable private and test ranges, pass.
+        crate::model::validate::parse(
+            "lab.toml",
+            &with_base(
+                "[[routes]]\nto = \"default\"\nvia = \"192.168.15.1\"\n\
+                 [[bridges]]\nname = \"b2\"\nsubnet = \"100.64.0.0/24\"\n",
+            ),
+        )
+        .unwrap();
     }
 }

@@ -6,7 +6,7 @@ use std::ops::Range;
 
 use toml::Spanned;
 
-use super::context::Checker;
+use super::{bridges::unusable_subnet, context::Checker};
 use crate::model::{
     net::Ipv4Net,
     raw::{RawCable, RawCableEnd},
@@ -33,6 +33,9 @@ pub fn ends(c: &mut Checker<'_>, raw: &[Spanned<RawCable>]) -> Vec<(DraftEnd, Dr
         let b = end(c, &rc.get_ref().b, format!("cables[{i}].b"));
         if let (Some(aa), Some(ba)) = (a.address, b.address) {
             if one_subnet(c, rc, i, (&a, aa), (&b, ba)) {
+                if let Some(problem) = unusable_subnet(aa.network()) {
+                    c.at(rc, format!("cables[{i}]"), problem);
+                }
                 c.seen
                     .subnets
                     .push((aa.network(), format!("cables[{i}]"), rc.span()));

@@ -95,7 +95,15 @@ pub fn route(c: &mut Checker<'_>, r: &Spanned<RawRoute>, field: &str) -> Option<
                     format!("{n} has host bits set; did you mean {}?", n.network()),
                 );
             }
-            n.network()
+            let to = n.network();
+            if let Some((range, why)) = to.unusable_within() {
+                c.at(
+                    &r.to,
+                    format!("{field}.to"),
+                    format!("{to} is inside {range} ({why}): no lab reaches it"),
+                );
+            }
+            to
         })
     };
     let via = c.ipv4(&r.via, &format!("{field}.via"));
