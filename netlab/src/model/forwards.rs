@@ -3,12 +3,14 @@
 
 use std::net::Ipv4Addr;
 
-use super::types::{Attachment, Forward, Lab, Proto};
+use super::types::{Attachment, Forward, HostRoute, Interface, Lab, Node, Proto};
 
 impl Lab {
     /// Resolve a forward target written as `node` (the same ports),
     /// `node:port` (every forwarded port to that one), `node:a-b` (a range
     /// onto a range of the same size), or an address instead of `node`.
+    /// The target is an address the lab host reaches: on one of its bridges
+    /// (one with a gateway) or behind one of its `[[routes]]`.
     pub fn resolve_forward(
         &self,
         proto: Proto,
@@ -19,70 +21,10 @@ impl Lab {
             Some((who, port)) => (who, Some(port)),
             None => (to, None),
         };
-        let span = ports.1 - ports.0;
-        let (target_port, target_range) = match port {
-            None => (ports.0, true),
-            Some(p) => {
-                let (first, last) = parse_port_range(p)?;
-                if last == first {
-                    (first, false)
-                } else if last - first != span {
-                    return Err(format!(
-                        "target port range {p} has {} ports but the forwarded range has {}",
-                        u32::from(last - first) + 1,
-                        u32::from(span) + 1
-                    ));
-                } else {
-                    (first, true)
-                }
-            }
-        };
-        let node = match who.parse::<Ipv4Addr>() {
-            Ok(addr) => {
-                let node = self
-                    .node_by_bridge_address(addr)
-                    .ok_or_else(|| format!("no node has address {addr} on a bridge"))?;
-                // Only bridges with a gateway have the lab host on them (as
-                // for a target given by name, below).
-                let bridge = node
-                    .interfaces
-                    .iter()
-                    .find_map(|i| match &i.attachment {
-                        Attachment::Bridge { bridge, .. } if i.address.addr == addr => {
-                            self.bridge(bridge)
-                        }
-                        _ => None,
-                    })
-                    .filter(|b| b.gateway.is_none());
-                if let Some(b) = bridge {
-                    return Err(format!(
-                        "{addr} is node `{}`'s address on bridge `{}`, which has no gateway, \
-                         so the lab host cannot reach it",
-                        node.name, b.name
-                    ));
-                }
-                node
-            }
-            Err(_) => self
-                .node(who)
-                .ok_or_else(|| format!("unknown node `{who}`"))?,
-        };
-        let target_addr = match who.parse::<Ipv4Addr>() {
-            Ok(addr) => addr,
-            Err(_) => node
-                .interfaces
-                .iter()
-                .find(|i| {
-                    matches!(&i.attachment, Attachment::Bridge { bridge, .. }
-                        if self.bridge(bridge).is_some_and(|b| b.gateway.is_some()))
-                })
-                .map(|i| i.address.addr)
-                .ok_or_else(|| {
-                    format!(
-                        "node `{}` is on no bridge with a gateway, so the lab host cannot reach it",
-                        node.name
-                    )
-                })?,
+        let (target_port, target_range) = target_ports(ports, port)?;
+        let (node, target_addr) = match who.parse::<Ipv4Addr>() {
+            Ok(addr) => self.target_by_address(addr)?,
+            Err(_) => self.target_by_name(who)?,
         };
         Ok(Forward {
             proto,
@@ -91,8 +33,113 @@ impl Lab {
             node: node.name.clone(),
             target_addr,
             target_port,
-            target_range: target_range && span > 0,
+            target_range,
+            take_host_port: false,
         })
+    }
+
+    /// The lab host's route that reaches `addr` (the longest match).
+    pub fn host_route_to(&self, addr: Ipv4Addr) -> Option<&HostRoute> {
+        self.host_routes
+            .iter()
+            .filter(|r| r.to.contains(addr))
+            .max_by_key(|r| r.to.prefix_len)
+    }
+
+    /// Whether the lab host reaches a node's interface: it is on the
+    /// interface's bridge, or a route of its leads to the address.
+    pub fn host_reaches(&self, iface: &Interface) -> bool {
+        let on_bridge = matches!(&iface.attachment, Attachment::Bridge { bridge, .. }
+            if self.bridge(bridge).is_some_and(|b| b.gateway.is_some()));
+        on_bridge || self.host_route_to(iface.address.addr).is_some()
+    }
+
+    /// "" or that a target is not behind a route either (when the lab host
+    /// has routes): `", and none of the lab host's [[routes]] leads to {what}"`.
+    fn nor_through_routes(&self, what: &str) -> String {
+        if self.host_routes.is_empty() {
+            String::new()
+        } else {
+            format!(", and none of the lab host's `[[routes]]` leads to {what}")
+        }
+    }
+
+    fn target_by_address(&self, addr: Ipv4Addr) -> Result<(&Node, Ipv4Addr), String> {
+        let found = self.nodes.iter().find_map(|n| {
+            let on = |bridged: bool| {
+                n.interfaces.iter().find(|i| {
+                    i.address.addr == addr
+                        && bridged == matches!(i.attachment, Attachment::Bridge { .. })
+                })
+            };
+            on(true).or_else(|| on(false)).map(|i| (n, i))
+        });
+        let Some((node, iface)) = found else {
+            return Err(format!("no node has address {addr} on a bridge"));
+        };
+        if self.host_reaches(iface) {
+            return Ok((node, addr));
+        }
+        Err(match &iface.attachment {
+            // Only bridges with a gateway have the lab host on them.
+            Attachment::Bridge { bridge, .. } => format!(
+                "{addr} is node `{}`'s address on bridge `{bridge}`, which has no gateway{}, so \
+                 the lab host cannot reach it",
+                node.name,
+                self.nor_through_routes("it")
+            ),
+            Attachment::Cable { .. } => format!(
+                "{addr} is node `{}`'s address on a cable, behind none of the lab host's \
+                 `[[routes]]`, so the lab host cannot reach it",
+                node.name
+            ),
+        })
+    }
+
+    /// A node's address on a bridge the lab host is on, else the first
+    /// one behind a route of the lab host.
+    fn target_by_name(&self, who: &str) -> Result<(&Node, Ipv4Addr), String> {
+        let node = self
+            .node(who)
+            .ok_or_else(|| format!("unknown node `{who}`"))?;
+        let on_bridge = node.interfaces.iter().find(|i| {
+            matches!(&i.attachment, Attachment::Bridge { bridge, .. }
+                if self.bridge(bridge).is_some_and(|b| b.gateway.is_some()))
+        });
+        let iface = on_bridge.or_else(|| {
+            node.interfaces
+                .iter()
+                .find(|i| self.host_route_to(i.address.addr).is_some())
+        });
+        match iface {
+            Some(i) => Ok((node, i.address.addr)),
+            None => Err(format!(
+                "node `{}` is on no bridge with a gateway{}, so the lab host cannot reach it",
+                node.name,
+                self.nor_through_routes("its addresses")
+            )),
+        }
+    }
+}
+
+/// The target ports written after `:` (if any) for the forwarded `ports`:
+/// the first target port, and whether the ports map one to one.
+fn target_ports(ports: (u16, u16), written: Option<&str>) -> Result<(u16, bool), String> {
+    let span = ports.1 - ports.0;
+    let Some(p) = written else {
+        return Ok((ports.0, span > 0));
+    };
+    let (first, last) = parse_port_range(p)?;
+    if last == first {
+        Ok((first, false))
+    } else if last - first != span {
+        Err(format!(
+            "target port range {p} has {} ports but the forwarded range has {}",
+            u32::from(last - first) + 1,
+            u32::from(span) + 1
+        ))
+    } else {
+        Ok((first, true))
     }
 }
 

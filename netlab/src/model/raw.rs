@@ -22,7 +22,7 @@ pub struct RawLab {
     #[serde(default)]
     pub forwards: Vec<Spanned<RawForward>>,
     #[serde(default)]
-    pub routes: Vec<Spanned<RawRoute>>,
+    pub routes: Vec<Spanned<RawHostRoute>>,
 }
 
 #[derive(Deserialize)]
@@ -116,6 +116,7 @@ pub struct RawForward {
     pub protocol: Spanned<String>,
     pub port: Spanned<toml::Value>,
     pub to: Spanned<String>,
+    pub take_host_port: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -123,4 +124,13 @@ pub struct RawForward {
 pub struct RawRoute {
     pub to: Spanned<String>,
     pub via: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHostRoute {
+    pub to: Spanned<String>,
+    pub via: Spanned<String>,
+    pub masquerade: Option<Spanned<bool>>,
+    pub routed: Option<Spanned<bool>>,
 }

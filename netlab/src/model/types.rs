@@ -23,7 +23,7 @@ pub struct Lab {
     pub cables: Vec<Cable>,
     pub forwards: Vec<Forward>,
     /// Routes on the lab host (to subnets behind router nodes).
-    pub host_routes: Vec<Route>,
+    pub host_routes: Vec<HostRoute>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -207,6 +207,11 @@ pub struct Forward {
     pub target_addr: Ipv4Addr,
     pub target_port: u16,
     pub target_range: bool,
+    /// The lab host may listen on these ports itself: the forward takes
+    /// their connections from the outside anyway (`take_host_port = true`;
+    /// otherwise such a forward is refused, see [`super::host_conflicts`]).
+    #[serde(default)]
+    pub take_host_port: bool,
 }
 
 impl Forward {
@@ -270,6 +275,24 @@ pub struct Route {
     /// `0.0.0.0/0` for a default route.
     pub to: Ipv4Net,
     pub via: Ipv4Addr,
+}
+
+/// A route on the lab host to a subnet behind a router node. Like a
+/// bridge's subnet, the destination is masqueraded (the default) and/or
+/// `routed` (the outside reaches it without NAT); a forward may target a
+/// node whose address is inside it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRoute {
+    pub to: Ipv4Net,
+    pub via: Ipv4Addr,
+    #[serde(default = "masquerade_by_default")]
+    pub masquerade: bool,
+    #[serde(default)]
+    pub routed: bool,
+}
+
+fn masquerade_by_default() -> bool {
+    true
 }
 
 impl Lab {

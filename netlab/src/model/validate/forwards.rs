@@ -8,7 +8,7 @@ use super::context::Checker;
 use crate::model::{
     forwards::parse_port_range,
     raw::RawForward,
-    types::{Lab, Proto},
+    types::{Forward, Lab, Proto},
 };
 
 /// Add the file's forwards to `lab` (whose nodes are validated).
@@ -33,6 +33,10 @@ pub fn validate(c: &mut Checker<'_>, raw: &[Spanned<RawForward>], lab: &mut Lab)
         };
         match lab.resolve_forward(proto, ports, rf.to.get_ref()) {
             Ok(fwd) => {
+                let fwd = Forward {
+                    take_host_port: rf.take_host_port.as_ref().is_some_and(|t| *t.get_ref()),
+                    ..fwd
+                };
                 if let Err(e) = lab.add_forward(fwd) {
                     c.at(&rf.port, f("port"), e);
                 }
@@ -207,5 +211,57 @@ mod tests {
             err(&text),
             "lab.toml:17: forwards[1].port: tcp 85 overlaps the forward of tcp 80-90"
         );
+    }
+
+    #[test]
+    fn forwards_reach_nodes_behind_the_lab_hosts_routes() {
+        // r routes between v-net-0 and a cable to b (10.44.0.0/24); the lab
+        // host's route to that subnet goes through r.
+        let text = with_base(
+            "[[nodes]]\nname = \"r\"\nbridge = \"v-net-0\"\naddress = \"192.168.15.2\"\n\
+             forwarding = true\n\
+             [[nodes]]\nname = \"b\"\ngateway = \"10.44.0.1\"\n\
+             [[cables]]\na = { node = \"r\", address = \"10.44.0.1/24\" }\n\
+             b = { node = \"b\", address = \"10.44.0.10/24\" }\n\
+             [[forwards]]\nprotocol = \"tcp\"\nport = 80\nto = \"b:8080\"\n\
+             [[forwards]]\nprotocol = \"udp\"\nport = 53\nto = \"10.44.0.10\"\n",
+        );
+        let route = "[[routes]]\nto = \"10.44.0.0/24\"\nvia = \"192.168.15.2\"\n";
+        let lab = parse("lab.toml", &format!("{text}{route}")).unwrap();
+        assert_eq!(lab.forwards[0].node, "b");
+        assert_eq!(lab.forwards[0].target_addr, Ipv4Addr::new(10, 44, 0, 10));
+        assert_eq!(lab.forwards[1].target_addr, Ipv4Addr::new(10, 44, 0, 10));
+        assert!(lab.host_routes[0].masquerade && !lab.host_routes[0].routed);
+        // Without the route, neither target is reachable.
+        let e = err(&text);
+        assert!(
+            e.contains("forwards[0].to: node `b` is on no bridge with a gateway, so the lab host"),
+            "{e}"
+        );
+        assert!(
+            e.contains("forwards[1].to: 10.44.0.10 is node `b`'s address on a cable, behind none"),
+            "{e}"
+        );
+        // A route elsewhere: the message says the routes were looked at.
+        let other = "[[routes]]\nto = \"10.45.0.0/24\"\nvia = \"192.168.15.2\"\n";
+        assert!(err(&format!("{text}{other}")).contains(
+            "forwards[0].to: node `b` is on no bridge with a gateway, and none of the lab host's \
+             `[[routes]]` leads to its addresses, so the lab host cannot reach it"
+        ));
+    }
+
+    #[test]
+    fn take_host_port_is_read_per_forward() {
+        let fwd = |extra: &str| {
+            with_base(&format!(
+                "[[nodes]]\nname = \"blue\"\nbridge = \"v-net-0\"\naddress = \"192.168.15.2\"\n\
+                 [[forwards]]\nprotocol = \"tcp\"\nport = 22\nto = \"blue\"\n{extra}"
+            ))
+        };
+        assert!(!parse("lab.toml", &fwd("")).unwrap().forwards[0].take_host_port);
+        let lab = parse("lab.toml", &fwd("take_host_port = true\n")).unwrap();
+        assert!(lab.forwards[0].take_host_port);
+        assert!(err(&fwd("take_host_port = \"yes\"\n"))
+            .contains("forwards[0].take_host_port: invalid type"));
     }
 }

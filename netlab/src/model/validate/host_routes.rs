@@ -1,7 +1,9 @@
 //! `[[routes]]`: routes on the lab host, to subnets behind router nodes.
 //! Each goes through a node on one of the lab host's bridges (those with a
 //! gateway), one route per destination (its bridges' subnets being routes
-//! already).
+//! already). Like a bridge's subnet, a route's destination is masqueraded
+//! (`masquerade`, default true) and/or reached from outside without NAT
+//! (`routed`, default false).
 
 use std::{collections::BTreeMap, net::Ipv4Addr};
 
@@ -13,11 +15,15 @@ use super::{
 };
 use crate::model::{
     net::Ipv4Net,
-    raw::RawRoute,
-    types::{Bridge, Route},
+    raw::RawHostRoute,
+    types::{Bridge, HostRoute},
 };
 
-pub fn validate(c: &mut Checker<'_>, raw: &[Spanned<RawRoute>], bridges: &[Bridge]) -> Vec<Route> {
+pub fn validate(
+    c: &mut Checker<'_>,
+    raw: &[Spanned<RawHostRoute>],
+    bridges: &[Bridge],
+) -> Vec<HostRoute> {
     let host_own: Vec<Ipv4Net> = bridges.iter().filter_map(Bridge::gateway_net).collect();
     let mut table = RouteTable {
         owner: "the lab host".to_string(),
@@ -31,20 +37,26 @@ pub fn validate(c: &mut Checker<'_>, raw: &[Spanned<RawRoute>], bridges: &[Bridg
     let mut routes = Vec::new();
     for (j, r) in raw.iter().enumerate() {
         let field = format!("routes[{j}]");
-        let Some(route) = routing::route(c, r, &field) else {
+        let r = r.get_ref();
+        let Some(route) = routing::route(c, &r.to, &r.via, &field) else {
             continue;
         };
         let nowhere = |via: Ipv4Addr| {
             format!("{via} is not on a bridge the lab host is on (one with a `gateway`)")
         };
         if let Some(e) = next_hop_problem(&host_own, route.via, "the lab host", nowhere) {
-            c.at(&r.get_ref().via, format!("{field}.via"), e);
+            c.at(&r.via, format!("{field}.via"), e);
             continue;
         }
         match table.add(route, &field) {
-            Ok(true) => routes.push(route),
+            Ok(true) => routes.push(HostRoute {
+                to: route.to,
+                via: route.via,
+                masquerade: r.masquerade.as_ref().is_none_or(|m| *m.get_ref()),
+                routed: r.routed.as_ref().is_some_and(|m| *m.get_ref()),
+            }),
             Ok(false) => {}
-            Err(e) => c.at(&r.get_ref().to, format!("{field}.to"), e),
+            Err(e) => c.at(&r.to, format!("{field}.to"), e),
         }
     }
     routes
@@ -66,9 +78,11 @@ mod tests {
         let lab = parse("lab.toml", &with_base(&route("10.0.0.0/8", "192.168.15.1"))).unwrap();
         assert_eq!(
             lab.host_routes,
-            [Route {
+            [HostRoute {
                 to: "10.0.0.0/8".parse().unwrap(),
-                via: Ipv4Addr::new(192, 168, 15, 1)
+                via: Ipv4Addr::new(192, 168, 15, 1),
+                masquerade: true,
+                routed: false,
             }]
         );
         // Two routes to one prefix (the same one twice is one).
@@ -118,5 +132,26 @@ mod tests {
             "lab.toml:8: routes[0].to: 192.168.15.0/24 is the subnet of bridge `v-net-0`, which \
              the lab host reaches directly: a route to it via 192.168.15.1 would clash with that one"
         );
+    }
+
+    #[test]
+    fn subnets_behind_host_routes_are_masqueraded_unless_told_otherwise() {
+        let route = |extra: &str| {
+            with_base(&format!(
+                "[[routes]]\nto = \"10.44.0.0/24\"\nvia = \"192.168.15.1\"\n{extra}"
+            ))
+        };
+        let r = parse("lab.toml", &route("")).unwrap().host_routes[0];
+        assert_eq!((r.masquerade, r.routed), (true, false));
+        let r = parse("lab.toml", &route("masquerade = false\nrouted = true\n"))
+            .unwrap()
+            .host_routes[0];
+        assert_eq!((r.masquerade, r.routed), (false, true));
+        // Node routes take neither key.
+        let e = err(&with_base(
+            "[[nodes]]\nname = \"red\"\nbridge = \"v-net-0\"\naddress = \"192.168.15.1\"\n\
+             routes = [{ to = \"10.0.0.0/8\", via = \"192.168.15.9\", routed = true }]\n",
+        ));
+        assert!(e.contains("unknown field `routed`"), "{e}");
     }
 }

@@ -53,17 +53,18 @@ pub fn validate(
     let mut routes = Vec::new();
     for (j, r) in rn.routes.iter().enumerate() {
         let field = format!("nodes[{i}].routes[{j}]");
-        let Some(route) = routing::route(c, r, &field) else {
+        let r = r.get_ref();
+        let Some(route) = routing::route(c, &r.to, &r.via, &field) else {
             continue;
         };
         if let Some(e) = node.next_hop_problem(route.via) {
-            c.at(&r.get_ref().via, format!("{field}.via"), e);
+            c.at(&r.via, format!("{field}.via"), e);
             continue;
         }
         match table.add(route, &field) {
             Ok(true) => routes.push(route),
             Ok(false) => {}
-            Err(e) => c.at(&r.get_ref().to, format!("{field}.to"), e),
+            Err(e) => c.at(&r.to, format!("{field}.to"), e),
         }
     }
     (gateway, routes)

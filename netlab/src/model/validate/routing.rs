@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, net::Ipv4Addr};
 use toml::Spanned;
 
 use super::context::Checker;
-use crate::model::{net::Ipv4Net, raw::RawRoute, types::Route};
+use crate::model::{net::Ipv4Net, types::Route};
 
 pub const DEFAULT_ROUTE: Ipv4Net = Ipv4Net {
     addr: Ipv4Addr::UNSPECIFIED,
@@ -82,30 +82,38 @@ impl RouteTable {
     }
 }
 
-pub fn route(c: &mut Checker<'_>, r: &Spanned<RawRoute>, field: &str) -> Option<Route> {
-    let r = r.get_ref();
-    let to = if r.to.get_ref() == "default" {
+/// A route to `to` via `via` (written at `field`), each part checked.
+pub fn route(
+    c: &mut Checker<'_>,
+    to: &Spanned<String>,
+    via: &Spanned<String>,
+    field: &str,
+) -> Option<Route> {
+    let dest = if to.get_ref() == "default" {
         Some(DEFAULT_ROUTE)
     } else {
-        c.cidr(&r.to, &format!("{field}.to")).map(|n| {
+        c.cidr(to, &format!("{field}.to")).map(|n| {
             if !n.is_network() {
                 c.at(
-                    &r.to,
+                    to,
                     format!("{field}.to"),
                     format!("{n} has host bits set; did you mean {}?", n.network()),
                 );
             }
-            let to = n.network();
-            if let Some((range, why)) = to.unusable_within() {
+            let net = n.network();
+            if let Some((range, why)) = net.unusable_within() {
                 c.at(
-                    &r.to,
+                    to,
                     format!("{field}.to"),
-                    format!("{to} is inside {range} ({why}): no lab reaches it"),
+                    format!("{net} is inside {range} ({why}): no lab reaches it"),
                 );
             }
-            to
+            net
         })
     };
-    let via = c.ipv4(&r.via, &format!("{field}.via"));
-    Some(Route { to: to?, via: via? })
+    let next_hop = c.ipv4(via, &format!("{field}.via"));
+    Some(Route {
+        to: dest?,
+        via: next_hop?,
+    })
 }
