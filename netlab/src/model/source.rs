@@ -144,6 +144,11 @@ impl SourceMap {
         &self.source_name
     }
 
+    /// Whether the file writes `field`.
+    pub fn has(&self, field: &str) -> bool {
+        self.fields.iter().any(|(p, ..)| p == field)
+    }
+
     /// Whether the file has no field at all (empty, or only comments).
     pub fn is_empty(&self) -> bool {
         self.fields.is_empty()

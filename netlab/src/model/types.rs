@@ -318,6 +318,18 @@ impl Lab {
         })
     }
 
+    /// Whether anything of the lab leaves the uplink translated: a bridge
+    /// or a subnet behind a host route that masquerades.
+    pub fn masquerades(&self) -> bool {
+        self.bridges.iter().any(|b| b.masquerade) || self.host_routes.iter().any(|r| r.masquerade)
+    }
+
+    /// Whether the lab needs the NAT dataplane (and so an uplink): it
+    /// masquerades or forwards.
+    pub fn needs_nat(&self) -> bool {
+        self.masquerades() || !self.forwards.is_empty()
+    }
+
     /// The subnets on the lab host's bridges (those with a gateway).
     pub fn host_subnets(&self) -> impl Iterator<Item = &Bridge> {
         self.bridges.iter().filter(|b| b.gateway.is_some())
