@@ -3,7 +3,7 @@
 //! without root.
 //!
 //! - [`types`]: the validated lab ([`Lab`] and its parts).
-//! - [`raw`]: the file as written (serde), [`validate`]: raw → [`Lab`], one
+//! - `raw`: the file as written (serde); [`validate`]: raw → [`Lab`], one
 //!   unit per section; [`source`]: problems located by line and field.
 //! - [`forwards`]: forward targets and ranges (the file and `fwd add`).
 //! - [`host_conflicts`]: what stands in a lab's way on a given lab host.
@@ -23,4 +23,6 @@ pub mod types;
 pub mod validate;
 
 pub use net::Ipv4Net;
+pub use source::{ConfigError, Problem, SourceMap};
 pub use types::{Lab, Proto};
+pub use validate::{default_lab, parse, parse_file, parse_with_sources};

@@ -1,6 +1,6 @@
 //! The validated lab: what the planner and the dataplane work from. Every
 //! value here has passed validation ([`super::validate`]); the file as
-//! written is [`super::raw`].
+//! written is `model::raw`.
 
 use std::{fmt, net::Ipv4Addr};
 

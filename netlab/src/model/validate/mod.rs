@@ -1,5 +1,5 @@
 //! From the lab file to a [`Lab`] the planner can trust: serde reads the
-//! file as written ([`crate::model::raw`]), then one unit per section checks
+//! file as written (`model::raw`), then one unit per section checks
 //! it, all over one [`context::Checker`] that collects every problem with
 //! its line and field (`lab.toml:12: nodes[1].address: …`).
 //!
