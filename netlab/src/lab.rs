@@ -5,6 +5,7 @@
 use std::{
     collections::BTreeSet,
     fs,
+    io::Read as _,
     path::{Path, PathBuf},
 };
 
@@ -78,9 +79,16 @@ pub fn load(file: Option<&Path>) -> Result<(Lab, Option<PathBuf>)> {
     match file {
         None => Ok((topology::default_lab(), None)),
         Some(path) => {
-            let text =
-                fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-            let lab = topology::parse(&path.display().to_string(), &text)?;
+            // At most one byte over the limit: enough to refuse a file that
+            // is too large (or endless, like /dev/zero) without reading it.
+            let mut bytes = Vec::new();
+            fs::File::open(path)
+                .and_then(|f| {
+                    f.take(topology::MAX_FILE_BYTES as u64 + 1)
+                        .read_to_end(&mut bytes)
+                })
+                .with_context(|| format!("reading {}", path.display()))?;
+            let (lab, _sources) = topology::parse_file(&path.display().to_string(), &bytes)?;
             Ok((
                 lab,
                 Some(path.canonicalize().unwrap_or_else(|_| path.to_path_buf())),

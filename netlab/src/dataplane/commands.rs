@@ -70,19 +70,16 @@ pub async fn fwd_command(cmd: FwdCommand) -> Result<()> {
                 .lab
                 .resolve_forward(proto, ports, &to)
                 .map_err(|e| usage_error("to", e))?;
-            if let Some(other) = state.lab.forwards.iter().find(|o| o.overlaps(&fwd)) {
-                return Err(usage_error(
-                    "port",
-                    format!("{proto} {} overlaps the forward {other}", fwd.ports_text()),
-                ));
-            }
+            state
+                .lab
+                .add_forward(fwd.clone())
+                .map_err(|e| usage_error("port", e))?;
             let mut map = forwards_map(&state.lab.name)?;
             for (k, v) in forward_entries(std::slice::from_ref(&fwd)) {
                 map.insert(k, v, 0)
                     .context("adding the forward to FORWARD_RULES")?;
             }
             println!("forward {fwd} added to lab {}", state.lab.name);
-            state.lab.forwards.push(fwd);
             lab::write_state(&state)
         }
         FwdCommand::Del {
@@ -94,23 +91,22 @@ pub async fn fwd_command(cmd: FwdCommand) -> Result<()> {
             let proto = Proto::parse(&protocol).ok_or_else(|| {
                 usage_error("protocol", format!("`{protocol}` is not `tcp` or `udp`"))
             })?;
-            let (first, _) = parse_port_range(&port).map_err(|e| usage_error("port", e))?;
-            let Some(i) =
-                state.lab.forwards.iter().position(|f| {
-                    f.proto == proto && f.port_first <= first && first <= f.port_last
-                })
-            else {
-                bail!("lab {} has no forward of {proto} {first}", state.lab.name);
-            };
-            let fwd = state.lab.forwards.remove(i);
+            let ports = parse_port_range(&port).map_err(|e| usage_error("port", e))?;
+            let removed = state
+                .lab
+                .remove_forward_ports(proto, ports)
+                .map_err(|e| anyhow!("lab {}: {e}", state.lab.name))?;
             let mut map = forwards_map(&state.lab.name)?;
-            for (k, _) in forward_entries(std::slice::from_ref(&fwd)) {
+            for (k, _) in forward_entries(std::slice::from_ref(&removed.removed)) {
                 let _ = map.remove(&k);
             }
             println!(
-                "forward {fwd} removed from lab {} (connections through it live on until idle)",
-                state.lab.name
+                "forward {} removed from lab {} (connections through it live on until idle)",
+                removed.removed, state.lab.name
             );
+            for kept in &removed.kept {
+                println!("  kept: {kept}");
+            }
             lab::write_state(&state)
         }
         FwdCommand::List { name, json } => {

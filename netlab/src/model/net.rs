@@ -71,6 +71,50 @@ impl Ipv4Net {
     }
 }
 
+/// Ranges no lab subnet, address or route may use, each with why: a
+/// packet to or from them never travels between namespaces as a lab's
+/// would.
+pub const UNUSABLE: &[(Ipv4Net, &str)] = &[
+    (
+        net(0, 0, 0, 0, 8),
+        "\"this network\", never an address of a host",
+    ),
+    (
+        net(127, 0, 0, 0, 8),
+        "loopback, which every namespace keeps on `lo`",
+    ),
+    (net(169, 254, 0, 0, 16), "link-local, never routed"),
+    (net(224, 0, 0, 0, 4), "multicast"),
+    (net(240, 0, 0, 0, 4), "reserved, with the broadcast address"),
+];
+
+const fn net(a: u8, b: u8, c: u8, d: u8, prefix_len: u8) -> Ipv4Net {
+    Ipv4Net {
+        addr: Ipv4Addr::new(a, b, c, d),
+        prefix_len,
+    }
+}
+
+impl Ipv4Net {
+    /// The unusable range (and why) this network overlaps, if any.
+    pub fn unusable_overlap(&self) -> Option<(Ipv4Net, &'static str)> {
+        UNUSABLE.iter().copied().find(|(r, _)| r.overlaps(self))
+    }
+
+    /// The unusable range (and why) this network lies inside, if any.
+    pub fn unusable_within(&self) -> Option<(Ipv4Net, &'static str)> {
+        UNUSABLE
+            .iter()
+            .copied()
+            .find(|(r, _)| r.prefix_len <= self.prefix_len && r.contains(self.addr))
+    }
+}
+
+/// The unusable range (and why) `addr` is in, if any.
+pub fn unusable_range(addr: Ipv4Addr) -> Option<(Ipv4Net, &'static str)> {
+    UNUSABLE.iter().copied().find(|(r, _)| r.contains(addr))
+}
+
 impl fmt::Display for Ipv4Net {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.addr, self.prefix_len)
@@ -150,5 +194,21 @@ mod tests {
         assert!(net("192.168.0.0/16").overlaps(&n));
         assert!(!n.overlaps(&net("192.168.16.0/24")));
         assert_eq!(net("0.0.0.0/0").network(), net("0.0.0.0/0"));
+    }
+
+    #[test]
+    fn unusable_ranges() {
+        assert_eq!(
+            net("127.0.0.0/24").unusable_overlap().map(|r| r.0),
+            Some(net("127.0.0.0/8"))
+        );
+        assert!(net("0.0.0.0/0").unusable_overlap().is_some());
+        assert!(net("0.0.0.0/0").unusable_within().is_none());
+        assert!(net("224.0.0.0/24").unusable_within().is_some());
+        assert!(net("192.168.15.0/24").unusable_overlap().is_none());
+        assert!(net("100.64.0.0/10").unusable_overlap().is_none());
+        assert!(unusable_range(Ipv4Addr::new(169, 254, 1, 1)).is_some());
+        assert!(unusable_range(Ipv4Addr::new(255, 255, 255, 255)).is_some());
+        assert!(unusable_range(Ipv4Addr::new(198, 51, 100, 1)).is_none());
     }
 }

@@ -366,7 +366,7 @@ pub fn check_lab(lab: &Lab) {
     }
 
     // Forwards: ports 1-65535, the target a node's address on a bridge the
-    // lab host is on (with a gateway), no overlaps; every port pair and the
+    // lab host is on (with a gateway) or behind one of its routes, no overlaps; every port pair and the
     // descriptions computable (`netlab check`, `fwd list` print them).
     for (i, f) in lab.forwards.iter().enumerate() {
         assert!(
@@ -384,7 +384,10 @@ pub fn check_lab(lab: &Lab) {
             .iter()
             .find(|i| i.address.addr == f.target_addr)
             .unwrap_or_else(|| panic!("forward target {} is not {}'s", f.target_addr, f.node));
+        // (A route of the lab host may lead to the target instead.)
+        let routed_to = lab.host_routes.iter().any(|r| r.to.contains(f.target_addr));
         match &iface.attachment {
+            _ if routed_to => {}
             Attachment::Bridge { bridge, .. } => {
                 let b = lab.bridge(bridge).expect("bridge");
                 if b.gateway.is_none() {
@@ -398,7 +401,10 @@ pub fn check_lab(lab: &Lab) {
                     );
                 }
             }
-            Attachment::Cable { .. } => panic!("forward target {} on a cable", f.target_addr),
+            Attachment::Cable { .. } => panic!(
+                "forward target {} on a cable no route of the lab host leads to",
+                f.target_addr
+            ),
         }
         let span = u32::from(f.port_last - f.port_first);
         if f.target_range {
@@ -634,11 +640,14 @@ pub fn render(lab: &Lab) -> String {
             format!("{}:{}", f.target_addr, f.target_port)
         };
         let _ = writeln!(s, "to = {}", q(&to));
+        let _ = writeln!(s, "take_host_port = {}", f.take_host_port);
     }
     for r in &lab.host_routes {
         let _ = writeln!(s, "[[routes]]");
         let _ = writeln!(s, "to = {}", q(&r.to.to_string()));
         let _ = writeln!(s, "via = {}", q(&r.via.to_string()));
+        let _ = writeln!(s, "masquerade = {}", r.masquerade);
+        let _ = writeln!(s, "routed = {}", r.routed);
     }
     s
 }

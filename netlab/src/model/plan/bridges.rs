@@ -1,0 +1,47 @@
+//! The lab host's bridges: each there as a bridge (a link of another kind
+//! under its name is replaced), up, with exactly its gateway address.
+
+use super::{
+    action::{Action, Steps},
+    actual::{Actual, LinkKind},
+    desired::Desired,
+};
+
+pub fn plan(desired: &Desired, actual: &Actual, steps: &mut Steps) {
+    for (name, gateway) in &desired.bridges {
+        let have = actual.host_links.get(name);
+        match have {
+            Some(l) if l.kind == LinkKind::Bridge => {}
+            Some(_) => {
+                steps
+                    .del
+                    .push(Action::DeleteHostLink { name: name.clone() });
+                steps.add.push(Action::CreateBridge { name: name.clone() });
+            }
+            None => steps.add.push(Action::CreateBridge { name: name.clone() }),
+        }
+        let have_addrs = have
+            .filter(|l| l.kind == LinkKind::Bridge)
+            .map(|l| l.addresses.clone())
+            .unwrap_or_default();
+        for a in &have_addrs {
+            if Some(*a) != *gateway {
+                steps.add.push(Action::DeleteHostAddress {
+                    link: name.clone(),
+                    address: *a,
+                });
+            }
+        }
+        if let Some(gw) = gateway {
+            if !have_addrs.contains(gw) {
+                steps.add.push(Action::AddHostAddress {
+                    link: name.clone(),
+                    address: *gw,
+                });
+            }
+        }
+        if !have.is_some_and(|l| l.kind == LinkKind::Bridge && l.up) {
+            steps.add.push(Action::SetHostLinkUp { name: name.clone() });
+        }
+    }
+}

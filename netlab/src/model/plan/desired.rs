@@ -1,0 +1,142 @@
+//! The desired state: what the lab host and the nodes should hold for a
+//! [`Lab`], in the shape the planner compares with what it finds.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+    net::Ipv4Addr,
+    path::PathBuf,
+};
+
+use serde::Serialize;
+
+use super::{
+    etc_files::{hosts_file, resolv_conf},
+    marks::NETNS_ETC,
+};
+use crate::model::{
+    net::Ipv4Net,
+    types::{Attachment, Lab},
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct RouteSpec {
+    pub to: Ipv4Net,
+    pub via: Ipv4Addr,
+}
+
+impl fmt::Display for RouteSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.to.prefix_len == 0 {
+            write!(f, "default via {}", self.via)
+        } else {
+            write!(f, "{} via {}", self.to, self.via)
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HostVeth {
+    pub bridge: String,
+    pub netns: String,
+    pub ifname: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct CableVeth {
+    pub a_netns: String,
+    pub a_ifname: String,
+    pub b_netns: String,
+    pub b_ifname: String,
+}
+
+/// What a node namespace should contain.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct NodeDesired {
+    /// veth name → address.
+    pub addresses: BTreeMap<String, Ipv4Net>,
+    pub routes: BTreeSet<RouteSpec>,
+    pub forwarding: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Desired {
+    pub lab: String,
+    /// netns → contents.
+    pub nodes: BTreeMap<String, NodeDesired>,
+    /// Bridge name → the lab host's address on it.
+    pub bridges: BTreeMap<String, Option<Ipv4Net>>,
+    /// Lab-host end name → where its peer lives.
+    pub host_veths: BTreeMap<String, HostVeth>,
+    pub cables: BTreeSet<CableVeth>,
+    pub host_routes: BTreeSet<RouteSpec>,
+    pub files: BTreeMap<PathBuf, String>,
+}
+
+impl Desired {
+    /// `offered_nameservers`: the nameservers the lab host offers its nodes,
+    /// used when the lab names none (see [`resolv_conf`]).
+    pub fn from_lab(lab: &Lab, offered_nameservers: &[Ipv4Addr]) -> Desired {
+        let mut d = Desired {
+            lab: lab.name.clone(),
+            ..Default::default()
+        };
+        for b in &lab.bridges {
+            d.bridges.insert(b.name.clone(), b.gateway_net());
+        }
+        for n in &lab.nodes {
+            let mut nd = NodeDesired {
+                forwarding: n.forwarding,
+                ..Default::default()
+            };
+            for i in &n.interfaces {
+                nd.addresses.insert(i.name.clone(), i.address);
+                if let Attachment::Bridge { bridge, host_name } = &i.attachment {
+                    d.host_veths.insert(
+                        host_name.clone(),
+                        HostVeth {
+                            bridge: bridge.clone(),
+                            netns: n.netns.clone(),
+                            ifname: i.name.clone(),
+                        },
+                    );
+                }
+            }
+            if let Some(gw) = n.gateway {
+                nd.routes.insert(RouteSpec {
+                    to: Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 0).expect("/0"),
+                    via: gw,
+                });
+            }
+            for r in &n.routes {
+                nd.routes.insert(RouteSpec {
+                    to: r.to,
+                    via: r.via,
+                });
+            }
+            d.nodes.insert(n.netns.clone(), nd);
+        }
+        for c in &lab.cables {
+            d.cables.insert(CableVeth {
+                a_netns: lab.netns_of(&c.a.node),
+                a_ifname: c.a.interface.clone(),
+                b_netns: lab.netns_of(&c.b.node),
+                b_ifname: c.b.interface.clone(),
+            });
+        }
+        for r in &lab.host_routes {
+            d.host_routes.insert(RouteSpec {
+                to: r.to,
+                via: r.via,
+            });
+        }
+        let hosts = hosts_file(lab);
+        let resolv = resolv_conf(lab, offered_nameservers);
+        for n in &lab.nodes {
+            let dir = PathBuf::from(NETNS_ETC).join(&n.netns);
+            d.files.insert(dir.join("hosts"), hosts.clone());
+            d.files.insert(dir.join("resolv.conf"), resolv.clone());
+        }
+        d
+    }
+}

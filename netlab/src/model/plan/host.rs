@@ -1,0 +1,27 @@
+//! The lab host itself: its routes to subnets behind router nodes, and IPv4
+//! forwarding, which any lab with a bridge port needs.
+
+use super::{
+    action::{Action, Steps},
+    actual::Actual,
+    desired::Desired,
+};
+
+pub fn delete_unwanted_routes(desired: &Desired, actual: &Actual, steps: &mut Steps) {
+    for route in &actual.host_routes {
+        if !desired.host_routes.contains(route) {
+            steps.del.push(Action::DeleteHostRoute { route: *route });
+        }
+    }
+}
+
+pub fn forwarding_and_routes(desired: &Desired, actual: &Actual, steps: &mut Steps) {
+    if !actual.host_forwarding && !desired.host_veths.is_empty() {
+        steps.add.push(Action::EnableHostForwarding);
+    }
+    for route in &desired.host_routes {
+        if !actual.host_routes.contains(route) {
+            steps.add.push(Action::AddHostRoute { route: *route });
+        }
+    }
+}

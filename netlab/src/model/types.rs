@@ -1,0 +1,337 @@
+//! The validated lab: what the planner and the dataplane work from. Every
+//! value here has passed validation ([`super::validate`]); the file as
+//! written is `model::raw`.
+
+use std::{fmt, net::Ipv4Addr};
+
+use serde::{Deserialize, Serialize};
+
+use super::net::Ipv4Net;
+
+/// Longest interface name the kernel accepts (IFNAMSIZ - 1).
+pub const IFNAME_MAX: usize = 15;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lab {
+    pub name: String,
+    pub netns_prefix: String,
+    pub uplink: Uplink,
+    pub nat: NatSettings,
+    pub dns: DnsSettings,
+    pub bridges: Vec<Bridge>,
+    pub nodes: Vec<Node>,
+    pub cables: Vec<Cable>,
+    pub forwards: Vec<Forward>,
+    /// Routes on the lab host (to subnets behind router nodes).
+    pub host_routes: Vec<HostRoute>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Uplink {
+    /// `None`: the interface of the lab host's default route.
+    pub interface: Option<String>,
+    /// `None`: the interface's first IPv4 address.
+    pub address: Option<Ipv4Addr>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NatSettings {
+    pub port_min: u16,
+    pub port_max: u16,
+    pub timeouts: Timeouts,
+    /// Capacity of the flow table (entries; each flow takes two).
+    pub max_flows: u32,
+    /// Translate established flows at the node's veth and redirect them
+    /// past the bridge and the lab host's stack (false: every packet takes
+    /// the bridge and the host's routing).
+    pub fast_path: bool,
+}
+
+/// Idle timeouts in seconds. The defaults follow RFC 4787 (UDP ≥ 2 min) and
+/// RFC 5382 (TCP established ≥ 2 h 4 min, transitory ≥ 4 min).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timeouts {
+    pub tcp_syn: u32,
+    pub tcp_established: u32,
+    pub tcp_closing: u32,
+    pub tcp_rst: u32,
+    pub udp: u32,
+    pub icmp: u32,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            tcp_syn: 240,
+            tcp_established: 7440,
+            tcp_closing: 240,
+            tcp_rst: 10,
+            udp: 300,
+            icmp: 30,
+        }
+    }
+}
+
+pub const DEFAULT_PORT_MIN: u16 = 10000;
+pub const DEFAULT_PORT_MAX: u16 = 32767;
+pub const DEFAULT_MAX_FLOWS: u32 = netlab_common::FLOW_ENTRIES;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsSettings {
+    /// `None`: the host's own nameservers (loopback ones skipped).
+    pub nameservers: Option<Vec<Ipv4Addr>>,
+    pub search: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bridge {
+    pub name: String,
+    pub subnet: Ipv4Net,
+    /// The lab host's address on the bridge; `None` makes a plain switch.
+    pub gateway: Option<Ipv4Addr>,
+    pub masquerade: bool,
+    pub filtering: Filtering,
+    /// Let the outside reach the subnet's addresses directly (no NAT).
+    pub routed: bool,
+}
+
+impl Bridge {
+    pub fn gateway_net(&self) -> Option<Ipv4Net> {
+        self.gateway.map(|gw| self.subnet.with_addr(gw))
+    }
+}
+
+/// RFC 4787 filtering behaviour for inbound packets on a mapping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Filtering {
+    AddressAndPortDependent,
+    EndpointIndependent,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    pub name: String,
+    pub netns: String,
+    pub interfaces: Vec<Interface>,
+    /// Default route.
+    pub gateway: Option<Ipv4Addr>,
+    pub routes: Vec<Route>,
+    /// IPv4 forwarding inside the node (a router).
+    pub forwarding: bool,
+}
+
+impl Node {
+    /// The address other nodes know this node by.
+    pub fn primary_address(&self) -> Option<Ipv4Addr> {
+        self.interfaces.first().map(|i| i.address.addr)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Interface {
+    /// Name inside the node's namespace.
+    pub name: String,
+    pub address: Ipv4Net,
+    pub attachment: Attachment,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "type")]
+pub enum Attachment {
+    /// A veth pair whose other end (`host_name`, on the lab host) is a port of `bridge`.
+    Bridge { bridge: String, host_name: String },
+    /// A veth pair straight to another node (no bridge).
+    Cable {
+        peer_node: String,
+        peer_interface: String,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cable {
+    pub a: CableEnd,
+    pub b: CableEnd,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CableEnd {
+    pub node: String,
+    pub interface: String,
+    pub address: Ipv4Net,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    pub fn number(self) -> u8 {
+        match self {
+            Proto::Tcp => netlab_common::IPPROTO_TCP,
+            Proto::Udp => netlab_common::IPPROTO_UDP,
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Proto> {
+        match s.to_ascii_lowercase().as_str() {
+            "tcp" => Some(Proto::Tcp),
+            "udp" => Some(Proto::Udp),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Proto {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        })
+    }
+}
+
+/// A port forward: ports `port_first..=port_last` on the uplink address go
+/// to `node` at `target_addr`. With `target_range` the ports map one to one
+/// onto `target_port..`; without, all of them go to `target_port` (as
+/// iptables' DNAT of a port range to one port does).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Forward {
+    pub proto: Proto,
+    pub port_first: u16,
+    pub port_last: u16,
+    pub node: String,
+    pub target_addr: Ipv4Addr,
+    pub target_port: u16,
+    pub target_range: bool,
+    /// The lab host may listen on these ports itself: the forward takes
+    /// their connections from the outside anyway (`take_host_port = true`;
+    /// otherwise such a forward is refused, see [`super::host_conflicts`]).
+    #[serde(default)]
+    pub take_host_port: bool,
+}
+
+impl Forward {
+    /// Every (outside port, inside port) pair of the forward. (A forward
+    /// made by [`Lab::resolve_forward`] has one for every forwarded port; an
+    /// inconsistent one, say from a hand-edited state file, stops where its
+    /// target range would run past 65535.)
+    pub fn port_pairs(&self) -> impl Iterator<Item = (u16, u16)> + '_ {
+        (self.port_first..=self.port_last).map_while(|p| {
+            let inside = if self.target_range {
+                self.target_port.checked_add(p - self.port_first)?
+            } else {
+                self.target_port
+            };
+            Some((p, inside))
+        })
+    }
+
+    pub fn ports_text(&self) -> String {
+        if self.port_first == self.port_last {
+            self.port_first.to_string()
+        } else {
+            format!("{}-{}", self.port_first, self.port_last)
+        }
+    }
+
+    /// `node:port` (one port, or every forwarded port to that one) or
+    /// `node:first-last` (a range onto a range).
+    pub fn target_text(&self) -> String {
+        let span = self.port_last.saturating_sub(self.port_first);
+        if !self.target_range || span == 0 {
+            format!("{}:{}", self.node, self.target_port)
+        } else {
+            let last = self.target_port.saturating_add(span);
+            format!("{}:{}-{}", self.node, self.target_port, last)
+        }
+    }
+
+    pub fn overlaps(&self, other: &Forward) -> bool {
+        self.proto == other.proto
+            && self.port_first <= other.port_last
+            && other.port_first <= self.port_last
+    }
+}
+
+impl fmt::Display for Forward {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} -> {} ({})",
+            self.proto,
+            self.ports_text(),
+            self.target_text(),
+            self.target_addr
+        )
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    /// `0.0.0.0/0` for a default route.
+    pub to: Ipv4Net,
+    pub via: Ipv4Addr,
+}
+
+/// A route on the lab host to a subnet behind a router node. Like a
+/// bridge's subnet, the destination is masqueraded (the default) and/or
+/// `routed` (the outside reaches it without NAT); a forward may target a
+/// node whose address is inside it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRoute {
+    pub to: Ipv4Net,
+    pub via: Ipv4Addr,
+    #[serde(default = "masquerade_by_default")]
+    pub masquerade: bool,
+    #[serde(default)]
+    pub routed: bool,
+}
+
+fn masquerade_by_default() -> bool {
+    true
+}
+
+impl Lab {
+    pub fn bridge(&self, name: &str) -> Option<&Bridge> {
+        self.bridges.iter().find(|b| b.name == name)
+    }
+
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// The namespace a node name maps to.
+    pub fn netns_of(&self, node: &str) -> String {
+        format!("{}{}", self.netns_prefix, node)
+    }
+
+    /// The node that owns `addr` on one of its bridge interfaces (forward targets).
+    pub fn node_by_bridge_address(&self, addr: Ipv4Addr) -> Option<&Node> {
+        self.nodes.iter().find(|n| {
+            n.interfaces.iter().any(|i| {
+                i.address.addr == addr && matches!(i.attachment, Attachment::Bridge { .. })
+            })
+        })
+    }
+
+    /// Whether anything of the lab leaves the uplink translated: a bridge
+    /// or a subnet behind a host route that masquerades.
+    pub fn masquerades(&self) -> bool {
+        self.bridges.iter().any(|b| b.masquerade) || self.host_routes.iter().any(|r| r.masquerade)
+    }
+
+    /// Whether the lab needs the NAT dataplane (and so an uplink): it
+    /// masquerades or forwards.
+    pub fn needs_nat(&self) -> bool {
+        self.masquerades() || !self.forwards.is_empty()
+    }
+
+    /// The subnets on the lab host's bridges (those with a gateway).
+    pub fn host_subnets(&self) -> impl Iterator<Item = &Bridge> {
+        self.bridges.iter().filter(|b| b.gateway.is_some())
+    }
+}

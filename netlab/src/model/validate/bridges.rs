@@ -1,0 +1,214 @@
+//! `[[bridges]]`: the lab's switches, the lab host on those with a gateway.
+
+use std::net::Ipv4Addr;
+
+use toml::Spanned;
+
+use super::context::Checker;
+use crate::model::{
+    net::Ipv4Net,
+    raw::RawBridge,
+    types::{Bridge, Filtering},
+};
+
+/// The bridges that validate (a bridge whose subnet does not parse is left
+/// out, so that its nodes are not reported a second time); their names,
+/// subnets and gateways go into the checker's `seen`.
+pub fn validate(c: &mut Checker<'_>, raw: &[Spanned<RawBridge>]) -> Vec<Bridge> {
+    let mut bridges: Vec<Bridge> = Vec::new();
+    for (i, rb) in raw.iter().enumerate() {
+        if let Some(bridge) = bridge(c, i, rb.get_ref(), &bridges) {
+            c.seen.subnets.push((
+                bridge.subnet,
+                format!("bridge {}", bridge.name),
+                rb.get_ref().subnet.span(),
+            ));
+            bridges.push(bridge);
+        }
+    }
+    for b in &bridges {
+        c.seen.host_ifnames.insert(b.name.clone());
+        if let Some(gw) = b.gateway {
+            c.seen
+                .addresses
+                .insert(gw, format!("the gateway of bridge {}", b.name));
+        }
+    }
+    bridges
+}
+
+fn bridge(c: &mut Checker<'_>, i: usize, rb: &RawBridge, before: &[Bridge]) -> Option<Bridge> {
+    let f = |k: &str| format!("bridges[{i}].{k}");
+    let name = c.new_ifname(&rb.name, &f("name")).to_string();
+    if before.iter().any(|b| b.name == name) {
+        c.at(
+            &rb.name,
+            f("name"),
+            format!("duplicate bridge name `{name}`"),
+        );
+    }
+    let subnet = c.cidr(&rb.subnet, &f("subnet"))?;
+    if !subnet.is_network() {
+        c.at(
+            &rb.subnet,
+            f("subnet"),
+            format!(
+                "{subnet} has host bits set; did you mean {}?",
+                subnet.network()
+            ),
+        );
+    }
+    if let Some(problem) = unusable_subnet(subnet.network()) {
+        c.at(&rb.subnet, f("subnet"), problem);
+    }
+    let gateway = gateway(c, rb.gateway.as_ref(), subnet, &f("gateway"));
+    let filtering = filtering(c, rb.filtering.as_ref(), &f("filtering"));
+    let masquerade = rb
+        .masquerade
+        .as_ref()
+        .map(|m| *m.get_ref())
+        .unwrap_or(gateway.is_some());
+    if masquerade && gateway.is_none() {
+        if let Some(m) = &rb.masquerade {
+            c.at(
+                m,
+                f("masquerade"),
+                "needs a gateway: without one the lab host is not on this bridge",
+            );
+        }
+    }
+    Some(Bridge {
+        name,
+        subnet: subnet.network(),
+        gateway,
+        masquerade,
+        filtering,
+        routed: rb.routed.as_ref().map(|r| *r.get_ref()).unwrap_or(false),
+    })
+}
+
+/// Why `subnet` is no lab's to use, if it is not (bridges and cables).
+pub fn unusable_subnet(subnet: Ipv4Net) -> Option<String> {
+    let (range, why) = subnet.unusable_overlap()?;
+    Some(format!(
+        "{subnet} overlaps {range} ({why}): no lab can use those addresses"
+    ))
+}
+
+fn gateway(
+    c: &mut Checker<'_>,
+    raw: Option<&Spanned<String>>,
+    subnet: Ipv4Net,
+    field: &str,
+) -> Option<Ipv4Addr> {
+    let g = raw?;
+    let gw = c.ipv4(g, field)?;
+    if !subnet.is_usable_host(gw) {
+        c.at(
+            g,
+            field,
+            format!("{gw} is not a usable address in subnet {subnet}"),
+        );
+    }
+    Some(gw)
+}
+
+fn filtering(c: &mut Checker<'_>, raw: Option<&Spanned<String>>, field: &str) -> Filtering {
+    let Some(s) = raw else {
+        return Filtering::AddressAndPortDependent;
+    };
+    match s.get_ref().as_str() {
+        "address-and-port-dependent" => Filtering::AddressAndPortDependent,
+        "endpoint-independent" => Filtering::EndpointIndependent,
+        other => {
+            c.at(
+                s,
+                field,
+                format!(
+                    "`{other}` is not one of `address-and-port-dependent`, `endpoint-independent`"
+                ),
+            );
+            Filtering::AddressAndPortDependent
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::model::test_support::{err, with_base};
+
+    #[test]
+    fn bad_cidr() {
+        let e = err("[[bridges]]\nname = \"b\"\nsubnet = \"192.168.15.0/33\"\n");
+        assert_eq!(e, "lab.toml:3: bridges[0].subnet: bad CIDR: `33` in `192.168.15.0/33` is not a prefix length (0-32)");
+        let e = err("[[bridges]]\nname = \"b\"\nsubnet = \"192.168.15.1/24\"\n");
+        assert!(
+            e.contains("has host bits set; did you mean 192.168.15.0/24?"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn overlapping_subnets() {
+        let e = err(&with_base(
+            "[[bridges]]\nname = \"b2\"\nsubnet = \"192.168.0.0/16\"\n",
+        ));
+        assert_eq!(e, "lab.toml:9: subnet 192.168.0.0/16 of bridge b2 overlaps 192.168.15.0/24 of bridge v-net-0");
+    }
+
+    #[test]
+    fn unusable_ranges_are_refused_as_subnets_addresses_and_routes() {
+        let bridge = |subnet: &str| {
+            err(&format!(
+                "[[bridges]]\nname = \"b\"\nsubnet = \"{subnet}\"\n"
+            ))
+        };
+        assert_eq!(
+            bridge("127.0.0.0/24"),
+            "lab.toml:3: bridges[0].subnet: 127.0.0.0/24 overlaps 127.0.0.0/8 (loopback, which \
+             every namespace keeps on `lo`): no lab can use those addresses"
+        );
+        for (subnet, range) in [
+            ("224.0.0.0/24", "224.0.0.0/4 (multicast)"),
+            ("0.0.0.0/8", "0.0.0.0/8"),
+            ("169.254.0.0/16", "169.254.0.0/16 (link-local"),
+            ("240.0.0.0/24", "240.0.0.0/4 (reserved"),
+            ("0.0.0.0/0", "0.0.0.0/8"),
+        ] {
+            assert!(
+                bridge(subnet).contains(&format!("overlaps {range}")),
+                "{subnet}"
+            );
+        }
+        let e = err(
+            "[[nodes]]\nname = \"a\"\n[[nodes]]\nname = \"b\"\n[[cables]]\n\
+             a = { node = \"a\", address = \"127.1.0.1/24\" }\n\
+             b = { node = \"b\", address = \"127.1.0.2/24\" }\n",
+        );
+        assert!(
+            e.contains("cables[0]: 127.1.0.0/24 overlaps 127.0.0.0/8"),
+            "{e}"
+        );
+        let route = |to: &str| {
+            err(&with_base(&format!(
+                "[[routes]]\nto = \"{to}\"\nvia = \"192.168.15.1\"\n"
+            )))
+        };
+        assert_eq!(
+            route("224.0.0.0/24"),
+            "lab.toml:8: routes[0].to: 224.0.0.0/24 is inside 224.0.0.0/4 (multicast): no lab \
+             reaches it"
+        );
+        assert!(err(&with_base("[uplink]\naddress = \"127.0.0.1\"\n"))
+            .contains("uplink.address: 127.0.0.1 is in 127.0.0.0/8"));
+        // The default route, and usable private and test ranges, pass.
+        crate::model::validate::parse(
+            "lab.toml",
+            &with_base(
+                "[[routes]]\nto = \"default\"\nvia = \"192.168.15.1\"\n\
+                 [[bridges]]\nname = \"b2\"\nsubnet = \"100.64.0.0/24\"\n",
+            ),
+        )
+        .unwrap();
+    }
+}

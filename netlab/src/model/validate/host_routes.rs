@@ -1,0 +1,157 @@
+//! `[[routes]]`: routes on the lab host, to subnets behind router nodes.
+//! Each goes through a node on one of the lab host's bridges (those with a
+//! gateway), one route per destination (its bridges' subnets being routes
+//! already). Like a bridge's subnet, a route's destination is masqueraded
+//! (`masquerade`, default true) and/or reached from outside without NAT
+//! (`routed`, default false).
+
+use std::{collections::BTreeMap, net::Ipv4Addr};
+
+use toml::Spanned;
+
+use super::{
+    context::Checker,
+    routing::{self, next_hop_problem, RouteTable},
+};
+use crate::model::{
+    net::Ipv4Net,
+    raw::RawHostRoute,
+    types::{Bridge, HostRoute},
+};
+
+pub fn validate(
+    c: &mut Checker<'_>,
+    raw: &[Spanned<RawHostRoute>],
+    bridges: &[Bridge],
+) -> Vec<HostRoute> {
+    let host_own: Vec<Ipv4Net> = bridges.iter().filter_map(Bridge::gateway_net).collect();
+    let mut table = RouteTable {
+        owner: "the lab host".to_string(),
+        connected: bridges
+            .iter()
+            .filter(|b| b.gateway.is_some())
+            .map(|b| (b.subnet, format!("bridge `{}`", b.name)))
+            .collect(),
+        routes: BTreeMap::new(),
+    };
+    let mut routes = Vec::new();
+    for (j, r) in raw.iter().enumerate() {
+        let field = format!("routes[{j}]");
+        let r = r.get_ref();
+        let Some(route) = routing::route(c, &r.to, &r.via, &field) else {
+            continue;
+        };
+        let nowhere = |via: Ipv4Addr| {
+            format!("{via} is not on a bridge the lab host is on (one with a `gateway`)")
+        };
+        if let Some(e) = next_hop_problem(&host_own, route.via, "the lab host", nowhere) {
+            c.at(&r.via, format!("{field}.via"), e);
+            continue;
+        }
+        match table.add(route, &field) {
+            Ok(true) => routes.push(HostRoute {
+                to: route.to,
+                via: route.via,
+                masquerade: r.masquerade.as_ref().is_none_or(|m| *m.get_ref()),
+                routed: r.routed.as_ref().is_some_and(|m| *m.get_ref()),
+            }),
+            Ok(false) => {}
+            Err(e) => c.at(&r.to, format!("{field}.to"), e),
+        }
+    }
+    routes
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use crate::model::{
+        test_support::{err, with_base},
+        types::*,
+        validate::parse,
+    };
+
+    #[test]
+    fn host_routes() {
+        let route = |to: &str, via: &str| format!("[[routes]]\nto = \"{to}\"\nvia = \"{via}\"\n");
+        let lab = parse("lab.toml", &with_base(&route("10.0.0.0/8", "192.168.15.1"))).unwrap();
+        assert_eq!(
+            lab.host_routes,
+            [HostRoute {
+                to: "10.0.0.0/8".parse().unwrap(),
+                via: Ipv4Addr::new(192, 168, 15, 1),
+                masquerade: true,
+                routed: false,
+            }]
+        );
+        // Two routes to one prefix (the same one twice is one).
+        let e = err(&with_base(&format!(
+            "{}{}",
+            route("10.0.0.0/8", "192.168.15.1"),
+            route("10.0.0.0/8", "192.168.15.2")
+        )));
+        assert_eq!(
+            e,
+            "lab.toml:11: routes[1].to: the lab host already has a route to 10.0.0.0/8 via \
+             192.168.15.1 (routes[0]); the kernel keeps one route per destination"
+        );
+        let text = with_base(&format!(
+            "{}{}",
+            route("10.0.0.0/8", "192.168.15.1"),
+            route("10.0.0.0/8", "192.168.15.1")
+        ));
+        assert_eq!(parse("lab.toml", &text).unwrap().host_routes.len(), 1);
+        // The next hop: a usable address on a bridge the lab host is on.
+        assert_eq!(
+            err(&with_base(&route("0.0.0.0/0", "192.168.15.255"))),
+            "lab.toml:9: routes[0].via: 192.168.15.255 is the network or broadcast address of \
+             192.168.15.0/24"
+        );
+        assert!(err(&with_base(&route("default", "192.168.15.0"))).contains("broadcast"));
+        assert_eq!(
+            err(&with_base(&route("10.0.0.0/8", "192.168.15.5"))),
+            "lab.toml:9: routes[0].via: 192.168.15.5 is an address of the lab host itself"
+        );
+        assert_eq!(
+            err(&with_base(&route("10.0.0.0/8", "172.16.0.1"))),
+            "lab.toml:9: routes[0].via: 172.16.0.1 is not on a bridge the lab host is on (one \
+             with a `gateway`)"
+        );
+        let e = err(&format!(
+            "[[bridges]]\nname = \"sw\"\nsubnet = \"10.0.0.0/24\"\n{}",
+            route("172.16.0.0/12", "10.0.0.1")
+        ));
+        assert!(
+            e.contains("routes[0].via: 10.0.0.1 is not on a bridge the lab host is on"),
+            "{e}"
+        );
+        // The lab host reaches its bridges' subnets directly.
+        assert_eq!(
+            err(&with_base(&route("192.168.15.0/24", "192.168.15.1"))),
+            "lab.toml:8: routes[0].to: 192.168.15.0/24 is the subnet of bridge `v-net-0`, which \
+             the lab host reaches directly: a route to it via 192.168.15.1 would clash with that one"
+        );
+    }
+
+    #[test]
+    fn subnets_behind_host_routes_are_masqueraded_unless_told_otherwise() {
+        let route = |extra: &str| {
+            with_base(&format!(
+                "[[routes]]\nto = \"10.44.0.0/24\"\nvia = \"192.168.15.1\"\n{extra}"
+            ))
+        };
+        let r = parse("lab.toml", &route("")).unwrap().host_routes[0];
+        assert_eq!((r.masquerade, r.routed), (true, false));
+        let r = parse("lab.toml", &route("masquerade = false\nrouted = true\n"))
+            .unwrap()
+            .host_routes[0];
+        assert_eq!((r.masquerade, r.routed), (false, true));
+        // Node routes take neither key.
+        let e = err(&with_base(
+            "[[nodes]]\nname = \"red\"\nbridge = \"v-net-0\"\naddress = \"192.168.15.1\"\n\
+             routes = [{ to = \"10.0.0.0/8\", via = \"192.168.15.9\", routed = true }]\n",
+        ));
+        assert!(e.contains("unknown field `routed`"), "{e}");
+    }
+}
