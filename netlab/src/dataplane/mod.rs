@@ -90,38 +90,65 @@ fn object_override() -> Option<PathBuf> {
     std::env::var_os(OBJECT_ENV).map(PathBuf::from)
 }
 
+/// FNV-1a (64 bit) over explicitly fed bytes: a digest that stays the same
+/// across Rust releases and machines, unlike `DefaultHasher`, so a digest
+/// stored by one build of netlab compares equal in the next.
+struct StableDigest(u64);
+
+impl StableDigest {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+
+    fn new() -> StableDigest {
+        StableDigest(Self::OFFSET)
+    }
+
+    fn bytes(&mut self, bytes: &[u8]) -> &mut Self {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(Self::PRIME);
+        }
+        self
+    }
+
+    /// A variable-length field, length first, so ("ab","c") and ("a","bc") differ.
+    fn field(&mut self, bytes: &[u8]) -> &mut Self {
+        self.bytes(&(bytes.len() as u64).to_le_bytes()).bytes(bytes)
+    }
+
+    fn hex(&self) -> String {
+        format!("{:016x}", self.0)
+    }
+}
+
 fn maps_digest(
     config: &NatConfig,
     subnets: &[(Key<u32>, SubnetInfo)],
     forwards: &[(ForwardKey, ForwardTarget)],
     node_ports: &[(u32, String, NodePort)],
 ) -> String {
-    use std::hash::{Hash as _, Hasher as _};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    bytemuck::bytes_of(config).hash(&mut h);
+    let mut d = StableDigest::new();
+    d.field(bytemuck::bytes_of(config));
     for (k, v) in subnets {
-        (k.prefix_len(), k.data()).hash(&mut h);
-        bytemuck::bytes_of(v).hash(&mut h);
+        d.bytes(&k.prefix_len().to_le_bytes())
+            .bytes(&k.data().to_le_bytes())
+            .field(bytemuck::bytes_of(v));
     }
     for (k, v) in forwards {
-        bytemuck::bytes_of(k).hash(&mut h);
-        bytemuck::bytes_of(v).hash(&mut h);
+        d.field(bytemuck::bytes_of(k)).field(bytemuck::bytes_of(v));
     }
     for (addr, name, port) in node_ports {
-        (addr, name).hash(&mut h);
-        bytemuck::bytes_of(port).hash(&mut h);
+        d.bytes(&addr.to_le_bytes())
+            .field(name.as_bytes())
+            .field(bytemuck::bytes_of(port));
     }
-    format!("{:016x}", h.finish())
+    d.hex()
 }
 
 fn object_id() -> String {
-    use std::hash::{Hash as _, Hasher as _};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
     match object_override().and_then(|p| fs::read(p).ok()) {
-        Some(bytes) => bytes.hash(&mut h),
-        None => EBPF_OBJECT.hash(&mut h),
+        Some(bytes) => StableDigest::new().bytes(&bytes).hex(),
+        None => StableDigest::new().bytes(EBPF_OBJECT).hex(),
     }
-    format!("{:016x}", h.finish())
 }
 
 /// Whether the lab has anything for the dataplane to do.
@@ -669,4 +696,23 @@ pub fn status_lines(v: &serde_json::Value) -> Vec<String> {
         format!("  fast path: off ({}): every packet takes the bridge and the lab host's routing", s("fast_path_why"))
     });
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StableDigest;
+
+    #[test]
+    fn dataplane_digest_is_fnv1a_and_stable_across_builds() {
+        // The published FNV-1a 64 test vectors: any other value means a
+        // digest stored by an older netlab no longer compares equal.
+        assert_eq!(StableDigest::new().hex(), "cbf29ce484222325");
+        assert_eq!(StableDigest::new().bytes(b"a").hex(), "af63dc4c8601ec8c");
+        assert_eq!(
+            StableDigest::new().bytes(b"foobar").hex(),
+            "85944171f73967e8"
+        );
+        let split = |a: &[u8], b: &[u8]| StableDigest::new().field(a).field(b).hex();
+        assert_ne!(split(b"ab", b"c"), split(b"a", b"bc"));
+    }
 }
