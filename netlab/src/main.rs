@@ -4,7 +4,7 @@ use anyhow::{bail, Context as _, Result};
 use clap::{Args, Parser, Subcommand};
 use netlab::{
     caps::{self, CapabilityError, CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN},
-    cli, lab,
+    cli, lab, lock,
     model::topology::ConfigError,
     sandbox,
 };
@@ -172,9 +172,29 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => report(&e, verbose),
+        Err(e) => match e.downcast_ref::<NotConverged>() {
+            Some(_) => ExitCode::from(NotConverged::CODE),
+            None => report(&e, verbose),
+        },
     }
 }
+
+/// `status` found the lab not up or not converged: it printed why; the exit
+/// code says it to scripts.
+#[derive(Debug)]
+struct NotConverged;
+
+impl NotConverged {
+    const CODE: u8 = 3;
+}
+
+impl std::fmt::Display for NotConverged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the lab is not up or not converged")
+    }
+}
+
+impl std::error::Error for NotConverged {}
 
 fn report(e: &anyhow::Error, verbose: bool) -> ExitCode {
     if let Some(config) = e.chain().find_map(|c| c.downcast_ref::<ConfigError>()) {
@@ -215,24 +235,17 @@ async fn run(command: Command, host_netns: Option<String>, verbose: bool) -> Res
                 netlab::dataplane::features::probe()?;
             }
             let host_netns = if sandbox {
-                let sb = sandbox::ensure(&lab.name).await?;
-                println!(
-                    "sandbox: lab host netns {}, outside netns {} ({} with an HTTP server on port {})",
-                    sb.host,
-                    sb.wan,
-                    sandbox::WAN_ADDR.addr,
-                    sandbox::HTTP_PORT
-                );
-                Some(sb.host)
+                Some(sandbox::Sandbox::of(&lab.name).host)
             } else {
                 host_netns
             };
+            let _locks = lock::lab_and_host(&lab.name, host_netns.as_deref(), "netlab up")?;
             let opts = lab::Options {
                 host_netns,
                 verbose,
                 sandbox,
             };
-            lab::up(&lab, source, &opts).await
+            up_in_sandbox(&lab, source, &opts).await
         }
         Command::Down { which, sandbox } => {
             caps::require("down", &[CAP_NET_ADMIN, CAP_SYS_ADMIN])?;
@@ -243,11 +256,16 @@ async fn run(command: Command, host_netns: Option<String>, verbose: bool) -> Res
                 }
                 (None, Some(n)) => (n.clone(), None),
                 (None, None) => {
-                    let state = lab::resolve(None, None)?;
+                    let state = lab::resolve(None, None, host_netns.as_deref())?;
                     (state.lab.name.clone(), Some(state.lab))
                 }
             };
-            let was_sandboxed = lab::read_state(&name).is_some_and(|s| s.sandbox);
+            let saved = lab::read_state(&name);
+            let host = host_netns
+                .clone()
+                .or_else(|| saved.as_ref().and_then(|s| s.host_netns.clone()));
+            let _locks = lock::lab_and_host(&name, host.as_deref(), "netlab down")?;
+            let was_sandboxed = saved.is_some_and(|s| s.sandbox);
             let report = lab::down(&name, known.as_ref(), host_netns.as_deref(), verbose).await?;
             for p in &report.ended {
                 println!("ended {p}");
@@ -275,8 +293,16 @@ async fn run(command: Command, host_netns: Option<String>, verbose: bool) -> Res
         }
         Command::Status { which, json } => {
             caps::require("status", &[CAP_NET_ADMIN, CAP_SYS_ADMIN])?;
-            let state = lab::resolve(which.file.as_deref(), which.name.as_deref())?;
-            cli::status(&state, host_netns.as_deref(), json).await
+            let state = lab::resolve(
+                which.file.as_deref(),
+                which.name.as_deref(),
+                host_netns.as_deref(),
+            )?;
+            if cli::status(&state, host_netns.as_deref(), json).await? {
+                Ok(())
+            } else {
+                Err(NotConverged.into())
+            }
         }
         Command::Check { file } => {
             let (lab, _) = lab::load(file.as_deref())?;
@@ -285,20 +311,28 @@ async fn run(command: Command, host_netns: Option<String>, verbose: bool) -> Res
         }
         Command::Fwd(cmd) => {
             caps::require("fwd", &[CAP_BPF, CAP_SYS_ADMIN])?;
-            cli::fwd(cmd).await
+            cli::fwd(cmd, host_netns.as_deref()).await
         }
         Command::Nat(cmd) => {
             caps::require("nat", &[CAP_BPF, CAP_SYS_ADMIN])?;
-            cli::nat(cmd).await
+            cli::nat(cmd, host_netns.as_deref()).await
         }
         Command::Stats { which, json } => {
             caps::require("stats", &[CAP_BPF, CAP_SYS_ADMIN])?;
-            let state = lab::resolve(which.file.as_deref(), which.name.as_deref())?;
+            let state = lab::resolve(
+                which.file.as_deref(),
+                which.name.as_deref(),
+                host_netns.as_deref(),
+            )?;
             cli::stats(&state, json, verbose).await
         }
         Command::Log { which, seconds } => {
             caps::require("log", &[CAP_BPF, CAP_SYS_ADMIN])?;
-            let state = lab::resolve(which.file.as_deref(), which.name.as_deref())?;
+            let state = lab::resolve(
+                which.file.as_deref(),
+                which.name.as_deref(),
+                host_netns.as_deref(),
+            )?;
             netlab::dataplane::log_command(
                 &state.lab.name,
                 seconds.map(std::time::Duration::from_secs),
@@ -311,9 +345,39 @@ async fn run(command: Command, host_netns: Option<String>, verbose: bool) -> Res
     }
 }
 
+/// `up`, making the lab's sandbox first when asked; a sandbox this run made
+/// goes again when the lab does not come up.
+async fn up_in_sandbox(
+    lab: &netlab::model::topology::Lab,
+    source: Option<PathBuf>,
+    opts: &lab::Options,
+) -> Result<()> {
+    let fresh = opts.sandbox && !netlab::netns::exists(&sandbox::Sandbox::of(&lab.name).host);
+    let result = async {
+        if opts.sandbox {
+            let sb = sandbox::ensure(&lab.name).await?;
+            println!(
+                "sandbox: lab host netns {}, outside netns {} ({} with an HTTP server on port {})",
+                sb.host,
+                sb.wan,
+                sandbox::WAN_ADDR.addr,
+                sandbox::HTTP_PORT
+            );
+        }
+        lab::up(lab, source, opts).await
+    }
+    .await;
+    if result.is_err() && fresh && lab::read_state(&lab.name).is_none() {
+        if let Err(e) = sandbox::remove(&lab.name).await {
+            eprintln!("netlab: removing the sandbox of the failed run: {e:#}");
+        }
+    }
+    result
+}
+
 fn run_exec(which: Which, node: &str, command: &[String]) -> Result<()> {
     caps::require("exec", &[CAP_SYS_ADMIN])?;
-    let state = lab::resolve(which.file.as_deref(), which.name.as_deref())?;
+    let state = lab::resolve(which.file.as_deref(), which.name.as_deref(), None)?;
     let Some(n) = state.lab.node(node) else {
         let names: Vec<&str> = state.lab.nodes.iter().map(|n| n.name.as_str()).collect();
         bail!(

@@ -24,9 +24,9 @@ use netlab_common::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    lab,
     model::topology::{Attachment, Filtering, Forward, Lab},
     netlink,
+    state::{self, LabDir},
     system::System,
 };
 
@@ -69,12 +69,8 @@ pub struct DataplaneInfo {
     pub maps_digest: String,
 }
 
-fn info_path(lab: &str) -> PathBuf {
-    lab::state_dir(lab).join("dataplane.json")
-}
-
 pub fn read_info(lab: &str) -> Option<DataplaneInfo> {
-    serde_json::from_str(&fs::read_to_string(info_path(lab)).ok()?).ok()
+    LabDir::of(lab).read_dataplane()
 }
 
 pub struct UpReport {
@@ -392,17 +388,12 @@ fn subnet_entries(
 /// Refuse an uplink that another lab in the same lab-host namespace already
 /// translates on: the two would take each other's replies.
 fn check_uplink_free(lab: &Lab, host_netns: Option<&str>, uplink: &str) -> Result<()> {
-    for other in lab::known_labs() {
-        if other == lab.name {
+    for state in state::known_states() {
+        let other = &state.lab.name;
+        if *other == lab.name || state.host_netns.as_deref() != host_netns {
             continue;
         }
-        let Some(state) = lab::read_state(&other) else {
-            continue;
-        };
-        if state.host_netns.as_deref() != host_netns {
-            continue;
-        }
-        if read_info(&other).is_some_and(|i| i.uplink == uplink) {
+        if read_info(other).is_some_and(|i| i.uplink == uplink) {
             bail!("uplink {uplink} already carries lab {other}'s NAT; give each lab its own lab host (--host-netns or --sandbox)");
         }
     }
@@ -579,9 +570,7 @@ pub async fn up(sys: &System, lab: &Lab, verbose: bool) -> Result<UpReport> {
         fast_path,
         maps_digest: digest,
     };
-    fs::create_dir_all(lab::state_dir(&lab.name))?;
-    fs::write(info_path(&lab.name), serde_json::to_vec_pretty(&info)?)
-        .context("saving the dataplane state")?;
+    LabDir::of(&lab.name).write_dataplane(&info)?;
     let mut lines = notes;
     let modes: Vec<String> = info
         .hooks
@@ -616,7 +605,7 @@ pub fn down(lab: &str, host: Option<&crate::netns::Netns>) -> Result<usize> {
         removed += host.run(move || Ok(attach::detach_netlink(&hooks)))?;
     }
     removed += pins::LabPins::new(lab).remove()?;
-    let _ = fs::remove_file(info_path(lab));
+    LabDir::of(lab).remove_dataplane();
     Ok(removed)
 }
 
@@ -667,18 +656,17 @@ pub fn status_lines(v: &serde_json::Value) -> Vec<String> {
         return vec!["dataplane: not attached".into()];
     }
     let s = |k: &str| v[k].as_str().unwrap_or("?").to_string();
-    let n = |k: &str| {
-        v[k].as_u64()
-            .map(|n| n.to_string())
-            .unwrap_or_else(|| "?".into())
+    let n = |k: &str, one: &str, many: &str| match v[k].as_u64() {
+        Some(n) => crate::words::count(n, one, many),
+        None => format!("? {many}"),
     };
     let mut out = vec![
         format!(
-            "dataplane: uplink {} {}, {} flow entries, {} forwarded ports",
+            "dataplane: uplink {} {}, {}, {}",
             s("uplink"),
             s("uplink_address"),
-            n("flow_entries"),
-            n("forward_ports")
+            n("flow_entries", "flow entry", "flow entries"),
+            n("forward_ports", "forwarded port", "forwarded ports")
         ),
         format!("  attached as {}: {}", s("attach"), s("attach_why")),
     ];
