@@ -21,23 +21,23 @@ use crate::{
 pub enum FwdCommand {
     /// Forward PORT (or a range a-b) on the uplink address to NODE[:PORT].
     Add {
-        #[arg(long, value_name = "LAB")]
-        name: Option<String>,
+        /// `tcp` or `udp`.
         protocol: String,
+        /// The outside port, or a range `a-b`.
         port: String,
+        /// NODE, NODE:PORT, NODE:A-B or an address inside the lab.
         to: String,
     },
     /// Remove the forward of PORT (or the range it starts).
     Del {
-        #[arg(long, value_name = "LAB")]
-        name: Option<String>,
+        /// `tcp` or `udp`.
         protocol: String,
+        /// The outside port.
         port: String,
     },
     /// List the live forwards.
     List {
-        #[arg(long, value_name = "LAB")]
-        name: Option<String>,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -47,8 +47,7 @@ pub enum FwdCommand {
 pub enum NatCommand {
     /// Live translations, like `conntrack -L`.
     List {
-        #[arg(long, value_name = "LAB")]
-        name: Option<String>,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -308,23 +307,65 @@ fn print_convergence(seen: &Observed) {
     }
 }
 
+/// `netlab list`: every lab with state on this machine, observed on its
+/// lab host.
+pub async fn list(json_out: bool) -> Result<()> {
+    let mut rows = Vec::new();
+    for state in crate::state::known_states() {
+        let converged = match observe(&state, None).await {
+            Ok(seen) => seen.converged(),
+            Err(_) => false,
+        };
+        rows.push(json!({
+            "lab": state.lab.name,
+            "host_netns": state.host_netns,
+            "sandbox": state.sandbox,
+            "nodes": state.lab.nodes.iter().map(|n| n.name.clone()).collect::<Vec<_>>(),
+            "up": true,
+            "converged": converged,
+        }));
+    }
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    if rows.is_empty() {
+        println!("no labs are up");
+    }
+    for r in &rows {
+        let host = match r["host_netns"].as_str() {
+            Some(n) if r["sandbox"] == true => format!("netns {n} (sandbox)"),
+            Some(n) => format!("netns {n}"),
+            None => "this namespace".into(),
+        };
+        let nodes: Vec<&str> = r["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|n| n.as_str())
+            .collect();
+        println!(
+            "{:<16} host {host:<28} up, {}; nodes: {}",
+            r["lab"].as_str().unwrap_or("?"),
+            if r["converged"] == true {
+                "converged"
+            } else {
+                "not converged"
+            },
+            nodes.join(" ")
+        );
+    }
+    Ok(())
+}
+
 /// `netlab fwd`: resolves the lab, and holds its lock while editing.
-pub async fn fwd(cmd: FwdCommand, host_netns: Option<&str>) -> Result<()> {
-    let (name, req) = match cmd {
-        FwdCommand::Add {
-            name,
-            protocol,
-            port,
-            to,
-        } => (name, FwdRequest::Add { protocol, port, to }),
-        FwdCommand::Del {
-            name,
-            protocol,
-            port,
-        } => (name, FwdRequest::Del { protocol, port }),
-        FwdCommand::List { name, json } => (name, FwdRequest::List { json }),
+pub async fn fwd(cmd: FwdCommand, name: Option<&str>, host_netns: Option<&str>) -> Result<()> {
+    let req = match cmd {
+        FwdCommand::Add { protocol, port, to } => FwdRequest::Add { protocol, port, to },
+        FwdCommand::Del { protocol, port } => FwdRequest::Del { protocol, port },
+        FwdCommand::List { json } => FwdRequest::List { json },
     };
-    let state = lab::resolve(None, name.as_deref(), host_netns)?;
+    let state = lab::resolve(None, name, host_netns)?;
     let _lock = match req {
         FwdRequest::List { .. } => None,
         _ => Some(lock::acquire(
@@ -338,9 +379,9 @@ pub async fn fwd(cmd: FwdCommand, host_netns: Option<&str>) -> Result<()> {
     dataplane::fwd_command(state, req).await
 }
 
-pub async fn nat(cmd: NatCommand, host_netns: Option<&str>) -> Result<()> {
-    let NatCommand::List { name, json } = cmd;
-    let state = lab::resolve(None, name.as_deref(), host_netns)?;
+pub async fn nat(cmd: NatCommand, name: Option<&str>, host_netns: Option<&str>) -> Result<()> {
+    let NatCommand::List { json } = cmd;
+    let state = lab::resolve(None, name, host_netns)?;
     dataplane::nat_command(&state, json).await
 }
 

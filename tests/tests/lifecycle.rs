@@ -262,7 +262,7 @@ fn runs_of_one_lab_take_turns() {
 }
 
 #[test]
-fn status_exit_codes_tell_up_converged_and_missing() {
+fn status_and_list_tell_up_converged_and_missing() {
     if !privileged() {
         return;
     }
@@ -278,6 +278,34 @@ fn status_exit_codes_tell_up_converged_and_missing() {
     );
     lab.up();
     lab.netlab_ok(&["status", "--name", &lab.name]);
+    lab.netlab_ok(&["--name", &lab.name, "status"]);
+    let listed: serde_json::Value =
+        serde_json::from_str(&lab.netlab_ok(&["list", "--json"])).unwrap();
+    let row = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["lab"] == lab.name.as_str())
+        .unwrap_or_else(|| panic!("{} not listed: {listed:#}", lab.name));
+    assert_eq!(row["host_netns"], lab.host_netns().as_str(), "{row}");
+    assert_eq!(row["converged"], true, "{row}");
+    assert_eq!(row["nodes"], serde_json::json!(["red", "blue"]), "{row}");
+    let text_list = lab.netlab_ok(&["list"]);
+    assert!(
+        text_list
+            .lines()
+            .any(|l| l.starts_with(&lab.name) && l.contains("up, converged; nodes: red blue")),
+        "{text_list}"
+    );
+    // The sandbox's web server says where it runs.
+    let hello = lab.node_ok("red", &["curl", "-s", "-m5", "http://198.51.100.1/"]);
+    assert!(
+        hello.starts_with(&format!(
+            "hello from netlab serve-http in netns {}\n",
+            lab.wan_netns()
+        )),
+        "{hello}"
+    );
     // A lab host namespace that does not exist: an error, one line.
     let missing = unique("nons");
     let o = lab.netlab(&["status", "--host-netns", &missing]);
@@ -294,6 +322,13 @@ fn status_exit_codes_tell_up_converged_and_missing() {
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("converged: no"), "{out}");
+    let text_list = lab.netlab_ok(&["list"]);
+    assert!(
+        text_list
+            .lines()
+            .any(|l| l.starts_with(&lab.name) && l.contains("up, not converged")),
+        "{text_list}"
+    );
     lab.up();
     lab.netlab_ok(&["status", "--name", &lab.name]);
     lab.down();
