@@ -168,14 +168,19 @@ fn spawn_netlab(args: &[&str]) -> (Child, mpsc::Receiver<String>) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let rx = lines_of(child.stderr.take().unwrap());
+    (child, rx)
+}
+
+/// The lines `from` writes, on a channel, as they come.
+fn lines_of(from: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
     std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+        for line in BufReader::new(from).lines().map_while(Result::ok) {
             let _ = tx.send(line);
         }
     });
-    (child, rx)
+    rx
 }
 
 /// Wait (bounded) for a line containing `what`.
@@ -430,4 +435,43 @@ fn sandbox_nodes_wait_on_no_resolver() {
         "http.server took {listening:?} to listen (a resolver timeout is 5 s)"
     );
     lab.down();
+}
+
+#[test]
+fn log_streams_a_line_for_each_new_masqueraded_flow() {
+    if !privileged() {
+        return;
+    }
+    // Without the fast path every new flow passes nl_uplink_out. (With it,
+    // nl_node_new makes them: the kernel side's log lines there are the
+    // dataplane's part.)
+    let lab = Lab::new("lg", &format!("{SEEDS_BODY}\n[nat]\nfast_path = false\n"));
+    lab.up();
+    let (mut log, log_err) = spawn_netlab(&["log", "--name", &lab.name, "--seconds", "60"]);
+    let log_out = lines_of(log.stdout.take().unwrap());
+    expect_line(&log_err, "streaming lab");
+    lab.node_ok("red", &["curl", "-s", "-m5", "http://198.51.100.1/ip"]);
+    let line = expect_line(&log_out, "masquerade 192.168.15.1:");
+    assert!(
+        line.starts_with("[DEBUG] masquerade 192.168.15.1:"),
+        "{line}"
+    );
+    // Ctrl-C ends it cleanly: the programs' log switch goes off again.
+    assert!(log_switch(&lab.name), "logging is off while streaming");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(log.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    finish(log);
+    assert!(!log_switch(&lab.name), "logging stayed on after Ctrl-C");
+    lab.down();
+}
+
+/// Whether the programs of lab `name` log (CONFIG's log flag).
+fn log_switch(name: &str) -> bool {
+    let pins = netlab::dataplane::pins::LabPins::new(name);
+    let cfg: aya::maps::Array<_, netlab_common::NatConfig> =
+        aya::maps::Array::try_from(pins.open("CONFIG").unwrap()).unwrap();
+    cfg.get(&0, 0).unwrap().flags & netlab_common::CONFIG_LOG != 0
 }
