@@ -82,11 +82,11 @@ pub async fn fwd_command(mut state: LabState, req: FwdRequest) -> Result<()> {
         FwdRequest::Add { protocol, port, to } => {
             let proto = parse_proto(&protocol)?;
             let ports = parse_port_range(&port).map_err(|e| usage_error("port", e))?;
-            let fwd = state
-                .lab
+            let mut live = live_lab(&state);
+            let fwd = live
                 .resolve_forward(proto, ports, &to)
                 .map_err(|e| usage_error("to", e))?;
-            if let Some(other) = state.forwards().iter().find(|o| o.overlaps(&fwd)) {
+            if let Some(other) = live.forwards.iter().find(|o| o.overlaps(&fwd)) {
                 return Err(usage_error(
                     "port",
                     format!("{proto} {} overlaps the forward {other}", fwd.ports_text()),
@@ -98,21 +98,21 @@ pub async fn fwd_command(mut state: LabState, req: FwdRequest) -> Result<()> {
                     .context("adding the forward to FORWARD_RULES")?;
             }
             println!("forward {fwd} added to lab {}", state.lab.name);
-            let mut forwards = state.forwards().to_vec();
-            forwards.push(fwd);
-            save_live_forwards(&mut state, forwards)
+            live.forwards.push(fwd);
+            save_live_forwards(&mut state, live.forwards)
         }
         FwdRequest::Del { protocol, port } => {
             let proto = parse_proto(&protocol)?;
             let (first, _) = parse_port_range(&port).map_err(|e| usage_error("port", e))?;
-            let mut forwards = state.forwards().to_vec();
-            let Some(i) = forwards
+            let mut live = live_lab(&state);
+            let Some(i) = live
+                .forwards
                 .iter()
                 .position(|f| f.proto == proto && f.port_first <= first && first <= f.port_last)
             else {
                 bail!("lab {} has no forward of {proto} {first}", state.lab.name);
             };
-            let fwd = forwards.remove(i);
+            let fwd = live.forwards.remove(i);
             let mut map = forwards_map(&state.lab.name)?;
             for (k, _) in forward_entries(std::slice::from_ref(&fwd)) {
                 let _ = map.remove(&k);
@@ -121,10 +121,18 @@ pub async fn fwd_command(mut state: LabState, req: FwdRequest) -> Result<()> {
                 "forward {fwd} removed from lab {} (connections through it live on until idle)",
                 state.lab.name
             );
-            save_live_forwards(&mut state, forwards)
+            save_live_forwards(&mut state, live.forwards)
         }
         FwdRequest::List { json } => list_forwards(&state, json),
     }
+}
+
+/// The lab as the dataplane has it: the file's, with the live forwards
+/// (what `fwd` checks against and edits; `state.lab` stays the file's).
+fn live_lab(state: &LabState) -> crate::model::topology::Lab {
+    let mut live = state.lab.clone();
+    live.forwards = state.forwards().to_vec();
+    live
 }
 
 fn save_live_forwards(state: &mut LabState, forwards: Vec<Forward>) -> Result<()> {
