@@ -357,6 +357,22 @@ fn sweep_unmounted(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// A kill of `up` between making a node's /etc/netns directory and writing
+/// its files (marked, so `down` finds them) leaves the directory empty, or a
+/// file in it empty: neither holds anything of anyone's, so both go.
+fn sweep_etc_dir(netns: &str) {
+    let dir = Path::new(crate::model::plan::NETNS_ETC).join(netns);
+    let Ok(entries) = fs::read_dir(&dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.metadata().is_ok_and(|m| m.is_file() && m.len() == 0) {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+    let _ = fs::remove_dir(&dir);
+}
+
 /// What `down` did.
 #[derive(Default)]
 pub struct DownReport {
@@ -429,6 +445,7 @@ pub async fn down(
     if let Some(lab) = &known {
         for n in &lab.nodes {
             sweep_unmounted(&n.netns)?;
+            sweep_etc_dir(&n.netns);
         }
     }
     if !errors.is_empty() {

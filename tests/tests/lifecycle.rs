@@ -475,3 +475,22 @@ fn log_switch(name: &str) -> bool {
         aya::maps::Array::try_from(pins.open("CONFIG").unwrap()).unwrap();
     cfg.get(&0, 0).unwrap().flags & netlab_common::CONFIG_LOG != 0
 }
+
+#[test]
+fn down_sweeps_node_files_a_killed_up_left_half_made() {
+    if !privileged() {
+        return;
+    }
+    // What a SIGKILL of `up` between making a node's /etc/netns directory
+    // and writing its (marked) files leaves: an empty directory, or an
+    // empty file in it.
+    let lab = Lab::seeds("hw");
+    let red = format!("/etc/netns/{}", lab.netns("red"));
+    let blue = format!("/etc/netns/{}", lab.netns("blue"));
+    fs::create_dir_all(&red).unwrap();
+    fs::create_dir_all(&blue).unwrap();
+    fs::write(format!("{blue}/hosts"), "").unwrap();
+    let file = lab.file.to_str().unwrap().to_string();
+    lab.netlab_ok(&["down", "-f", &file]);
+    assert!(lab.leftovers().is_empty(), "{:?}", lab.leftovers());
+}
