@@ -1,6 +1,8 @@
-//! The sandbox's stand-in for a web server on the outside: it answers every
-//! GET with where it runs and who it saw (so a test can check that only the uplink address
-//! reaches it) and `GET /bytes/N` with N bytes.
+//! `netlab serve-http`: the sandbox's stand-in for a web server on the
+//! outside, and a server to put in a node. It answers every GET with where
+//! it runs and who it saw (so a test can check that only the uplink address
+//! reaches it), `GET /ip` with the address alone, and `GET /bytes/N` with N
+//! bytes.
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},
