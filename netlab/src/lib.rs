@@ -2,7 +2,8 @@
 //!
 //! [`model`] is pure (topology, validation, planning); everything else is
 //! effects: netlink ([`netlink`], [`system`]), namespaces ([`netns`]),
-//! processes ([`procs`]), the eBPF dataplane ([`dataplane`]).
+//! processes ([`procs`]), the eBPF dataplane ([`dataplane`]), a lab's
+//! state directory ([`state`]) and the run locks ([`lock`]).
 
 pub mod bench;
 pub mod caps;
@@ -11,9 +12,12 @@ pub mod dataplane;
 pub mod exec;
 pub mod httpd;
 pub mod lab;
+pub mod lock;
 pub mod model;
 pub mod netlink;
 pub mod netns;
 pub mod procs;
 pub mod sandbox;
+pub mod state;
 pub mod system;
+pub mod words;
