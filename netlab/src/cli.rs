@@ -27,6 +27,10 @@ pub enum FwdCommand {
         port: String,
         /// NODE, NODE:PORT, NODE:A-B or an address inside the lab.
         to: String,
+        /// Forward even a port the lab host itself listens on (its service
+        /// then no longer gets connections from the outside on the uplink).
+        #[arg(long)]
+        take_host_port: bool,
     },
     /// Remove the forward of PORT (or the range it starts).
     Del {
@@ -361,7 +365,17 @@ pub async fn list(json_out: bool) -> Result<()> {
 /// `netlab fwd`: resolves the lab, and holds its lock while editing.
 pub async fn fwd(cmd: FwdCommand, name: Option<&str>, host_netns: Option<&str>) -> Result<()> {
     let req = match cmd {
-        FwdCommand::Add { protocol, port, to } => FwdRequest::Add { protocol, port, to },
+        FwdCommand::Add {
+            protocol,
+            port,
+            to,
+            take_host_port,
+        } => FwdRequest::Add {
+            protocol,
+            port,
+            to,
+            take_host_port,
+        },
         FwdCommand::Del { protocol, port } => FwdRequest::Del { protocol, port },
         FwdCommand::List { json } => FwdRequest::List { json },
     };

@@ -14,10 +14,11 @@ use anyhow::{anyhow, bail, Context as _, Result};
 
 pub use crate::state::{known_labs, LabState, STATE_DIR};
 use crate::{
-    dataplane,
+    dataplane, host_facts,
     model::{
         plan::{plan, teardown, Action, Actual, Desired},
         topology::{self, Lab},
+        SourceMap,
     },
     netns::{self, Netns},
     state::LabDir,
@@ -50,8 +51,19 @@ pub fn default_nameservers(sandbox: bool) -> Vec<Ipv4Addr> {
 
 /// Load a topology file, or the embedded default lab.
 pub fn load(file: Option<&Path>) -> Result<(Lab, Option<PathBuf>)> {
+    let (lab, _, path) = load_with_sources(file)?;
+    Ok((lab, path))
+}
+
+/// Load a topology file (or the embedded default lab) with where each of
+/// its fields is, so the host checks' problems name their line.
+pub fn load_with_sources(file: Option<&Path>) -> Result<(Lab, SourceMap, Option<PathBuf>)> {
     match file {
-        None => Ok((topology::default_lab(), None)),
+        None => Ok((
+            topology::default_lab(),
+            SourceMap::unlocated("(default lab)"),
+            None,
+        )),
         Some(path) => {
             // At most one byte over the limit: enough to refuse a file that
             // is too large (or endless, like /dev/zero) without reading it.
@@ -62,9 +74,10 @@ pub fn load(file: Option<&Path>) -> Result<(Lab, Option<PathBuf>)> {
                         .read_to_end(&mut bytes)
                 })
                 .with_context(|| format!("reading {}", path.display()))?;
-            let (lab, _sources) = topology::parse_file(&path.display().to_string(), &bytes)?;
+            let (lab, sources) = topology::parse_file(&path.display().to_string(), &bytes)?;
             Ok((
                 lab,
+                sources,
                 Some(path.canonicalize().unwrap_or_else(|_| path.to_path_buf())),
             ))
         }
@@ -127,8 +140,16 @@ pub struct Options {
 /// Bring `lab` up (or converge it) with the lab host in `opts.host_netns`.
 /// A failed `up` of a lab that was not up leaves nothing, its state
 /// directory included; one of a lab that was up leaves it as it was.
-pub async fn up(lab: &Lab, source: Option<PathBuf>, opts: &Options) -> Result<()> {
+/// What stands in the lab's way on the lab host (`sources` locates it in
+/// the file) is refused before anything is made.
+pub async fn up(
+    lab: &Lab,
+    sources: &SourceMap,
+    source: Option<PathBuf>,
+    opts: &Options,
+) -> Result<()> {
     let host = Netns::host(opts.host_netns.as_deref())?;
+    host_facts::refuse_conflicts(lab, sources, &host).await?;
     let mut sys = System::new(host).await?;
     let previous = read_state(&lab.name);
     let was_up = previous.is_some();

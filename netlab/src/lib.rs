@@ -2,7 +2,8 @@
 //!
 //! [`model`] is pure (topology, validation, planning); everything else is
 //! effects: netlink ([`netlink`], [`system`]), namespaces ([`netns`]),
-//! processes ([`procs`]), the eBPF dataplane ([`dataplane`]), a lab's
+//! processes ([`procs`]), the lab host's facts for the model's host
+//! checks ([`host_facts`]), the eBPF dataplane ([`dataplane`]), a lab's
 //! state directory ([`state`]) and the run locks ([`lock`]).
 
 pub mod bench;
@@ -10,6 +11,7 @@ pub mod caps;
 pub mod cli;
 pub mod dataplane;
 pub mod exec;
+pub mod host_facts;
 pub mod httpd;
 pub mod lab;
 pub mod lock;

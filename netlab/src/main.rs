@@ -284,11 +284,7 @@ async fn run(command: Command, g: &Globals) -> Result<()> {
             caps::require("list", &[CAP_NET_ADMIN, CAP_SYS_ADMIN])?;
             cli::list(json).await
         }
-        Command::Check { file } => {
-            let (lab, _) = lab::load(file.as_deref())?;
-            cli::print_check(&lab);
-            Ok(())
-        }
+        Command::Check { file } => run_check(file.as_deref(), host_netns).await,
         Command::Fwd(cmd) => {
             caps::require("fwd", &[CAP_BPF, CAP_SYS_ADMIN])?;
             cli::fwd(cmd, g.name.as_deref(), host_netns).await
@@ -320,7 +316,7 @@ async fn run(command: Command, g: &Globals) -> Result<()> {
 }
 
 async fn run_up(file: Option<&Path>, sandbox: bool, g: &Globals) -> Result<()> {
-    let (lab, source) = lab::load(file)?;
+    let (lab, sources, source) = lab::load_with_sources(file)?;
     if let Some(name) = g.name.as_deref().filter(|n| *n != lab.name) {
         bail!(
             "--name {name} does not match the lab's name {} (`up` takes the name from the file)",
@@ -345,7 +341,32 @@ async fn run_up(file: Option<&Path>, sandbox: bool, g: &Globals) -> Result<()> {
         verbose: g.verbose,
         sandbox,
     };
-    up_in_sandbox(&lab, source, &opts).await
+    up_in_sandbox(&lab, &sources, source, &opts).await
+}
+
+/// `check`: the file's own checks, then (with the privileges to look) what
+/// stands in its way on the lab host, reported the same way (exit code 2).
+async fn run_check(file: Option<&Path>, host_netns: Option<&str>) -> Result<()> {
+    let (lab, sources, _) = lab::load_with_sources(file)?;
+    let needs = [CAP_NET_ADMIN, CAP_SYS_ADMIN];
+    let look = match host_netns {
+        Some(_) => caps::require("check --host-netns", &needs).map(|()| true)?,
+        None => caps::require("check", &needs).is_ok(),
+    };
+    let host = look
+        .then(|| netlab::netns::Netns::host(host_netns))
+        .transpose()?;
+    if let Some(host) = &host {
+        netlab::host_facts::refuse_conflicts(&lab, &sources, host).await?;
+    }
+    cli::print_check(&lab);
+    match &host {
+        Some(h) => println!("  nothing on {} stands in its way", h.label()),
+        None => println!(
+            "  host checks skipped: they need CAP_NET_ADMIN and CAP_SYS_ADMIN (run as root)"
+        ),
+    }
+    Ok(())
 }
 
 async fn run_down(which: &Which, sandbox: bool, g: &Globals) -> Result<()> {
@@ -398,6 +419,7 @@ async fn run_down(which: &Which, sandbox: bool, g: &Globals) -> Result<()> {
 /// goes again when the lab does not come up.
 async fn up_in_sandbox(
     lab: &netlab::model::topology::Lab,
+    sources: &netlab::model::SourceMap,
     source: Option<PathBuf>,
     opts: &lab::Options,
 ) -> Result<()> {
@@ -413,7 +435,7 @@ async fn up_in_sandbox(
                 sandbox::HTTP_PORT
             );
         }
-        lab::up(lab, source, opts).await
+        lab::up(lab, sources, source, opts).await
     }
     .await;
     if result.is_err() && fresh && lab::read_state(&lab.name).is_none() {

@@ -18,7 +18,10 @@ use serde_json::json;
 
 use super::{forward_entries, pins::LabPins, PROG_UPLINK_IN};
 use crate::{
-    model::topology::{parse_port_range, ConfigError, Forward, Problem, Proto},
+    model::{
+        host_conflicts,
+        topology::{parse_port_range, ConfigError, Forward, Problem, Proto},
+    },
     state::{LabDir, LabState},
 };
 
@@ -29,6 +32,8 @@ pub enum FwdRequest {
         protocol: String,
         port: String,
         to: String,
+        /// Forward a port the lab host listens on anyway.
+        take_host_port: bool,
     },
     Del {
         protocol: String,
@@ -79,13 +84,20 @@ fn forwards_map(lab: &str) -> Result<HashMap<aya::maps::MapData, ForwardKey, For
 pub async fn fwd_command(mut state: LabState, req: FwdRequest) -> Result<()> {
     live(&state)?;
     match req {
-        FwdRequest::Add { protocol, port, to } => {
+        FwdRequest::Add {
+            protocol,
+            port,
+            to,
+            take_host_port,
+        } => {
             let proto = parse_proto(&protocol)?;
             let ports = parse_port_range(&port).map_err(|e| usage_error("port", e))?;
             let mut live = live_lab(&state);
-            let fwd = live
+            let mut fwd = live
                 .resolve_forward(proto, ports, &to)
                 .map_err(|e| usage_error("to", e))?;
+            fwd.take_host_port = take_host_port;
+            refuse_host_port(&state, &fwd).await?;
             live.add_forward(fwd.clone())
                 .map_err(|e| usage_error("port", e))?;
             let mut map = forwards_map(&state.lab.name)?;
@@ -117,6 +129,21 @@ pub async fn fwd_command(mut state: LabState, req: FwdRequest) -> Result<()> {
             save_live_forwards(&mut state, live.forwards)
         }
         FwdRequest::List { json } => list_forwards(&state, json),
+    }
+}
+
+/// Refuse a forward of a port the lab host listens on (naming who), as
+/// `up` does for the file's forwards, unless it says `take_host_port`.
+async fn refuse_host_port(state: &LabState, fwd: &Forward) -> Result<()> {
+    let host = crate::netns::Netns::host(state.host_netns.as_deref())?;
+    let facts = crate::host_facts::gather(&host).await?;
+    let uplink = super::read_info(&state.lab.name).map(|i| i.uplink_address);
+    match host_conflicts::forward_conflict(fwd, uplink, &facts) {
+        None => Ok(()),
+        Some(why) => Err(usage_error(
+            "port",
+            format!("{why} (on the command line: `fwd add --take-host-port`)"),
+        )),
     }
 }
 

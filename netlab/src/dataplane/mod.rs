@@ -12,7 +12,7 @@ pub mod pins;
 
 use std::{fs, net::Ipv4Addr, path::PathBuf};
 
-use anyhow::{anyhow, bail, Context as _, Result};
+use anyhow::{anyhow, Context as _, Result};
 use aya::{
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData},
     EbpfLoader,
@@ -24,9 +24,12 @@ use netlab_common::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    model::topology::{Attachment, Filtering, Forward, Lab},
+    model::{
+        host_conflicts,
+        topology::{Attachment, Filtering, Forward, Lab},
+    },
     netlink,
-    state::{self, LabDir},
+    state::LabDir,
     system::System,
 };
 
@@ -152,45 +155,17 @@ pub fn needed(lab: &Lab) -> bool {
     lab.bridges.iter().any(|b| b.masquerade) || !lab.forwards.is_empty()
 }
 
-/// The uplink: the named interface or the default route's, and its address.
+/// The uplink: the named interface or the default route's, its index and
+/// address, resolved by the model's rule (the one `up` checked the lab
+/// against before making anything).
 async fn resolve_uplink(sys: &System, lab: &Lab) -> Result<(String, u32, Ipv4Addr)> {
-    let h = sys.host_netlink();
-    let link = match &lab.uplink.interface {
-        Some(name) => netlink::link_by_name(h, name).await?.ok_or_else(|| {
-            anyhow!(
-                "uplink interface {name} does not exist on {}",
-                sys.host.label()
-            )
-        })?,
-        None => {
-            let oif = netlink::default_route_interface(h).await?.ok_or_else(|| {
-                anyhow!(
-                    "{} has no default route to find the uplink by; set `[uplink] interface` in the lab file",
-                    sys.host.label()
-                )
-            })?;
-            netlink::links(h)
-                .await?
-                .into_iter()
-                .find(|l| l.index == oif)
-                .ok_or_else(|| anyhow!("the default route's interface (index {oif}) vanished"))?
-        }
-    };
-    let addrs = netlink::addresses(h).await?;
-    let address = match lab.uplink.address {
-        Some(a) => {
-            if !addrs.iter().any(|(i, n)| *i == link.index && n.addr == a) {
-                bail!("uplink address {a} is not on {}", link.name);
-            }
-            a
-        }
-        None => addrs
-            .iter()
-            .find(|(i, _)| *i == link.index)
-            .map(|(_, n)| n.addr)
-            .ok_or_else(|| anyhow!("uplink {} has no IPv4 address", link.name))?,
-    };
-    Ok((link.name, link.index, address))
+    let facts = crate::host_facts::gather(&sys.host).await?;
+    let uplink = host_conflicts::resolve_uplink(lab, &facts)
+        .map_err(|(field, why)| anyhow!("{field}: {why}"))?;
+    let link = netlink::link_by_name(sys.host_netlink(), &uplink.interface)
+        .await?
+        .ok_or_else(|| anyhow!("the uplink {} vanished", uplink.interface))?;
+    Ok((uplink.interface, link.index, uplink.address))
 }
 
 /// For the fast path: each node on a bridge of the lab host, by address,
@@ -385,39 +360,6 @@ fn subnet_entries(
         .collect()
 }
 
-/// Refuse an uplink that another lab in the same lab-host namespace already
-/// translates on: the two would take each other's replies.
-fn check_uplink_free(lab: &Lab, host_netns: Option<&str>, uplink: &str) -> Result<()> {
-    for state in state::known_states() {
-        let other = &state.lab.name;
-        if *other == lab.name || state.host_netns.as_deref() != host_netns {
-            continue;
-        }
-        if read_info(other).is_some_and(|i| i.uplink == uplink) {
-            bail!("uplink {uplink} already carries lab {other}'s NAT; give each lab its own lab host (--host-netns or --sandbox)");
-        }
-    }
-    Ok(())
-}
-
-fn check_port_range(sys: &System, lab: &Lab) -> Result<()> {
-    let range = sys.host.read_sysctl("net/ipv4/ip_local_port_range")?;
-    let mut it = range
-        .split_whitespace()
-        .filter_map(|s| s.parse::<u16>().ok());
-    if let (Some(lo), Some(hi)) = (it.next(), it.next()) {
-        if lab.nat.port_min <= hi && lo <= lab.nat.port_max {
-            bail!(
-                "the NAT port range {}-{} overlaps the lab host's ip_local_port_range {lo}-{hi}, so the host's own \
-                 connections could collide with translated ones; set `[nat] port_range` outside it",
-                lab.nat.port_min,
-                lab.nat.port_max
-            );
-        }
-    }
-    Ok(())
-}
-
 /// Load, fill, attach and pin the dataplane for `lab` (or converge it).
 pub async fn up(sys: &System, lab: &Lab, verbose: bool) -> Result<UpReport> {
     let previous = read_info(&lab.name);
@@ -433,9 +375,6 @@ pub async fn up(sys: &System, lab: &Lab, verbose: bool) -> Result<UpReport> {
     let features = sys.host.run(features::probe)?;
     let fast_path = lab.nat.fast_path && features.fast_path;
     let (uplink, uplink_ifindex, address) = resolve_uplink(sys, lab).await?;
-    let host_netns = sys.host.name.clone();
-    check_uplink_free(lab, host_netns.as_deref(), &uplink)?;
-    check_port_range(sys, lab)?;
     let links = netlink::links(sys.host_netlink()).await?;
     let mut bridge_ifindex = std::collections::HashMap::new();
     for b in lab.host_subnets() {
