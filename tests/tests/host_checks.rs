@@ -244,3 +244,20 @@ fn assert_owner_named(err: &str, owner: &Lab) {
     );
     assert!(!err.contains("ip netns del"), "advises deleting: {err}");
 }
+
+#[test]
+fn uplink_that_is_not_there_is_refused_before_anything_is_made() {
+    if !privileged() {
+        return;
+    }
+    let lab = Lab::new(
+        "hcu",
+        &format!("[uplink]\ninterface = \"nonexistent0\"\n{SEEDS_BODY}"),
+    );
+    let err = refused(&lab, &["up", "--sandbox", "-f", &file_of(&lab)]);
+    assert!(
+        err.contains("uplink.interface") && err.contains("no interface `nonexistent0`"),
+        "{err}"
+    );
+    made_nothing(&lab);
+}

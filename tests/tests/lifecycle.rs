@@ -29,14 +29,20 @@ impl Drop for BareNetns {
     }
 }
 
-/// `netlab up --sandbox -f` that must fail with exit 1; returns its stderr.
+/// `netlab up -f` that must be refused, as a problem of the lab on this
+/// lab host (exit 2, before anything is made); returns its stderr.
 #[track_caller]
 fn up_fails(lab: &Lab, extra: &[&str]) -> String {
     let file = lab.file.to_str().unwrap().to_string();
     let mut args = vec!["up", "-f", &file];
     args.extend_from_slice(extra);
     let o = lab.netlab(&args);
-    assert_eq!(o.status.code(), Some(1), "up did not fail:\n{}", text(&o));
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "up was not refused:\n{}",
+        text(&o)
+    );
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
@@ -59,8 +65,7 @@ fn failed_first_up_leaves_nothing_behind() {
     if !privileged() {
         return;
     }
-    // The NAT port range overlaps the lab host's ip_local_port_range: found
-    // by the dataplane after the namespaces and links were made.
+    // The NAT port range overlaps the lab host's ip_local_port_range.
     let ports = Lab::new(
         "fp",
         &format!("{SEEDS_BODY}\n[nat]\nport_range = \"30000-40000\"\n"),
@@ -72,7 +77,7 @@ fn failed_first_up_leaves_nothing_behind() {
     // A bridge named like an interface the lab host already has.
     let eth0 = Lab::new("fe", &SEEDS_BODY.replace("v-net-0", "eth0"));
     let err = up_fails(&eth0, &["--sandbox"]);
-    assert!(err.contains("interface eth0 exists"), "{err}");
+    assert!(err.contains("`eth0` is the uplink"), "{err}");
     left_nothing(&eth0);
 
     // A lab host without a default route to find the uplink by.
@@ -126,7 +131,10 @@ fn failed_first_up_leaves_nothing_behind() {
     .unwrap();
     let err = up_fails(&renamed, &["--sandbox"]);
     assert!(
-        err.contains(&format!("network namespace {}", first.prefix)),
+        err.contains(&format!(
+            "namespace `{}red` belongs to lab {}",
+            first.prefix, first.name
+        )),
         "{err}"
     );
     left_nothing(&renamed);
