@@ -129,13 +129,16 @@ fn route_shown(r: &RouteEntry, dev: Option<&str>) -> String {
     out
 }
 
-/// The named namespaces, each with the lab whose mark its `lo` carries.
+/// The named namespaces, each with the lab whose mark its `lo` carries. A
+/// file in /run/netns that is not mounted (a crash between creating and
+/// mounting it) is no namespace: `up` sweeps it. One that goes away while
+/// this looks (another run's `down`) counts as nobody's.
 async fn namespaces() -> Result<Vec<Owned>> {
     let mut out = Vec::new();
-    for (name, mounted) in netns::list()? {
-        let owner = match mounted.then(|| Netns::open(&name)) {
-            Some(Ok(ns)) => system::netns_marker(&ns).await.ok().flatten(),
-            _ => None,
+    for (name, _) in netns::list()?.into_iter().filter(|(_, mounted)| *mounted) {
+        let owner = match Netns::open(&name) {
+            Ok(ns) => system::netns_marker(&ns).await.ok().flatten(),
+            Err(_) => None,
         };
         out.push(Owned {
             owner: owner.as_deref().and_then(lab_of_mark).map(str::to_string),
@@ -222,7 +225,7 @@ fn listeners(host: &Netns) -> Result<Vec<Listener>> {
                 .unwrap_or_else(|| "a process netlab cannot see".into()),
         })
         .collect();
-    out.sort_by(|a, b| (a.proto, a.port, a.address).cmp(&(b.proto, b.port, b.address)));
+    out.sort_by_key(|l| (l.proto, l.port, l.address));
     out.dedup();
     Ok(out)
 }
