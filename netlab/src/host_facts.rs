@@ -14,7 +14,6 @@ use std::{
 use anyhow::{Context as _, Result};
 
 use crate::{
-    dataplane,
     model::{
         host_conflicts::{self, HostFacts, InterfaceFact, Listener, Owned, RouteFact},
         plan::{owner_alias, owner_group},
@@ -161,6 +160,13 @@ fn parse_port_range(text: &str) -> Option<(u16, u16)> {
     }
 }
 
+/// The part of a lab's dataplane record (`dataplane::DataplaneInfo`, read
+/// here by field so the dataplane, which asks this module, is not asked back).
+#[derive(serde::Deserialize)]
+struct TranslatesOn {
+    uplink: String,
+}
+
 /// Uplinks that labs living on this lab host translate on (their dataplane
 /// state), with the lab.
 fn nat_uplinks(host: &Netns) -> Vec<Owned> {
@@ -168,7 +174,7 @@ fn nat_uplinks(host: &Netns) -> Vec<Owned> {
         .into_iter()
         .filter(|s| s.host_netns == host.name)
         .filter_map(|s| {
-            let info = dataplane::read_info(&s.lab.name)?;
+            let info: TranslatesOn = state::LabDir::of(&s.lab.name).read_dataplane()?;
             Some(Owned {
                 name: info.uplink,
                 owner: Some(s.lab.name),
