@@ -1,44 +1,47 @@
 //! Output of the read-mostly commands: `status`, `check`, and the dataplane
 //! commands `fwd`, `nat`, `stats`. The CLI binary stays a thin parser.
 
-use std::path::PathBuf;
-
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::Subcommand;
 use serde_json::json;
 
 use crate::{
-    dataplane,
+    dataplane::{self, commands::FwdRequest},
     lab::{self, LabState},
+    lock,
     model::{
-        plan::{plan, Desired},
+        plan::{plan, Actual, Desired},
         topology::{Attachment, Lab},
     },
     netns::{self, Netns},
-    system::{self, System},
+    system::System,
 };
 
 #[derive(Subcommand)]
 pub enum FwdCommand {
     /// Forward PORT (or a range a-b) on the uplink address to NODE[:PORT].
     Add {
-        #[arg(long, value_name = "LAB")]
-        name: Option<String>,
+        /// `tcp` or `udp`.
         protocol: String,
+        /// The outside port, or a range `a-b`.
         port: String,
+        /// NODE, NODE:PORT, NODE:A-B or an address inside the lab.
         to: String,
+        /// Forward even a port the lab host itself listens on (its service
+        /// then no longer gets connections from the outside on the uplink).
+        #[arg(long)]
+        take_host_port: bool,
     },
     /// Remove the forward of PORT (or the range it starts).
     Del {
-        #[arg(long, value_name = "LAB")]
-        name: Option<String>,
+        /// `tcp` or `udp`.
         protocol: String,
+        /// The outside port.
         port: String,
     },
     /// List the live forwards.
     List {
-        #[arg(long, value_name = "LAB")]
-        name: Option<String>,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -48,8 +51,7 @@ pub enum FwdCommand {
 pub enum NatCommand {
     /// Live translations, like `conntrack -L`.
     List {
-        #[arg(long, value_name = "LAB")]
-        name: Option<String>,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -92,119 +94,165 @@ pub fn print_check(lab: &Lab) {
     }
 }
 
-/// `netlab status`.
-pub async fn status(state: &LabState, host_override: Option<&str>, json_out: bool) -> Result<()> {
+/// What `status` found: the lab as its state says, and the system as it is.
+pub struct Observed<'a> {
+    pub state: &'a LabState,
+    pub host_netns: Option<String>,
+    pub up: bool,
+    pub actual: Option<Actual>,
+    /// What `netlab up` would do to the system.
+    pub drift: Vec<String>,
+    /// How the live forwards differ from the file's.
+    pub forward_drift: Vec<String>,
+    pub dataplane: serde_json::Value,
+}
+
+impl Observed<'_> {
+    pub fn converged(&self) -> bool {
+        self.up && self.drift.is_empty() && self.forward_drift.is_empty()
+    }
+}
+
+/// Look at lab `state` on its lab host (`host_override` if given, which must
+/// exist).
+pub async fn observe<'a>(state: &'a LabState, host_override: Option<&str>) -> Result<Observed<'a>> {
+    if let Some(n) = host_override.filter(|n| !netns::exists(n)) {
+        bail!("network namespace {n} does not exist");
+    }
     let lab = &state.lab;
     let host_netns = host_override
         .map(str::to_string)
         .or_else(|| state.host_netns.clone());
-    let up = lab::read_state(&lab.name).is_some();
-    let host_present = host_netns.as_deref().is_none_or(netns::exists);
-    let (actual, drift) = if host_present {
+    let saved = lab::read_state(&lab.name);
+    let (actual, drift) = if host_netns.as_deref().is_none_or(netns::exists) {
         let mut sys = System::new(Netns::host(host_netns.as_deref())?).await?;
         let actual = sys.observe(&lab.name).await?;
-        let desired = Desired::from_lab(lab, &system::host_nameservers());
-        let drift: Vec<String> = plan(&desired, &actual)
+        let sandbox = saved.as_ref().is_some_and(|s| s.sandbox);
+        let desired = Desired::from_lab(lab, &lab::default_nameservers(sandbox));
+        let drift = plan(&desired, &actual)
             .iter()
             .map(|a| a.to_string())
             .collect();
         (Some(actual), drift)
     } else {
-        (
-            None,
-            vec![format!(
-                "the lab host namespace {} is gone",
-                host_netns.clone().unwrap_or_default()
-            )],
-        )
+        let gone = format!(
+            "the lab host namespace {} is gone",
+            host_netns.clone().unwrap_or_default()
+        );
+        (None, vec![gone])
     };
-    let dp = dataplane::status(&lab.name)?;
+    let forward_drift = state
+        .live_forwards
+        .as_deref()
+        .map(|live| lab::forward_changes(live, &lab.forwards))
+        .unwrap_or_default();
+    Ok(Observed {
+        state,
+        host_netns,
+        up: saved.is_some(),
+        actual,
+        drift,
+        forward_drift,
+        dataplane: dataplane::status(&lab.name)?,
+    })
+}
 
+/// `netlab status`; returns whether the lab is up and converged.
+pub async fn status(state: &LabState, host_override: Option<&str>, json_out: bool) -> Result<bool> {
+    let seen = observe(state, host_override).await?;
     if json_out {
-        let nodes: Vec<_> = lab
-            .nodes
-            .iter()
-            .map(|n| {
-                let have = actual.as_ref().and_then(|a| a.nodes.get(&n.netns));
-                json!({
-                    "name": n.name,
-                    "netns": n.netns,
-                    "present": have.is_some(),
-                    "interfaces": n.interfaces.iter().map(|i| {
-                        let l = have.and_then(|h| h.links.get(&i.name));
-                        json!({
-                            "name": i.name,
-                            "address": i.address,
-                            "up": l.is_some_and(|l| l.up),
-                            "attachment": i.attachment,
-                        })
-                    }).collect::<Vec<_>>(),
-                    "gateway": n.gateway,
-                    "routes": n.routes,
-                    "forwarding": n.forwarding,
-                })
-            })
-            .collect();
-        let out = json!({
-            "lab": lab.name,
-            "up": up,
-            "source": state.source.as_ref().map(|p: &PathBuf| p.display().to_string()),
-            "host_netns": host_netns,
-            "sandbox": state.sandbox,
-            "bridges": lab.bridges,
-            "nodes": nodes,
-            "cables": lab.cables,
-            "forwards": lab.forwards,
-            "converged": up && drift.is_empty(),
-            "drift": drift,
-            "dataplane": dp,
-        });
-        println!("{}", serde_json::to_string_pretty(&out)?);
-        return Ok(());
+        println!("{}", serde_json::to_string_pretty(&status_json(&seen))?);
+    } else {
+        print_status(&seen);
     }
+    Ok(seen.converged())
+}
 
-    let where_ = match &host_netns {
+pub fn status_json(seen: &Observed) -> serde_json::Value {
+    let lab = &seen.state.lab;
+    let nodes: Vec<_> = lab
+        .nodes
+        .iter()
+        .map(|n| {
+            let have = seen.actual.as_ref().and_then(|a| a.nodes.get(&n.netns));
+            json!({
+                "name": n.name,
+                "netns": n.netns,
+                "present": have.is_some(),
+                "interfaces": n.interfaces.iter().map(|i| {
+                    let l = have.and_then(|h| h.links.get(&i.name));
+                    json!({
+                        "name": i.name,
+                        "address": i.address,
+                        "up": l.is_some_and(|l| l.up),
+                        "attachment": i.attachment,
+                    })
+                }).collect::<Vec<_>>(),
+                "gateway": n.gateway,
+                "routes": n.routes,
+                "forwarding": n.forwarding,
+            })
+        })
+        .collect();
+    json!({
+        "lab": lab.name,
+        "up": seen.up,
+        "source": seen.state.source.as_ref().map(|p| p.display().to_string()),
+        "host_netns": seen.host_netns,
+        "sandbox": seen.state.sandbox,
+        "bridges": lab.bridges,
+        "nodes": nodes,
+        "cables": lab.cables,
+        "forwards": lab.forwards,
+        "live_forwards": seen.state.forwards(),
+        "forwards_drift": seen.forward_drift,
+        "converged": seen.converged(),
+        "drift": seen.drift,
+        "dataplane": seen.dataplane,
+    })
+}
+
+fn link_state(l: Option<&crate::model::plan::LinkState>) -> &'static str {
+    match l {
+        Some(l) if l.up => "up",
+        Some(_) => "down",
+        None => "missing",
+    }
+}
+
+pub fn print_status(seen: &Observed) {
+    let (state, lab) = (seen.state, &seen.state.lab);
+    if !seen.up {
+        println!("lab {} is not up", lab.name);
+        return;
+    }
+    let where_ = match &seen.host_netns {
         Some(n) => format!(
             "lab host: netns {n}{}",
             if state.sandbox { " (sandbox)" } else { "" }
         ),
         None => "lab host: this namespace".to_string(),
     };
-    if !up {
-        println!("lab {} is not up", lab.name);
-        return Ok(());
-    }
     println!("lab {} ({where_})", lab.name);
     if let Some(src) = &state.source {
         println!("  file: {}", src.display());
     }
+    let actual = seen.actual.as_ref();
     for b in &lab.bridges {
-        let l = actual.as_ref().and_then(|a| a.host_links.get(&b.name));
         let gw = b
             .gateway_net()
             .map(|g| g.to_string())
             .unwrap_or_else(|| "no gateway".into());
-        println!(
-            "  bridge {:<10} {gw:<18} {}",
-            b.name,
-            match l {
-                Some(l) if l.up => "up",
-                Some(_) => "down",
-                None => "missing",
-            }
-        );
+        let l = actual.and_then(|a| a.host_links.get(&b.name));
+        println!("  bridge {:<10} {gw:<18} {}", b.name, link_state(l));
     }
     for n in &lab.nodes {
-        let have = actual.as_ref().and_then(|a| a.nodes.get(&n.netns));
+        let have = actual.and_then(|a| a.nodes.get(&n.netns));
         let ifs: Vec<String> = n
             .interfaces
             .iter()
             .map(|i| {
-                let st = match have.and_then(|h| h.links.get(&i.name)) {
-                    Some(l) if l.up => "up",
-                    Some(_) => "down",
-                    None => "missing",
-                };
+                let st = link_state(have.and_then(|h| h.links.get(&i.name)));
                 let via = match &i.attachment {
                     Attachment::Bridge { bridge, .. } => format!("on {bridge}"),
                     Attachment::Cable { peer_node, .. } => format!("to {peer_node}"),
@@ -216,41 +264,139 @@ pub async fn status(state: &LabState, host_override: Option<&str>, json_out: boo
             .gateway
             .map(|g| format!("; default via {g}"))
             .unwrap_or_default();
+        let missing = if have.is_none() {
+            " [namespace missing]"
+        } else {
+            ""
+        };
         println!(
-            "  node {:<8} netns {:<10} {}{gw}{}",
+            "  node {:<8} netns {:<10} {}{gw}{missing}",
             n.name,
             n.netns,
-            ifs.join(", "),
-            if have.is_none() {
-                " [namespace missing]"
-            } else {
-                ""
-            }
+            ifs.join(", ")
         );
     }
-    for f in &lab.forwards {
-        println!("  forward {f}");
+    for f in state.forwards() {
+        let live_only = if lab.forwards.contains(f) {
+            ""
+        } else {
+            "  [live only]"
+        };
+        println!("  forward {f}{live_only}");
     }
-    for line in dataplane::status_lines(&dp) {
+    for line in dataplane::status_lines(&seen.dataplane) {
         println!("  {line}");
     }
-    if drift.is_empty() {
+    print_convergence(seen);
+}
+
+fn print_convergence(seen: &Observed) {
+    if seen.converged() {
         println!("  converged: yes");
-    } else {
+        return;
+    }
+    if !seen.drift.is_empty() {
         println!("  converged: no; `netlab up` would:");
-        for d in &drift {
+    } else {
+        println!("  converged: no");
+    }
+    for d in &seen.drift {
+        println!("    {d}");
+    }
+    if !seen.forward_drift.is_empty() {
+        println!("  live forwards differ from the file (`netlab fwd` since `up`):");
+        for d in &seen.forward_drift {
             println!("    {d}");
         }
+    }
+}
+
+/// `netlab list`: every lab with state on this machine, observed on its
+/// lab host.
+pub async fn list(json_out: bool) -> Result<()> {
+    let mut rows = Vec::new();
+    for state in crate::state::known_states() {
+        let converged = match observe(&state, None).await {
+            Ok(seen) => seen.converged(),
+            Err(_) => false,
+        };
+        rows.push(json!({
+            "lab": state.lab.name,
+            "host_netns": state.host_netns,
+            "sandbox": state.sandbox,
+            "nodes": state.lab.nodes.iter().map(|n| n.name.clone()).collect::<Vec<_>>(),
+            "up": true,
+            "converged": converged,
+        }));
+    }
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    if rows.is_empty() {
+        println!("no labs are up");
+    }
+    for r in &rows {
+        let host = match r["host_netns"].as_str() {
+            Some(n) if r["sandbox"] == true => format!("netns {n} (sandbox)"),
+            Some(n) => format!("netns {n}"),
+            None => "this namespace".into(),
+        };
+        let nodes: Vec<&str> = r["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|n| n.as_str())
+            .collect();
+        println!(
+            "{:<16} host {host:<28} up, {}; nodes: {}",
+            r["lab"].as_str().unwrap_or("?"),
+            if r["converged"] == true {
+                "converged"
+            } else {
+                "not converged"
+            },
+            nodes.join(" ")
+        );
     }
     Ok(())
 }
 
-pub async fn fwd(cmd: FwdCommand) -> Result<()> {
-    dataplane::fwd_command(cmd).await
+/// `netlab fwd`: resolves the lab, and holds its lock while editing.
+pub async fn fwd(cmd: FwdCommand, name: Option<&str>, host_netns: Option<&str>) -> Result<()> {
+    let req = match cmd {
+        FwdCommand::Add {
+            protocol,
+            port,
+            to,
+            take_host_port,
+        } => FwdRequest::Add {
+            protocol,
+            port,
+            to,
+            take_host_port,
+        },
+        FwdCommand::Del { protocol, port } => FwdRequest::Del { protocol, port },
+        FwdCommand::List { json } => FwdRequest::List { json },
+    };
+    let state = lab::resolve(None, name, host_netns)?;
+    let _lock = match req {
+        FwdRequest::List { .. } => None,
+        _ => Some(lock::acquire(
+            &lock::Scope::Lab(state.lab.name.clone()),
+            "netlab fwd",
+            lock::WAIT_BOUND,
+        )?),
+    };
+    // Read again under the lock: another run may have changed it.
+    let state = lab::read_state(&state.lab.name).unwrap_or(state);
+    dataplane::fwd_command(state, req).await
 }
 
-pub async fn nat(cmd: NatCommand) -> Result<()> {
-    dataplane::nat_command(cmd).await
+pub async fn nat(cmd: NatCommand, name: Option<&str>, host_netns: Option<&str>) -> Result<()> {
+    let NatCommand::List { json } = cmd;
+    let state = lab::resolve(None, name, host_netns)?;
+    dataplane::nat_command(&state, json).await
 }
 
 pub async fn stats(state: &LabState, json_out: bool, verbose: bool) -> Result<()> {

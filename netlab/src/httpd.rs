@@ -1,6 +1,8 @@
-//! The sandbox's stand-in for a web server on the outside: it answers every
-//! GET with who it saw (so a test can check that only the uplink address
-//! reaches it) and `GET /bytes/N` with N bytes.
+//! `netlab serve-http`: the sandbox's stand-in for a web server on the
+//! outside, and a server to put in a node. It answers every GET with where
+//! it runs and who it saw (so a test can check that only the uplink address
+//! reaches it), `GET /ip` with the address alone, and `GET /bytes/N` with N
+//! bytes.
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},
@@ -10,19 +12,21 @@ use std::{
 
 use anyhow::{Context as _, Result};
 
-pub fn serve(port: u16) -> Result<()> {
+/// Serve on `port` until killed; the greeting names `place` (where it runs).
+pub fn serve(port: u16, place: &str) -> Result<()> {
     let listener =
         TcpListener::bind(("0.0.0.0", port)).with_context(|| format!("binding port {port}"))?;
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
+        let place = place.to_string();
         std::thread::spawn(move || {
-            let _ = handle(stream);
+            let _ = handle(stream, &place);
         });
     }
     Ok(())
 }
 
-fn handle(mut stream: TcpStream) -> Result<()> {
+fn handle(mut stream: TcpStream, place: &str) -> Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let peer = stream.peer_addr()?;
     let mut reader = BufReader::new(stream.try_clone()?);
@@ -41,7 +45,7 @@ fn handle(mut stream: TcpStream) -> Result<()> {
     } else if path == "/ip" {
         format!("{}\n", peer.ip()).into_bytes()
     } else {
-        format!("hello from the wan side\nyou are {peer}\n").into_bytes()
+        format!("hello from netlab serve-http in {place}\nyou are {peer}\n").into_bytes()
     };
     write!(
         stream,

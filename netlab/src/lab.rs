@@ -6,78 +6,64 @@ use std::{
     collections::BTreeSet,
     fs,
     io::Read as _,
+    net::Ipv4Addr,
     path::{Path, PathBuf},
 };
 
 use anyhow::{anyhow, bail, Context as _, Result};
-use serde::{Deserialize, Serialize};
 
+pub use crate::state::{known_labs, LabState, STATE_DIR};
 use crate::{
-    dataplane,
+    dataplane, host_facts,
     model::{
         plan::{plan, teardown, Action, Actual, Desired},
         topology::{self, Lab},
+        SourceMap,
     },
     netns::{self, Netns},
+    state::LabDir,
     system::{self, System},
+    words::plural,
 };
 
-/// Per-lab runtime state: what `up` was given, so `down`, `status`, `exec`
-/// and `fwd` work without repeating it. `down` does not need it.
-pub const STATE_DIR: &str = "/run/netlab";
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct LabState {
-    pub lab: Lab,
-    pub host_netns: Option<String>,
-    pub sandbox: bool,
-    pub source: Option<PathBuf>,
-    /// `up` turned IPv4 forwarding on in the lab host: `down` turns it off
-    /// again when no other lab on that host is left.
-    #[serde(default)]
-    pub enabled_host_forwarding: bool,
-}
-
 pub fn state_dir(lab: &str) -> PathBuf {
-    Path::new(STATE_DIR).join(lab)
-}
-
-fn state_path(lab: &str) -> PathBuf {
-    state_dir(lab).join("state.json")
+    LabDir::of(lab).path
 }
 
 pub fn read_state(lab: &str) -> Option<LabState> {
-    let text = fs::read_to_string(state_path(lab)).ok()?;
-    serde_json::from_str(&text).ok()
+    LabDir::of(lab).read_state()
 }
 
 pub fn write_state(state: &LabState) -> Result<()> {
-    let dir = state_dir(&state.lab.name);
-    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let tmp = dir.join("state.json.tmp");
-    fs::write(&tmp, serde_json::to_vec_pretty(state)?)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    fs::rename(&tmp, state_path(&state.lab.name)).context("saving the lab state")?;
-    Ok(())
+    LabDir::of(&state.lab.name).write_state(state)
 }
 
-/// Labs with a state directory.
-pub fn known_labs() -> Vec<String> {
-    let mut out: Vec<String> = fs::read_dir(STATE_DIR)
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    out.sort();
-    out
+/// The nameservers nodes get when their lab names none: the lab host's,
+/// except in a sandbox, whose nodes cannot reach them (a resolver that never
+/// answers stalls every program that looks a name up); there they get none.
+pub fn default_nameservers(sandbox: bool) -> Vec<Ipv4Addr> {
+    if sandbox {
+        Vec::new()
+    } else {
+        system::host_nameservers()
+    }
 }
 
 /// Load a topology file, or the embedded default lab.
 pub fn load(file: Option<&Path>) -> Result<(Lab, Option<PathBuf>)> {
+    let (lab, _, path) = load_with_sources(file)?;
+    Ok((lab, path))
+}
+
+/// Load a topology file (or the embedded default lab) with where each of
+/// its fields is, so the host checks' problems name their line.
+pub fn load_with_sources(file: Option<&Path>) -> Result<(Lab, SourceMap, Option<PathBuf>)> {
     match file {
-        None => Ok((topology::default_lab(), None)),
+        None => Ok((
+            topology::default_lab(),
+            SourceMap::unlocated("(default lab)"),
+            None,
+        )),
         Some(path) => {
             // At most one byte over the limit: enough to refuse a file that
             // is too large (or endless, like /dev/zero) without reading it.
@@ -88,9 +74,10 @@ pub fn load(file: Option<&Path>) -> Result<(Lab, Option<PathBuf>)> {
                         .read_to_end(&mut bytes)
                 })
                 .with_context(|| format!("reading {}", path.display()))?;
-            let (lab, _sources) = topology::parse_file(&path.display().to_string(), &bytes)?;
+            let (lab, sources) = topology::parse_file(&path.display().to_string(), &bytes)?;
             Ok((
                 lab,
+                sources,
                 Some(path.canonicalize().unwrap_or_else(|_| path.to_path_buf())),
             ))
         }
@@ -98,8 +85,12 @@ pub fn load(file: Option<&Path>) -> Result<(Lab, Option<PathBuf>)> {
 }
 
 /// Which lab a command means: the file's, the named one's, the only one
-/// that is up, or the default lab.
-pub fn resolve(file: Option<&Path>, name: Option<&str>) -> Result<LabState> {
+/// that is up (on lab host `host_netns`, when one is named), or the default lab.
+pub fn resolve(
+    file: Option<&Path>,
+    name: Option<&str>,
+    host_netns: Option<&str>,
+) -> Result<LabState> {
     if let Some(path) = file {
         let (lab, source) = load(Some(path))?;
         let saved = read_state(&lab.name);
@@ -107,6 +98,7 @@ pub fn resolve(file: Option<&Path>, name: Option<&str>) -> Result<LabState> {
             host_netns: saved.as_ref().and_then(|s| s.host_netns.clone()),
             sandbox: saved.as_ref().is_some_and(|s| s.sandbox),
             enabled_host_forwarding: saved.as_ref().is_some_and(|s| s.enabled_host_forwarding),
+            live_forwards: saved.and_then(|s| s.live_forwards),
             lab,
             source,
         });
@@ -115,20 +107,27 @@ pub fn resolve(file: Option<&Path>, name: Option<&str>) -> Result<LabState> {
         return read_state(name)
             .ok_or_else(|| anyhow!("lab {name} is not up (no state in {STATE_DIR}/{name})"));
     }
-    let labs = known_labs();
-    match labs.as_slice() {
-        [only] => read_state(only).ok_or_else(|| anyhow!("the state of lab {only} is unreadable")),
-        [] => Ok(LabState {
+    let mut labs = crate::state::known_states();
+    if let Some(host) = host_netns {
+        labs.retain(|s| s.host_netns.as_deref() == Some(host));
+    }
+    match labs.len() {
+        1 => Ok(labs.remove(0)),
+        0 => Ok(LabState {
             lab: topology::default_lab(),
-            host_netns: None,
+            host_netns: host_netns.map(str::to_string),
             sandbox: false,
             source: None,
             enabled_host_forwarding: false,
+            live_forwards: None,
         }),
-        many => bail!(
-            "several labs are up ({}); say which with --name or -f",
-            many.join(", ")
-        ),
+        _ => {
+            let names: Vec<&str> = labs.iter().map(|s| s.lab.name.as_str()).collect();
+            bail!(
+                "several labs are up ({}); say which with --name or -f",
+                names.join(", ")
+            )
+        }
     }
 }
 
@@ -139,11 +138,60 @@ pub struct Options {
 }
 
 /// Bring `lab` up (or converge it) with the lab host in `opts.host_netns`.
-pub async fn up(lab: &Lab, source: Option<PathBuf>, opts: &Options) -> Result<()> {
+/// A failed `up` of a lab that was not up leaves nothing, its state
+/// directory included; one of a lab that was up leaves it as it was.
+/// What stands in the lab's way on the lab host (`sources` locates it in
+/// the file) is refused before anything is made.
+pub async fn up(
+    lab: &Lab,
+    sources: &SourceMap,
+    source: Option<PathBuf>,
+    opts: &Options,
+) -> Result<()> {
     let host = Netns::host(opts.host_netns.as_deref())?;
+    host_facts::refuse_conflicts(lab, sources, &host).await?;
     let mut sys = System::new(host).await?;
     let previous = read_state(&lab.name);
-    let existed = previous.is_some();
+    let was_up = previous.is_some();
+    let result = converge(&mut sys, lab, source, previous, opts).await;
+    if result.is_err() && !was_up {
+        forget_failed(&mut sys, &lab.name).await;
+    }
+    result
+}
+
+/// After a failed first `up` (rolled back): the dataplane this run started
+/// and the state directory go, unless something of the lab is still there
+/// (then `down` and `status` need the state to find it).
+async fn forget_failed(sys: &mut System, name: &str) {
+    if let Err(e) = dataplane::down(name, Some(&sys.host)) {
+        eprintln!("netlab: removing the dataplane of the failed run: {e:#}");
+    }
+    let dir = LabDir::of(name);
+    if let Some(s) = dir.read_state().filter(|s| s.enabled_host_forwarding) {
+        if let Err(e) = restore_host_forwarding(name, &s) {
+            eprintln!("netlab: {e:#}");
+        }
+    }
+    let nothing_left = sys.observe(name).await.is_ok_and(|a| owns_nothing(&a));
+    if nothing_left {
+        if let Err(e) = dir.remove() {
+            eprintln!("netlab: {e:#}");
+        }
+    }
+}
+
+fn owns_nothing(a: &Actual) -> bool {
+    a.nodes.is_empty() && a.host_links.is_empty() && a.host_routes.is_empty() && a.files.is_empty()
+}
+
+async fn converge(
+    sys: &mut System,
+    lab: &Lab,
+    source: Option<PathBuf>,
+    previous: Option<LabState>,
+    opts: &Options,
+) -> Result<()> {
     if let Some(prev) = &previous {
         if prev.host_netns != opts.host_netns {
             bail!(
@@ -155,75 +203,39 @@ pub async fn up(lab: &Lab, source: Option<PathBuf>, opts: &Options) -> Result<()
         }
     }
     // Written first, so a `down` after a crash anywhere below knows the lab.
+    let live_before = previous.as_ref().and_then(|p| p.live_forwards.clone());
     let mut state = LabState {
         lab: lab.clone(),
         host_netns: opts.host_netns.clone(),
         sandbox: opts.sandbox,
         source,
         enabled_host_forwarding: previous.is_some_and(|p| p.enabled_host_forwarding),
+        live_forwards: live_before.clone(),
     };
     write_state(&state)?;
 
-    let desired = Desired::from_lab(lab, &system::host_nameservers());
+    let desired = Desired::from_lab(lab, &default_nameservers(opts.sandbox));
     for name in desired.nodes.keys() {
         sweep_unmounted(name)?;
     }
     let actual = sys.observe(&lab.name).await?;
-    let want_netns: BTreeSet<String> = desired.nodes.keys().cloned().collect();
-    let want_links: BTreeSet<String> = desired
-        .bridges
-        .keys()
-        .chain(desired.host_veths.keys())
-        .cloned()
-        .collect();
-    let checked = system::check_no_foreign(
-        &lab.name,
-        &actual,
-        &want_netns,
-        &want_links,
-        sys.host_netlink(),
-    )
-    .await;
-    if let Err(e) = checked {
-        if !existed && actual == Actual::default() {
-            let _ = fs::remove_dir_all(state_dir(&lab.name));
-        }
-        return Err(e);
-    }
+    check_no_foreign(sys, lab, &desired, &actual).await?;
 
     let actions = plan(&desired, &actual);
-    let mut journal: Vec<Action> = Vec::new();
-    for action in &actions {
-        if opts.verbose {
-            println!("  {action}");
-        }
-        match sys.apply(&lab.name, action).await {
-            Ok(undo) => {
-                journal.extend(undo);
-                if *action == Action::EnableHostForwarding && !state.enabled_host_forwarding {
-                    state.enabled_host_forwarding = true;
-                    write_state(&state)?;
-                }
-            }
-            Err(e) => {
-                let undone = rollback(&mut sys, &lab.name, journal).await;
-                if !existed
-                    && sys
-                        .observe(&lab.name)
-                        .await
-                        .is_ok_and(|a| a == Actual::default())
-                {
-                    let _ = fs::remove_dir_all(state_dir(&lab.name));
-                }
-                return Err(e.context(format!(
-                    "{action} (rolled back {undone} changes of this run)"
-                )));
-            }
-        }
-    }
+    // A node that leaves the lab takes its processes with it, as in `down`:
+    // otherwise they keep its namespace (and its links) alive, unowned.
+    let leaving: Vec<String> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::DeleteNamespace { netns } => Some(netns.clone()),
+            _ => None,
+        })
+        .collect();
+    let ended = system::end_processes_in(&leaving)?;
+    let journal = apply_all(sys, &mut state, &actions, opts.verbose).await?;
 
     let had_dataplane = dataplane::read_info(&lab.name).is_some();
-    let dp = match dataplane::up(&sys, lab, opts.verbose).await {
+    let dp = match dataplane::up(sys, lab, opts.verbose).await {
         Ok(report) => report,
         Err(e) => {
             // A dataplane this run started goes too; one that was running
@@ -231,18 +243,106 @@ pub async fn up(lab: &Lab, source: Option<PathBuf>, opts: &Options) -> Result<()
             if !had_dataplane {
                 let _ = dataplane::down(&lab.name, Some(&sys.host));
             }
-            let undone = rollback(&mut sys, &lab.name, journal).await;
+            let undone = rollback(sys, &lab.name, journal).await;
             return Err(e.context(format!(
                 "setting up the NAT dataplane (rolled back {undone} changes of this run)"
             )));
         }
     };
+    let mut lines = dp.lines;
+    let restored = live_before.map(|live| forward_changes(&live, &lab.forwards));
+    if restored.is_some() {
+        state.live_forwards = None;
+        write_state(&state)?;
+    }
+    lines.extend(restored.iter().flatten().cloned());
+    lines.extend(
+        ended
+            .iter()
+            .map(|p| format!("ended {p} (its node left the lab)")),
+    );
+    let changes = actions.len() + usize::from(dp.changed) + restored.as_ref().map_or(0, Vec::len);
+    print_summary(lab, opts, changes, &lines);
+    Ok(())
+}
 
+/// What `up` does to forwards edited live (`fwd add`/`fwd del`) to bring
+/// back the file's: one line per forward removed or restored.
+pub fn forward_changes(live: &[topology::Forward], file: &[topology::Forward]) -> Vec<String> {
+    let mut out: Vec<String> = live
+        .iter()
+        .filter(|f| !file.contains(f))
+        .map(|f| format!("forward {f}: added live, not in the file (`up` removes it)"))
+        .collect();
+    out.extend(
+        file.iter()
+            .filter(|f| !live.contains(f))
+            .map(|f| format!("forward {f}: removed live, in the file (`up` restores it)")),
+    );
+    out
+}
+
+async fn check_no_foreign(
+    sys: &System,
+    lab: &Lab,
+    desired: &Desired,
+    actual: &Actual,
+) -> Result<()> {
+    let want_netns: BTreeSet<String> = desired.nodes.keys().cloned().collect();
+    let want_links: BTreeSet<String> = desired
+        .bridges
+        .keys()
+        .chain(desired.host_veths.keys())
+        .cloned()
+        .collect();
+    system::check_no_foreign(
+        &lab.name,
+        actual,
+        &want_netns,
+        &want_links,
+        sys.host_netlink(),
+    )
+    .await
+}
+
+/// Apply `actions` in order; on a failure, undo what this run did and fail.
+async fn apply_all(
+    sys: &mut System,
+    state: &mut LabState,
+    actions: &[Action],
+    verbose: bool,
+) -> Result<Vec<Action>> {
+    let name = state.lab.name.clone();
+    let mut journal: Vec<Action> = Vec::new();
+    for action in actions {
+        if verbose {
+            println!("  {action}");
+        }
+        match sys.apply(&name, action).await {
+            Ok(undo) => {
+                journal.extend(undo);
+                if *action == Action::EnableHostForwarding && !state.enabled_host_forwarding {
+                    state.enabled_host_forwarding = true;
+                    write_state(state)?;
+                }
+            }
+            Err(e) => {
+                let undone = rollback(sys, &name, journal).await;
+                return Err(e.context(format!(
+                    "{action} (rolled back {undone} changes of this run)"
+                )));
+            }
+        }
+    }
+    Ok(journal)
+}
+
+fn print_summary(lab: &Lab, opts: &Options, changes: usize, lines: &[String]) {
     let where_ = match &opts.host_netns {
         Some(n) => format!(" in netns {n}"),
         None => String::new(),
     };
-    if actions.is_empty() && !dp.changed {
+    if changes == 0 {
         println!("lab {} is up{where_}; nothing to change", lab.name);
     } else {
         let forwarded: usize = lab
@@ -256,13 +356,12 @@ pub async fn up(lab: &Lab, source: Option<PathBuf>, opts: &Options) -> Result<()
             plural(lab.nodes.len(), "node"),
             plural(lab.bridges.len(), "bridge"),
             plural(forwarded, "forwarded port"),
-            plural(actions.len() + usize::from(dp.changed), "change")
+            plural(changes, "change")
         );
     }
-    for line in dp.lines {
+    for line in lines {
         println!("  {line}");
     }
-    Ok(())
 }
 
 /// Undo a run's changes, newest first; returns how many were undone.
@@ -285,6 +384,22 @@ fn sweep_unmounted(name: &str) -> Result<()> {
         netns::delete(name)?;
     }
     Ok(())
+}
+
+/// A kill of `up` between making a node's /etc/netns directory and writing
+/// its files (marked, so `down` finds them) leaves the directory empty, or a
+/// file in it empty: neither holds anything of anyone's, so both go.
+fn sweep_etc_dir(netns: &str) {
+    let dir = Path::new(crate::model::plan::NETNS_ETC).join(netns);
+    let Ok(entries) = fs::read_dir(&dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.metadata().is_ok_and(|m| m.is_file() && m.len() == 0) {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+    let _ = fs::remove_dir(&dir);
 }
 
 /// What `down` did.
@@ -359,6 +474,7 @@ pub async fn down(
     if let Some(lab) = &known {
         for n in &lab.nodes {
             sweep_unmounted(&n.netns)?;
+            sweep_etc_dir(&n.netns);
         }
     }
     if !errors.is_empty() {
@@ -370,7 +486,7 @@ pub async fn down(
     if let Some(s) = saved.as_ref().filter(|s| s.enabled_host_forwarding) {
         restore_host_forwarding(name, s)?;
     }
-    let _ = fs::remove_dir_all(state_dir(name));
+    LabDir::of(name).remove()?;
 
     let left = leftovers(name, host_name.as_deref()).await?;
     if !left.is_empty() {
@@ -382,11 +498,9 @@ pub async fn down(
 /// Turn IPv4 forwarding off again in the lab host `up` turned it on in,
 /// unless another lab still uses that host.
 fn restore_host_forwarding(name: &str, state: &LabState) -> Result<()> {
-    let shared = known_labs()
+    let shared = crate::state::known_states()
         .iter()
-        .filter(|other| other.as_str() != name)
-        .filter_map(|other| read_state(other))
-        .any(|other| other.host_netns == state.host_netns);
+        .any(|other| other.lab.name != name && other.host_netns == state.host_netns);
     if shared {
         return Ok(());
     }
@@ -411,17 +525,10 @@ pub async fn leftovers(name: &str, host_netns: Option<&str>) -> Result<Vec<Strin
         left.extend(actual.host_links.keys().map(|l| format!("link {l}")));
         left.extend(actual.files.keys().map(|p| p.display().to_string()));
     }
-    if state_dir(name).exists() {
-        left.push(state_dir(name).display().to_string());
+    let dir = LabDir::of(name);
+    if dir.exists() {
+        left.push(dir.path.display().to_string());
     }
     left.extend(dataplane::leftovers(name));
     Ok(left)
-}
-
-fn plural(n: usize, what: &str) -> String {
-    if n == 1 {
-        format!("1 {what}")
-    } else {
-        format!("{n} {what}s")
-    }
 }

@@ -2,18 +2,24 @@
 //!
 //! [`model`] is pure (topology, validation, planning); everything else is
 //! effects: netlink ([`netlink`], [`system`]), namespaces ([`netns`]),
-//! processes ([`procs`]), the eBPF dataplane ([`dataplane`]).
+//! processes ([`procs`]), the lab host's facts for the model's host
+//! checks ([`host_facts`]), the eBPF dataplane ([`dataplane`]), a lab's
+//! state directory ([`state`]) and the run locks ([`lock`]).
 
 pub mod bench;
 pub mod caps;
 pub mod cli;
 pub mod dataplane;
 pub mod exec;
+pub mod host_facts;
 pub mod httpd;
 pub mod lab;
+pub mod lock;
 pub mod model;
 pub mod netlink;
 pub mod netns;
 pub mod procs;
 pub mod sandbox;
+pub mod state;
 pub mod system;
+pub mod words;

@@ -1,10 +1,13 @@
-use std::{path::PathBuf, process::ExitCode};
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
 
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Parser, Subcommand};
 use netlab::{
     caps::{self, CapabilityError, CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN},
-    cli, lab,
+    cli, lab, lock,
     model::topology::ConfigError,
     sandbox,
 };
@@ -18,6 +21,10 @@ struct Cli {
     /// current one (a whole lab inside a sandbox).
     #[arg(long, global = true, env = "NETLAB_HOST_NETNS", value_name = "NAME")]
     host_netns: Option<String>,
+    /// The lab to work on, by name (as given by `name =` in its file);
+    /// without it and without -f, the only lab that is up.
+    #[arg(long, global = true, value_name = "LAB")]
+    name: Option<String>,
     /// Show each step, the whole error chain, and the programs' log.
     #[arg(short, long, global = true)]
     verbose: bool,
@@ -25,14 +32,28 @@ struct Cli {
     command: Command,
 }
 
+/// The options every command sees, wherever they were given.
+struct Globals {
+    host_netns: Option<String>,
+    name: Option<String>,
+    verbose: bool,
+}
+
 #[derive(Args, Clone)]
 struct Which {
-    /// The lab's topology file.
-    #[arg(short, long, value_name = "FILE", conflicts_with = "name")]
+    /// The lab's topology file (instead of --name).
+    #[arg(short, long, value_name = "FILE")]
     file: Option<PathBuf>,
-    /// The lab's name (as given by `name =` in its file).
-    #[arg(long, value_name = "LAB")]
-    name: Option<String>,
+}
+
+impl Which {
+    /// The file or the name, never both.
+    fn pick<'a>(&'a self, g: &'a Globals) -> Result<(Option<&'a Path>, Option<&'a str>)> {
+        if self.file.is_some() && g.name.is_some() {
+            bail!("give the lab by -f or by --name, not both");
+        }
+        Ok((self.file.as_deref(), g.name.as_deref()))
+    }
 }
 
 #[derive(Subcommand)]
@@ -40,6 +61,7 @@ enum Command {
     /// Create the lab (or converge it to an edited file). Without -f, the
     /// default lab: red and blue on bridge v-net-0.
     Up {
+        /// The lab's topology file [default: the default lab].
         #[arg(short, long, value_name = "FILE")]
         file: Option<PathBuf>,
         /// Build a throwaway lab host with a simulated outside and bring the
@@ -56,9 +78,17 @@ enum Command {
         sandbox: bool,
     },
     /// Show the lab: nodes, links, addresses, routes, forwards, dataplane.
+    /// Exits 3 when the lab is not up or not converged.
     Status {
         #[command(flatten)]
         which: Which,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The labs on this machine: name, lab host, nodes, up and converged.
+    List {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -66,12 +96,15 @@ enum Command {
     Exec {
         #[command(flatten)]
         which: Which,
+        /// The node (its name in the lab file).
         node: String,
+        /// The command and its arguments.
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<String>,
     },
     /// Check a topology file and print what it describes; changes nothing.
     Check {
+        /// The topology file [default: the default lab].
         #[arg(short, long, value_name = "FILE")]
         file: Option<PathBuf>,
     },
@@ -85,6 +118,7 @@ enum Command {
     Stats {
         #[command(flatten)]
         which: Which,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -122,11 +156,14 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
-    /// Serve HTTP inside a namespace (the sandbox's outside web server).
-    #[command(hide = true)]
+    /// A small HTTP server inside a namespace, for trying forwards and
+    /// masquerade: answers with where it runs and who it saw (`/ip`: only
+    /// the address), `/bytes/N` with N bytes. The sandbox's outside runs one.
     ServeHttp {
-        #[arg(long)]
+        /// The network namespace to serve in (a node's, or the sandbox's outside).
+        #[arg(long, value_name = "NETNS")]
         netns: String,
+        /// The TCP port to listen on.
         #[arg(long, default_value_t = 80)]
         port: u16,
     },
@@ -134,14 +171,19 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let verbose = cli.verbose;
+    let globals = Globals {
+        host_netns: cli.host_netns,
+        name: cli.name,
+        verbose: cli.verbose,
+    };
+    let verbose = globals.verbose;
     let result = match cli.command {
         // Both need a single-threaded process: no runtime for them.
         Command::Exec {
             which,
             node,
             command,
-        } => run_exec(which, &node, &command),
+        } => run_exec(&which, &globals, &node, &command),
         Command::ServeHttp { netns, port } => serve_http(&netns, port),
         // Threads of its own in many namespaces, and its own small runtime.
         Command::Bench {
@@ -168,13 +210,33 @@ fn main() -> ExitCode {
             .enable_all()
             .build()
             .context("starting the runtime")
-            .and_then(|rt| rt.block_on(run(command, cli.host_netns, verbose))),
+            .and_then(|rt| rt.block_on(run(command, &globals))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => report(&e, verbose),
+        Err(e) => match e.downcast_ref::<NotConverged>() {
+            Some(_) => ExitCode::from(NotConverged::CODE),
+            None => report(&e, verbose),
+        },
     }
 }
+
+/// `status` found the lab not up or not converged: it printed why; the exit
+/// code says it to scripts.
+#[derive(Debug)]
+struct NotConverged;
+
+impl NotConverged {
+    const CODE: u8 = 3;
+}
+
+impl std::fmt::Display for NotConverged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the lab is not up or not converged")
+    }
+}
+
+impl std::error::Error for NotConverged {}
 
 fn report(e: &anyhow::Error, verbose: bool) -> ExitCode {
     if let Some(config) = e.chain().find_map(|c| c.downcast_ref::<ConfigError>()) {
@@ -203,102 +265,44 @@ fn report(e: &anyhow::Error, verbose: bool) -> ExitCode {
     ExitCode::from(1)
 }
 
-async fn run(command: Command, host_netns: Option<String>, verbose: bool) -> Result<()> {
+async fn run(command: Command, g: &Globals) -> Result<()> {
+    let host_netns = g.host_netns.as_deref();
     match command {
-        Command::Up { file, sandbox } => {
-            let (lab, source) = lab::load(file.as_deref())?;
-            caps::require("up", &[CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_BPF])?;
-            // A kernel the programs cannot run on is refused before
-            // anything (a sandbox included) is made. The probe only loads
-            // throwaway programs and maps and queries `lo`.
-            if netlab::dataplane::needed(&lab) {
-                netlab::dataplane::features::probe()?;
-            }
-            let host_netns = if sandbox {
-                let sb = sandbox::ensure(&lab.name).await?;
-                println!(
-                    "sandbox: lab host netns {}, outside netns {} ({} with an HTTP server on port {})",
-                    sb.host,
-                    sb.wan,
-                    sandbox::WAN_ADDR.addr,
-                    sandbox::HTTP_PORT
-                );
-                Some(sb.host)
-            } else {
-                host_netns
-            };
-            let opts = lab::Options {
-                host_netns,
-                verbose,
-                sandbox,
-            };
-            lab::up(&lab, source, &opts).await
-        }
-        Command::Down { which, sandbox } => {
-            caps::require("down", &[CAP_NET_ADMIN, CAP_SYS_ADMIN])?;
-            let (name, known) = match (&which.file, &which.name) {
-                (Some(f), _) => {
-                    let (lab, _) = lab::load(Some(f))?;
-                    (lab.name.clone(), Some(lab))
-                }
-                (None, Some(n)) => (n.clone(), None),
-                (None, None) => {
-                    let state = lab::resolve(None, None)?;
-                    (state.lab.name.clone(), Some(state.lab))
-                }
-            };
-            let was_sandboxed = lab::read_state(&name).is_some_and(|s| s.sandbox);
-            let report = lab::down(&name, known.as_ref(), host_netns.as_deref(), verbose).await?;
-            for p in &report.ended {
-                println!("ended {p}");
-            }
-            let mut removed = report.removed;
-            if sandbox {
-                let (ended, gone) = sandbox::remove(&name).await?;
-                for p in ended {
-                    println!("ended {p}");
-                }
-                let left = sandbox::leftovers(&name).await?;
-                if !left.is_empty() {
-                    bail!("lab {name}'s sandbox still has: {}", left.join(", "));
-                }
-                removed += gone;
-            } else if was_sandboxed {
-                println!("(its sandbox is still there: `netlab down --sandbox --name {name}` removes it)");
-            }
-            if removed == 0 {
-                println!("lab {name} is not up; nothing to remove");
-            } else {
-                println!("lab {name} is down");
-            }
-            Ok(())
-        }
+        Command::Up { file, sandbox } => run_up(file.as_deref(), sandbox, g).await,
+        Command::Down { which, sandbox } => run_down(&which, sandbox, g).await,
         Command::Status { which, json } => {
             caps::require("status", &[CAP_NET_ADMIN, CAP_SYS_ADMIN])?;
-            let state = lab::resolve(which.file.as_deref(), which.name.as_deref())?;
-            cli::status(&state, host_netns.as_deref(), json).await
+            let (file, name) = which.pick(g)?;
+            let state = lab::resolve(file, name, host_netns)?;
+            if cli::status(&state, host_netns, json).await? {
+                Ok(())
+            } else {
+                Err(NotConverged.into())
+            }
         }
-        Command::Check { file } => {
-            let (lab, _) = lab::load(file.as_deref())?;
-            cli::print_check(&lab);
-            Ok(())
+        Command::List { json } => {
+            caps::require("list", &[CAP_NET_ADMIN, CAP_SYS_ADMIN])?;
+            cli::list(json).await
         }
+        Command::Check { file } => run_check(file.as_deref(), host_netns).await,
         Command::Fwd(cmd) => {
             caps::require("fwd", &[CAP_BPF, CAP_SYS_ADMIN])?;
-            cli::fwd(cmd).await
+            cli::fwd(cmd, g.name.as_deref(), host_netns).await
         }
         Command::Nat(cmd) => {
             caps::require("nat", &[CAP_BPF, CAP_SYS_ADMIN])?;
-            cli::nat(cmd).await
+            cli::nat(cmd, g.name.as_deref(), host_netns).await
         }
         Command::Stats { which, json } => {
             caps::require("stats", &[CAP_BPF, CAP_SYS_ADMIN])?;
-            let state = lab::resolve(which.file.as_deref(), which.name.as_deref())?;
-            cli::stats(&state, json, verbose).await
+            let (file, name) = which.pick(g)?;
+            let state = lab::resolve(file, name, host_netns)?;
+            cli::stats(&state, json, g.verbose).await
         }
         Command::Log { which, seconds } => {
             caps::require("log", &[CAP_BPF, CAP_SYS_ADMIN])?;
-            let state = lab::resolve(which.file.as_deref(), which.name.as_deref())?;
+            let (file, name) = which.pick(g)?;
+            let state = lab::resolve(file, name, host_netns)?;
             netlab::dataplane::log_command(
                 &state.lab.name,
                 seconds.map(std::time::Duration::from_secs),
@@ -311,9 +315,141 @@ async fn run(command: Command, host_netns: Option<String>, verbose: bool) -> Res
     }
 }
 
-fn run_exec(which: Which, node: &str, command: &[String]) -> Result<()> {
+async fn run_up(file: Option<&Path>, sandbox: bool, g: &Globals) -> Result<()> {
+    let (lab, sources, source) = lab::load_with_sources(file)?;
+    if let Some(name) = g.name.as_deref().filter(|n| *n != lab.name) {
+        bail!(
+            "--name {name} does not match the lab's name {} (`up` takes the name from the file)",
+            lab.name
+        );
+    }
+    caps::require("up", &[CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_BPF])?;
+    // A kernel the programs cannot run on is refused before
+    // anything (a sandbox included) is made. The probe only loads
+    // throwaway programs and maps and queries `lo`.
+    if netlab::dataplane::needed(&lab) {
+        netlab::dataplane::features::probe()?;
+    }
+    let host_netns = if sandbox {
+        Some(sandbox::Sandbox::of(&lab.name).host)
+    } else {
+        g.host_netns.clone()
+    };
+    let _locks = lock::lab_and_host(&lab.name, host_netns.as_deref(), "netlab up")?;
+    let opts = lab::Options {
+        host_netns,
+        verbose: g.verbose,
+        sandbox,
+    };
+    up_in_sandbox(&lab, &sources, source, &opts).await
+}
+
+/// `check`: the file's own checks, then (with the privileges to look) what
+/// stands in its way on the lab host, reported the same way (exit code 2).
+async fn run_check(file: Option<&Path>, host_netns: Option<&str>) -> Result<()> {
+    let (lab, sources, _) = lab::load_with_sources(file)?;
+    let needs = [CAP_NET_ADMIN, CAP_SYS_ADMIN];
+    let look = match host_netns {
+        Some(_) => caps::require("check --host-netns", &needs).map(|()| true)?,
+        None => caps::require("check", &needs).is_ok(),
+    };
+    let host = look
+        .then(|| netlab::netns::Netns::host(host_netns))
+        .transpose()?;
+    if let Some(host) = &host {
+        netlab::host_facts::refuse_conflicts(&lab, &sources, host).await?;
+    }
+    cli::print_check(&lab);
+    match &host {
+        Some(h) => println!("  nothing on {} stands in its way", h.label()),
+        None => println!(
+            "  host checks skipped: they need CAP_NET_ADMIN and CAP_SYS_ADMIN (run as root)"
+        ),
+    }
+    Ok(())
+}
+
+async fn run_down(which: &Which, sandbox: bool, g: &Globals) -> Result<()> {
+    caps::require("down", &[CAP_NET_ADMIN, CAP_SYS_ADMIN])?;
+    let (name, known) = match which.pick(g)? {
+        (Some(f), _) => {
+            let (lab, _) = lab::load(Some(f))?;
+            (lab.name.clone(), Some(lab))
+        }
+        (None, Some(n)) => (n.to_string(), None),
+        (None, None) => {
+            let state = lab::resolve(None, None, g.host_netns.as_deref())?;
+            (state.lab.name.clone(), Some(state.lab))
+        }
+    };
+    let saved = lab::read_state(&name);
+    let host = g
+        .host_netns
+        .clone()
+        .or_else(|| saved.as_ref().and_then(|s| s.host_netns.clone()));
+    let _locks = lock::lab_and_host(&name, host.as_deref(), "netlab down")?;
+    let was_sandboxed = saved.is_some_and(|s| s.sandbox);
+    let report = lab::down(&name, known.as_ref(), g.host_netns.as_deref(), g.verbose).await?;
+    for p in &report.ended {
+        println!("ended {p}");
+    }
+    let mut removed = report.removed;
+    if sandbox {
+        let (ended, gone) = sandbox::remove(&name).await?;
+        for p in ended {
+            println!("ended {p}");
+        }
+        let left = sandbox::leftovers(&name).await?;
+        if !left.is_empty() {
+            bail!("lab {name}'s sandbox still has: {}", left.join(", "));
+        }
+        removed += gone;
+    } else if was_sandboxed {
+        println!("(its sandbox is still there: `netlab down --sandbox --name {name}` removes it)");
+    }
+    if removed == 0 {
+        println!("lab {name} is not up; nothing to remove");
+    } else {
+        println!("lab {name} is down");
+    }
+    Ok(())
+}
+
+/// `up`, making the lab's sandbox first when asked; a sandbox this run made
+/// goes again when the lab does not come up.
+async fn up_in_sandbox(
+    lab: &netlab::model::topology::Lab,
+    sources: &netlab::model::SourceMap,
+    source: Option<PathBuf>,
+    opts: &lab::Options,
+) -> Result<()> {
+    let fresh = opts.sandbox && !netlab::netns::exists(&sandbox::Sandbox::of(&lab.name).host);
+    let result = async {
+        if opts.sandbox {
+            let sb = sandbox::ensure(&lab.name).await?;
+            println!(
+                "sandbox: lab host netns {}, outside netns {} ({} with an HTTP server on port {})",
+                sb.host,
+                sb.wan,
+                sandbox::WAN_ADDR.addr,
+                sandbox::HTTP_PORT
+            );
+        }
+        lab::up(lab, sources, source, opts).await
+    }
+    .await;
+    if result.is_err() && fresh && lab::read_state(&lab.name).is_none() {
+        if let Err(e) = sandbox::remove(&lab.name).await {
+            eprintln!("netlab: removing the sandbox of the failed run: {e:#}");
+        }
+    }
+    result
+}
+
+fn run_exec(which: &Which, g: &Globals, node: &str, command: &[String]) -> Result<()> {
     caps::require("exec", &[CAP_SYS_ADMIN])?;
-    let state = lab::resolve(which.file.as_deref(), which.name.as_deref())?;
+    let (file, name) = which.pick(g)?;
+    let state = lab::resolve(file, name, g.host_netns.as_deref())?;
     let Some(n) = state.lab.node(node) else {
         let names: Vec<&str> = state.lab.nodes.iter().map(|n| n.name.as_str()).collect();
         bail!(
@@ -330,5 +466,61 @@ fn serve_http(netns: &str, port: u16) -> Result<()> {
     let ns = netlab::netns::Netns::open(netns)?;
     nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
         .context("entering the namespace")?;
-    netlab::httpd::serve(port)
+    netlab::httpd::serve(port, &format!("netns {netns}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[test]
+    fn every_command_and_option_has_help_text() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if arg.is_hide_set() || id == "help" || id == "version" {
+                    continue;
+                }
+                if arg.get_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.is_hide_set() {
+                    missing.push(format!("{path} {} is hidden", sub.get_name()));
+                }
+                if sub.get_about().is_none() && sub.get_name() != "help" {
+                    missing.push(format!("{path} {}", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "netlab", &mut missing);
+        assert!(missing.is_empty(), "without help text: {missing:?}");
+    }
+
+    #[test]
+    fn lab_name_goes_before_or_after_the_subcommand() {
+        for args in [
+            &["netlab", "--name", "x", "status"][..],
+            &["netlab", "status", "--name", "x"],
+            &["netlab", "fwd", "--name", "x", "list"],
+            &["netlab", "fwd", "list", "--name", "x"],
+        ] {
+            let cli = Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            assert_eq!(cli.name.as_deref(), Some("x"), "{args:?}");
+        }
+        let g = Globals {
+            host_netns: None,
+            name: Some("x".into()),
+            verbose: false,
+        };
+        let which = Which {
+            file: Some("lab.toml".into()),
+        };
+        assert!(which.pick(&g).is_err(), "-f and --name together");
+    }
 }

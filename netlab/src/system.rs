@@ -168,24 +168,41 @@ impl System {
 
     /// Carry out one action; returns what undoes it, if anything needs undoing.
     pub async fn apply(&mut self, lab: &str, action: &Action) -> Result<Option<Action>> {
+        match action {
+            Action::DeleteHostLink { .. }
+            | Action::CreateBridge { .. }
+            | Action::CreateHostVeth { .. }
+            | Action::SetController { .. }
+            | Action::AddHostAddress { .. }
+            | Action::DeleteHostAddress { .. }
+            | Action::SetHostLinkUp { .. }
+            | Action::DeleteHostRoute { .. }
+            | Action::AddHostRoute { .. }
+            | Action::EnableHostForwarding => self.apply_on_host(lab, action).await,
+            Action::DeleteNodeLink { .. }
+            | Action::CreateCable { .. }
+            | Action::AddNodeAddress { .. }
+            | Action::DeleteNodeAddress { .. }
+            | Action::SetNodeLinkUp { .. }
+            | Action::AddNodeRoute { .. }
+            | Action::DeleteNodeRoute { .. }
+            | Action::SetNodeForwarding { .. } => self.apply_in_node(lab, action).await,
+            // Listed, not `_`: a new kind of action must be given a place.
+            Action::DeleteNamespace { .. }
+            | Action::CreateNamespace { .. }
+            | Action::RemoveFile { .. }
+            | Action::WriteFile { .. } => self.apply_namespace_or_file(lab, action).await,
+        }
+    }
+
+    /// Actions on the lab host: its links, addresses, routes, forwarding.
+    async fn apply_on_host(&mut self, lab: &str, action: &Action) -> Result<Option<Action>> {
         let alias = owner_alias(lab);
         let group = owner_group(lab);
         let undo = match action {
-            Action::DeleteNamespace { netns } => {
-                self.forget(netns);
-                netns::delete(netns)?;
-                None
-            }
             Action::DeleteHostLink { name } => {
                 if let Some(l) = netlink::link_by_name(&self.host_nl, name).await? {
                     netlink::delete_link(&self.host_nl, l.index).await?;
-                }
-                None
-            }
-            Action::DeleteNodeLink { netns, name } => {
-                let h = self.node(netns).await?;
-                if let Some(l) = netlink::link_by_name(&h, name).await? {
-                    netlink::delete_link(&h, l.index).await?;
                 }
                 None
             }
@@ -193,17 +210,6 @@ impl System {
                 netlink::delete_route(&self.host_nl, route, RouteProtocol::Other(RTPROT_NETLAB))
                     .await?;
                 None
-            }
-            Action::RemoveFile { path } => {
-                remove_file_and_empty_dir(path)?;
-                None
-            }
-            Action::CreateNamespace { netns } => {
-                let marker = alias.clone();
-                netns::create(netns, move || mark_current_netns(&marker))?;
-                Some(Action::DeleteNamespace {
-                    netns: netns.clone(),
-                })
             }
             Action::CreateBridge { name } => {
                 netlink::create_bridge(&self.host_nl, name, group).await?;
@@ -246,22 +252,6 @@ impl System {
                 netlink::set_controller(&self.host_nl, l.index, br.index).await?;
                 None
             }
-            Action::CreateCable { cable } => {
-                let a = self.node(&cable.a_netns).await?;
-                let b_ns = Netns::open(&cable.b_netns)?;
-                netlink::create_veth(
-                    &a,
-                    &cable.a_ifname,
-                    group,
-                    &cable.b_ifname,
-                    std::os::fd::AsRawFd::as_raw_fd(&b_ns),
-                )
-                .await?;
-                Some(Action::DeleteNodeLink {
-                    netns: cable.a_netns.clone(),
-                    name: cable.a_ifname.clone(),
-                })
-            }
             Action::AddHostAddress { link, address } => {
                 let l = self.host_link(link).await?;
                 netlink::add_address(&self.host_nl, l.index, *address).await?;
@@ -279,6 +269,47 @@ impl System {
                 let l = self.host_link(name).await?;
                 netlink::set_up(&self.host_nl, l.index).await?;
                 None
+            }
+            Action::EnableHostForwarding => {
+                self.host.write_sysctl("net/ipv4/ip_forward", "1")?;
+                None
+            }
+            Action::AddHostRoute { route } => {
+                netlink::add_route(&self.host_nl, route, RouteProtocol::Other(RTPROT_NETLAB))
+                    .await?;
+                Some(Action::DeleteHostRoute { route: *route })
+            }
+            other => unreachable!("apply_on_host got {other}"),
+        };
+        Ok(undo)
+    }
+
+    /// Actions inside a node's namespace.
+    async fn apply_in_node(&mut self, lab: &str, action: &Action) -> Result<Option<Action>> {
+        let group = owner_group(lab);
+        let undo = match action {
+            Action::DeleteNodeLink { netns, name } => {
+                let h = self.node(netns).await?;
+                if let Some(l) = netlink::link_by_name(&h, name).await? {
+                    netlink::delete_link(&h, l.index).await?;
+                }
+                None
+            }
+            Action::CreateCable { cable } => {
+                let a = self.node(&cable.a_netns).await?;
+                let b_ns = Netns::open(&cable.b_netns)?;
+                netlink::create_veth(
+                    &a,
+                    &cable.a_ifname,
+                    group,
+                    &cable.b_ifname,
+                    std::os::fd::AsRawFd::as_raw_fd(&b_ns),
+                )
+                .await?;
+                Some(Action::DeleteNodeLink {
+                    netns: cable.a_netns.clone(),
+                    name: cable.a_ifname.clone(),
+                })
             }
             Action::AddNodeAddress {
                 netns,
@@ -329,14 +360,34 @@ impl System {
                     .write_sysctl("net/ipv4/ip_forward", if *on { "1" } else { "0" })?;
                 None
             }
-            Action::EnableHostForwarding => {
-                self.host.write_sysctl("net/ipv4/ip_forward", "1")?;
+            other => unreachable!("apply_in_node got {other}"),
+        };
+        Ok(undo)
+    }
+
+    /// Namespaces themselves, and files under /etc/netns.
+    async fn apply_namespace_or_file(
+        &mut self,
+        lab: &str,
+        action: &Action,
+    ) -> Result<Option<Action>> {
+        let alias = owner_alias(lab);
+        let undo = match action {
+            Action::DeleteNamespace { netns } => {
+                self.forget(netns);
+                netns::delete(netns)?;
                 None
             }
-            Action::AddHostRoute { route } => {
-                netlink::add_route(&self.host_nl, route, RouteProtocol::Other(RTPROT_NETLAB))
-                    .await?;
-                Some(Action::DeleteHostRoute { route: *route })
+            Action::RemoveFile { path } => {
+                remove_file_and_empty_dir(path)?;
+                None
+            }
+            Action::CreateNamespace { netns } => {
+                let marker = alias.clone();
+                netns::create(netns, move || mark_current_netns(&marker))?;
+                Some(Action::DeleteNamespace {
+                    netns: netns.clone(),
+                })
             }
             Action::WriteFile { path, content } => {
                 let before = fs::read_to_string(path).ok();
@@ -353,6 +404,7 @@ impl System {
                     None => Action::RemoveFile { path: path.clone() },
                 })
             }
+            other => unreachable!("apply_namespace_or_file got {other}"),
         };
         Ok(undo)
     }

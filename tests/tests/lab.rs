@@ -5,7 +5,7 @@ use std::{
     time::Duration,
 };
 
-use netlab_tests::{netlab_bin, ok, privileged, run, stdout, text, Lab, T};
+use netlab_tests::{netlab_bin, ok, privileged, run, text, Lab, T};
 
 #[test]
 fn seeds_lab_up_twice_down_twice() {
@@ -159,30 +159,27 @@ fn failure_half_way_rolls_back() {
     if !privileged() {
         return;
     }
-    // The uplink does not exist: the NAT dataplane fails after the links
-    // were made, and everything this run made is undone.
-    let lab = Lab::new(
-        "rb",
-        &format!(
-            "[uplink]\ninterface = \"nonexistent0\"\n{}",
-            netlab_tests::SEEDS_BODY
-        ),
-    );
+    // The eBPF object cannot be loaded: the NAT dataplane fails after the
+    // namespaces and links were made, and everything this run made is
+    // undone, its state included. (An uplink that is not there is refused
+    // before anything is made: tests/host_checks.rs.)
+    let lab = Lab::seeds("rb");
     let file = lab.file.to_str().unwrap().to_string();
-    let o = lab.netlab(&["up", "--sandbox", "-f", &file]);
+    let missing = lab.file.with_file_name("missing-object.o");
+    let missing = missing.to_str().unwrap();
+    let o = netlab_tests::reliability::netlab_env(
+        &[("NETLAB_EBPF_OBJECT", missing)],
+        &["up", "--sandbox", "-f", &file],
+        Duration::from_secs(120),
+    );
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        err.contains("rolled back") && err.contains("nonexistent0"),
+        err.contains("setting up the NAT dataplane (rolled back"),
         "{err}"
     );
-    let ns = ok(&["ip", "netns", "list"], T);
-    assert!(!ns.contains(&lab.netns("red")), "{ns}");
-    let links = stdout(&lab.host(&["ip", "-o", "link"]));
-    assert!(
-        !links.contains("v-net-0") && !links.contains("veth-red-br"),
-        "{links}"
-    );
+    // The sandbox this run made went too, and the links in it with it.
+    assert!(lab.leftovers().is_empty(), "{:?}", lab.leftovers());
 }
 
 #[test]

@@ -24,6 +24,7 @@ const PACKAGES: &[&str] = &[
     "procps",
     "psmisc",
     "kmod",
+    "python3",
 ];
 
 /// What `cargo xtask test --kernel` needs to boot other kernels; installed

@@ -18,14 +18,35 @@ use serde_json::json;
 
 use super::{forward_entries, pins::LabPins, PROG_UPLINK_IN};
 use crate::{
-    cli::{FwdCommand, NatCommand},
-    lab::{self, LabState},
-    model::topology::{parse_port_range, ConfigError, Forward, Problem, Proto},
+    model::{
+        host_conflicts,
+        topology::{parse_port_range, ConfigError, Forward, Problem, Proto},
+    },
+    state::{LabDir, LabState},
 };
 
-fn live_state(name: Option<&str>) -> Result<LabState> {
-    let state = lab::resolve(None, name)?;
-    if lab::read_state(&state.lab.name).is_none() {
+/// A `netlab fwd` request, as plain values (the CLI parses into these).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FwdRequest {
+    Add {
+        protocol: String,
+        port: String,
+        to: String,
+        /// Forward a port the lab host listens on anyway.
+        take_host_port: bool,
+    },
+    Del {
+        protocol: String,
+        port: String,
+    },
+    List {
+        json: bool,
+    },
+}
+
+/// `state` (as the CLI resolved it) if its lab is up with a dataplane.
+fn live(state: &LabState) -> Result<()> {
+    if LabDir::of(&state.lab.name).read_state().is_none() {
         bail!("lab {} is not up", state.lab.name);
     }
     if super::read_info(&state.lab.name).is_none() {
@@ -34,7 +55,12 @@ fn live_state(name: Option<&str>) -> Result<LabState> {
             state.lab.name
         );
     }
-    Ok(state)
+    Ok(())
+}
+
+fn parse_proto(protocol: &str) -> Result<Proto> {
+    Proto::parse(protocol)
+        .ok_or_else(|| usage_error("protocol", format!("`{protocol}` is not `tcp` or `udp`")))
 }
 
 fn usage_error(field: &str, message: String) -> anyhow::Error {
@@ -53,26 +79,26 @@ fn forwards_map(lab: &str) -> Result<HashMap<aya::maps::MapData, ForwardKey, For
     Ok(HashMap::try_from(LabPins::new(lab).open("FORWARD_RULES")?)?)
 }
 
-pub async fn fwd_command(cmd: FwdCommand) -> Result<()> {
-    match cmd {
-        FwdCommand::Add {
-            name,
+/// `netlab fwd`: edits the live forwards (the dataplane's map and the
+/// state's `live_forwards`), never the lab's file or its `state.lab`.
+pub async fn fwd_command(mut state: LabState, req: FwdRequest) -> Result<()> {
+    live(&state)?;
+    match req {
+        FwdRequest::Add {
             protocol,
             port,
             to,
+            take_host_port,
         } => {
-            let mut state = live_state(name.as_deref())?;
-            let proto = Proto::parse(&protocol).ok_or_else(|| {
-                usage_error("protocol", format!("`{protocol}` is not `tcp` or `udp`"))
-            })?;
+            let proto = parse_proto(&protocol)?;
             let ports = parse_port_range(&port).map_err(|e| usage_error("port", e))?;
-            let fwd = state
-                .lab
+            let mut live = live_lab(&state);
+            let mut fwd = live
                 .resolve_forward(proto, ports, &to)
                 .map_err(|e| usage_error("to", e))?;
-            state
-                .lab
-                .add_forward(fwd.clone())
+            fwd.take_host_port = take_host_port;
+            refuse_host_port(&state, &fwd).await?;
+            live.add_forward(fwd.clone())
                 .map_err(|e| usage_error("port", e))?;
             let mut map = forwards_map(&state.lab.name)?;
             for (k, v) in forward_entries(std::slice::from_ref(&fwd)) {
@@ -80,20 +106,13 @@ pub async fn fwd_command(cmd: FwdCommand) -> Result<()> {
                     .context("adding the forward to FORWARD_RULES")?;
             }
             println!("forward {fwd} added to lab {}", state.lab.name);
-            lab::write_state(&state)
+            save_live_forwards(&mut state, live.forwards)
         }
-        FwdCommand::Del {
-            name,
-            protocol,
-            port,
-        } => {
-            let mut state = live_state(name.as_deref())?;
-            let proto = Proto::parse(&protocol).ok_or_else(|| {
-                usage_error("protocol", format!("`{protocol}` is not `tcp` or `udp`"))
-            })?;
+        FwdRequest::Del { protocol, port } => {
+            let proto = parse_proto(&protocol)?;
             let ports = parse_port_range(&port).map_err(|e| usage_error("port", e))?;
-            let removed = state
-                .lab
+            let mut live = live_lab(&state);
+            let removed = live
                 .remove_forward_ports(proto, ports)
                 .map_err(|e| anyhow!("lab {}: {e}", state.lab.name))?;
             let mut map = forwards_map(&state.lab.name)?;
@@ -107,48 +126,77 @@ pub async fn fwd_command(cmd: FwdCommand) -> Result<()> {
             for kept in &removed.kept {
                 println!("  kept: {kept}");
             }
-            lab::write_state(&state)
+            save_live_forwards(&mut state, live.forwards)
         }
-        FwdCommand::List { name, json } => {
-            let state = live_state(name.as_deref())?;
-            let map = forwards_map(&state.lab.name)?;
-            let live: std::collections::HashMap<ForwardKey, ForwardTarget> =
-                map.iter().filter_map(|r| r.ok()).collect();
-            let rows: Vec<(&Forward, bool)> = state
-                .lab
-                .forwards
+        FwdRequest::List { json } => list_forwards(&state, json),
+    }
+}
+
+/// Refuse a forward of a port the lab host listens on (naming who), as
+/// `up` does for the file's forwards, unless it says `take_host_port`.
+async fn refuse_host_port(state: &LabState, fwd: &Forward) -> Result<()> {
+    let host = crate::netns::Netns::host(state.host_netns.as_deref())?;
+    let facts = crate::host_facts::gather(&host).await?;
+    let uplink = super::read_info(&state.lab.name).map(|i| i.uplink_address);
+    match host_conflicts::forward_conflict(fwd, uplink, &facts) {
+        None => Ok(()),
+        Some(why) => Err(usage_error(
+            "port",
+            format!("{why} (on the command line: `fwd add --take-host-port`)"),
+        )),
+    }
+}
+
+/// The lab as the dataplane has it: the file's, with the live forwards
+/// (what `fwd` checks against and edits; `state.lab` stays the file's).
+fn live_lab(state: &LabState) -> crate::model::topology::Lab {
+    let mut live = state.lab.clone();
+    live.forwards = state.forwards().to_vec();
+    live
+}
+
+fn save_live_forwards(state: &mut LabState, forwards: Vec<Forward>) -> Result<()> {
+    state.live_forwards = (forwards != state.lab.forwards).then_some(forwards);
+    LabDir::of(&state.lab.name).write_state(state)
+}
+
+fn list_forwards(state: &LabState, json: bool) -> Result<()> {
+    let map = forwards_map(&state.lab.name)?;
+    let live: std::collections::HashMap<ForwardKey, ForwardTarget> =
+        map.iter().filter_map(|r| r.ok()).collect();
+    let rows: Vec<(&Forward, bool)> = state
+        .forwards()
+        .iter()
+        .map(|f| {
+            let complete = forward_entries(std::slice::from_ref(f))
                 .iter()
-                .map(|f| {
-                    let complete = forward_entries(std::slice::from_ref(f))
-                        .iter()
-                        .all(|(k, v)| live.get(k) == Some(v));
-                    (f, complete)
+                .all(|(k, v)| live.get(k) == Some(v));
+            (f, complete)
+        })
+        .collect();
+    if json {
+        let out: Vec<_> = rows
+            .iter()
+            .map(|(f, live)| {
+                json!({
+                    "protocol": f.proto,
+                    "port": f.ports_text(),
+                    "to": f.target_text(),
+                    "target_address": f.target_addr,
+                    "live": live,
+                    "in_file": state.lab.forwards.contains(f),
                 })
-                .collect();
-            if json {
-                let out: Vec<_> = rows
-                    .iter()
-                    .map(|(f, live)| {
-                        json!({
-                            "protocol": f.proto,
-                            "port": f.ports_text(),
-                            "to": f.target_text(),
-                            "target_address": f.target_addr,
-                            "live": live,
-                        })
-                    })
-                    .collect();
-                println!("{}", serde_json::to_string_pretty(&out)?);
-            } else if rows.is_empty() {
-                println!("lab {} has no forwards", state.lab.name);
-            } else {
-                for (f, live) in rows {
-                    println!("{f}{}", if live { "" } else { "  [not in the dataplane]" });
-                }
-            }
-            Ok(())
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else if rows.is_empty() {
+        println!("lab {} has no forwards", state.lab.name);
+    } else {
+        for (f, live) in rows {
+            println!("{f}{}", if live { "" } else { "  [not in the dataplane]" });
         }
     }
+    Ok(())
 }
 
 fn now_coarse_ns() -> u64 {
@@ -286,9 +334,9 @@ fn flows(lab: &str) -> Result<Vec<FlowRow>> {
     Ok(rows)
 }
 
-pub async fn nat_command(cmd: NatCommand) -> Result<()> {
-    let NatCommand::List { name, json } = cmd;
-    let state = live_state(name.as_deref())?;
+/// `netlab nat list`.
+pub async fn nat_command(state: &LabState, json: bool) -> Result<()> {
+    live(state)?;
     let rows = flows(&state.lab.name)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);

@@ -12,7 +12,7 @@ pub mod pins;
 
 use std::{fs, net::Ipv4Addr, path::PathBuf};
 
-use anyhow::{anyhow, bail, Context as _, Result};
+use anyhow::{anyhow, Context as _, Result};
 use aya::{
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData},
     EbpfLoader,
@@ -24,9 +24,12 @@ use netlab_common::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    lab,
-    model::topology::{Attachment, Filtering, Forward, Lab},
+    model::{
+        host_conflicts,
+        topology::{Attachment, Filtering, Forward, Lab},
+    },
     netlink,
+    state::LabDir,
     system::System,
 };
 
@@ -69,12 +72,8 @@ pub struct DataplaneInfo {
     pub maps_digest: String,
 }
 
-fn info_path(lab: &str) -> PathBuf {
-    lab::state_dir(lab).join("dataplane.json")
-}
-
 pub fn read_info(lab: &str) -> Option<DataplaneInfo> {
-    serde_json::from_str(&fs::read_to_string(info_path(lab)).ok()?).ok()
+    LabDir::of(lab).read_dataplane()
 }
 
 pub struct UpReport {
@@ -90,38 +89,65 @@ fn object_override() -> Option<PathBuf> {
     std::env::var_os(OBJECT_ENV).map(PathBuf::from)
 }
 
+/// FNV-1a (64 bit) over explicitly fed bytes: a digest that stays the same
+/// across Rust releases and machines, unlike `DefaultHasher`, so a digest
+/// stored by one build of netlab compares equal in the next.
+struct StableDigest(u64);
+
+impl StableDigest {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+
+    fn new() -> StableDigest {
+        StableDigest(Self::OFFSET)
+    }
+
+    fn bytes(&mut self, bytes: &[u8]) -> &mut Self {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(Self::PRIME);
+        }
+        self
+    }
+
+    /// A variable-length field, length first, so ("ab","c") and ("a","bc") differ.
+    fn field(&mut self, bytes: &[u8]) -> &mut Self {
+        self.bytes(&(bytes.len() as u64).to_le_bytes()).bytes(bytes)
+    }
+
+    fn hex(&self) -> String {
+        format!("{:016x}", self.0)
+    }
+}
+
 fn maps_digest(
     config: &NatConfig,
     subnets: &[(Key<u32>, SubnetInfo)],
     forwards: &[(ForwardKey, ForwardTarget)],
     node_ports: &[(u32, String, NodePort)],
 ) -> String {
-    use std::hash::{Hash as _, Hasher as _};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    bytemuck::bytes_of(config).hash(&mut h);
+    let mut d = StableDigest::new();
+    d.field(bytemuck::bytes_of(config));
     for (k, v) in subnets {
-        (k.prefix_len(), k.data()).hash(&mut h);
-        bytemuck::bytes_of(v).hash(&mut h);
+        d.bytes(&k.prefix_len().to_le_bytes())
+            .bytes(&k.data().to_le_bytes())
+            .field(bytemuck::bytes_of(v));
     }
     for (k, v) in forwards {
-        bytemuck::bytes_of(k).hash(&mut h);
-        bytemuck::bytes_of(v).hash(&mut h);
+        d.field(bytemuck::bytes_of(k)).field(bytemuck::bytes_of(v));
     }
     for (addr, name, port) in node_ports {
-        (addr, name).hash(&mut h);
-        bytemuck::bytes_of(port).hash(&mut h);
+        d.bytes(&addr.to_le_bytes())
+            .field(name.as_bytes())
+            .field(bytemuck::bytes_of(port));
     }
-    format!("{:016x}", h.finish())
+    d.hex()
 }
 
 fn object_id() -> String {
-    use std::hash::{Hash as _, Hasher as _};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
     match object_override().and_then(|p| fs::read(p).ok()) {
-        Some(bytes) => bytes.hash(&mut h),
-        None => EBPF_OBJECT.hash(&mut h),
+        Some(bytes) => StableDigest::new().bytes(&bytes).hex(),
+        None => StableDigest::new().bytes(EBPF_OBJECT).hex(),
     }
-    format!("{:016x}", h.finish())
 }
 
 /// Whether the lab has anything for the dataplane to do.
@@ -129,45 +155,17 @@ pub fn needed(lab: &Lab) -> bool {
     lab.bridges.iter().any(|b| b.masquerade) || !lab.forwards.is_empty()
 }
 
-/// The uplink: the named interface or the default route's, and its address.
+/// The uplink: the named interface or the default route's, its index and
+/// address, resolved by the model's rule (the one `up` checked the lab
+/// against before making anything).
 async fn resolve_uplink(sys: &System, lab: &Lab) -> Result<(String, u32, Ipv4Addr)> {
-    let h = sys.host_netlink();
-    let link = match &lab.uplink.interface {
-        Some(name) => netlink::link_by_name(h, name).await?.ok_or_else(|| {
-            anyhow!(
-                "uplink interface {name} does not exist on {}",
-                sys.host.label()
-            )
-        })?,
-        None => {
-            let oif = netlink::default_route_interface(h).await?.ok_or_else(|| {
-                anyhow!(
-                    "{} has no default route to find the uplink by; set `[uplink] interface` in the lab file",
-                    sys.host.label()
-                )
-            })?;
-            netlink::links(h)
-                .await?
-                .into_iter()
-                .find(|l| l.index == oif)
-                .ok_or_else(|| anyhow!("the default route's interface (index {oif}) vanished"))?
-        }
-    };
-    let addrs = netlink::addresses(h).await?;
-    let address = match lab.uplink.address {
-        Some(a) => {
-            if !addrs.iter().any(|(i, n)| *i == link.index && n.addr == a) {
-                bail!("uplink address {a} is not on {}", link.name);
-            }
-            a
-        }
-        None => addrs
-            .iter()
-            .find(|(i, _)| *i == link.index)
-            .map(|(_, n)| n.addr)
-            .ok_or_else(|| anyhow!("uplink {} has no IPv4 address", link.name))?,
-    };
-    Ok((link.name, link.index, address))
+    let facts = crate::host_facts::gather(&sys.host).await?;
+    let uplink = host_conflicts::resolve_uplink(lab, &facts)
+        .map_err(|(field, why)| anyhow!("{field}: {why}"))?;
+    let link = netlink::link_by_name(sys.host_netlink(), &uplink.interface)
+        .await?
+        .ok_or_else(|| anyhow!("the uplink {} vanished", uplink.interface))?;
+    Ok((uplink.interface, link.index, uplink.address))
 }
 
 /// For the fast path: each node on a bridge of the lab host, by address,
@@ -362,44 +360,6 @@ fn subnet_entries(
         .collect()
 }
 
-/// Refuse an uplink that another lab in the same lab-host namespace already
-/// translates on: the two would take each other's replies.
-fn check_uplink_free(lab: &Lab, host_netns: Option<&str>, uplink: &str) -> Result<()> {
-    for other in lab::known_labs() {
-        if other == lab.name {
-            continue;
-        }
-        let Some(state) = lab::read_state(&other) else {
-            continue;
-        };
-        if state.host_netns.as_deref() != host_netns {
-            continue;
-        }
-        if read_info(&other).is_some_and(|i| i.uplink == uplink) {
-            bail!("uplink {uplink} already carries lab {other}'s NAT; give each lab its own lab host (--host-netns or --sandbox)");
-        }
-    }
-    Ok(())
-}
-
-fn check_port_range(sys: &System, lab: &Lab) -> Result<()> {
-    let range = sys.host.read_sysctl("net/ipv4/ip_local_port_range")?;
-    let mut it = range
-        .split_whitespace()
-        .filter_map(|s| s.parse::<u16>().ok());
-    if let (Some(lo), Some(hi)) = (it.next(), it.next()) {
-        if lab.nat.port_min <= hi && lo <= lab.nat.port_max {
-            bail!(
-                "the NAT port range {}-{} overlaps the lab host's ip_local_port_range {lo}-{hi}, so the host's own \
-                 connections could collide with translated ones; set `[nat] port_range` outside it",
-                lab.nat.port_min,
-                lab.nat.port_max
-            );
-        }
-    }
-    Ok(())
-}
-
 /// Load, fill, attach and pin the dataplane for `lab` (or converge it).
 pub async fn up(sys: &System, lab: &Lab, verbose: bool) -> Result<UpReport> {
     let previous = read_info(&lab.name);
@@ -415,9 +375,6 @@ pub async fn up(sys: &System, lab: &Lab, verbose: bool) -> Result<UpReport> {
     let features = sys.host.run(features::probe)?;
     let fast_path = lab.nat.fast_path && features.fast_path;
     let (uplink, uplink_ifindex, address) = resolve_uplink(sys, lab).await?;
-    let host_netns = sys.host.name.clone();
-    check_uplink_free(lab, host_netns.as_deref(), &uplink)?;
-    check_port_range(sys, lab)?;
     let links = netlink::links(sys.host_netlink()).await?;
     let mut bridge_ifindex = std::collections::HashMap::new();
     for b in lab.host_subnets() {
@@ -552,9 +509,7 @@ pub async fn up(sys: &System, lab: &Lab, verbose: bool) -> Result<UpReport> {
         fast_path,
         maps_digest: digest,
     };
-    fs::create_dir_all(lab::state_dir(&lab.name))?;
-    fs::write(info_path(&lab.name), serde_json::to_vec_pretty(&info)?)
-        .context("saving the dataplane state")?;
+    LabDir::of(&lab.name).write_dataplane(&info)?;
     let mut lines = notes;
     let modes: Vec<String> = info
         .hooks
@@ -589,7 +544,7 @@ pub fn down(lab: &str, host: Option<&crate::netns::Netns>) -> Result<usize> {
         removed += host.run(move || Ok(attach::detach_netlink(&hooks)))?;
     }
     removed += pins::LabPins::new(lab).remove()?;
-    let _ = fs::remove_file(info_path(lab));
+    LabDir::of(lab).remove_dataplane();
     Ok(removed)
 }
 
@@ -640,18 +595,17 @@ pub fn status_lines(v: &serde_json::Value) -> Vec<String> {
         return vec!["dataplane: not attached".into()];
     }
     let s = |k: &str| v[k].as_str().unwrap_or("?").to_string();
-    let n = |k: &str| {
-        v[k].as_u64()
-            .map(|n| n.to_string())
-            .unwrap_or_else(|| "?".into())
+    let n = |k: &str, one: &str, many: &str| match v[k].as_u64() {
+        Some(n) => crate::words::count(n, one, many),
+        None => format!("? {many}"),
     };
     let mut out = vec![
         format!(
-            "dataplane: uplink {} {}, {} flow entries, {} forwarded ports",
+            "dataplane: uplink {} {}, {}, {}",
             s("uplink"),
             s("uplink_address"),
-            n("flow_entries"),
-            n("forward_ports")
+            n("flow_entries", "flow entry", "flow entries"),
+            n("forward_ports", "forwarded port", "forwarded ports")
         ),
         format!("  attached as {}: {}", s("attach"), s("attach_why")),
     ];
@@ -669,4 +623,23 @@ pub fn status_lines(v: &serde_json::Value) -> Vec<String> {
         format!("  fast path: off ({}): every packet takes the bridge and the lab host's routing", s("fast_path_why"))
     });
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StableDigest;
+
+    #[test]
+    fn dataplane_digest_is_fnv1a_and_stable_across_builds() {
+        // The published FNV-1a 64 test vectors: any other value means a
+        // digest stored by an older netlab no longer compares equal.
+        assert_eq!(StableDigest::new().hex(), "cbf29ce484222325");
+        assert_eq!(StableDigest::new().bytes(b"a").hex(), "af63dc4c8601ec8c");
+        assert_eq!(
+            StableDigest::new().bytes(b"foobar").hex(),
+            "85944171f73967e8"
+        );
+        let split = |a: &[u8], b: &[u8]| StableDigest::new().field(a).field(b).hex();
+        assert_ne!(split(b"ab", b"c"), split(b"a", b"bc"));
+    }
 }
