@@ -775,10 +775,30 @@ fn gc_interval_ns(cfg: &NatConfig) -> u64 {
     (u64::from(cfg.flow_limit) * 4_000).clamp(10_000_000, NSEC_PER_SEC)
 }
 
+/// Set in this CPU's `GC_RESUME` slot by `nl_gc` when it hands a packet
+/// back: the packet has had its collection.
+const GC_DONE: u32 = 1 << 31;
+
+/// Whether `nl_gc` just collected for the packet this CPU is working on
+/// (clearing the mark). A program runs to its end on one CPU and a tail
+/// call is a jump, so the mark `nl_gc` leaves is read by the program it
+/// hands the packet back to, before any other packet's.
+#[inline(always)]
+fn just_collected() -> bool {
+    let Some(slot) = GC_RESUME.get_ptr_mut(0) else {
+        return false;
+    };
+    let slot = unsafe { &mut *slot };
+    let done = *slot & GC_DONE != 0;
+    *slot &= !GC_DONE;
+    done
+}
+
 /// Whether a new flow may take two more entries. At the limit, expired
-/// flows are collected (at most every [`gc_interval_ns`]) and the entries counted
-/// afresh; if the table is still full, the new flow is refused: established
-/// flows are never evicted to make room for it.
+/// flows are collected (at most every [`gc_interval_ns`], and at most once
+/// per packet whatever the clock says) and the entries counted afresh; if
+/// the table is still full, the new flow is refused: established flows are
+/// never evicted to make room for it.
 ///
 /// The collection runs in `nl_gc`, tail-called here; it hands the packet
 /// back to the program at `resume`, which then asks again. Returns only
@@ -789,10 +809,11 @@ pub fn admit(ctx: &TcContext, cfg: &NatConfig, now: u64, resume: u32) -> bool {
         return true;
     };
     let st = unsafe { &mut *st };
+    let collected = just_collected();
     if st.entries.wrapping_add(2) <= u64::from(cfg.flow_limit) {
         return true;
     }
-    if now.wrapping_sub(st.last_run_ns) < gc_interval_ns(cfg) {
+    if collected || now.wrapping_sub(st.last_run_ns) < gc_interval_ns(cfg) {
         return false;
     }
     st.last_run_ns = now;
@@ -829,8 +850,16 @@ pub fn collect(ctx: &TcContext) -> i32 {
     if let Some(c) = crate::maps::STATS.get_ptr_mut(stat::GC_FREED) {
         unsafe { *c += gc.freed };
     }
-    let resume = GC_RESUME.get(0).copied().unwrap_or(tail::COUNT);
+    let Some(slot) = GC_RESUME.get_ptr_mut(0) else {
+        count(stat::DROP_TABLE_FULL);
+        return TC_ACT_SHOT;
+    };
+    let slot = unsafe { &mut *slot };
+    let resume = *slot & !GC_DONE;
+    *slot = resume | GC_DONE;
     unsafe { TAILS.tail_call(ctx, resume) };
+    // Not handed back: no mark may be left for the next packet.
+    *slot = resume;
     count(stat::DROP_TABLE_FULL);
     TC_ACT_SHOT
 }
