@@ -19,19 +19,17 @@ pub fn netlab_bin() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/netlab"))
 }
 
-/// True when the test may run. Without root it is skipped with a note,
-/// unless `cargo xtask test` asked for the privileged suite, where a missing
-/// privilege is a failure.
-pub fn privileged() -> bool {
+/// The first line of every privileged test. Without root the test fails,
+/// saying how to run it: a privileged test never passes by doing nothing.
+#[track_caller]
+pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
+    if unsafe { libc::geteuid() } != 0 {
+        panic!(
+            "this test needs root (it creates namespaces and loads eBPF programs): \
+             run it as root with `cargo xtask test` (or `cargo xtask test NAME`)"
+        );
     }
-    if std::env::var_os("NETLAB_PRIVILEGED_TESTS").is_some() {
-        panic!("this test needs root (namespaces, BPF)");
-    }
-    eprintln!("skipped: needs root (run `cargo xtask test` as root)");
-    false
 }
 
 /// How much slower than this machine the tests run: NETLAB_TEST_TIME_SCALE

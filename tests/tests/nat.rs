@@ -13,16 +13,14 @@ use std::{
     time::Duration,
 };
 
-use netlab_tests::{in_netns, ok, privileged, run, stdout, text, Lab, T};
+use netlab_tests::{in_netns, ok, require_root, run, stdout, text, Lab, T};
 
 const UPLINK: &str = "198.51.100.2";
 const WAN: &str = "198.51.100.1";
 
 #[test]
 fn masquerade_ping_http_udp_traceroute() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let lab = Lab::seeds("mq");
     lab.up();
     for node in ["red", "blue"] {
@@ -103,9 +101,7 @@ fn masquerade_ping_http_udp_traceroute() {
 
 #[test]
 fn port_forward_hairpin_and_live_edits() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let lab = Lab::seeds("fw");
     lab.up();
     lab.http_server("blue", 80);
@@ -151,9 +147,7 @@ fn port_forward_hairpin_and_live_edits() {
 
 #[test]
 fn lab_host_traffic_and_no_netfilter() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let lab = Lab::seeds("hs");
     lab.up();
     // The lab host's own connection from the uplink address.
@@ -231,9 +225,7 @@ fn echo_servers(wan: &str, port: u16, stop: Arc<AtomicBool>) -> (Peers, Peers) {
 
 #[test]
 fn thousand_concurrent_flows_every_payload_checked() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let lab = Lab::seeds("cf");
     lab.up();
     let stop = Arc::new(AtomicBool::new(false));
@@ -321,9 +313,7 @@ fn thousand_concurrent_flows_every_payload_checked() {
 
 #[test]
 fn endpoint_independent_mapping_and_port_preservation() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let lab = Lab::seeds("ei");
     lab.up();
     let wan = lab.wan_netns();
@@ -393,9 +383,7 @@ fn endpoint_independent_mapping_and_port_preservation() {
 
 #[test]
 fn rfc5780_behaviour_with_a_real_stun_client() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let lab = Lab::seeds("st");
     lab.up();
     // coturn's server answers RFC 5780 tests with two addresses; its
@@ -463,9 +451,7 @@ fn rfc5780_behaviour_with_a_real_stun_client() {
 
 #[test]
 fn path_mtu_discovery_through_the_nat() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let lab = Lab::seeds("pm");
     lab.up();
     // A network behind the outside host with a smaller MTU: 203.0.113.128/25.
@@ -595,9 +581,7 @@ fn path_mtu_discovery_through_the_nat() {
 
 #[test]
 fn flows_survive_a_second_up_and_down_removes_the_dataplane() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let lab = Lab::seeds("dp");
     lab.up();
     let stop = Arc::new(AtomicBool::new(false));
@@ -678,9 +662,7 @@ fn flows_survive_a_second_up_and_down_removes_the_dataplane() {
 /// clsact qdisc netlab added, nothing else.
 #[test]
 fn netlink_filters_where_there_is_no_tcx() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let lab = Lab::seeds("nl");
     let file = lab.file.to_str().unwrap().to_string();
     let up = || {

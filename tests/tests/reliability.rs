@@ -25,7 +25,7 @@ use aya::programs::{
 };
 use netlab_common::stat;
 use netlab_tests::{
-    in_netns, netlab_bin, ok, packet, privileged,
+    in_netns, netlab_bin, ok, packet,
     reliability::{
         attach_mode, check_hooks, delta, drops, exclusive, figure, filter_programs, heavy,
         host_state, icmp_echo, icmp_socket, lab_objects, nat_list, netlab_env, pick,
@@ -34,7 +34,7 @@ use netlab_tests::{
         without_filters, Echo, HostPair, HostState, LabObjects, Listener, RawSender, Rng,
         TransferServer, UPLINK, WAN, WAN2,
     },
-    run, stdout, text, time_scale, Lab, SEEDS_BODY, T,
+    require_root, run, stdout, text, time_scale, Lab, SEEDS_BODY, T,
 };
 
 /// Idle timeouts short enough that a test sees flows expire.
@@ -96,9 +96,7 @@ fn still_loaded(objects: &LabObjects, wait: Duration) -> Vec<String> {
 
 #[test]
 fn churn_up_down_of_a_20_node_lab() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let _alone = exclusive();
     let cycles = pick(5, 200);
     // A lab host of our own that outlives the cycles, so what a cycle
@@ -199,9 +197,7 @@ fn churn_up_down_of_a_20_node_lab() {
 
 #[test]
 fn churn_fwd_add_del_on_a_live_lab() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let _alone = exclusive();
     let cycles = pick(20, 200);
     let check_every = pick(1, 5);
@@ -284,9 +280,7 @@ fn churn_fwd_add_del_on_a_live_lab() {
 
 #[test]
 fn crash_recovery_sigkill_during_up() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let _h = heavy();
     let points = pick(10, 50);
     let lab = Lab::seeds("kr");
@@ -355,9 +349,7 @@ fn crash_recovery_sigkill_during_up() {
 
 #[test]
 fn upgrade_under_load_swaps_programs_without_losing_a_byte() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let _h = heavy();
     let object = variant_object();
     let object = object.to_str().unwrap().to_string();
@@ -548,9 +540,7 @@ fn worker(kind: &'static str, node: u8, per_sec: f64, until: Instant, seed: u64)
 
 #[test]
 fn soak_mixed_traffic_then_the_table_and_ports_recover() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let _h = heavy();
     raise_nofile(20000);
     let secs = pick(30u64, 300);
@@ -684,9 +674,7 @@ fn soak_mixed_traffic_then_the_table_and_ports_recover() {
 
 #[test]
 fn hostile_port_scan_finds_only_the_forwards() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let _h = heavy();
     raise_nofile(20000);
     let lab = Lab::new(
@@ -753,9 +741,7 @@ fn udp_to(netns: &str, to: (Ipv4Addr, u16), n: usize) {
 
 #[test]
 fn hostile_unsolicited_spoofed_and_unmapped_packets_are_dropped_and_counted() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let _s = shared();
     let lab = Lab::seeds("hu");
     lab.up();
@@ -955,9 +941,7 @@ fn routed_bridge(tag: &str, masquerade: bool) {
 
 #[test]
 fn routed_bridge_lets_the_outside_in() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let _s = shared();
     routed_bridge("rb", false);
 }
@@ -965,9 +949,7 @@ fn routed_bridge_lets_the_outside_in() {
 // Found by this suite, fixed in 2a8ac36: the nodes' replies to direct inbound connections were masqueraded.
 #[test]
 fn routed_and_masqueraded_bridge_lets_the_outside_in() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let _s = shared();
     routed_bridge("rm", true);
 }
@@ -975,9 +957,7 @@ fn routed_and_masqueraded_bridge_lets_the_outside_in() {
 // Found by this suite, fixed in e128ff1: `up` applied a changed subnet flag but printed "nothing to change".
 #[test]
 fn converging_a_subnet_flag_reports_a_change() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let _s = shared();
     let lab = Lab::seeds("sf");
     lab.up();
@@ -1014,9 +994,7 @@ fn mapped_port(lab: &Lab, src_prefix: &str, dst: &str) -> u16 {
 
 #[test]
 fn hostile_rst_and_fin_floods_do_not_break_live_flows() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let _h = heavy();
     let lab = Lab::new(
         "fl",
@@ -1240,9 +1218,7 @@ fn idle_connection_survives_out_of_window_rsts(tag: &str, forwarded: bool) {
 // Found by this suite, fixed in 2a8ac36: any RST with the tuple closed the flow and, since 6ba05e5, freed its port at once.
 #[test]
 fn hostile_out_of_window_rst_does_not_end_an_idle_masqueraded_connection() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let _s = shared();
     idle_connection_survives_out_of_window_rsts("ir", false);
 }
@@ -1250,9 +1226,7 @@ fn hostile_out_of_window_rst_does_not_end_an_idle_masqueraded_connection() {
 // Found by this suite, fixed in 2a8ac36: any RST with the tuple closed the flow; the forward could not be re-created mid-stream.
 #[test]
 fn hostile_out_of_window_rst_does_not_end_an_idle_forwarded_connection() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let _s = shared();
     idle_connection_survives_out_of_window_rsts("iw", true);
 }
@@ -1265,9 +1239,7 @@ fn hostile_out_of_window_rst_does_not_end_an_idle_forwarded_connection() {
 // Found by this suite, fixed in 2a8ac36: since 6ba05e5, one blind RST freed a live tuple for another flow.
 #[test]
 fn hostile_spoofed_rst_does_not_hand_a_live_tuple_to_another_flow() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let _s = shared();
     let lab = Lab::seeds("rt");
     lab.up();
@@ -1384,9 +1356,7 @@ fn record_route(fd: i32) {
 
 #[test]
 fn odd_traffic_fragments_and_ip_options_are_translated_or_counted() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let _s = shared();
     let lab = Lab::new(
         "fo",
@@ -1543,9 +1513,7 @@ fn odd_traffic_fragments_and_ip_options_are_translated_or_counted() {
 // Found by this suite, fixed in 108387f: hairpinned fragments were delivered to the lab host itself, uncounted.
 #[test]
 fn odd_traffic_hairpinned_fragments_are_translated_or_counted() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let _s = shared();
     let lab = Lab::new(
         "hf",
@@ -1612,9 +1580,7 @@ fn socket_addr(a: Ipv4Addr, port: u16) -> libc::sockaddr_in {
 // exited, so the collection never ran and a full table never drained), fixed in 7f80313.
 #[test]
 fn full_nat_table_refuses_new_flows_and_keeps_established_ones() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let _h = heavy();
     raise_nofile(20000);
     let max_flows = 4096u32;
@@ -1743,9 +1709,7 @@ fn full_nat_table_refuses_new_flows_and_keeps_established_ones() {
 
 #[test]
 fn coexistence_up_and_down_leave_foreign_rules_and_programs_alone() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let _s = shared();
     let mut pair = HostPair::new("co");
     pair.serve_http();
@@ -2000,9 +1964,7 @@ fn coexistence_up_and_down_leave_foreign_rules_and_programs_alone() {
 /// For the long form's log: which mode ran and with which binary.
 #[test]
 fn reliability_mode() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     figure(
         "mode",
         format!(
