@@ -43,6 +43,26 @@ pub fn time_scale() -> f64 {
         .unwrap_or(1.0)
 }
 
+/// Poll `done` (every 20 ms) until it holds; panics naming `what` when it
+/// has not after `limit` (multiplied by [`time_scale`]). For what the test
+/// waits on without controlling when it happens (a process starting, the
+/// kernel counting a packet): the test goes on as soon as it happened, and
+/// fails rather than going on without it. Returns how long it took.
+#[track_caller]
+pub fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    let limit = limit.mul_f64(time_scale());
+    loop {
+        if done() {
+            return started.elapsed();
+        }
+        if started.elapsed() > limit {
+            panic!("{what}: not within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Run a command with a time bound; returns its output. The bound is
 /// multiplied by [`time_scale`].
 pub fn run(args: &[&str], timeout: Duration) -> Output {
@@ -243,18 +263,15 @@ impl Lab {
             .unwrap();
         std::mem::forget(child);
         let url = format!("http://127.0.0.1:{port}/");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if self
-                .node(node, &["curl", "-s", "-m", "1", &url])
-                .status
-                .success()
-            {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("HTTP server in {node} did not start");
+        wait_for(
+            &format!("the HTTP server in {node} answering"),
+            Duration::from_secs(5),
+            || {
+                self.node(node, &["curl", "-s", "-m", "1", &url])
+                    .status
+                    .success()
+            },
+        );
     }
 
     /// What this lab left behind anywhere on the machine.

@@ -5,7 +5,7 @@ use std::{
     time::Duration,
 };
 
-use netlab_tests::{netlab_bin, ok, require_root, run, stdout, text, Lab, T};
+use netlab_tests::{netlab_bin, ok, require_root, run, stdout, text, wait_for, Lab, T};
 
 #[test]
 fn seeds_lab_up_twice_down_twice() {
@@ -181,7 +181,11 @@ fn down_ends_processes_in_nodes() {
     let lab = Lab::seeds("pr");
     lab.up();
     let mut sleeper = lab.spawn_in(&lab.netns("red"), &["sleep", "1000"]);
-    std::thread::sleep(Duration::from_millis(200));
+    // `ip netns exec` becomes `sleep` once it has entered the namespace.
+    let comm = format!("/proc/{}/comm", sleeper.id());
+    wait_for("sleep running in red", Duration::from_secs(10), || {
+        std::fs::read_to_string(&comm).is_ok_and(|c| c.trim() == "sleep")
+    });
     let out = lab.netlab_ok(&["down", "--sandbox", "--name", &lab.name]);
     assert!(out.contains("ended sleep"), "{out}");
     let _ = sleeper.wait();
