@@ -225,6 +225,7 @@ fn sigkill_during_up_then_down_leaves_nothing() {
     require_root();
     let lab = Lab::seeds("sk");
     let file = lab.file.to_str().unwrap().to_string();
+    let mut interrupted = 0;
     for delay_ms in [5u64, 30, 80, 150, 300] {
         let mut child = Command::new(netlab_bin())
             .args(["up", "--sandbox", "-f", &file])
@@ -233,10 +234,17 @@ fn sigkill_during_up_then_down_leaves_nothing() {
             .spawn()
             .unwrap();
         std::thread::sleep(Duration::from_millis(delay_ms));
+        if child.try_wait().unwrap().is_none() {
+            interrupted += 1;
+        }
         let _ = child.kill();
         let _ = child.wait();
         lab.down();
     }
+    // The sleeps are lower bounds: on a slow machine every kill still
+    // lands during an `up`; only a machine fast enough to finish one in
+    // 5 ms would leave nothing interrupted, and nothing tested.
+    assert!(interrupted > 0, "every `up` had finished before its kill");
     // And it still comes up and works.
     lab.up();
     lab.node_ok("red", &["ping", "-c1", "-W2", "blue"]);
