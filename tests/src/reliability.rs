@@ -22,7 +22,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{in_netns, netlab_bin, ok, run, run_netlab, run_netlab_ok, stdout, unique, Lab, T};
+use crate::{
+    in_netns, netlab_bin, ok, run, run_netlab, run_netlab_ok, stdout, unique, wait_for, Lab, T,
+};
 
 pub const UPLINK: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
 pub const WAN: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
@@ -694,14 +696,12 @@ impl HostPair {
             .spawn()
             .unwrap();
         self.children.push(child);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if in_netns(&self.wan, || TcpStream::connect(("127.0.0.1", 80)).is_ok()) {
-                return;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        panic!("HTTP server in {} did not start", self.wan);
+        let wan = self.wan.clone();
+        wait_for(
+            &format!("the HTTP server in {wan} answering"),
+            Duration::from_secs(5),
+            || in_netns(&wan, || TcpStream::connect(("127.0.0.1", 80)).is_ok()),
+        );
     }
 
     /// `netlab --host-netns HOST ARGS`.

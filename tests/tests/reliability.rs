@@ -34,7 +34,7 @@ use netlab_tests::{
         without_filters, Echo, Hold, HostPair, HostState, LabObjects, Listener, RawSender, Rng,
         TransferServer, UPLINK, WAN, WAN2,
     },
-    require_root, run, stdout, text, time_scale, Lab, SEEDS_BODY, T,
+    require_root, run, stdout, text, time_scale, wait_for, Lab, SEEDS_BODY, T,
 };
 
 /// Idle timeouts short enough that a test sees flows expire.
@@ -1088,7 +1088,15 @@ fn hostile_rst_and_fin_floods_do_not_break_live_flows() {
     let (h1, h2) = (Some(hold.clone()), Some(hold.clone()));
     let up = thread::spawn(move || transfer(&red, sa(WAN, 7400), b'U', 11, len, rate, h1));
     let fwd = thread::spawn(move || transfer(&wan2, sa(UPLINK, 7410), b'U', 12, len, rate, h2));
-    thread::sleep(Duration::from_secs(1));
+    wait_for(
+        "the masqueraded transfer's flow listed",
+        Duration::from_secs(10),
+        || {
+            nat_list(&lab)
+                .iter()
+                .any(|f| f["original"]["dst"] == "198.51.100.1:7400")
+        },
+    );
     let port = mapped_port(&lab, "192.168.15.1:", "198.51.100.1:7400");
     let wan_client = wan_srv_peer_port(&blue_srv);
     let s0 = stats(&lab);
@@ -1172,17 +1180,12 @@ fn hostile_rst_and_fin_floods_do_not_break_live_flows() {
 
 /// The wan client's port of the (single) connection a transfer server saw.
 fn wan_srv_peer_port(srv: &TransferServer) -> u16 {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        if let Some(p) = srv.peers.lock().unwrap().first() {
-            return p.port();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no connection reached the server"
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
+    wait_for(
+        "a connection reaching the server",
+        Duration::from_secs(5),
+        || !srv.peers.lock().unwrap().is_empty(),
+    );
+    srv.peers.lock().unwrap()[0].port()
 }
 
 /// An idle connection gets RSTs with its exact tuple (spoofed from the
