@@ -85,9 +85,11 @@ fn twenty_nodes() -> String {
 /// scale); returns those still there. The kernel frees them in deferred
 /// work: maps after an RCU grace period, a lab's TAILS array and the
 /// programs in it once it is emptied, programs held by the links of a
-/// deleted namespace once its cleanup ran, which lags by tens of seconds
-/// while other tests delete namespaces too (seen: 3 TAILS maps still there
-/// 10 s after `down`).
+/// deleted namespace once its cleanup ran, which lags while other tests
+/// delete namespaces too. (Seen once, with two test runs at once: 3 TAILS
+/// maps of the lab never went, with no program, pin or descriptor left
+/// holding them; 29 such TAILS arrays had piled up on this machine. A
+/// longer wait does not help there.)
 fn still_loaded(objects: &LabObjects, wait: Duration) -> Vec<String> {
     let deadline = Instant::now() + wait.mul_f64(time_scale());
     loop {
