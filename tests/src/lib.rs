@@ -19,19 +19,17 @@ pub fn netlab_bin() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/netlab"))
 }
 
-/// True when the test may run. Without root it is skipped with a note,
-/// unless `cargo xtask test` asked for the privileged suite, where a missing
-/// privilege is a failure.
-pub fn privileged() -> bool {
+/// The first line of every privileged test. Without root the test fails,
+/// saying how to run it: a privileged test never passes by doing nothing.
+#[track_caller]
+pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
+    if unsafe { libc::geteuid() } != 0 {
+        panic!(
+            "this test needs root (it creates namespaces and loads eBPF programs): \
+             run it as root with `cargo xtask test` (or `cargo xtask test NAME`)"
+        );
     }
-    if std::env::var_os("NETLAB_PRIVILEGED_TESTS").is_some() {
-        panic!("this test needs root (namespaces, BPF)");
-    }
-    eprintln!("skipped: needs root (run `cargo xtask test` as root)");
-    false
 }
 
 /// How much slower than this machine the tests run: NETLAB_TEST_TIME_SCALE
@@ -43,6 +41,26 @@ pub fn time_scale() -> f64 {
         .and_then(|s| s.parse().ok())
         .filter(|s: &f64| s.is_finite() && *s >= 1.0)
         .unwrap_or(1.0)
+}
+
+/// Poll `done` (every 20 ms) until it holds; panics naming `what` when it
+/// has not after `limit` (multiplied by [`time_scale`]). For what the test
+/// waits on without controlling when it happens (a process starting, the
+/// kernel counting a packet): the test goes on as soon as it happened, and
+/// fails rather than going on without it. Returns how long it took.
+#[track_caller]
+pub fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    let limit = limit.mul_f64(time_scale());
+    loop {
+        if done() {
+            return started.elapsed();
+        }
+        if started.elapsed() > limit {
+            panic!("{what}: not within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Run a command with a time bound; returns its output. The bound is
@@ -245,18 +263,15 @@ impl Lab {
             .unwrap();
         std::mem::forget(child);
         let url = format!("http://127.0.0.1:{port}/");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if self
-                .node(node, &["curl", "-s", "-m", "1", &url])
-                .status
-                .success()
-            {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("HTTP server in {node} did not start");
+        wait_for(
+            &format!("the HTTP server in {node} answering"),
+            Duration::from_secs(5),
+            || {
+                self.node(node, &["curl", "-s", "-m", "1", &url])
+                    .status
+                    .success()
+            },
+        );
     }
 
     /// What this lab left behind anywhere on the machine.

@@ -2,16 +2,17 @@
 //! (tests/tests/programs.rs, tests/tests/fuzz_regressions.rs): uplink
 //! 198.51.100.2, 192.168.15.0/24 masqueraded, tcp/80 forwarded to blue:80.
 
-use std::net::Ipv4Addr;
+use std::{net::Ipv4Addr, time::Duration};
 
 use aya::{
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, PerCpuArray},
     programs::{SchedClassifier, TestRun, TestRunOptions},
     Ebpf, EbpfLoader,
 };
+use netlab_common::stat;
 use netlab_common::{
     addr_from_octets, port_to_net, Binding, Endpoint, FlowKey, FlowValue, ForwardKey,
-    ForwardTarget, NatConfig, SubnetInfo, IPPROTO_TCP, SUBNET_MASQUERADE,
+    ForwardTarget, GcState, NatConfig, SubnetInfo, IPPROTO_TCP, SUBNET_MASQUERADE,
 };
 
 /// TC_ACT_UNSPEC (-1): pass, next program.
@@ -144,6 +145,57 @@ impl Dataplane {
         let m: HashMap<&MapData, Endpoint, Binding> =
             HashMap::try_from(self.ebpf.map("NAT_BIND").unwrap()).unwrap();
         m.get(&inside, 0).ok()
+    }
+
+    /// Let `by` pass for the dataplane's state, as if no packet had come
+    /// meanwhile: every timestamp the programs compare with their clock
+    /// (flows' creation and last packet, mappings' expiry, the last
+    /// collection) moves back by `by`. Deterministic where sleeping is not
+    /// (a busy or emulated machine sleeps longer than asked), and nothing is
+    /// added to the packet path. Time that really passes adds to it.
+    pub fn age(&mut self, by: Duration) {
+        let by = u64::try_from(by.as_nanos()).expect("an age that fits in u64 ns");
+        // A timestamp older than the clock's start cannot be written: the
+        // test would see less time pass than it asked for.
+        let back = |what: &str, ns: u64| -> u64 {
+            ns.checked_sub(by).unwrap_or_else(|| {
+                panic!("cannot age {what} by {by} ns: it is at {ns} ns of the kernel's clock")
+            })
+        };
+        let mut flows: HashMap<&mut MapData, FlowKey, FlowValue> =
+            HashMap::try_from(self.ebpf.map_mut("NAT_FLOWS").unwrap()).unwrap();
+        let entries: Vec<(FlowKey, FlowValue)> = flows.iter().map(|r| r.unwrap()).collect();
+        for (k, mut v) in entries {
+            v.created_ns = back("a flow's creation", v.created_ns);
+            v.last_seen_ns = back("a flow's last packet", v.last_seen_ns);
+            flows.insert(k, v, 0).unwrap();
+        }
+        for map in ["NAT_BIND", "NAT_PORTS"] {
+            let mut m: HashMap<&mut MapData, Endpoint, Binding> =
+                HashMap::try_from(self.ebpf.map_mut(map).unwrap()).unwrap();
+            let entries: Vec<(Endpoint, Binding)> = m.iter().map(|r| r.unwrap()).collect();
+            for (k, mut b) in entries {
+                b.expires_ns = back("a mapping's expiry", b.expires_ns);
+                m.insert(k, b, 0).unwrap();
+            }
+        }
+        let mut gc: Array<&mut MapData, GcState> =
+            Array::try_from(self.ebpf.map_mut("GC_STATE").unwrap()).unwrap();
+        let mut st = gc.get(&0, 0).unwrap();
+        // 0: never collected, which stays as long ago as it was.
+        if st.last_run_ns != 0 {
+            st.last_run_ns = back("the last collection", st.last_run_ns);
+            gc.set(0, st, 0).unwrap();
+        }
+    }
+
+    /// Every drop counter (`drop_*` of `stat::NAMES`), summed: a dropped
+    /// packet always moves one.
+    pub fn drops(&self) -> u64 {
+        (0..stat::COUNT)
+            .filter(|&i| stat::NAMES[i as usize].starts_with("drop_"))
+            .map(|i| self.stat(i))
+            .sum()
     }
 
     /// A counter of `STATS`, summed over CPUs.

@@ -22,7 +22,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{in_netns, netlab_bin, ok, run, run_netlab, run_netlab_ok, stdout, unique, Lab, T};
+use crate::{
+    in_netns, netlab_bin, ok, run, run_netlab, run_netlab_ok, stdout, unique, wait_for, Lab, T,
+};
 
 pub const UPLINK: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
 pub const WAN: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
@@ -60,9 +62,28 @@ pub fn target_dir() -> PathBuf {
 }
 
 /// Print a figure of a suite, past the test harness's output capture, and
-/// append it to `target/reliability/figures-<short|long>.txt`.
+/// append it to `target/reliability/figures-<short|long>.txt`. The first
+/// figure of a run is preceded by one saying which form ran, with which
+/// binary, on how many CPUs.
 pub fn figure(suite: &str, line: impl AsRef<str>) {
-    let line = format!("[reliability {}] {suite}: {}\n", mode(), line.as_ref());
+    static MODE: std::sync::Once = std::sync::Once::new();
+    MODE.call_once(|| {
+        let cpus = aya::util::nr_cpus().map_or_else(|e| format!("? ({e:?})"), |n| n.to_string());
+        let binary = netlab_bin();
+        append_figure(
+            "mode",
+            &format!(
+                "{} form, netlab binary {}, {cpus} CPUs",
+                mode(),
+                binary.display()
+            ),
+        );
+    });
+    append_figure(suite, line.as_ref());
+}
+
+fn append_figure(suite: &str, line: &str) {
+    let line = format!("[reliability {}] {suite}: {line}\n", mode());
     let _ = io::stderr().write_all(line.as_bytes());
     let dir = target_dir().join("reliability");
     let _ = fs::create_dir_all(&dir);
@@ -159,6 +180,30 @@ pub fn delta(
         .map(|(k, v)| (k.clone(), v.saturating_sub(*before.get(k).unwrap_or(&0))))
         .filter(|(_, v)| *v > 0)
         .collect()
+}
+
+/// `stats` once the counters' deltas since `before` satisfy `done`, or
+/// after 10 s (times the time scale) when they never do, for the test to
+/// fail on with its figures. The kernel counts a packet when it processes
+/// it, which may be after the send that made it returned.
+pub fn stats_when(
+    lab: &Lab,
+    before: &BTreeMap<String, u64>,
+    done: impl Fn(&BTreeMap<String, u64>) -> bool,
+) -> BTreeMap<String, u64> {
+    let deadline = Instant::now() + Duration::from_secs(10).mul_f64(crate::time_scale());
+    loop {
+        let now = stats(lab);
+        if done(&delta(before, &now)) || Instant::now() > deadline {
+            return now;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A counter of a `delta` (0 when it did not move).
+pub fn moved(delta: &BTreeMap<String, u64>, counter: &str) -> u64 {
+    delta.get(counter).copied().unwrap_or(0)
 }
 
 /// The drop counters that are not zero.
@@ -651,14 +696,12 @@ impl HostPair {
             .spawn()
             .unwrap();
         self.children.push(child);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if in_netns(&self.wan, || TcpStream::connect(("127.0.0.1", 80)).is_ok()) {
-                return;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        panic!("HTTP server in {} did not start", self.wan);
+        let wan = self.wan.clone();
+        wait_for(
+            &format!("the HTTP server in {wan} answering"),
+            Duration::from_secs(5),
+            || in_netns(&wan, || TcpStream::connect(("127.0.0.1", 80)).is_ok()),
+        );
     }
 
     /// `netlab --host-netns HOST ARGS`.
@@ -729,19 +772,47 @@ fn normalise_counters(s: &str) -> String {
         .join("\n")
 }
 
-/// TCX programs on `dev` in `netns`, in order.
+/// TCX programs on `dev` in `netns`, in order (see [`tcx_programs`]).
 pub fn tcx(netns: &str, dev: &str, ingress: bool) -> Vec<u32> {
     let dev = dev.to_string();
-    in_netns(netns, move || {
-        let t = if ingress {
-            aya::programs::TcAttachType::Ingress
-        } else {
-            aya::programs::TcAttachType::Egress
-        };
-        aya::programs::SchedClassifier::query_tcx(&dev, t)
-            .map(|(_, p)| p.iter().map(|p| p.id()).collect())
-            .unwrap_or_default()
-    })
+    in_netns(netns, move || tcx_programs(&dev, ingress))
+}
+
+/// Whether this kernel has TCX: Linux 6.6 and newer.
+pub fn kernel_has_tcx() -> bool {
+    let v = aya::util::KernelVersion::current().expect("reading the kernel version");
+    v >= aya::util::KernelVersion::new(6, 6, 0)
+}
+
+/// The ids of the TCX programs on `dev` (of the calling thread's
+/// namespace), in order. Where the kernel has no TCX (before 6.6) the
+/// query must fail with EINVAL (an unknown attach type), and there are
+/// none; any other answer fails the test.
+pub fn tcx_programs(dev: &str, ingress: bool) -> Vec<u32> {
+    let t = if ingress {
+        aya::programs::TcAttachType::Ingress
+    } else {
+        aya::programs::TcAttachType::Egress
+    };
+    let kernel = aya::util::KernelVersion::current().expect("reading the kernel version");
+    match aya::programs::SchedClassifier::query_tcx(dev, t) {
+        Ok((_, progs)) => {
+            assert!(
+                kernel_has_tcx(),
+                "kernel {kernel} answered a TCX query (TCX came in 6.6)"
+            );
+            progs.iter().map(|p| p.id()).collect()
+        }
+        Err(aya::programs::ProgramError::SyscallError(e)) if !kernel_has_tcx() => {
+            assert_eq!(
+                e.io_error.raw_os_error(),
+                Some(libc::EINVAL),
+                "kernel {kernel} (no TCX): the TCX query of {dev} failed otherwise: {e}"
+            );
+            Vec::new()
+        }
+        Err(e) => panic!("querying the TCX programs of {dev} on kernel {kernel}: {e}"),
+    }
 }
 
 pub fn host_state(netns: &str) -> HostState {
@@ -782,12 +853,24 @@ pub fn host_state(netns: &str) -> HostState {
 // ---------------------------------------------------------------- attach modes
 
 /// How `up` attaches programs on this kernel, as it probes it: "tcx" (6.6+)
-/// or "netlink" (clsact filters; older kernels, or NETLAB_FORCE_NETLINK).
+/// or "netlink" (clsact filters before). The probe must agree with the
+/// kernel's version: every kernel of the matrix (Debian's 6.1 and 6.12,
+/// the host's) has TCX exactly when it is 6.6 or newer.
 pub fn attach_mode() -> &'static str {
-    match netlab::dataplane::features::probe() {
-        Ok(f) if f.tcx => "tcx",
-        Ok(_) => "netlink",
-        Err(e) => panic!("probing the kernel: {e:#}"),
+    let f = netlab::dataplane::features::probe()
+        .unwrap_or_else(|e| panic!("probing the kernel: {e:#}"));
+    assert_eq!(
+        f.tcx,
+        kernel_has_tcx(),
+        "kernel {}: the probe says TCX {}, expected TCX exactly from 6.6 ({})",
+        f.kernel,
+        f.tcx,
+        f.tcx_why
+    );
+    if f.tcx {
+        "tcx"
+    } else {
+        "netlink"
     }
 }
 
@@ -936,12 +1019,70 @@ fn mismatch(seed: u64, offset: u64, got: &[u8], scratch: &mut Vec<u8>) -> Option
 
 const CHUNK: usize = 64 * 1024;
 
-fn paced_send(s: &mut TcpStream, seed: u64, len: u64, rate: u64) -> io::Result<()> {
+/// How long a receiver of a checked transfer waits for the next bytes: long
+/// enough for a [`Hold`] on a slow machine.
+const TRANSFER_READ_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Holds back the last chunk of paced transfers until released: they are
+/// still running when the test does what they must run through (a program
+/// swap, a flood), however long the steps before took on a busy or
+/// emulated machine, and a test cannot pass because they had ended.
+#[derive(Clone, Default)]
+pub struct Hold(Arc<AtomicBool>);
+
+impl Hold {
+    pub fn new() -> Hold {
+        Hold::default()
+    }
+
+    /// Let every transfer held by this finish.
+    pub fn release(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// A guard that releases on drop (a test that fails on the way
+    /// does not leave its transfers waiting).
+    pub fn released_on_drop(&self) -> ReleaseOnDrop {
+        ReleaseOnDrop(self.clone())
+    }
+
+    fn wait(&self) -> io::Result<()> {
+        let started = Instant::now();
+        while !self.0.load(Ordering::SeqCst) {
+            if started.elapsed() > TRANSFER_READ_TIMEOUT / 2 {
+                return Err(io::Error::other("held back and never released"));
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        Ok(())
+    }
+}
+
+pub struct ReleaseOnDrop(Hold);
+
+impl Drop for ReleaseOnDrop {
+    fn drop(&mut self) {
+        self.0.release();
+    }
+}
+
+fn paced_send(
+    s: &mut TcpStream,
+    seed: u64,
+    len: u64,
+    rate: u64,
+    hold: Option<&Hold>,
+) -> io::Result<()> {
     let start = Instant::now();
     let mut buf = vec![0u8; CHUNK];
     let mut sent = 0u64;
     while sent < len {
         let n = (len - sent).min(CHUNK as u64) as usize;
+        if sent + n as u64 == len {
+            if let Some(h) = hold {
+                h.wait()?;
+            }
+        }
         fill(seed, sent, &mut buf[..n]);
         s.write_all(&buf[..n])?;
         sent += n as u64;
@@ -978,7 +1119,8 @@ fn checked_recv(s: &mut TcpStream, seed: u64, len: u64) -> Result<(), String> {
 /// A server for checked transfers, in a namespace, until dropped. A client
 /// sends a 25-byte header (mode `U` or `D`, seed, length, rate): `U`
 /// uploads the stream, which the server checks and answers with the number
-/// of good bytes; `D` downloads it at the rate, checked by the client.
+/// of good bytes; `D` downloads it at the rate, checked by the client, its
+/// last chunk held back by the server's [`Hold`], if any.
 pub struct TransferServer {
     stop: Arc<AtomicBool>,
     accept: Option<JoinHandle<()>>,
@@ -988,7 +1130,7 @@ pub struct TransferServer {
 }
 
 impl TransferServer {
-    pub fn start(netns: &str, port: u16) -> TransferServer {
+    pub fn start(netns: &str, port: u16, hold: Option<Hold>) -> TransferServer {
         let listener = in_netns(netns, move || TcpListener::bind(("0.0.0.0", port)).unwrap());
         listener.set_nonblocking(true).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
@@ -1004,8 +1146,9 @@ impl TransferServer {
                         Ok((s, from)) => {
                             peers.lock().unwrap().push(from);
                             let errors = errors.clone();
+                            let hold = hold.clone();
                             let h = thread::spawn(move || {
-                                if let Err(e) = serve_transfer(s) {
+                                if let Err(e) = serve_transfer(s, hold.as_ref()) {
                                     errors.lock().unwrap().push(format!("{from}: {e}"));
                                 }
                             });
@@ -1042,9 +1185,9 @@ impl Drop for TransferServer {
     }
 }
 
-fn serve_transfer(mut s: TcpStream) -> Result<(), String> {
+fn serve_transfer(mut s: TcpStream, hold: Option<&Hold>) -> Result<(), String> {
     s.set_nonblocking(false).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))
+    s.set_read_timeout(Some(TRANSFER_READ_TIMEOUT))
         .map_err(|e| e.to_string())?;
     let mut h = [0u8; 25];
     s.read_exact(&mut h).map_err(|e| format!("header: {e}"))?;
@@ -1060,7 +1203,7 @@ fn serve_transfer(mut s: TcpStream) -> Result<(), String> {
             r
         }
         b'D' => {
-            paced_send(&mut s, seed, len, rate).map_err(|e| format!("sending: {e}"))?;
+            paced_send(&mut s, seed, len, rate, hold).map_err(|e| format!("sending: {e}"))?;
             s.shutdown(std::net::Shutdown::Write)
                 .map_err(|e| e.to_string())?;
             let mut b = [0u8; 1];
@@ -1082,8 +1225,9 @@ pub struct Transfer {
 }
 
 /// A checked transfer from a socket made in `netns` to `to`: `U`pload or
-/// `D`ownload `len` bytes of stream `seed` at `rate` bytes/s. Any reset,
-/// short read or corrupted byte is an error.
+/// `D`ownload `len` bytes of stream `seed` at `rate` bytes/s, an upload's
+/// last chunk held back by `hold`, if any (a download's by the server's).
+/// Any reset, short read or corrupted byte is an error.
 pub fn transfer(
     netns: &str,
     to: SocketAddr,
@@ -1091,13 +1235,14 @@ pub fn transfer(
     seed: u64,
     len: u64,
     rate: u64,
+    hold: Option<Hold>,
 ) -> Result<Transfer, String> {
     let start = Instant::now();
     let mut s = in_netns(netns, move || {
         TcpStream::connect_timeout(&to, Duration::from_secs(5))
     })
     .map_err(|e| format!("connect {to}: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))
+    s.set_read_timeout(Some(TRANSFER_READ_TIMEOUT))
         .map_err(|e| e.to_string())?;
     let mut h = [0u8; 25];
     h[0] = mode;
@@ -1107,7 +1252,8 @@ pub fn transfer(
     s.write_all(&h).map_err(|e| format!("header: {e}"))?;
     match mode {
         b'U' => {
-            paced_send(&mut s, seed, len, rate).map_err(|e| format!("sending: {e}"))?;
+            paced_send(&mut s, seed, len, rate, hold.as_ref())
+                .map_err(|e| format!("sending: {e}"))?;
             let mut a = [0u8; 8];
             s.read_exact(&mut a)
                 .map_err(|e| format!("reading the server's answer: {e}"))?;

@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use netlab_tests::{privileged, text, Lab, SEEDS_BODY, T};
+use netlab_tests::{require_root, text, Lab, SEEDS_BODY, T};
 
 /// A lab that would put its bridge on the sandbox uplink's subnet
 /// (198.51.100.0/24): on a real host this cuts the host off.
@@ -51,9 +51,7 @@ fn made_nothing(lab: &Lab) {
 
 #[test]
 fn lab_subnet_over_a_host_route_is_refused_before_anything_and_host_keeps_upstream() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let first = Lab::seeds("hcr");
     first.up();
     let host = first.host_netns();
@@ -143,9 +141,7 @@ fn stderr(o: &Output) -> String {
 
 #[test]
 fn forward_of_a_port_the_host_listens_on_is_refused_naming_the_process_unless_overridden() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let lab = Lab::seeds("hcl");
     lab.up();
     let file = file_of(&lab);
@@ -206,9 +202,7 @@ fn forward_of_a_port_the_host_listens_on_is_refused_naming_the_process_unless_ov
 
 #[test]
 fn namespace_of_another_lab_is_named_with_its_owner_not_a_deletion_hint() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let first = Lab::seeds("hcn");
     first.up();
     // Another lab whose nodes would take the first lab's namespaces.
@@ -247,9 +241,7 @@ fn assert_owner_named(err: &str, owner: &Lab) {
 
 #[test]
 fn uplink_that_is_not_there_is_refused_before_anything_is_made() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let lab = Lab::new(
         "hcu",
         &format!("[uplink]\ninterface = \"nonexistent0\"\n{SEEDS_BODY}"),

@@ -5,13 +5,11 @@ use std::{
     time::Duration,
 };
 
-use netlab_tests::{netlab_bin, ok, privileged, run, text, Lab, T};
+use netlab_tests::{netlab_bin, ok, require_root, run, text, wait_for, Lab, T};
 
 #[test]
 fn seeds_lab_up_twice_down_twice() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let lab = Lab::seeds("ud");
     let first = lab.up();
     assert!(first.contains("is up"), "{first}");
@@ -34,9 +32,7 @@ fn seeds_lab_up_twice_down_twice() {
 
 #[test]
 fn router_node_forwards_between_segments() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     // The seeds' routing example: a and b on different segments, r between
     // them with forwarding on; a and b route through r.
     let body = |forwarding: bool| {
@@ -78,9 +74,7 @@ b = {{ node = "b", address = "10.0.2.2/24" }}
 
 #[test]
 fn edited_file_converges() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let lab = Lab::seeds("cv");
     lab.up();
     // blue goes, green comes, red moves to another address, forward goes.
@@ -125,9 +119,7 @@ address = "192.168.15.3"
 
 #[test]
 fn bad_input_exits_2_and_creates_nothing() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let lab = Lab::new(
         "bi",
         r#"
@@ -156,9 +148,7 @@ address = "10.9.9.9"
 
 #[test]
 fn failure_half_way_rolls_back() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     // The eBPF object cannot be loaded: the NAT dataplane fails after the
     // namespaces and links were made, and everything this run made is
     // undone, its state included. (An uplink that is not there is refused
@@ -184,13 +174,15 @@ fn failure_half_way_rolls_back() {
 
 #[test]
 fn down_ends_processes_in_nodes() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let lab = Lab::seeds("pr");
     lab.up();
     let mut sleeper = lab.spawn_in(&lab.netns("red"), &["sleep", "1000"]);
-    std::thread::sleep(Duration::from_millis(200));
+    // `ip netns exec` becomes `sleep` once it has entered the namespace.
+    let comm = format!("/proc/{}/comm", sleeper.id());
+    wait_for("sleep running in red", Duration::from_secs(10), || {
+        std::fs::read_to_string(&comm).is_ok_and(|c| c.trim() == "sleep")
+    });
     let out = lab.netlab_ok(&["down", "--sandbox", "--name", &lab.name]);
     assert!(out.contains("ended sleep"), "{out}");
     let _ = sleeper.wait();
@@ -199,9 +191,7 @@ fn down_ends_processes_in_nodes() {
 
 #[test]
 fn exec_enters_node_with_its_dns() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let lab = Lab::seeds("ex");
     lab.up();
     let out = lab.netlab_ok(&[
@@ -229,11 +219,10 @@ fn exec_enters_node_with_its_dns() {
 
 #[test]
 fn sigkill_during_up_then_down_leaves_nothing() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let lab = Lab::seeds("sk");
     let file = lab.file.to_str().unwrap().to_string();
+    let mut interrupted = 0;
     for delay_ms in [5u64, 30, 80, 150, 300] {
         let mut child = Command::new(netlab_bin())
             .args(["up", "--sandbox", "-f", &file])
@@ -242,10 +231,17 @@ fn sigkill_during_up_then_down_leaves_nothing() {
             .spawn()
             .unwrap();
         std::thread::sleep(Duration::from_millis(delay_ms));
+        if child.try_wait().unwrap().is_none() {
+            interrupted += 1;
+        }
         let _ = child.kill();
         let _ = child.wait();
         lab.down();
     }
+    // The sleeps are lower bounds: on a slow machine every kill still
+    // lands during an `up`; only a machine fast enough to finish one in
+    // 5 ms would leave nothing interrupted, and nothing tested.
+    assert!(interrupted > 0, "every `up` had finished before its kill");
     // And it still comes up and works.
     lab.up();
     lab.node_ok("red", &["ping", "-c1", "-W2", "blue"]);
@@ -254,9 +250,7 @@ fn sigkill_during_up_then_down_leaves_nothing() {
 
 #[test]
 fn lab_in_an_existing_host_namespace() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     // --host-netns: the lab host is a namespace of the caller's; a lab with
     // no NAT needs no uplink.
     let lab = Lab::new(
@@ -317,9 +311,7 @@ address = "10.20.0.2"
 
 #[test]
 fn without_privileges_one_line_and_exit_1() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let bin = netlab_bin();
     let o = run(
         &[
@@ -349,9 +341,7 @@ fn without_privileges_one_line_and_exit_1() {
 fn dataplane_features_of_this_kernel() {
     use netlab_tests::reliability::{attach_mode, delta, pinned_programs, stats};
     use std::io::Write as _;
-    if !privileged() {
-        return;
-    }
+    require_root();
     let lab = Lab::seeds("ft");
     lab.up();
     let status: serde_json::Value =
@@ -404,9 +394,7 @@ fn dataplane_features_of_this_kernel() {
 #[test]
 fn kernel_probe_turns_the_fast_path_off_or_refuses() {
     use netlab_tests::reliability::{netlab_env, pinned_programs};
-    if !privileged() {
-        return;
-    }
+    require_root();
     let lab = Lab::seeds("kp");
     let file = lab.file.to_str().unwrap().to_string();
     let o = netlab_env(

@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use netlab_tests::{netlab_bin, ok, privileged, run, text, unique, Lab, SEEDS_BODY, T};
+use netlab_tests::{netlab_bin, ok, require_root, run, text, unique, Lab, SEEDS_BODY, T};
 
 /// A namespace a test made by hand (not through netlab), deleted on drop.
 struct BareNetns(String);
@@ -62,9 +62,7 @@ fn left_nothing(lab: &Lab) {
 
 #[test]
 fn failed_first_up_leaves_nothing_behind() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     // The NAT port range overlaps the lab host's ip_local_port_range.
     let ports = Lab::new(
         "fp",
@@ -144,9 +142,7 @@ fn failed_first_up_leaves_nothing_behind() {
 
 #[test]
 fn removed_node_takes_its_processes_along() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let lab = Lab::seeds("rp");
     lab.up();
     let mut sleeper = lab.spawn_in(&lab.netns("blue"), &["sleep", "300"]);
@@ -214,9 +210,7 @@ fn finish(child: Child) -> String {
 
 #[test]
 fn runs_of_one_lab_take_turns() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let lab = Lab::seeds("lk");
     let file = lab.file.to_str().unwrap().to_string();
     // Hold the lab's lock as another run would, so both `up`s must wait.
@@ -276,9 +270,7 @@ fn runs_of_one_lab_take_turns() {
 
 #[test]
 fn status_and_list_tell_up_converged_and_missing() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let lab = Lab::seeds("st");
     let file = lab.file.to_str().unwrap().to_string();
     // Not up: says so, exit 3.
@@ -349,9 +341,7 @@ fn status_and_list_tell_up_converged_and_missing() {
 
 #[test]
 fn live_forward_edits_show_in_status_and_up_restores_the_file() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     const UPLINK: &str = "198.51.100.2";
     let lab = Lab::seeds("lf");
     lab.up();
@@ -403,9 +393,7 @@ fn live_forward_edits_show_in_status_and_up_restores_the_file() {
 
 #[test]
 fn sandbox_nodes_wait_on_no_resolver() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let lab = Lab::seeds("dn");
     lab.up();
     // The host's nameservers are outside the sandbox: nodes get none.
@@ -450,9 +438,7 @@ fn sandbox_nodes_wait_on_no_resolver() {
 
 #[test]
 fn log_streams_a_line_for_each_new_masqueraded_flow() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     // Without the fast path every new flow passes nl_uplink_out. (With it,
     // nl_node_new makes them: the kernel side's log lines there are the
     // dataplane's part.)
@@ -489,9 +475,7 @@ fn log_switch(name: &str) -> bool {
 
 #[test]
 fn down_sweeps_node_files_a_killed_up_left_half_made() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     // What a SIGKILL of `up` between making a node's /etc/netns directory
     // and writing its (marked) files leaves: an empty directory, or an
     // empty file in it.

@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use netlab_tests::{in_netns, privileged, stdout, text, Lab, SEEDS_BODY};
+use netlab_tests::{in_netns, require_root, stdout, text, Lab, SEEDS_BODY};
 
 /// The counters of `netlab stats --json`.
 fn stats(lab: &Lab) -> serde_json::Value {
@@ -25,9 +25,7 @@ fn counter(stats: &serde_json::Value, name: &str) -> u64 {
 /// forwarded port 80 reaches blue's server, which sees the uplink address.
 #[test]
 fn the_lab_host_reaches_its_own_forward() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let lab = Lab::seeds("lo");
     lab.up();
     lab.http_server("blue", 80);
@@ -55,9 +53,7 @@ fn the_lab_host_reaches_its_own_forward() {
 /// none from behind the router.
 #[test]
 fn a_subnet_behind_a_router_never_leaves_untranslated() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let body = format!(
         "{SEEDS_BODY}
 [[bridges]]
@@ -125,9 +121,7 @@ via = \"192.168.15.3\"
 /// hairpin, and the lab host's own connection to its forward.
 #[test]
 fn the_log_shows_every_new_flow() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let lab = Lab::seeds("lg");
     lab.up();
     lab.http_server("blue", 80);

@@ -21,8 +21,8 @@ use netlab_common::{
 };
 use netlab_tests::{
     packet::{icmp_echo, parse_checked, tcp, udp, Ip, ACK, ICMP, SYN, TCP, UDP},
-    privileged,
     programs::{na, Dataplane, BLUE, RED, REDIRECT, REMOTE, SHOT, UNSPEC, UPLINK},
+    require_root,
 };
 
 /// The ifindex the tests give the lab's bridge (the harness's subnet says
@@ -113,9 +113,7 @@ fn flow(dp: &Dataplane, key: FlowKey) -> FlowValue {
 /// port, handed into `lo` with `lo`'s (zero) Ethernet addresses.
 #[test]
 fn the_lab_host_reaches_its_own_forward_both_ways() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let mut dp = dataplane();
     let syn = Ip::new(UPLINK, UPLINK, TCP, tcp(45000, 80, SYN, b"")).frame();
     let (rc, out) = dp.run(names::PROG_LOCAL_OUT, &syn);
@@ -173,9 +171,7 @@ fn the_lab_host_reaches_its_own_forward_both_ways() {
 /// A UDP forward, the same way (checksums through the pseudo-header).
 #[test]
 fn the_lab_host_reaches_a_udp_forward() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let mut dp = dataplane();
     add_forward(&mut dp, UDP, 5353, BLUE, 53);
     let query = Ip::new(UPLINK, UPLINK, UDP, udp(41000, 5353, b"query")).frame();
@@ -201,9 +197,7 @@ fn the_lab_host_reaches_a_udp_forward() {
 /// and a TCP segment that opens nothing.
 #[test]
 fn the_rest_of_lo_passes_untouched() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let mut dp = dataplane();
     let localhost = Ipv4Addr::LOCALHOST;
     let cases = [
@@ -252,9 +246,7 @@ fn the_rest_of_lo_passes_untouched() {
 /// packets, pass; a flow's packets are never checked again.
 #[test]
 fn lab_addresses_never_leave_the_uplink_untranslated() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let mut dp = dataplane();
     set_subnet(&mut dp, Ipv4Addr::new(172, 20, 0, 0), 24, SUBNET_ROUTED);
     set_subnet(&mut dp, Ipv4Addr::new(10, 55, 0, 0), 24, 0);
@@ -355,9 +347,7 @@ fn fill_live_flows(dp: &mut Dataplane, from: u32, to: u32) {
 /// table until a run takes that long).
 #[test]
 fn one_collection_per_packet_however_long_it_takes() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     const CAPACITY: u32 = 1 << 19;
     const STEP: u32 = 1 << 15;
     // Flow limit 1,000: the collection interval is its minimum, 10 ms.

@@ -25,16 +25,16 @@ use aya::programs::{
 };
 use netlab_common::stat;
 use netlab_tests::{
-    in_netns, netlab_bin, ok, packet, privileged,
+    in_netns, netlab_bin, ok, packet,
     reliability::{
         attach_mode, check_hooks, delta, drops, exclusive, figure, filter_programs, heavy,
-        host_state, icmp_echo, icmp_socket, lab_objects, nat_list, netlab_env, pick,
+        host_state, icmp_echo, icmp_socket, lab_objects, moved, nat_list, netlab_env, pick,
         pinned_programs, quiesce, raise_nofile, resources, sa, settle, shared, spawn_in_netns,
-        stats, stress, tcp_echo, tcp_scan, tcp_segment, transfer, udp_echo, variant_object,
-        without_filters, Echo, HostPair, HostState, LabObjects, Listener, RawSender, Rng,
+        stats, stats_when, tcp_echo, tcp_scan, tcp_segment, transfer, udp_echo, variant_object,
+        without_filters, Echo, Hold, HostPair, HostState, LabObjects, Listener, RawSender, Rng,
         TransferServer, UPLINK, WAN, WAN2,
     },
-    run, stdout, text, time_scale, Lab, SEEDS_BODY, T,
+    require_root, run, stdout, text, time_scale, wait_for, Lab, SEEDS_BODY, T,
 };
 
 /// Idle timeouts short enough that a test sees flows expire.
@@ -81,10 +81,17 @@ fn twenty_nodes() -> String {
     s
 }
 
-/// Wait until none of `objects` is loaded (the kernel frees maps after an
-/// RCU grace period); returns those still there.
+/// Wait until none of `objects` is loaded, up to `wait` (times the time
+/// scale); returns those still there. The kernel frees them in deferred
+/// work: maps after an RCU grace period, a lab's TAILS array and the
+/// programs in it once it is emptied, programs held by the links of a
+/// deleted namespace once its cleanup ran, which lags while other tests
+/// delete namespaces too. (Seen once, with two test runs at once: 3 TAILS
+/// maps of the lab never went, with no program, pin or descriptor left
+/// holding them; 29 such TAILS arrays had piled up on this machine. A
+/// longer wait does not help there.)
 fn still_loaded(objects: &LabObjects, wait: Duration) -> Vec<String> {
-    let deadline = Instant::now() + wait;
+    let deadline = Instant::now() + wait.mul_f64(time_scale());
     loop {
         let left = objects.loaded();
         if left.is_empty() || Instant::now() >= deadline {
@@ -96,9 +103,7 @@ fn still_loaded(objects: &LabObjects, wait: Duration) -> Vec<String> {
 
 #[test]
 fn churn_up_down_of_a_20_node_lab() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let _alone = exclusive();
     let cycles = pick(5, 200);
     // A lab host of our own that outlives the cycles, so what a cycle
@@ -160,7 +165,7 @@ fn churn_up_down_of_a_20_node_lab() {
         assert_eq!(now, host_before, "cycle {c}: the lab host is not as it was");
     }
     let total = started.elapsed();
-    let left = still_loaded(&made, Duration::from_secs(10));
+    let left = still_loaded(&made, Duration::from_secs(60));
     let quiet = quiesce(pick(Duration::from_secs(3), Duration::from_secs(60)));
     let (after, off) = settle(&before, Duration::from_secs(60));
     figure(
@@ -199,9 +204,7 @@ fn churn_up_down_of_a_20_node_lab() {
 
 #[test]
 fn churn_fwd_add_del_on_a_live_lab() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let _alone = exclusive();
     let cycles = pick(20, 200);
     let check_every = pick(1, 5);
@@ -235,9 +238,12 @@ fn churn_fwd_add_del_on_a_live_lab() {
         }
         lab.netlab_ok(&["fwd", "del", "--name", &name, "tcp", &port]);
         if c % check_every == 0 {
-            let o = lab.wan(&["curl", "-s", "-m3", &url]);
-            assert!(
-                !o.status.success(),
+            // Refused by the lab host's own stack (curl's exit 7): the
+            // port is no longer forwarded (a timeout would prove nothing).
+            let o = lab.wan(&["curl", "-s", "-m5", &url]);
+            assert_eq!(
+                o.status.code(),
+                Some(7),
                 "cycle {c}: still forwarded\n{}",
                 text(&o)
             );
@@ -284,9 +290,7 @@ fn churn_fwd_add_del_on_a_live_lab() {
 
 #[test]
 fn crash_recovery_sigkill_during_up() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let _h = heavy();
     let points = pick(10, 50);
     let lab = Lab::seeds("kr");
@@ -355,9 +359,7 @@ fn crash_recovery_sigkill_during_up() {
 
 #[test]
 fn upgrade_under_load_swaps_programs_without_losing_a_byte() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let _h = heavy();
     let object = variant_object();
     let object = object.to_str().unwrap().to_string();
@@ -369,30 +371,35 @@ fn upgrade_under_load_swaps_programs_without_losing_a_byte() {
     );
     let file = lab.file.to_str().unwrap().to_string();
     lab.up();
-    let wan_srv = TransferServer::start(&lab.wan_netns(), 7200);
-    let blue_srv = TransferServer::start(&lab.netns("blue"), 7100);
+    // Every transfer holds its last chunk back until both swaps are done:
+    // they run through both whatever an `up` takes (seconds in an emulated
+    // VM), and the swaps land under load when the machine keeps pace.
+    let hold = Hold::new();
+    let _release = hold.released_on_drop();
+    let wan_srv = TransferServer::start(&lab.wan_netns(), 7200, Some(hold.clone()));
+    let blue_srv = TransferServer::start(&lab.netns("blue"), 7100, None);
     let len: u64 = pick(24 << 20, 128 << 20);
-    // The swaps come `gap` apart; the transfers last `secs` times the time
-    // scale, so that in an emulated VM (where an `up` takes seconds) both
-    // swaps still land while all three run (checked below).
+    // The swaps come `gap` apart; the transfers are paced to last `secs`
+    // times the time scale.
     let gap = Duration::from_secs_f64(pick(9.0, 45.0) / 3.0);
     let secs: f64 = pick(9.0, 45.0) * time_scale();
     let rate = (len as f64 / secs) as u64;
     let ids0 = pinned_programs(&lab.name);
     let stats0 = stats(&lab);
     let (red, blue, wan) = (lab.netns("red"), lab.netns("blue"), lab.wan_netns());
+    let (h1, h3) = (Some(hold.clone()), Some(hold.clone()));
     let transfers = vec![
         (
             "red uploads to the wan (masquerade)",
-            thread::spawn(move || transfer(&red, sa(WAN, 7200), b'U', 1, len, rate)),
+            thread::spawn(move || transfer(&red, sa(WAN, 7200), b'U', 1, len, rate, h1)),
         ),
         (
             "blue downloads from the wan (masquerade)",
-            thread::spawn(move || transfer(&blue, sa(WAN, 7200), b'D', 2, len, rate)),
+            thread::spawn(move || transfer(&blue, sa(WAN, 7200), b'D', 2, len, rate, None)),
         ),
         (
             "the wan uploads to blue (port forward)",
-            thread::spawn(move || transfer(&wan, sa(UPLINK, 7100), b'U', 3, len, rate)),
+            thread::spawn(move || transfer(&wan, sa(UPLINK, 7100), b'U', 3, len, rate, h3)),
         ),
     ];
     thread::sleep(gap);
@@ -415,6 +422,7 @@ fn upgrade_under_load_swaps_programs_without_losing_a_byte() {
     assert!(out.contains("(1 change)"), "{out}");
     let running_at_downgrade = transfers.iter().filter(|(_, h)| !h.is_finished()).count();
     let ids2 = pinned_programs(&lab.name);
+    hold.release();
     let mut results = Vec::new();
     for (what, h) in transfers {
         let r = h.join().unwrap();
@@ -443,7 +451,7 @@ fn upgrade_under_load_swaps_programs_without_losing_a_byte() {
         progs: ids0.values().chain(ids1.values()).copied().collect(),
         ..LabObjects::default()
     };
-    let gone = still_loaded(&old, Duration::from_secs(10));
+    let gone = still_loaded(&old, Duration::from_secs(60));
     figure(
         "upgrade under load",
         format!(
@@ -495,8 +503,19 @@ struct Tally {
     errors: Vec<String>,
 }
 
-/// Flows of one kind from one node, paced at `per_sec`, until `until`.
-fn worker(kind: &'static str, node: u8, per_sec: f64, until: Instant, seed: u64) -> Tally {
+/// How long and how much one soak worker runs: paced at `per_sec` until
+/// `until` and until `quota` flows are done (a busy machine takes longer, it
+/// does not check less), but never past `limit`.
+#[derive(Clone, Copy)]
+struct Pace {
+    per_sec: f64,
+    until: Instant,
+    quota: u64,
+    limit: Instant,
+}
+
+/// Flows of one kind from one node, as `pace` says.
+fn worker(kind: &'static str, node: u8, pace: Pace, seed: u64) -> Tally {
     let mut t = Tally::default();
     let mut rng = Rng::new(seed);
     let icmp = if kind == "icmp" {
@@ -505,8 +524,13 @@ fn worker(kind: &'static str, node: u8, per_sec: f64, until: Instant, seed: u64)
         None
     };
     let start = Instant::now();
+    let per_sec = pace.per_sec;
     let mut i: u64 = 0;
-    while Instant::now() < until && t.errors.len() < 10 {
+    let going = |t: &Tally| {
+        let now = Instant::now();
+        (now < pace.until || t.flows < pace.quota) && now < pace.limit && t.errors.len() < 10
+    };
+    while going(&t) {
         let due = start + Duration::from_secs_f64(i as f64 / per_sec);
         if let Some(w) = due.checked_duration_since(Instant::now()) {
             thread::sleep(w);
@@ -548,9 +572,7 @@ fn worker(kind: &'static str, node: u8, per_sec: f64, until: Instant, seed: u64)
 
 #[test]
 fn soak_mixed_traffic_then_the_table_and_ports_recover() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let _h = heavy();
     raise_nofile(20000);
     let secs = pick(30u64, 300);
@@ -561,16 +583,26 @@ fn soak_mixed_traffic_then_the_table_and_ports_recover() {
     lab.up();
     let echo = Echo::start(&lab.wan_netns(), 7300);
     let stats0 = stats(&lab);
-    let until = Instant::now() + Duration::from_secs(secs);
     let started = Instant::now();
+    let until = started + Duration::from_secs(secs);
+    // A machine too slow for the pace runs on until the flows are done
+    // (each worker its share of `min_flows`, with a margin for flows that
+    // reuse a live tuple), within a bound.
+    let limit = started + Duration::from_secs(secs).mul_f64(4.0 * time_scale());
     let mut workers = Vec::new();
     for (n, node) in ["red", "blue"].into_iter().enumerate() {
         for (kind, share) in [("tcp", 2.0), ("udp", 2.0), ("icmp", 1.0)] {
             let seed = 1000 + n as u64 * 10 + share as u64 + kind.len() as u64;
+            let pace = Pace {
+                per_sec: per_sec * share,
+                until,
+                quota: (min_flows as f64 * 1.1 * share / 10.0).ceil() as u64,
+                limit,
+            };
             workers.push((
                 kind,
                 spawn_in_netns(&lab.netns(node), move || {
-                    worker(kind, n as u8 + 1, per_sec * share, until, seed)
+                    worker(kind, n as u8 + 1, pace, seed)
                 }),
             ));
         }
@@ -628,7 +660,7 @@ fn soak_mixed_traffic_then_the_table_and_ports_recover() {
     };
     let peak = nat_list(&lab).iter().filter(|f| soak_flow(f)).count();
     let mut left = peak;
-    while left > 0 && t.elapsed() < Duration::from_secs(30) {
+    while left > 0 && t.elapsed() < Duration::from_secs(30).mul_f64(time_scale()) {
         thread::sleep(Duration::from_millis(500));
         left = nat_list(&lab).iter().filter(|f| soak_flow(f)).count();
     }
@@ -667,14 +699,21 @@ fn soak_mixed_traffic_then_the_table_and_ports_recover() {
         .expect("new TCP/ICMP flows after the soak");
     let listed = nat_list(&lab).iter().filter(|f| soak_flow(f)).count();
     let stats2 = stats(&lab);
+    // Each is a new flow with an outside port of its own: the 300 UDP
+    // sockets are open at once and the 20 echo identifiers differ. (How
+    // many are still listed depends on how long they took: 5 s timeouts.)
+    let new_after = moved(&delta(&stats1, &stats2), "new_snat_flows");
     figure(
         "soak",
         format!(
-            "after the soak: {peak} flows listed at the end, none after {drained:.1?}; then {udp_new} new UDP and {tcp_new} new TCP/ICMP flows all answered ({listed} listed); drops {:?}",
+            "after the soak: {peak} flows listed at the end, none after {drained:.1?}; then {udp_new} new UDP and {tcp_new} new TCP/ICMP flows all answered (new_snat_flows +{new_after}, {listed} still listed); drops {:?}",
             drops(&stats2)
         ),
     );
-    assert!(listed >= 300, "new flows not in the table: {listed}");
+    assert!(
+        new_after >= 320,
+        "only {new_after} new NAT flows after the soak"
+    );
     assert!(drops(&stats2).is_empty(), "{stats2:?}");
     drop(echo);
     lab.down();
@@ -684,9 +723,7 @@ fn soak_mixed_traffic_then_the_table_and_ports_recover() {
 
 #[test]
 fn hostile_port_scan_finds_only_the_forwards() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let _h = heavy();
     raise_nofile(20000);
     let lab = Lab::new(
@@ -724,16 +761,42 @@ to = \"red:53\"
         Duration::from_millis(pick(300, 1500)),
     );
     let took = t.elapsed();
-    let d = delta(&s0, &stats(&lab));
     let nat_range_unforwarded = (32767 - 10000 + 1) - 3;
+    let mut scan = scan;
+    // A forwarded port whose answer came after the batch's wait (a busy
+    // machine) was counted silent: it gets one connect with time to answer.
+    let forwarded = [80u16, 2222, 15000, 15001, 15002];
+    let mut late = Vec::new();
+    for port in forwarded {
+        if scan.open.contains(&port) {
+            continue;
+        }
+        let connected = in_netns(&lab.wan_netns(), move || {
+            TcpStream::connect_timeout(&sa(UPLINK, port), Duration::from_secs(5)).is_ok()
+        });
+        if connected && scan.silent > 0 {
+            scan.silent -= 1;
+            scan.open.push(port);
+            late.push(port);
+        }
+    }
+    scan.open.sort_unstable();
+    // Every unforwarded NAT port's SYN counted (the kernel may count after
+    // the scan's connect returned).
+    let d = delta(
+        &s0,
+        &stats_when(&lab, &s0, |d| {
+            moved(d, "drop_no_mapping") >= nat_range_unforwarded
+        }),
+    );
     figure(
         "port scan of the uplink address",
         format!(
-            "65535 TCP ports in {took:.1?}: open {:?}, refused {} (the lab host's own RST outside the NAT range), silent {} , other {}; counters moved: {d:?}",
+            "65535 TCP ports in {took:.1?}: open {:?} ({late:?} of them answered after the batch's wait), refused {} (the lab host's own RST outside the NAT range), silent {} , other {}; counters moved: {d:?}",
             scan.open, scan.refused, scan.silent, scan.other
         ),
     );
-    assert_eq!(scan.open, vec![80, 2222, 15000, 15001, 15002]);
+    assert_eq!(scan.open, forwarded);
     assert!(
         d.get("drop_no_mapping").copied().unwrap_or(0) >= nat_range_unforwarded,
         "{d:?}"
@@ -753,9 +816,7 @@ fn udp_to(netns: &str, to: (Ipv4Addr, u16), n: usize) {
 
 #[test]
 fn hostile_unsolicited_spoofed_and_unmapped_packets_are_dropped_and_counted() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let _s = shared();
     let lab = Lab::seeds("hu");
     lab.up();
@@ -780,8 +841,15 @@ fn hostile_unsolicited_spoofed_and_unmapped_packets_are_dropped_and_counted() {
     let n = pick(200u64, 5000);
     // 1. Straight at the nodes: nothing gets in.
     let s0 = stats(&lab);
+    // No answer at all (curl's exit 28, a timeout): neither blue nor a
+    // reset from anywhere.
     let o = lab.wan(&["curl", "-s", "-m2", "http://192.168.15.2/ip"]);
-    assert!(!o.status.success(), "reached blue directly:\n{}", text(&o));
+    assert_eq!(
+        o.status.code(),
+        Some(28),
+        "reached blue directly:\n{}",
+        text(&o)
+    );
     let o = lab.wan(&["ping", "-c3", "-i0.2", "-W1", "192.168.15.1"]);
     assert!(!o.status.success(), "pinged red directly:\n{}", text(&o));
     udp_to(&wan, (Ipv4Addr::new(192, 168, 15, 1), 9999), n as usize);
@@ -801,8 +869,7 @@ fn hostile_unsolicited_spoofed_and_unmapped_packets_are_dropped_and_counted() {
         );
         raw.send(&p.bytes()).unwrap();
     }
-    thread::sleep(Duration::from_millis(300));
-    let s1 = stats(&lab);
+    let s1 = stats_when(&lab, &s0, |d| moved(d, "drop_unsolicited") >= 2 * n + 3);
     let d1 = delta(&s0, &s1);
     let unsolicited = d1.get("drop_unsolicited").copied().unwrap_or(0);
     // The forward still works meanwhile.
@@ -831,8 +898,7 @@ fn hostile_unsolicited_spoofed_and_unmapped_packets_are_dropped_and_counted() {
         raw.send(&packet::Ip::new(WAN, UPLINK, proto, l4).bytes())
             .unwrap();
     }
-    thread::sleep(Duration::from_millis(300));
-    let s2 = stats(&lab);
+    let s2 = stats_when(&lab, &s1, |d| moved(d, "drop_no_mapping") >= n);
     let d2 = delta(&s1, &s2);
     let no_mapping = d2.get("drop_no_mapping").copied().unwrap_or(0);
     // 3. A lab source arriving on the uplink: to a forwarded port, a NAT
@@ -862,8 +928,8 @@ fn hostile_unsolicited_spoofed_and_unmapped_packets_are_dropped_and_counted() {
         };
         raw.send(&p.bytes()).unwrap();
     }
-    thread::sleep(Duration::from_millis(300));
-    let s3 = stats(&lab);
+    // Every spoofed packet counted: then no forward flow can come later.
+    let s3 = stats_when(&lab, &s2, |d| moved(d, "drop_spoofed_source") >= n);
     let d3 = delta(&s2, &s3);
     let spoofed = d3.get("drop_spoofed_source").copied().unwrap_or(0);
     let dnat_from_spoof = d3.get("new_dnat_flows").copied().unwrap_or(0);
@@ -924,8 +990,10 @@ fn routed_bridge(tag: &str, masquerade: bool) {
         );
         raw.send(&p.bytes()).unwrap();
     }
-    thread::sleep(Duration::from_millis(300));
-    let d = delta(&s0, &stats(&lab));
+    let d = delta(
+        &s0,
+        &stats_when(&lab, &s0, |d| moved(d, "drop_spoofed_source") >= n),
+    );
     let spoofed = d.get("drop_spoofed_source").copied().unwrap_or(0);
     let flows = nat_list(&lab);
     figure(
@@ -955,9 +1023,7 @@ fn routed_bridge(tag: &str, masquerade: bool) {
 
 #[test]
 fn routed_bridge_lets_the_outside_in() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let _s = shared();
     routed_bridge("rb", false);
 }
@@ -965,9 +1031,7 @@ fn routed_bridge_lets_the_outside_in() {
 // Found by this suite, fixed in 2a8ac36: the nodes' replies to direct inbound connections were masqueraded.
 #[test]
 fn routed_and_masqueraded_bridge_lets_the_outside_in() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let _s = shared();
     routed_bridge("rm", true);
 }
@@ -975,9 +1039,7 @@ fn routed_and_masqueraded_bridge_lets_the_outside_in() {
 // Found by this suite, fixed in e128ff1: `up` applied a changed subnet flag but printed "nothing to change".
 #[test]
 fn converging_a_subnet_flag_reports_a_change() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let _s = shared();
     let lab = Lab::seeds("sf");
     lab.up();
@@ -1014,9 +1076,7 @@ fn mapped_port(lab: &Lab, src_prefix: &str, dst: &str) -> u16 {
 
 #[test]
 fn hostile_rst_and_fin_floods_do_not_break_live_flows() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let _h = heavy();
     let lab = Lab::new(
         "fl",
@@ -1026,8 +1086,12 @@ fn hostile_rst_and_fin_floods_do_not_break_live_flows() {
     );
     lab.up();
     let wan = lab.wan_netns();
-    let wan_srv = TransferServer::start(&wan, 7400);
-    let blue_srv = TransferServer::start(&lab.netns("blue"), 7410);
+    // Both transfers hold their last chunk back until the flood is over:
+    // they run through all of it however long sending it takes.
+    let hold = Hold::new();
+    let _release = hold.released_on_drop();
+    let wan_srv = TransferServer::start(&wan, 7400, None);
+    let blue_srv = TransferServer::start(&lab.netns("blue"), 7410, None);
     let len: u64 = pick(16 << 20, 64 << 20);
     // Paced to last `secs` (longer by the time scale in an emulated VM,
     // where the steps before the flood take seconds).
@@ -1035,9 +1099,18 @@ fn hostile_rst_and_fin_floods_do_not_break_live_flows() {
     let rate = (len as f64 / secs) as u64;
     let transfers_started = Instant::now();
     let (red, wan2) = (lab.netns("red"), wan.clone());
-    let up = thread::spawn(move || transfer(&red, sa(WAN, 7400), b'U', 11, len, rate));
-    let fwd = thread::spawn(move || transfer(&wan2, sa(UPLINK, 7410), b'U', 12, len, rate));
-    thread::sleep(Duration::from_secs(1));
+    let (h1, h2) = (Some(hold.clone()), Some(hold.clone()));
+    let up = thread::spawn(move || transfer(&red, sa(WAN, 7400), b'U', 11, len, rate, h1));
+    let fwd = thread::spawn(move || transfer(&wan2, sa(UPLINK, 7410), b'U', 12, len, rate, h2));
+    wait_for(
+        "the masqueraded transfer's flow listed",
+        Duration::from_secs(10),
+        || {
+            nat_list(&lab)
+                .iter()
+                .any(|f| f["original"]["dst"] == "198.51.100.1:7400")
+        },
+    );
     let port = mapped_port(&lab, "192.168.15.1:", "198.51.100.1:7400");
     let wan_client = wan_srv_peer_port(&blue_srv);
     let s0 = stats(&lab);
@@ -1092,6 +1165,7 @@ fn hostile_rst_and_fin_floods_do_not_break_live_flows() {
     }
     let flood_time = started.elapsed();
     let running = !up.is_finished() && !fwd.is_finished();
+    hold.release();
     let r_up = up.join().unwrap();
     let r_fwd = fwd.join().unwrap();
     let d = delta(&s0, &stats(&lab));
@@ -1120,17 +1194,12 @@ fn hostile_rst_and_fin_floods_do_not_break_live_flows() {
 
 /// The wan client's port of the (single) connection a transfer server saw.
 fn wan_srv_peer_port(srv: &TransferServer) -> u16 {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        if let Some(p) = srv.peers.lock().unwrap().first() {
-            return p.port();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no connection reached the server"
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
+    wait_for(
+        "a connection reaching the server",
+        Duration::from_secs(5),
+        || !srv.peers.lock().unwrap().is_empty(),
+    );
+    srv.peers.lock().unwrap()[0].port()
 }
 
 /// An idle connection gets RSTs with its exact tuple (spoofed from the
@@ -1240,9 +1309,7 @@ fn idle_connection_survives_out_of_window_rsts(tag: &str, forwarded: bool) {
 // Found by this suite, fixed in 2a8ac36: any RST with the tuple closed the flow and, since 6ba05e5, freed its port at once.
 #[test]
 fn hostile_out_of_window_rst_does_not_end_an_idle_masqueraded_connection() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let _s = shared();
     idle_connection_survives_out_of_window_rsts("ir", false);
 }
@@ -1250,9 +1317,7 @@ fn hostile_out_of_window_rst_does_not_end_an_idle_masqueraded_connection() {
 // Found by this suite, fixed in 2a8ac36: any RST with the tuple closed the flow; the forward could not be re-created mid-stream.
 #[test]
 fn hostile_out_of_window_rst_does_not_end_an_idle_forwarded_connection() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let _s = shared();
     idle_connection_survives_out_of_window_rsts("iw", true);
 }
@@ -1265,9 +1330,7 @@ fn hostile_out_of_window_rst_does_not_end_an_idle_forwarded_connection() {
 // Found by this suite, fixed in 2a8ac36: since 6ba05e5, one blind RST freed a live tuple for another flow.
 #[test]
 fn hostile_spoofed_rst_does_not_hand_a_live_tuple_to_another_flow() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let _s = shared();
     let lab = Lab::seeds("rt");
     lab.up();
@@ -1294,8 +1357,17 @@ fn hostile_spoofed_rst_does_not_hand_a_live_tuple_to_another_flow() {
         packet::TCP,
         tcp_segment(7460, port, packet::RST, 0x1234_5678, 0),
     );
+    let s0 = stats(&lab);
     raw.send(&p.bytes()).unwrap();
-    thread::sleep(Duration::from_millis(200));
+    // The RST has been judged (and dropped) before blue asks: otherwise
+    // blue could not have been handed the tuple whatever the NAT does.
+    let judged = moved(
+        &delta(
+            &s0,
+            &stats_when(&lab, &s0, |d| moved(d, "drop_out_of_window") >= 1),
+        ),
+        "drop_out_of_window",
+    );
     let red_after_rst = exchange(&mut red, b"red after the RST");
     // blue asks for the same port number, to the same server.
     let blue = in_netns(&lab.netns("blue"), move || -> Result<TcpStream, String> {
@@ -1356,6 +1428,10 @@ fn hostile_spoofed_rst_does_not_hand_a_live_tuple_to_another_flow() {
     drop(red);
     drop(echo);
     lab.down();
+    assert_eq!(
+        judged, 1,
+        "the spoofed RST was not counted as out of window"
+    );
     red_after_rst.expect("red right after the spoofed RST");
     blue_result.expect("blue's connection");
     assert_ne!(
@@ -1384,9 +1460,7 @@ fn record_route(fd: i32) {
 
 #[test]
 fn odd_traffic_fragments_and_ip_options_are_translated_or_counted() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let _s = shared();
     let lab = Lab::new(
         "fo",
@@ -1543,9 +1617,7 @@ fn odd_traffic_fragments_and_ip_options_are_translated_or_counted() {
 // Found by this suite, fixed in 108387f: hairpinned fragments were delivered to the lab host itself, uncounted.
 #[test]
 fn odd_traffic_hairpinned_fragments_are_translated_or_counted() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let _s = shared();
     let lab = Lab::new(
         "hf",
@@ -1608,13 +1680,31 @@ fn socket_addr(a: Ipv4Addr, port: u16) -> libc::sockaddr_in {
     }
 }
 
+/// Receive on every fill socket (non-blocking) until `done` says the
+/// answers are complete, or 20 s (times the time scale) passed; which
+/// sockets got an answer.
+fn fill_answers(socks: &[UdpSocket], mut done: impl FnMut(&[bool]) -> bool) -> Vec<bool> {
+    let mut answers = vec![false; socks.len()];
+    let deadline = Instant::now() + Duration::from_secs(20).mul_f64(time_scale());
+    loop {
+        for (s, got) in socks.iter().zip(answers.iter_mut()) {
+            let mut buf = [0u8; 64];
+            while s.recv_from(&mut buf).is_ok() {
+                *got = true;
+            }
+        }
+        if done(&answers) || Instant::now() > deadline {
+            return answers;
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
 // Caught a regression at 64d0285 (the unpinned TAILS array emptied when `up`
 // exited, so the collection never ran and a full table never drained), fixed in 7f80313.
 #[test]
 fn full_nat_table_refuses_new_flows_and_keeps_established_ones() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let _h = heavy();
     raise_nofile(20000);
     let max_flows = 4096u32;
@@ -1653,36 +1743,50 @@ fn full_nat_table_refuses_new_flows_and_keeps_established_ones() {
     let s0 = stats(&lab);
     // Fill: more new UDP flows than the table admits, from blue.
     let want = limit as usize + 400;
-    let fill_started = Instant::now();
-    let (answered, fill_socks) = in_netns(&lab.netns("blue"), move || {
+    let fill_socks = in_netns(&lab.netns("blue"), move || {
         let socks: Vec<UdpSocket> = (0..want)
             .map(|_| UdpSocket::bind("0.0.0.0:0").unwrap())
             .collect();
         for (i, s) in socks.iter().enumerate() {
+            s.set_nonblocking(true).unwrap();
             let _ = s.send_to(format!("fill {i}").as_bytes(), (WAN, 7600));
         }
-        thread::sleep(Duration::from_millis(500));
-        let mut answered = 0;
-        for s in &socks {
-            s.set_nonblocking(true).unwrap();
-            let mut buf = [0u8; 64];
-            if s.recv_from(&mut buf).is_ok() {
-                answered += 1;
-            }
-        }
-        (answered, socks)
+        socks
+    });
+    // Every datagram is either admitted (and answered) or refused (and
+    // counted): wait until all are accounted for, however slowly the
+    // answers come.
+    let answers = fill_answers(&fill_socks, |answers| {
+        let refused = moved(&delta(&s0, &stats(&lab)), "drop_table_full");
+        answers.iter().filter(|a| **a).count() as u64 + refused >= want as u64
     });
     let s1 = stats(&lab);
+    let answered = answers.iter().filter(|a| **a).count();
     let listed_full = nat_list(&lab).len();
-    // Established flows keep working; new ones are refused and counted.
-    let established_ok = echo_all(&mut established, "while full");
+    // The table stays full only while the fill's flows live (udp_timeout
+    // after their last packet): a datagram on each fill socket refreshes
+    // the admitted ones (the refused are refused again) right before the
+    // checks, which must end within the timeout (measured) to mean anything.
+    let refreshed = Instant::now();
+    for (i, s) in fill_socks.iter().enumerate() {
+        let _ = s.send_to(format!("again {i}").as_bytes(), (WAN, 7600));
+    }
+    // New flows are refused and counted; established ones keep working.
     let new_tcp = in_netns(&lab.netns("red"), || {
         TcpStream::connect_timeout(&sa(WAN, 7600), Duration::from_secs(1)).is_ok()
     });
+    let established_ok = echo_all(&mut established, "while full");
+    let checks_took = refreshed.elapsed();
     let s2 = stats(&lab);
-    let checks_done = fill_started.elapsed();
-    // Recovery: the UDP flows expire and collection frees their entries.
-    thread::sleep(Duration::from_secs(udp_timeout + 2).saturating_sub(checks_done));
+    // Recovery: the UDP flows expire and collection frees their entries,
+    // `udp_timeout` after their last packet: the refresh's answers.
+    fill_answers(&fill_socks, |got| {
+        answers
+            .iter()
+            .zip(got)
+            .all(|(first, again)| !first || *again)
+    });
+    thread::sleep(Duration::from_secs(udp_timeout + 2));
     drop(fill_socks);
     let s3 = stats(&lab);
     let recovered = in_netns(&lab.netns("red"), || -> Result<usize, String> {
@@ -1719,6 +1823,10 @@ fn full_nat_table_refuses_new_flows_and_keeps_established_ones() {
             s4.get(stat::NAMES[stat::GC_FREED as usize]).copied().unwrap_or(0),
         ),
     );
+    assert!(
+        checks_took < Duration::from_secs(udp_timeout),
+        "the checks while full took {checks_took:?}: the fill's flows may have expired meanwhile"
+    );
     assert!(full(&s0, &s1) > 0, "the table never filled");
     assert!(
         answered <= limit as usize,
@@ -1743,9 +1851,7 @@ fn full_nat_table_refuses_new_flows_and_keeps_established_ones() {
 
 #[test]
 fn coexistence_up_and_down_leave_foreign_rules_and_programs_alone() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let _s = shared();
     let mut pair = HostPair::new("co");
     pair.serve_http();
@@ -1995,23 +2101,4 @@ fn coexistence_up_and_down_leave_foreign_rules_and_programs_alone() {
     drop(foreign);
     drop(lab);
     drop(pair);
-}
-
-/// For the long form's log: which mode ran and with which binary.
-#[test]
-fn reliability_mode() {
-    if !privileged() {
-        return;
-    }
-    figure(
-        "mode",
-        format!(
-            "{} form, netlab binary {}, {} CPUs",
-            if stress() { "long" } else { "short" },
-            netlab_bin().display(),
-            aya::util::nr_cpus()
-                .map(|n| n.to_string())
-                .unwrap_or_default()
-        ),
-    );
 }

@@ -162,6 +162,20 @@ fn figures(log: &Path) -> Result<Figures> {
     Ok(fig)
 }
 
+/// What a target's failed run found, how to replay it, and where its log is.
+fn finding(target: &str, fig: &Figures, log: &Path) -> String {
+    let reproducer = fig.reproducer.as_ref().map(|p| p.display().to_string());
+    format!(
+        "{target}: {}\n  reproducer: {}\n  replay: cargo +nightly fuzz run --fuzz-dir {FUZZ_DIR} --sanitizer none {target} {}\n  log: {}",
+        fig.finding
+            .as_deref()
+            .unwrap_or("the fuzzer failed (see the log)"),
+        reproducer.as_deref().unwrap_or("(none written)"),
+        reproducer.as_deref().unwrap_or_default(),
+        log.display()
+    )
+}
+
 /// Copy the checked-in seeds of a target into its corpus (files already
 /// there are kept).
 fn seed(target: &str, corpus: &Path) -> Result<()> {
@@ -180,11 +194,35 @@ fn seed(target: &str, corpus: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Build the targets and run each for `seconds`.
+/// How one target's run ended.
+pub enum Verdict {
+    Clean,
+    /// A crash or a broken oracle: what it found, the reproducer, the log.
+    Finding(String),
+    /// Not run (it says why).
+    Skipped,
+}
+
+/// `cargo xtask fuzz`: build the targets, run each for `seconds`, fail on a finding.
 pub fn fuzz(seconds: u64, only: Option<&str>) -> Result<()> {
+    let findings: Vec<String> = run_targets(seconds, only)?
+        .into_iter()
+        .filter_map(|(_, v)| match v {
+            Verdict::Finding(f) => Some(f),
+            _ => None,
+        })
+        .collect();
+    if !findings.is_empty() {
+        bail!("fuzzing found a crash:\n{}", findings.join("\n"));
+    }
+    Ok(())
+}
+
+/// Build the targets and run each for `seconds`; each target's verdict.
+pub fn run_targets(seconds: u64, only: Option<&str>) -> Result<Vec<(&'static str, Verdict)>> {
     let started = Instant::now();
-    let targets: Vec<&str> = match only {
-        Some(t) if TARGETS.contains(&t) => vec![t],
+    let targets: Vec<&'static str> = match only {
+        Some(t) if TARGETS.contains(&t) => TARGETS.iter().copied().filter(|x| *x == t).collect(),
         Some(t) => bail!("no fuzz target `{t}` (targets: {})", TARGETS.join(", ")),
         None => TARGETS.to_vec(),
     };
@@ -211,12 +249,12 @@ pub fn fuzz(seconds: u64, only: Option<&str>) -> Result<()> {
     let built = started.elapsed();
 
     let mut rows = Vec::new();
-    let mut failed = Vec::new();
+    let mut verdicts = Vec::new();
     for target in targets {
         if target == "packets" && object.is_none() {
-            println!(
-                "xtask: fuzz target packets skipped: it loads eBPF programs, which needs root"
-            );
+            let why = "it loads eBPF programs, which needs root";
+            println!("xtask: fuzz target packets skipped: {why}");
+            verdicts.push((target, Verdict::Skipped));
             continue;
         }
         let corpus = root.join("target/fuzz-corpus").join(target);
@@ -259,21 +297,12 @@ pub fn fuzz(seconds: u64, only: Option<&str>) -> Result<()> {
             .status()
             .with_context(|| format!("starting cargo fuzz run {target}"))?;
         let fig = figures(&log)?;
-        if !status.success() {
-            failed.push(format!(
-                "{target}: {}\n  reproducer: {}\n  replay: cargo +nightly fuzz run --fuzz-dir {FUZZ_DIR} --sanitizer none {target} {}\n  log: {}",
-                fig.finding.as_deref().unwrap_or("the fuzzer failed (see the log)"),
-                fig.reproducer
-                    .as_ref()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_else(|| "(none written)".into()),
-                fig.reproducer
-                    .as_ref()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default(),
-                log.display()
-            ));
-        }
+        let verdict = if status.success() {
+            Verdict::Clean
+        } else {
+            Verdict::Finding(finding(target, &fig, &log))
+        };
+        verdicts.push((target, verdict));
         rows.push((target, fig, !status.success()));
     }
     println!();
@@ -296,8 +325,5 @@ pub fn fuzz(seconds: u64, only: Option<&str>) -> Result<()> {
         started.elapsed(),
         built
     );
-    if !failed.is_empty() {
-        bail!("fuzzing found a crash:\n{}", failed.join("\n"));
-    }
-    Ok(())
+    Ok(verdicts)
 }

@@ -3,16 +3,19 @@
 mod fuzz;
 mod setup;
 mod stress;
+mod tally;
 mod vm;
 
 use std::{
+    fs::{self, File},
     path::{Path, PathBuf},
     process::{Command, ExitCode},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context as _, Result};
 use clap::{Parser, Subcommand};
+use tally::{Suite, Tally};
 
 #[derive(Parser)]
 #[command(name = "cargo xtask")]
@@ -47,11 +50,18 @@ enum Cmd {
         args: Vec<String>,
     },
     /// Every test: unit tests, then (as root) the eBPF program tests and the
-    /// end-to-end lab tests, each in sandboxes of its own, then a smoke run
-    /// of the benchmark.
+    /// end-to-end lab tests, each in sandboxes of its own, a short fuzzing
+    /// pass, a smoke run of the benchmark, and with `--vm` the privileged
+    /// suites again on other kernels. Every suite runs even when one fails;
+    /// the last line counts them all: `N passed, N failed, N skipped`.
     Test {
         /// Only tests whose name contains this.
         filter: Option<String>,
+        /// Also run the privileged suites on this Debian kernel series,
+        /// booted under qemu (`6.1`, `6.12`), after the host's suites;
+        /// repeatable. CI: `--vm 6.1`.
+        #[arg(long, value_name = "SERIES", conflicts_with = "kernel")]
+        vm: Vec<String>,
         /// Run the privileged suites on other kernels instead: `host`, a
         /// Debian kernel series booted under qemu (`6.1`, `6.12`), or `all`.
         /// Prints a table per kernel and writes target/kernel-matrix.json.
@@ -92,11 +102,13 @@ fn main() -> ExitCode {
             .and_then(|()| bench(&args)),
         Cmd::Test {
             filter,
+            vm,
             kernel: None,
-        } => test(filter.as_deref()),
+        } => test(filter.as_deref(), &vm),
         Cmd::Test {
             filter,
             kernel: Some(kernel),
+            ..
         } => vm::test(&kernel, filter.as_deref()),
         Cmd::Stress { filter } => stress::stress(filter.as_deref()),
         Cmd::Fuzz { time, target } => fuzz::fuzz(time, target.as_deref()),
@@ -186,7 +198,6 @@ fn bench(args: &[String]) -> Result<()> {
 /// must give every metric a non-zero number (`--check`). Timing is never
 /// judged: the machine may be busy.
 fn bench_smoke() -> Result<()> {
-    let started = Instant::now();
     let mut cmd = Command::new(netlab_bin(false));
     cmd.args([
         "bench",
@@ -199,12 +210,7 @@ fn bench_smoke() -> Result<()> {
         "--chart",
         "target/bench/smoke.svg",
     ]);
-    run(&mut cmd).context("the benchmark's smoke run")?;
-    println!(
-        "xtask: benchmark smoke run passed in {:.0?}",
-        started.elapsed()
-    );
-    Ok(())
+    run(&mut cmd).context("the benchmark's smoke run")
 }
 
 fn down() -> Result<()> {
@@ -213,52 +219,149 @@ fn down() -> Result<()> {
     run(&mut cmd)
 }
 
-fn test(filter: Option<&str>) -> Result<()> {
+/// `cargo xtask test`: every suite, each counted even when another fails;
+/// a table of the suites and the one total line at the end.
+fn test(filter: Option<&str>, vms: &[String]) -> Result<()> {
     let started = Instant::now();
     setup::ensure()?;
     build(false)?;
-    // Pure logic, no privileges: the model, shared types, program logic.
-    let mut unit = cargo();
-    unit.args([
-        "test",
-        "--workspace",
-        "--exclude",
-        "netlab-tests",
-        "--exclude",
-        "xtask",
-    ]);
-    if let Some(f) = filter {
-        unit.arg(f);
-    }
-    run(&mut unit)?;
-    if !is_root() {
-        bail!(
-            "the eBPF program tests and the lab tests need root (they create namespaces and load programs); \
-             unit tests passed. Run `cargo xtask test` as root."
+    let mut suites = vec![timed("unit", || unit_suite(filter))];
+    if is_root() {
+        suites.push(timed("privileged", || privileged_suite(filter)));
+    } else {
+        let mut t = Tally::default();
+        t.fail(
+            "the eBPF program tests and the lab tests need root (they create namespaces and \
+             load programs): run `cargo xtask test` as root"
+                .into(),
         );
+        suites.push(Suite {
+            name: "privileged".into(),
+            tally: t,
+            duration: Duration::ZERO,
+        });
     }
-    // Privileged: each test builds its own sandbox namespaces.
-    let mut privileged = cargo();
-    privileged
-        .args(["test", "--package", "netlab-tests"])
-        .env("NETLAB_BIN", netlab_bin(false))
-        .env("NETLAB_PRIVILEGED_TESTS", "1");
-    if stress::variant_wanted(filter) {
-        privileged.env(stress::VARIANT_ENV, stress::variant()?);
-    }
-    privileged.arg("--");
-    if let Some(f) = filter {
-        privileged.arg(f);
-    }
-    privileged.arg("--test-threads=2");
-    run(&mut privileged)?;
-    // A short fuzzing pass: every target for a few seconds.
     if filter.is_none_or(|f| "fuzz".contains(f)) {
-        fuzz::fuzz(fuzz::TEST_PASS_SECONDS, None)?;
+        suites.push(timed("fuzz (one test per target)", fuzz_suite));
     }
     if filter.is_none_or(|f| "bench".contains(f)) {
-        bench_smoke()?;
+        suites.push(timed("bench smoke", || {
+            let mut t = Tally::default();
+            t.one("bench smoke", bench_smoke().map_err(|e| format!("{e:#}")));
+            t
+        }));
     }
-    println!("xtask: all tests passed in {:.0?}", started.elapsed());
+    if !vms.is_empty() {
+        suites.extend(vm::suites(vms, filter));
+    }
+    let mut total = Tally::default();
+    println!();
+    println!("xtask: suites");
+    for s in &suites {
+        println!("  {s}");
+        for f in &s.tally.failures {
+            println!("      FAILED {f}");
+        }
+        total.add(&s.tally);
+    }
+    println!("xtask: {} in {:.0?}", total.line(), started.elapsed());
+    if total.failed > 0 {
+        bail!(
+            "{} of {} tests failed",
+            total.failed,
+            total.passed + total.failed
+        );
+    }
     Ok(())
+}
+
+fn timed(name: &str, f: impl FnOnce() -> Tally) -> Suite {
+    let started = Instant::now();
+    let tally = f();
+    Suite {
+        name: name.into(),
+        tally,
+        duration: started.elapsed(),
+    }
+}
+
+/// Run `cargo test ARGS`, echoing its output and logging it to
+/// target/xtask-test/<log>.log; its verdicts.
+fn cargo_test(log: &str, cmd: Command) -> Tally {
+    let mut t = Tally::default();
+    let dir = workspace_root().join("target").join("xtask-test");
+    let path = dir.join(format!("{log}.log"));
+    let result = fs::create_dir_all(&dir)
+        .and_then(|()| File::create(&path))
+        .with_context(|| format!("creating {}", path.display()))
+        .and_then(|mut file| vm::stream(cmd, &mut file, CARGO_TEST_LIMIT));
+    match result {
+        Ok((lines, status)) => t.add_cargo_test(log, &lines, status.map(|s| s.success())),
+        Err(e) => t.fail(format!("{log}: {e:#}")),
+    }
+    t
+}
+
+/// Bound on one `cargo test` of the host's suites.
+const CARGO_TEST_LIMIT: Duration = Duration::from_secs(40 * 60);
+
+/// Pure logic, no privileges: the model, shared types, program logic, xtask.
+fn unit_suite(filter: Option<&str>) -> Tally {
+    let mut cmd = cargo();
+    cmd.current_dir(workspace_root())
+        .env("CARGO_TERM_COLOR", "never")
+        .args([
+            "test",
+            "--workspace",
+            "--no-fail-fast",
+            "--exclude",
+            "netlab-tests",
+        ]);
+    if let Some(f) = filter {
+        cmd.arg("--").arg(f);
+    }
+    cargo_test("unit", cmd)
+}
+
+/// The privileged suites (tests/), each test in sandboxes of its own.
+fn privileged_suite(filter: Option<&str>) -> Tally {
+    let mut t = Tally::default();
+    let mut cmd = cargo();
+    cmd.current_dir(workspace_root())
+        .env("CARGO_TERM_COLOR", "never")
+        .args(["test", "--package", "netlab-tests", "--no-fail-fast"])
+        .env("NETLAB_BIN", netlab_bin(false));
+    if stress::variant_wanted(filter) {
+        match stress::variant() {
+            Ok(v) => {
+                cmd.env(stress::VARIANT_ENV, v);
+            }
+            Err(e) => t.fail(format!("building the variant eBPF object: {e:#}")),
+        }
+    }
+    cmd.arg("--");
+    if let Some(f) = filter {
+        cmd.arg(f);
+    }
+    cmd.arg("--test-threads=2");
+    t.add(&cargo_test("privileged", cmd));
+    t
+}
+
+/// A short fuzzing pass: every target for a few seconds, one test each.
+fn fuzz_suite() -> Tally {
+    let mut t = Tally::default();
+    match fuzz::run_targets(fuzz::TEST_PASS_SECONDS, None) {
+        Ok(verdicts) => {
+            for (_, verdict) in verdicts {
+                match verdict {
+                    fuzz::Verdict::Clean => t.passed += 1,
+                    fuzz::Verdict::Finding(f) => t.fail(f),
+                    fuzz::Verdict::Skipped => t.skipped += 1,
+                }
+            }
+        }
+        Err(e) => t.fail(format!("fuzzing: {e:#}")),
+    }
+    t
 }

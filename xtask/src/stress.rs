@@ -30,7 +30,6 @@ pub fn stress(filter: Option<&str>) -> Result<()> {
         "reliability",
     ])
     .env("NETLAB_BIN", netlab_bin(true))
-    .env("NETLAB_PRIVILEGED_TESTS", "1")
     .env("NETLAB_STRESS", "1")
     .env(VARIANT_ENV, &variant)
     .arg("--");

@@ -16,7 +16,11 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 use serde_json::json;
 
-use crate::{build, cargo, is_root, netlab_bin, run, setup, stress, workspace_root};
+use crate::{
+    build, cargo, is_root, netlab_bin, run, setup, stress,
+    tally::{Suite, Tally},
+    workspace_root,
+};
 
 /// What `all` means: Debian 12's kernel, its backports kernel, this machine's.
 const ALL: &[&str] = &["6.1", "6.12", "host"];
@@ -60,7 +64,7 @@ struct Suites {
 impl Suites {
     /// The environment each test binary gets besides NETLAB_BIN.
     fn env(&self) -> Vec<(&'static str, String)> {
-        let mut env = vec![("NETLAB_PRIVILEGED_TESTS", "1".to_string())];
+        let mut env = Vec::new();
         if let Some(v) = &self.variant {
             env.push((stress::VARIANT_ENV, v.display().to_string()));
         }
@@ -76,21 +80,85 @@ struct Outcome {
     log: Option<PathBuf>,
     /// Boot (in a VM) and every test binary.
     duration: Duration,
-    passed: u32,
-    failed: u32,
-    failures: Vec<String>,
+    tally: Tally,
     /// What netlab uses there (attach mode, fast path, programs).
     features: Option<String>,
     /// Why the run itself went wrong (no boot, timeout, …).
     error: Option<String>,
 }
 
+impl Outcome {
+    /// The tests' verdicts, with a run that went wrong (no boot, a
+    /// timeout) as one more failure.
+    fn counted(&self) -> Tally {
+        let mut t = self.tally.clone();
+        if let Some(e) = &self.error {
+            t.fail(format!("kernel {}: {e}", self.kernel));
+        }
+        t
+    }
+}
+
+/// `cargo xtask test --kernel SPEC`: the matrix alone, with its table and
+/// the total line.
 pub fn test(spec: &str, filter: Option<&str>) -> Result<()> {
     let kernels: Vec<&str> = match spec {
         "all" => ALL.to_vec(),
         s => vec![s],
     };
-    for k in &kernels {
+    let started = Instant::now();
+    let rows = passes(&kernels, filter)?;
+    let bad = report(&rows)?;
+    let mut total = Tally::default();
+    for (_, o) in &rows {
+        total.add(&o.counted());
+    }
+    println!(
+        "xtask: {} (the privileged suites on {} kernel{}, {:.0?})",
+        total.line(),
+        rows.len(),
+        if rows.len() == 1 { "" } else { "s" },
+        started.elapsed()
+    );
+    if bad {
+        bail!("tests failed on some kernel (see the table above)");
+    }
+    Ok(())
+}
+
+/// `cargo xtask test --vm SERIES…`: the privileged suites in each VM after
+/// the host's suites, as suites of the run's total (the matrix table and
+/// target/kernel-matrix.json as with `--kernel`).
+pub fn suites(series: &[String], filter: Option<&str>) -> Vec<Suite> {
+    let started = Instant::now();
+    let kernels: Vec<&str> = series.iter().map(String::as_str).collect();
+    let rows = match passes(&kernels, filter) {
+        Ok(rows) => rows,
+        Err(e) => {
+            let mut tally = Tally::default();
+            tally.fail(format!("preparing the VM pass: {e:#}"));
+            return vec![Suite {
+                name: format!("vm {}", series.join(", ")),
+                tally,
+                duration: started.elapsed(),
+            }];
+        }
+    };
+    if let Err(e) = report(&rows) {
+        eprintln!("xtask: warning: {e:#}");
+    }
+    rows.iter()
+        .map(|(_, o)| Suite {
+            name: format!("vm {}", o.kernel),
+            tally: o.counted(),
+            duration: o.duration,
+        })
+        .collect()
+}
+
+/// The privileged suites on each kernel: set up, build, then run.
+fn passes(kernels: &[&str], filter: Option<&str>) -> Result<Vec<(String, Outcome)>> {
+    for k in kernels {
         if *k != "host" && !is_series(k) {
             bail!("--kernel {k}: expected host, all, or a version series such as 6.1 or 6.12");
         }
@@ -117,7 +185,7 @@ pub fn test(spec: &str, filter: Option<&str>) -> Result<()> {
     let mut online = None;
     let mut rows = Vec::new();
     for k in kernels {
-        let outcome = if k == "host" {
+        let outcome = if *k == "host" {
             on_host(&suites)
         } else {
             let online = *online.get_or_insert_with(|| match apt_update() {
@@ -136,9 +204,9 @@ pub fn test(spec: &str, filter: Option<&str>) -> Result<()> {
                 },
             }
         };
-        rows.push((k, outcome));
+        rows.push((k.to_string(), outcome));
     }
-    report(&rows)
+    Ok(rows)
 }
 
 fn is_series(s: &str) -> bool {
@@ -229,12 +297,12 @@ fn on_host(suites: &Suites) -> Outcome {
             .arg("--test-threads=2");
         match stream(cmd, &mut log, HOST_LIMIT) {
             Ok((lines, status)) => {
-                tally(&bin.name, &lines, status.map(|s| s.success()), &mut outcome)
+                outcome.features = features(&lines).or(outcome.features.take());
+                outcome
+                    .tally
+                    .add_binary(&bin.name, &lines, status.map(|s| s.success()));
             }
-            Err(e) => {
-                outcome.failed += 1;
-                outcome.failures.push(format!("{}: {e:#}", bin.name));
-            }
+            Err(e) => outcome.tally.fail(format!("{}: {e:#}", bin.name)),
         }
     }
     outcome.log = Some(log_path);
@@ -244,7 +312,7 @@ fn on_host(suites: &Suites) -> Outcome {
 
 /// Run `cmd` with stdout and stderr on one pipe; echo each line, append it to
 /// `log`, and keep it. Killed after `limit` (status None then).
-fn stream(
+pub fn stream(
     mut cmd: Command,
     log: &mut File,
     limit: Duration,
@@ -303,43 +371,12 @@ fn stream(
     Ok((lines, Some(status)))
 }
 
-/// Add one test binary's libtest verdicts to `outcome`. A binary that ended
-/// without its summary line (crash, timeout) counts as one failure.
-fn tally(bin: &str, lines: &[String], success: Option<bool>, outcome: &mut Outcome) {
-    let mut summary = false;
-    let mut failed_here = 0;
-    for line in lines {
-        if let Some(i) = line.find(FEATURES) {
-            outcome.features = Some(line[i + FEATURES.len()..].to_string());
-        }
-        if let Some(name) = line
-            .strip_prefix("test ")
-            .and_then(|l| l.strip_suffix(" ... FAILED"))
-        {
-            outcome.failures.push(format!("{bin}::{name}"));
-        }
-        if let Some(result) = line.strip_prefix("test result: ") {
-            summary = true;
-            for part in result.split([';', '.']) {
-                match part.split_whitespace().collect::<Vec<_>>()[..] {
-                    [n, "passed"] => outcome.passed += n.parse::<u32>().unwrap_or(0),
-                    [n, "failed"] => failed_here += n.parse::<u32>().unwrap_or(0),
-                    _ => {}
-                }
-            }
-        }
-    }
-    outcome.failed += failed_here;
-    let why = match success {
-        None => Some("killed at the time limit"),
-        _ if !summary => Some("ended without a test summary"),
-        Some(false) if failed_here == 0 => Some("exited with an error"),
-        _ => None,
-    };
-    if let Some(why) = why {
-        outcome.failed += 1;
-        outcome.failures.push(format!("{bin}: {why}"));
-    }
+/// What a test said netlab uses on the kernel ([`FEATURES`]).
+fn features(lines: &[String]) -> Option<String> {
+    lines.iter().rev().find_map(|l| {
+        l.find(FEATURES)
+            .map(|i| l[i + FEATURES.len()..].to_string())
+    })
 }
 
 fn apt_dir() -> PathBuf {
@@ -757,7 +794,8 @@ fn in_vm(kernel: &Kernel, suites: &Suites) -> Outcome {
             ["begin", name] => current = Some((name.to_string(), Vec::new())),
             ["end", name, rc] => {
                 if let Some((_, part)) = current.take() {
-                    tally(name, &part, Some(rc == "0"), &mut outcome);
+                    outcome.features = features(&part).or(outcome.features.take());
+                    outcome.tally.add_binary(name, &part, Some(rc == "0"));
                 }
                 ran.push(name.to_string());
             }
@@ -767,12 +805,11 @@ fn in_vm(kernel: &Kernel, suites: &Suites) -> Outcome {
         }
     }
     if let Some((name, part)) = current {
-        tally(&name, &part, None, &mut outcome);
+        outcome.tally.add_binary(&name, &part, None);
         ran.push(name);
     }
     for bin in suites.bins.iter().filter(|b| !ran.contains(&b.name)) {
-        outcome.failed += 1;
-        outcome.failures.push(format!("{}: did not run", bin.name));
+        outcome.tally.fail(format!("{}: did not run", bin.name));
     }
     if exit.is_none() && outcome.error.is_none() {
         outcome.error = Some(match status {
@@ -783,37 +820,40 @@ fn in_vm(kernel: &Kernel, suites: &Suites) -> Outcome {
     outcome
 }
 
-/// The table, target/kernel-matrix.json, and the verdict.
-fn report(rows: &[(&str, Outcome)]) -> Result<()> {
+/// The table and target/kernel-matrix.json; whether anything failed.
+fn report(rows: &[(String, Outcome)]) -> Result<bool> {
     println!();
     println!(
-        "{:<28} {:>7} {:>7} {:>9}  note",
-        "kernel", "passed", "failed", "duration"
+        "{:<28} {:>7} {:>7} {:>7} {:>9}  note",
+        "kernel", "passed", "failed", "skipped", "duration"
     );
     let mut entries = Vec::new();
     let mut bad = false;
     for (spec, o) in rows {
+        let t = o.counted();
         println!(
-            "{:<28} {:>7} {:>7} {:>8.0}s  {}",
+            "{:<28} {:>7} {:>7} {:>7} {:>8.0}s  {}",
             o.kernel,
-            o.passed,
-            o.failed,
+            t.passed,
+            t.failed,
+            t.skipped,
             o.duration.as_secs_f64(),
             o.error.as_deref().unwrap_or_default()
         );
         if let Some(f) = &o.features {
             println!("    features: {f}");
         }
-        for f in &o.failures {
+        for f in &t.failures {
             println!("    FAILED {f}");
         }
-        bad |= o.failed > 0 || o.error.is_some();
+        bad |= t.failed > 0;
         entries.push(json!({
             "spec": spec,
             "kernel": o.kernel,
-            "passed": o.passed,
-            "failed": o.failed,
-            "failures": o.failures,
+            "passed": t.passed,
+            "failed": t.failed,
+            "skipped": t.skipped,
+            "failures": t.failures,
             "features": o.features,
             "error": o.error,
             "duration_secs": o.duration.as_secs_f64(),
@@ -824,8 +864,5 @@ fn report(rows: &[(&str, Outcome)]) -> Result<()> {
     let text = serde_json::to_string_pretty(&entries).context("encoding the kernel matrix")?;
     fs::write(&path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
     println!("xtask: wrote {}", path.display());
-    if bad {
-        bail!("tests failed on some kernel (see the table above)");
-    }
-    Ok(())
+    Ok(bad)
 }
