@@ -75,6 +75,9 @@ impl FlowKey {
 pub const HOOK_UPLINK_EGRESS: u8 = 1;
 pub const HOOK_UPLINK_INGRESS: u8 = 2;
 pub const HOOK_BRIDGE_INGRESS: u8 = 3;
+/// Egress of the lab host's loopback: its own connections to the uplink
+/// address on a forwarded port.
+pub const HOOK_LOCAL_EGRESS: u8 = 4;
 
 /// Why a flow exists.
 pub const KIND_SNAT: u8 = 1;
@@ -84,6 +87,35 @@ pub const KIND_HAIRPIN: u8 = 3;
 /// nothing is rewritten, but the flow is known, so its replies are not
 /// masqueraded.
 pub const KIND_ROUTED: u8 = 4;
+/// The lab host's own connection to the uplink address on a forwarded port,
+/// taken to the forward's target (as Docker does): its packets leave `lo`
+/// for the target's bridge, and the target's replies come back into `lo`.
+pub const KIND_LOCAL: u8 = 5;
+
+/// How a flow kind reads in `netlab nat list` and the programs' log.
+pub const fn kind_name(kind: u8) -> &'static str {
+    match kind {
+        KIND_SNAT => "snat",
+        KIND_DNAT => "dnat",
+        KIND_HAIRPIN => "hairpin",
+        KIND_ROUTED => "routed",
+        KIND_LOCAL => "local",
+        _ => "unknown",
+    }
+}
+
+/// How a protocol reads in `netlab nat list` and the programs' log.
+pub const fn proto_name(proto: u8) -> &'static str {
+    match proto {
+        IPPROTO_TCP => "tcp",
+        IPPROTO_UDP => "udp",
+        IPPROTO_ICMP => "icmp",
+        _ => "other",
+    }
+}
+
+/// The loopback interface: index 1 in every network namespace.
+pub const LO_IFINDEX: u32 = 1;
 
 /// Which direction of its flow an entry translates.
 pub const DIR_ORIGINAL: u8 = 0;
@@ -267,6 +299,11 @@ pub const SUBNET_ENDPOINT_INDEPENDENT_FILTERING: u32 = 1 << 1;
 /// The outside may reach the subnet's addresses directly (routed, no NAT).
 pub const SUBNET_ROUTED: u32 = 1 << 2;
 
+/// `LAB_IFACES` value: the interface is one of the lab's bridges on the lab
+/// host. A packet forwarded from there to the uplink has a lab source, which
+/// must be masqueraded or routed, never sent as it is.
+pub const LAB_IFACE_BRIDGE: u32 = 1 << 0;
+
 /// Global dataplane settings: element 0 of the `config` array map.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -328,7 +365,8 @@ pub mod tail {
     pub const UPLINK_IN: u32 = 2;
     pub const UPLINK_OUT: u32 = 3;
     pub const BRIDGE_IN: u32 = 4;
-    pub const COUNT: u32 = 5;
+    pub const LOCAL_OUT: u32 = 5;
+    pub const COUNT: u32 = 6;
 }
 
 /// Indexes into the per-CPU `stats` array.
@@ -359,7 +397,20 @@ pub mod stat {
     /// From a masqueraded subnet, a protocol (or ICMP message) netlab does
     /// not translate: dropped rather than sent with an inside address.
     pub const DROP_PROTOCOL: u32 = 23;
-    pub const COUNT: u32 = 24;
+    /// Forwarded from a lab bridge to the uplink with a source that is
+    /// neither the uplink address nor in a masqueraded or routed subnet
+    /// (e.g. a subnet behind a router node the lab does not translate):
+    /// dropped rather than leaked.
+    pub const DROP_UNKNOWN_SOURCE: u32 = 24;
+    /// A rewrite helper (checksum or store) failed half-way: the packet is
+    /// dropped, never sent half translated.
+    pub const DROP_REWRITE_FAILED: u32 = 25;
+    /// A per-CPU scratch slot was missing (cannot happen with the maps as
+    /// defined; counted so no drop goes without a reason).
+    pub const DROP_NO_SCRATCH: u32 = 26;
+    pub const NEW_LOCAL: u32 = 27;
+    pub const XLATE_LOCAL: u32 = 28;
+    pub const COUNT: u32 = 29;
 
     /// Display names, in index order.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -387,6 +438,11 @@ pub mod stat {
         "gc_freed_entries",
         "drop_out_of_window",
         "drop_protocol",
+        "drop_unknown_source",
+        "drop_rewrite_failed",
+        "drop_no_scratch",
+        "new_local_flows",
+        "translated_local",
     ];
 }
 
@@ -397,6 +453,70 @@ pub const FORWARD_ENTRIES: u32 = 65_536;
 pub const SUBNET_ENTRIES: u32 = 256;
 pub const FRAG_ENTRIES: u32 = 8192;
 pub const NODE_ENTRIES: u32 = 4096;
+pub const IFACE_ENTRIES: u32 = 256;
+
+/// The programs' and maps' names, defined once for both sides. aya-ebpf
+/// names a map after its static, so the statics in `netlab-ebpf` carry
+/// exactly these names; a test of the netlab crate checks the built object
+/// against [`MAPS`] and [`PROGRAMS`].
+pub mod names {
+    pub const PROG_UPLINK_IN: &str = "nl_uplink_in";
+    pub const PROG_UPLINK_OUT: &str = "nl_uplink_out";
+    pub const PROG_BRIDGE_IN: &str = "nl_bridge_in";
+    pub const PROG_NODE_IN: &str = "nl_node_in";
+    pub const PROG_NODE_NEW: &str = "nl_node_new";
+    pub const PROG_GC: &str = "nl_gc";
+    pub const PROG_LOCAL_OUT: &str = "nl_local_out";
+
+    pub const PROGRAMS: &[&str] = &[
+        PROG_UPLINK_IN,
+        PROG_UPLINK_OUT,
+        PROG_BRIDGE_IN,
+        PROG_NODE_IN,
+        PROG_NODE_NEW,
+        PROG_GC,
+        PROG_LOCAL_OUT,
+    ];
+
+    pub const NAT_FLOWS: &str = "NAT_FLOWS";
+    pub const NAT_BIND: &str = "NAT_BIND";
+    pub const NAT_PORTS: &str = "NAT_PORTS";
+    pub const FORWARD_RULES: &str = "FORWARD_RULES";
+    pub const LAB_SUBNETS: &str = "LAB_SUBNETS";
+    pub const LAB_IFACES: &str = "LAB_IFACES";
+    pub const CONFIG: &str = "CONFIG";
+    pub const STATS: &str = "STATS";
+    pub const FRAG_FLOWS: &str = "FRAG_FLOWS";
+    pub const GC_STATE: &str = "GC_STATE";
+    pub const NODE_PORTS: &str = "NODE_PORTS";
+    pub const TAILS: &str = "TAILS";
+    pub const GC_RESUME: &str = "GC_RESUME";
+    pub const SOCK_TUPLE: &str = "SOCK_TUPLE";
+    pub const FIB_SCRATCH: &str = "FIB_SCRATCH";
+    pub const SCRATCH: &str = "SCRATCH";
+
+    pub const MAPS: &[&str] = &[
+        NAT_FLOWS,
+        NAT_BIND,
+        NAT_PORTS,
+        FORWARD_RULES,
+        LAB_SUBNETS,
+        LAB_IFACES,
+        CONFIG,
+        STATS,
+        FRAG_FLOWS,
+        GC_STATE,
+        NODE_PORTS,
+        TAILS,
+        GC_RESUME,
+        SOCK_TUPLE,
+        FIB_SCRATCH,
+        SCRATCH,
+    ];
+
+    /// The maps aya-log-ebpf adds to the object for the programs' log.
+    pub const LOG_MAPS: &[&str] = &["AYA_LOGS"];
+}
 
 #[cfg(feature = "user")]
 mod user {
@@ -459,6 +579,22 @@ mod tests {
         assert_eq!(size_of::<FragKey>(), 12);
         assert_eq!(size_of::<FragValue>(), 8);
         assert_eq!(size_of::<NodePort>(), 16);
+    }
+
+    #[test]
+    fn names_are_unique() {
+        for list in [names::MAPS, names::PROGRAMS, &stat::NAMES[..]] {
+            for (i, a) in list.iter().enumerate() {
+                assert!(!list[i + 1..].contains(a), "{a} twice");
+            }
+        }
+    }
+
+    #[test]
+    fn every_kind_has_a_name() {
+        for kind in [KIND_SNAT, KIND_DNAT, KIND_HAIRPIN, KIND_ROUTED, KIND_LOCAL] {
+            assert_ne!(kind_name(kind), "unknown");
+        }
     }
 
     #[test]

@@ -3,38 +3,46 @@
 //! node's mapping) reaches the inside target directly. Both directions are
 //! rewritten here and redirected back out of the target's bridge; the
 //! source becomes the uplink address with the client's own mapping, as
-//! RFC 4787 asks of hairpinning.
+//! RFC 4787 asks of hairpinning. The replies to the lab host's own
+//! connections to its forwards (`local_egress`) come back here too, and go
+//! into the lab host's `lo`.
 
 use aya_ebpf::{
-    bindings::TC_ACT_SHOT, helpers::generated::bpf_redirect_neigh, programs::TcContext,
+    helpers::generated::{bpf_redirect, bpf_redirect_neigh},
+    programs::TcContext,
 };
 use netlab_common::{
-    stat, tail, Endpoint, FlowKey, ForwardKey, NatConfig, DIR_ORIGINAL, HOOK_BRIDGE_INGRESS,
-    IPPROTO_ICMP, IPPROTO_TCP, KIND_HAIRPIN,
+    stat, tail, Endpoint, FlowKey, FlowValue, NatConfig, HOOK_BRIDGE_INGRESS, IPPROTO_ICMP,
+    IPPROTO_TCP, KIND_LOCAL, LO_IFINDEX,
 };
 use netlab_ebpf::{in_nat_range, TCP_ACK, TCP_SYN};
 
 use crate::{
-    maps::{config, count, FORWARD_RULES, NAT_FLOWS, NAT_PORTS},
-    nat,
-    packet::{self, is_icmp_error, rewrite, set_addr, Parsed, Pkt, FRAG_LATER},
-    TC_ACT_UNSPEC,
+    binding, flowlog, flows, frags,
+    lab::{self, config},
+    packet::{self, clear_l2, is_icmp_error, rewrite, set_addr, Parsed, Pkt, FRAG_LATER},
+    port_search,
+    template::FlowTemplate,
+    verdict::{count, finish, Verdict, TC_ACT_UNSPEC},
 };
 
-pub fn run(ctx: &TcContext) -> i32 {
-    match handle(ctx) {
-        Ok(action) => action,
-        Err(()) => TC_ACT_SHOT,
-    }
-}
+/// `BPF_F_INGRESS`: redirect into the interface's receive path.
+const BPF_F_INGRESS: u64 = 1;
 
 #[inline(always)]
-fn redirect(ifindex: u32) -> i32 {
+pub fn run(ctx: &TcContext) -> i32 {
+    finish(handle(ctx))
+}
+
+/// Out of the bridge `ifindex`, to the neighbour the lab host's routes
+/// give for the packet's destination.
+#[inline(always)]
+pub fn redirect(ifindex: u32) -> i32 {
     unsafe { bpf_redirect_neigh(ifindex, core::ptr::null_mut(), 0, 0) as i32 }
 }
 
 #[inline(always)]
-fn handle(ctx: &TcContext) -> Result<i32, ()> {
+fn handle(ctx: &TcContext) -> Verdict {
     let Some(cfg) = config() else {
         return Ok(TC_ACT_UNSPEC);
     };
@@ -51,127 +59,123 @@ fn handle(ctx: &TcContext) -> Result<i32, ()> {
         return Ok(TC_ACT_UNSPEC);
     }
     if p.frag == FRAG_LATER {
-        // No L4 header: translated as its datagram's first fragment was.
-        let Some(t) = nat::fragment_translation(&p) else {
-            return Ok(TC_ACT_UNSPEC);
-        };
-        let Some(out) = nat::subnet_of(t.dst_addr).map(|s| s.ifindex) else {
-            return Ok(TC_ACT_UNSPEC);
-        };
-        set_addr(ctx, &p, true, p.src, t.src_addr)?;
-        set_addr(ctx, &p, false, p.dst, t.dst_addr)?;
-        count(stat::XLATE_HAIRPIN);
-        return Ok(redirect(out));
+        return later_fragment(ctx, &p);
     }
-    let now = nat::now();
-    let key = FlowKey::new(p.src, p.dst, p.sport, p.dport, p.proto);
-    if let Some(v) = nat::lookup_live(cfg, &key, now) {
-        let (hook, src, dst, sport, dport, out) = unsafe {
-            (
-                (*v).hook,
-                (*v).src_addr,
-                (*v).dst_addr,
-                (*v).src_port,
-                (*v).dst_port,
-                (*v).out_ifindex,
-            )
-        };
-        if hook != HOOK_BRIDGE_INGRESS || out == 0 {
-            return Ok(TC_ACT_UNSPEC);
-        }
-        rewrite(ctx, &p, src, dst, sport, dport)?;
-        if nat::touch(cfg, &key, v, &p, now).is_err() {
-            return Ok(TC_ACT_SHOT);
-        }
-        nat::record_fragment(&p, src, dst);
-        count(stat::XLATE_HAIRPIN);
-        return Ok(redirect(out));
+    let now = flows::now();
+    let key = p.key();
+    if let Some(v) = flows::lookup_live(cfg, &key, now) {
+        return established(ctx, cfg, &p, &key, v, now);
     }
-    let Some(client_net) = nat::subnet_of(p.src) else {
+    let Some(client_net) = lab::subnet_of(p.src) else {
         return Ok(TC_ACT_UNSPEC);
     };
     if p.proto == IPPROTO_ICMP {
         return Ok(TC_ACT_UNSPEC);
     }
-    let target = if let Some(t) = FORWARD_RULES.get_ptr(ForwardKey::new(p.dport, p.proto)) {
-        let t = unsafe { *t };
-        Endpoint::new(t.addr, t.port, p.proto)
-    } else if in_nat_range(cfg, u16::from_be(p.dport)) {
-        // Another node's (or its own) mapping: peer-to-peer hairpinning, as
-        // two peers behind one NAT do with their server-reflexive addresses.
-        // Filtering guards mappings against the outside; nodes of the lab
-        // reach each other's mappings whatever the filtering.
-        let Some(b) = NAT_PORTS.get_ptr(&Endpoint::new(cfg.uplink_addr, p.dport, p.proto)) else {
-            return Ok(TC_ACT_UNSPEC);
-        };
-        let b = unsafe { *b };
-        if b.expires_ns <= now {
-            return Ok(TC_ACT_UNSPEC);
-        }
-        b.peer
-    } else {
-        // A service of the lab host itself.
+    let Some(target) = hairpin_target(cfg, &p, now) else {
         return Ok(TC_ACT_UNSPEC);
     };
     if p.proto == IPPROTO_TCP && (p.tcp_flags & TCP_SYN == 0 || p.tcp_flags & TCP_ACK != 0) {
         return Ok(TC_ACT_UNSPEC);
     }
-    let Some(target_net) = nat::subnet_of(target.addr) else {
+    let Some(target_net) = lab::subnet_of(target.addr) else {
         return Ok(TC_ACT_UNSPEC);
     };
-    hairpin(
-        ctx,
-        cfg,
+    let t = FlowTemplate::hairpin(
         &p,
-        &key,
+        cfg.uplink_addr,
         &target,
         target_net.ifindex,
         client_net.ifindex,
-        now,
-    )
+    );
+    hairpin(ctx, cfg, &p, t, now)
 }
 
+/// No L4 header: translated as its datagram's first fragment was.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn hairpin(
+fn later_fragment(ctx: &TcContext, p: &Pkt) -> Verdict {
+    let Some(t) = frags::translation(p) else {
+        return Ok(TC_ACT_UNSPEC);
+    };
+    let Some(out) = lab::subnet_of(t.dst_addr).map(|s| s.ifindex) else {
+        return Ok(TC_ACT_UNSPEC);
+    };
+    set_addr(ctx, p, true, p.src, t.src_addr)?;
+    set_addr(ctx, p, false, p.dst, t.dst_addr)?;
+    count(stat::XLATE_HAIRPIN);
+    Ok(redirect(out))
+}
+
+/// A packet of a known hairpin flow, or a reply to the lab host's own.
+#[inline(always)]
+fn established(
     ctx: &TcContext,
     cfg: &NatConfig,
     p: &Pkt,
     key: &FlowKey,
-    target: &Endpoint,
-    target_ifindex: u32,
-    client_ifindex: u32,
+    v: *mut FlowValue,
     now: u64,
-) -> Result<i32, ()> {
-    let up = cfg.uplink_addr;
-    let state = if p.proto == IPPROTO_TCP {
-        netlab_ebpf::tcp_next_state(0, p.tcp_flags, DIR_ORIGINAL)
-    } else {
-        0
+) -> Verdict {
+    let (hook, kind, src, dst, sport, dport, out) = unsafe {
+        let v = &*v;
+        (
+            v.hook,
+            v.kind,
+            v.src_addr,
+            v.dst_addr,
+            v.src_port,
+            v.dst_port,
+            v.out_ifindex,
+        )
     };
-    let spec = nat::PairSpec {
-        key: *key,
-        new_dst: target.addr,
-        new_dport: target.port,
-        kind: KIND_HAIRPIN,
-        state,
-        hook_original: HOOK_BRIDGE_INGRESS,
-        hook_reply: HOOK_BRIDGE_INGRESS,
-        ifindex_original: target_ifindex,
-        ifindex_reply: client_ifindex,
-    };
-    let port = nat::map_flow(ctx, cfg, spec, now, tail::BRIDGE_IN);
-    let Some(port) = port else {
-        return Ok(TC_ACT_SHOT);
-    };
-    count(stat::NEW_HAIRPIN);
-    rewrite(ctx, p, up, target.addr, port, target.port)?;
-    nat::record_fragment(p, up, target.addr);
-    if let Some(v) = NAT_FLOWS.get_ptr_mut(key) {
-        let v = unsafe { &mut *v };
-        v.packets = 1;
-        v.bytes = u64::from(p.len);
+    if hook != HOOK_BRIDGE_INGRESS || out == 0 {
+        return Ok(TC_ACT_UNSPEC);
+    }
+    rewrite(ctx, p, src, dst, sport, dport)?;
+    flows::touch(cfg, key, v, p, now)?;
+    frags::record(p, src, dst);
+    if kind == KIND_LOCAL {
+        count(stat::XLATE_LOCAL);
+        return into_lo(ctx);
     }
     count(stat::XLATE_HAIRPIN);
-    Ok(redirect(target_ifindex))
+    Ok(redirect(out))
+}
+
+/// Hand a reply to the lab host's own connection back to it: received on
+/// `lo`, with `lo`'s (zero) Ethernet addresses so it is the host's to take.
+#[inline(always)]
+fn into_lo(ctx: &TcContext) -> Verdict {
+    clear_l2(ctx)?;
+    Ok(unsafe { bpf_redirect(LO_IFINDEX, BPF_F_INGRESS) as i32 })
+}
+
+/// Whom a node's new connection to the uplink address goes to: a forward's
+/// target, or another node's (or its own) mapping: peer-to-peer
+/// hairpinning, as two peers behind one NAT do with their server-reflexive
+/// addresses. Filtering guards mappings against the outside; nodes of the
+/// lab reach each other's mappings whatever the filtering. Other ports are
+/// the lab host's own services.
+#[inline(always)]
+fn hairpin_target(cfg: &NatConfig, p: &Pkt, now: u64) -> Option<Endpoint> {
+    if let Some(target) = lab::forward(p.dport, p.proto) {
+        return Some(target);
+    }
+    if !in_nat_range(cfg, u16::from_be(p.dport)) {
+        return None;
+    }
+    binding::holder(&Endpoint::new(cfg.uplink_addr, p.dport, p.proto), now)
+}
+
+#[inline(always)]
+fn hairpin(ctx: &TcContext, cfg: &NatConfig, p: &Pkt, t: FlowTemplate, now: u64) -> Verdict {
+    let to_target = t.opening.out_ifindex;
+    let t = port_search::map_flow(ctx, cfg, t, now, tail::BRIDGE_IN)?;
+    flowlog::new_flow(ctx, cfg, &t, flowlog::HAIRPIN);
+    count(stat::NEW_HAIRPIN);
+    let x = t.translated();
+    rewrite(ctx, p, x.src_addr, x.dst_addr, x.src_port, x.dst_port)?;
+    frags::record(p, x.src_addr, x.dst_addr);
+    count(stat::XLATE_HAIRPIN);
+    Ok(redirect(to_target))
 }

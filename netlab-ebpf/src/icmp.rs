@@ -7,9 +7,10 @@ use aya_ebpf::programs::TcContext;
 use netlab_common::{stat, FlowKey, HOOK_UPLINK_INGRESS, KIND_ROUTED};
 
 use crate::{
-    maps::{config, count, NAT_FLOWS},
-    nat,
+    flows,
+    lab::{config, masqueraded},
     packet::{parse_inner, rewrite_inner, set_addr, Pkt},
+    verdict::{count, DropReason},
 };
 
 /// Translate an ICMP error about a flow known at `hook`; `false` when it is
@@ -17,14 +18,14 @@ use crate::{
 /// Errors about a routed subnet's flows are known and keep the quoted
 /// packet as it is.
 #[inline(always)]
-pub fn translate_error(ctx: &TcContext, p: &Pkt, hook: u8) -> Result<bool, ()> {
+pub fn translate_error(ctx: &TcContext, p: &Pkt, hook: u8) -> Result<bool, DropReason> {
     let Some(inner) = parse_inner(ctx, p) else {
         return Ok(false);
     };
     // The quoted packet went the other way: its reverse is the key a
     // packet of the flow has at this hook.
     let key = FlowKey::new(inner.dst, inner.src, inner.dport, inner.sport, inner.proto);
-    let Some(v) = NAT_FLOWS.get_ptr(&key) else {
+    let Some(v) = flows::get(&key) else {
         return Ok(false);
     };
     let v = unsafe { *v };
@@ -35,7 +36,7 @@ pub fn translate_error(ctx: &TcContext, p: &Pkt, hook: u8) -> Result<bool, ()> {
         // The quoted packet stays as it is. The sender does too, unless it
         // is a router of a masqueraded subnet: then the uplink address
         // speaks for it, as for any other packet from there.
-        if hook != HOOK_UPLINK_INGRESS && nat::masqueraded(p.src) {
+        if hook != HOOK_UPLINK_INGRESS && masqueraded(p.src) {
             if let Some(cfg) = config() {
                 set_addr(ctx, p, true, p.src, cfg.uplink_addr)?;
             }

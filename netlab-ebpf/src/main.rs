@@ -1,33 +1,53 @@
-//! netlab's NAT dataplane: three TC programs and the maps netlab fills.
+//! netlab's NAT dataplane: TC programs and the maps netlab fills.
 //!
+//! Hooks, one module each:
 //! - `nl_uplink_out` (uplink, egress): masquerade, return half of forwards
 //! - `nl_uplink_in` (uplink, ingress): replies, port forwards, filtering
-//! - `nl_bridge_in` (each lab bridge, ingress): hairpin
+//! - `nl_bridge_in` (each lab bridge, ingress): hairpin, and the replies to
+//!   the lab host's own connections to its forwards
 //! - `nl_node_in` (each node's veth on the lab host, ingress): fast path out,
 //!   with `nl_node_new` (tail-called) for a masqueraded flow's first packet
+//! - `nl_local_out` (the lab host's `lo`, egress): its own connections to
+//!   its forwards
 //! - `nl_gc` (tail-called by any of them): flow table collection when full
+//!
+//! State, one unit per concern: `flows` (the flow table), `template` (how
+//! every kind of flow is made), `binding` and `port_search` (mappings and
+//! their ports), `frags`, `fastpath` (cached addresses), `table` and `gc`
+//! (accounting and collection), `lab` (what user space says about the lab),
+//! `verdict` (drop reasons, counted in one place), `flowlog`, `maps`.
 #![no_std]
 #![no_main]
 // Map keys and values go to the helpers by reference: by value (what clippy
 // suggests for `impl Borrow`) copies them onto the 512-byte stack first.
 #![allow(clippy::needless_borrows_for_generic_args)]
 
+mod binding;
 mod bridge_ingress;
+mod fastpath;
+mod flowlog;
+mod flows;
+mod frags;
+mod gc;
 mod icmp;
+mod lab;
+mod local_egress;
 mod maps;
-mod nat;
 mod node_ingress;
 mod packet;
+mod port_search;
+mod table;
+mod template;
 mod uplink_egress;
 mod uplink_ingress;
+mod verdict;
 
 use aya_ebpf::{macros::classifier, programs::TcContext};
 
-/// "No opinion": continue with the next program on the hook (TCX) or the
-/// next filter (clsact), so programs of others on the same interface still run.
-pub const TC_ACT_UNSPEC: i32 = -1;
-
+// Inlined into the program's entry: an extra frame would count against the
+// stack that the log line's frames need (see `flowlog`).
 #[classifier]
+#[inline(always)]
 pub fn nl_uplink_in(ctx: TcContext) -> i32 {
     uplink_ingress::run(&ctx)
 }
@@ -53,8 +73,13 @@ pub fn nl_node_new(ctx: TcContext) -> i32 {
 }
 
 #[classifier]
+pub fn nl_local_out(ctx: TcContext) -> i32 {
+    local_egress::run(&ctx)
+}
+
+#[classifier]
 pub fn nl_gc(ctx: TcContext) -> i32 {
-    nat::collect(&ctx)
+    gc::collect(&ctx)
 }
 
 #[cfg(not(test))]

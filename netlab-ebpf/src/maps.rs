@@ -1,14 +1,17 @@
-//! The dataplane's maps. netlab pins the state maps under
-//! `/sys/fs/bpf/netlab/<lab>/maps/` so they outlive program reloads.
+//! The dataplane's maps, and nothing else (the code that reads them lives
+//! in the units named after what they hold). netlab pins the state maps
+//! under `/sys/fs/bpf/netlab/<lab>/maps/` so they outlive program reloads.
+//! Each static's name is the map's name (`netlab_common::names`).
 
 use aya_ebpf::{
+    bindings::{bpf_fib_lookup, bpf_sock_tuple},
     macros::map,
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray},
 };
 use netlab_common::{
     stat, tail, Binding, Endpoint, FlowKey, FlowValue, ForwardKey, ForwardTarget, FragKey,
     FragValue, GcState, NatConfig, NodePort, SubnetInfo, BINDING_ENTRIES, FLOW_ENTRIES,
-    FORWARD_ENTRIES, FRAG_ENTRIES, NODE_ENTRIES, SUBNET_ENTRIES,
+    FORWARD_ENTRIES, FRAG_ENTRIES, IFACE_ENTRIES, NODE_ENTRIES, SUBNET_ENTRIES,
 };
 
 /// Both directions of every translated flow, keyed as each direction is seen.
@@ -35,6 +38,11 @@ pub static FORWARD_RULES: HashMap<ForwardKey, ForwardTarget> =
 #[map]
 pub static LAB_SUBNETS: LpmTrie<u32, SubnetInfo> = LpmTrie::with_max_entries(SUBNET_ENTRIES, 0);
 
+/// The lab host's interfaces that carry lab traffic (its bridges), by
+/// ifindex: `LAB_IFACE_*` bits.
+#[map]
+pub static LAB_IFACES: HashMap<u32, u32> = HashMap::with_max_entries(IFACE_ENTRIES, 0);
+
 #[map]
 pub static CONFIG: Array<NatConfig> = Array::with_max_entries(1, 0);
 
@@ -58,42 +66,41 @@ pub static NODE_PORTS: HashMap<u32, NodePort> = HashMap::with_max_entries(NODE_E
 #[map]
 pub static TAILS: ProgramArray = ProgramArray::with_max_entries(tail::COUNT, 0);
 
-/// Per-CPU: the `TAILS` slot `nl_gc` returns the packet to.
+/// Per-CPU: the packet `nl_gc` collects for and returns to.
 #[map]
-pub static GC_RESUME: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+pub static GC_RESUME: PerCpuArray<GcResume> = PerCpuArray::with_max_entries(1, 0);
 
-/// Per-CPU room for a socket lookup's tuple (see `nat::host_socket_uses`).
+/// `GC_RESUME`'s value. A tail-call chain runs on one CPU without another
+/// packet in between, so a per-CPU slot identifies the packet that asked.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct GcResume {
+    /// The `TAILS` slot of the program that asked.
+    pub slot: u32,
+    /// Set by `nl_gc` when it hands the packet back, cleared by the next
+    /// admission check on this CPU.
+    pub collected: u32,
+    /// The asking packet's flow key and the collection's start time: the
+    /// resumed packet has both, a later one does not.
+    pub key: FlowKey,
+    pub run_ns: u64,
+}
+
+/// Per-CPU room for a socket lookup's tuple (see `binding::host_socket_uses`).
 #[map]
-pub static SOCK_TUPLE: PerCpuArray<aya_ebpf::bindings::bpf_sock_tuple> =
-    PerCpuArray::with_max_entries(1, 0);
+pub static SOCK_TUPLE: PerCpuArray<bpf_sock_tuple> = PerCpuArray::with_max_entries(1, 0);
 
 /// Per-CPU room for a FIB lookup's parameters (the fast path's first packet).
 #[map]
-pub static FIB_SCRATCH: PerCpuArray<aya_ebpf::bindings::bpf_fib_lookup> =
-    PerCpuArray::with_max_entries(1, 0);
+pub static FIB_SCRATCH: PerCpuArray<bpf_fib_lookup> = PerCpuArray::with_max_entries(1, 0);
 
-/// Per-CPU room to build flow entries in: a BPF program has 512 bytes of
-/// stack, and two flow entries plus the packet's state do not fit there.
+/// Per-CPU room to build a new flow's two entries in: a BPF program has 512
+/// bytes of stack, and two flow entries plus the packet's state do not fit
+/// there.
 #[map]
-pub static SCRATCH: PerCpuArray<FlowValue> = PerCpuArray::with_max_entries(3, 0);
+pub static SCRATCH: PerCpuArray<FlowValue> = PerCpuArray::with_max_entries(2, 0);
 
-pub const SCRATCH_REPLY: u32 = 0;
-pub const SCRATCH_ORIGINAL: u32 = 1;
-pub const SCRATCH_PEER: u32 = 2;
-
-#[inline(always)]
-pub fn scratch(index: u32) -> Option<&'static mut FlowValue> {
-    SCRATCH.get_ptr_mut(index).map(|p| unsafe { &mut *p })
-}
-
-#[inline(always)]
-pub fn count(index: u32) {
-    if let Some(c) = STATS.get_ptr_mut(index) {
-        unsafe { *c += 1 };
-    }
-}
-
-#[inline(always)]
-pub fn config() -> Option<&'static NatConfig> {
-    CONFIG.get(0)
-}
+/// `SCRATCH` slots: the entry of the packet that opens a flow, and the
+/// entry of its other direction (also where a missing half is rebuilt).
+pub const SCRATCH_OPENING: u32 = 0;
+pub const SCRATCH_OTHER: u32 = 1;

@@ -12,21 +12,21 @@
 //! the bridge.
 
 use aya_ebpf::{
-    bindings::{bpf_fib_lookup as FibLookup, TC_ACT_SHOT},
-    helpers::generated::{bpf_check_mtu, bpf_fib_lookup, bpf_redirect, bpf_redirect_peer},
+    bindings::bpf_fib_lookup as FibLookup,
+    helpers::generated::{bpf_check_mtu, bpf_fib_lookup},
     programs::TcContext,
     EbpfContext as _,
 };
-use netlab_common::{
-    stat, tail, FlowKey, NatConfig, CONFIG_FAST_PATH, CONFIG_UPLINK_PEER, FLOW_L2,
-    HOOK_UPLINK_EGRESS,
-};
+use netlab_common::{stat, tail, NatConfig, CONFIG_FAST_PATH, FLOW_L2, HOOK_UPLINK_EGRESS};
 
 use crate::{
-    maps::{config, count, FIB_SCRATCH, NAT_FLOWS, TAILS},
-    nat,
+    fastpath, flowlog, flows,
+    lab::{self, config},
+    maps::{FIB_SCRATCH, TAILS},
     packet::{self, is_icmp_error, rewrite_forward, Parsed, Pkt, ETH_LEN, FRAG_NONE},
-    TC_ACT_UNSPEC,
+    port_search,
+    template::FlowTemplate,
+    verdict::{count, finish, Verdict, TC_ACT_UNSPEC},
 };
 
 const AF_INET: u8 = 2;
@@ -47,19 +47,19 @@ fn candidate(ctx: &TcContext) -> Option<(&'static NatConfig, Pkt)> {
     Some((cfg, p))
 }
 
+#[inline(always)]
 pub fn run(ctx: &TcContext) -> i32 {
-    // On any error the slow path gets the packet.
-    established(ctx).unwrap_or(TC_ACT_UNSPEC)
+    finish(established(ctx))
 }
 
 #[inline(always)]
-fn established(ctx: &TcContext) -> Result<i32, ()> {
+fn established(ctx: &TcContext) -> Verdict {
     let Some((cfg, p)) = candidate(ctx) else {
         return Ok(TC_ACT_UNSPEC);
     };
-    let now = nat::now();
-    let key = FlowKey::new(p.src, p.dst, p.sport, p.dport, p.proto);
-    let Some(v) = nat::lookup_packet(cfg, &p, &key, now) else {
+    let now = flows::now();
+    let key = p.key();
+    let Some(v) = flows::lookup_packet(cfg, &p, &key, now) else {
         // Returns only when the tail call cannot be made.
         unsafe { TAILS.tail_call(ctx, tail::NODE_NEW) };
         return Ok(TC_ACT_UNSPEC);
@@ -78,37 +78,27 @@ fn established(ctx: &TcContext) -> Result<i32, ()> {
     if fits != 0 {
         return Ok(TC_ACT_UNSPEC);
     }
-    if nat::touch(cfg, &key, v, &p, now).is_err() {
-        return Ok(TC_ACT_SHOT);
-    }
+    flows::touch(cfg, &key, v, &p, now)?;
     rewrite_forward(ctx, &p, src, dst, sport, dport, &l2)?;
     count(stat::XLATE_OUT);
     count(stat::FAST_OUT);
-    Ok(to_uplink(cfg))
+    Ok(fastpath::to_uplink(cfg))
 }
 
-pub fn run_new(ctx: &TcContext) -> i32 {
-    new_flow(ctx).unwrap_or(TC_ACT_UNSPEC)
-}
-
-/// The first packet of a flow from a masqueraded subnet to the outside:
-/// open the flow here when the FIB says it leaves by the uplink through a
-/// resolved next hop, remember that hop for the flow, and send the packet.
 #[inline(always)]
-fn new_flow(ctx: &TcContext) -> Result<i32, ()> {
-    let Some((cfg, p)) = candidate(ctx) else {
-        return Ok(TC_ACT_UNSPEC);
-    };
-    if !nat::masqueraded(p.src)
-        || nat::subnet_of(p.dst).is_some()
-        || p.dst == cfg.uplink_addr
-        || !nat::opens_flow(&p)
-    {
-        return Ok(TC_ACT_UNSPEC);
-    }
+pub fn run_new(ctx: &TcContext) -> i32 {
+    finish(new_flow(ctx))
+}
+
+/// The next hop's Ethernet addresses for a packet from a node, when the
+/// FIB says it leaves by the uplink through a resolved neighbour. `None`
+/// (not resolved yet, too big, not via the uplink): the lab host's stack
+/// takes the packet.
+#[inline(always)]
+fn next_hop(ctx: &TcContext, cfg: &NatConfig, p: &Pkt) -> Option<[u8; 12]> {
     // The lookup's parameters live in per-CPU scratch memory: the stack is
     // small and the port search that follows needs its share.
-    let fib = unsafe { &mut *FIB_SCRATCH.get_ptr_mut(0).ok_or(())? };
+    let fib = unsafe { &mut *FIB_SCRATCH.get_ptr_mut(0)? };
     *fib = unsafe { core::mem::zeroed() };
     fib.family = AF_INET;
     fib.l4_protocol = p.proto;
@@ -126,48 +116,44 @@ fn new_flow(ctx: &TcContext) -> Result<i32, ()> {
             0,
         )
     };
-    // Not resolved (no neighbour entry yet), too big, or not via the
-    // uplink: the lab host's stack takes it.
     if found != 0 || fib.ifindex != cfg.uplink_ifindex {
-        return Ok(TC_ACT_UNSPEC);
+        return None;
     }
     let mut l2 = [0u8; 12];
     l2[..6].copy_from_slice(&fib.dmac);
     l2[6..].copy_from_slice(&fib.smac);
-    let key = FlowKey::new(p.src, p.dst, p.sport, p.dport, p.proto);
-    let now = nat::now();
-    let Some(port) = nat::map_flow(
-        ctx,
-        cfg,
-        nat::masquerade_spec(&p, &key),
-        now,
-        tail::NODE_NEW,
-    ) else {
-        return Ok(TC_ACT_SHOT);
+    Some(l2)
+}
+
+/// The first packet of a flow from a masqueraded subnet to the outside:
+/// open the flow here when its next hop is known, remember that hop for
+/// the flow, and send the packet.
+#[inline(always)]
+fn new_flow(ctx: &TcContext) -> Verdict {
+    let Some((cfg, p)) = candidate(ctx) else {
+        return Ok(TC_ACT_UNSPEC);
     };
-    if let Some(v) = NAT_FLOWS.get_ptr_mut(&key) {
-        let v = unsafe { &mut *v };
-        v.l2 = l2;
-        v.flags |= FLOW_L2;
-        v.packets = 1;
-        v.bytes = u64::from(p.len);
+    if !lab::masqueraded(p.src)
+        || lab::subnet_of(p.dst).is_some()
+        || p.dst == cfg.uplink_addr
+        || !flows::opens_flow(&p)
+    {
+        return Ok(TC_ACT_UNSPEC);
     }
+    let Some(l2) = next_hop(ctx, cfg, &p) else {
+        return Ok(TC_ACT_UNSPEC);
+    };
+    let now = flows::now();
+    let template = FlowTemplate::masquerade(&p, cfg.uplink_addr);
+    let t = port_search::map_flow(ctx, cfg, template, now, tail::NODE_NEW)?;
+    if let Some(v) = flows::get(&t.opening.key) {
+        fastpath::set_l2(unsafe { &mut *v }, l2);
+    }
+    flowlog::new_flow(ctx, cfg, &t, flowlog::SNAT_NODE);
+    let port = t.other.key.dst_port;
     rewrite_forward(ctx, &p, cfg.uplink_addr, p.dst, port, p.dport, &l2)?;
     count(stat::NEW_SNAT);
     count(stat::XLATE_OUT);
     count(stat::FAST_OUT);
-    Ok(to_uplink(cfg))
-}
-
-/// Hand a translated packet to the uplink. A veth uplink's other end is
-/// where it would arrive after transmission: handing it there skips one
-/// more trip through a queue.
-#[inline(always)]
-fn to_uplink(cfg: &NatConfig) -> i32 {
-    let action = if cfg.flags & CONFIG_UPLINK_PEER != 0 {
-        unsafe { bpf_redirect_peer(cfg.uplink_ifindex, 0) }
-    } else {
-        unsafe { bpf_redirect(cfg.uplink_ifindex, 0) }
-    };
-    action as i32
+    Ok(fastpath::to_uplink(cfg))
 }

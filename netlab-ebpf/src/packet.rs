@@ -3,9 +3,11 @@
 //! CHECKSUM_PARTIAL and CHECKSUM_COMPLETE skbs right).
 
 use aya_ebpf::programs::TcContext;
-use netlab_common::{IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
+use netlab_common::{FlowKey, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
 use netlab_ebpf::{csum_replace2, csum_replace4};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
+
+use crate::verdict::DropReason;
 
 pub const ETH_LEN: usize = EthHdr::LEN;
 pub const IP_OFF: usize = ETH_LEN;
@@ -48,6 +50,21 @@ pub struct Pkt {
     /// Offset of the end of the datagram (its IPv4 total length): what
     /// follows is Ethernet padding, never read as a header.
     pub end: usize,
+}
+
+impl Pkt {
+    /// The packet's flow key, as its hook sees it.
+    #[inline(always)]
+    pub fn key(&self) -> FlowKey {
+        FlowKey::new(self.src, self.dst, self.sport, self.dport, self.proto)
+    }
+}
+
+/// A helper that rewrites the packet failed (it is then dropped: never
+/// sent half translated).
+#[inline(always)]
+fn failed<E>(_: E) -> DropReason {
+    DropReason::RewriteFailed
 }
 
 pub enum Parsed {
@@ -246,7 +263,7 @@ fn l4_flags(p: &Pkt) -> u64 {
 /// checksum and, for TCP/UDP with their header present, the pseudo-header
 /// part of the L4 checksum.
 #[inline(always)]
-pub fn set_addr(ctx: &TcContext, p: &Pkt, src: bool, old: u32, new: u32) -> Result<(), ()> {
+pub fn set_addr(ctx: &TcContext, p: &Pkt, src: bool, old: u32, new: u32) -> Result<(), DropReason> {
     if old == new {
         return Ok(());
     }
@@ -258,16 +275,16 @@ pub fn set_addr(ctx: &TcContext, p: &Pkt, src: bool, old: u32, new: u32) -> Resu
             u64::from(new),
             BPF_F_PSEUDO_HDR | 4 | l4_flags(p),
         )
-        .map_err(|_| ())?;
+        .map_err(failed)?;
     }
     ctx.l3_csum_replace(IP_OFF + 10, u64::from(old), u64::from(new), 4)
-        .map_err(|_| ())?;
-    ctx.store(off, &new, 0).map_err(|_| ())
+        .map_err(failed)?;
+    ctx.store(off, &new, 0).map_err(failed)
 }
 
 /// Rewrite the source or destination port (for ICMP echo: the identifier).
 #[inline(always)]
-pub fn set_port(ctx: &TcContext, p: &Pkt, src: bool, old: u16, new: u16) -> Result<(), ()> {
+pub fn set_port(ctx: &TcContext, p: &Pkt, src: bool, old: u16, new: u16) -> Result<(), DropReason> {
     if old == new {
         return Ok(());
     }
@@ -281,8 +298,8 @@ pub fn set_port(ctx: &TcContext, p: &Pkt, src: bool, old: u16, new: u16) -> Resu
         u64::from(new),
         2 | l4_flags(p),
     )
-    .map_err(|_| ())?;
-    ctx.store(off, &new, 0).map_err(|_| ())
+    .map_err(failed)?;
+    ctx.store(off, &new, 0).map_err(failed)
 }
 
 /// Rewrite a packet to new addresses and ports.
@@ -294,7 +311,7 @@ pub fn rewrite(
     dst: u32,
     sport: u16,
     dport: u16,
-) -> Result<(), ()> {
+) -> Result<(), DropReason> {
     set_addr(ctx, p, true, p.src, src)?;
     set_addr(ctx, p, false, p.dst, dst)?;
     if p.frag == FRAG_LATER {
@@ -397,7 +414,7 @@ pub fn rewrite_inner(
     src: bool,
     addr: u32,
     port: u16,
-) -> Result<(), ()> {
+) -> Result<(), DropReason> {
     let icmp_csum = p.l4 + 2;
     let (old_addr, old_port) = if src {
         (inner.src, inner.sport)
@@ -407,15 +424,15 @@ pub fn rewrite_inner(
     // Quoted IPv4 header: address and its checksum.
     if old_addr != addr {
         let ip_csum_off = inner.l3 + 10;
-        let old_ip_csum: u16 = ctx.load(ip_csum_off).map_err(|_| ())?;
+        let old_ip_csum: u16 = ctx.load(ip_csum_off).map_err(failed)?;
         let new_ip_csum = csum_replace4(old_ip_csum, old_addr, addr);
         ctx.store(inner.l3 + if src { 12 } else { 16 }, &addr, 0)
-            .map_err(|_| ())?;
-        ctx.store(ip_csum_off, &new_ip_csum, 0).map_err(|_| ())?;
+            .map_err(failed)?;
+        ctx.store(ip_csum_off, &new_ip_csum, 0).map_err(failed)?;
         ctx.l4_csum_replace(icmp_csum, u64::from(old_addr), u64::from(addr), 4)
-            .map_err(|_| ())?;
+            .map_err(failed)?;
         ctx.l4_csum_replace(icmp_csum, u64::from(old_ip_csum), u64::from(new_ip_csum), 2)
-            .map_err(|_| ())?;
+            .map_err(failed)?;
     }
     // Quoted L4 header: port (or echo id) and, when quoted, its checksum.
     let port_off = match inner.proto {
@@ -428,7 +445,7 @@ pub fn rewrite_inner(
         _ => inner.l4 + 2,
     };
     if inner.l4_csum_present {
-        let old_csum: u16 = ctx.load(csum_off).map_err(|_| ())?;
+        let old_csum: u16 = ctx.load(csum_off).map_err(failed)?;
         // A UDP checksum of zero means none.
         if !(inner.proto == IPPROTO_UDP && old_csum == 0) {
             let mut c = old_csum;
@@ -440,16 +457,16 @@ pub fn rewrite_inner(
                 c = 0xffff;
             }
             if c != old_csum {
-                ctx.store(csum_off, &c, 0).map_err(|_| ())?;
+                ctx.store(csum_off, &c, 0).map_err(failed)?;
                 ctx.l4_csum_replace(icmp_csum, u64::from(old_csum), u64::from(c), 2)
-                    .map_err(|_| ())?;
+                    .map_err(failed)?;
             }
         }
     }
     if old_port != port {
-        ctx.store(port_off, &port, 0).map_err(|_| ())?;
+        ctx.store(port_off, &port, 0).map_err(failed)?;
         ctx.l4_csum_replace(icmp_csum, u64::from(old_port), u64::from(port), 2)
-            .map_err(|_| ())?;
+            .map_err(failed)?;
     }
     Ok(())
 }
@@ -476,7 +493,7 @@ pub fn rewrite_forward(
     sport: u16,
     dport: u16,
     l2: &[u8; 12],
-) -> Result<(), ()> {
+) -> Result<(), DropReason> {
     // ICMP echo: the identifier is the request's sport, the reply's dport.
     let icmp = p.proto == IPPROTO_ICMP;
     let request = p.icmp_type == ICMP_ECHO;
@@ -487,8 +504,9 @@ pub fn rewrite_forward(
     };
     // Bounds for the verifier: the fixed headers, then the L4 header at its
     // variable offset (each pointer is checked on its own).
-    let head = ptr_at::<[u8; ETH_LEN + Ipv4Hdr::LEN]>(ctx, 0).ok_or(())? as *mut u8;
-    let l4 = ptr_at::<[u8; 8]>(ctx, p.l4).ok_or(())? as *mut u8;
+    let head =
+        ptr_at::<[u8; ETH_LEN + Ipv4Hdr::LEN]>(ctx, 0).ok_or(DropReason::RewriteFailed)? as *mut u8;
+    let l4 = ptr_at::<[u8; 8]>(ctx, p.l4).ok_or(DropReason::RewriteFailed)? as *mut u8;
     unsafe {
         *(head as *mut [u8; 12]) = *l2;
         let ip = head.add(IP_OFF) as *mut Ipv4Hdr;
@@ -512,7 +530,7 @@ pub fn rewrite_forward(
     if icmp {
         if old_id != new_id {
             ctx.l4_csum_replace(off, u64::from(old_id), u64::from(new_id), 2)
-                .map_err(|_| ())?;
+                .map_err(failed)?;
         }
         return Ok(());
     }
@@ -525,14 +543,21 @@ pub fn rewrite_forward(
                 u64::from(new),
                 BPF_F_PSEUDO_HDR | 4 | flags,
             )
-            .map_err(|_| ())?;
+            .map_err(failed)?;
         }
     }
     for (old, new) in [(p.sport, sport), (p.dport, dport)] {
         if old != new {
             ctx.l4_csum_replace(off, u64::from(old), u64::from(new), 2 | flags)
-                .map_err(|_| ())?;
+                .map_err(failed)?;
         }
     }
     Ok(())
+}
+
+/// Zero the frame's Ethernet addresses: `lo`'s own, for a packet handed to
+/// the lab host through its loopback.
+#[inline(always)]
+pub fn clear_l2(ctx: &TcContext) -> Result<(), DropReason> {
+    ctx.store(0, &[0u8; 12], 0).map_err(failed)
 }

@@ -1,27 +1,29 @@
-//! TC egress on the uplink: masquerade of the lab's subnets and the return
-//! half of port forwards.
+//! TC egress on the uplink: masquerade of the lab's subnets, the return
+//! half of port forwards, and the check that no lab address leaves
+//! untranslated unless its subnet is routed.
 
-use aya_ebpf::{bindings::TC_ACT_SHOT, programs::TcContext};
+use aya_ebpf::programs::TcContext;
 use aya_log_ebpf::debug;
-use netlab_common::{stat, tail, FlowKey, NatConfig, CONFIG_LOG, HOOK_UPLINK_EGRESS};
-
-use crate::{
-    icmp,
-    maps::{config, count},
-    nat,
-    packet::{self, is_icmp_error, rewrite, set_addr, Parsed, Pkt, FRAG_LATER},
-    TC_ACT_UNSPEC,
+use netlab_common::{
+    stat, tail, FlowKey, NatConfig, SubnetInfo, CONFIG_LOG, HOOK_UPLINK_EGRESS, SUBNET_MASQUERADE,
 };
 
+use crate::{
+    fastpath, flowlog, flows, frags, icmp,
+    lab::{self, config},
+    packet::{self, is_icmp_error, rewrite, set_addr, Parsed, Pkt, FRAG_LATER},
+    port_search,
+    template::FlowTemplate,
+    verdict::{count, finish, DropReason, Verdict, TC_ACT_UNSPEC},
+};
+
+#[inline(always)]
 pub fn run(ctx: &TcContext) -> i32 {
-    match handle(ctx) {
-        Ok(action) => action,
-        Err(()) => TC_ACT_SHOT,
-    }
+    finish(handle(ctx))
 }
 
 #[inline(always)]
-fn handle(ctx: &TcContext) -> Result<i32, ()> {
+fn handle(ctx: &TcContext) -> Verdict {
     let Some(cfg) = config() else {
         return Ok(TC_ACT_UNSPEC);
     };
@@ -33,11 +35,10 @@ fn handle(ctx: &TcContext) -> Result<i32, ()> {
         Parsed::OtherProto { src, .. } => {
             // Only TCP, UDP and ICMP are translated: anything else from a
             // masqueraded subnet would leave with an inside address.
-            if src != cfg.uplink_addr && nat::masqueraded(src) {
-                count(stat::DROP_PROTOCOL);
-                return Ok(TC_ACT_SHOT);
+            if src == cfg.uplink_addr {
+                return Ok(TC_ACT_UNSPEC);
             }
-            return Ok(TC_ACT_UNSPEC);
+            return untranslated(ctx, lab::subnet_of(src), DropReason::Protocol);
         }
         Parsed::Ip(p) => p,
     };
@@ -46,111 +47,115 @@ fn handle(ctx: &TcContext) -> Result<i32, ()> {
         return Ok(TC_ACT_UNSPEC);
     }
     if p.frag == FRAG_LATER {
-        if let Some(t) = nat::fragment_translation(&p) {
+        if let Some(t) = frags::translation(&p) {
             set_addr(ctx, &p, true, p.src, t.src_addr)?;
-        } else if nat::masqueraded(p.src) {
-            // Its first fragment was not seen: sending it would leak an inside address.
-            count(stat::DROP_FRAGMENT);
-            return Ok(TC_ACT_SHOT);
-        }
-        return Ok(TC_ACT_UNSPEC);
-    }
-    if is_icmp_error(&p) {
-        if !icmp::translate_error(ctx, &p, HOOK_UPLINK_EGRESS)? && nat::masqueraded(p.src) {
-            // About nothing we translated: sending it would leak an inside address.
-            count(stat::DROP_NO_MAPPING);
-            return Ok(TC_ACT_SHOT);
-        }
-        return Ok(TC_ACT_UNSPEC);
-    }
-    let now = nat::now();
-    let key = FlowKey::new(p.src, p.dst, p.sport, p.dport, p.proto);
-    if let Some(v) = nat::lookup_packet(cfg, &p, &key, now) {
-        let (hook, src, dst, sport, dport) = unsafe {
-            (
-                (*v).hook,
-                (*v).src_addr,
-                (*v).dst_addr,
-                (*v).src_port,
-                (*v).dst_port,
-            )
-        };
-        if hook != HOOK_UPLINK_EGRESS {
             return Ok(TC_ACT_UNSPEC);
         }
-        rewrite(ctx, &p, src, dst, sport, dport)?;
-        if nat::touch(cfg, &key, v, &p, now).is_err() {
-            return Ok(TC_ACT_SHOT);
+        // Its first fragment was not seen: sending it would leak an inside address.
+        return untranslated(ctx, lab::subnet_of(p.src), DropReason::Fragment);
+    }
+    if is_icmp_error(&p) {
+        if icmp::translate_error(ctx, &p, HOOK_UPLINK_EGRESS)? {
+            return Ok(TC_ACT_UNSPEC);
         }
-        nat::learn_l2(ctx, v);
-        nat::record_fragment(&p, src, dst);
-        count(stat::XLATE_OUT);
+        // About nothing we translated: sending it would leak an inside address.
+        return untranslated(ctx, lab::subnet_of(p.src), DropReason::NoMapping);
+    }
+    let now = flows::now();
+    let key = p.key();
+    if let Some(v) = flows::lookup_packet(cfg, &p, &key, now) {
+        return established(ctx, cfg, &p, &key, v, now);
+    }
+    let subnet = lab::subnet_of(p.src);
+    if subnet.is_some_and(|s| s.flags & SUBNET_MASQUERADE != 0) {
+        return masquerade(ctx, cfg, &p, now);
+    }
+    untranslated(ctx, subnet, DropReason::NoMapping)
+}
+
+/// A packet with no translation, from an address in `subnet` (if any) of
+/// the lab: one from a masqueraded subnet is dropped for `reason`; one
+/// forwarded from a lab bridge, from a source neither masqueraded nor
+/// routed, as `drop_unknown_source`; the rest pass.
+#[inline(always)]
+fn untranslated(ctx: &TcContext, subnet: Option<&SubnetInfo>, reason: DropReason) -> Verdict {
+    if subnet.is_some_and(|s| s.flags & SUBNET_MASQUERADE != 0) {
+        return Err(reason);
+    }
+    if !lab::may_leave_as_is(ctx, subnet) {
+        return Err(DropReason::UnknownSource);
+    }
+    Ok(TC_ACT_UNSPEC)
+}
+
+/// A packet of a known flow: translated here if the flow's entry is this
+/// hook's (a forward's reply), passed on otherwise.
+#[inline(always)]
+fn established(
+    ctx: &TcContext,
+    cfg: &NatConfig,
+    p: &Pkt,
+    key: &FlowKey,
+    v: *mut netlab_common::FlowValue,
+    now: u64,
+) -> Verdict {
+    let (hook, src, dst, sport, dport) = unsafe {
+        (
+            (*v).hook,
+            (*v).src_addr,
+            (*v).dst_addr,
+            (*v).src_port,
+            (*v).dst_port,
+        )
+    };
+    if hook != HOOK_UPLINK_EGRESS {
         return Ok(TC_ACT_UNSPEC);
     }
-    if nat::masqueraded(p.src) {
-        return masquerade(ctx, cfg, &p, &key, now);
-    }
+    rewrite(ctx, p, src, dst, sport, dport)?;
+    flows::touch(cfg, key, v, p, now)?;
+    fastpath::learn_l2(ctx, v);
+    frags::record(p, src, dst);
+    count(stat::XLATE_OUT);
     Ok(TC_ACT_UNSPEC)
 }
 
 /// A new outbound flow from a masqueraded subnet.
 #[inline(always)]
-fn masquerade(
-    ctx: &TcContext,
-    cfg: &NatConfig,
-    p: &Pkt,
-    key: &FlowKey,
-    now: u64,
-) -> Result<i32, ()> {
-    if nat::subnet_of(p.dst).is_some() {
+fn masquerade(ctx: &TcContext, cfg: &NatConfig, p: &Pkt, now: u64) -> Verdict {
+    if lab::subnet_of(p.dst).is_some() {
         // To another lab subnet by way of the uplink (a route is missing):
         // no flow, or the outside could answer as that lab address.
-        count(stat::DROP_UNSOLICITED);
-        return Ok(TC_ACT_SHOT);
+        return Err(DropReason::Unsolicited);
     }
-    if !nat::opens_flow(p) {
+    if !flows::opens_flow(p) {
         // A reset or echo reply for a flow we do not know: sending it
         // would leak the inside address.
-        count(stat::DROP_NO_MAPPING);
-        return Ok(TC_ACT_SHOT);
+        return Err(DropReason::NoMapping);
     }
-    let up = cfg.uplink_addr;
-    let port = nat::map_flow(
-        ctx,
-        cfg,
-        nat::masquerade_spec(p, key),
-        now,
-        tail::UPLINK_OUT,
-    );
-    let Some(port) = port else {
-        if cfg.flags & CONFIG_LOG != 0 {
-            debug!(
-                ctx,
-                "no free port for {:i}:{}",
-                u32::from_be(p.src),
-                u16::from_be(p.sport)
-            );
+    let template = FlowTemplate::masquerade(p, cfg.uplink_addr);
+    let t = match port_search::map_flow(ctx, cfg, template, now, tail::UPLINK_OUT) {
+        Ok(t) => t,
+        Err(reason) => {
+            if cfg.flags & CONFIG_LOG != 0 {
+                debug!(
+                    ctx,
+                    "no free port for {:i}:{}",
+                    u32::from_be(p.src),
+                    u16::from_be(p.sport)
+                );
+            }
+            return Err(reason);
         }
-        return Ok(TC_ACT_SHOT);
     };
-    if cfg.flags & CONFIG_LOG != 0 {
-        debug!(
-            ctx,
-            "masquerade {:i}:{} as port {}",
-            u32::from_be(p.src),
-            u16::from_be(p.sport),
-            u16::from_be(port)
-        );
-    }
+    flowlog::new_flow(ctx, cfg, &t, flowlog::SNAT_OUT);
     count(stat::NEW_SNAT);
+    let up = cfg.uplink_addr;
+    let port = t.other.key.dst_port;
     rewrite(ctx, p, up, p.dst, port, p.dport)?;
-    if let Some(v) = crate::maps::NAT_FLOWS.get_ptr_mut(key) {
-        let v = unsafe { &mut *v };
-        v.packets = 1;
-        v.bytes = u64::from(p.len);
-        nat::learn_l2(ctx, v);
+    if let Some(v) = flows::get(&t.opening.key) {
+        fastpath::learn_l2(ctx, v);
     }
-    nat::record_fragment(p, up, p.dst);
+    frags::record(p, up, p.dst);
     count(stat::XLATE_OUT);
     Ok(TC_ACT_UNSPEC)
 }

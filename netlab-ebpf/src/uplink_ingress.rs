@@ -1,47 +1,33 @@
 //! TC ingress on the uplink: replies to masqueraded flows, port forwards,
 //! endpoint-independent filtering, and the checks that keep the outside out.
 
-use aya_ebpf::{
-    bindings::TC_ACT_SHOT, helpers::generated::bpf_redirect_peer, programs::TcContext,
-    EbpfContext as _,
-};
+use aya_ebpf::{programs::TcContext, EbpfContext as _};
 use aya_log_ebpf::debug;
 use netlab_common::{
-    stat, tail, Endpoint, FlowKey, ForwardKey, NatConfig, CONFIG_FAST_PATH, CONFIG_LOG,
-    DIR_ORIGINAL, DIR_REPLY, HOOK_UPLINK_EGRESS, HOOK_UPLINK_INGRESS, IPPROTO_ICMP, IPPROTO_TCP,
-    KIND_DNAT, KIND_ROUTED, KIND_SNAT, SUBNET_ENDPOINT_INDEPENDENT_FILTERING, SUBNET_ROUTED,
+    stat, tail, Endpoint, FlowKey, FlowValue, NatConfig, CONFIG_LOG, HOOK_UPLINK_INGRESS,
+    IPPROTO_ICMP, IPPROTO_TCP, KIND_ROUTED, SUBNET_ENDPOINT_INDEPENDENT_FILTERING, SUBNET_ROUTED,
 };
 use netlab_ebpf::{in_nat_range, TCP_ACK, TCP_SYN};
 
 use crate::{
-    icmp,
-    maps::{
-        config, count, FORWARD_RULES, NAT_FLOWS, NAT_PORTS, NODE_PORTS, SCRATCH_ORIGINAL,
-        SCRATCH_REPLY,
-    },
-    nat::{self, entry},
+    binding, fastpath, flowlog, flows, frags, icmp,
+    lab::{self, config},
     packet::{
         self, is_icmp_error, rewrite, rewrite_forward, set_addr, Parsed, Pkt, FRAG_LATER,
         FRAG_NONE, ICMP_ECHO_REPLY,
     },
-    TC_ACT_UNSPEC,
+    table,
+    template::FlowTemplate,
+    verdict::{count, finish, DropReason, Verdict, TC_ACT_UNSPEC},
 };
 
+#[inline(always)]
 pub fn run(ctx: &TcContext) -> i32 {
-    match handle(ctx) {
-        Ok(action) => action,
-        Err(()) => TC_ACT_SHOT,
-    }
+    finish(handle(ctx))
 }
 
 #[inline(always)]
-fn drop(reason: u32) -> Result<i32, ()> {
-    count(reason);
-    Ok(TC_ACT_SHOT)
-}
-
-#[inline(always)]
-fn handle(ctx: &TcContext) -> Result<i32, ()> {
+fn handle(ctx: &TcContext) -> Verdict {
     let Some(cfg) = config() else {
         return Ok(TC_ACT_UNSPEC);
     };
@@ -50,154 +36,122 @@ fn handle(ctx: &TcContext) -> Result<i32, ()> {
     }
     let p = match packet::parse(ctx) {
         Parsed::Other => return Ok(TC_ACT_UNSPEC),
-        Parsed::OtherProto { src, dst } => {
-            // Never translated, so never let into the lab, except into a
-            // routed subnet; a lab source from outside is spoofed.
-            if nat::subnet_of(src).is_some() {
-                return drop(stat::DROP_SPOOFED);
-            }
-            return match nat::subnet_of(dst) {
-                Some(sn) if sn.flags & SUBNET_ROUTED == 0 => drop(stat::DROP_UNSOLICITED),
-                _ => Ok(TC_ACT_UNSPEC),
-            };
-        }
-        Parsed::Bad => return drop(stat::DROP_BAD_HEADER),
+        Parsed::OtherProto { src, dst } => return other_protocol(src, dst),
+        Parsed::Bad => return Err(DropReason::BadHeader),
         Parsed::Ip(p) => p,
     };
     if p.dst != cfg.uplink_addr {
-        // Straight to a lab address: only a routed subnet takes that.
-        if let Some(sn) = nat::subnet_of(p.dst) {
-            if sn.flags & SUBNET_ROUTED == 0 {
-                return drop(stat::DROP_UNSOLICITED);
-            }
-            if nat::subnet_of(p.src).is_some() {
-                return drop(stat::DROP_SPOOFED);
-            }
-            if p.frag == FRAG_NONE && !is_icmp_error(&p) {
-                return routed(ctx, cfg, &p);
-            }
-        }
-        return Ok(TC_ACT_UNSPEC);
+        return to_lab_address(ctx, cfg, &p);
     }
-    if p.frag == FRAG_LATER {
+    if (p.frag == FRAG_LATER || is_icmp_error(&p)) && lab::subnet_of(p.src).is_some() {
         // A lab source is spoofed here (and hairpinned datagrams' fragments
         // are recorded under lab sources: never translate by those).
-        if nat::subnet_of(p.src).is_some() {
-            return drop(stat::DROP_SPOOFED);
-        }
-        if let Some(t) = nat::fragment_translation(&p) {
+        return Err(DropReason::Spoofed);
+    }
+    if p.frag == FRAG_LATER {
+        if let Some(t) = frags::translation(&p) {
             set_addr(ctx, &p, false, p.dst, t.dst_addr)?;
         }
         return Ok(TC_ACT_UNSPEC);
     }
     if is_icmp_error(&p) {
-        if nat::subnet_of(p.src).is_some() {
-            return drop(stat::DROP_SPOOFED);
-        }
         icmp::translate_error(ctx, &p, HOOK_UPLINK_INGRESS)?;
         return Ok(TC_ACT_UNSPEC);
     }
-    let now = nat::now();
-    let key = FlowKey::new(p.src, p.dst, p.sport, p.dport, p.proto);
-    if let Some(v) = nat::lookup_packet(cfg, &p, &key, now) {
-        let (hook, src, dst, sport, dport) = unsafe {
-            (
-                (*v).hook,
-                (*v).src_addr,
-                (*v).dst_addr,
-                (*v).src_port,
-                (*v).dst_port,
-            )
-        };
-        if hook != HOOK_UPLINK_INGRESS {
-            return Ok(TC_ACT_UNSPEC);
-        }
-        if nat::touch(cfg, &key, v, &p, now).is_err() {
-            return Ok(TC_ACT_SHOT);
-        }
-        count(stat::XLATE_IN);
-        if let Some((ifindex, l2)) = fast_path_in(cfg, &p, dst) {
-            rewrite_forward(ctx, &p, src, dst, sport, dport, &l2)?;
-            count(stat::FAST_IN);
-            return Ok(unsafe { bpf_redirect_peer(ifindex, 0) } as i32);
-        }
-        rewrite(ctx, &p, src, dst, sport, dport)?;
-        nat::record_fragment(&p, src, dst);
-        return Ok(TC_ACT_UNSPEC);
+    let now = flows::now();
+    let key = p.key();
+    if let Some(v) = flows::lookup_packet(cfg, &p, &key, now) {
+        return established(ctx, cfg, &p, &key, v, now);
     }
     miss(ctx, cfg, &p, &key, now)
 }
 
-/// The fast path in: a translated packet for a node goes straight into the
-/// node's namespace (`bpf_redirect_peer` from the lab host's end of its
-/// veth), skipping the lab host's routing and the bridge. Anything the
-/// stack must see (fragments, an expiring TTL) takes the slow path.
-/// Returns the node's port and the Ethernet addresses to give the packet.
+/// A protocol netlab does not translate: never let into the lab, except
+/// into a routed subnet; a lab source from outside is spoofed.
 #[inline(always)]
-fn fast_path_in(cfg: &NatConfig, p: &Pkt, node: u32) -> Option<(u32, [u8; 12])> {
-    if cfg.flags & CONFIG_FAST_PATH == 0 || p.frag != FRAG_NONE || p.ttl <= 1 {
-        return None;
+fn other_protocol(src: u32, dst: u32) -> Verdict {
+    if lab::subnet_of(src).is_some() {
+        return Err(DropReason::Spoofed);
     }
-    let port = unsafe { &*NODE_PORTS.get_ptr(&node)? };
-    let mut l2 = [0u8; 12];
-    l2[..6].copy_from_slice(&port.node_mac);
-    l2[6..].copy_from_slice(&port.gateway_mac);
-    Some((port.ifindex, l2))
+    match lab::subnet_of(dst) {
+        Some(sn) if sn.flags & SUBNET_ROUTED == 0 => Err(DropReason::Unsolicited),
+        _ => Ok(TC_ACT_UNSPEC),
+    }
+}
+
+/// Straight to a lab address: only a routed subnet takes that.
+#[inline(always)]
+fn to_lab_address(ctx: &TcContext, cfg: &NatConfig, p: &Pkt) -> Verdict {
+    let Some(sn) = lab::subnet_of(p.dst) else {
+        return Ok(TC_ACT_UNSPEC);
+    };
+    if sn.flags & SUBNET_ROUTED == 0 {
+        return Err(DropReason::Unsolicited);
+    }
+    if lab::subnet_of(p.src).is_some() {
+        return Err(DropReason::Spoofed);
+    }
+    if p.frag == FRAG_NONE && !is_icmp_error(p) {
+        return routed(ctx, cfg, p);
+    }
+    Ok(TC_ACT_UNSPEC)
+}
+
+/// A reply (or a forward's later packet) of a known flow.
+#[inline(always)]
+fn established(
+    ctx: &TcContext,
+    cfg: &NatConfig,
+    p: &Pkt,
+    key: &FlowKey,
+    v: *mut FlowValue,
+    now: u64,
+) -> Verdict {
+    let (hook, src, dst, sport, dport) = unsafe {
+        (
+            (*v).hook,
+            (*v).src_addr,
+            (*v).dst_addr,
+            (*v).src_port,
+            (*v).dst_port,
+        )
+    };
+    if hook != HOOK_UPLINK_INGRESS {
+        return Ok(TC_ACT_UNSPEC);
+    }
+    flows::touch(cfg, key, v, p, now)?;
+    count(stat::XLATE_IN);
+    if let Some((ifindex, l2)) = fastpath::node_port(cfg, p, dst) {
+        rewrite_forward(ctx, p, src, dst, sport, dport, &l2)?;
+        count(stat::FAST_IN);
+        return Ok(fastpath::into_node(ifindex));
+    }
+    rewrite(ctx, p, src, dst, sport, dport)?;
+    frags::record(p, src, dst);
+    Ok(TC_ACT_UNSPEC)
 }
 
 /// A packet from the outside straight to a node of a routed subnet: kept
 /// as a flow without translation, so the node's replies leave as they are
 /// instead of being masqueraded; with the fast path it goes straight in.
 #[inline(always)]
-fn routed(ctx: &TcContext, cfg: &NatConfig, p: &Pkt) -> Result<i32, ()> {
-    let now = nat::now();
-    let key = FlowKey::new(p.src, p.dst, p.sport, p.dport, p.proto);
-    let v = match nat::lookup_packet(cfg, p, &key, now) {
+fn routed(ctx: &TcContext, cfg: &NatConfig, p: &Pkt) -> Verdict {
+    let now = flows::now();
+    let key = p.key();
+    let v = match flows::lookup_packet(cfg, p, &key, now) {
         Some(v) => v,
         None => {
-            if !nat::admit(ctx, cfg, now, tail::UPLINK_IN) {
-                return drop(stat::DROP_TABLE_FULL);
+            if !table::admit(ctx, cfg, &key, now, tail::UPLINK_IN) {
+                return Err(DropReason::TableFull);
             }
-            let state = if p.proto == IPPROTO_TCP {
-                netlab_ebpf::tcp_next_state(0, p.tcp_flags, DIR_ORIGINAL)
-            } else {
-                0
-            };
-            let in_val = entry(
-                SCRATCH_ORIGINAL,
-                p.src,
-                p.dst,
-                p.sport,
-                p.dport,
-                HOOK_UPLINK_INGRESS,
-                KIND_ROUTED,
-                DIR_ORIGINAL,
-                state,
-                0,
-                now,
-            )
-            .ok_or(())?;
-            let out_key = FlowKey::new(p.dst, p.src, p.dport, p.sport, p.proto);
-            let out_val = entry(
-                SCRATCH_REPLY,
-                p.dst,
-                p.src,
-                p.dport,
-                p.sport,
-                HOOK_UPLINK_EGRESS,
-                KIND_ROUTED,
-                DIR_REPLY,
-                state,
-                0,
-                now,
-            )
-            .ok_or(())?;
-            if nat::insert_pair(cfg, &key, in_val, &out_key, out_val, now).is_err() {
+            let t = FlowTemplate::routed(p);
+            if flows::insert_pair(cfg, &t, now).is_err() {
                 // The node already has a flow with this tuple (its own,
                 // masqueraded): leave the packet to the stack.
                 return Ok(TC_ACT_UNSPEC);
             }
-            match NAT_FLOWS.get_ptr_mut(&key) {
+            flowlog::new_flow(ctx, cfg, &t, flowlog::ROUTED);
+            match flows::get(&key) {
                 Some(v) => v,
                 None => return Ok(TC_ACT_UNSPEC),
             }
@@ -206,27 +160,24 @@ fn routed(ctx: &TcContext, cfg: &NatConfig, p: &Pkt) -> Result<i32, ()> {
     if unsafe { (*v).kind } != KIND_ROUTED {
         return Ok(TC_ACT_UNSPEC);
     }
-    if nat::touch(cfg, &key, v, p, now).is_err() {
-        return Ok(TC_ACT_SHOT);
-    }
-    if let Some((ifindex, l2)) = fast_path_in(cfg, p, p.dst) {
+    flows::touch(cfg, &key, v, p, now)?;
+    if let Some((ifindex, l2)) = fastpath::node_port(cfg, p, p.dst) {
         rewrite_forward(ctx, p, p.src, p.dst, p.sport, p.dport, &l2)?;
         count(stat::FAST_IN);
-        return Ok(unsafe { bpf_redirect_peer(ifindex, 0) } as i32);
+        return Ok(fastpath::into_node(ifindex));
     }
     Ok(TC_ACT_UNSPEC)
 }
 
 /// A packet to the uplink address that matches no flow.
 #[inline(always)]
-fn miss(ctx: &TcContext, cfg: &NatConfig, p: &Pkt, key: &FlowKey, now: u64) -> Result<i32, ()> {
-    if nat::subnet_of(p.src).is_some() {
-        return drop(stat::DROP_SPOOFED);
+fn miss(ctx: &TcContext, cfg: &NatConfig, p: &Pkt, key: &FlowKey, now: u64) -> Verdict {
+    if lab::subnet_of(p.src).is_some() {
+        return Err(DropReason::Spoofed);
     }
     if p.proto != IPPROTO_ICMP {
-        if let Some(t) = FORWARD_RULES.get_ptr(ForwardKey::new(p.dport, p.proto)) {
-            let t = unsafe { *t };
-            return port_forward(ctx, cfg, p, key, t.addr, t.port, now);
+        if let Some(target) = lab::forward(p.dport, p.proto) {
+            return port_forward(ctx, cfg, p, key, &target, now);
         }
     } else if p.icmp_type != ICMP_ECHO_REPLY {
         // Echo requests and the rest are the lab host's to answer.
@@ -237,14 +188,11 @@ fn miss(ctx: &TcContext, cfg: &NatConfig, p: &Pkt, key: &FlowKey, now: u64) -> R
         return Ok(TC_ACT_UNSPEC);
     }
     let outside = Endpoint::new(cfg.uplink_addr, p.dport, p.proto);
-    if let Some(b) = NAT_PORTS.get_ptr(&outside) {
-        let b = unsafe { *b };
-        if b.expires_ns > now {
-            return to_mapping(ctx, cfg, p, key, &b.peer, now);
-        }
+    if let Some(inside) = binding::holder(&outside, now) {
+        return to_mapping(ctx, cfg, p, key, &inside, now);
     }
     if p.proto == IPPROTO_ICMP
-        || nat::host_socket_uses(ctx.as_ptr(), p.proto, p.src, p.sport, p.dst, p.dport)
+        || binding::host_socket_uses(ctx.as_ptr(), p.proto, p.src, p.sport, p.dst, p.dport)
     {
         // The lab host's own ping, or its own socket on a port in the NAT range.
         return Ok(TC_ACT_UNSPEC);
@@ -258,11 +206,11 @@ fn miss(ctx: &TcContext, cfg: &NatConfig, p: &Pkt, key: &FlowKey, now: u64) -> R
             u16::from_be(p.dport)
         );
     }
-    drop(stat::DROP_NO_MAPPING)
+    Err(DropReason::NoMapping)
 }
 
 /// An outside host reaches an inside endpoint through its mapping: the
-/// reply half of an existing flow that was evicted (repair it), or a new
+/// reply half of an existing flow that was evicted (rebuild it), or a new
 /// flow where the endpoint's subnet filters endpoint-independently.
 #[inline(always)]
 fn to_mapping(
@@ -272,57 +220,29 @@ fn to_mapping(
     key: &FlowKey,
     inside: &Endpoint,
     now: u64,
-) -> Result<i32, ()> {
-    let out_key = FlowKey::new(inside.addr, p.src, inside.port, p.sport, p.proto);
-    let in_val = entry(
-        SCRATCH_REPLY,
-        p.src,
-        inside.addr,
-        p.sport,
-        inside.port,
-        HOOK_UPLINK_INGRESS,
-        KIND_SNAT,
-        DIR_REPLY,
-        0,
-        0,
-        now,
-    )
-    .ok_or(())?;
-    if let Some(out) = NAT_FLOWS.get_ptr(&out_key) {
+) -> Verdict {
+    let t = FlowTemplate::inbound(p, inside);
+    if let Some(out) = flows::get(&t.other.key) {
         let out = unsafe { &*out };
         if out.src_addr == cfg.uplink_addr && out.src_port == p.dport {
-            in_val.state = out.state;
-            in_val.created_ns = out.created_ns;
-            nat::flow_put(key, in_val)?;
+            let reply = t.opening_entry(now)?;
+            reply.state = out.state;
+            reply.created_ns = out.created_ns;
+            flows::put(key, reply)?;
             count(stat::REPAIRED);
             return translate_new(ctx, cfg, p, key, inside, now);
         }
     }
-    let eif = nat::subnet_of(inside.addr)
+    let eif = lab::subnet_of(inside.addr)
         .is_some_and(|s| s.flags & SUBNET_ENDPOINT_INDEPENDENT_FILTERING != 0);
     if !eif {
-        return drop(stat::DROP_FILTERED);
+        return Err(DropReason::Filtered);
     }
-    if !nat::admit(ctx, cfg, now, tail::UPLINK_IN) {
-        return drop(stat::DROP_TABLE_FULL);
+    if !table::admit(ctx, cfg, key, now, tail::UPLINK_IN) {
+        return Err(DropReason::TableFull);
     }
-    let out_val = entry(
-        SCRATCH_ORIGINAL,
-        cfg.uplink_addr,
-        p.src,
-        p.dport,
-        p.sport,
-        HOOK_UPLINK_EGRESS,
-        KIND_SNAT,
-        DIR_ORIGINAL,
-        0,
-        0,
-        now,
-    )
-    .ok_or(())?;
-    if nat::insert_pair(cfg, key, in_val, &out_key, out_val, now).is_err() {
-        return drop(stat::DROP_CONFLICT);
-    }
+    flows::insert_pair(cfg, &t, now)?;
+    flowlog::new_flow(ctx, cfg, &t, flowlog::SNAT_IN);
     count(stat::NEW_SNAT);
     translate_new(ctx, cfg, p, key, inside, now)
 }
@@ -335,12 +255,12 @@ fn translate_new(
     key: &FlowKey,
     inside: &Endpoint,
     now: u64,
-) -> Result<i32, ()> {
+) -> Verdict {
     rewrite(ctx, p, p.src, inside.addr, p.sport, inside.port)?;
-    if let Some(v) = NAT_FLOWS.get_ptr_mut(key) {
-        let _ = nat::touch(cfg, key, v, p, now);
+    if let Some(v) = flows::get(key) {
+        let _ = flows::touch(cfg, key, v, p, now);
     }
-    nat::record_fragment(p, p.src, inside.addr);
+    frags::record(p, p.src, inside.addr);
     count(stat::XLATE_IN);
     Ok(TC_ACT_UNSPEC)
 }
@@ -352,69 +272,22 @@ fn port_forward(
     cfg: &NatConfig,
     p: &Pkt,
     key: &FlowKey,
-    target: u32,
-    target_port: u16,
+    target: &Endpoint,
     now: u64,
-) -> Result<i32, ()> {
+) -> Verdict {
     if p.proto == IPPROTO_TCP && (p.tcp_flags & TCP_SYN == 0 || p.tcp_flags & TCP_ACK != 0) {
         // Only a SYN opens a forwarded connection.
-        return drop(stat::DROP_NO_MAPPING);
+        return Err(DropReason::NoMapping);
     }
-    if !nat::admit(ctx, cfg, now, tail::UPLINK_IN) {
-        return drop(stat::DROP_TABLE_FULL);
+    if !table::admit(ctx, cfg, key, now, tail::UPLINK_IN) {
+        return Err(DropReason::TableFull);
     }
-    let state = netlab_ebpf::tcp_next_state(0, p.tcp_flags, DIR_ORIGINAL);
-    let state = if p.proto == IPPROTO_TCP { state } else { 0 };
-    let in_val = entry(
-        SCRATCH_ORIGINAL,
-        p.src,
-        target,
-        p.sport,
-        target_port,
-        HOOK_UPLINK_INGRESS,
-        KIND_DNAT,
-        DIR_ORIGINAL,
-        state,
-        0,
-        now,
-    )
-    .ok_or(())?;
-    let out_key = FlowKey::new(target, p.src, target_port, p.sport, p.proto);
-    let out_val = entry(
-        SCRATCH_REPLY,
-        cfg.uplink_addr,
-        p.src,
-        p.dport,
-        p.sport,
-        HOOK_UPLINK_EGRESS,
-        KIND_DNAT,
-        DIR_REPLY,
-        state,
-        0,
-        now,
-    )
-    .ok_or(())?;
-    if nat::insert_pair(cfg, key, in_val, &out_key, out_val, now).is_err() {
-        return drop(stat::DROP_CONFLICT);
-    }
-    if cfg.flags & CONFIG_LOG != 0 {
-        debug!(
-            ctx,
-            "forward {:i}:{} -> {:i}:{}",
-            u32::from_be(p.src),
-            u16::from_be(p.sport),
-            u32::from_be(target),
-            u16::from_be(target_port)
-        );
-    }
+    let t = FlowTemplate::forward(p, target);
+    flows::insert_pair(cfg, &t, now)?;
+    flowlog::new_flow(ctx, cfg, &t, flowlog::DNAT);
     count(stat::NEW_DNAT);
-    rewrite(ctx, p, p.src, target, p.sport, target_port)?;
-    if let Some(v) = NAT_FLOWS.get_ptr_mut(key) {
-        let v = unsafe { &mut *v };
-        v.packets = 1;
-        v.bytes = u64::from(p.len);
-    }
-    nat::record_fragment(p, p.src, target);
+    rewrite(ctx, p, p.src, target.addr, p.sport, target.port)?;
+    frags::record(p, p.src, target.addr);
     count(stat::XLATE_IN);
     Ok(TC_ACT_UNSPEC)
 }

@@ -42,7 +42,28 @@ impl Dataplane {
 
     /// As `new`, with the configuration adjusted by `tweak`.
     pub fn with(port_min: u16, port_max: u16, tweak: impl FnOnce(&mut NatConfig)) -> Dataplane {
-        let mut ebpf = EbpfLoader::new()
+        Dataplane::load(EbpfLoader::new(), port_min, port_max, tweak)
+    }
+
+    /// As `with`, with room for `entries` flow entries (`NAT_FLOWS`).
+    pub fn with_flow_capacity(
+        port_min: u16,
+        port_max: u16,
+        entries: u32,
+        tweak: impl FnOnce(&mut NatConfig),
+    ) -> Dataplane {
+        let mut loader = EbpfLoader::new();
+        loader.map_max_entries(netlab_common::names::NAT_FLOWS, entries);
+        Dataplane::load(loader, port_min, port_max, tweak)
+    }
+
+    fn load(
+        mut loader: EbpfLoader,
+        port_min: u16,
+        port_max: u16,
+        tweak: impl FnOnce(&mut NatConfig),
+    ) -> Dataplane {
+        let mut ebpf = loader
             .load(netlab::dataplane::EBPF_OBJECT)
             .expect("loading the object");
         netlab::dataplane::attach::load_every_program(&mut ebpf)

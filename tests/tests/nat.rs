@@ -630,7 +630,11 @@ fn flows_survive_a_second_up_and_down_removes_the_dataplane() {
                 .id()
         })
         .collect();
-    assert_eq!(ids.len(), 6, "four hooks, nl_node_new and nl_gc: {ids:?}");
+    assert_eq!(
+        ids.len(),
+        netlab_common::names::PROGRAMS.len(),
+        "five hooks, nl_node_new and nl_gc: {ids:?}"
+    );
     // The tail calls still have their programs after the CLI exited (an
     // unpinned program array is emptied when its last file closes).
     let tails = aya::maps::ProgramArray::try_from(aya::maps::Map::ProgramArray(
@@ -640,7 +644,8 @@ fn flows_survive_a_second_up_and_down_removes_the_dataplane() {
     .unwrap();
     let mut slots: Vec<u32> = tails.indices().flatten().collect();
     slots.sort();
-    assert_eq!(slots, [0, 1, 2, 3, 4], "TAILS slots filled");
+    let every_slot: Vec<u32> = (0..netlab_common::tail::COUNT).collect();
+    assert_eq!(slots, every_slot, "TAILS slots filled");
     drop(tails);
     stop.store(true, Ordering::Relaxed);
     // Down without --sandbox: the lab host stays, its interfaces must be clean.

@@ -10,8 +10,8 @@ use aya::{
 };
 use netlab_common::{
     addr_octets, port_from_net, stat, FlowKey, FlowValue, ForwardKey, ForwardTarget, NatConfig,
-    CONFIG_LOG, DIR_ORIGINAL, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, KIND_DNAT, KIND_HAIRPIN,
-    STATE_FIN_ORIGINAL, STATE_FIN_REPLY, STATE_REPLIED, STATE_RST,
+    CONFIG_LOG, DIR_ORIGINAL, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, STATE_FIN_ORIGINAL,
+    STATE_FIN_REPLY, STATE_REPLIED, STATE_RST,
 };
 use serde::Serialize;
 use serde_json::json;
@@ -296,12 +296,7 @@ fn flows(lab: &str) -> Result<Vec<FlowRow>> {
         }
         rows.push(FlowRow {
             protocol: proto_name(k.proto),
-            kind: match v.kind {
-                KIND_DNAT => "dnat",
-                KIND_HAIRPIN => "hairpin",
-                netlab_common::KIND_ROUTED => "routed",
-                _ => "snat",
-            },
+            kind: netlab_common::kind_name(v.kind),
             state: state_name(k.proto, v.state),
             original: Endpoints {
                 src: endpoint(k.src_addr, k.src_port, k.proto),

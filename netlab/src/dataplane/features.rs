@@ -6,7 +6,7 @@
 //! judged by what it has rather than by its version. The programs need
 //! `bpf_loop` (5.17), the newest of them: that is netlab's minimum. TCX links
 //! (6.6) are used where present, netlink clsact filters otherwise. The fast
-//! path's own helpers (`bpf_fib_lookup`, `bpf_check_mtu`, `bpf_redirect`) are
+//! path's own helpers (`bpf_fib_lookup`, `bpf_check_mtu`) are
 //! optional: without them it is off and every packet takes the slow path.
 
 use anyhow::{bail, Result};
@@ -64,6 +64,8 @@ const REQUIRED_HELPERS: &[(&str, BpfHelper, &str)] = &[
         "4.20",
     ),
     ("bpf_tail_call", BpfHelper::BPF_FUNC_tail_call, "4.2"),
+    // Replies to the lab host's own connections to its forwards go into its `lo`.
+    ("bpf_redirect", BpfHelper::BPF_FUNC_redirect, "4.4"),
     (
         "bpf_l4_csum_replace",
         BpfHelper::BPF_FUNC_l4_csum_replace,
@@ -75,7 +77,6 @@ const REQUIRED_HELPERS: &[(&str, BpfHelper, &str)] = &[
 const FAST_PATH_HELPERS: &[(&str, BpfHelper, &str)] = &[
     ("bpf_fib_lookup", BpfHelper::BPF_FUNC_fib_lookup, "4.18"),
     ("bpf_check_mtu", BpfHelper::BPF_FUNC_check_mtu, "5.12"),
-    ("bpf_redirect", BpfHelper::BPF_FUNC_redirect, "4.4"),
 ];
 
 /// The map types of the programs' maps.

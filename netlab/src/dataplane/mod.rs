@@ -18,8 +18,8 @@ use aya::{
     EbpfLoader,
 };
 use netlab_common::{
-    addr_from_octets, port_to_net, ForwardKey, ForwardTarget, NatConfig, NodePort, SubnetInfo,
-    SUBNET_ENDPOINT_INDEPENDENT_FILTERING, SUBNET_MASQUERADE, SUBNET_ROUTED,
+    addr_from_octets, names, port_to_net, ForwardKey, ForwardTarget, NatConfig, NodePort,
+    SubnetInfo, SUBNET_ENDPOINT_INDEPENDENT_FILTERING, SUBNET_MASQUERADE, SUBNET_ROUTED,
 };
 use serde::{Deserialize, Serialize};
 
@@ -38,21 +38,29 @@ pub use commands::{fwd_command, log_command, nat_command, stats_command};
 /// The compiled programs (built by netlab's build.rs through aya-build).
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netlab"));
 
-pub const PROG_UPLINK_IN: &str = "nl_uplink_in";
-pub const PROG_UPLINK_OUT: &str = "nl_uplink_out";
-pub const PROG_BRIDGE_IN: &str = "nl_bridge_in";
-pub const PROG_NODE_IN: &str = "nl_node_in";
-pub const PROG_NODE_NEW: &str = "nl_node_new";
-pub const PROG_GC: &str = "nl_gc";
+pub use netlab_common::names::{
+    PROG_BRIDGE_IN, PROG_GC, PROG_LOCAL_OUT, PROG_NODE_IN, PROG_NODE_NEW, PROG_UPLINK_IN,
+    PROG_UPLINK_OUT,
+};
 
 /// Each program's slot in the `TAILS` program array.
-pub const TAIL_SLOTS: [(&str, u32); 5] = [
+pub const TAIL_SLOTS: [(&str, u32); 6] = [
     (PROG_NODE_NEW, netlab_common::tail::NODE_NEW),
     (PROG_GC, netlab_common::tail::GC),
     (PROG_UPLINK_IN, netlab_common::tail::UPLINK_IN),
     (PROG_UPLINK_OUT, netlab_common::tail::UPLINK_OUT),
     (PROG_BRIDGE_IN, netlab_common::tail::BRIDGE_IN),
+    (PROG_LOCAL_OUT, netlab_common::tail::LOCAL_OUT),
 ];
+
+/// The lab host's loopback, where `nl_local_out` takes the host's own
+/// connections to its forwards.
+const LOOPBACK: &str = "lo";
+
+/// The sysctl that lets `lo` take the replies `nl_bridge_in` hands it: they
+/// carry the uplink address as source, which the lab host's routing would
+/// otherwise refuse as a martian (local) source.
+const LO_ACCEPT_LOCAL: &str = "net/ipv4/conf/lo/accept_local";
 
 /// What `up` attached, kept in the lab's state directory (bpffs holds only
 /// BPF objects).
@@ -70,6 +78,10 @@ pub struct DataplaneInfo {
     /// forwards, node ports): a change there is a change to report.
     #[serde(default)]
     pub maps_digest: String,
+    /// `up` turned the lab host's `lo` `accept_local` on (see
+    /// `LO_ACCEPT_LOCAL`); `down` turns it off again.
+    #[serde(default)]
+    pub set_lo_accept_local: bool,
 }
 
 pub fn read_info(lab: &str) -> Option<DataplaneInfo> {
@@ -122,11 +134,15 @@ impl StableDigest {
 fn maps_digest(
     config: &NatConfig,
     subnets: &[(Key<u32>, SubnetInfo)],
+    ifaces: &[(u32, u32)],
     forwards: &[(ForwardKey, ForwardTarget)],
     node_ports: &[(u32, String, NodePort)],
 ) -> String {
     let mut d = StableDigest::new();
     d.field(bytemuck::bytes_of(config));
+    for (ifindex, flags) in ifaces {
+        d.bytes(&ifindex.to_le_bytes()).bytes(&flags.to_le_bytes());
+    }
     for (k, v) in subnets {
         d.bytes(&k.prefix_len().to_le_bytes())
             .bytes(&k.data().to_le_bytes())
@@ -360,6 +376,41 @@ fn subnet_entries(
         .collect()
 }
 
+/// Make `LAB_IFACES` hold exactly `want` (ifindex, `LAB_IFACE_*` flags).
+fn sync_lab_ifaces(ebpf: &mut aya::Ebpf, want: &[(u32, u32)]) -> Result<()> {
+    let mut map: HashMap<_, u32, u32> =
+        HashMap::try_from(ebpf.map_mut(names::LAB_IFACES).context("map LAB_IFACES")?)?;
+    let have: Vec<u32> = map.keys().collect::<Result<_, _>>()?;
+    for k in have {
+        if !want.iter().any(|(i, _)| *i == k) {
+            map.remove(&k).context("removing from LAB_IFACES")?;
+        }
+    }
+    for (ifindex, flags) in want {
+        map.insert(ifindex, flags, 0)
+            .context("writing LAB_IFACES")?;
+    }
+    Ok(())
+}
+
+/// Turn the lab host's `lo` `accept_local` on (see `LO_ACCEPT_LOCAL`).
+/// Returns whether netlab owns the setting: it set it now or, on this lab
+/// host, before (this lab or another); the last lab to go down then turns
+/// it off again. A setting netlab found on is left alone.
+fn enable_lo_accept_local(
+    sys: &System,
+    lab: &str,
+    previous: Option<&DataplaneInfo>,
+) -> Result<bool> {
+    let ours = previous.is_some_and(|p| p.set_lo_accept_local)
+        || other_labs_on(lab, &sys.host).any(|i| i.set_lo_accept_local)
+        || sys.host.read_sysctl(LO_ACCEPT_LOCAL)? != "1";
+    if ours {
+        sys.host.write_sysctl(LO_ACCEPT_LOCAL, "1")?;
+    }
+    Ok(ours)
+}
+
 /// Load, fill, attach and pin the dataplane for `lab` (or converge it).
 pub async fn up(sys: &System, lab: &Lab, verbose: bool) -> Result<UpReport> {
     let previous = read_info(&lab.name);
@@ -389,6 +440,10 @@ pub async fn up(sys: &System, lab: &Lab, verbose: bool) -> Result<UpReport> {
         .any(|l| l.index == uplink_ifindex && l.kind == crate::model::plan::LinkKind::Veth);
     let config = nat_config(lab, fast_path, uplink_ifindex, address, uplink_is_veth);
     let subnets = subnet_entries(lab, &bridge_ifindex);
+    let ifaces: Vec<(u32, u32)> = bridge_ifindex
+        .values()
+        .map(|&i| (i, netlab_common::LAB_IFACE_BRIDGE))
+        .collect();
     let forwards = forward_entries(&lab.forwards);
     let node_ports = if fast_path {
         node_ports(lab, &links).await?
@@ -413,7 +468,12 @@ pub async fn up(sys: &System, lab: &Lab, verbose: bool) -> Result<UpReport> {
             attach::Direction::Ingress,
         ));
     }
-    let digest = maps_digest(&config, &subnets, &forwards, &node_ports);
+    hooks.push(attach::Hook::new(
+        PROG_LOCAL_OUT,
+        LOOPBACK,
+        attach::Direction::Egress,
+    ));
+    let digest = maps_digest(&config, &subnets, &ifaces, &forwards, &node_ports);
     let name = lab.name.clone();
     let max_flows = lab.nat.max_flows;
     let previous_hooks: Vec<attach::Hook> = previous
@@ -476,6 +536,7 @@ pub async fn up(sys: &System, lab: &Lab, verbose: bool) -> Result<UpReport> {
                 trie.insert(k, v, 0).context("writing LAB_SUBNETS")?;
             }
         }
+        sync_lab_ifaces(&mut ebpf, &ifaces)?;
         {
             let mut fwd: HashMap<_, ForwardKey, ForwardTarget> =
                 HashMap::try_from(ebpf.map_mut("FORWARD_RULES").context("map FORWARD_RULES")?)?;
@@ -499,6 +560,7 @@ pub async fn up(sys: &System, lab: &Lab, verbose: bool) -> Result<UpReport> {
         Ok((hooks, notes))
     })?;
     let (hooks, notes) = attached;
+    let set_lo_accept_local = enable_lo_accept_local(sys, &lab.name, previous.as_ref())?;
     let info = DataplaneInfo {
         object: object_id(),
         uplink: uplink.clone(),
@@ -508,6 +570,7 @@ pub async fn up(sys: &System, lab: &Lab, verbose: bool) -> Result<UpReport> {
         features,
         fast_path,
         maps_digest: digest,
+        set_lo_accept_local,
     };
     LabDir::of(&lab.name).write_dataplane(&info)?;
     let mut lines = notes;
@@ -542,10 +605,29 @@ pub fn down(lab: &str, host: Option<&crate::netns::Netns>) -> Result<usize> {
     if let (Some(info), Some(host)) = (&info, host) {
         let hooks = info.hooks.clone();
         removed += host.run(move || Ok(attach::detach_netlink(&hooks)))?;
+        if info.set_lo_accept_local && other_labs_on(lab, host).next().is_none() {
+            host.write_sysctl(LO_ACCEPT_LOCAL, "0")?;
+        }
     }
     removed += pins::LabPins::new(lab).remove()?;
     LabDir::of(lab).remove_dataplane();
     Ok(removed)
+}
+
+/// The dataplanes of the labs other than `lab` on the lab host `host`.
+fn other_labs_on<'a>(
+    lab: &'a str,
+    host: &'a crate::netns::Netns,
+) -> impl Iterator<Item = DataplaneInfo> + 'a {
+    crate::state::known_labs().into_iter().filter_map(move |other| {
+        let elsewhere = LabDir::of(&other)
+            .read_state()
+            .is_none_or(|s| s.host_netns != host.name);
+        if other == lab || elsewhere {
+            return None;
+        }
+        read_info(&other)
+    })
 }
 
 /// What of `lab`'s dataplane is still there.

@@ -9,9 +9,9 @@ use std::{
 use anyhow::{Context as _, Result};
 use aya::maps::{HashMap, Map, MapData, MapInfo, MapType};
 use netlab_common::{
-    stat, Binding, Endpoint, FlowKey, FlowValue, ForwardKey, ForwardTarget, FragKey, FragValue,
-    GcState, NatConfig, NodePort, SubnetInfo, BINDING_ENTRIES, FORWARD_ENTRIES, FRAG_ENTRIES,
-    NODE_ENTRIES, SUBNET_ENTRIES,
+    names, stat, Binding, Endpoint, FlowKey, FlowValue, ForwardKey, ForwardTarget, FragKey,
+    FragValue, GcState, NatConfig, NodePort, SubnetInfo, BINDING_ENTRIES, FORWARD_ENTRIES,
+    FRAG_ENTRIES, IFACE_ENTRIES, NODE_ENTRIES, SUBNET_ENTRIES,
 };
 use nix::mount::{mount, MsFlags};
 
@@ -82,6 +82,13 @@ const STATE_MAPS: &[StateMap] = &[
         key: 4 + size_of::<u32>(),
         value: size_of::<SubnetInfo>(),
         entries: Some(SUBNET_ENTRIES),
+    },
+    StateMap {
+        name: names::LAB_IFACES,
+        map_type: MapType::Hash,
+        key: 4,
+        value: 4,
+        entries: Some(IFACE_ENTRIES),
     },
     StateMap {
         name: "CONFIG",

@@ -1,0 +1,172 @@
+//! Endpoint-independent mappings (RFC 4787): an inside endpoint's outside
+//! port, kept in two tables, `NAT_BIND` (inside → outside) and `NAT_PORTS`
+//! (outside → inside, the port reservation), and the lab host's own sockets,
+//! whose ports a mapping must never take.
+
+use aya_ebpf::{
+    cty::c_void,
+    helpers::generated::{bpf_sk_lookup_tcp, bpf_sk_lookup_udp, bpf_sk_release},
+};
+use netlab_common::{
+    Binding, Endpoint, FlowKey, FlowValue, NatConfig, DIR_ORIGINAL, IPPROTO_ICMP, IPPROTO_TCP,
+    KIND_DNAT, KIND_LOCAL, KIND_ROUTED,
+};
+use netlab_ebpf::{binding_timeout_secs, NSEC_PER_SEC};
+
+use crate::maps::{NAT_BIND, NAT_PORTS, SOCK_TUPLE};
+
+pub const BPF_ANY: u64 = 0;
+pub const BPF_NOEXIST: u64 = 1;
+
+/// How long a new mapping is reserved for a flow in `state`.
+#[inline(always)]
+pub fn lifetime_ns(cfg: &NatConfig, proto: u8, state: u8) -> u64 {
+    u64::from(binding_timeout_secs(cfg, proto, state)) * NSEC_PER_SEC
+}
+
+/// The outside port `inside` is mapped to, if its mapping is live
+/// (endpoint-independent mapping: the same port for every destination).
+#[inline(always)]
+pub fn live_binding(cfg: &NatConfig, inside: &Endpoint, now: u64) -> Option<u16> {
+    let b = NAT_BIND.get_ptr(inside)?;
+    let b = unsafe { &*b };
+    if b.expires_ns > now && b.peer.addr == cfg.uplink_addr {
+        Some(b.peer.port)
+    } else {
+        None
+    }
+}
+
+/// The inside endpoint holding a live mapping of `outside`.
+#[inline(always)]
+pub fn holder(outside: &Endpoint, now: u64) -> Option<Endpoint> {
+    let b = unsafe { *NAT_PORTS.get_ptr(outside)? };
+    if b.expires_ns > now {
+        Some(b.peer)
+    } else {
+        None
+    }
+}
+
+/// Reserve `outside` for `inside` until `expires`: free, expired, or
+/// already `inside`'s. Returns whether the reservation is new (to undo it
+/// if the flow cannot be made), `None` when the port is another's.
+#[inline(always)]
+pub fn reserve_port(outside: &Endpoint, inside: &Endpoint, expires: u64, now: u64) -> Option<bool> {
+    let binding = Binding {
+        peer: *inside,
+        expires_ns: expires,
+    };
+    if NAT_PORTS.insert(outside, &binding, BPF_NOEXIST).is_ok() {
+        return Some(true);
+    }
+    let cur = unsafe { &*NAT_PORTS.get_ptr(outside)? };
+    if cur.peer != *inside && cur.expires_ns > now {
+        return None;
+    }
+    NAT_PORTS.insert(outside, &binding, BPF_ANY).ok()?;
+    Some(false)
+}
+
+/// Undo a new reservation of [`reserve_port`].
+#[inline(always)]
+pub fn release_port(outside: &Endpoint) {
+    let _ = NAT_PORTS.remove(outside);
+}
+
+/// Bind `inside` to `outside` (the mapping's other table).
+#[inline(always)]
+pub fn bind(inside: &Endpoint, outside: &Endpoint, expires: u64) {
+    let _ = NAT_BIND.insert(
+        inside,
+        &Binding {
+            peer: *outside,
+            expires_ns: expires,
+        },
+        BPF_ANY,
+    );
+}
+
+/// The inside endpoint and outside port of a flow entry, when it holds a
+/// mapping (forwards and the lab host's own flows use a fixed port, routed
+/// flows none).
+#[inline(always)]
+pub fn mapping_of(key: &FlowKey, v: &FlowValue) -> Option<(Endpoint, u16)> {
+    if v.kind == KIND_DNAT || v.kind == KIND_ROUTED || v.kind == KIND_LOCAL {
+        return None;
+    }
+    if v.dir == DIR_ORIGINAL {
+        Some((
+            Endpoint::new(key.src_addr, key.src_port, key.proto),
+            v.src_port,
+        ))
+    } else {
+        Some((
+            Endpoint::new(v.dst_addr, v.dst_port, key.proto),
+            key.dst_port,
+        ))
+    }
+}
+
+/// Extend a mapping's life, if it is still this flow's.
+#[inline(always)]
+pub fn refresh(cfg: &NatConfig, inside: &Endpoint, ext_port: u16, expires: u64) {
+    let outside = Endpoint::new(cfg.uplink_addr, ext_port, inside.proto);
+    // Set, not extended: a mapping lives as long as its most recently
+    // active flow asks, so a connection that closes can free it at once.
+    if let Some(b) = NAT_BIND.get_ptr_mut(inside) {
+        let b = unsafe { &mut *b };
+        if b.peer == outside {
+            b.expires_ns = expires;
+        }
+    }
+    if let Some(b) = NAT_PORTS.get_ptr_mut(&outside) {
+        let b = unsafe { &mut *b };
+        if b.peer == *inside {
+            b.expires_ns = expires;
+        }
+    }
+}
+
+/// Whether a socket of the lab host would receive a packet from
+/// `remote:remote_port` to `local:port` (so that port is the host's).
+/// `skb`: the program's context.
+#[inline(always)]
+pub fn host_socket_uses(
+    skb: *mut c_void,
+    proto: u8,
+    remote: u32,
+    remote_port: u16,
+    local: u32,
+    port: u16,
+) -> bool {
+    if proto == IPPROTO_ICMP {
+        return false;
+    }
+    // The tuple lives in per-CPU scratch memory: this runs deep in the port
+    // search, where the stack is shared with its callers.
+    let Some(tuple) = SOCK_TUPLE.get_ptr_mut(0) else {
+        return false;
+    };
+    unsafe {
+        let v4 = &mut (*tuple).__bindgen_anon_1.ipv4;
+        v4.saddr = remote;
+        v4.daddr = local;
+        v4.sport = remote_port;
+        v4.dport = port;
+    }
+    let size = 12u32;
+    let netns = u64::MAX; // BPF_F_CURRENT_NETNS
+    let sk = unsafe {
+        if proto == IPPROTO_TCP {
+            bpf_sk_lookup_tcp(skb, tuple, size, netns, 0)
+        } else {
+            bpf_sk_lookup_udp(skb, tuple, size, netns, 0)
+        }
+    };
+    if sk.is_null() {
+        return false;
+    }
+    unsafe { bpf_sk_release(sk as *mut _) };
+    true
+}

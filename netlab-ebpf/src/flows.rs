@@ -1,0 +1,288 @@
+//! The flow table (`NAT_FLOWS`): both directions of every flow, each under
+//! the key its packets have at the hook that translates them. Looking a
+//! packet's entry up (with its timeout), accounting a packet on it (and
+//! keeping its other half consistent: repaired, or the flow dropped, never
+//! a mistranslation), inserting a new flow's two entries as a pair, and
+//! deleting.
+
+use aya_ebpf::helpers::generated::bpf_ktime_get_coarse_ns;
+use netlab_common::{
+    stat, FlowKey, FlowValue, NatConfig, FLOW_ACKED, HOOK_UPLINK_INGRESS, IPPROTO_ICMP, IPPROTO_TCP,
+};
+use netlab_ebpf::{
+    binding_timeout_secs, datagram_next_state, flow_timeout_secs, tcp_closed, tcp_next_state,
+    NSEC_PER_SEC, TCP_ACK, TCP_FIN, TCP_RST,
+};
+
+use crate::{
+    binding::{self, BPF_ANY, BPF_NOEXIST},
+    maps::NAT_FLOWS,
+    packet::{Pkt, ICMP_ECHO},
+    table,
+    template::{self, FlowTemplate},
+    verdict::{count, DropReason},
+};
+
+/// How far past the inside endpoint's last acknowledgement a reset or FIN
+/// from the outside may fall and still count.
+const SEQ_WINDOW: u32 = 1 << 16;
+
+/// The other half and the mapping are checked at most this often per flow,
+/// so the common case of a packet touches one map entry.
+const REFRESH_NS: u64 = if cfg!(feature = "variant") {
+    NSEC_PER_SEC / 2
+} else {
+    NSEC_PER_SEC
+};
+
+/// `bpf_ktime_get_coarse_ns` (CLOCK_MONOTONIC_COARSE): the flows' clock.
+#[inline(always)]
+pub fn now() -> u64 {
+    unsafe { bpf_ktime_get_coarse_ns() }
+}
+
+/// The entry under `key`, live or not.
+#[inline(always)]
+pub fn get(key: &FlowKey) -> Option<*mut FlowValue> {
+    NAT_FLOWS.get_ptr_mut(key)
+}
+
+/// Whether a packet without a flow may open one: not a reset, not a reply
+/// to an echo nobody sent, not an ICMP message without an identifier.
+#[inline(always)]
+pub fn opens_flow(p: &Pkt) -> bool {
+    match p.proto {
+        IPPROTO_TCP => p.tcp_flags & TCP_RST == 0,
+        IPPROTO_ICMP => p.icmp_type == ICMP_ECHO,
+        _ => true,
+    }
+}
+
+#[inline(always)]
+fn alive(cfg: &NatConfig, proto: u8, v: &FlowValue, now: u64) -> bool {
+    now <= v.last_seen_ns + u64::from(flow_timeout_secs(cfg, proto, v.state)) * NSEC_PER_SEC
+}
+
+/// Whether `peer` (the entry under `FlowKey::peer_of(v)`) translates back to `key`.
+#[inline(always)]
+pub fn points_back(peer: &FlowValue, key: &FlowKey) -> bool {
+    peer.src_addr == key.dst_addr
+        && peer.dst_addr == key.src_addr
+        && peer.src_port == key.dst_port
+        && peer.dst_port == key.src_port
+}
+
+/// Whether the flow of the entry `(key, v)` is alive: either half fresh.
+#[inline(always)]
+pub fn flow_alive(cfg: &NatConfig, key: &FlowKey, v: &FlowValue, now: u64) -> bool {
+    if alive(cfg, key.proto, v, now) {
+        return true;
+    }
+    let peer_key = FlowKey::peer_of(v, key.proto);
+    NAT_FLOWS.get_ptr(&peer_key).is_some_and(|pv| {
+        let peer = unsafe { &*pv };
+        points_back(peer, key) && alive(cfg, key.proto, peer, now)
+    })
+}
+
+/// The live entry a packet belongs to. An echo request and an echo reply
+/// with identifier 0 have the same key (`(0, 0)`); the entry's
+/// translation tells them apart (a request's keeps destination "port" 0).
+#[inline(always)]
+pub fn lookup_packet(cfg: &NatConfig, p: &Pkt, key: &FlowKey, now: u64) -> Option<*mut FlowValue> {
+    let v = lookup_live(cfg, key, now)?;
+    if p.proto == IPPROTO_ICMP && key.src_port == 0 && key.dst_port == 0 {
+        let val = unsafe { &*v };
+        let fits = if p.icmp_type == ICMP_ECHO {
+            val.dst_port == 0
+        } else {
+            val.src_port == 0
+        };
+        if !fits {
+            return None;
+        }
+    }
+    Some(v)
+}
+
+/// The live entry for `key`. A direction that has been quiet stays alive
+/// while the other one is active (a one-way stream keeps its reply entry).
+/// An expired flow is removed, both halves.
+#[inline(always)]
+pub fn lookup_live(cfg: &NatConfig, key: &FlowKey, now: u64) -> Option<*mut FlowValue> {
+    let v = NAT_FLOWS.get_ptr_mut(key)?;
+    let val = unsafe { &*v };
+    if alive(cfg, key.proto, val, now) {
+        return Some(v);
+    }
+    let peer_key = FlowKey::peer_of(val, key.proto);
+    if let Some(pv) = NAT_FLOWS.get_ptr(&peer_key) {
+        let peer = unsafe { &*pv };
+        if points_back(peer, key) {
+            if alive(cfg, key.proto, peer, now) {
+                return Some(v);
+            }
+            delete(&peer_key);
+        }
+    }
+    delete(key);
+    count(stat::EXPIRED);
+    None
+}
+
+/// A reset or FIN from the outside ends the flow only where the inside
+/// endpoint's TCP would take it: near the acknowledgement it last sent
+/// (RFC 5961). Spoofed ones are dropped, not believed.
+#[inline(always)]
+fn check_outside_close(key: &FlowKey, v: &FlowValue, p: &Pkt) -> Result<(), DropReason> {
+    if p.tcp_flags & (TCP_RST | TCP_FIN) == 0 || v.hook != HOOK_UPLINK_INGRESS {
+        return Ok(());
+    }
+    let Some(pv) = NAT_FLOWS.get_ptr(&FlowKey::peer_of(v, key.proto)) else {
+        return Ok(());
+    };
+    let peer = unsafe { &*pv };
+    if peer.flags & FLOW_ACKED != 0 && p.tcp_seq.wrapping_sub(peer.last_ack) >= SEQ_WINDOW {
+        return Err(DropReason::OutOfWindow);
+    }
+    Ok(())
+}
+
+/// Account a translated packet on its entry. Every `REFRESH_NS`, and on
+/// every state change, the other half is checked (rebuilt when evicted, the
+/// flow dropped when it disagrees) and the mapping refreshed.
+#[inline(always)]
+pub fn touch(
+    cfg: &NatConfig,
+    key: &FlowKey,
+    v: *mut FlowValue,
+    p: &Pkt,
+    now: u64,
+) -> Result<(), DropReason> {
+    let val = unsafe { &mut *v };
+    if p.proto == IPPROTO_TCP {
+        check_outside_close(key, val, p)?;
+        if p.tcp_flags & TCP_ACK != 0 {
+            val.last_ack = p.tcp_ack;
+            val.flags |= FLOW_ACKED;
+        }
+    }
+    let old_state = val.state;
+    let state = if p.proto == IPPROTO_TCP {
+        tcp_next_state(old_state, p.tcp_flags, val.dir)
+    } else {
+        datagram_next_state(old_state, val.dir)
+    };
+    // Due once per `REFRESH_NS` period the flow is active in, however
+    // often its packets come (measured from the previous packet, a busy
+    // flow would never be due).
+    let due = now / REFRESH_NS != val.last_seen_ns / REFRESH_NS;
+    val.last_seen_ns = now;
+    val.packets += 1;
+    val.bytes += u64::from(p.len);
+    if state == old_state && !due {
+        return Ok(());
+    }
+    val.state = state;
+    check_peer(key, val, state)?;
+    if let Some((inside, ext_port)) = binding::mapping_of(key, val) {
+        let expires = now + u64::from(binding_timeout_secs(cfg, key.proto, state)) * NSEC_PER_SEC;
+        binding::refresh(cfg, &inside, ext_port, expires);
+    }
+    Ok(())
+}
+
+/// The other half of `(key, val)`: given the new state, rebuilt when it was
+/// evicted; when it belongs to another flow, this one is dropped.
+#[inline(always)]
+fn check_peer(key: &FlowKey, val: &FlowValue, state: u8) -> Result<(), DropReason> {
+    let peer_key = FlowKey::peer_of(val, key.proto);
+    match NAT_FLOWS.get_ptr_mut(&peer_key) {
+        Some(pv) => {
+            let peer = unsafe { &mut *pv };
+            if !points_back(peer, key) {
+                delete(key);
+                return Err(DropReason::Conflict);
+            }
+            peer.state = state;
+        }
+        None => {
+            if let Ok(pv) = template::peer_entry(key, val) {
+                if NAT_FLOWS.insert(&peer_key, &*pv, BPF_NOEXIST).is_ok() {
+                    table::entries_add(1);
+                    count(stat::REPAIRED);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Take `key` for a new flow's entry `val`. The key may not belong to
+/// another live flow; a stale half of this very flow is taken over, and so
+/// is the tuple of a connection that is over (as conntrack reopens a
+/// TIME_WAIT entry on a new SYN), its other half going with it.
+#[inline(always)]
+fn reserve(cfg: &NatConfig, key: &FlowKey, val: &FlowValue, now: u64) -> Result<(), DropReason> {
+    if NAT_FLOWS.insert(key, val, BPF_NOEXIST).is_ok() {
+        table::entries_add(1);
+        return Ok(());
+    }
+    let cur = unsafe { &*NAT_FLOWS.get_ptr(key).ok_or(DropReason::Conflict)? };
+    let same = cur.src_addr == val.src_addr
+        && cur.dst_addr == val.dst_addr
+        && cur.src_port == val.src_port
+        && cur.dst_port == val.dst_port;
+    let over = tcp_closed(key.proto, cur.state);
+    // A quiet half of a one-way stream is as alive as the stream.
+    if !same && !over && flow_alive(cfg, key, cur, now) {
+        return Err(DropReason::Conflict);
+    }
+    if !same {
+        let old_peer = FlowKey::peer_of(cur, key.proto);
+        if NAT_FLOWS
+            .get_ptr(&old_peer)
+            .is_some_and(|p| points_back(unsafe { &*p }, key))
+        {
+            delete(&old_peer);
+        }
+    }
+    NAT_FLOWS
+        .insert(key, val, BPF_ANY)
+        .map_err(|_| DropReason::Conflict)
+}
+
+/// Insert both entries of a new flow as a pair, as Cilium's NAT does: the
+/// other direction first and exclusively (its key may be another flow's:
+/// see [`reserve`]), then the opening packet's; if that fails the first is
+/// taken out again, so a flow never exists by halves.
+#[inline(always)]
+pub fn insert_pair(cfg: &NatConfig, t: &FlowTemplate, now: u64) -> Result<(), DropReason> {
+    let (opening, other) = t.entries(now)?;
+    reserve(cfg, &t.other.key, other, now)?;
+    if put(&t.opening.key, opening).is_err() {
+        delete(&t.other.key);
+        return Err(DropReason::TableFull);
+    }
+    Ok(())
+}
+
+/// Insert a flow entry, counting it when it is new.
+#[inline(always)]
+pub fn put(key: &FlowKey, val: &FlowValue) -> Result<(), DropReason> {
+    if NAT_FLOWS.insert(key, val, BPF_NOEXIST).is_ok() {
+        table::entries_add(1);
+        return Ok(());
+    }
+    NAT_FLOWS
+        .insert(key, val, BPF_ANY)
+        .map_err(|_| DropReason::TableFull)
+}
+
+/// Remove a flow entry, if there, uncounting it.
+#[inline(always)]
+pub fn delete(key: &FlowKey) {
+    if NAT_FLOWS.remove(key).is_ok() {
+        table::entries_add(u64::MAX);
+    }
+}

@@ -1,0 +1,86 @@
+//! `nl_gc`: one collection of the flow table, tail-called by a hook whose
+//! new flow found the table full (`table::admit`). A program of its own so
+//! the walk's callback frame never stacks on a hook's frames (Linux 6.1's
+//! verifier counts them together).
+
+use aya_ebpf::{
+    bindings::TC_ACT_SHOT, cty::c_void, helpers::generated::bpf_for_each_map_elem,
+    programs::TcContext,
+};
+use netlab_common::{stat, tail, FlowKey, FlowValue};
+use netlab_ebpf::tcp_closed;
+
+use crate::{
+    flows::{self, flow_alive},
+    lab::config,
+    maps::{GC_RESUME, GC_STATE, NAT_FLOWS, TAILS},
+    verdict::{add, count},
+};
+
+/// Collect, recount, and hand the packet back to the program that asked
+/// (dropped, as for a full table, if that cannot be done).
+#[inline(always)]
+pub fn collect(ctx: &TcContext) -> i32 {
+    let Some(st) = GC_STATE.get_ptr_mut(0) else {
+        return TC_ACT_SHOT;
+    };
+    let mut gc = Gc {
+        now: flows::now(),
+        live: 0,
+        freed: 0,
+    };
+    unsafe {
+        bpf_for_each_map_elem(
+            &NAT_FLOWS as *const _ as *mut c_void,
+            gc_step as *mut c_void,
+            &mut gc as *mut Gc as *mut c_void,
+            0,
+        );
+        (*st).entries = gc.live;
+    }
+    count(stat::GC_RUNS);
+    add(stat::GC_FREED, gc.freed);
+    let resume = match GC_RESUME.get_ptr_mut(0) {
+        Some(r) => unsafe {
+            (*r).collected = 1;
+            (*r).slot
+        },
+        None => tail::COUNT,
+    };
+    unsafe { TAILS.tail_call(ctx, resume) };
+    count(stat::DROP_TABLE_FULL);
+    TC_ACT_SHOT
+}
+
+/// What a collection works on (on the caller's stack).
+#[repr(C)]
+struct Gc {
+    now: u64,
+    live: u64,
+    freed: u64,
+}
+
+/// One entry of a collection: counted when its flow is alive (either half
+/// fresh), removed when not. Returns 0 to go on.
+#[inline(never)]
+extern "C" fn gc_step(
+    _map: *mut c_void,
+    key: *mut c_void,
+    value: *mut c_void,
+    gc: *mut c_void,
+) -> i64 {
+    let gc = unsafe { &mut *(gc as *mut Gc) };
+    let Some(cfg) = config() else { return 1 };
+    let key = unsafe { *(key as *const FlowKey) };
+    let v = unsafe { &*(value as *const FlowValue) };
+    // Collections run when the table is full: connections that are over go
+    // too, however recently they closed (as conntrack drops them early).
+    if !tcp_closed(key.proto, v.state) && flow_alive(cfg, &key, v, gc.now) {
+        gc.live += 1;
+        return 0;
+    }
+    if NAT_FLOWS.remove(&key).is_ok() {
+        gc.freed += 1;
+    }
+    0
+}

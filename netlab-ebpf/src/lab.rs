@@ -1,0 +1,54 @@
+//! What the maps user space fills say about the lab: its configuration,
+//! its subnets and their treatment, the lab host's interfaces that carry
+//! lab traffic, and the port forwards.
+
+use aya_ebpf::{maps::lpm_trie::Key, programs::TcContext};
+use netlab_common::{
+    Endpoint, ForwardKey, NatConfig, SubnetInfo, SUBNET_MASQUERADE, SUBNET_ROUTED,
+};
+
+use crate::maps::{CONFIG, FORWARD_RULES, LAB_IFACES, LAB_SUBNETS};
+
+#[inline(always)]
+pub fn config() -> Option<&'static NatConfig> {
+    CONFIG.get(0)
+}
+
+#[inline(always)]
+pub fn subnet_of(addr: u32) -> Option<&'static SubnetInfo> {
+    LAB_SUBNETS.get(Key::new(32, addr))
+}
+
+/// Whether `addr` is in a subnet the uplink masquerades.
+#[inline(always)]
+pub fn masqueraded(addr: u32) -> bool {
+    subnet_of(addr).is_some_and(|s| s.flags & SUBNET_MASQUERADE != 0)
+}
+
+/// Whether a packet with source `addr` may leave the uplink untranslated:
+/// not when it was forwarded from a lab bridge, unless `addr` is in a
+/// routed subnet (a masqueraded one is translated before it gets here).
+#[inline(always)]
+pub fn may_leave_as_is(ctx: &TcContext, subnet: Option<&SubnetInfo>) -> bool {
+    if subnet.is_some_and(|s| s.flags & SUBNET_ROUTED != 0) {
+        return true;
+    }
+    let ifindex = unsafe { (*ctx.skb.skb).ingress_ifindex };
+    ifindex == 0 || LAB_IFACES.get_ptr(&ifindex).is_none()
+}
+
+/// Where a forwarded port goes.
+#[inline(always)]
+pub fn forward(port: u16, proto: u8) -> Option<Endpoint> {
+    let t = FORWARD_RULES.get_ptr(ForwardKey::new(port, proto))?;
+    let t = unsafe { *t };
+    Some(Endpoint::new(t.addr, t.port, proto))
+}
+
+/// Whether an outside port is forwarded (new mappings must skip it).
+#[inline(always)]
+pub fn forwarded(port: u16, proto: u8) -> bool {
+    FORWARD_RULES
+        .get_ptr(ForwardKey::new(port, proto))
+        .is_some()
+}
