@@ -237,17 +237,14 @@ impl Env {
             }
             Mode::Netlab | Mode::NetlabSlow => {
                 let lab = self.lab.clone().context("the lab")?;
-                netlab(
-                    &self.exe,
-                    &[
-                        "fwd",
-                        "del",
-                        "--name",
-                        &lab,
-                        "tcp",
-                        &FORWARD_BASE.to_string(),
-                    ],
-                )?;
+                // The whole range: `fwd del` of one port keeps the rest.
+                let last = FORWARD_BASE + (self.forwards - 1) as u16;
+                let ports = if last == FORWARD_BASE {
+                    FORWARD_BASE.to_string()
+                } else {
+                    format!("{FORWARD_BASE}-{last}")
+                };
+                netlab(&self.exe, &["fwd", "del", "--name", &lab, "tcp", &ports])?;
             }
         }
         self.forwards = 0;
