@@ -619,15 +619,17 @@ fn other_labs_on<'a>(
     lab: &'a str,
     host: &'a crate::netns::Netns,
 ) -> impl Iterator<Item = DataplaneInfo> + 'a {
-    crate::state::known_labs().into_iter().filter_map(move |other| {
-        let elsewhere = LabDir::of(&other)
-            .read_state()
-            .is_none_or(|s| s.host_netns != host.name);
-        if other == lab || elsewhere {
-            return None;
-        }
-        read_info(&other)
-    })
+    crate::state::known_labs()
+        .into_iter()
+        .filter_map(move |other| {
+            let elsewhere = LabDir::of(&other)
+                .read_state()
+                .is_none_or(|s| s.host_netns != host.name);
+            if other == lab || elsewhere {
+                return None;
+            }
+            read_info(&other)
+        })
 }
 
 /// What of `lab`'s dataplane is still there.
