@@ -448,9 +448,10 @@ fn log_streams_a_line_for_each_new_masqueraded_flow() {
     let log_out = lines_of(log.stdout.take().unwrap());
     expect_line(&log_err, "streaming lab");
     lab.node_ok("red", &["curl", "-s", "-m5", "http://198.51.100.1/ip"]);
-    let line = expect_line(&log_out, "masquerade 192.168.15.1:");
+    let line = expect_line(&log_out, "new snat flow (uplink egress): 192.168.15.1:");
     assert!(
-        line.starts_with("[DEBUG] masquerade 192.168.15.1:"),
+        line.starts_with("[DEBUG] new snat flow (uplink egress): 192.168.15.1:")
+            && line.contains("-> 198.51.100.1:80 as 198.51.100.2:"),
         "{line}"
     );
     // Ctrl-C ends it cleanly: the programs' log switch goes off again.
