@@ -45,14 +45,13 @@ fn the_lab_host_reaches_its_own_forward() {
     lab.down();
 }
 
-/// A router node `r` on v-net-0 with a subnet behind it (10.44.0.0/24, a
-/// bridge the lab host is not on) and a lab-host route to it. The lab
-/// neither masquerades nor routes that subnet, so its packets to the
-/// outside are dropped at the uplink (`drop_unknown_source`): a datagram
-/// listener in the wan namespace sees red's masqueraded datagrams, and
-/// none from behind the router.
-#[test]
-fn a_subnet_behind_a_router_never_leaves_untranslated() {
+/// A subnet behind a router node, reached by a lab host route: its
+/// packets leave the uplink masqueraded (the route's default), and a
+/// forward reaches a node there; a route with `masquerade = false` (and not
+/// `routed`) gets its packets dropped at the uplink (`drop_unknown_source`)
+/// instead of sent out with a private source. A datagram listener in the
+/// wan namespace sees only the uplink address either way.
+fn behind_a_router(tag: &str, masquerade: bool) {
     require_root();
     let body = format!(
         "{SEEDS_BODY}
@@ -74,9 +73,15 @@ gateway = \"10.44.0.1\"
 [[routes]]
 to = \"10.44.0.0/24\"
 via = \"192.168.15.3\"
+masquerade = {masquerade}
+
+[[forwards]]
+protocol = \"tcp\"
+port = 8080
+to = \"n:80\"
 "
     );
-    let lab = Lab::new("br", &body);
+    let lab = Lab::new(tag, &body);
     lab.up();
     let listener = in_netns(&lab.wan_netns(), || {
         let s = UdpSocket::bind(("0.0.0.0", 4444)).unwrap();
@@ -106,14 +111,32 @@ via = \"192.168.15.3\"
         seen.iter().all(|a| *a == Ipv4Addr::new(198, 51, 100, 2)),
         "the wan side saw {seen:?}"
     );
-    assert_eq!(
-        seen.len(),
-        3,
-        "red's datagrams arrive masqueraded: {seen:?}"
-    );
     let dropped = counter(&stats(&lab), "drop_unknown_source") - before;
-    assert_eq!(dropped, 20, "each of n's datagrams dropped and counted");
+    if masquerade {
+        assert_eq!(
+            seen.len(),
+            23,
+            "n's and red's datagrams arrive masqueraded: {seen:?}"
+        );
+        assert_eq!(dropped, 0, "nothing dropped for its source");
+        lab.http_server("n", 80);
+        let page = lab.wan_ok(&["curl", "-s", "-m", "5", "http://198.51.100.2:8080/ip"]);
+        assert!(page.contains("198.51.100.1"), "n saw the wan host: {page}");
+    } else {
+        assert_eq!(seen.len(), 3, "only red's datagrams arrive: {seen:?}");
+        assert_eq!(dropped, 20, "each of n's datagrams dropped and counted");
+    }
     lab.down();
+}
+
+#[test]
+fn a_subnet_behind_a_router_is_masqueraded_and_reached_by_forwards() {
+    behind_a_router("bm", true);
+}
+
+#[test]
+fn a_subnet_behind_a_router_never_leaves_untranslated() {
+    behind_a_router("br", false);
 }
 
 /// `netlab log` shows one line per new flow from every place that makes

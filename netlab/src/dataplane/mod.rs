@@ -168,7 +168,7 @@ fn object_id() -> String {
 
 /// Whether the lab has anything for the dataplane to do.
 pub fn needed(lab: &Lab) -> bool {
-    lab.bridges.iter().any(|b| b.masquerade) || !lab.forwards.is_empty()
+    lab.needs_nat()
 }
 
 /// The uplink: the named interface or the default route's, its index and
@@ -346,34 +346,53 @@ pub fn sync_forwards<T: std::borrow::BorrowMut<MapData>>(
     Ok(())
 }
 
+/// LAB_SUBNETS: the lab host's bridges, and the subnets behind router
+/// nodes that the lab host's routes reach (masqueraded unless the route
+/// says otherwise, so their private addresses never leave untranslated;
+/// their packets hairpin through the bridge of the route's next hop).
 fn subnet_entries(
     lab: &Lab,
     bridge_ifindex: &std::collections::HashMap<String, u32>,
 ) -> Vec<(Key<u32>, SubnetInfo)> {
-    lab.host_subnets()
-        .map(|b| {
-            let mut flags = 0;
-            if b.masquerade {
-                flags |= SUBNET_MASQUERADE;
-            }
-            if b.filtering == Filtering::EndpointIndependent {
-                flags |= SUBNET_ENDPOINT_INDEPENDENT_FILTERING;
-            }
-            if b.routed {
-                flags |= SUBNET_ROUTED;
-            }
-            (
-                Key::new(
-                    u32::from(b.subnet.prefix_len),
-                    addr_from_octets(b.subnet.addr.octets()),
-                ),
-                SubnetInfo {
-                    flags,
-                    ifindex: bridge_ifindex.get(&b.name).copied().unwrap_or(0),
-                },
-            )
-        })
-        .collect()
+    let entry = |net: crate::model::Ipv4Net, flags: u32, bridge: &str| {
+        (
+            Key::new(
+                u32::from(net.prefix_len),
+                addr_from_octets(net.addr.octets()),
+            ),
+            SubnetInfo {
+                flags,
+                ifindex: bridge_ifindex.get(bridge).copied().unwrap_or(0),
+            },
+        )
+    };
+    let bridges = lab.host_subnets().map(|b| {
+        entry(
+            b.subnet,
+            subnet_flags(b.masquerade, b.routed, b.filtering),
+            &b.name,
+        )
+    });
+    let behind_routers = lab.host_routes.iter().filter_map(|r| {
+        let bridge = lab.host_subnets().find(|b| b.subnet.contains(r.via))?;
+        let flags = subnet_flags(r.masquerade, r.routed, bridge.filtering);
+        Some(entry(r.to, flags, &bridge.name))
+    });
+    bridges.chain(behind_routers).collect()
+}
+
+fn subnet_flags(masquerade: bool, routed: bool, filtering: Filtering) -> u32 {
+    let mut flags = 0;
+    if masquerade {
+        flags |= SUBNET_MASQUERADE;
+    }
+    if filtering == Filtering::EndpointIndependent {
+        flags |= SUBNET_ENDPOINT_INDEPENDENT_FILTERING;
+    }
+    if routed {
+        flags |= SUBNET_ROUTED;
+    }
+    flags
 }
 
 /// Make `LAB_IFACES` hold exactly `want` (ifindex, `LAB_IFACE_*` flags).
