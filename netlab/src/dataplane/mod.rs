@@ -430,6 +430,182 @@ fn enable_lo_accept_local(
     Ok(ours)
 }
 
+/// What `up` writes into the maps for a lab on its lab host: computed
+/// before anything is loaded, digested to tell a change, written by
+/// [`fill_maps`].
+struct MapContents {
+    config: NatConfig,
+    subnets: Vec<(Key<u32>, SubnetInfo)>,
+    ifaces: Vec<(u32, u32)>,
+    forwards: Vec<(ForwardKey, ForwardTarget)>,
+    node_ports: Vec<(u32, String, NodePort)>,
+}
+
+impl MapContents {
+    fn digest(&self) -> String {
+        maps_digest(
+            &self.config,
+            &self.subnets,
+            &self.ifaces,
+            &self.forwards,
+            &self.node_ports,
+        )
+    }
+}
+
+/// The uplink as `up` resolved it.
+struct UplinkFacts {
+    name: String,
+    ifindex: u32,
+    address: Ipv4Addr,
+}
+
+/// The map contents of `lab` on the lab host `sys` (its bridges' and the
+/// uplink's interface indexes, the nodes' ports for the fast path).
+async fn map_contents(
+    sys: &System,
+    lab: &Lab,
+    uplink: &UplinkFacts,
+    fast_path: bool,
+) -> Result<MapContents> {
+    let links = netlink::links(sys.host_netlink()).await?;
+    let mut bridge_ifindex = std::collections::HashMap::new();
+    for b in lab.host_subnets() {
+        let l = links
+            .iter()
+            .find(|l| l.name == b.name)
+            .ok_or_else(|| anyhow!("bridge {} is missing", b.name))?;
+        bridge_ifindex.insert(b.name.clone(), l.index);
+    }
+    let uplink_is_veth = links
+        .iter()
+        .any(|l| l.index == uplink.ifindex && l.kind == crate::model::plan::LinkKind::Veth);
+    let config = nat_config(
+        lab,
+        fast_path,
+        uplink.ifindex,
+        uplink.address,
+        uplink_is_veth,
+    );
+    let node_ports = if fast_path {
+        node_ports(lab, &links).await?
+    } else {
+        Vec::new()
+    };
+    Ok(MapContents {
+        config,
+        subnets: subnet_entries(lab, &bridge_ifindex),
+        ifaces: bridge_ifindex
+            .values()
+            .map(|&i| (i, netlab_common::LAB_IFACE_BRIDGE))
+            .collect(),
+        forwards: forward_entries(&lab.forwards),
+        node_ports,
+    })
+}
+
+/// Where each program goes: the uplink both ways, each node's bridge port
+/// (fast path), each bridge, and the lab host's `lo`.
+fn hooks_for(lab: &Lab, uplink: &str, node_ports: &[(u32, String, NodePort)]) -> Vec<attach::Hook> {
+    use attach::{Direction, Hook};
+    let mut hooks = vec![
+        Hook::new(PROG_UPLINK_IN, uplink, Direction::Ingress),
+        Hook::new(PROG_UPLINK_OUT, uplink, Direction::Egress),
+    ];
+    for (_, port_name, _) in node_ports {
+        hooks.push(Hook::new(PROG_NODE_IN, port_name, Direction::Ingress));
+    }
+    for b in lab.host_subnets() {
+        hooks.push(Hook::new(PROG_BRIDGE_IN, &b.name, Direction::Ingress));
+    }
+    hooks.push(Hook::new(PROG_LOCAL_OUT, LOOPBACK, Direction::Egress));
+    hooks
+}
+
+/// Load the programs (the embedded object or `$NETLAB_EBPF_OBJECT`) with
+/// the lab's state maps taken from their pins.
+fn load_object(dir: &pins::LabPins, max_flows: u32) -> Result<aya::Ebpf> {
+    let mut loader = EbpfLoader::new();
+    for (map, path) in dir.state_map_paths() {
+        loader.map_pin_path(map, path);
+    }
+    loader.map_max_entries(names::NAT_FLOWS, max_flows);
+    match object_override() {
+        Some(path) => loader.load_file(&path).with_context(|| {
+            format!(
+                "loading the eBPF programs from {} (${OBJECT_ENV})",
+                path.display()
+            )
+        }),
+        None => loader
+            .load(EBPF_OBJECT)
+            .context("loading the eBPF programs (is this netlab built with its eBPF object?)"),
+    }
+}
+
+/// Make the maps hold exactly `want`.
+fn fill_maps(ebpf: &mut aya::Ebpf, want: &MapContents) -> Result<()> {
+    write_config(ebpf, &want.config)?;
+    sync_subnets(ebpf, &want.subnets)?;
+    sync_lab_ifaces(ebpf, &want.ifaces)?;
+    let mut fwd: HashMap<_, ForwardKey, ForwardTarget> = HashMap::try_from(
+        ebpf.map_mut(names::FORWARD_RULES)
+            .context("map FORWARD_RULES")?,
+    )?;
+    sync_forwards(&mut fwd, &want.forwards)?;
+    sync_node_ports(ebpf, &want.node_ports)
+}
+
+fn write_config(ebpf: &mut aya::Ebpf, config: &NatConfig) -> Result<()> {
+    let mut cfg: Array<_, NatConfig> =
+        Array::try_from(ebpf.map_mut(names::CONFIG).context("map CONFIG")?)?;
+    // Keep a log switch set by a running `netlab log`.
+    let log = cfg
+        .get(&0, 0)
+        .map(|c| c.flags & netlab_common::CONFIG_LOG)
+        .unwrap_or(0);
+    let config = NatConfig {
+        flags: config.flags | log,
+        ..*config
+    };
+    cfg.set(0, config, 0).context("writing CONFIG")
+}
+
+fn sync_subnets(ebpf: &mut aya::Ebpf, subnets: &[(Key<u32>, SubnetInfo)]) -> Result<()> {
+    let mut trie: LpmTrie<_, u32, SubnetInfo> = LpmTrie::try_from(
+        ebpf.map_mut(names::LAB_SUBNETS)
+            .context("map LAB_SUBNETS")?,
+    )?;
+    let have: Vec<Key<u32>> = trie.keys().collect::<Result<_, _>>()?;
+    for k in have {
+        let stale = !subnets
+            .iter()
+            .any(|(w, _)| w.prefix_len() == k.prefix_len() && w.data() == k.data());
+        if stale {
+            trie.remove(&k)?;
+        }
+    }
+    for (k, v) in subnets {
+        trie.insert(k, v, 0).context("writing LAB_SUBNETS")?;
+    }
+    Ok(())
+}
+
+fn sync_node_ports(ebpf: &mut aya::Ebpf, node_ports: &[(u32, String, NodePort)]) -> Result<()> {
+    let mut ports: HashMap<_, u32, NodePort> =
+        HashMap::try_from(ebpf.map_mut(names::NODE_PORTS).context("map NODE_PORTS")?)?;
+    let stale: Vec<u32> = ports.keys().collect::<Result<_, _>>()?;
+    for k in stale {
+        if !node_ports.iter().any(|(a, _, _)| *a == k) {
+            ports.remove(&k)?;
+        }
+    }
+    for (addr, _, port) in node_ports {
+        ports.insert(addr, port, 0).context("writing NODE_PORTS")?;
+    }
+    Ok(())
+}
+
 /// Load, fill, attach and pin the dataplane for `lab` (or converge it).
 pub async fn up(sys: &System, lab: &Lab, verbose: bool) -> Result<UpReport> {
     let previous = read_info(&lab.name);
@@ -444,147 +620,39 @@ pub async fn up(sys: &System, lab: &Lab, verbose: bool) -> Result<UpReport> {
     // refused with one line, and the fast path needs helpers of its own.
     let features = sys.host.run(features::probe)?;
     let fast_path = lab.nat.fast_path && features.fast_path;
-    let (uplink, uplink_ifindex, address) = resolve_uplink(sys, lab).await?;
-    let links = netlink::links(sys.host_netlink()).await?;
-    let mut bridge_ifindex = std::collections::HashMap::new();
-    for b in lab.host_subnets() {
-        let l = links
-            .iter()
-            .find(|l| l.name == b.name)
-            .ok_or_else(|| anyhow!("bridge {} is missing", b.name))?;
-        bridge_ifindex.insert(b.name.clone(), l.index);
-    }
-    let uplink_is_veth = links
-        .iter()
-        .any(|l| l.index == uplink_ifindex && l.kind == crate::model::plan::LinkKind::Veth);
-    let config = nat_config(lab, fast_path, uplink_ifindex, address, uplink_is_veth);
-    let subnets = subnet_entries(lab, &bridge_ifindex);
-    let ifaces: Vec<(u32, u32)> = bridge_ifindex
-        .values()
-        .map(|&i| (i, netlab_common::LAB_IFACE_BRIDGE))
-        .collect();
-    let forwards = forward_entries(&lab.forwards);
-    let node_ports = if fast_path {
-        node_ports(lab, &links).await?
-    } else {
-        Vec::new()
+    let (name, ifindex, address) = resolve_uplink(sys, lab).await?;
+    let uplink = UplinkFacts {
+        name,
+        ifindex,
+        address,
     };
-    let mut hooks = vec![
-        attach::Hook::new(PROG_UPLINK_IN, &uplink, attach::Direction::Ingress),
-        attach::Hook::new(PROG_UPLINK_OUT, &uplink, attach::Direction::Egress),
-    ];
-    for (_, port_name, _) in &node_ports {
-        hooks.push(attach::Hook::new(
-            PROG_NODE_IN,
-            port_name,
-            attach::Direction::Ingress,
-        ));
-    }
-    for b in lab.host_subnets() {
-        hooks.push(attach::Hook::new(
-            PROG_BRIDGE_IN,
-            &b.name,
-            attach::Direction::Ingress,
-        ));
-    }
-    hooks.push(attach::Hook::new(
-        PROG_LOCAL_OUT,
-        LOOPBACK,
-        attach::Direction::Egress,
-    ));
-    let digest = maps_digest(&config, &subnets, &ifaces, &forwards, &node_ports);
-    let name = lab.name.clone();
+    let contents = map_contents(sys, lab, &uplink, fast_path).await?;
+    let hooks = hooks_for(lab, &uplink.name, &contents.node_ports);
+    let digest = contents.digest();
+    let lab_name = lab.name.clone();
     let max_flows = lab.nat.max_flows;
     let previous_hooks: Vec<attach::Hook> = previous
         .as_ref()
         .map(|p| p.hooks.clone())
         .unwrap_or_default();
     let probed = features.clone();
-    let attached = sys.host.run(move || {
+    let (hooks, notes) = sys.host.run(move || {
         pins::ensure_bpffs()?;
-        let dir = pins::LabPins::new(&name);
+        let dir = pins::LabPins::new(&lab_name);
         dir.create()?;
         let notes = dir.drop_incompatible_maps(max_flows)?;
-        let mut loader = EbpfLoader::new();
-        for (map, path) in dir.state_map_paths() {
-            loader.map_pin_path(map, path);
-        }
-        loader.map_max_entries("NAT_FLOWS", max_flows);
-        let mut ebpf = match object_override() {
-            Some(path) => loader.load_file(&path).with_context(|| {
-                format!(
-                    "loading the eBPF programs from {} (${OBJECT_ENV})",
-                    path.display()
-                )
-            })?,
-            None => loader.load(EBPF_OBJECT).context(
-                "loading the eBPF programs (is this netlab built with its eBPF object?)",
-            )?,
-        };
-        {
-            let mut cfg: Array<_, NatConfig> =
-                Array::try_from(ebpf.map_mut("CONFIG").context("map CONFIG")?)?;
-            // Keep a log switch set by a running `netlab log`.
-            let log = cfg
-                .get(&0, 0)
-                .map(|c| c.flags & netlab_common::CONFIG_LOG)
-                .unwrap_or(0);
-            cfg.set(
-                0,
-                NatConfig {
-                    flags: config.flags | log,
-                    ..config
-                },
-                0,
-            )
-            .context("writing CONFIG")?;
-        }
-        {
-            let mut trie: LpmTrie<_, u32, SubnetInfo> =
-                LpmTrie::try_from(ebpf.map_mut("LAB_SUBNETS").context("map LAB_SUBNETS")?)?;
-            let have: Vec<Key<u32>> = trie.keys().collect::<Result<_, _>>()?;
-            for k in have {
-                let stale = !subnets
-                    .iter()
-                    .any(|(w, _)| w.prefix_len() == k.prefix_len() && w.data() == k.data());
-                if stale {
-                    trie.remove(&k)?;
-                }
-            }
-            for (k, v) in &subnets {
-                trie.insert(k, v, 0).context("writing LAB_SUBNETS")?;
-            }
-        }
-        sync_lab_ifaces(&mut ebpf, &ifaces)?;
-        {
-            let mut fwd: HashMap<_, ForwardKey, ForwardTarget> =
-                HashMap::try_from(ebpf.map_mut("FORWARD_RULES").context("map FORWARD_RULES")?)?;
-            sync_forwards(&mut fwd, &forwards)?;
-        }
-        {
-            let mut ports: HashMap<_, u32, NodePort> =
-                HashMap::try_from(ebpf.map_mut("NODE_PORTS").context("map NODE_PORTS")?)?;
-            let stale: Vec<u32> = ports.keys().collect::<Result<_, _>>()?;
-            for k in stale {
-                if !node_ports.iter().any(|(a, _, _)| *a == k) {
-                    ports.remove(&k)?;
-                }
-            }
-            for (addr, _, port) in &node_ports {
-                ports.insert(addr, port, 0).context("writing NODE_PORTS")?;
-            }
-        }
-        let previous_hooks = previous_hooks;
-        let hooks = attach::attach_all(&mut ebpf, &dir, &name, hooks, &previous_hooks, &probed)?;
+        let mut ebpf = load_object(&dir, max_flows)?;
+        fill_maps(&mut ebpf, &contents)?;
+        let hooks =
+            attach::attach_all(&mut ebpf, &dir, &lab_name, hooks, &previous_hooks, &probed)?;
         Ok((hooks, notes))
     })?;
-    let (hooks, notes) = attached;
     let set_lo_accept_local = enable_lo_accept_local(sys, &lab.name, previous.as_ref())?;
     let info = DataplaneInfo {
         object: object_id(),
-        uplink: uplink.clone(),
-        uplink_ifindex,
-        uplink_address: address,
+        uplink: uplink.name.clone(),
+        uplink_ifindex: uplink.ifindex,
+        uplink_address: uplink.address,
         hooks,
         features,
         fast_path,
@@ -592,6 +660,15 @@ pub async fn up(sys: &System, lab: &Lab, verbose: bool) -> Result<UpReport> {
         set_lo_accept_local,
     };
     LabDir::of(&lab.name).write_dataplane(&info)?;
+    let lines = up_lines(&info, notes, verbose.then(|| pins::LabPins::new(&lab.name)));
+    Ok(UpReport {
+        changed: previous.as_ref() != Some(&info),
+        lines,
+    })
+}
+
+/// What `up` says about the dataplane it attached.
+fn up_lines(info: &DataplaneInfo, notes: Vec<String>, pins: Option<pins::LabPins>) -> Vec<String> {
     let mut lines = notes;
     let modes: Vec<String> = info
         .hooks
@@ -599,20 +676,16 @@ pub async fn up(sys: &System, lab: &Lab, verbose: bool) -> Result<UpReport> {
         .map(|h| format!("{} {}", h.interface, h.direction.as_str()))
         .collect();
     lines.push(format!(
-        "NAT: uplink {uplink} {address}, programs on {} ({})",
+        "NAT: uplink {} {}, programs on {} ({})",
+        info.uplink,
+        info.uplink_address,
         modes.join(", "),
         info.hooks.first().map(|h| h.mode.as_str()).unwrap_or("-")
     ));
-    if verbose {
-        lines.push(format!(
-            "pinned under {}",
-            pins::LabPins::new(&lab.name).root.display()
-        ));
+    if let Some(pins) = pins {
+        lines.push(format!("pinned under {}", pins.root.display()));
     }
-    Ok(UpReport {
-        changed: previous.as_ref() != Some(&info),
-        lines,
-    })
+    lines
 }
 
 /// Detach and unpin everything of `lab`'s dataplane; returns how many
