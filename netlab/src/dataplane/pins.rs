@@ -206,6 +206,7 @@ impl LabPins {
         if !self.root.exists() {
             return Ok(0);
         }
+        self.empty_tails();
         for d in [self.links(), self.progs(), self.tails(), self.maps()] {
             if let Ok(entries) = fs::read_dir(&d) {
                 for e in entries.flatten() {
@@ -222,6 +223,24 @@ impl LabPins {
             let _ = fs::remove_dir(parent);
         }
         Ok(n)
+    }
+
+    /// Empty the pinned `TAILS` array before it is unpinned. Its programs
+    /// hold the array (their tail calls name it) and it holds them: the
+    /// kernel breaks that cycle with deferred work once the last user
+    /// reference goes, which was seen to leave arrays (and their programs'
+    /// memory) behind on a busy 6.18 host. Emptying it here breaks the cycle
+    /// at once; a slot that is already empty is no error.
+    fn empty_tails(&self) {
+        let Ok(data) = MapData::from_pin(self.tails().join(netlab_common::names::TAILS)) else {
+            return;
+        };
+        let Ok(mut tails) = aya::maps::ProgramArray::try_from(Map::ProgramArray(data)) else {
+            return;
+        };
+        for slot in 0..netlab_common::tail::COUNT {
+            let _ = tails.clear_index(&slot);
+        }
     }
 
     pub fn open(&self, name: &str) -> Result<Map> {
