@@ -1303,7 +1303,7 @@ impl Echo {
                 libc::setsockopt(
                     fd,
                     libc::SOL_SOCKET,
-                    libc::SO_RCVBUF,
+                    libc::SO_RCVBUFFORCE,
                     &size as *const _ as *const libc::c_void,
                     std::mem::size_of::<libc::c_int>() as u32,
                 );
@@ -1330,16 +1330,8 @@ impl Echo {
                         Ok((mut s, from)) => {
                             n.fetch_add(1, Ordering::Relaxed);
                             peers.lock().unwrap().insert(from);
-                            let h = thread::spawn(move || {
-                                let _ = s.set_nonblocking(false);
-                                let _ = s.set_read_timeout(Some(Duration::from_secs(20)));
-                                let mut buf = [0u8; 16384];
-                                while let Ok(n) = s.read(&mut buf) {
-                                    if n == 0 || s.write_all(&buf[..n]).is_err() {
-                                        break;
-                                    }
-                                }
-                            });
+                            let stop = stop.clone();
+                            let h = thread::spawn(move || echo_stream(&mut s, &stop));
                             let mut w = workers.lock().unwrap();
                             w.retain(|h| !h.is_finished());
                             w.push(h);
@@ -1384,6 +1376,32 @@ impl Drop for Echo {
         }
         for h in self.workers.lock().unwrap().drain(..) {
             let _ = h.join();
+        }
+    }
+}
+
+/// Echoes one TCP connection until its peer closes it or the server stops.
+/// An idle connection stays open however long it idles (tests hold
+/// established flows across long waits, longer under emulation): the short
+/// read timeout only lets the worker see `stop`.
+fn echo_stream(s: &mut TcpStream, stop: &AtomicBool) {
+    let _ = s.set_nonblocking(false);
+    let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut buf = [0u8; 16384];
+    while !stop.load(Ordering::Relaxed) {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                if s.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break,
         }
     }
 }

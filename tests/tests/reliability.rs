@@ -1700,6 +1700,48 @@ fn fill_answers(socks: &[UdpSocket], mut done: impl FnMut(&[bool]) -> bool) -> V
     }
 }
 
+/// One datagram on every fill socket, in batches each accounted for
+/// (answered, or refused: `refused()` counts the table's refusals) before
+/// the next. A burst of thousands would overflow the veth's backlog
+/// (netdev_max_backlog) under emulation and be dropped before any program
+/// saw it, neither admitted nor refused; a datagram unaccounted for after a
+/// wait is sent again (an admitted flow answers again; a refused one is
+/// counted again, which only ends the batch's wait sooner). Which sockets
+/// got an answer.
+fn paced_fill(socks: &[UdpSocket], mut refused: impl FnMut() -> u64) -> Vec<bool> {
+    const BATCH: usize = 128;
+    let mut answers = vec![false; socks.len()];
+    for (batch, got) in socks.chunks(BATCH).zip(answers.chunks_mut(BATCH)) {
+        let refused_before = refused();
+        let mut accounted = |got: &[bool]| {
+            got.iter().filter(|a| **a).count() as u64 + refused() - refused_before
+                >= got.len() as u64
+        };
+        for round in 0..4 {
+            for (s, _) in batch.iter().zip(got.iter()).filter(|(_, g)| !**g) {
+                let _ = s.send_to(format!("fill {round}").as_bytes(), (WAN, 7600));
+            }
+            let deadline = Instant::now() + Duration::from_secs(2).mul_f64(time_scale());
+            loop {
+                for (s, g) in batch.iter().zip(got.iter_mut()) {
+                    let mut buf = [0u8; 64];
+                    while s.recv_from(&mut buf).is_ok() {
+                        *g = true;
+                    }
+                }
+                if accounted(got) || Instant::now() > deadline {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+            if accounted(got) {
+                break;
+            }
+        }
+    }
+    answers
+}
+
 // Caught a regression at 64d0285 (the unpinned TAILS array emptied when `up`
 // exited, so the collection never ran and a full table never drained), fixed in 7f80313.
 #[test]
@@ -1709,7 +1751,9 @@ fn full_nat_table_refuses_new_flows_and_keeps_established_ones() {
     raise_nofile(20000);
     let max_flows = 4096u32;
     let limit = netlab::dataplane::flow_limit(max_flows) / 2;
-    let udp_timeout = 8;
+    // The fill and the checks while full must end before the first fill
+    // flows expire: 8 s on a host, scaled under emulation.
+    let udp_timeout = (8.0 * time_scale()).ceil() as u64;
     let lab = Lab::new(
         "tf",
         &format!("{SEEDS_BODY}\n[nat]\nmax_flows = {max_flows}\n[nat.timeouts]\nudp = {udp_timeout}\nicmp = {udp_timeout}\n"),
@@ -1744,22 +1788,19 @@ fn full_nat_table_refuses_new_flows_and_keeps_established_ones() {
     // Fill: more new UDP flows than the table admits, from blue.
     let want = limit as usize + 400;
     let fill_socks = in_netns(&lab.netns("blue"), move || {
-        let socks: Vec<UdpSocket> = (0..want)
-            .map(|_| UdpSocket::bind("0.0.0.0:0").unwrap())
-            .collect();
-        for (i, s) in socks.iter().enumerate() {
-            s.set_nonblocking(true).unwrap();
-            let _ = s.send_to(format!("fill {i}").as_bytes(), (WAN, 7600));
-        }
-        socks
+        (0..want)
+            .map(|_| {
+                let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+                s.set_nonblocking(true).unwrap();
+                s
+            })
+            .collect::<Vec<_>>()
     });
-    // Every datagram is either admitted (and answered) or refused (and
-    // counted): wait until all are accounted for, however slowly the
-    // answers come.
-    let answers = fill_answers(&fill_socks, |answers| {
-        let refused = moved(&delta(&s0, &stats(&lab)), "drop_table_full");
-        answers.iter().filter(|a| **a).count() as u64 + refused >= want as u64
+    let fill_started = Instant::now();
+    let answers = paced_fill(&fill_socks, || {
+        moved(&delta(&s0, &stats(&lab)), "drop_table_full")
     });
+    let fill_took = fill_started.elapsed();
     let s1 = stats(&lab);
     let answered = answers.iter().filter(|a| **a).count();
     let listed_full = nat_list(&lab).len();
@@ -1810,7 +1851,7 @@ fn full_nat_table_refuses_new_flows_and_keeps_established_ones() {
     figure(
         "full NAT table",
         format!(
-            "max_flows {max_flows} (admits {limit} flows on {} CPUs): {want} new UDP flows sent, {answered} answered, drop_table_full +{} ({listed_full} flows listed); 8 established TCP flows while full: {}; a new TCP connection while full: {}, drop_table_full +{}; after {udp_timeout} s idle: {}, drop_table_full +{} meanwhile; established after: {}; gc runs {}, freed {}",
+            "max_flows {max_flows} (admits {limit} flows on {} CPUs): {want} new UDP flows sent in {fill_took:.1?}, {answered} answered, drop_table_full +{} ({listed_full} flows listed); 8 established TCP flows while full: {}; a new TCP connection while full: {}, drop_table_full +{}; after {udp_timeout} s idle: {}, drop_table_full +{} meanwhile; established after: {}; gc runs {}, freed {}",
             aya::util::nr_cpus().map(|n| n.to_string()).unwrap_or_default(),
             full(&s0, &s1),
             if established_ok.is_ok() { "all echoed" } else { "FAILED" },
@@ -1822,6 +1863,10 @@ fn full_nat_table_refuses_new_flows_and_keeps_established_ones() {
             s4.get(stat::NAMES[stat::GC_RUNS as usize]).copied().unwrap_or(0),
             s4.get(stat::NAMES[stat::GC_FREED as usize]).copied().unwrap_or(0),
         ),
+    );
+    assert!(
+        fill_took < Duration::from_secs(udp_timeout),
+        "the fill took {fill_took:?}: its first flows may have expired meanwhile"
     );
     assert!(
         checks_took < Duration::from_secs(udp_timeout),
