@@ -1709,30 +1709,24 @@ fn fill_answers(socks: &[UdpSocket], mut done: impl FnMut(&[bool]) -> bool) -> V
 /// counted again, which only ends the batch's wait sooner). Which sockets
 /// got an answer.
 fn paced_fill(socks: &[UdpSocket], mut refused: impl FnMut() -> u64) -> Vec<bool> {
-    const BATCH: usize = 128;
+    // Well under the default backlog of 1,000 packets per CPU.
+    const BATCH: usize = 384;
     let mut answers = vec![false; socks.len()];
     for (batch, got) in socks.chunks(BATCH).zip(answers.chunks_mut(BATCH)) {
         let refused_before = refused();
+        // Reading the counters costs a process: only when answers fall short.
         let mut accounted = |got: &[bool]| {
-            got.iter().filter(|a| **a).count() as u64 + refused() - refused_before
-                >= got.len() as u64
+            let answered = got.iter().filter(|a| **a).count() as u64;
+            answered == got.len() as u64
+                || answered + refused() - refused_before >= got.len() as u64
         };
         for round in 0..4 {
             for (s, _) in batch.iter().zip(got.iter()).filter(|(_, g)| !**g) {
                 let _ = s.send_to(format!("fill {round}").as_bytes(), (WAN, 7600));
             }
             let deadline = Instant::now() + Duration::from_secs(2).mul_f64(time_scale());
-            loop {
-                for (s, g) in batch.iter().zip(got.iter_mut()) {
-                    let mut buf = [0u8; 64];
-                    while s.recv_from(&mut buf).is_ok() {
-                        *g = true;
-                    }
-                }
-                if accounted(got) || Instant::now() > deadline {
-                    break;
-                }
-                thread::sleep(Duration::from_millis(20));
+            while !accounted(receive_answers(batch, got)) && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(50));
             }
             if accounted(got) {
                 break;
@@ -1740,6 +1734,17 @@ fn paced_fill(socks: &[UdpSocket], mut refused: impl FnMut() -> u64) -> Vec<bool
         }
     }
     answers
+}
+
+/// Marks the fill sockets that have an answer waiting (non-blocking).
+fn receive_answers<'a>(socks: &[UdpSocket], got: &'a mut [bool]) -> &'a [bool] {
+    for (s, g) in socks.iter().zip(got.iter_mut()) {
+        let mut buf = [0u8; 64];
+        while s.recv_from(&mut buf).is_ok() {
+            *g = true;
+        }
+    }
+    got
 }
 
 // Caught a regression at 64d0285 (the unpinned TAILS array emptied when `up`
