@@ -261,7 +261,13 @@ async fn converge(
             .iter()
             .map(|p| format!("ended {p} (its node left the lab)")),
     );
-    let changes = actions.len() + usize::from(dp.changed) + restored.as_ref().map_or(0, Vec::len);
+    let services = crate::services::converge(lab, state.source.as_deref())
+        .context("starting the lab's services (the lab itself is up)")?;
+    let changes = actions.len()
+        + usize::from(dp.changed)
+        + restored.as_ref().map_or(0, Vec::len)
+        + services.len();
+    lines.extend(services);
     print_summary(lab, opts, changes, &lines);
     Ok(())
 }
@@ -422,6 +428,9 @@ pub async fn down(
         .map(str::to_string)
         .or_else(|| saved.as_ref().and_then(|s| s.host_netns.clone()));
     let mut report = DownReport::default();
+    // The services first: they are the lab's own processes, and they get
+    // their grace period (the sweep of the namespaces below does not).
+    report.ended = crate::services::stop_all(name)?;
     let host = match &host_name {
         Some(n) if !netns::exists(n) => None, // the lab host itself is gone; so are its links
         other => Some(Netns::host(other.as_deref())?),
@@ -434,7 +443,7 @@ pub async fn down(
         let mut sys = System::new(host).await?;
         let actual = sys.observe(name).await?;
         let owned_ns: Vec<String> = actual.nodes.keys().cloned().collect();
-        report.ended = system::end_processes_in(&owned_ns)?;
+        report.ended.extend(system::end_processes_in(&owned_ns)?);
         for action in teardown(name, &actual) {
             if verbose {
                 println!("  {action}");
@@ -447,7 +456,7 @@ pub async fn down(
     } else {
         // Without the lab host, node namespaces are still found by marker.
         let owned = system::namespaces_marked(&crate::model::plan::owner_alias(name)).await?;
-        report.ended = system::end_processes_in(&owned)?;
+        report.ended.extend(system::end_processes_in(&owned)?);
         for n in owned {
             netns::delete(&n)?;
             report.removed += 1;
