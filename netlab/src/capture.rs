@@ -6,6 +6,7 @@
 //! promiscuous, no filter attached but the capture socket's own.
 
 use std::{
+    os::fd::AsRawFd as _,
     path::PathBuf,
     sync::atomic::{AtomicBool, Ordering},
 };
@@ -122,13 +123,11 @@ pub fn run(place: &Place, req: &Request) -> Result<()> {
             .with_context(|| format!("entering netns {n}"))?;
     }
     let what = || format!("capturing on {}", place.label());
+    // Non-blocking, waited on here: libpcap's own wait on an idle
+    // interface does not end on a signal.
     let mut cap = pcap::Capture::from_device(place.interface.as_str())
-        .and_then(|c| {
-            c.promisc(false)
-                .immediate_mode(true)
-                .timeout(POLL_MS)
-                .open()
-        })
+        .and_then(|c| c.promisc(false).immediate_mode(true).open())
+        .and_then(|c| c.setnonblock())
         .with_context(what)?;
     if !req.filter.is_empty() {
         let filter = req.filter.join(" ");
@@ -150,22 +149,47 @@ pub fn run(place: &Place, req: &Request) -> Result<()> {
     }
     eprintln!("netlab: {}", what());
     let mut n: u64 = 0;
-    while !STOP.load(Ordering::SeqCst) && req.count.is_none_or(|c| n < c) {
-        match cap.next_packet() {
-            Ok(p) => {
-                save.write(&p);
-                n += 1;
-                // Flushed at each packet: a reader sees it now, and an end
-                // at any moment leaves whole packets only.
-                if save.flush().is_err() {
-                    break; // the reader went away (SIGPIPE is ignored)
-                }
+    'capture: while !STOP.load(Ordering::SeqCst) {
+        wait_readable(cap.as_raw_fd()).with_context(what)?;
+        loop {
+            if req.count.is_some_and(|c| n >= c) || STOP.load(Ordering::SeqCst) {
+                break 'capture;
             }
-            Err(pcap::Error::TimeoutExpired) => {}
-            Err(e) => return Err(e).with_context(what),
+            match cap.next_packet() {
+                Ok(p) => {
+                    save.write(&p);
+                    n += 1;
+                    // Flushed at each packet: a reader sees it now, and an
+                    // end at any moment leaves whole packets only.
+                    if save.flush().is_err() {
+                        break 'capture; // the reader went away (SIGPIPE is ignored)
+                    }
+                }
+                Err(pcap::Error::TimeoutExpired) => break, // none waiting
+                Err(e) => return Err(e).with_context(what),
+            }
         }
     }
     eprintln!("netlab: {n} packets captured");
+    Ok(())
+}
+
+/// Wait until `fd` has packets, at most [`POLL_MS`] (a signal ends the
+/// wait early).
+fn wait_readable(fd: std::os::fd::RawFd) -> Result<()> {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, for the duration of the call.
+    let r = unsafe { libc::poll(&mut pfd, 1, POLL_MS) };
+    if r < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e).context("waiting for packets");
+        }
+    }
     Ok(())
 }
 
