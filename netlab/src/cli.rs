@@ -89,6 +89,9 @@ pub fn print_check(lab: &Lab) {
             n.netns,
             ifs.join(", ")
         );
+        for command in &n.run {
+            println!("    runs `{command}`");
+        }
     }
     for f in &lab.forwards {
         println!("  forward {f}");
