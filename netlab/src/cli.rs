@@ -245,9 +245,9 @@ fn service_json(command: &str, s: Option<&Service>) -> serde_json::Value {
     let Some(s) = s else {
         return json!({ "command": command, "state": "not started" });
     };
-    let (state, pid, code) = match s.run() {
-        services::Run::Running { pid } => ("running", Some(pid), None),
-        services::Run::Exited { code } => ("exited", None, code),
+    let (state, pid, code) = match s.state() {
+        services::ServiceState::Running { pid } => ("running", Some(pid), None),
+        services::ServiceState::Exited { code } => ("exited", None, code),
     };
     json!({
         "command": command,
@@ -322,7 +322,7 @@ pub fn print_status(seen: &Observed) {
             ifs.join(", ")
         );
         for (command, s) in seen.services_of(&n.name) {
-            let run = s.map_or("not started".to_string(), |s| s.run().to_string());
+            let run = s.map_or("not started".to_string(), |s| s.state().to_string());
             println!("    service `{command}`: {run}");
         }
     }

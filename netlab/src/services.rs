@@ -41,7 +41,7 @@ pub struct Service {
 
 /// Where a service is now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Run {
+pub enum ServiceState {
     Running {
         pid: i32,
     },
@@ -52,20 +52,20 @@ pub enum Run {
 }
 
 impl Service {
-    pub fn run(&self) -> Run {
+    pub fn state(&self) -> ServiceState {
         // The group: a command that outlives the shell that ran it (killed
         // by hand, say) still runs the service.
         if procs::group_running(self.pid, self.start_time) {
-            return Run::Running { pid: self.pid };
+            return ServiceState::Running { pid: self.pid };
         }
         let code = fs::read_to_string(&self.exit_file)
             .ok()
             .and_then(|s| s.trim().parse().ok());
-        Run::Exited { code }
+        ServiceState::Exited { code }
     }
 
     pub fn is_running(&self) -> bool {
-        matches!(self.run(), Run::Running { .. })
+        matches!(self.state(), ServiceState::Running { .. })
     }
 
     fn label(&self) -> String {
@@ -73,12 +73,12 @@ impl Service {
     }
 }
 
-impl std::fmt::Display for Run {
+impl std::fmt::Display for ServiceState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Run::Running { pid } => write!(f, "running (pid {pid})"),
-            Run::Exited { code: Some(c) } => write!(f, "exited (code {c})"),
-            Run::Exited { code: None } => f.write_str("exited"),
+            ServiceState::Running { pid } => write!(f, "running (pid {pid})"),
+            ServiceState::Exited { code: Some(c) } => write!(f, "exited (code {c})"),
+            ServiceState::Exited { code: None } => f.write_str("exited"),
         }
     }
 }
@@ -164,7 +164,7 @@ pub fn converge(lab: &Lab, source: Option<&Path>) -> Result<Vec<String>> {
             Some(b) => format!(
                 "restarted {} (it had {}), pid {}",
                 s.label(),
-                b.run(),
+                b.state(),
                 s.pid
             ),
             None => format!("started {}, pid {}", s.label(), s.pid),
@@ -277,8 +277,14 @@ mod tests {
 
     #[test]
     fn states_read_as_status_prints_them() {
-        assert_eq!(Run::Running { pid: 7 }.to_string(), "running (pid 7)");
-        assert_eq!(Run::Exited { code: Some(3) }.to_string(), "exited (code 3)");
-        assert_eq!(Run::Exited { code: None }.to_string(), "exited");
+        assert_eq!(
+            ServiceState::Running { pid: 7 }.to_string(),
+            "running (pid 7)"
+        );
+        assert_eq!(
+            ServiceState::Exited { code: Some(3) }.to_string(),
+            "exited (code 3)"
+        );
+        assert_eq!(ServiceState::Exited { code: None }.to_string(), "exited");
     }
 }
