@@ -1,7 +1,8 @@
 //! `netlab capture` end to end: what it writes is pcap that tcpdump reads
 //! back, with the packets sent and the filter applied; on the uplink a flow
 //! shows its translated source, on the node and the bridge its own; stdout
-//! feeds `tcpdump -r -`; Ctrl-C ends a capture with its file whole.
+//! feeds `tcpdump -r -`; Ctrl-C, or the reader going away, ends a capture
+//! with its file whole.
 
 use std::{
     io::{BufRead as _, BufReader},
@@ -210,7 +211,7 @@ fn the_uplink_shows_a_flow_translated_and_the_node_and_bridge_before() {
 }
 
 #[test]
-fn a_capture_to_stdout_feeds_tcpdump() {
+fn a_capture_to_stdout_feeds_tcpdump_and_ends_when_its_reader_goes() {
     require_root();
     let lab = lab("cs");
     lab.up();
@@ -235,6 +236,20 @@ fn a_capture_to_stdout_feeds_tcpdump() {
     assert_eq!(lines.len(), 4, "{lines:#?}");
     assert_eq!(count(&lines, "ICMP echo request"), 2, "{lines:#?}");
     assert_eq!(count(&lines, "ICMP echo reply"), 2, "{lines:#?}");
+
+    // A reader that goes away (SIGPIPE is ignored: the write fails) ends
+    // the capture, with no count and no signal to it.
+    let mut cap = capture(&lab, &["red", "icmp"], Stdio::piped());
+    // The file header reaches it with the first packet; then it is gone.
+    let mut head = Command::new("head")
+        .args(["-c", "24"])
+        .stdin(cap.stdout.take().unwrap())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    ping_out(&lab, 3);
+    finished(cap, "a capture whose reader went away");
+    assert!(head.wait().unwrap().success());
 }
 
 /// A directory for the test's files, beside its lab file (removed with it).
