@@ -156,7 +156,7 @@ fn a_capture_on_a_node_has_its_packets_and_only_those_its_filter_takes() {
 }
 
 #[test]
-fn the_uplink_shows_a_flow_translated_and_the_node_and_bridge_before() {
+fn a_capture_on_the_uplink_shows_a_flow_translated_and_the_node_and_bridge_before() {
     require_root();
     let lab = lab("cu");
     lab.up();
