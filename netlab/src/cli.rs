@@ -14,6 +14,7 @@ use crate::{
         topology::{Attachment, Lab},
     },
     netns::{self, Netns},
+    services::{self, Service},
     system::System,
 };
 
@@ -88,6 +89,9 @@ pub fn print_check(lab: &Lab) {
             n.netns,
             ifs.join(", ")
         );
+        for command in &n.run {
+            println!("    runs `{command}`");
+        }
     }
     for f in &lab.forwards {
         println!("  forward {f}");
@@ -105,9 +109,29 @@ pub struct Observed<'a> {
     /// How the live forwards differ from the file's.
     pub forward_drift: Vec<String>,
     pub dataplane: serde_json::Value,
+    /// The services `up` started (see [`services`]).
+    pub services: Vec<Service>,
 }
 
 impl Observed<'_> {
+    /// Node `node`'s services as the file lists them: command, and the
+    /// service started for it (`None`: not started).
+    fn services_of(&self, node: &str) -> Vec<(&str, Option<&Service>)> {
+        let Some(n) = self.state.lab.node(node) else {
+            return Vec::new();
+        };
+        n.run
+            .iter()
+            .map(|c| {
+                let s = self
+                    .services
+                    .iter()
+                    .find(|s| s.node == node && &s.command == c);
+                (c.as_str(), s)
+            })
+            .collect()
+    }
+
     pub fn converged(&self) -> bool {
         self.up && self.drift.is_empty() && self.forward_drift.is_empty()
     }
@@ -124,7 +148,7 @@ pub async fn observe<'a>(state: &'a LabState, host_override: Option<&str>) -> Re
         .map(str::to_string)
         .or_else(|| state.host_netns.clone());
     let saved = lab::read_state(&lab.name);
-    let (actual, drift) = if host_netns.as_deref().is_none_or(netns::exists) {
+    let (actual, mut drift) = if host_netns.as_deref().is_none_or(netns::exists) {
         let mut sys = System::new(Netns::host(host_netns.as_deref())?).await?;
         let actual = sys.observe(&lab.name).await?;
         let sandbox = saved.as_ref().is_some_and(|s| s.sandbox);
@@ -141,6 +165,9 @@ pub async fn observe<'a>(state: &'a LabState, host_override: Option<&str>) -> Re
         );
         (None, vec![gone])
     };
+    if saved.is_some() {
+        drift.extend(services::drift(lab));
+    }
     let forward_drift = state
         .live_forwards
         .as_deref()
@@ -154,6 +181,7 @@ pub async fn observe<'a>(state: &'a LabState, host_override: Option<&str>) -> Re
         drift,
         forward_drift,
         dataplane: dataplane::status(&lab.name)?,
+        services: services::recorded(&lab.name),
     })
 }
 
@@ -191,6 +219,7 @@ pub fn status_json(seen: &Observed) -> serde_json::Value {
                 "gateway": n.gateway,
                 "routes": n.routes,
                 "forwarding": n.forwarding,
+                "services": seen.services_of(&n.name).iter().map(|(c, s)| service_json(c, *s)).collect::<Vec<_>>(),
             })
         })
         .collect();
@@ -209,6 +238,23 @@ pub fn status_json(seen: &Observed) -> serde_json::Value {
         "converged": seen.converged(),
         "drift": seen.drift,
         "dataplane": seen.dataplane,
+    })
+}
+
+fn service_json(command: &str, s: Option<&Service>) -> serde_json::Value {
+    let Some(s) = s else {
+        return json!({ "command": command, "state": "not started" });
+    };
+    let (state, pid, code) = match s.state() {
+        services::ServiceState::Running { pid } => ("running", Some(pid), None),
+        services::ServiceState::Exited { code } => ("exited", None, code),
+    };
+    json!({
+        "command": command,
+        "state": state,
+        "pid": pid,
+        "exit_code": code,
+        "log": s.log,
     })
 }
 
@@ -275,6 +321,10 @@ pub fn print_status(seen: &Observed) {
             n.netns,
             ifs.join(", ")
         );
+        for (command, s) in seen.services_of(&n.name) {
+            let run = s.map_or("not started".to_string(), |s| s.state().to_string());
+            println!("    service `{command}`: {run}");
+        }
     }
     for f in state.forwards() {
         let live_only = if lab.forwards.contains(f) {
@@ -401,4 +451,45 @@ pub async fn nat(cmd: NatCommand, name: Option<&str>, host_netns: Option<&str>) 
 
 pub async fn stats(state: &LabState, json_out: bool, verbose: bool) -> Result<()> {
     dataplane::stats_command(state, json_out, verbose).await
+}
+
+/// `netlab logs NODE [-f]`: what the node's services wrote (each start
+/// begins with a `--- netlab: starting` line); `follow` keeps printing what
+/// they write until Ctrl-C, the reader going away, or the lab going down.
+pub async fn logs(state: &LabState, node: &str, follow: bool) -> Result<()> {
+    use std::io::{Read as _, Seek as _, Write as _};
+    let lab = &state.lab;
+    let Some(n) = lab.node(node) else {
+        bail!("lab {} has no node {node}", lab.name);
+    };
+    let files = services::logs_of(lab, node);
+    if files.is_empty() {
+        if n.run.is_empty() {
+            bail!("node {node} runs no services (`run = [...]` in the lab file)");
+        }
+        bail!(
+            "node {node}'s services have not been started (is lab {} up?)",
+            lab.name
+        );
+    }
+    let mut offsets = vec![0u64; files.len()];
+    let mut out = std::io::stdout().lock();
+    loop {
+        for (path, offset) in files.iter().zip(offsets.iter_mut()) {
+            let Ok(mut f) = std::fs::File::open(path) else {
+                continue;
+            };
+            let mut chunk = Vec::new();
+            f.seek(std::io::SeekFrom::Start(*offset))?;
+            f.read_to_end(&mut chunk)?;
+            *offset += chunk.len() as u64;
+            if out.write_all(&chunk).and_then(|()| out.flush()).is_err() {
+                return Ok(()); // the reader went away
+            }
+        }
+        if !follow || !crate::state::LabDir::of(&lab.name).exists() {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }

@@ -153,11 +153,22 @@ pub async fn up(
     let mut sys = System::new(host).await?;
     let previous = read_state(&lab.name);
     let was_up = previous.is_some();
-    let result = converge(&mut sys, lab, source, previous, opts).await;
+    let result = converge(&mut sys, lab, source.clone(), previous, opts).await;
     if result.is_err() && !was_up {
         forget_failed(&mut sys, &lab.name).await;
     }
-    result
+    let (mut changes, mut lines) = result?;
+    // The lab is up: a service that cannot start fails the run, but
+    // takes nothing of the lab down.
+    let services = crate::services::converge(lab, source.as_deref());
+    if let Ok(started) = &services {
+        changes += started.len();
+        lines.extend(started.iter().cloned());
+    }
+    print_summary(lab, opts, changes, &lines);
+    services
+        .map(|_| ())
+        .context("starting the lab's services (the lab itself is up)")
 }
 
 /// After a failed first `up` (rolled back): the dataplane this run started
@@ -185,13 +196,15 @@ fn owns_nothing(a: &Actual) -> bool {
     a.nodes.is_empty() && a.host_links.is_empty() && a.host_routes.is_empty() && a.files.is_empty()
 }
 
+/// Converge the system to `lab`; returns how many changes it made and a
+/// line for each that `up` reports beyond the count.
 async fn converge(
     sys: &mut System,
     lab: &Lab,
     source: Option<PathBuf>,
     previous: Option<LabState>,
     opts: &Options,
-) -> Result<()> {
+) -> Result<(usize, Vec<String>)> {
     if let Some(prev) = &previous {
         if prev.host_netns != opts.host_netns {
             bail!(
@@ -262,8 +275,7 @@ async fn converge(
             .map(|p| format!("ended {p} (its node left the lab)")),
     );
     let changes = actions.len() + usize::from(dp.changed) + restored.as_ref().map_or(0, Vec::len);
-    print_summary(lab, opts, changes, &lines);
-    Ok(())
+    Ok((changes, lines))
 }
 
 /// What `up` does to forwards edited live (`fwd add`/`fwd del`) to bring
@@ -421,7 +433,12 @@ pub async fn down(
     let host_name = host_netns
         .map(str::to_string)
         .or_else(|| saved.as_ref().and_then(|s| s.host_netns.clone()));
-    let mut report = DownReport::default();
+    // The services first, each as a whole process group (a child it put
+    // in another namespace too) and named by its command.
+    let mut report = DownReport {
+        ended: crate::services::stop_all(name)?,
+        ..DownReport::default()
+    };
     let host = match &host_name {
         Some(n) if !netns::exists(n) => None, // the lab host itself is gone; so are its links
         other => Some(Netns::host(other.as_deref())?),
@@ -434,7 +451,7 @@ pub async fn down(
         let mut sys = System::new(host).await?;
         let actual = sys.observe(name).await?;
         let owned_ns: Vec<String> = actual.nodes.keys().cloned().collect();
-        report.ended = system::end_processes_in(&owned_ns)?;
+        report.ended.extend(system::end_processes_in(&owned_ns)?);
         for action in teardown(name, &actual) {
             if verbose {
                 println!("  {action}");
@@ -447,7 +464,7 @@ pub async fn down(
     } else {
         // Without the lab host, node namespaces are still found by marker.
         let owned = system::namespaces_marked(&crate::model::plan::owner_alias(name)).await?;
-        report.ended = system::end_processes_in(&owned)?;
+        report.ended.extend(system::end_processes_in(&owned)?);
         for n in owned {
             netns::delete(&n)?;
             report.removed += 1;

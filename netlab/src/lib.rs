@@ -2,12 +2,13 @@
 //!
 //! [`model`] is pure (topology, validation, planning); everything else is
 //! effects: netlink ([`netlink`], [`system`]), namespaces ([`netns`]),
-//! processes ([`procs`]), the lab host's facts for the model's host
+//! processes ([`procs`]) and the services in nodes ([`services`]), the lab host's facts for the model's host
 //! checks ([`host_facts`]), the eBPF dataplane ([`dataplane`]), a lab's
 //! state directory ([`state`]) and the run locks ([`lock`]).
 
 pub mod bench;
 pub mod caps;
+pub mod capture;
 pub mod cli;
 pub mod dataplane;
 pub mod exec;
@@ -20,6 +21,7 @@ pub mod netlink;
 pub mod netns;
 pub mod procs;
 pub mod sandbox;
+pub mod services;
 pub mod state;
 pub mod system;
 pub mod words;

@@ -6,7 +6,7 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Parser, Subcommand};
 use netlab::{
-    caps::{self, CapabilityError, CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN},
+    caps::{self, CapabilityError, CAP_BPF, CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN},
     cli, lab, lock,
     model::topology::ConfigError,
     sandbox,
@@ -102,6 +102,32 @@ enum Command {
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<String>,
     },
+    /// The output of a node's services (`run = [...]`), oldest first.
+    Logs {
+        /// The node (its name in the lab file).
+        node: String,
+        /// Keep printing what the services write, until Ctrl-C.
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Capture packets as pcap (to a file, or stdout for `tcpdump -r -` or
+    /// `wireshark -k -i -`) on a node's interface, the uplink or a bridge.
+    Capture {
+        #[command(flatten)]
+        which: Which,
+        /// NODE, NODE:IFACE (`any`: all of the node's), `uplink` (the lab
+        /// host's, after translation) or a bridge (before it).
+        target: String,
+        /// Write to FILE instead of stdout.
+        #[arg(short, value_name = "FILE")]
+        write: Option<PathBuf>,
+        /// Stop after COUNT packets.
+        #[arg(short, value_name = "COUNT")]
+        count: Option<u64>,
+        /// A filter in tcpdump's syntax (`icmp`, `tcp port 80`, ...).
+        #[arg(value_name = "FILTER")]
+        filter: Vec<String>,
+    },
     /// Check a topology file and print what it describes; changes nothing.
     Check {
         /// The topology file [default: the default lab].
@@ -160,9 +186,10 @@ enum Command {
     /// masquerade: answers with where it runs and who it saw (`/ip`: only
     /// the address), `/bytes/N` with N bytes. The sandbox's outside runs one.
     ServeHttp {
-        /// The network namespace to serve in (a node's, or the sandbox's outside).
+        /// The network namespace to serve in (a node's, or the sandbox's
+        /// outside) [default: the one it runs in, as in a node's `run`].
         #[arg(long, value_name = "NETNS")]
-        netns: String,
+        netns: Option<String>,
         /// The TCP port to listen on.
         #[arg(long, default_value_t = 80)]
         port: u16,
@@ -184,7 +211,24 @@ fn main() -> ExitCode {
             node,
             command,
         } => run_exec(&which, &globals, &node, &command),
-        Command::ServeHttp { netns, port } => serve_http(&netns, port),
+        Command::ServeHttp { netns, port } => serve_http(netns.as_deref(), port),
+        // Enters the namespace of what it captures on.
+        Command::Capture {
+            which,
+            target,
+            write,
+            count,
+            filter,
+        } => run_capture(
+            &which,
+            &globals,
+            netlab::capture::Request {
+                target,
+                write,
+                count,
+                filter,
+            },
+        ),
         // Threads of its own in many namespaces, and its own small runtime.
         Command::Bench {
             rounds,
@@ -309,7 +353,14 @@ async fn run(command: Command, g: &Globals) -> Result<()> {
             )
             .await
         }
-        Command::Exec { .. } | Command::ServeHttp { .. } | Command::Bench { .. } => {
+        Command::Logs { node, follow } => {
+            let state = lab::resolve(None, g.name.as_deref(), host_netns)?;
+            cli::logs(&state, &node, follow).await
+        }
+        Command::Exec { .. }
+        | Command::ServeHttp { .. }
+        | Command::Bench { .. }
+        | Command::Capture { .. } => {
             unreachable!("handled before the runtime starts")
         }
     }
@@ -462,11 +513,29 @@ fn run_exec(which: &Which, g: &Globals, node: &str, command: &[String]) -> Resul
     netlab::exec::exec_in(&netns, command).map(|_| ())
 }
 
-fn serve_http(netns: &str, port: u16) -> Result<()> {
-    let ns = netlab::netns::Netns::open(netns)?;
-    nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
-        .context("entering the namespace")?;
-    netlab::httpd::serve(port, &format!("netns {netns}"))
+fn serve_http(netns: Option<&str>, port: u16) -> Result<()> {
+    let place = match netns {
+        Some(netns) => {
+            let ns = netlab::netns::Netns::open(netns)?;
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+                .context("entering the namespace")?;
+            format!("netns {netns}")
+        }
+        // A service says which node it is in.
+        None => match std::env::var("NETLAB_NODE") {
+            Ok(node) => format!("node {node}"),
+            Err(_) => "this namespace".to_string(),
+        },
+    };
+    netlab::httpd::serve(port, &place)
+}
+
+fn run_capture(which: &Which, g: &Globals, req: netlab::capture::Request) -> Result<()> {
+    caps::require("capture", &[CAP_NET_RAW, CAP_SYS_ADMIN])?;
+    let (file, name) = which.pick(g)?;
+    let state = lab::resolve(file, name, g.host_netns.as_deref())?;
+    let place = netlab::capture::resolve(&state, &req.target)?;
+    netlab::capture::run(&place, &req)
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The per-lab state directory, `/run/netlab/<lab>/`, and its one owner,
 //! [`LabDir`]: what `up` was given (`state.json`), what it attached
-//! (`dataplane.json`). The run locks live beside it (see [`crate::lock`]).
+//! (`dataplane.json`), the services it started (`services.json`, and their
+//! logs under `services/`). The run locks live beside it (see [`crate::lock`]).
 
 use std::{
     fs,
@@ -49,6 +50,8 @@ pub struct LabDir {
 
 const STATE_FILE: &str = "state.json";
 const DATAPLANE_FILE: &str = "dataplane.json";
+const SERVICES_FILE: &str = "services.json";
+const SERVICES_DIR: &str = "services";
 
 impl LabDir {
     pub fn of(lab: &str) -> LabDir {
@@ -82,6 +85,26 @@ impl LabDir {
 
     pub fn remove_dataplane(&self) {
         let _ = fs::remove_file(self.path.join(DATAPLANE_FILE));
+    }
+
+    /// The services `up` started (the services layer's own record).
+    pub fn read_services<T: DeserializeOwned>(&self) -> Option<T> {
+        self.read_json(SERVICES_FILE)
+    }
+
+    pub fn write_services<T: Serialize>(&self, records: &T) -> Result<()> {
+        self.write_json(SERVICES_FILE, records)
+            .context("saving the services' record")
+    }
+
+    /// Where a service's output goes (appended, across restarts), and the
+    /// file its exit code is written to; `key` names the service.
+    pub fn service_log(&self, key: &str) -> PathBuf {
+        self.path.join(SERVICES_DIR).join(format!("{key}.log"))
+    }
+
+    pub fn service_exit(&self, key: &str) -> PathBuf {
+        self.path.join(SERVICES_DIR).join(format!("{key}.exit"))
     }
 
     /// The whole directory goes (the lab is down, or never came up).

@@ -25,6 +25,9 @@ const PACKAGES: &[&str] = &[
     "psmisc",
     "kmod",
     "python3",
+    // `netlab capture`: the pcap crate links libpcap; the tests read captures back.
+    "libpcap-dev",
+    "tcpdump",
 ];
 
 /// What `cargo xtask test --kernel` needs to boot other kernels; installed

@@ -84,6 +84,8 @@ pub struct RawNode {
     #[serde(default)]
     pub routes: Vec<Spanned<RawRoute>>,
     pub forwarding: Option<Spanned<bool>>,
+    /// Services: shell commands started inside the node after `up`.
+    pub run: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize)]

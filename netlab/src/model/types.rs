@@ -119,6 +119,9 @@ pub struct Node {
     pub routes: Vec<Route>,
     /// IPv4 forwarding inside the node (a router).
     pub forwarding: bool,
+    /// Services: shell commands (`sh -c`) `up` keeps running inside the node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub run: Vec<String>,
 }
 
 impl Node {

@@ -19,6 +19,7 @@ mod nat;
 mod node_routes;
 mod nodes;
 mod routing;
+mod services;
 mod uplink;
 
 pub use dns::check_domain;

@@ -11,7 +11,7 @@ use super::{
     cables::DraftEnd,
     context::Checker,
     names::{check_ifname, check_name},
-    node_routes,
+    node_routes, services,
 };
 use crate::model::{
     raw::RawNode,
@@ -55,6 +55,7 @@ pub fn validate(
                 .as_ref()
                 .map(|f| *f.get_ref())
                 .unwrap_or(false),
+            run: services::validate(c, i, rn.run.as_deref()),
         });
     }
     nodes
