@@ -25,6 +25,11 @@ const PACKAGES: &[&str] = &[
     "psmisc",
     "kmod",
     "python3",
+    // The view's tests: `dot` renders `netlab graph --format dot`, `promtool`
+    // checks `/metrics`, headless Chromium loads the page.
+    "graphviz",
+    "prometheus",
+    "chromium",
 ];
 
 /// What `cargo xtask test --kernel` needs to boot other kernels; installed
