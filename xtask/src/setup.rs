@@ -26,10 +26,11 @@ const PACKAGES: &[&str] = &[
     "kmod",
     "python3",
     // The view's tests: `dot` renders `netlab graph --format dot`, `promtool`
-    // checks `/metrics`, headless Chromium loads the page.
+    // checks `/metrics`, headless Chromium (driven over WebDriver) loads the page.
     "graphviz",
     "prometheus",
     "chromium",
+    "chromium-driver",
 ];
 
 /// What `cargo xtask test --kernel` needs to boot other kernels; installed

@@ -374,6 +374,14 @@ pub fn read_stats(lab: &str) -> Result<Vec<(&'static str, u64)>> {
     Ok(out)
 }
 
+/// `stats --json`: the counters by name.
+pub fn stats_json(stats: &[(&'static str, u64)]) -> serde_json::Value {
+    stats
+        .iter()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect()
+}
+
 pub async fn stats_command(state: &LabState, json_out: bool, follow_log: bool) -> Result<()> {
     let lab = &state.lab.name;
     if super::read_info(lab).is_none() {
@@ -381,11 +389,7 @@ pub async fn stats_command(state: &LabState, json_out: bool, follow_log: bool) -
     }
     let stats = read_stats(lab)?;
     if json_out {
-        let map: serde_json::Map<String, serde_json::Value> = stats
-            .iter()
-            .map(|(k, v)| (k.to_string(), json!(v)))
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&map)?);
+        println!("{}", serde_json::to_string_pretty(&stats_json(&stats))?);
     } else {
         for (k, v) in &stats {
             println!("{k:<24} {v}");

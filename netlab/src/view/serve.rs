@@ -282,13 +282,10 @@ async fn part(state: &LabState, what: &str) -> Result<Response, Response> {
         "stats" => {
             dataplane::read_info(name).ok_or_else(no_dataplane)?;
             let stats = dataplane::commands::read_stats(name).map_err(failed)?;
-            let map: serde_json::Map<String, Value> = stats
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), json!(v)))
-                .collect();
-            Json(map).into_response()
+            Json(dataplane::commands::stats_json(&stats)).into_response()
         }
         "links" => Json(live::link_figures(state).await.map_err(failed)?).into_response(),
+        "figures" => Json(live::lab_figures(state).await).into_response(),
         "graph.svg" | "graph.json" => {
             let links = live::link_figures(state).await.unwrap_or_default();
             let g = Graph::of(
