@@ -101,7 +101,7 @@ fn star_lab_body(n: usize) -> String {
 }
 
 #[test]
-fn graph_of_default_and_30_node_labs_in_every_format() {
+fn view_graph_of_default_and_30_node_labs_in_every_format() {
     require_root();
     let labs = [Lab::seeds("gr"), Lab::new("gr", &star_lab_body(30))];
     let names = [
@@ -155,7 +155,7 @@ fn graph_of_default_and_30_node_labs_in_every_format() {
 }
 
 #[test]
-fn metrics_pass_promtool_and_move_with_traffic() {
+fn view_metrics_pass_promtool_and_move_with_traffic() {
     require_root();
     let lab = Lab::seeds("mx");
     lab.up();
@@ -251,7 +251,7 @@ fn closed_by_server(mut s: TcpStream) -> (bool, Vec<u8>) {
 }
 
 #[test]
-fn api_is_read_only_and_answers_while_clients_abuse_it() {
+fn view_api_is_read_only_and_answers_while_clients_abuse_it() {
     require_root();
     let lab = Lab::seeds("ap");
     lab.up();
@@ -369,7 +369,7 @@ fn api_is_read_only_and_answers_while_clients_abuse_it() {
 }
 
 #[test]
-fn serve_listens_on_loopback_and_warns_elsewhere() {
+fn view_listens_on_loopback_and_warns_elsewhere() {
     require_root();
     let lab = Lab::seeds("ls");
     lab.up();
@@ -483,7 +483,7 @@ impl Drop for Browser {
 }
 
 #[test]
-fn page_in_chromium_shows_the_lab_and_live_figures() {
+fn view_page_in_chromium_shows_the_lab_and_live_figures() {
     require_root();
     let lab = Lab::seeds("pg");
     lab.up();
