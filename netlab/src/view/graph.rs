@@ -33,6 +33,17 @@ pub struct Vertex {
     pub name: String,
     /// Lines under the name: subnet and gateway, or interfaces.
     pub details: Vec<String>,
+    /// A node's interfaces, in the order of `details`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub interfaces: Vec<InterfaceView>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct InterfaceView {
+    pub name: String,
+    pub address: String,
+    /// When the lab is up: whether the interface is.
+    pub up: Option<bool>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -109,6 +120,20 @@ impl Graph {
                 .map(|i| format!("{} {}", i.name, i.address))
                 .collect();
             g.vertex(node_id(&n.name), VertexKind::Node, &n.name, details);
+            let state = |iface: &str| {
+                live.and_then(|l| l.links.get(&(n.name.clone(), iface.to_string())).copied())
+            };
+            if let Some(v) = g.vertices.last_mut() {
+                v.interfaces = n
+                    .interfaces
+                    .iter()
+                    .map(|i| InterfaceView {
+                        name: i.name.clone(),
+                        address: i.address.to_string(),
+                        up: state(&i.name),
+                    })
+                    .collect();
+            }
             for i in &n.interfaces {
                 if let Attachment::Bridge { bridge, .. } = &i.attachment {
                     let up = live.and_then(|l| l.links.get(&(n.name.clone(), i.name.clone())));
@@ -185,6 +210,7 @@ impl Graph {
             kind,
             name: name.to_string(),
             details,
+            interfaces: Vec::new(),
         });
     }
 

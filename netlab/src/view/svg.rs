@@ -248,7 +248,7 @@ fn forwards_to<'a>(g: &'a Graph, id: &'a str) -> impl Iterator<Item = &'a str> {
 }
 
 fn node_height(g: &Graph, n: &Vertex) -> i64 {
-    let lines = 1 + 2 * n.details.len() as i64 + i64::from(forwards_to(g, &n.id).count() > 0);
+    let lines = 1 + 2 * n.interfaces.len() as i64 + i64::from(forwards_to(g, &n.id).count() > 0);
     12 + lines * LINE
 }
 
@@ -262,28 +262,21 @@ fn draw_node(g: &Graph, n: &Vertex, x: i64, y: i64, h: i64, c: &mut Canvas) {
     c.rect(x, y, NODE_W, h, "box", 8);
     c.text(x + 10, y + 18, "name", &n.name);
     let mut ty = y + 18;
-    for d in &n.details {
-        let iface = d.split(' ').next().unwrap_or("");
-        let state = g
-            .edges
-            .iter()
-            .filter(|e| e.from == n.id || e.to == n.id)
-            .find(|e| e.interface.as_deref() == Some(iface) && e.from == n.id)
-            .and_then(|e| e.up);
-        let class = match state {
+    for i in &n.interfaces {
+        let class = match i.up {
             Some(true) => "up",
             Some(false) => "down",
             None => "",
         };
         ty += LINE;
-        c.text(x + 10, ty, class, d);
+        c.text(x + 10, ty, class, &format!("{} {}", i.name, i.address));
         ty += LINE;
         let _ = writeln!(
             c.body,
             "<text x=\"{}\" y=\"{ty}\" class=\"live\" data-node=\"{}\" data-iface=\"{}\"></text>",
             x + 18,
             esc(&n.name),
-            esc(iface)
+            esc(&i.name)
         );
     }
     let fwd: Vec<&str> = forwards_to(g, &n.id).collect();
@@ -395,6 +388,23 @@ mod tests {
             // Readable at a glance: at most COLUMNS wide, not a tower.
             assert!(w <= 1800 && h <= 1000, "{}: {w}x{h}", lab.name);
         }
+    }
+
+    #[test]
+    fn interfaces_show_their_state_when_the_lab_is_up() {
+        let mut live = crate::view::graph::Live::default();
+        live.links.insert(("red".into(), "veth-red".into()), true);
+        live.links
+            .insert(("blue".into(), "veth-blue".into()), false);
+        let svg = to_svg(&Graph::of(&default_lab(), Some(&live)));
+        assert!(svg.contains("class=\"up\">veth-red 192.168.15.1/24<"));
+        assert!(svg.contains("class=\"down\">veth-blue 192.168.15.2/24<"));
+        assert!(
+            svg.contains("class=\"wire down\""),
+            "blue's port drawn down"
+        );
+        let unknown = to_svg(&Graph::of(&default_lab(), None));
+        assert!(unknown.contains("class=\"\">veth-red 192.168.15.1/24<"));
     }
 
     #[test]
