@@ -21,7 +21,7 @@ const PORT: u16 = 9480;
 
 /// `netlab serve` in the lab's host namespace, ended on drop.
 struct View {
-    child: Child,
+    _server: Guard,
     host: String,
 }
 
@@ -37,7 +37,10 @@ impl View {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let view = View { child, host };
+        let view = View {
+            _server: Guard(child),
+            host,
+        };
         wait_for("netlab serve answering", Duration::from_secs(10), || {
             view.get("/api/labs").0 == 200
         });
@@ -64,13 +67,6 @@ impl View {
         let (code, body) = self.get(path);
         assert_eq!(code, 200, "GET {path}: {body}");
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
-    }
-}
-
-impl Drop for View {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
