@@ -63,6 +63,74 @@ pub fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> 
     }
 }
 
+/// `netlab ARGS` started in the background (stdout piped), its stderr
+/// lines on a channel.
+pub fn spawn_netlab(args: &[&str]) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    let mut child = Command::new(netlab_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting netlab {args:?}: {e}"));
+    let rx = lines_of(child.stderr.take().unwrap());
+    (child, rx)
+}
+
+/// The lines `from` writes, on a channel, as they come.
+pub fn lines_of(from: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead as _;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(from).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    rx
+}
+
+/// Wait for a line containing `what` (60 s times the time scale), skipping
+/// others; panics naming it when none comes.
+#[track_caller]
+pub fn expect_line(rx: &std::sync::mpsc::Receiver<String>, what: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60).mul_f64(time_scale());
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains(what) => return line,
+            Ok(_) => {}
+            Err(e) => panic!("no line with {what:?}: {e}"),
+        }
+    }
+}
+
+/// Every line that comes on `rx` until `done` holds for those received or
+/// `limit` (times the time scale) passed; the lines, for the test to judge.
+pub fn lines_until(
+    rx: &std::sync::mpsc::Receiver<String>,
+    limit: Duration,
+    mut done: impl FnMut(&[String]) -> bool,
+) -> Vec<String> {
+    let deadline = Instant::now() + limit.mul_f64(time_scale());
+    let mut lines = Vec::new();
+    while !done(&lines) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => lines.push(line),
+            Err(_) => break,
+        }
+    }
+    lines
+}
+
+/// Waits for a background netlab to end; asserts it succeeded; its stdout.
+#[track_caller]
+pub fn finish(child: std::process::Child) -> String {
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
 /// Run a command with a time bound; returns its output. The bound is
 /// multiplied by [`time_scale`].
 pub fn run(args: &[&str], timeout: Duration) -> Output {

@@ -1,4 +1,4 @@
-//! Shared pieces of the reliability suites (`tests/tests/reliability.rs`):
+//! Shared pieces of the reliability suites (`tests/tests/reliability/`):
 //! short and long forms, figures, a lab host of the test's own, snapshots
 //! of the machine's resources that tell a leak from other users' activity,
 //! traffic whose every byte is checked, crafted packets and a port scanner.

@@ -4,13 +4,13 @@
 
 use std::{
     fs,
-    io::{BufRead as _, BufReader},
-    process::{Child, Command, Stdio},
-    sync::mpsc,
     time::{Duration, Instant},
 };
 
-use netlab_tests::{netlab_bin, ok, require_root, run, text, unique, Lab, SEEDS_BODY, T};
+use netlab_tests::{
+    expect_line, finish, lines_of, ok, require_root, run, spawn_netlab, text, unique, wait_for,
+    Lab, SEEDS_BODY, T,
+};
 
 /// A namespace a test made by hand (not through netlab), deleted on drop.
 struct BareNetns(String);
@@ -161,51 +161,6 @@ fn removed_node_takes_its_processes_along() {
     let ns = ok(&["ip", "netns", "list"], T);
     assert!(!ns.contains(&lab.netns("blue")), "{ns}");
     lab.down();
-}
-
-/// `netlab ARGS` started in the background, its stderr lines on a channel.
-fn spawn_netlab(args: &[&str]) -> (Child, mpsc::Receiver<String>) {
-    let mut child = Command::new(netlab_bin())
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let rx = lines_of(child.stderr.take().unwrap());
-    (child, rx)
-}
-
-/// The lines `from` writes, on a channel, as they come.
-fn lines_of(from: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(from).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    rx
-}
-
-/// Wait (bounded) for a line containing `what`.
-#[track_caller]
-fn expect_line(rx: &mpsc::Receiver<String>, what: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) if line.contains(what) => return line,
-            Ok(_) => {}
-            Err(e) => panic!("no line with {what:?}: {e}"),
-        }
-    }
-}
-
-#[track_caller]
-fn finish(child: Child) -> String {
-    let o = child.wait_with_output().unwrap();
-    assert!(o.status.success(), "{}", text(&o));
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 #[test]
@@ -402,37 +357,50 @@ fn sandbox_nodes_wait_on_no_resolver() {
         !resolv.lines().any(|l| l.starts_with("nameserver")),
         "{resolv}"
     );
-    // python's http.server looks its own name up before it listens; with
-    // an unreachable resolver that waits out the resolver's 5 s timeout.
-    let started = Instant::now();
+    // python's http.server looks its own name up before it listens
+    // (socket.getfqdn('')); with an unreachable resolver that waits out the
+    // resolver's 5 s timeout. Python times the lookup itself, so neither its
+    // own start nor the machine's load (seconds under emulation) counts;
+    // the lookup's work is microseconds, a wait is 5 s.
+    let lookup = lab.node_ok(
+        "red",
+        &[
+            "python3",
+            "-c",
+            "import socket, time; t = time.monotonic(); socket.getfqdn(''); print(time.monotonic() - t)",
+        ],
+    );
+    let lookup: f64 = lookup
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}: {lookup:?}"));
+    assert!(
+        lookup < 2.5,
+        "looking up the node's own name took {lookup:.3} s (a resolver timeout is 5 s)"
+    );
+    // And the server itself listens.
     let mut server = lab.spawn_in(&lab.netns("red"), &["python3", "-m", "http.server", "8000"]);
-    let listening = loop {
-        let o = lab.node(
-            "red",
-            &[
-                "curl",
-                "-s",
-                "-o",
-                "/dev/null",
-                "-m1",
-                "http://127.0.0.1:8000/",
-            ],
-        );
-        if o.status.success() {
-            break started.elapsed();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "http.server did not listen"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    wait_for(
+        "http.server listening in red",
+        Duration::from_secs(10),
+        || {
+            lab.node(
+                "red",
+                &[
+                    "curl",
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "-m1",
+                    "http://127.0.0.1:8000/",
+                ],
+            )
+            .status
+            .success()
+        },
+    );
     let _ = server.kill();
     let _ = server.wait();
-    assert!(
-        listening < Duration::from_secs(4),
-        "http.server took {listening:?} to listen (a resolver timeout is 5 s)"
-    );
     lab.down();
 }
 

@@ -1,5 +1,5 @@
 //! `cargo xtask stress`: the long forms of the reliability suites
-//! (tests/tests/reliability.rs with NETLAB_STRESS=1) on a release build:
+//! (tests/tests/reliability/ with NETLAB_STRESS=1) on a release build:
 //! 200 up/down cycles of a 20-node lab, 200 forward edits, 50 kills during
 //! `up`, an upgrade under 128 MB transfers, a 5-minute soak of 50,000+
 //! flows, hostile traffic, a full flow table, coexistence. Tens of minutes.
