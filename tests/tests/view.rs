@@ -7,12 +7,13 @@ use std::{
     io::{Read as _, Write as _},
     net::TcpStream,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::Child,
     time::{Duration, Instant},
 };
 
 use netlab_tests::{
-    in_netns, require_root, run, run_netlab_ok, stdout, text, time_scale, wait_for, Lab, T,
+    expect_line, in_netns, require_root, run, run_netlab_ok, spawn_netlab, stdout, text,
+    time_scale, wait_for, Lab, T,
 };
 
 const WAN: &str = "198.51.100.1";
@@ -30,13 +31,8 @@ impl View {
         let host = lab.host_netns();
         let mut args = vec!["serve", "--host-netns", host.as_str()];
         args.extend_from_slice(extra);
-        let child = Command::new(netlab_tests::netlab_bin())
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let (child, said) = spawn_netlab(&args);
+        expect_line(&said, "the view of the labs on lab host netns");
         let view = View {
             _server: Guard(child),
             host,
@@ -376,26 +372,16 @@ fn view_listens_on_loopback_and_warns_elsewhere() {
         "{listening}"
     );
     drop(view);
-    let mut open = Command::new(netlab_tests::netlab_bin())
-        .args([
-            "serve",
-            "--host-netns",
-            &lab.host_netns(),
-            "--listen",
-            &format!("0.0.0.0:{PORT}"),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut said = String::new();
-    let _ = std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(open.stderr.take().unwrap()),
-        &mut said,
-    );
-    let _ = open.kill();
-    let _ = open.wait();
+    let listen = format!("0.0.0.0:{PORT}");
+    let (open, said) = spawn_netlab(&[
+        "serve",
+        "--host-netns",
+        &lab.host_netns(),
+        "--listen",
+        &listen,
+    ]);
+    let _open = Guard(open);
+    let said = expect_line(&said, "WARNING");
     assert!(said.contains("WARNING: serving on 0.0.0.0:9480"), "{said}");
 }
 
