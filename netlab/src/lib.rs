@@ -4,7 +4,8 @@
 //! effects: netlink ([`netlink`], [`system`]), namespaces ([`netns`]),
 //! processes ([`procs`]) and the services in nodes ([`services`]), the lab host's facts for the model's host
 //! checks ([`host_facts`]), the eBPF dataplane ([`dataplane`]), a lab's
-//! state directory ([`state`]) and the run locks ([`lock`]).
+//! state directory ([`state`]) and the run locks ([`lock`]); [`view`] draws
+//! the lab and serves its figures.
 
 pub mod bench;
 pub mod caps;
@@ -24,4 +25,5 @@ pub mod sandbox;
 pub mod services;
 pub mod state;
 pub mod system;
+pub mod view;
 pub mod words;

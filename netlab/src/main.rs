@@ -182,6 +182,22 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Draw the lab: dot, Mermaid, JSON, or an SVG laid out by netlab (with
+    /// the links' state when the lab is up).
+    Graph {
+        #[command(flatten)]
+        which: Which,
+        /// The output's format.
+        #[arg(long, value_enum, default_value = "svg")]
+        format: netlab::view::GraphFormat,
+    },
+    /// The read-only web view of the labs on the lab host: their picture
+    /// with live figures, the JSON API, and Prometheus metrics at /metrics.
+    Serve {
+        /// Where to listen (another address than loopback is said loudly).
+        #[arg(long, value_name = "ADDR:PORT", default_value = netlab::view::serve::DEFAULT_LISTEN)]
+        listen: std::net::SocketAddr,
+    },
     /// A small HTTP server inside a namespace, for trying forwards and
     /// masquerade: answers with where it runs and who it saw (`/ip`: only
     /// the address), `/bytes/N` with N bytes. The sandbox's outside runs one.
@@ -229,6 +245,16 @@ fn main() -> ExitCode {
                 filter,
             },
         ),
+        // Enters the lab host's namespace before its runtime starts.
+        Command::Serve { listen } => {
+            caps::require("serve", &[CAP_BPF, CAP_SYS_ADMIN]).and_then(|()| {
+                netlab::view::serve::run(netlab::view::serve::Options {
+                    listen,
+                    host_netns: globals.host_netns.clone(),
+                    name: globals.name.clone(),
+                })
+            })
+        }
         // Threads of its own in many namespaces, and its own small runtime.
         Command::Bench {
             rounds,
@@ -357,10 +383,19 @@ async fn run(command: Command, g: &Globals) -> Result<()> {
             let state = lab::resolve(None, g.name.as_deref(), host_netns)?;
             cli::logs(&state, &node, follow).await
         }
+        Command::Graph { which, format } => {
+            let (file, name) = which.pick(g)?;
+            print!(
+                "{}",
+                netlab::view::graph_text(file, name, host_netns, format).await?
+            );
+            Ok(())
+        }
         Command::Exec { .. }
         | Command::ServeHttp { .. }
         | Command::Bench { .. }
-        | Command::Capture { .. } => {
+        | Command::Capture { .. }
+        | Command::Serve { .. } => {
             unreachable!("handled before the runtime starts")
         }
     }

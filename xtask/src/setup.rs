@@ -28,6 +28,12 @@ const PACKAGES: &[&str] = &[
     // `netlab capture`: the pcap crate links libpcap; the tests read captures back.
     "libpcap-dev",
     "tcpdump",
+    // The view's tests: `dot` renders `netlab graph --format dot`, `promtool`
+    // checks `/metrics`, headless Chromium (driven over WebDriver) loads the page.
+    "graphviz",
+    "prometheus",
+    "chromium",
+    "chromium-driver",
 ];
 
 /// What `cargo xtask test --kernel` needs to boot other kernels; installed

@@ -235,9 +235,9 @@ fn state_name(proto: u8, s: u8) -> &'static str {
 }
 
 #[derive(Serialize)]
-struct Endpoints {
-    src: String,
-    dst: String,
+pub struct Endpoints {
+    pub src: String,
+    pub dst: String,
 }
 
 fn endpoint(addr: u32, port: u16, proto: u8) -> String {
@@ -255,23 +255,25 @@ fn endpoint(addr: u32, port: u16, proto: u8) -> String {
 }
 
 #[derive(Serialize)]
-struct FlowRow {
-    protocol: &'static str,
-    kind: &'static str,
-    state: &'static str,
-    original: Endpoints,
-    translated: Endpoints,
-    reply: Option<Endpoints>,
-    age_s: u64,
-    idle_s: u64,
-    expires_s: u64,
-    packets: u64,
-    bytes: u64,
-    reply_packets: u64,
-    reply_bytes: u64,
+/// One live flow, as `nat list` shows it.
+pub struct FlowRow {
+    pub protocol: &'static str,
+    pub kind: &'static str,
+    pub state: &'static str,
+    pub original: Endpoints,
+    pub translated: Endpoints,
+    pub reply: Option<Endpoints>,
+    pub age_s: u64,
+    pub idle_s: u64,
+    pub expires_s: u64,
+    pub packets: u64,
+    pub bytes: u64,
+    pub reply_packets: u64,
+    pub reply_bytes: u64,
 }
 
-fn flows(lab: &str) -> Result<Vec<FlowRow>> {
+/// The live flows of `lab` (expired ones left out), sorted.
+pub fn flows(lab: &str) -> Result<Vec<FlowRow>> {
     let pins = LabPins::new(lab);
     let table: HashMap<_, FlowKey, FlowValue> = HashMap::try_from(pins.open("NAT_FLOWS")?)?;
     let cfg: Array<_, NatConfig> = Array::try_from(pins.open("CONFIG")?)?;
@@ -372,6 +374,14 @@ pub fn read_stats(lab: &str) -> Result<Vec<(&'static str, u64)>> {
     Ok(out)
 }
 
+/// `stats --json`: the counters by name.
+pub fn stats_json(stats: &[(&'static str, u64)]) -> serde_json::Value {
+    stats
+        .iter()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect()
+}
+
 pub async fn stats_command(state: &LabState, json_out: bool, follow_log: bool) -> Result<()> {
     let lab = &state.lab.name;
     if super::read_info(lab).is_none() {
@@ -379,11 +389,7 @@ pub async fn stats_command(state: &LabState, json_out: bool, follow_log: bool) -
     }
     let stats = read_stats(lab)?;
     if json_out {
-        let map: serde_json::Map<String, serde_json::Value> = stats
-            .iter()
-            .map(|(k, v)| (k.to_string(), json!(v)))
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&map)?);
+        println!("{}", serde_json::to_string_pretty(&stats_json(&stats))?);
     } else {
         for (k, v) in &stats {
             println!("{k:<24} {v}");
