@@ -218,8 +218,10 @@ async fn converge(
     for name in desired.nodes.keys() {
         sweep_unmounted(name)?;
     }
+    // Namespaces and lab-host links under the lab's names that are not its
+    // own were refused at the start of `up` (`host_facts::refuse_conflicts`,
+    // under the same locks): one check, one wording.
     let actual = sys.observe(&lab.name).await?;
-    check_no_foreign(sys, lab, &desired, &actual).await?;
 
     let actions = plan(&desired, &actual);
     // A node that leaves the lab takes its processes with it, as in `down`:
@@ -293,29 +295,6 @@ pub fn forward_changes(live: &[topology::Forward], file: &[topology::Forward]) -
             .map(|f| format!("forward {f}: removed live, in the file (`up` restores it)")),
     );
     out
-}
-
-async fn check_no_foreign(
-    sys: &System,
-    lab: &Lab,
-    desired: &Desired,
-    actual: &Actual,
-) -> Result<()> {
-    let want_netns: BTreeSet<String> = desired.nodes.keys().cloned().collect();
-    let want_links: BTreeSet<String> = desired
-        .bridges
-        .keys()
-        .chain(desired.host_veths.keys())
-        .cloned()
-        .collect();
-    system::check_no_foreign(
-        &lab.name,
-        actual,
-        &want_netns,
-        &want_links,
-        sys.host_netlink(),
-    )
-    .await
 }
 
 fn print_summary(lab: &Lab, opts: &Options, changes: usize, lines: &[String]) {

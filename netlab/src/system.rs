@@ -542,30 +542,3 @@ pub fn end_processes_in(namespaces: &[String]) -> Result<Vec<String>> {
     }
     Ok(ended)
 }
-
-/// Fail unless none of `netns` exist outside the lab and none of `links`
-/// exist on the lab host without the lab's marker: `up` never adopts or
-/// clobbers what it did not create.
-pub async fn check_no_foreign(
-    lab: &str,
-    actual: &Actual,
-    want_netns: &BTreeSet<String>,
-    want_links: &BTreeSet<String>,
-    host: &Handle,
-) -> Result<()> {
-    for n in want_netns {
-        if !actual.nodes.contains_key(n) && netns::exists(n) {
-            bail!(
-                "network namespace {n} exists and does not belong to lab {lab}; remove it (`ip netns del {n}`) \
-                 or set `netns_prefix` in the lab file"
-            );
-        }
-    }
-    let links = netlink::links(host).await?;
-    for l in want_links {
-        if !actual.host_links.contains_key(l) && links.iter().any(|x| &x.name == l) {
-            bail!("interface {l} exists on the lab host and does not belong to lab {lab}; rename it in the lab file");
-        }
-    }
-    Ok(())
-}
