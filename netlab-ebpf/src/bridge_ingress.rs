@@ -18,8 +18,9 @@ use netlab_common::{
 use netlab_ebpf::{in_nat_range, TCP_ACK, TCP_SYN};
 
 use crate::{
-    binding, flowlog, flows, frags,
-    lab::{self, config},
+    binding, flowlog,
+    flows::{self, Rewrite},
+    frags, lab,
     packet::{self, clear_l2, is_icmp_error, rewrite, set_addr, Parsed, Pkt, FRAG_LATER},
     port_search,
     template::FlowTemplate,
@@ -43,12 +44,9 @@ pub fn redirect(ifindex: u32) -> i32 {
 
 #[inline(always)]
 fn handle(ctx: &TcContext) -> Verdict {
-    let Some(cfg) = config() else {
+    let Some(cfg) = lab::active_config() else {
         return Ok(TC_ACT_UNSPEC);
     };
-    if cfg.uplink_addr == 0 {
-        return Ok(TC_ACT_UNSPEC);
-    }
     let p = match packet::parse(ctx) {
         Parsed::Other | Parsed::OtherProto { .. } | Parsed::Bad => return Ok(TC_ACT_UNSPEC),
         Parsed::Ip(p) => p,
@@ -116,18 +114,16 @@ fn established(
     v: *mut FlowValue,
     now: u64,
 ) -> Verdict {
-    let (hook, kind, src, dst, sport, dport, out) = unsafe {
-        let v = &*v;
-        (
-            v.hook,
-            v.kind,
-            v.src_addr,
-            v.dst_addr,
-            v.src_port,
-            v.dst_port,
-            v.out_ifindex,
-        )
-    };
+    let Rewrite {
+        hook,
+        kind,
+        src,
+        dst,
+        sport,
+        dport,
+        out_ifindex: out,
+        ..
+    } = flows::rewrite_of(v);
     if hook != HOOK_BRIDGE_INGRESS || out == 0 {
         return Ok(TC_ACT_UNSPEC);
     }

@@ -12,8 +12,9 @@ use netlab_ebpf::{TCP_ACK, TCP_SYN};
 
 use crate::{
     bridge_ingress::redirect,
-    flowlog, flows,
-    lab::{self, config},
+    flowlog,
+    flows::{self, Rewrite},
+    lab,
     packet::{self, is_icmp_error, rewrite, Parsed, Pkt, FRAG_NONE},
     table,
     template::FlowTemplate,
@@ -27,12 +28,9 @@ pub fn run(ctx: &TcContext) -> i32 {
 
 #[inline(always)]
 fn handle(ctx: &TcContext) -> Verdict {
-    let Some(cfg) = config() else {
+    let Some(cfg) = lab::active_config() else {
         return Ok(TC_ACT_UNSPEC);
     };
-    if cfg.uplink_addr == 0 {
-        return Ok(TC_ACT_UNSPEC);
-    }
     let p = match packet::parse(ctx) {
         Parsed::Ip(p) => p,
         _ => return Ok(TC_ACT_UNSPEC),
@@ -72,17 +70,15 @@ fn established(
     v: *mut FlowValue,
     now: u64,
 ) -> Verdict {
-    let (hook, src, dst, sport, dport, out) = unsafe {
-        let v = &*v;
-        (
-            v.hook,
-            v.src_addr,
-            v.dst_addr,
-            v.src_port,
-            v.dst_port,
-            v.out_ifindex,
-        )
-    };
+    let Rewrite {
+        hook,
+        src,
+        dst,
+        sport,
+        dport,
+        out_ifindex: out,
+        ..
+    } = flows::rewrite_of(v);
     if hook != HOOK_LOCAL_EGRESS || out == 0 {
         return Ok(TC_ACT_UNSPEC);
     }

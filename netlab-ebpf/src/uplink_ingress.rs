@@ -10,8 +10,9 @@ use netlab_common::{
 use netlab_ebpf::{in_nat_range, TCP_ACK, TCP_SYN};
 
 use crate::{
-    binding, fastpath, flowlog, flows, frags, icmp,
-    lab::{self, config},
+    binding, fastpath, flowlog,
+    flows::{self, Rewrite},
+    frags, icmp, lab,
     packet::{
         self, is_icmp_error, rewrite, rewrite_forward, set_addr, Parsed, Pkt, FRAG_LATER,
         FRAG_NONE, ICMP_ECHO_REPLY,
@@ -28,12 +29,9 @@ pub fn run(ctx: &TcContext) -> i32 {
 
 #[inline(always)]
 fn handle(ctx: &TcContext) -> Verdict {
-    let Some(cfg) = config() else {
+    let Some(cfg) = lab::active_config() else {
         return Ok(TC_ACT_UNSPEC);
     };
-    if cfg.uplink_addr == 0 {
-        return Ok(TC_ACT_UNSPEC);
-    }
     let p = match packet::parse(ctx) {
         Parsed::Other => return Ok(TC_ACT_UNSPEC),
         Parsed::OtherProto { src, dst } => return other_protocol(src, dst),
@@ -107,15 +105,14 @@ fn established(
     v: *mut FlowValue,
     now: u64,
 ) -> Verdict {
-    let (hook, src, dst, sport, dport) = unsafe {
-        (
-            (*v).hook,
-            (*v).src_addr,
-            (*v).dst_addr,
-            (*v).src_port,
-            (*v).dst_port,
-        )
-    };
+    let Rewrite {
+        hook,
+        src,
+        dst,
+        sport,
+        dport,
+        ..
+    } = flows::rewrite_of(v);
     if hook != HOOK_UPLINK_INGRESS {
         return Ok(TC_ACT_UNSPEC);
     }
