@@ -18,9 +18,7 @@ use netlab_common::{
 use netlab_ebpf::{in_nat_range, TCP_ACK, TCP_SYN};
 
 use crate::{
-    binding, flowlog,
-    flows::{self, Rewrite},
-    frags, lab,
+    binding, flowlog, flows, frags, lab,
     packet::{self, clear_l2, is_icmp_error, rewrite, set_addr, Parsed, Pkt, FRAG_LATER},
     port_search,
     template::FlowTemplate,
@@ -114,28 +112,19 @@ fn established(
     v: *mut FlowValue,
     now: u64,
 ) -> Verdict {
-    let Rewrite {
-        hook,
-        kind,
-        src,
-        dst,
-        sport,
-        dport,
-        out_ifindex: out,
-        ..
-    } = flows::rewrite_of(v);
-    if hook != HOOK_BRIDGE_INGRESS || out == 0 {
+    let r = flows::rewrite_of(v);
+    if r.hook != HOOK_BRIDGE_INGRESS || r.out_ifindex == 0 {
         return Ok(TC_ACT_UNSPEC);
     }
-    rewrite(ctx, p, src, dst, sport, dport)?;
+    rewrite(ctx, p, r.src, r.dst, r.sport, r.dport)?;
     flows::touch(cfg, key, v, p, now)?;
-    frags::record(p, src, dst);
-    if kind == KIND_LOCAL {
+    frags::record(p, r.src, r.dst);
+    if r.kind == KIND_LOCAL {
         count(stat::XLATE_LOCAL);
         return into_lo(ctx);
     }
     count(stat::XLATE_HAIRPIN);
-    Ok(redirect(out))
+    Ok(redirect(r.out_ifindex))
 }
 
 /// Hand a reply to the lab host's own connection back to it: received on

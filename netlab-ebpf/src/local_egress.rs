@@ -12,9 +12,7 @@ use netlab_ebpf::{TCP_ACK, TCP_SYN};
 
 use crate::{
     bridge_ingress::redirect,
-    flowlog,
-    flows::{self, Rewrite},
-    lab,
+    flowlog, flows, lab,
     packet::{self, is_icmp_error, rewrite, Parsed, Pkt, FRAG_NONE},
     table,
     template::FlowTemplate,
@@ -70,22 +68,14 @@ fn established(
     v: *mut FlowValue,
     now: u64,
 ) -> Verdict {
-    let Rewrite {
-        hook,
-        src,
-        dst,
-        sport,
-        dport,
-        out_ifindex: out,
-        ..
-    } = flows::rewrite_of(v);
-    if hook != HOOK_LOCAL_EGRESS || out == 0 {
+    let r = flows::rewrite_of(v);
+    if r.hook != HOOK_LOCAL_EGRESS || r.out_ifindex == 0 {
         return Ok(TC_ACT_UNSPEC);
     }
-    rewrite(ctx, p, src, dst, sport, dport)?;
+    rewrite(ctx, p, r.src, r.dst, r.sport, r.dport)?;
     flows::touch(cfg, key, v, p, now)?;
     count(stat::XLATE_LOCAL);
-    Ok(redirect(out))
+    Ok(redirect(r.out_ifindex))
 }
 
 #[inline(always)]

@@ -20,9 +20,7 @@ use aya_ebpf::{
 use netlab_common::{stat, tail, NatConfig, CONFIG_FAST_PATH, FLOW_L2, HOOK_UPLINK_EGRESS};
 
 use crate::{
-    fastpath, flowlog,
-    flows::{self, Rewrite},
-    lab,
+    fastpath, flowlog, flows, lab,
     maps::{FIB_SCRATCH, TAILS},
     packet::{self, is_icmp_error, rewrite_forward, Parsed, Pkt, ETH_LEN, FRAG_NONE},
     port_search,
@@ -65,17 +63,9 @@ fn established(ctx: &TcContext) -> Verdict {
         unsafe { TAILS.tail_call(ctx, tail::NODE_NEW) };
         return Ok(TC_ACT_UNSPEC);
     };
-    let Rewrite {
-        hook,
-        flags,
-        src,
-        dst,
-        sport,
-        dport,
-        ..
-    } = flows::rewrite_of(v);
+    let r = flows::rewrite_of(v);
     let l2 = unsafe { (*v).l2 };
-    if hook != HOOK_UPLINK_EGRESS || flags & FLOW_L2 == 0 {
+    if r.hook != HOOK_UPLINK_EGRESS || r.flags & FLOW_L2 == 0 {
         return Ok(TC_ACT_UNSPEC);
     }
     let mut mtu_len: u32 = 0;
@@ -84,7 +74,7 @@ fn established(ctx: &TcContext) -> Verdict {
         return Ok(TC_ACT_UNSPEC);
     }
     flows::touch(cfg, &key, v, &p, now)?;
-    rewrite_forward(ctx, &p, src, dst, sport, dport, &l2)?;
+    rewrite_forward(ctx, &p, r.src, r.dst, r.sport, r.dport, &l2)?;
     count(stat::XLATE_OUT);
     count(stat::FAST_OUT);
     Ok(fastpath::to_uplink(cfg))

@@ -9,9 +9,7 @@ use netlab_common::{
 };
 
 use crate::{
-    fastpath, flowlog,
-    flows::{self, Rewrite},
-    frags, icmp, lab,
+    fastpath, flowlog, flows, frags, icmp, lab,
     packet::{self, is_icmp_error, rewrite, set_addr, Parsed, Pkt, FRAG_LATER},
     port_search,
     template::FlowTemplate,
@@ -97,21 +95,14 @@ fn established(
     v: *mut netlab_common::FlowValue,
     now: u64,
 ) -> Verdict {
-    let Rewrite {
-        hook,
-        src,
-        dst,
-        sport,
-        dport,
-        ..
-    } = flows::rewrite_of(v);
-    if hook != HOOK_UPLINK_EGRESS {
+    let r = flows::rewrite_of(v);
+    if r.hook != HOOK_UPLINK_EGRESS {
         return Ok(TC_ACT_UNSPEC);
     }
-    rewrite(ctx, p, src, dst, sport, dport)?;
+    rewrite(ctx, p, r.src, r.dst, r.sport, r.dport)?;
     flows::touch(cfg, key, v, p, now)?;
     fastpath::learn_l2(ctx, v);
-    frags::record(p, src, dst);
+    frags::record(p, r.src, r.dst);
     count(stat::XLATE_OUT);
     Ok(TC_ACT_UNSPEC)
 }

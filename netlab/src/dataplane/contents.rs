@@ -14,7 +14,7 @@ use netlab_common::{
     SUBNET_ENDPOINT_INDEPENDENT_FILTERING, SUBNET_MASQUERADE, SUBNET_ROUTED,
 };
 
-use crate::model::topology::{Filtering, Forward, Lab};
+use crate::model::topology::{Filtering, Forward, Lab, NatSettings};
 
 /// What `up` writes into the maps for a lab on its lab host: computed
 /// before anything is loaded, digested to tell a change, written by
@@ -47,7 +47,7 @@ impl MapContents {
     /// The description of `lab` on a lab host where `host` was found.
     pub fn of_lab(lab: &Lab, host: &LabHostIfaces, fast_path: bool) -> MapContents {
         let config = nat_config(
-            lab,
+            &lab.nat,
             fast_path,
             host.uplink_ifindex,
             host.uplink_address,
@@ -130,36 +130,27 @@ pub fn flow_limit(max_flows: u32) -> u32 {
 /// `uplink_addr` (map order) at ifindex 1: for runs of the programs through
 /// `BPF_PROG_TEST_RUN` (program tests, the micro-benchmark).
 pub fn default_config(uplink_addr: u32, fast_path: bool) -> NatConfig {
-    let t = crate::model::topology::Timeouts::default();
-    NatConfig {
-        uplink_addr,
-        uplink_ifindex: 1,
-        port_min: crate::model::topology::DEFAULT_PORT_MIN,
-        port_max: crate::model::topology::DEFAULT_PORT_MAX,
-        flags: if fast_path {
-            netlab_common::CONFIG_FAST_PATH
-        } else {
-            0
-        },
-        timeout_tcp_syn: t.tcp_syn,
-        timeout_tcp_established: t.tcp_established,
-        timeout_tcp_closing: t.tcp_closing,
-        timeout_tcp_rst: t.tcp_rst,
-        timeout_udp: t.udp,
-        timeout_icmp: t.icmp,
-        flow_limit: flow_limit(crate::model::topology::DEFAULT_MAX_FLOWS),
-    }
+    use crate::model::topology::{Timeouts, DEFAULT_MAX_FLOWS, DEFAULT_PORT_MAX, DEFAULT_PORT_MIN};
+    let defaults = NatSettings {
+        port_min: DEFAULT_PORT_MIN,
+        port_max: DEFAULT_PORT_MAX,
+        timeouts: Timeouts::default(),
+        max_flows: DEFAULT_MAX_FLOWS,
+        fast_path,
+    };
+    let uplink = Ipv4Addr::from(uplink_addr.to_ne_bytes());
+    nat_config(&defaults, fast_path, 1, uplink, false)
 }
 
-/// The map values that describe the lab.
+/// `CONFIG`: the lab's NAT settings on its uplink.
 fn nat_config(
-    lab: &Lab,
+    nat: &NatSettings,
     fast_path: bool,
     uplink_ifindex: u32,
     uplink: Ipv4Addr,
     uplink_is_veth: bool,
 ) -> NatConfig {
-    let t = lab.nat.timeouts;
+    let t = nat.timeouts;
     let mut flags = 0;
     if fast_path {
         flags |= netlab_common::CONFIG_FAST_PATH;
@@ -170,8 +161,8 @@ fn nat_config(
     NatConfig {
         uplink_addr: addr_from_octets(uplink.octets()),
         uplink_ifindex,
-        port_min: lab.nat.port_min,
-        port_max: lab.nat.port_max,
+        port_min: nat.port_min,
+        port_max: nat.port_max,
         flags,
         timeout_tcp_syn: t.tcp_syn,
         timeout_tcp_established: t.tcp_established,
@@ -179,7 +170,7 @@ fn nat_config(
         timeout_tcp_rst: t.tcp_rst,
         timeout_udp: t.udp,
         timeout_icmp: t.icmp,
-        flow_limit: flow_limit(lab.nat.max_flows),
+        flow_limit: flow_limit(nat.max_flows),
     }
 }
 
