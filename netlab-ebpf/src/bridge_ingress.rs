@@ -18,8 +18,7 @@ use netlab_common::{
 use netlab_ebpf::{in_nat_range, TCP_ACK, TCP_SYN};
 
 use crate::{
-    binding, flowlog, flows, frags,
-    lab::{self, config},
+    binding, flowlog, flows, frags, lab,
     packet::{self, clear_l2, is_icmp_error, rewrite, set_addr, Parsed, Pkt, FRAG_LATER},
     port_search,
     template::FlowTemplate,
@@ -43,12 +42,9 @@ pub fn redirect(ifindex: u32) -> i32 {
 
 #[inline(always)]
 fn handle(ctx: &TcContext) -> Verdict {
-    let Some(cfg) = config() else {
+    let Some(cfg) = lab::active_config() else {
         return Ok(TC_ACT_UNSPEC);
     };
-    if cfg.uplink_addr == 0 {
-        return Ok(TC_ACT_UNSPEC);
-    }
     let p = match packet::parse(ctx) {
         Parsed::Other | Parsed::OtherProto { .. } | Parsed::Bad => return Ok(TC_ACT_UNSPEC),
         Parsed::Ip(p) => p,
@@ -116,30 +112,19 @@ fn established(
     v: *mut FlowValue,
     now: u64,
 ) -> Verdict {
-    let (hook, kind, src, dst, sport, dport, out) = unsafe {
-        let v = &*v;
-        (
-            v.hook,
-            v.kind,
-            v.src_addr,
-            v.dst_addr,
-            v.src_port,
-            v.dst_port,
-            v.out_ifindex,
-        )
-    };
-    if hook != HOOK_BRIDGE_INGRESS || out == 0 {
+    let r = flows::rewrite_of(v);
+    if r.hook != HOOK_BRIDGE_INGRESS || r.out_ifindex == 0 {
         return Ok(TC_ACT_UNSPEC);
     }
-    rewrite(ctx, p, src, dst, sport, dport)?;
+    rewrite(ctx, p, r.src, r.dst, r.sport, r.dport)?;
     flows::touch(cfg, key, v, p, now)?;
-    frags::record(p, src, dst);
-    if kind == KIND_LOCAL {
+    frags::record(p, r.src, r.dst);
+    if r.kind == KIND_LOCAL {
         count(stat::XLATE_LOCAL);
         return into_lo(ctx);
     }
     count(stat::XLATE_HAIRPIN);
-    Ok(redirect(out))
+    Ok(redirect(r.out_ifindex))
 }
 
 /// Hand a reply to the lab host's own connection back to it: received on

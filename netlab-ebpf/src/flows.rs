@@ -35,6 +35,36 @@ const REFRESH_NS: u64 = if cfg!(feature = "variant") {
     NSEC_PER_SEC
 };
 
+/// The fields of a flow entry that a packet is rewritten and sent by, read
+/// once, before `touch` updates the entry: every hook's known-flow path
+/// starts here.
+#[derive(Clone, Copy)]
+pub struct Rewrite {
+    pub hook: u8,
+    pub kind: u8,
+    pub flags: u8,
+    pub src: u32,
+    pub dst: u32,
+    pub sport: u16,
+    pub dport: u16,
+    pub out_ifindex: u32,
+}
+
+#[inline(always)]
+pub fn rewrite_of(v: *mut FlowValue) -> Rewrite {
+    let v = unsafe { &*v };
+    Rewrite {
+        hook: v.hook,
+        kind: v.kind,
+        flags: v.flags,
+        src: v.src_addr,
+        dst: v.dst_addr,
+        sport: v.src_port,
+        dport: v.dst_port,
+        out_ifindex: v.out_ifindex,
+    }
+}
+
 /// `bpf_ktime_get_coarse_ns` (CLOCK_MONOTONIC_COARSE): the flows' clock.
 #[inline(always)]
 pub fn now() -> u64 {

@@ -14,6 +14,13 @@ pub fn config() -> Option<&'static NatConfig> {
     CONFIG.get(0)
 }
 
+/// The configuration once `up` has written it (it names the uplink
+/// address): until then every hook passes packets untouched.
+#[inline(always)]
+pub fn active_config() -> Option<&'static NatConfig> {
+    config().filter(|c| c.uplink_addr != 0)
+}
+
 #[inline(always)]
 pub fn subnet_of(addr: u32) -> Option<&'static SubnetInfo> {
     LAB_SUBNETS.get(Key::new(32, addr))

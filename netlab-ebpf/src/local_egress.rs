@@ -12,8 +12,7 @@ use netlab_ebpf::{TCP_ACK, TCP_SYN};
 
 use crate::{
     bridge_ingress::redirect,
-    flowlog, flows,
-    lab::{self, config},
+    flowlog, flows, lab,
     packet::{self, is_icmp_error, rewrite, Parsed, Pkt, FRAG_NONE},
     table,
     template::FlowTemplate,
@@ -27,12 +26,9 @@ pub fn run(ctx: &TcContext) -> i32 {
 
 #[inline(always)]
 fn handle(ctx: &TcContext) -> Verdict {
-    let Some(cfg) = config() else {
+    let Some(cfg) = lab::active_config() else {
         return Ok(TC_ACT_UNSPEC);
     };
-    if cfg.uplink_addr == 0 {
-        return Ok(TC_ACT_UNSPEC);
-    }
     let p = match packet::parse(ctx) {
         Parsed::Ip(p) => p,
         _ => return Ok(TC_ACT_UNSPEC),
@@ -72,24 +68,14 @@ fn established(
     v: *mut FlowValue,
     now: u64,
 ) -> Verdict {
-    let (hook, src, dst, sport, dport, out) = unsafe {
-        let v = &*v;
-        (
-            v.hook,
-            v.src_addr,
-            v.dst_addr,
-            v.src_port,
-            v.dst_port,
-            v.out_ifindex,
-        )
-    };
-    if hook != HOOK_LOCAL_EGRESS || out == 0 {
+    let r = flows::rewrite_of(v);
+    if r.hook != HOOK_LOCAL_EGRESS || r.out_ifindex == 0 {
         return Ok(TC_ACT_UNSPEC);
     }
-    rewrite(ctx, p, src, dst, sport, dport)?;
+    rewrite(ctx, p, r.src, r.dst, r.sport, r.dport)?;
     flows::touch(cfg, key, v, p, now)?;
     count(stat::XLATE_LOCAL);
-    Ok(redirect(out))
+    Ok(redirect(r.out_ifindex))
 }
 
 #[inline(always)]

@@ -20,8 +20,7 @@ use aya_ebpf::{
 use netlab_common::{stat, tail, NatConfig, CONFIG_FAST_PATH, FLOW_L2, HOOK_UPLINK_EGRESS};
 
 use crate::{
-    fastpath, flowlog, flows,
-    lab::{self, config},
+    fastpath, flowlog, flows, lab,
     maps::{FIB_SCRATCH, TAILS},
     packet::{self, is_icmp_error, rewrite_forward, Parsed, Pkt, ETH_LEN, FRAG_NONE},
     port_search,
@@ -34,8 +33,8 @@ const AF_INET: u8 = 2;
 /// A packet the fast path may take, and its configuration.
 #[inline(always)]
 fn candidate(ctx: &TcContext) -> Option<(&'static NatConfig, Pkt)> {
-    let cfg = config()?;
-    if cfg.flags & CONFIG_FAST_PATH == 0 || cfg.uplink_addr == 0 {
+    let cfg = lab::active_config()?;
+    if cfg.flags & CONFIG_FAST_PATH == 0 {
         return None;
     }
     let Parsed::Ip(p) = packet::parse(ctx) else {
@@ -64,13 +63,9 @@ fn established(ctx: &TcContext) -> Verdict {
         unsafe { TAILS.tail_call(ctx, tail::NODE_NEW) };
         return Ok(TC_ACT_UNSPEC);
     };
-    let (hook, flags, src, dst, sport, dport, l2) = unsafe {
-        let v = &*v;
-        (
-            v.hook, v.flags, v.src_addr, v.dst_addr, v.src_port, v.dst_port, v.l2,
-        )
-    };
-    if hook != HOOK_UPLINK_EGRESS || flags & FLOW_L2 == 0 {
+    let r = flows::rewrite_of(v);
+    let l2 = unsafe { (*v).l2 };
+    if r.hook != HOOK_UPLINK_EGRESS || r.flags & FLOW_L2 == 0 {
         return Ok(TC_ACT_UNSPEC);
     }
     let mut mtu_len: u32 = 0;
@@ -79,7 +74,7 @@ fn established(ctx: &TcContext) -> Verdict {
         return Ok(TC_ACT_UNSPEC);
     }
     flows::touch(cfg, &key, v, &p, now)?;
-    rewrite_forward(ctx, &p, src, dst, sport, dport, &l2)?;
+    rewrite_forward(ctx, &p, r.src, r.dst, r.sport, r.dport, &l2)?;
     count(stat::XLATE_OUT);
     count(stat::FAST_OUT);
     Ok(fastpath::to_uplink(cfg))

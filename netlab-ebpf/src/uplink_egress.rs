@@ -9,8 +9,7 @@ use netlab_common::{
 };
 
 use crate::{
-    fastpath, flowlog, flows, frags, icmp,
-    lab::{self, config},
+    fastpath, flowlog, flows, frags, icmp, lab,
     packet::{self, is_icmp_error, rewrite, set_addr, Parsed, Pkt, FRAG_LATER},
     port_search,
     template::FlowTemplate,
@@ -24,12 +23,9 @@ pub fn run(ctx: &TcContext) -> i32 {
 
 #[inline(always)]
 fn handle(ctx: &TcContext) -> Verdict {
-    let Some(cfg) = config() else {
+    let Some(cfg) = lab::active_config() else {
         return Ok(TC_ACT_UNSPEC);
     };
-    if cfg.uplink_addr == 0 {
-        return Ok(TC_ACT_UNSPEC);
-    }
     let p = match packet::parse(ctx) {
         Parsed::Other | Parsed::Bad => return Ok(TC_ACT_UNSPEC),
         Parsed::OtherProto { src, .. } => {
@@ -99,22 +95,14 @@ fn established(
     v: *mut netlab_common::FlowValue,
     now: u64,
 ) -> Verdict {
-    let (hook, src, dst, sport, dport) = unsafe {
-        (
-            (*v).hook,
-            (*v).src_addr,
-            (*v).dst_addr,
-            (*v).src_port,
-            (*v).dst_port,
-        )
-    };
-    if hook != HOOK_UPLINK_EGRESS {
+    let r = flows::rewrite_of(v);
+    if r.hook != HOOK_UPLINK_EGRESS {
         return Ok(TC_ACT_UNSPEC);
     }
-    rewrite(ctx, p, src, dst, sport, dport)?;
+    rewrite(ctx, p, r.src, r.dst, r.sport, r.dport)?;
     flows::touch(cfg, key, v, p, now)?;
     fastpath::learn_l2(ctx, v);
-    frags::record(p, src, dst);
+    frags::record(p, r.src, r.dst);
     count(stat::XLATE_OUT);
     Ok(TC_ACT_UNSPEC)
 }

@@ -10,8 +10,7 @@ use netlab_common::{
 use netlab_ebpf::{in_nat_range, TCP_ACK, TCP_SYN};
 
 use crate::{
-    binding, fastpath, flowlog, flows, frags, icmp,
-    lab::{self, config},
+    binding, fastpath, flowlog, flows, frags, icmp, lab,
     packet::{
         self, is_icmp_error, rewrite, rewrite_forward, set_addr, Parsed, Pkt, FRAG_LATER,
         FRAG_NONE, ICMP_ECHO_REPLY,
@@ -28,12 +27,9 @@ pub fn run(ctx: &TcContext) -> i32 {
 
 #[inline(always)]
 fn handle(ctx: &TcContext) -> Verdict {
-    let Some(cfg) = config() else {
+    let Some(cfg) = lab::active_config() else {
         return Ok(TC_ACT_UNSPEC);
     };
-    if cfg.uplink_addr == 0 {
-        return Ok(TC_ACT_UNSPEC);
-    }
     let p = match packet::parse(ctx) {
         Parsed::Other => return Ok(TC_ACT_UNSPEC),
         Parsed::OtherProto { src, dst } => return other_protocol(src, dst),
@@ -107,27 +103,19 @@ fn established(
     v: *mut FlowValue,
     now: u64,
 ) -> Verdict {
-    let (hook, src, dst, sport, dport) = unsafe {
-        (
-            (*v).hook,
-            (*v).src_addr,
-            (*v).dst_addr,
-            (*v).src_port,
-            (*v).dst_port,
-        )
-    };
-    if hook != HOOK_UPLINK_INGRESS {
+    let r = flows::rewrite_of(v);
+    if r.hook != HOOK_UPLINK_INGRESS {
         return Ok(TC_ACT_UNSPEC);
     }
     flows::touch(cfg, key, v, p, now)?;
     count(stat::XLATE_IN);
-    if let Some((ifindex, l2)) = fastpath::node_port(cfg, p, dst) {
-        rewrite_forward(ctx, p, src, dst, sport, dport, &l2)?;
+    if let Some((ifindex, l2)) = fastpath::node_port(cfg, p, r.dst) {
+        rewrite_forward(ctx, p, r.src, r.dst, r.sport, r.dport, &l2)?;
         count(stat::FAST_IN);
         return Ok(fastpath::into_node(ifindex));
     }
-    rewrite(ctx, p, src, dst, sport, dport)?;
-    frags::record(p, src, dst);
+    rewrite(ctx, p, r.src, r.dst, r.sport, r.dport)?;
+    frags::record(p, r.src, r.dst);
     Ok(TC_ACT_UNSPEC)
 }
 

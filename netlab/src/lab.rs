@@ -16,13 +16,13 @@ pub use crate::state::{known_labs, LabState, STATE_DIR};
 use crate::{
     dataplane, host_facts,
     model::{
-        plan::{plan, teardown, Action, Actual, Desired},
+        plan::{plan, teardown, Action, Actual, Desired, Op, Place},
         topology::{self, Lab},
         SourceMap,
     },
     netns::{self, Netns},
     state::LabDir,
-    system::{self, System},
+    system::{self, Journal, System},
     words::plural,
 };
 
@@ -231,21 +231,25 @@ async fn converge(
     for name in desired.nodes.keys() {
         sweep_unmounted(name)?;
     }
+    // Namespaces and lab-host links under the lab's names that are not its
+    // own were refused at the start of `up` (`host_facts::refuse_conflicts`,
+    // under the same locks): one check, one wording.
     let actual = sys.observe(&lab.name).await?;
-    check_no_foreign(sys, lab, &desired, &actual).await?;
 
     let actions = plan(&desired, &actual);
     // A node that leaves the lab takes its processes with it, as in `down`:
     // otherwise they keep its namespace (and its links) alive, unowned.
     let leaving: Vec<String> = actions
         .iter()
-        .filter_map(|a| match a {
-            Action::DeleteNamespace { netns } => Some(netns.clone()),
-            _ => None,
-        })
+        .filter_map(|a| a.deleted_namespace().map(str::to_string))
         .collect();
     let ended = system::end_processes_in(&leaving)?;
-    let journal = apply_all(sys, &mut state, &actions, opts.verbose).await?;
+    let mut journal = Journal::new(&lab.name);
+    journal
+        .apply_all(sys, &actions, opts.verbose, |action| {
+            record_host_forwarding(&mut state, action)
+        })
+        .await?;
 
     let had_dataplane = dataplane::read_info(&lab.name).is_some();
     let dp = match dataplane::up(sys, lab, opts.verbose).await {
@@ -256,7 +260,7 @@ async fn converge(
             if !had_dataplane {
                 let _ = dataplane::down(&lab.name, Some(&sys.host));
             }
-            let undone = rollback(sys, &lab.name, journal).await;
+            let undone = journal.rollback(sys).await;
             return Err(e.context(format!(
                 "setting up the NAT dataplane (rolled back {undone} changes of this run)"
             )));
@@ -278,6 +282,17 @@ async fn converge(
     Ok((changes, lines))
 }
 
+/// Once this run turns the lab host's forwarding on, the state says so
+/// (`down` turns it off again only then).
+fn record_host_forwarding(state: &mut LabState, action: &Action) -> Result<()> {
+    let turns_on = action.place == Place::LabHost && action.op == Op::SetForwarding { on: true };
+    if turns_on && !state.enabled_host_forwarding {
+        state.enabled_host_forwarding = true;
+        write_state(state)?;
+    }
+    Ok(())
+}
+
 /// What `up` does to forwards edited live (`fwd add`/`fwd del`) to bring
 /// back the file's: one line per forward removed or restored.
 pub fn forward_changes(live: &[topology::Forward], file: &[topology::Forward]) -> Vec<String> {
@@ -292,61 +307,6 @@ pub fn forward_changes(live: &[topology::Forward], file: &[topology::Forward]) -
             .map(|f| format!("forward {f}: removed live, in the file (`up` restores it)")),
     );
     out
-}
-
-async fn check_no_foreign(
-    sys: &System,
-    lab: &Lab,
-    desired: &Desired,
-    actual: &Actual,
-) -> Result<()> {
-    let want_netns: BTreeSet<String> = desired.nodes.keys().cloned().collect();
-    let want_links: BTreeSet<String> = desired
-        .bridges
-        .keys()
-        .chain(desired.host_veths.keys())
-        .cloned()
-        .collect();
-    system::check_no_foreign(
-        &lab.name,
-        actual,
-        &want_netns,
-        &want_links,
-        sys.host_netlink(),
-    )
-    .await
-}
-
-/// Apply `actions` in order; on a failure, undo what this run did and fail.
-async fn apply_all(
-    sys: &mut System,
-    state: &mut LabState,
-    actions: &[Action],
-    verbose: bool,
-) -> Result<Vec<Action>> {
-    let name = state.lab.name.clone();
-    let mut journal: Vec<Action> = Vec::new();
-    for action in actions {
-        if verbose {
-            println!("  {action}");
-        }
-        match sys.apply(&name, action).await {
-            Ok(undo) => {
-                journal.extend(undo);
-                if *action == Action::EnableHostForwarding && !state.enabled_host_forwarding {
-                    state.enabled_host_forwarding = true;
-                    write_state(state)?;
-                }
-            }
-            Err(e) => {
-                let undone = rollback(sys, &name, journal).await;
-                return Err(e.context(format!(
-                    "{action} (rolled back {undone} changes of this run)"
-                )));
-            }
-        }
-    }
-    Ok(journal)
 }
 
 fn print_summary(lab: &Lab, opts: &Options, changes: usize, lines: &[String]) {
@@ -374,18 +334,6 @@ fn print_summary(lab: &Lab, opts: &Options, changes: usize, lines: &[String]) {
     for line in lines {
         println!("  {line}");
     }
-}
-
-/// Undo a run's changes, newest first; returns how many were undone.
-async fn rollback(sys: &mut System, lab: &str, journal: Vec<Action>) -> usize {
-    let mut n = 0;
-    for undo in journal.into_iter().rev() {
-        match sys.apply(lab, &undo).await {
-            Ok(_) => n += 1,
-            Err(e) => eprintln!("netlab: rollback step failed: {undo}: {e:#}"),
-        }
-    }
-    n
 }
 
 /// A file in /run/netns that is not a mounted namespace (a crash between

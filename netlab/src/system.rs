@@ -18,7 +18,7 @@ use crate::{
         net::Ipv4Net,
         plan::{
             file_marker, owner_alias, owner_group, Action, Actual, LinkKind, LinkState, NodeActual,
-            NETNS_ETC,
+            Op, Place, NETNS_ETC,
         },
     },
     netlink::{self, Link, RTPROT_NETLAB},
@@ -166,253 +166,177 @@ impl System {
         Ok(actual)
     }
 
-    /// Carry out one action; returns what undoes it, if anything needs undoing.
-    pub async fn apply(&mut self, lab: &str, action: &Action) -> Result<Option<Action>> {
-        match action {
-            Action::DeleteHostLink { .. }
-            | Action::CreateBridge { .. }
-            | Action::CreateHostVeth { .. }
-            | Action::SetController { .. }
-            | Action::AddHostAddress { .. }
-            | Action::DeleteHostAddress { .. }
-            | Action::SetHostLinkUp { .. }
-            | Action::DeleteHostRoute { .. }
-            | Action::AddHostRoute { .. }
-            | Action::EnableHostForwarding => self.apply_on_host(lab, action).await,
-            Action::DeleteNodeLink { .. }
-            | Action::CreateCable { .. }
-            | Action::AddNodeAddress { .. }
-            | Action::DeleteNodeAddress { .. }
-            | Action::SetNodeLinkUp { .. }
-            | Action::AddNodeRoute { .. }
-            | Action::DeleteNodeRoute { .. }
-            | Action::SetNodeForwarding { .. } => self.apply_in_node(lab, action).await,
-            // Listed, not `_`: a new kind of action must be given a place.
-            Action::DeleteNamespace { .. }
-            | Action::CreateNamespace { .. }
-            | Action::RemoveFile { .. }
-            | Action::WriteFile { .. } => self.apply_namespace_or_file(lab, action).await,
+    /// The netlink handle of the place an action runs in.
+    async fn handle(&mut self, place: &Place) -> Result<Handle> {
+        match place {
+            Place::LabHost => Ok(self.host_nl.clone()),
+            Place::Node(netns) => self.node(netns).await,
         }
     }
 
-    /// Actions on the lab host: its links, addresses, routes, forwarding.
-    async fn apply_on_host(&mut self, lab: &str, action: &Action) -> Result<Option<Action>> {
-        let alias = owner_alias(lab);
-        let group = owner_group(lab);
-        let undo = match action {
-            Action::DeleteHostLink { name } => {
-                if let Some(l) = netlink::link_by_name(&self.host_nl, name).await? {
-                    netlink::delete_link(&self.host_nl, l.index).await?;
+    /// A link that must be there, by name, in `place`.
+    async fn link(&mut self, place: &Place, name: &str) -> Result<Link> {
+        let h = self.handle(place).await?;
+        netlink::link_by_name(&h, name).await?.ok_or_else(|| {
+            let at = match place {
+                Place::LabHost => format!("on {}", self.host.label()),
+                Place::Node(netns) => format!("in netns {netns}"),
+            };
+            anyhow!("link {name} is missing {at}")
+        })
+    }
+
+    /// Carry out one action; returns what undoes it, if anything needs
+    /// undoing. A plan runs through a [`Journal`], which keeps the undos;
+    /// `down` calls this directly (best effort, nothing to undo).
+    pub async fn apply(&mut self, lab: &str, action: &Action) -> Result<Option<Action>> {
+        let place = &action.place;
+        let undo = |op| {
+            Some(Action {
+                place: place.clone(),
+                op,
+            })
+        };
+        Ok(match &action.op {
+            Op::CreateNamespace | Op::DeleteNamespace => self.apply_namespace(lab, action)?,
+            Op::WriteFile { path, content } => undo(write_file(path, content)?),
+            Op::RemoveFile { path } => {
+                remove_file_and_empty_dir(path)?;
+                None
+            }
+            Op::SetForwarding { on } => {
+                let value = if *on { "1" } else { "0" };
+                match place {
+                    Place::LabHost => self.host.write_sysctl("net/ipv4/ip_forward", value)?,
+                    Place::Node(netns) => {
+                        Netns::open(netns)?.write_sysctl("net/ipv4/ip_forward", value)?
+                    }
                 }
                 None
             }
-            Action::DeleteHostRoute { route } => {
-                netlink::delete_route(&self.host_nl, route, RouteProtocol::Other(RTPROT_NETLAB))
-                    .await?;
-                None
+            Op::CreateBridge { name } => {
+                let h = self.handle(place).await?;
+                netlink::create_bridge(&h, name, owner_group(lab)).await?;
+                let l = self.link(place, name).await?;
+                netlink::set_alias(&h, l.index, &owner_alias(lab)).await?;
+                undo(Op::DeleteLink { name: name.clone() })
             }
-            Action::CreateBridge { name } => {
-                netlink::create_bridge(&self.host_nl, name, group).await?;
-                let l = self.host_link(name).await?;
-                netlink::set_alias(&self.host_nl, l.index, &alias).await?;
-                Some(Action::DeleteHostLink { name: name.clone() })
-            }
-            Action::CreateHostVeth {
-                name,
-                bridge,
-                netns,
-                ifname,
-            } => {
-                let ns = Netns::open(netns)?;
-                netlink::create_veth(
-                    &self.host_nl,
-                    name,
-                    group,
-                    ifname,
-                    std::os::fd::AsRawFd::as_raw_fd(&ns),
-                )
-                .await?;
-                let undo = Action::DeleteHostLink { name: name.clone() };
-                let l = self.host_link(name).await?;
-                let br = self.host_link(bridge).await?;
-                let configure = async {
-                    netlink::set_alias(&self.host_nl, l.index, &alias).await?;
-                    netlink::set_controller(&self.host_nl, l.index, br.index).await?;
-                    netlink::set_up(&self.host_nl, l.index).await
-                };
-                if let Err(e) = configure.await {
-                    let _ = netlink::delete_link(&self.host_nl, l.index).await;
-                    return Err(e);
-                }
-                Some(undo)
-            }
-            Action::SetController { name, bridge } => {
-                let l = self.host_link(name).await?;
-                let br = self.host_link(bridge).await?;
-                netlink::set_controller(&self.host_nl, l.index, br.index).await?;
-                None
-            }
-            Action::AddHostAddress { link, address } => {
-                let l = self.host_link(link).await?;
-                netlink::add_address(&self.host_nl, l.index, *address).await?;
-                Some(Action::DeleteHostAddress {
+            Op::CreateVeth { .. } => self.create_veth(lab, action).await?,
+            Op::AddAddress { link, address } => {
+                let h = self.handle(place).await?;
+                let l = self.link(place, link).await?;
+                netlink::add_address(&h, l.index, *address).await?;
+                undo(Op::DeleteAddress {
                     link: link.clone(),
                     address: *address,
                 })
             }
-            Action::DeleteHostAddress { link, address } => {
-                let l = self.host_link(link).await?;
-                netlink::delete_address(&self.host_nl, l.index, *address).await?;
+            Op::AddRoute { route } => {
+                let h = self.handle(place).await?;
+                netlink::add_route(&h, route, route_protocol(place)).await?;
+                undo(Op::DeleteRoute { route: *route })
+            }
+            _ => {
+                self.apply_link_change(action).await?;
                 None
             }
-            Action::SetHostLinkUp { name } => {
-                let l = self.host_link(name).await?;
-                netlink::set_up(&self.host_nl, l.index).await?;
-                None
-            }
-            Action::EnableHostForwarding => {
-                self.host.write_sysctl("net/ipv4/ip_forward", "1")?;
-                None
-            }
-            Action::AddHostRoute { route } => {
-                netlink::add_route(&self.host_nl, route, RouteProtocol::Other(RTPROT_NETLAB))
-                    .await?;
-                Some(Action::DeleteHostRoute { route: *route })
-            }
-            other => unreachable!("apply_on_host got {other}"),
-        };
-        Ok(undo)
+        })
     }
 
-    /// Actions inside a node's namespace.
-    async fn apply_in_node(&mut self, lab: &str, action: &Action) -> Result<Option<Action>> {
-        let group = owner_group(lab);
-        let undo = match action {
-            Action::DeleteNodeLink { netns, name } => {
-                let h = self.node(netns).await?;
+    /// The link changes that need no undo: deletions, a new controller, up.
+    async fn apply_link_change(&mut self, action: &Action) -> Result<()> {
+        let place = &action.place;
+        let h = self.handle(place).await?;
+        match &action.op {
+            Op::DeleteLink { name } => {
                 if let Some(l) = netlink::link_by_name(&h, name).await? {
                     netlink::delete_link(&h, l.index).await?;
                 }
-                None
             }
-            Action::CreateCable { cable } => {
-                let a = self.node(&cable.a_netns).await?;
-                let b_ns = Netns::open(&cable.b_netns)?;
-                netlink::create_veth(
-                    &a,
-                    &cable.a_ifname,
-                    group,
-                    &cable.b_ifname,
-                    std::os::fd::AsRawFd::as_raw_fd(&b_ns),
-                )
-                .await?;
-                Some(Action::DeleteNodeLink {
-                    netns: cable.a_netns.clone(),
-                    name: cable.a_ifname.clone(),
-                })
-            }
-            Action::AddNodeAddress {
-                netns,
-                link,
-                address,
-            } => {
-                let h = self.node(netns).await?;
-                let l = node_link(&h, netns, link).await?;
-                netlink::add_address(&h, l.index, *address).await?;
-                Some(Action::DeleteNodeAddress {
-                    netns: netns.clone(),
-                    link: link.clone(),
-                    address: *address,
-                })
-            }
-            Action::DeleteNodeAddress {
-                netns,
-                link,
-                address,
-            } => {
-                let h = self.node(netns).await?;
-                if let Some(l) = netlink::link_by_name(&h, link).await? {
+            Op::DeleteAddress { link, address } => match place {
+                Place::LabHost => {
+                    let l = self.link(place, link).await?;
                     netlink::delete_address(&h, l.index, *address).await?;
                 }
-                None
+                Place::Node(_) => {
+                    if let Some(l) = netlink::link_by_name(&h, link).await? {
+                        netlink::delete_address(&h, l.index, *address).await?;
+                    }
+                }
+            },
+            Op::DeleteRoute { route } => {
+                netlink::delete_route(&h, route, route_protocol(place)).await?;
             }
-            Action::SetNodeLinkUp { netns, link } => {
-                let h = self.node(netns).await?;
-                let l = node_link(&h, netns, link).await?;
+            Op::SetController { name, bridge } => {
+                let l = self.link(place, name).await?;
+                let br = self.link(place, bridge).await?;
+                netlink::set_controller(&h, l.index, br.index).await?;
+            }
+            Op::SetLinkUp { link } => {
+                let l = self.link(place, link).await?;
                 netlink::set_up(&h, l.index).await?;
-                None
             }
-            Action::AddNodeRoute { netns, route } => {
-                let h = self.node(netns).await?;
-                netlink::add_route(&h, route, RouteProtocol::Static).await?;
-                Some(Action::DeleteNodeRoute {
-                    netns: netns.clone(),
-                    route: *route,
-                })
-            }
-            Action::DeleteNodeRoute { netns, route } => {
-                let h = self.node(netns).await?;
-                netlink::delete_route(&h, route, RouteProtocol::Static).await?;
-                None
-            }
-            Action::SetNodeForwarding { netns, on } => {
-                Netns::open(netns)?
-                    .write_sysctl("net/ipv4/ip_forward", if *on { "1" } else { "0" })?;
-                None
-            }
-            other => unreachable!("apply_in_node got {other}"),
-        };
-        Ok(undo)
+            other => unreachable!("apply_link_change got {other:?}"),
+        }
+        Ok(())
     }
 
-    /// Namespaces themselves, and files under /etc/netns.
-    async fn apply_namespace_or_file(
-        &mut self,
-        lab: &str,
-        action: &Action,
-    ) -> Result<Option<Action>> {
-        let alias = owner_alias(lab);
-        let undo = match action {
-            Action::DeleteNamespace { netns } => {
+    /// A node's namespace itself, created marked as the lab's.
+    fn apply_namespace(&mut self, lab: &str, action: &Action) -> Result<Option<Action>> {
+        let Place::Node(netns) = &action.place else {
+            bail!("{action}: a namespace is a node's");
+        };
+        Ok(match action.op {
+            Op::CreateNamespace => {
+                let marker = owner_alias(lab);
+                netns::create(netns, move || mark_current_netns(&marker))?;
+                Some(Action::in_node(netns, Op::DeleteNamespace))
+            }
+            _ => {
                 self.forget(netns);
                 netns::delete(netns)?;
                 None
             }
-            Action::RemoveFile { path } => {
-                remove_file_and_empty_dir(path)?;
-                None
-            }
-            Action::CreateNamespace { netns } => {
-                let marker = alias.clone();
-                netns::create(netns, move || mark_current_netns(&marker))?;
-                Some(Action::DeleteNamespace {
-                    netns: netns.clone(),
-                })
-            }
-            Action::WriteFile { path, content } => {
-                let before = fs::read_to_string(path).ok();
-                if let Some(dir) = path.parent() {
-                    fs::create_dir_all(dir)
-                        .with_context(|| format!("creating {}", dir.display()))?;
-                }
-                fs::write(path, content).with_context(|| format!("writing {}", path.display()))?;
-                Some(match before {
-                    Some(old) => Action::WriteFile {
-                        path: path.clone(),
-                        content: old,
-                    },
-                    None => Action::RemoveFile { path: path.clone() },
-                })
-            }
-            other => unreachable!("apply_namespace_or_file got {other}"),
-        };
-        Ok(undo)
+        })
     }
 
-    async fn host_link(&self, name: &str) -> Result<Link> {
-        netlink::link_by_name(&self.host_nl, name)
-            .await?
-            .ok_or_else(|| anyhow!("link {name} is missing on {}", self.host.label()))
+    /// A veth pair with its peer in another namespace; one on a bridge is
+    /// marked, attached and set up, or deleted again if that fails.
+    async fn create_veth(&mut self, lab: &str, action: &Action) -> Result<Option<Action>> {
+        let Op::CreateVeth {
+            name,
+            peer_netns,
+            peer_name,
+            bridge,
+        } = &action.op
+        else {
+            unreachable!("create_veth got {action}");
+        };
+        let place = &action.place;
+        let h = self.handle(place).await?;
+        let peer = Netns::open(peer_netns)?;
+        let peer_fd = std::os::fd::AsRawFd::as_raw_fd(&peer);
+        netlink::create_veth(&h, name, owner_group(lab), peer_name, peer_fd).await?;
+        let undo = Action {
+            place: place.clone(),
+            op: Op::DeleteLink { name: name.clone() },
+        };
+        let Some(bridge) = bridge else {
+            return Ok(Some(undo));
+        };
+        let l = self.link(place, name).await?;
+        let br = self.link(place, bridge).await?;
+        let alias = owner_alias(lab);
+        let configure = async {
+            netlink::set_alias(&h, l.index, &alias).await?;
+            netlink::set_controller(&h, l.index, br.index).await?;
+            netlink::set_up(&h, l.index).await
+        };
+        if let Err(e) = configure.await {
+            let _ = netlink::delete_link(&h, l.index).await;
+            return Err(e);
+        }
+        Ok(Some(undo))
     }
 
     /// Lab-host links with `lab`'s markers in every other named namespace
@@ -441,12 +365,6 @@ impl System {
         }
         Ok(out)
     }
-}
-
-async fn node_link(h: &Handle, netns: &str, name: &str) -> Result<Link> {
-    netlink::link_by_name(h, name)
-        .await?
-        .ok_or_else(|| anyhow!("link {name} is missing in netns {netns}"))
 }
 
 fn link_state(l: &Link, all: &[Link], addrs: &[(u32, Ipv4Net)]) -> LinkState {
@@ -485,6 +403,94 @@ pub fn marked_files(lab: &str) -> BTreeMap<PathBuf, String> {
         }
     }
     out
+}
+
+/// One run's record of what it changed: it applies a plan's actions in
+/// order through [`System`], keeps what undoes each, and on a failure undoes
+/// the run, newest change first.
+pub struct Journal {
+    lab: String,
+    undo: Vec<Action>,
+}
+
+impl Journal {
+    pub fn new(lab: &str) -> Journal {
+        Journal {
+            lab: lab.to_string(),
+            undo: Vec::new(),
+        }
+    }
+
+    /// Apply `actions` in order (each printed first when `verbose`), and
+    /// `applied` after each one done; on a failure of either, roll back and
+    /// fail.
+    pub async fn apply_all(
+        &mut self,
+        sys: &mut System,
+        actions: &[Action],
+        verbose: bool,
+        mut applied: impl FnMut(&Action) -> Result<()>,
+    ) -> Result<()> {
+        for action in actions {
+            if verbose {
+                println!("  {action}");
+            }
+            let step = match sys.apply(&self.lab, action).await {
+                Ok(undo) => {
+                    self.undo.extend(undo);
+                    applied(action)
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = step {
+                let undone = self.rollback(sys).await;
+                return Err(e.context(format!(
+                    "{action} (rolled back {undone} changes of this run)"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Undo what this run changed, newest first; returns how many changes
+    /// were undone (a failed step is reported and skipped).
+    pub async fn rollback(&mut self, sys: &mut System) -> usize {
+        let mut n = 0;
+        while let Some(undo) = self.undo.pop() {
+            match sys.apply(&self.lab, &undo).await {
+                Ok(_) => n += 1,
+                Err(e) => eprintln!("netlab: rollback step failed: {undo}: {e:#}"),
+            }
+        }
+        n
+    }
+}
+
+/// Marked routes: the lab host's carry netlab's protocol (so `observe`
+/// tells them from the host's own), a node's are plain static ones.
+fn route_protocol(place: &Place) -> RouteProtocol {
+    match place {
+        Place::LabHost => RouteProtocol::Other(RTPROT_NETLAB),
+        Place::Node(_) => RouteProtocol::Static,
+    }
+}
+
+/// Write `content` to `path`; returns what puts back what was there.
+fn write_file(path: &Path, content: &str) -> Result<Op> {
+    let before = fs::read_to_string(path).ok();
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    fs::write(path, content).with_context(|| format!("writing {}", path.display()))?;
+    Ok(match before {
+        Some(old) => Op::WriteFile {
+            path: path.to_path_buf(),
+            content: old,
+        },
+        None => Op::RemoveFile {
+            path: path.to_path_buf(),
+        },
+    })
 }
 
 fn remove_file_and_empty_dir(path: &Path) -> Result<()> {
@@ -535,31 +541,4 @@ pub fn end_processes_in(namespaces: &[String]) -> Result<Vec<String>> {
         procs::end(&all, Duration::from_secs(3));
     }
     Ok(ended)
-}
-
-/// Fail unless none of `netns` exist outside the lab and none of `links`
-/// exist on the lab host without the lab's marker: `up` never adopts or
-/// clobbers what it did not create.
-pub async fn check_no_foreign(
-    lab: &str,
-    actual: &Actual,
-    want_netns: &BTreeSet<String>,
-    want_links: &BTreeSet<String>,
-    host: &Handle,
-) -> Result<()> {
-    for n in want_netns {
-        if !actual.nodes.contains_key(n) && netns::exists(n) {
-            bail!(
-                "network namespace {n} exists and does not belong to lab {lab}; remove it (`ip netns del {n}`) \
-                 or set `netns_prefix` in the lab file"
-            );
-        }
-    }
-    let links = netlink::links(host).await?;
-    for l in want_links {
-        if !actual.host_links.contains_key(l) && links.iter().any(|x| &x.name == l) {
-            bail!("interface {l} exists on the lab host and does not belong to lab {lab}; rename it in the lab file");
-        }
-    }
-    Ok(())
 }

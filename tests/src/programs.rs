@@ -5,14 +5,15 @@
 use std::{net::Ipv4Addr, time::Duration};
 
 use aya::{
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, PerCpuArray},
+    maps::{Array, HashMap, MapData, PerCpuArray},
     programs::{SchedClassifier, TestRun, TestRunOptions},
     Ebpf, EbpfLoader,
 };
+use netlab::dataplane::MapContents;
 use netlab_common::stat;
 use netlab_common::{
-    addr_from_octets, port_to_net, Binding, Endpoint, FlowKey, FlowValue, ForwardKey,
-    ForwardTarget, GcState, NatConfig, SubnetInfo, IPPROTO_TCP, SUBNET_MASQUERADE,
+    addr_from_octets, Binding, Endpoint, FlowKey, FlowValue, GcState, NatConfig, IPPROTO_TCP,
+    SUBNET_MASQUERADE,
 };
 
 /// TC_ACT_UNSPEC (-1): pass, next program.
@@ -76,33 +77,10 @@ impl Dataplane {
             ..netlab::dataplane::default_config(na(UPLINK), true)
         };
         tweak(&mut config);
-        let mut cfg: Array<_, NatConfig> =
-            Array::try_from(ebpf.map_mut("CONFIG").unwrap()).unwrap();
-        cfg.set(0, config, 0).unwrap();
-        let mut subnets: LpmTrie<_, u32, SubnetInfo> =
-            LpmTrie::try_from(ebpf.map_mut("LAB_SUBNETS").unwrap()).unwrap();
-        subnets
-            .insert(
-                &Key::new(24, na(Ipv4Addr::new(192, 168, 15, 0))),
-                SubnetInfo {
-                    flags: SUBNET_MASQUERADE,
-                    ifindex: 1,
-                },
-                0,
-            )
-            .unwrap();
-        let mut fwd: HashMap<_, ForwardKey, ForwardTarget> =
-            HashMap::try_from(ebpf.map_mut("FORWARD_RULES").unwrap()).unwrap();
-        fwd.insert(
-            ForwardKey::new(port_to_net(80), IPPROTO_TCP),
-            ForwardTarget {
-                addr: na(BLUE),
-                port: port_to_net(80),
-                _pad: 0,
-            },
-            0,
-        )
-        .unwrap();
+        let contents = MapContents::with_config(config)
+            .subnet(Ipv4Addr::new(192, 168, 15, 0), 24, SUBNET_MASQUERADE, 1)
+            .forward(IPPROTO_TCP, 80, BLUE, 80);
+        netlab::dataplane::fill_maps(&mut ebpf, &contents).unwrap_or_else(|e| panic!("{e:#}"));
         Dataplane { ebpf }
     }
 

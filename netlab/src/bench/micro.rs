@@ -18,17 +18,16 @@ use std::collections::BTreeMap;
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use aya::{
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie},
     programs::{SchedClassifier, TestRun, TestRunOptions},
     Ebpf, EbpfLoader,
 };
-use netlab_common::{
-    addr_from_octets, port_to_net, ForwardKey, ForwardTarget, NatConfig, NodePort, SubnetInfo,
-    IPPROTO_TCP, SUBNET_MASQUERADE,
-};
+use netlab_common::{addr_from_octets, NodePort, IPPROTO_TCP, SUBNET_MASQUERADE};
 use serde::Serialize;
 
-use crate::dataplane::{EBPF_OBJECT, PROG_NODE_IN, PROG_UPLINK_IN, PROG_UPLINK_OUT};
+use crate::dataplane::{
+    default_config, fill_maps, MapContents, EBPF_OBJECT, PROG_NODE_IN, PROG_UPLINK_IN,
+    PROG_UPLINK_OUT,
+};
 
 const RED: [u8; 4] = [192, 168, 15, 1];
 const BLUE: [u8; 4] = [192, 168, 15, 2];
@@ -150,56 +149,20 @@ impl Programs {
             .load(EBPF_OBJECT)
             .context("loading netlab's eBPF object")?;
         crate::dataplane::attach::load_every_program(&mut ebpf)?;
-        let mut cfg: Array<_, NatConfig> =
-            Array::try_from(ebpf.map_mut("CONFIG").context("map CONFIG")?)?;
-        cfg.set(
-            0,
-            crate::dataplane::default_config(na(UPLINK), fast_path),
-            0,
-        )
-        .context("writing CONFIG")?;
-        let mut subnets: LpmTrie<_, u32, SubnetInfo> =
-            LpmTrie::try_from(ebpf.map_mut("LAB_SUBNETS").context("map LAB_SUBNETS")?)?;
-        subnets
-            .insert(
-                &Key::new(24, na([192, 168, 15, 0])),
-                SubnetInfo {
-                    flags: SUBNET_MASQUERADE,
-                    ifindex: 1,
-                },
-                0,
-            )
-            .context("writing LAB_SUBNETS")?;
-        let mut fwd: HashMap<_, ForwardKey, ForwardTarget> =
-            HashMap::try_from(ebpf.map_mut("FORWARD_RULES").context("map FORWARD_RULES")?)?;
-        fwd.insert(
-            ForwardKey::new(port_to_net(80), IPPROTO_TCP),
-            ForwardTarget {
-                addr: na(BLUE),
-                port: port_to_net(80),
-                _pad: 0,
-            },
-            0,
-        )
-        .context("writing FORWARD_RULES")?;
+        let mut contents = MapContents::with_config(default_config(na(UPLINK), fast_path))
+            .subnet([192, 168, 15, 0].into(), 24, SUBNET_MASQUERADE, 1)
+            .forward(IPPROTO_TCP, 80, BLUE.into(), 80);
         if fast_path {
-            if let Some(map) = ebpf.map_mut("NODE_PORTS") {
-                let mut ports: HashMap<_, u32, NodePort> = HashMap::try_from(map)?;
-                for (i, node) in [RED, BLUE].into_iter().enumerate() {
-                    ports
-                        .insert(
-                            na(node),
-                            NodePort {
-                                ifindex: 1,
-                                node_mac: [0x02, 0xaa, 0, 0, 0, i as u8 + 1],
-                                gateway_mac: [0x02, 0xbb, 0, 0, 0, 1],
-                            },
-                            0,
-                        )
-                        .context("writing NODE_PORTS")?;
-                }
+            for (i, node) in [RED, BLUE].into_iter().enumerate() {
+                let port = NodePort {
+                    ifindex: 1,
+                    node_mac: [0x02, 0xaa, 0, 0, 0, i as u8 + 1],
+                    gateway_mac: [0x02, 0xbb, 0, 0, 0, 1],
+                };
+                contents = contents.node_port(node.into(), port);
             }
         }
+        fill_maps(&mut ebpf, &contents)?;
         Ok(Programs { ebpf, fast_path })
     }
 

@@ -7,26 +7,22 @@
 
 pub mod attach;
 pub mod commands;
+pub mod contents;
 pub mod features;
+pub mod fill;
 pub mod pins;
 
 use std::{fs, net::Ipv4Addr, path::PathBuf};
 
 use anyhow::{anyhow, Context as _, Result};
-use aya::{
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData},
-    EbpfLoader,
-};
-use netlab_common::{
-    addr_from_octets, names, port_to_net, ForwardKey, ForwardTarget, NatConfig, NodePort,
-    SubnetInfo, SUBNET_ENDPOINT_INDEPENDENT_FILTERING, SUBNET_MASQUERADE, SUBNET_ROUTED,
-};
+use aya::EbpfLoader;
+use netlab_common::{addr_from_octets, names, NodePort};
 use serde::{Deserialize, Serialize};
 
 use crate::{
     model::{
         host_conflicts,
-        topology::{Attachment, Filtering, Forward, Lab},
+        topology::{Attachment, Lab},
     },
     netlink,
     state::LabDir,
@@ -34,6 +30,10 @@ use crate::{
 };
 
 pub use commands::{fwd_command, log_command, nat_command, stats_command};
+pub use contents::{default_config, flow_limit, forward_entries, LabHostIfaces, MapContents};
+pub use fill::{fill_maps, sync_forwards};
+
+use contents::StableDigest;
 
 /// The compiled programs (built by netlab's build.rs through aya-build).
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netlab"));
@@ -99,64 +99,6 @@ pub const OBJECT_ENV: &str = "NETLAB_EBPF_OBJECT";
 
 fn object_override() -> Option<PathBuf> {
     std::env::var_os(OBJECT_ENV).map(PathBuf::from)
-}
-
-/// FNV-1a (64 bit) over explicitly fed bytes: a digest that stays the same
-/// across Rust releases and machines, unlike `DefaultHasher`, so a digest
-/// stored by one build of netlab compares equal in the next.
-struct StableDigest(u64);
-
-impl StableDigest {
-    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-
-    fn new() -> StableDigest {
-        StableDigest(Self::OFFSET)
-    }
-
-    fn bytes(&mut self, bytes: &[u8]) -> &mut Self {
-        for b in bytes {
-            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(Self::PRIME);
-        }
-        self
-    }
-
-    /// A variable-length field, length first, so ("ab","c") and ("a","bc") differ.
-    fn field(&mut self, bytes: &[u8]) -> &mut Self {
-        self.bytes(&(bytes.len() as u64).to_le_bytes()).bytes(bytes)
-    }
-
-    fn hex(&self) -> String {
-        format!("{:016x}", self.0)
-    }
-}
-
-fn maps_digest(
-    config: &NatConfig,
-    subnets: &[(Key<u32>, SubnetInfo)],
-    ifaces: &[(u32, u32)],
-    forwards: &[(ForwardKey, ForwardTarget)],
-    node_ports: &[(u32, String, NodePort)],
-) -> String {
-    let mut d = StableDigest::new();
-    d.field(bytemuck::bytes_of(config));
-    for (ifindex, flags) in ifaces {
-        d.bytes(&ifindex.to_le_bytes()).bytes(&flags.to_le_bytes());
-    }
-    for (k, v) in subnets {
-        d.bytes(&k.prefix_len().to_le_bytes())
-            .bytes(&k.data().to_le_bytes())
-            .field(bytemuck::bytes_of(v));
-    }
-    for (k, v) in forwards {
-        d.field(bytemuck::bytes_of(k)).field(bytemuck::bytes_of(v));
-    }
-    for (addr, name, port) in node_ports {
-        d.bytes(&addr.to_le_bytes())
-            .field(name.as_bytes())
-            .field(bytemuck::bytes_of(port));
-    }
-    d.hex()
 }
 
 fn object_id() -> String {
@@ -237,181 +179,6 @@ async fn node_ports(
     Ok(out)
 }
 
-/// How full the flow table may get before new flows are refused. An LRU
-/// map starts evicting before it is full when other CPUs hold its free
-/// entries in their local lists (up to 128 each, in the kernel's LRU), so
-/// netlab stops short of that and established flows are never evicted.
-pub fn flow_limit(max_flows: u32) -> u32 {
-    let cpus = aya::util::nr_cpus().map(|n| n as u32).unwrap_or(64);
-    let reserve = (max_flows / 16).max(2 * 128 * cpus).min(max_flows / 2);
-    max_flows - reserve
-}
-
-/// The configuration a lab file with every default gets, on an uplink with
-/// `uplink_addr` (map order) at ifindex 1: for runs of the programs through
-/// `BPF_PROG_TEST_RUN` (program tests, the micro-benchmark).
-pub fn default_config(uplink_addr: u32, fast_path: bool) -> NatConfig {
-    let t = crate::model::topology::Timeouts::default();
-    NatConfig {
-        uplink_addr,
-        uplink_ifindex: 1,
-        port_min: crate::model::topology::DEFAULT_PORT_MIN,
-        port_max: crate::model::topology::DEFAULT_PORT_MAX,
-        flags: if fast_path {
-            netlab_common::CONFIG_FAST_PATH
-        } else {
-            0
-        },
-        timeout_tcp_syn: t.tcp_syn,
-        timeout_tcp_established: t.tcp_established,
-        timeout_tcp_closing: t.tcp_closing,
-        timeout_tcp_rst: t.tcp_rst,
-        timeout_udp: t.udp,
-        timeout_icmp: t.icmp,
-        flow_limit: flow_limit(crate::model::topology::DEFAULT_MAX_FLOWS),
-    }
-}
-
-/// The map values that describe the lab.
-fn nat_config(
-    lab: &Lab,
-    fast_path: bool,
-    uplink_ifindex: u32,
-    uplink: Ipv4Addr,
-    uplink_is_veth: bool,
-) -> NatConfig {
-    let t = lab.nat.timeouts;
-    let mut flags = 0;
-    if fast_path {
-        flags |= netlab_common::CONFIG_FAST_PATH;
-        if uplink_is_veth {
-            flags |= netlab_common::CONFIG_UPLINK_PEER;
-        }
-    }
-    NatConfig {
-        uplink_addr: addr_from_octets(uplink.octets()),
-        uplink_ifindex,
-        port_min: lab.nat.port_min,
-        port_max: lab.nat.port_max,
-        flags,
-        timeout_tcp_syn: t.tcp_syn,
-        timeout_tcp_established: t.tcp_established,
-        timeout_tcp_closing: t.tcp_closing,
-        timeout_tcp_rst: t.tcp_rst,
-        timeout_udp: t.udp,
-        timeout_icmp: t.icmp,
-        flow_limit: flow_limit(lab.nat.max_flows),
-    }
-}
-
-pub fn forward_entries(forwards: &[Forward]) -> Vec<(ForwardKey, ForwardTarget)> {
-    forwards
-        .iter()
-        .flat_map(|f| {
-            f.port_pairs().map(move |(outside, inside)| {
-                (
-                    ForwardKey::new(port_to_net(outside), f.proto.number()),
-                    ForwardTarget {
-                        addr: addr_from_octets(f.target_addr.octets()),
-                        port: port_to_net(inside),
-                        _pad: 0,
-                    },
-                )
-            })
-        })
-        .collect()
-}
-
-/// Make `FORWARD_RULES` hold exactly `want`.
-pub fn sync_forwards<T: std::borrow::BorrowMut<MapData>>(
-    map: &mut HashMap<T, ForwardKey, ForwardTarget>,
-    want: &[(ForwardKey, ForwardTarget)],
-) -> Result<()> {
-    let wanted: std::collections::HashMap<ForwardKey, ForwardTarget> =
-        want.iter().copied().collect();
-    let have: Vec<ForwardKey> = map
-        .keys()
-        .collect::<Result<_, _>>()
-        .context("reading FORWARD_RULES")?;
-    for k in have {
-        if !wanted.contains_key(&k) {
-            map.remove(&k).context("removing a forward")?;
-        }
-    }
-    for (k, v) in &wanted {
-        if map.get(k, 0).ok() != Some(*v) {
-            map.insert(k, v, 0).context("adding a forward")?;
-        }
-    }
-    Ok(())
-}
-
-/// LAB_SUBNETS: the lab host's bridges, and the subnets behind router
-/// nodes that the lab host's routes reach (masqueraded unless the route
-/// says otherwise, so their private addresses never leave untranslated;
-/// their packets hairpin through the bridge of the route's next hop).
-fn subnet_entries(
-    lab: &Lab,
-    bridge_ifindex: &std::collections::HashMap<String, u32>,
-) -> Vec<(Key<u32>, SubnetInfo)> {
-    let entry = |net: crate::model::Ipv4Net, flags: u32, bridge: &str| {
-        (
-            Key::new(
-                u32::from(net.prefix_len),
-                addr_from_octets(net.addr.octets()),
-            ),
-            SubnetInfo {
-                flags,
-                ifindex: bridge_ifindex.get(bridge).copied().unwrap_or(0),
-            },
-        )
-    };
-    let bridges = lab.host_subnets().map(|b| {
-        entry(
-            b.subnet,
-            subnet_flags(b.masquerade, b.routed, b.filtering),
-            &b.name,
-        )
-    });
-    let behind_routers = lab.host_routes.iter().filter_map(|r| {
-        let bridge = lab.host_subnets().find(|b| b.subnet.contains(r.via))?;
-        let flags = subnet_flags(r.masquerade, r.routed, bridge.filtering);
-        Some(entry(r.to, flags, &bridge.name))
-    });
-    bridges.chain(behind_routers).collect()
-}
-
-fn subnet_flags(masquerade: bool, routed: bool, filtering: Filtering) -> u32 {
-    let mut flags = 0;
-    if masquerade {
-        flags |= SUBNET_MASQUERADE;
-    }
-    if filtering == Filtering::EndpointIndependent {
-        flags |= SUBNET_ENDPOINT_INDEPENDENT_FILTERING;
-    }
-    if routed {
-        flags |= SUBNET_ROUTED;
-    }
-    flags
-}
-
-/// Make `LAB_IFACES` hold exactly `want` (ifindex, `LAB_IFACE_*` flags).
-fn sync_lab_ifaces(ebpf: &mut aya::Ebpf, want: &[(u32, u32)]) -> Result<()> {
-    let mut map: HashMap<_, u32, u32> =
-        HashMap::try_from(ebpf.map_mut(names::LAB_IFACES).context("map LAB_IFACES")?)?;
-    let have: Vec<u32> = map.keys().collect::<Result<_, _>>()?;
-    for k in have {
-        if !want.iter().any(|(i, _)| *i == k) {
-            map.remove(&k).context("removing from LAB_IFACES")?;
-        }
-    }
-    for (ifindex, flags) in want {
-        map.insert(ifindex, flags, 0)
-            .context("writing LAB_IFACES")?;
-    }
-    Ok(())
-}
-
 /// Turn the lab host's `lo` `accept_local` on (see `LO_ACCEPT_LOCAL`).
 /// Returns whether netlab owns the setting: it set it now or, on this lab
 /// host, before (this lab or another); the last lab to go down then turns
@@ -428,29 +195,6 @@ fn enable_lo_accept_local(
         sys.host.write_sysctl(LO_ACCEPT_LOCAL, "1")?;
     }
     Ok(ours)
-}
-
-/// What `up` writes into the maps for a lab on its lab host: computed
-/// before anything is loaded, digested to tell a change, written by
-/// [`fill_maps`].
-struct MapContents {
-    config: NatConfig,
-    subnets: Vec<(Key<u32>, SubnetInfo)>,
-    ifaces: Vec<(u32, u32)>,
-    forwards: Vec<(ForwardKey, ForwardTarget)>,
-    node_ports: Vec<(u32, String, NodePort)>,
-}
-
-impl MapContents {
-    fn digest(&self) -> String {
-        maps_digest(
-            &self.config,
-            &self.subnets,
-            &self.ifaces,
-            &self.forwards,
-            &self.node_ports,
-        )
-    }
 }
 
 /// The uplink as `up` resolved it.
@@ -480,28 +224,19 @@ async fn map_contents(
     let uplink_is_veth = links
         .iter()
         .any(|l| l.index == uplink.ifindex && l.kind == crate::model::plan::LinkKind::Veth);
-    let config = nat_config(
-        lab,
-        fast_path,
-        uplink.ifindex,
-        uplink.address,
-        uplink_is_veth,
-    );
     let node_ports = if fast_path {
         node_ports(lab, &links).await?
     } else {
         Vec::new()
     };
-    Ok(MapContents {
-        config,
-        subnets: subnet_entries(lab, &bridge_ifindex),
-        ifaces: bridge_ifindex
-            .values()
-            .map(|&i| (i, netlab_common::LAB_IFACE_BRIDGE))
-            .collect(),
-        forwards: forward_entries(&lab.forwards),
+    let host = LabHostIfaces {
+        bridge_ifindex,
+        uplink_ifindex: uplink.ifindex,
+        uplink_address: uplink.address,
+        uplink_is_veth,
         node_ports,
-    })
+    };
+    Ok(MapContents::of_lab(lab, &host, fast_path))
 }
 
 /// Where each program goes: the uplink both ways, each node's bridge port
@@ -541,69 +276,6 @@ fn load_object(dir: &pins::LabPins, max_flows: u32) -> Result<aya::Ebpf> {
             .load(EBPF_OBJECT)
             .context("loading the eBPF programs (is this netlab built with its eBPF object?)"),
     }
-}
-
-/// Make the maps hold exactly `want`.
-fn fill_maps(ebpf: &mut aya::Ebpf, want: &MapContents) -> Result<()> {
-    write_config(ebpf, &want.config)?;
-    sync_subnets(ebpf, &want.subnets)?;
-    sync_lab_ifaces(ebpf, &want.ifaces)?;
-    let mut fwd: HashMap<_, ForwardKey, ForwardTarget> = HashMap::try_from(
-        ebpf.map_mut(names::FORWARD_RULES)
-            .context("map FORWARD_RULES")?,
-    )?;
-    sync_forwards(&mut fwd, &want.forwards)?;
-    sync_node_ports(ebpf, &want.node_ports)
-}
-
-fn write_config(ebpf: &mut aya::Ebpf, config: &NatConfig) -> Result<()> {
-    let mut cfg: Array<_, NatConfig> =
-        Array::try_from(ebpf.map_mut(names::CONFIG).context("map CONFIG")?)?;
-    // Keep a log switch set by a running `netlab log`.
-    let log = cfg
-        .get(&0, 0)
-        .map(|c| c.flags & netlab_common::CONFIG_LOG)
-        .unwrap_or(0);
-    let config = NatConfig {
-        flags: config.flags | log,
-        ..*config
-    };
-    cfg.set(0, config, 0).context("writing CONFIG")
-}
-
-fn sync_subnets(ebpf: &mut aya::Ebpf, subnets: &[(Key<u32>, SubnetInfo)]) -> Result<()> {
-    let mut trie: LpmTrie<_, u32, SubnetInfo> = LpmTrie::try_from(
-        ebpf.map_mut(names::LAB_SUBNETS)
-            .context("map LAB_SUBNETS")?,
-    )?;
-    let have: Vec<Key<u32>> = trie.keys().collect::<Result<_, _>>()?;
-    for k in have {
-        let stale = !subnets
-            .iter()
-            .any(|(w, _)| w.prefix_len() == k.prefix_len() && w.data() == k.data());
-        if stale {
-            trie.remove(&k)?;
-        }
-    }
-    for (k, v) in subnets {
-        trie.insert(k, v, 0).context("writing LAB_SUBNETS")?;
-    }
-    Ok(())
-}
-
-fn sync_node_ports(ebpf: &mut aya::Ebpf, node_ports: &[(u32, String, NodePort)]) -> Result<()> {
-    let mut ports: HashMap<_, u32, NodePort> =
-        HashMap::try_from(ebpf.map_mut(names::NODE_PORTS).context("map NODE_PORTS")?)?;
-    let stale: Vec<u32> = ports.keys().collect::<Result<_, _>>()?;
-    for k in stale {
-        if !node_ports.iter().any(|(a, _, _)| *a == k) {
-            ports.remove(&k)?;
-        }
-    }
-    for (addr, _, port) in node_ports {
-        ports.insert(addr, port, 0).context("writing NODE_PORTS")?;
-    }
-    Ok(())
 }
 
 /// Load, fill, attach and pin the dataplane for `lab` (or converge it).
@@ -762,6 +434,8 @@ pub fn status(lab: &str) -> Result<serde_json::Value> {
         "btf": info.features.btf,
         "flow_entries": dir.flow_count().ok(),
         "forward_ports": dir.forward_count().ok(),
+        // The digest of the maps' description `up` wrote (`MapContents`).
+        "maps_digest": info.maps_digest,
         "pins": dir.root,
     }))
 }

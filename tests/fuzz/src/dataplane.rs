@@ -1,19 +1,21 @@
 //! The eBPF programs loaded once per fuzzing process, with fresh maps filled
-//! like `tests/tests/programs.rs` does (plus a few more subnets, forwards and
+//! (through `netlab::dataplane::fill_maps`, as `up` fills them) like
+//! `tests/tests/programs.rs` does (plus a few more subnets, forwards and
 //! fast-path ports so every branch has something to find), run on frames
 //! through `BPF_PROG_TEST_RUN`.
 
 use std::net::Ipv4Addr;
 
 use aya::{
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, PerCpuArray},
+    maps::{Array, HashMap, MapData, PerCpuArray},
     programs::{SchedClassifier, TestRun, TestRunOptions},
     Ebpf, EbpfLoader,
 };
+use netlab::dataplane::MapContents;
 use netlab_common::{
-    addr_from_octets, port_to_net, stat, FlowKey, FlowValue, ForwardKey, ForwardTarget, FragKey,
-    FragValue, GcState, NatConfig, NodePort, SubnetInfo, CONFIG_FAST_PATH, CONFIG_LOG, IPPROTO_TCP,
-    IPPROTO_UDP, SUBNET_ENDPOINT_INDEPENDENT_FILTERING, SUBNET_MASQUERADE, SUBNET_ROUTED,
+    addr_from_octets, stat, FlowKey, FlowValue, FragKey, FragValue, GcState, NatConfig, NodePort,
+    CONFIG_FAST_PATH, CONFIG_LOG, IPPROTO_TCP, IPPROTO_UDP, SUBNET_ENDPOINT_INDEPENDENT_FILTERING,
+    SUBNET_MASQUERADE, SUBNET_ROUTED,
 };
 
 pub const UNSPEC: u32 = u32::MAX; // TC_ACT_UNSPEC (-1)
@@ -148,58 +150,31 @@ impl Dataplane {
         // then the tail-call table, as `netlab up` does.
         netlab::dataplane::attach::load_every_program(&mut ebpf)
             .unwrap_or_else(|e| panic!("{e:#}"));
-        let mut subnets: LpmTrie<_, u32, SubnetInfo> =
-            LpmTrie::try_from(ebpf.map_mut("LAB_SUBNETS").unwrap()).unwrap();
-        for s in &SUBNETS {
-            subnets
-                .insert(
-                    &Key::new(u32::from(s.len), na(s.net)),
-                    SubnetInfo {
-                        flags: s.flags,
-                        ifindex: 1,
-                    },
-                    0,
-                )
-                .unwrap();
-        }
-        let mut fwd: HashMap<_, ForwardKey, ForwardTarget> =
-            HashMap::try_from(ebpf.map_mut("FORWARD_RULES").unwrap()).unwrap();
-        for (proto, port, to, to_port) in FORWARDS {
-            fwd.insert(
-                ForwardKey::new(port_to_net(port), proto),
-                ForwardTarget {
-                    addr: na(to),
-                    port: port_to_net(to_port),
-                    _pad: 0,
-                },
-                0,
-            )
-            .unwrap();
-        }
-        let mut ports: HashMap<_, u32, NodePort> =
-            HashMap::try_from(ebpf.map_mut("NODE_PORTS").unwrap()).unwrap();
-        for node in [RED, CONE] {
-            ports
-                .insert(
-                    na(node),
-                    NodePort {
-                        ifindex: 1,
-                        node_mac: NODE_MAC,
-                        gateway_mac: BRIDGE_MAC,
-                    },
-                    0,
-                )
-                .unwrap();
-        }
-        let mut dp = Dataplane {
-            ebpf,
-            knobs: None,
-            stats: [0; stat::COUNT as usize],
-        };
-        dp.set_knobs(Knobs {
+        let first = Knobs {
             fast_path: true,
             ..Default::default()
-        });
+        };
+        let mut contents = MapContents::with_config(Self::config(first));
+        for sub in &SUBNETS {
+            contents = contents.subnet(sub.net, sub.len, sub.flags, 1);
+        }
+        for (proto, port, to, to_port) in FORWARDS {
+            contents = contents.forward(proto, port, to, to_port);
+        }
+        for node in [RED, CONE] {
+            let port = NodePort {
+                ifindex: 1,
+                node_mac: NODE_MAC,
+                gateway_mac: BRIDGE_MAC,
+            };
+            contents = contents.node_port(node, port);
+        }
+        netlab::dataplane::fill_maps(&mut ebpf, &contents).unwrap_or_else(|e| panic!("{e:#}"));
+        let mut dp = Dataplane {
+            ebpf,
+            knobs: Some(first),
+            stats: [0; stat::COUNT as usize],
+        };
         dp.stats = dp.read_stats();
         dp
     }

@@ -475,13 +475,7 @@ pub fn check_plan(lab: &Lab) {
         let _ = a.to_string();
     }
     assert!(
-        !actions.iter().any(|a| matches!(
-            a,
-            netlab::model::plan::Action::DeleteNamespace { .. }
-                | netlab::model::plan::Action::DeleteHostLink { .. }
-                | netlab::model::plan::Action::DeleteNodeLink { .. }
-                | netlab::model::plan::Action::RemoveFile { .. }
-        )),
+        !actions.iter().any(|a| a.removes()),
         "a plan from nothing deletes something: {actions:?}"
     );
     let done = converged(&desired);
@@ -493,7 +487,7 @@ pub fn check_plan(lab: &Lab) {
     }
     let namespaces = down
         .iter()
-        .filter(|a| matches!(a, netlab::model::plan::Action::DeleteNamespace { .. }))
+        .filter(|a| a.deleted_namespace().is_some())
         .count();
     assert_eq!(namespaces, lab.nodes.len(), "teardown misses namespaces");
 }

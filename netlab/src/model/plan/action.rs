@@ -1,170 +1,170 @@
-//! The steps of a plan: one [`Action`] each, what it says in `--verbose`
-//! and in errors, and the two lists a plan is built in.
+//! The steps of a plan: one [`Action`] each — an [`Op`] and the [`Place`]
+//! it runs in — what it says in `--verbose` and in errors, and the two
+//! lists a plan is built in.
 
 use std::{fmt, path::PathBuf};
 
-use serde::Serialize;
-
-use super::desired::{CableVeth, RouteSpec};
+use super::desired::RouteSpec;
 use crate::model::net::Ipv4Net;
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "action", rename_all = "kebab-case")]
-pub enum Action {
-    DeleteNamespace {
-        netns: String,
-    },
-    DeleteHostLink {
-        name: String,
-    },
-    DeleteNodeLink {
-        netns: String,
-        name: String,
-    },
-    DeleteHostRoute {
-        route: RouteSpec,
-    },
-    RemoveFile {
-        path: PathBuf,
-    },
-    CreateNamespace {
-        netns: String,
-    },
+/// Where an action runs: the lab host's namespace, or a node's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Place {
+    /// The lab host (also where files under /etc/netns are written: the
+    /// file system is the machine's, not a namespace's).
+    LabHost,
+    Node(String),
+}
+
+/// What an action does, wherever it runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// The place's namespace itself (a node).
+    CreateNamespace,
+    DeleteNamespace,
     CreateBridge {
         name: String,
     },
-    CreateHostVeth {
+    /// A veth pair with `name` here and `peer_name` in netns `peer_netns`;
+    /// with a bridge, `name` is attached to it, marked and set up.
+    CreateVeth {
         name: String,
-        bridge: String,
-        netns: String,
-        ifname: String,
+        peer_netns: String,
+        peer_name: String,
+        bridge: Option<String>,
+    },
+    DeleteLink {
+        name: String,
     },
     SetController {
         name: String,
         bridge: String,
     },
-    CreateCable {
-        cable: CableVeth,
+    SetLinkUp {
+        link: String,
     },
-    AddHostAddress {
+    AddAddress {
         link: String,
         address: Ipv4Net,
     },
-    DeleteHostAddress {
+    DeleteAddress {
         link: String,
         address: Ipv4Net,
     },
-    SetHostLinkUp {
-        name: String,
-    },
-    AddNodeAddress {
-        netns: String,
-        link: String,
-        address: Ipv4Net,
-    },
-    DeleteNodeAddress {
-        netns: String,
-        link: String,
-        address: Ipv4Net,
-    },
-    SetNodeLinkUp {
-        netns: String,
-        link: String,
-    },
-    AddNodeRoute {
-        netns: String,
+    AddRoute {
         route: RouteSpec,
     },
-    DeleteNodeRoute {
-        netns: String,
+    DeleteRoute {
         route: RouteSpec,
     },
-    SetNodeForwarding {
-        netns: String,
+    SetForwarding {
         on: bool,
-    },
-    EnableHostForwarding,
-    AddHostRoute {
-        route: RouteSpec,
     },
     WriteFile {
         path: PathBuf,
         content: String,
     },
+    RemoveFile {
+        path: PathBuf,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Action {
+    pub place: Place,
+    pub op: Op,
+}
+
+impl Action {
+    pub fn on_host(op: Op) -> Action {
+        Action {
+            place: Place::LabHost,
+            op,
+        }
+    }
+
+    pub fn in_node(netns: &str, op: Op) -> Action {
+        Action {
+            place: Place::Node(netns.to_string()),
+            op,
+        }
+    }
+
+    /// The namespace this action deletes, if it deletes one.
+    pub fn deleted_namespace(&self) -> Option<&str> {
+        match (&self.place, &self.op) {
+            (Place::Node(netns), Op::DeleteNamespace) => Some(netns),
+            _ => None,
+        }
+    }
+
+    /// Whether this action takes something away (a namespace, link or file).
+    pub fn removes(&self) -> bool {
+        matches!(
+            self.op,
+            Op::DeleteNamespace | Op::DeleteLink { .. } | Op::RemoveFile { .. }
+        )
+    }
 }
 
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Action::DeleteNamespace { netns } => write!(f, "delete namespace {netns}"),
-            Action::DeleteHostLink { name } => write!(f, "delete link {name} on the lab host"),
-            Action::DeleteNodeLink { netns, name } => {
-                write!(f, "delete link {name} in netns {netns}")
-            }
-            Action::DeleteHostRoute { route } => write!(f, "delete route {route} on the lab host"),
-            Action::RemoveFile { path } => write!(f, "remove {}", path.display()),
-            Action::CreateNamespace { netns } => write!(f, "create namespace {netns}"),
-            Action::CreateBridge { name } => write!(f, "create bridge {name}"),
-            Action::CreateHostVeth {
+        let netns = match &self.place {
+            Place::LabHost => None,
+            Place::Node(n) => Some(n.as_str()),
+        };
+        // Where the words name the place: nodes always; the lab host only
+        // where the action could be mistaken for a node's.
+        let at = match netns {
+            Some(n) => format!(" in netns {n}"),
+            None => " on the lab host".to_string(),
+        };
+        let host_at = if netns.is_some() { at.as_str() } else { "" };
+        match &self.op {
+            Op::CreateNamespace => write!(f, "create namespace {}", netns.unwrap_or("?")),
+            Op::DeleteNamespace => write!(f, "delete namespace {}", netns.unwrap_or("?")),
+            Op::CreateBridge { name } => write!(f, "create bridge {name}{host_at}"),
+            Op::CreateVeth {
                 name,
-                bridge,
-                netns,
-                ifname,
-            } => {
-                write!(
-                    f,
-                    "create veth {ifname} in netns {netns} (peer {name} on bridge {bridge})"
-                )
-            }
-            Action::SetController { name, bridge } => write!(f, "attach {name} to bridge {bridge}"),
-            Action::CreateCable { cable } => write!(
+                peer_netns,
+                peer_name,
+                bridge: Some(bridge),
+            } => write!(
                 f,
-                "create veth {} in netns {} (peer {} in netns {})",
-                cable.a_ifname, cable.a_netns, cable.b_ifname, cable.b_netns
+                "create veth {peer_name} in netns {peer_netns} (peer {name} on bridge {bridge})"
             ),
-            Action::AddHostAddress { link, address } => {
-                write!(f, "add address {address} to {link}")
+            Op::CreateVeth {
+                name,
+                peer_netns,
+                peer_name,
+                bridge: None,
+            } => write!(
+                f,
+                "create veth {name}{at} (peer {peer_name} in netns {peer_netns})"
+            ),
+            Op::DeleteLink { name } => write!(f, "delete link {name}{at}"),
+            Op::SetController { name, bridge } => {
+                write!(f, "attach {name} to bridge {bridge}{host_at}")
             }
-            Action::DeleteHostAddress { link, address } => {
-                write!(f, "delete address {address} from {link}")
+            Op::SetLinkUp { link } => write!(f, "set {link} up{host_at}"),
+            Op::AddAddress { link, address } => {
+                write!(f, "add address {address} to {link}{host_at}")
             }
-            Action::SetHostLinkUp { name } => write!(f, "set {name} up"),
-            Action::AddNodeAddress {
-                netns,
-                link,
-                address,
-            } => {
-                write!(f, "add address {address} to {link} in netns {netns}")
+            Op::DeleteAddress { link, address } => {
+                write!(f, "delete address {address} from {link}{host_at}")
             }
-            Action::DeleteNodeAddress {
-                netns,
-                link,
-                address,
-            } => {
-                write!(f, "delete address {address} from {link} in netns {netns}")
+            Op::AddRoute { route } => write!(f, "add route {route}{at}"),
+            Op::DeleteRoute { route } => write!(f, "delete route {route}{at}"),
+            Op::SetForwarding { on } => {
+                let on = if *on { "on" } else { "off" };
+                write!(f, "turn IPv4 forwarding {on}{at}")
             }
-            Action::SetNodeLinkUp { netns, link } => write!(f, "set {link} up in netns {netns}"),
-            Action::AddNodeRoute { netns, route } => {
-                write!(f, "add route {route} in netns {netns}")
-            }
-            Action::DeleteNodeRoute { netns, route } => {
-                write!(f, "delete route {route} in netns {netns}")
-            }
-            Action::SetNodeForwarding { netns, on } => {
-                write!(
-                    f,
-                    "turn IPv4 forwarding {} in netns {netns}",
-                    if *on { "on" } else { "off" }
-                )
-            }
-            Action::EnableHostForwarding => write!(f, "turn IPv4 forwarding on on the lab host"),
-            Action::AddHostRoute { route } => write!(f, "add route {route} on the lab host"),
-            Action::WriteFile { path, .. } => write!(f, "write {}", path.display()),
+            Op::WriteFile { path, .. } => write!(f, "write {}", path.display()),
+            Op::RemoveFile { path } => write!(f, "remove {}", path.display()),
         }
     }
 }
 
-/// The actions that turn `actual` into `desired`, in an order that works:
 /// A plan as the sections build it: deletions go first (so that names and
 /// addresses are free again), then everything else, each list in the order
 /// the sections add to it.

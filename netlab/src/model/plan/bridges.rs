@@ -2,7 +2,7 @@
 //! under its name is replaced), up, with exactly its gateway address.
 
 use super::{
-    action::{Action, Steps},
+    action::{Action, Op, Steps},
     actual::{Actual, LinkKind},
     desired::Desired,
 };
@@ -15,10 +15,14 @@ pub fn plan(desired: &Desired, actual: &Actual, steps: &mut Steps) {
             Some(_) => {
                 steps
                     .del
-                    .push(Action::DeleteHostLink { name: name.clone() });
-                steps.add.push(Action::CreateBridge { name: name.clone() });
+                    .push(Action::on_host(Op::DeleteLink { name: name.clone() }));
+                steps
+                    .add
+                    .push(Action::on_host(Op::CreateBridge { name: name.clone() }));
             }
-            None => steps.add.push(Action::CreateBridge { name: name.clone() }),
+            None => steps
+                .add
+                .push(Action::on_host(Op::CreateBridge { name: name.clone() })),
         }
         let have_addrs = have
             .filter(|l| l.kind == LinkKind::Bridge)
@@ -26,22 +30,24 @@ pub fn plan(desired: &Desired, actual: &Actual, steps: &mut Steps) {
             .unwrap_or_default();
         for a in &have_addrs {
             if Some(*a) != *gateway {
-                steps.add.push(Action::DeleteHostAddress {
+                steps.add.push(Action::on_host(Op::DeleteAddress {
                     link: name.clone(),
                     address: *a,
-                });
+                }));
             }
         }
         if let Some(gw) = gateway {
             if !have_addrs.contains(gw) {
-                steps.add.push(Action::AddHostAddress {
+                steps.add.push(Action::on_host(Op::AddAddress {
                     link: name.clone(),
                     address: *gw,
-                });
+                }));
             }
         }
         if !have.is_some_and(|l| l.kind == LinkKind::Bridge && l.up) {
-            steps.add.push(Action::SetHostLinkUp { name: name.clone() });
+            steps
+                .add
+                .push(Action::on_host(Op::SetLinkUp { link: name.clone() }));
         }
     }
 }

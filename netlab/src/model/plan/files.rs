@@ -2,7 +2,7 @@
 //! content differs, removed when the lab no longer wants them.
 
 use super::{
-    action::{Action, Steps},
+    action::{Action, Op, Steps},
     actual::Actual,
     desired::Desired,
 };
@@ -10,7 +10,9 @@ use super::{
 pub fn remove_unwanted(desired: &Desired, actual: &Actual, steps: &mut Steps) {
     for path in actual.files.keys() {
         if !desired.files.contains_key(path) {
-            steps.del.push(Action::RemoveFile { path: path.clone() });
+            steps
+                .del
+                .push(Action::on_host(Op::RemoveFile { path: path.clone() }));
         }
     }
 }
@@ -18,10 +20,10 @@ pub fn remove_unwanted(desired: &Desired, actual: &Actual, steps: &mut Steps) {
 pub fn write(desired: &Desired, actual: &Actual, steps: &mut Steps) {
     for (path, content) in &desired.files {
         if actual.files.get(path) != Some(content) {
-            steps.add.push(Action::WriteFile {
+            steps.add.push(Action::on_host(Op::WriteFile {
                 path: path.clone(),
                 content: content.clone(),
-            });
+            }));
         }
     }
 }

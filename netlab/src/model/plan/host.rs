@@ -2,7 +2,7 @@
 //! forwarding, which any lab with a bridge port needs.
 
 use super::{
-    action::{Action, Steps},
+    action::{Action, Op, Steps},
     actual::Actual,
     desired::Desired,
 };
@@ -10,18 +10,24 @@ use super::{
 pub fn delete_unwanted_routes(desired: &Desired, actual: &Actual, steps: &mut Steps) {
     for route in &actual.host_routes {
         if !desired.host_routes.contains(route) {
-            steps.del.push(Action::DeleteHostRoute { route: *route });
+            steps
+                .del
+                .push(Action::on_host(Op::DeleteRoute { route: *route }));
         }
     }
 }
 
 pub fn forwarding_and_routes(desired: &Desired, actual: &Actual, steps: &mut Steps) {
     if !actual.host_forwarding && !desired.host_veths.is_empty() {
-        steps.add.push(Action::EnableHostForwarding);
+        steps
+            .add
+            .push(Action::on_host(Op::SetForwarding { on: true }));
     }
     for route in &desired.host_routes {
         if !actual.host_routes.contains(route) {
-            steps.add.push(Action::AddHostRoute { route: *route });
+            steps
+                .add
+                .push(Action::on_host(Op::AddRoute { route: *route }));
         }
     }
 }

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 
 use super::{
-    action::{Action, Steps},
+    action::{Action, Op, Steps},
     actual::{Actual, LinkKind, LinkState},
     desired::{CableVeth, Desired},
 };
@@ -61,10 +61,10 @@ pub fn delete_unwanted<'d>(desired: &'d Desired, actual: &Actual, steps: &mut St
     }
     for (netns, name) in &doomed {
         if desired.nodes.contains_key(netns) {
-            steps.del.push(Action::DeleteNodeLink {
-                netns: netns.clone(),
-                name: name.clone(),
-            });
+            steps.del.push(Action::in_node(
+                netns,
+                Op::DeleteLink { name: name.clone() },
+            ));
         }
     }
     // Lab-host links the lab owns but no longer wants (veths before bridges).
@@ -79,7 +79,7 @@ pub fn delete_unwanted<'d>(desired: &'d Desired, actual: &Actual, steps: &mut St
     for (name, _) in unwanted {
         steps
             .del
-            .push(Action::DeleteHostLink { name: name.clone() });
+            .push(Action::on_host(Op::DeleteLink { name: name.clone() }));
     }
     fresh
 }
@@ -100,17 +100,17 @@ fn host_veths<'d>(
         let node_ok = node_end.is_some_and(|l| l.kind == LinkKind::Veth);
         if host_ok && node_ok {
             if host_end.and_then(|l| l.controller.as_deref()) != Some(want.bridge.as_str()) {
-                steps.add.push(Action::SetController {
+                steps.add.push(Action::on_host(Op::SetController {
                     name: name.clone(),
                     bridge: want.bridge.clone(),
-                });
+                }));
             }
             continue;
         }
         if host_end.is_some() {
             steps
                 .del
-                .push(Action::DeleteHostLink { name: name.clone() });
+                .push(Action::on_host(Op::DeleteLink { name: name.clone() }));
         }
         if node_end.is_some() {
             doomed.insert((want.netns.clone(), want.ifname.clone()));
@@ -150,19 +150,27 @@ fn cables<'d>(
 pub fn create(desired: &Desired, actual: &Actual, fresh: &Fresh<'_>, steps: &mut Steps) {
     for (name, want) in &desired.host_veths {
         if fresh.host_veths.contains(name.as_str()) {
-            steps.add.push(Action::CreateHostVeth {
+            steps.add.push(Action::on_host(Op::CreateVeth {
                 name: name.clone(),
-                bridge: want.bridge.clone(),
-                netns: want.netns.clone(),
-                ifname: want.ifname.clone(),
-            });
+                peer_netns: want.netns.clone(),
+                peer_name: want.ifname.clone(),
+                bridge: Some(want.bridge.clone()),
+            }));
         } else if !actual.host_links.get(name).is_some_and(|l| l.up) {
-            steps.add.push(Action::SetHostLinkUp { name: name.clone() });
+            steps
+                .add
+                .push(Action::on_host(Op::SetLinkUp { link: name.clone() }));
         }
     }
     for cable in &fresh.cables {
-        steps.add.push(Action::CreateCable {
-            cable: (*cable).clone(),
-        });
+        steps.add.push(Action::in_node(
+            &cable.a_netns,
+            Op::CreateVeth {
+                name: cable.a_ifname.clone(),
+                peer_netns: cable.b_netns.clone(),
+                peer_name: cable.b_ifname.clone(),
+                bridge: None,
+            },
+        ));
     }
 }

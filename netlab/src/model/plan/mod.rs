@@ -19,7 +19,7 @@ mod links;
 mod marks;
 mod nodes;
 
-pub use action::Action;
+pub use action::{Action, Op, Place};
 pub use actual::{converged, Actual, LinkKind, LinkState, NodeActual};
 pub use desired::{CableVeth, Desired, HostVeth, NodeDesired, RouteSpec};
 pub use etc_files::{hosts_file, parse_nameservers, resolv_conf};
@@ -53,7 +53,7 @@ pub fn teardown(lab: &str, actual: &Actual) -> Vec<Action> {
     plan(&empty, actual)
         .into_iter()
         // Routes and addresses go with their links and namespaces.
-        .filter(|a| !matches!(a, Action::DeleteHostRoute { .. }))
+        .filter(|a| !(a.place == Place::LabHost && matches!(a.op, Op::DeleteRoute { .. })))
         .collect()
 }
 #[cfg(test)]
@@ -218,10 +218,7 @@ mod tests {
         assert_eq!(d.nodes["r"].addresses["eth0"], net("10.0.1.1/24"));
         assert_eq!(d.nodes["r"].addresses["eth1"], net("10.0.2.1/24"));
         let p = plan(&d, &Actual::default());
-        assert!(p.contains(&Action::SetNodeForwarding {
-            netns: "r".into(),
-            on: true
-        }));
+        assert!(p.contains(&Action::in_node("r", Op::SetForwarding { on: true })));
         assert!(p
             .iter()
             .any(|a| a.to_string() == "add route 10.0.2.0/24 via 10.0.1.1 in netns a"));
@@ -229,7 +226,7 @@ mod tests {
             .iter()
             .any(|a| a.to_string() == "add route default via 10.0.2.1 in netns b"));
         // No bridge, so nothing on the lab host at all.
-        assert!(!p.contains(&Action::EnableHostForwarding));
+        assert!(!p.contains(&Action::on_host(Op::SetForwarding { on: true })));
         assert_eq!(plan(&d, &converged(&d)), vec![]);
     }
 }

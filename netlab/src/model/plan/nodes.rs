@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use super::{
-    action::{Action, Steps},
+    action::{Action, Op, Steps},
     actual::{Actual, NodeActual},
     desired::{Desired, NodeDesired},
 };
@@ -12,9 +12,7 @@ use super::{
 pub fn delete_unwanted_namespaces(desired: &Desired, actual: &Actual, steps: &mut Steps) {
     for netns in actual.nodes.keys() {
         if !desired.nodes.contains_key(netns) {
-            steps.del.push(Action::DeleteNamespace {
-                netns: netns.clone(),
-            });
+            steps.del.push(Action::in_node(netns, Op::DeleteNamespace));
         }
     }
 }
@@ -22,9 +20,7 @@ pub fn delete_unwanted_namespaces(desired: &Desired, actual: &Actual, steps: &mu
 pub fn create_namespaces(desired: &Desired, actual: &Actual, steps: &mut Steps) {
     for netns in desired.nodes.keys() {
         if !actual.nodes.contains_key(netns) {
-            steps.add.push(Action::CreateNamespace {
-                netns: netns.clone(),
-            });
+            steps.add.push(Action::in_node(netns, Op::CreateNamespace));
         }
     }
 }
@@ -43,10 +39,9 @@ pub fn configure(
         let have = actual.nodes.get(netns);
         let readdressed = addresses(netns, want, have, fresh_links, steps);
         if !have.is_some_and(|n| n.lo_up) {
-            steps.add.push(Action::SetNodeLinkUp {
-                netns: netns.clone(),
-                link: "lo".into(),
-            });
+            steps
+                .add
+                .push(Action::in_node(netns, Op::SetLinkUp { link: "lo".into() }));
         }
         // Routes through a re-created link vanished with it, and the kernel
         // flushes routes whose gateway an address change leaves unreachable.
@@ -57,10 +52,12 @@ pub fn configure(
                 .any(|l| fresh_links.contains(&(netns.clone(), l.clone())));
         node_routes(netns, want, have, relinked, &mut routes);
         if have.map(|n| n.forwarding).unwrap_or(false) != want.forwarding {
-            steps.add.push(Action::SetNodeForwarding {
-                netns: netns.clone(),
-                on: want.forwarding,
-            });
+            steps.add.push(Action::in_node(
+                netns,
+                Op::SetForwarding {
+                    on: want.forwarding,
+                },
+            ));
         }
     }
     steps.add.extend(routes);
@@ -87,25 +84,28 @@ fn addresses(
         for a in &have_addrs {
             if a != address {
                 readdressed = true;
-                steps.add.push(Action::DeleteNodeAddress {
-                    netns: netns.to_string(),
-                    link: link.clone(),
-                    address: *a,
-                });
+                steps.add.push(Action::in_node(
+                    netns,
+                    Op::DeleteAddress {
+                        link: link.clone(),
+                        address: *a,
+                    },
+                ));
             }
         }
         if !have_addrs.contains(address) {
-            steps.add.push(Action::AddNodeAddress {
-                netns: netns.to_string(),
-                link: link.clone(),
-                address: *address,
-            });
+            steps.add.push(Action::in_node(
+                netns,
+                Op::AddAddress {
+                    link: link.clone(),
+                    address: *address,
+                },
+            ));
         }
         if !have_link.is_some_and(|l| l.up) {
-            steps.add.push(Action::SetNodeLinkUp {
-                netns: netns.to_string(),
-                link: link.clone(),
-            });
+            steps
+                .add
+                .push(Action::in_node(netns, Op::SetLinkUp { link: link.clone() }));
         }
     }
     readdressed
@@ -123,18 +123,12 @@ fn node_routes(
     let have_routes = have.map(|n| n.routes.clone()).unwrap_or_default();
     for r in &have_routes {
         if !want.routes.contains(r) && !relinked {
-            routes.push(Action::DeleteNodeRoute {
-                netns: netns.to_string(),
-                route: *r,
-            });
+            routes.push(Action::in_node(netns, Op::DeleteRoute { route: *r }));
         }
     }
     for r in &want.routes {
         if !have_routes.contains(r) || relinked {
-            routes.push(Action::AddNodeRoute {
-                netns: netns.to_string(),
-                route: *r,
-            });
+            routes.push(Action::in_node(netns, Op::AddRoute { route: *r }));
         }
     }
 }

@@ -1,0 +1,362 @@
+//! The pure description of a lab's dataplane: what goes into the maps
+//! (configuration, subnets, lab interfaces, forwards, node ports),
+//! computed from the lab and what `up` found on the lab host, or written
+//! out directly by the harnesses that run the programs without a lab. One
+//! function, [`fill_maps`](super::fill::fill_maps), writes it; its stable
+//! digest is stored with the dataplane, for `status` and for telling a
+//! change on re-`up`.
+
+use std::{collections::HashMap, net::Ipv4Addr};
+
+use aya::maps::lpm_trie::Key;
+use netlab_common::{
+    addr_from_octets, port_to_net, ForwardKey, ForwardTarget, NatConfig, NodePort, SubnetInfo,
+    SUBNET_ENDPOINT_INDEPENDENT_FILTERING, SUBNET_MASQUERADE, SUBNET_ROUTED,
+};
+
+use crate::model::topology::{Filtering, Forward, Lab, NatSettings};
+
+/// What `up` writes into the maps for a lab on its lab host: computed
+/// before anything is loaded, digested to tell a change, written by
+/// [`fill_maps`](super::fill::fill_maps).
+pub struct MapContents {
+    pub config: NatConfig,
+    /// `LAB_SUBNETS`.
+    pub subnets: Vec<(Key<u32>, SubnetInfo)>,
+    /// `LAB_IFACES`: ifindex, `LAB_IFACE_*` flags.
+    pub ifaces: Vec<(u32, u32)>,
+    /// `FORWARD_RULES`.
+    pub forwards: Vec<(ForwardKey, ForwardTarget)>,
+    /// `NODE_PORTS`: node address (map order), the lab host's end of its
+    /// veth by name, the entry.
+    pub node_ports: Vec<(u32, String, NodePort)>,
+}
+
+impl MapContents {
+    /// Stable across builds (see [`StableDigest`]): stored with the
+    /// dataplane, so a re-`up` tells whether the maps change.
+    pub fn digest(&self) -> String {
+        maps_digest(
+            &self.config,
+            &self.subnets,
+            &self.ifaces,
+            &self.forwards,
+            &self.node_ports,
+        )
+    }
+    /// The description of `lab` on a lab host where `host` was found.
+    pub fn of_lab(lab: &Lab, host: &LabHostIfaces, fast_path: bool) -> MapContents {
+        let config = nat_config(
+            &lab.nat,
+            fast_path,
+            host.uplink_ifindex,
+            host.uplink_address,
+            host.uplink_is_veth,
+        );
+        MapContents {
+            config,
+            subnets: subnet_entries(lab, &host.bridge_ifindex),
+            ifaces: host
+                .bridge_ifindex
+                .values()
+                .map(|&i| (i, netlab_common::LAB_IFACE_BRIDGE))
+                .collect(),
+            forwards: forward_entries(&lab.forwards),
+            node_ports: if fast_path {
+                host.node_ports.clone()
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    /// A description written out directly, for runs of the programs
+    /// without a lab (program tests, micro-benchmark, fuzzing): `config`
+    /// and, added by the methods below, subnets, forwards and node ports.
+    pub fn with_config(config: NatConfig) -> MapContents {
+        MapContents {
+            config,
+            subnets: Vec::new(),
+            ifaces: Vec::new(),
+            forwards: Vec::new(),
+            node_ports: Vec::new(),
+        }
+    }
+
+    /// A subnet `net`/`prefix_len` with `SUBNET_*` `flags`, on the bridge
+    /// at `ifindex`.
+    pub fn subnet(mut self, net: Ipv4Addr, prefix_len: u8, flags: u32, ifindex: u32) -> Self {
+        let key = Key::new(u32::from(prefix_len), addr_from_octets(net.octets()));
+        self.subnets.push((key, SubnetInfo { flags, ifindex }));
+        self
+    }
+
+    /// A forward of `proto` (`IPPROTO_*`) port `port` to `to`:`to_port`.
+    pub fn forward(mut self, proto: u8, port: u16, to: Ipv4Addr, to_port: u16) -> Self {
+        self.forwards.push(forward_entry(proto, port, to, to_port));
+        self
+    }
+
+    /// A node's fast-path entry.
+    pub fn node_port(mut self, node: Ipv4Addr, port: NodePort) -> Self {
+        let name = format!("port-of-{node}");
+        self.node_ports
+            .push((addr_from_octets(node.octets()), name, port));
+        self
+    }
+}
+
+/// What `up` found on the lab host for the lab: the interface index of
+/// each bridge, the uplink, and (fast path) each node's port.
+pub struct LabHostIfaces {
+    pub bridge_ifindex: HashMap<String, u32>,
+    pub uplink_ifindex: u32,
+    pub uplink_address: Ipv4Addr,
+    pub uplink_is_veth: bool,
+    pub node_ports: Vec<(u32, String, NodePort)>,
+}
+
+/// How full the flow table may get before new flows are refused. An LRU
+/// map starts evicting before it is full when other CPUs hold its free
+/// entries in their local lists (up to 128 each, in the kernel's LRU), so
+/// netlab stops short of that and established flows are never evicted.
+pub fn flow_limit(max_flows: u32) -> u32 {
+    let cpus = aya::util::nr_cpus().map(|n| n as u32).unwrap_or(64);
+    let reserve = (max_flows / 16).max(2 * 128 * cpus).min(max_flows / 2);
+    max_flows - reserve
+}
+
+/// The configuration a lab file with every default gets, on an uplink with
+/// `uplink_addr` (map order) at ifindex 1: for runs of the programs through
+/// `BPF_PROG_TEST_RUN` (program tests, the micro-benchmark).
+pub fn default_config(uplink_addr: u32, fast_path: bool) -> NatConfig {
+    use crate::model::topology::{Timeouts, DEFAULT_MAX_FLOWS, DEFAULT_PORT_MAX, DEFAULT_PORT_MIN};
+    let defaults = NatSettings {
+        port_min: DEFAULT_PORT_MIN,
+        port_max: DEFAULT_PORT_MAX,
+        timeouts: Timeouts::default(),
+        max_flows: DEFAULT_MAX_FLOWS,
+        fast_path,
+    };
+    let uplink = Ipv4Addr::from(uplink_addr.to_ne_bytes());
+    nat_config(&defaults, fast_path, 1, uplink, false)
+}
+
+/// `CONFIG`: the lab's NAT settings on its uplink.
+fn nat_config(
+    nat: &NatSettings,
+    fast_path: bool,
+    uplink_ifindex: u32,
+    uplink: Ipv4Addr,
+    uplink_is_veth: bool,
+) -> NatConfig {
+    let t = nat.timeouts;
+    let mut flags = 0;
+    if fast_path {
+        flags |= netlab_common::CONFIG_FAST_PATH;
+        if uplink_is_veth {
+            flags |= netlab_common::CONFIG_UPLINK_PEER;
+        }
+    }
+    NatConfig {
+        uplink_addr: addr_from_octets(uplink.octets()),
+        uplink_ifindex,
+        port_min: nat.port_min,
+        port_max: nat.port_max,
+        flags,
+        timeout_tcp_syn: t.tcp_syn,
+        timeout_tcp_established: t.tcp_established,
+        timeout_tcp_closing: t.tcp_closing,
+        timeout_tcp_rst: t.tcp_rst,
+        timeout_udp: t.udp,
+        timeout_icmp: t.icmp,
+        flow_limit: flow_limit(nat.max_flows),
+    }
+}
+
+pub fn forward_entries(forwards: &[Forward]) -> Vec<(ForwardKey, ForwardTarget)> {
+    forwards
+        .iter()
+        .flat_map(|f| {
+            f.port_pairs().map(move |(outside, inside)| {
+                forward_entry(f.proto.number(), outside, f.target_addr, inside)
+            })
+        })
+        .collect()
+}
+
+/// `FORWARD_RULES`' entry for `proto` port `outside` to `to`:`inside`.
+fn forward_entry(
+    proto: u8,
+    outside: u16,
+    to: Ipv4Addr,
+    inside: u16,
+) -> (ForwardKey, ForwardTarget) {
+    (
+        ForwardKey::new(port_to_net(outside), proto),
+        ForwardTarget {
+            addr: addr_from_octets(to.octets()),
+            port: port_to_net(inside),
+            _pad: 0,
+        },
+    )
+}
+
+/// LAB_SUBNETS: the lab host's bridges, and the subnets behind router
+/// nodes that the lab host's routes reach (masqueraded unless the route
+/// says otherwise, so their private addresses never leave untranslated;
+/// their packets hairpin through the bridge of the route's next hop).
+fn subnet_entries(lab: &Lab, bridge_ifindex: &HashMap<String, u32>) -> Vec<(Key<u32>, SubnetInfo)> {
+    let entry = |net: crate::model::Ipv4Net, flags: u32, bridge: &str| {
+        (
+            Key::new(
+                u32::from(net.prefix_len),
+                addr_from_octets(net.addr.octets()),
+            ),
+            SubnetInfo {
+                flags,
+                ifindex: bridge_ifindex.get(bridge).copied().unwrap_or(0),
+            },
+        )
+    };
+    let bridges = lab.host_subnets().map(|b| {
+        entry(
+            b.subnet,
+            subnet_flags(b.masquerade, b.routed, b.filtering),
+            &b.name,
+        )
+    });
+    let behind_routers = lab.host_routes.iter().filter_map(|r| {
+        let bridge = lab.host_subnets().find(|b| b.subnet.contains(r.via))?;
+        let flags = subnet_flags(r.masquerade, r.routed, bridge.filtering);
+        Some(entry(r.to, flags, &bridge.name))
+    });
+    bridges.chain(behind_routers).collect()
+}
+
+fn subnet_flags(masquerade: bool, routed: bool, filtering: Filtering) -> u32 {
+    let mut flags = 0;
+    if masquerade {
+        flags |= SUBNET_MASQUERADE;
+    }
+    if filtering == Filtering::EndpointIndependent {
+        flags |= SUBNET_ENDPOINT_INDEPENDENT_FILTERING;
+    }
+    if routed {
+        flags |= SUBNET_ROUTED;
+    }
+    flags
+}
+
+/// FNV-1a (64 bit) over explicitly fed bytes: a digest that stays the same
+/// across Rust releases and machines, unlike `DefaultHasher`, so a digest
+/// stored by one build of netlab compares equal in the next.
+pub(super) struct StableDigest(u64);
+
+impl StableDigest {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+
+    pub(super) fn new() -> StableDigest {
+        StableDigest(Self::OFFSET)
+    }
+
+    pub(super) fn bytes(&mut self, bytes: &[u8]) -> &mut Self {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(Self::PRIME);
+        }
+        self
+    }
+
+    /// A variable-length field, length first, so ("ab","c") and ("a","bc") differ.
+    pub(super) fn field(&mut self, bytes: &[u8]) -> &mut Self {
+        self.bytes(&(bytes.len() as u64).to_le_bytes()).bytes(bytes)
+    }
+
+    pub(super) fn hex(&self) -> String {
+        format!("{:016x}", self.0)
+    }
+}
+
+fn maps_digest(
+    config: &NatConfig,
+    subnets: &[(Key<u32>, SubnetInfo)],
+    ifaces: &[(u32, u32)],
+    forwards: &[(ForwardKey, ForwardTarget)],
+    node_ports: &[(u32, String, NodePort)],
+) -> String {
+    let mut d = StableDigest::new();
+    d.field(bytemuck::bytes_of(config));
+    for (ifindex, flags) in ifaces {
+        d.bytes(&ifindex.to_le_bytes()).bytes(&flags.to_le_bytes());
+    }
+    for (k, v) in subnets {
+        d.bytes(&k.prefix_len().to_le_bytes())
+            .bytes(&k.data().to_le_bytes())
+            .field(bytemuck::bytes_of(v));
+    }
+    for (k, v) in forwards {
+        d.field(bytemuck::bytes_of(k)).field(bytemuck::bytes_of(v));
+    }
+    for (addr, name, port) in node_ports {
+        d.bytes(&addr.to_le_bytes())
+            .field(name.as_bytes())
+            .field(bytemuck::bytes_of(port));
+    }
+    d.hex()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::default_lab;
+    use netlab_common::IPPROTO_TCP;
+
+    const UPLINK: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
+
+    fn default_lab_on_host(lab: &Lab) -> MapContents {
+        let host = LabHostIfaces {
+            bridge_ifindex: HashMap::from([("v-net-0".to_string(), 1)]),
+            uplink_ifindex: 1,
+            uplink_address: UPLINK,
+            uplink_is_veth: false,
+            node_ports: Vec::new(),
+        };
+        MapContents::of_lab(lab, &host, false)
+    }
+
+    fn subnets(c: &MapContents) -> Vec<(u32, u32, SubnetInfo)> {
+        c.subnets
+            .iter()
+            .map(|(k, v)| (k.prefix_len(), k.data(), *v))
+            .collect()
+    }
+
+    /// The harnesses that run the programs without a lab (program tests,
+    /// micro-benchmark) write out the default lab's description by hand:
+    /// it must be what `up` would write for that lab.
+    #[test]
+    fn the_harness_description_is_the_default_labs() {
+        let lab = default_lab();
+        let from_lab = default_lab_on_host(&lab);
+        let written =
+            MapContents::with_config(default_config(addr_from_octets(UPLINK.octets()), false))
+                .subnet(Ipv4Addr::new(192, 168, 15, 0), 24, SUBNET_MASQUERADE, 1)
+                .forward(IPPROTO_TCP, 80, Ipv4Addr::new(192, 168, 15, 2), 80);
+        assert_eq!(from_lab.config, written.config);
+        assert_eq!(subnets(&from_lab), subnets(&written));
+        assert_eq!(from_lab.forwards, written.forwards);
+        assert_eq!(from_lab.ifaces, vec![(1, netlab_common::LAB_IFACE_BRIDGE)]);
+    }
+
+    #[test]
+    fn the_digest_tells_a_changed_forward() {
+        let lab = default_lab();
+        let before = default_lab_on_host(&lab).digest();
+        assert_eq!(before, default_lab_on_host(&lab).digest());
+        let mut moved = lab.clone();
+        moved.forwards[0].port_first = 81;
+        moved.forwards[0].port_last = 81;
+        assert_ne!(before, default_lab_on_host(&moved).digest());
+    }
+}
