@@ -24,7 +24,7 @@ use crate::{
 };
 
 /// How far past the inside endpoint's last acknowledgement a reset or FIN
-/// from the outside may fall and still count.
+/// from the outside may fall and still end the flow.
 const SEQ_WINDOW: u32 = 1 << 16;
 
 /// The other half and the mapping are checked at most this often per flow,
@@ -160,22 +160,28 @@ pub fn lookup_live(cfg: &NatConfig, key: &FlowKey, now: u64) -> Option<*mut Flow
     None
 }
 
-/// A reset or FIN from the outside ends the flow only where the inside
-/// endpoint's TCP would take it: near the acknowledgement it last sent
-/// (RFC 5961). Spoofed ones are dropped, not believed.
+/// Whether a reset or FIN from the outside may end the flow: only near the
+/// acknowledgement the inside endpoint last sent (RFC 5961). A reset
+/// elsewhere is spoofed and dropped. A FIN elsewhere still goes through
+/// without closing the flow: a real one can run ahead of that
+/// acknowledgement by more than the window kept here (a sender's FIN right
+/// after a burst of data in flight), and the endpoint's TCP, which knows its
+/// window, drops a spoofed one itself.
 #[inline(always)]
-fn check_outside_close(key: &FlowKey, v: &FlowValue, p: &Pkt) -> Result<(), DropReason> {
+fn outside_close_counts(key: &FlowKey, v: &FlowValue, p: &Pkt) -> Result<bool, DropReason> {
     if p.tcp_flags & (TCP_RST | TCP_FIN) == 0 || v.hook != HOOK_UPLINK_INGRESS {
-        return Ok(());
+        return Ok(true);
     }
     let Some(pv) = NAT_FLOWS.get_ptr(&FlowKey::peer_of(v, key.proto)) else {
-        return Ok(());
+        return Ok(true);
     };
     let peer = unsafe { &*pv };
-    if peer.flags & FLOW_ACKED != 0 && p.tcp_seq.wrapping_sub(peer.last_ack) >= SEQ_WINDOW {
+    let in_window =
+        peer.flags & FLOW_ACKED == 0 || p.tcp_seq.wrapping_sub(peer.last_ack) < SEQ_WINDOW;
+    if !in_window && p.tcp_flags & TCP_RST != 0 {
         return Err(DropReason::OutOfWindow);
     }
-    Ok(())
+    Ok(in_window)
 }
 
 /// Account a translated packet on its entry. Every `REFRESH_NS`, and on
@@ -190,16 +196,23 @@ pub fn touch(
     now: u64,
 ) -> Result<(), DropReason> {
     let val = unsafe { &mut *v };
+    let mut closes = true;
     if p.proto == IPPROTO_TCP {
-        check_outside_close(key, val, p)?;
-        if p.tcp_flags & TCP_ACK != 0 {
+        closes = outside_close_counts(key, val, p)?;
+        // A FIN not believed carries no acknowledgement worth keeping either.
+        if closes && p.tcp_flags & TCP_ACK != 0 {
             val.last_ack = p.tcp_ack;
             val.flags |= FLOW_ACKED;
         }
     }
     let old_state = val.state;
     let state = if p.proto == IPPROTO_TCP {
-        tcp_next_state(old_state, p.tcp_flags, val.dir)
+        let flags = if closes {
+            p.tcp_flags
+        } else {
+            p.tcp_flags & !TCP_FIN
+        };
+        tcp_next_state(old_state, flags, val.dir)
     } else {
         datagram_next_state(old_state, val.dir)
     };

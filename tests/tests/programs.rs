@@ -629,8 +629,10 @@ fn closed_connections_free_their_port_and_tuple() {
 }
 
 /// A reset (or FIN) from the outside counts only near where the inside
-/// endpoint expects the next byte (RFC 5961): spoofed ones with the flow's
-/// tuple but a sequence number elsewhere are dropped and change nothing.
+/// endpoint expects the next byte (RFC 5961): spoofed resets with the flow's
+/// tuple but a sequence number elsewhere are dropped and change nothing; a
+/// FIN elsewhere goes through (a real one can run ahead of the last
+/// acknowledgement by more than the window kept) but closes nothing.
 #[test]
 fn resets_from_outside_must_be_in_window() {
     require_root();
@@ -652,7 +654,7 @@ fn resets_from_outside_must_be_in_window() {
     for (seq, flags) in [
         (12345u32, RST),
         (90001 + (1 << 20), RST | ACK),
-        (7, packet::FIN | ACK),
+        (7, RST | packet::FIN | ACK),
     ] {
         let spoof = Ip::new(REMOTE, UPLINK, TCP, tcp_seq_ack(80, ext, flags, seq, 5001)).frame();
         assert_eq!(dp.inb(&spoof).0, SHOT, "seq {seq}");
@@ -665,7 +667,36 @@ fn resets_from_outside_must_be_in_window() {
             .map(|(_, v)| v.state)
             .unwrap()
     };
-    assert_eq!(state(&dp) & netlab_common::STATE_RST, 0, "still open");
+    let closing = netlab_common::STATE_RST
+        | netlab_common::STATE_FIN_ORIGINAL
+        | netlab_common::STATE_FIN_REPLY;
+    assert_eq!(state(&dp) & closing, 0, "still open");
+    // A FIN far from where red expects the next byte: delivered (red's TCP
+    // judges it), not counted as a drop, and the flow stays open.
+    let fin = Ip::new(
+        REMOTE,
+        UPLINK,
+        TCP,
+        tcp_seq_ack(80, ext, packet::FIN | ACK, 7, 5001),
+    )
+    .frame();
+    assert_eq!(dp.inb(&fin).0, UNSPEC);
+    assert_eq!(dp.stat(stat::DROP_OUT_OF_WINDOW), 3);
+    assert_eq!(
+        state(&dp) & closing,
+        0,
+        "an out-of-window FIN closed the flow"
+    );
+    // One ahead of the acknowledgement by less than the window closes its half.
+    let fin = Ip::new(
+        REMOTE,
+        UPLINK,
+        TCP,
+        tcp_seq_ack(80, ext, packet::FIN | ACK, 90001 + 1000, 5001),
+    )
+    .frame();
+    assert_eq!(dp.inb(&fin).0, UNSPEC);
+    assert_ne!(state(&dp) & closing, 0, "an in-window FIN closed nothing");
     // The real reset, where red expects it, goes through and closes the flow.
     let rst = Ip::new(REMOTE, UPLINK, TCP, tcp_seq_ack(80, ext, RST, 90001, 0)).frame();
     assert_eq!(dp.inb(&rst).0, UNSPEC);
