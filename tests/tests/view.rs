@@ -73,6 +73,19 @@ fn sample(scrape: &str, series: &str) -> Option<u64> {
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
+/// Prometheus' promtool, which `cargo xtask setup` unpacks into
+/// target/tools/ (not installed system-wide: the package would start a
+/// Prometheus server).
+fn promtool() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tools/promtool");
+    assert!(
+        p.is_file(),
+        "{} is missing: `cargo xtask setup` (which `cargo xtask test` runs) unpacks it",
+        p.display()
+    );
+    p
+}
+
 fn artifacts() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/view");
     std::fs::create_dir_all(&dir).unwrap();
@@ -168,7 +181,11 @@ fn view_metrics_pass_promtool_and_move_with_traffic() {
         &[
             "sh",
             "-c",
-            &format!("promtool check metrics < {}", file.display()),
+            &format!(
+                "{} check metrics < {}",
+                promtool().display(),
+                file.display()
+            ),
         ],
         T,
     );

@@ -2,7 +2,7 @@
 //! nightly toolchains lacks, installed idempotently.
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Command, Stdio},
 };
 
@@ -28,10 +28,11 @@ const PACKAGES: &[&str] = &[
     // `netlab capture`: the pcap crate links libpcap; the tests read captures back.
     "libpcap-dev",
     "tcpdump",
-    // The view's tests: `dot` renders `netlab graph --format dot`, `promtool`
-    // checks `/metrics`, headless Chromium (driven over WebDriver) loads the page.
+    // The view's tests: `dot` renders `netlab graph --format dot`, headless
+    // Chromium (driven over WebDriver) loads the page; `promtool` (which
+    // checks `/metrics`) is taken out of Debian's prometheus package, see
+    // `promtool`.
     "graphviz",
-    "prometheus",
     "chromium",
     "chromium-driver",
 ];
@@ -51,6 +52,59 @@ pub fn ensure() -> Result<()> {
     rust_src()?;
     bpf_linker()?;
     packages()?;
+    promtool()?;
+    Ok(())
+}
+
+/// Where the tests find `promtool` (the view's suite checks `/metrics`
+/// with it).
+fn promtool_path() -> PathBuf {
+    crate::workspace_root().join("target/tools/promtool")
+}
+
+/// Prometheus' `promtool`, a static binary, unpacked from Debian's
+/// prometheus package into target/tools/ without installing the package:
+/// installing it would also enable and start a Prometheus server on the
+/// developer's machine wherever systemd runs.
+fn promtool() -> Result<()> {
+    let dest = promtool_path();
+    if quiet(Command::new(&dest).arg("--version")) {
+        return Ok(());
+    }
+    eprintln!("xtask: unpacking promtool from Debian's prometheus package into target/tools/");
+    let work = crate::workspace_root().join("target/tools/prometheus-deb");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work)?;
+    let download = |dir: &Path| {
+        Command::new("apt-get")
+            .args(["download", "prometheus"])
+            .current_dir(dir)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let apt_update = || {
+        Command::new("apt-get")
+            .arg("update")
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !(download(&work) || (apt_update() && download(&work))) {
+        bail!("apt-get could not download Debian's prometheus package (for promtool)");
+    }
+    let deb = std::fs::read_dir(&work)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .context("apt-get download left no .deb")?;
+    run(Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(&deb)
+        .arg(work.join("root")))?;
+    std::fs::copy(work.join("root/usr/bin/promtool"), &dest)
+        .with_context(|| format!("copying promtool to {}", dest.display()))?;
+    std::fs::remove_dir_all(&work)?;
+    if !quiet(Command::new(&dest).arg("--version")) {
+        bail!("{} does not run", dest.display());
+    }
     Ok(())
 }
 
