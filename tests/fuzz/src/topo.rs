@@ -605,6 +605,8 @@ pub fn render(lab: &Lab) -> String {
             .collect();
         let _ = writeln!(s, "routes = [{}]", routes.join(", "));
         let _ = writeln!(s, "forwarding = {}", node.forwarding);
+        let run: Vec<String> = node.run.iter().map(|c| q(c)).collect();
+        let _ = writeln!(s, "run = [{}]", run.join(", "));
     }
     for c in &lab.cables {
         let _ = writeln!(s, "[[cables]]");
