@@ -78,15 +78,21 @@ fn link_from_message(msg: &LinkMessage) -> Link {
     link
 }
 
-pub async fn links(handle: &Handle) -> Result<Vec<Link>> {
-    let msgs: Vec<LinkMessage> = handle
+/// Every link the handle's namespace has, as the kernel describes it
+/// (attributes and counters).
+pub async fn link_messages(handle: &Handle) -> Result<Vec<LinkMessage>> {
+    handle
         .link()
         .get()
         .execute()
         .try_collect()
         .await
         .map_err(nl)
-        .context("listing links")?;
+        .context("listing links")
+}
+
+pub async fn links(handle: &Handle) -> Result<Vec<Link>> {
+    let msgs = link_messages(handle).await?;
     Ok(msgs.iter().map(link_from_message).collect())
 }
 

@@ -5,8 +5,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context as _, Result};
-use futures::TryStreamExt as _;
-use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags};
 
 use super::{
     graph::Live,
@@ -47,13 +46,8 @@ struct Counters {
 /// Every link of `ns` by name, with its counters.
 async fn counters_in(ns: &Netns) -> Result<BTreeMap<String, Counters>> {
     let handle = ns.netlink().await?;
-    let msgs: Vec<LinkMessage> = handle
-        .link()
-        .get()
-        .execute()
-        .try_collect()
+    let msgs = crate::netlink::link_messages(&handle)
         .await
-        .map_err(crate::netlink::nl)
         .with_context(|| format!("listing the links of {}", ns.label()))?;
     let mut out = BTreeMap::new();
     for m in &msgs {
