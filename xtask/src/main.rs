@@ -177,7 +177,7 @@ fn up(args: &[String]) -> Result<()> {
     println!(
         "  ip netns exec red curl http://198.51.100.1/         # out through the eBPF masquerade"
     );
-    println!("  ip netns exec netlab-wan curl http://198.51.100.2/  # in through the port forward (start a server in blue)");
+    println!("  ip netns exec netlab-wan curl http://198.51.100.2/  # in through the port forward to blue's web server");
     println!(
         "  target/debug/netlab status; target/debug/netlab nat list; target/debug/netlab stats"
     );
