@@ -411,18 +411,25 @@ const DRIVER_PORT: u16 = 9515;
 struct Browser {
     host: String,
     session: String,
-    _driver: Guard,
+    driver: Option<Guard>,
+    /// chromedriver's and Chromium's TMPDIR (profiles, shared memory files):
+    /// the test's own, removed when the browser closes.
+    tmp: PathBuf,
 }
 
 impl Browser {
     fn open(lab: &Lab) -> Browser {
         let host = lab.host_netns();
         let port = format!("--port={DRIVER_PORT}");
-        let driver = Guard(lab.spawn_in(&host, &["chromedriver", &port]));
+        let tmp = std::env::temp_dir().join(netlab_tests::unique("chromium"));
+        std::fs::create_dir(&tmp).unwrap();
+        let tmpdir = format!("TMPDIR={}", tmp.display());
+        let driver = lab.spawn_in(&host, &["env", &tmpdir, "chromedriver", &port]);
         let mut b = Browser {
             host,
             session: String::new(),
-            _driver: driver,
+            driver: Some(Guard(driver)),
+            tmp,
         };
         wait_for("chromedriver answering", Duration::from_secs(20), || {
             b.call("GET", "/status", None)["ready"] == true
@@ -473,11 +480,33 @@ impl Browser {
     }
 }
 
-impl Drop for Browser {
-    fn drop(&mut self) {
+impl Browser {
+    /// End the session and the driver, remove the temporary files, and
+    /// check that none is left (Chromium writes there until it exits).
+    fn close(mut self) {
+        self.end();
+        assert!(!self.tmp.exists(), "{} left behind", self.tmp.display());
+    }
+
+    fn end(&mut self) {
         if !self.session.is_empty() {
             self.call("DELETE", &format!("/session/{}", self.session), None);
+            self.session.clear();
         }
+        self.driver.take();
+        // Chromium's last writes can race the first removal.
+        for _ in 0..50 {
+            if std::fs::remove_dir_all(&self.tmp).is_ok() || !self.tmp.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        self.end();
     }
 }
 
@@ -559,6 +588,7 @@ fn view_page_in_chromium_shows_the_lab_and_live_figures() {
         "no screenshot at {}",
         shot.display()
     );
+    browser.close();
     println!(
         "view: page to its first figures in headless chromium: {load:?}; translated_out {before} -> {}, red {}",
         seen.0, seen.1
