@@ -35,6 +35,11 @@ const PACKAGES: &[&str] = &[
     "graphviz",
     "chromium",
     "chromium-driver",
+    // `netlab bench`'s third-party tools: nginx answers, wrk opens the
+    // connections (`Connection: close`), sockperf measures ping-pong latency.
+    "nginx-light",
+    "wrk",
+    "sockperf",
 ];
 
 /// What `cargo xtask test --kernel` needs to boot other kernels; installed
@@ -207,6 +212,39 @@ fn packages() -> Result<()> {
     install(PACKAGES)
 }
 
+/// Debian's policy-rc.d hook, answering "101: not allowed" to every
+/// service start a package's install script asks for, while it exists.
+/// Left alone when the machine already has one (containers often do).
+struct NoServiceStarts(Option<&'static Path>);
+
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
+
+impl NoServiceStarts {
+    fn new() -> Result<NoServiceStarts> {
+        let path = Path::new(POLICY_RC_D);
+        if path.exists() {
+            return Ok(NoServiceStarts(None));
+        }
+        std::fs::write(
+            path,
+            "#!/bin/sh\n# netlab's xtask setup: no service starts while it installs.\nexit 101\n",
+        )
+        .with_context(|| format!("writing {POLICY_RC_D}"))?;
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("making {POLICY_RC_D} executable"))?;
+        Ok(NoServiceStarts(Some(path)))
+    }
+}
+
+impl Drop for NoServiceStarts {
+    fn drop(&mut self) {
+        if let Some(path) = self.0 {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
 pub fn vm_packages() -> Result<()> {
     install(VM_PACKAGES)
 }
@@ -226,6 +264,9 @@ fn install(packages: &[&str]) -> Result<()> {
     };
     let mut install = vec!["install", "-y", "--no-install-recommends"];
     install.extend(&missing);
+    // Servers among them (nginx, coturn) are only started by the tests,
+    // inside their namespaces: never as services of the machine.
+    let _no_services = NoServiceStarts::new()?;
     // Fresh machines often have no package lists yet.
     let installed = apt(&install) || (apt(&["update"]) && apt(&install));
     if !installed {

@@ -9,8 +9,10 @@
 //! machine (other builds, thermal) spreads over all modes alike.
 //!
 //! - [`modes`]: the sandboxes per mode and their NAT configuration;
-//! - [`traffic`]: the servers and generators (iperf3, a sendmmsg UDP flood,
-//!   connect/request/response/close, ping-pong latency);
+//! - [`traffic`]: the bench's own servers and generators (iperf3, a
+//!   sendmmsg UDP flood, connect/request/response/close, ping-pong latency);
+//! - [`tools`]: the same paths measured by the tools users trust (nginx and
+//!   wrk with `Connection: close`, sockperf, iperf3's UDP);
 //! - [`report`]: medians, spreads, ratios, the table and the JSON;
 //! - [`svg`]: the chart of the ratios;
 //! - [`micro`]: the programs alone through `BPF_PROG_TEST_RUN`.
@@ -19,6 +21,7 @@ pub mod micro;
 pub mod modes;
 pub mod report;
 pub mod svg;
+pub mod tools;
 pub mod traffic;
 
 use std::{
@@ -84,6 +87,8 @@ pub struct Profile {
     pub dnat_max: u64,
     /// Micro-benchmark: test runs per case.
     pub micro_runs: usize,
+    /// How long each third-party client (wrk, sockperf, iperf3 -u) runs, s.
+    pub tool_seconds: u32,
 }
 
 impl Profile {
@@ -108,6 +113,7 @@ impl Profile {
                 dnat_window: Duration::from_millis(500),
                 dnat_max: 5_000,
                 micro_runs: 2_000,
+                tool_seconds: 1,
             }
         } else {
             Profile {
@@ -129,6 +135,7 @@ impl Profile {
                 dnat_window: Duration::from_millis(1_500),
                 dnat_max: 12_000,
                 micro_runs: 10_000,
+                tool_seconds: 2,
             }
         }
     }
@@ -139,19 +146,82 @@ impl Profile {
 pub enum Kind {
     Tcp,
     Udp,
+    UdpIperf3,
     Crr,
+    CrrWrk,
     Latency,
-    Dnat(usize),
+    LatencySockperf,
+    /// New connections node→wan with N forwards inside the NAT's port range
+    /// (each outbound connection's port search must skip them).
+    CrrBeside(usize),
+    CrrWrkBeside(usize),
+    /// Connections wan→node through N forwards, inside the NAT's port
+    /// range or above it.
+    Dnat(usize, bool),
+    DnatWrk(usize, bool),
 }
 
 impl Kind {
+    /// Every measurement of a round, in order: kinds that share their
+    /// forwards follow each other, so the forwards are loaded once.
+    pub fn all(p: &Profile) -> Vec<Kind> {
+        let mut kinds = vec![
+            Kind::Tcp,
+            Kind::Udp,
+            Kind::UdpIperf3,
+            Kind::Crr,
+            Kind::CrrWrk,
+            Kind::Latency,
+            Kind::LatencySockperf,
+        ];
+        for &n in &p.forward_counts {
+            kinds.extend([Kind::Dnat(n, false), Kind::DnatWrk(n, false)]);
+            if n > 1 {
+                kinds.extend([
+                    Kind::CrrBeside(n),
+                    Kind::CrrWrkBeside(n),
+                    Kind::Dnat(n, true),
+                    Kind::DnatWrk(n, true),
+                ]);
+            }
+        }
+        kinds
+    }
+
+    pub fn metrics(self) -> Vec<Metric> {
+        match self {
+            Kind::Tcp => vec![Metric::Tcp],
+            Kind::Udp => vec![Metric::Udp],
+            Kind::UdpIperf3 => vec![Metric::UdpIperf3],
+            Kind::Crr => vec![Metric::Crr],
+            Kind::CrrWrk => vec![Metric::CrrWrk],
+            Kind::Latency => vec![Metric::LatencyP50, Metric::LatencyP99],
+            Kind::LatencySockperf => vec![Metric::LatencySockperf],
+            Kind::CrrBeside(n) => vec![Metric::CrrBeside(n)],
+            Kind::CrrWrkBeside(n) => vec![Metric::CrrWrkBeside(n)],
+            Kind::Dnat(n, i) => vec![Metric::Dnat(n, i)],
+            Kind::DnatWrk(n, i) => vec![Metric::DnatWrk(n, i)],
+        }
+    }
+
     fn label(self) -> String {
         match self {
             Kind::Tcp => "TCP throughput (iperf3)".into(),
-            Kind::Udp => "UDP flood".into(),
-            Kind::Crr => "new connections".into(),
             Kind::Latency => "ping-pong latency".into(),
-            Kind::Dnat(n) => format!("DNAT, {n} forwards"),
+            _ => self.metrics()[0].label(),
+        }
+    }
+
+    /// The forwards the lab has while this is measured.
+    fn forwards(self) -> Option<modes::ForwardSet> {
+        use modes::ForwardSet;
+        match self {
+            Kind::CrrBeside(n) | Kind::CrrWrkBeside(n) => {
+                Some(ForwardSet::new(n, true, traffic::NODE_PORT))
+            }
+            Kind::Dnat(n, inside) => Some(ForwardSet::new(n, inside, traffic::NODE_PORT)),
+            Kind::DnatWrk(n, inside) => Some(ForwardSet::new(n, inside, tools::NGINX_PORT)),
+            _ => None,
         }
     }
 }
@@ -329,8 +399,7 @@ fn measure_all(
             .with_context(|| format!("building the sandbox of mode {}", mode.name()))?;
         check_interrupted()?;
     }
-    let mut kinds = vec![Kind::Tcp, Kind::Udp, Kind::Crr, Kind::Latency];
-    kinds.extend(profile.forward_counts.iter().map(|&n| Kind::Dnat(n)));
+    let kinds = Kind::all(profile);
     for round in 0..profile.rounds {
         for &kind in &kinds {
             // Rotate the order of the modes from round to round.
@@ -374,63 +443,68 @@ type Sample = (Metric, f64, serde_json::Value);
 
 /// One measurement of `kind` in `env`.
 fn measure(env: &mut modes::Env, kind: Kind, p: &Profile) -> Result<Vec<Sample>> {
+    let target = env.set_forwards(kind.forwards())?;
     let wan = env.wan_addr;
-    if !matches!(kind, Kind::Dnat(_)) {
-        env.clear_forwards()?;
-    }
+    let to_wan = |port| SocketAddrV4::new(wan, port);
+    let metric = kind.metrics()[0];
+    let one = |value: f64, extra: serde_json::Value| Ok(vec![(metric, value, extra)]);
+    let secs = p.tool_seconds;
     match kind {
         Kind::Tcp => {
             let bps = traffic::iperf3(&env.node_ns, wan, p.tcp_seconds, p.tcp_omit, p.tcp_streams)?;
-            Ok(vec![(Metric::Tcp, bps / 1e9, serde_json::Value::Null)])
+            one(bps / 1e9, serde_json::Value::Null)
         }
         Kind::Udp => {
-            let r = traffic::udp_flood(
-                &env.node,
-                SocketAddrV4::new(wan, traffic::UDP_PORT),
-                &env.wan_servers,
-                p,
-            )?;
-            let extra = serde_json::to_value(&r)?;
-            Ok(vec![(Metric::Udp, r.delivered_pps / 1e6, extra)])
+            let r = traffic::udp_flood(&env.node, to_wan(traffic::UDP_PORT), &env.wan_servers, p)?;
+            one(r.delivered_pps / 1e6, serde_json::to_value(&r)?)
         }
-        Kind::Crr => {
-            let r = traffic::crr(
-                &env.node,
-                SocketAddrV4::new(wan, traffic::CRR_PORT),
-                p.crr_threads,
-                p.crr_window,
-                p.crr_max,
-                None,
-            )?;
-            let extra = serde_json::to_value(&r)?;
-            Ok(vec![(Metric::Crr, r.per_second, extra)])
+        Kind::UdpIperf3 => {
+            let r = tools::iperf3_udp(&env.node_ns, wan, traffic::IPERF_PORT, secs)?;
+            one(r.received_pps / 1e6, serde_json::to_value(&r)?)
+        }
+        Kind::Crr | Kind::CrrBeside(_) => {
+            let to = to_wan(traffic::CRR_PORT);
+            let r = traffic::crr(&env.node, to, p.crr_threads, p.crr_window, p.crr_max, None)?;
+            one(r.per_second, serde_json::to_value(&r)?)
+        }
+        Kind::CrrWrk | Kind::CrrWrkBeside(_) => {
+            let r = tools::wrk(&env.node_ns, to_wan(tools::NGINX_PORT), secs)?;
+            one(r.per_second, serde_json::to_value(&r)?)
         }
         Kind::Latency => {
-            let r = traffic::latency(
-                &env.node,
-                SocketAddrV4::new(wan, traffic::ECHO_PORT),
-                p.latency_round_trips,
-                p.latency_window,
-            )?;
+            let to = to_wan(traffic::ECHO_PORT);
+            let r = traffic::latency(&env.node, to, p.latency_round_trips, p.latency_window)?;
             let extra = serde_json::to_value(&r)?;
             Ok(vec![
                 (Metric::LatencyP50, r.p50_us, extra.clone()),
                 (Metric::LatencyP99, r.p99_us, extra),
             ])
         }
-        Kind::Dnat(n) => {
-            let target: SocketAddrV4 = env.set_forwards(n)?;
+        Kind::LatencySockperf => {
+            let r = tools::sockperf(&env.node_ns, wan, secs)?;
+            one(r.p50_us, serde_json::to_value(&r)?)
+        }
+        Kind::Dnat(..) => {
+            let to = target.context("the forwards' target")?;
+            let ports = Some(env.client_ports.clone());
             let r = traffic::crr(
                 &env.wan,
-                target,
+                to,
                 p.crr_threads,
                 p.dnat_window,
                 p.dnat_max,
-                Some(env.client_ports.clone()),
+                ports,
             )?;
             let mut extra = serde_json::to_value(&r)?;
-            extra["target"] = target.to_string().into();
-            Ok(vec![(Metric::Dnat(n), r.per_second, extra)])
+            extra["target"] = to.to_string().into();
+            one(r.per_second, extra)
+        }
+        Kind::DnatWrk(..) => {
+            let to = target.context("the forwards' target")?;
+            let r = tools::wrk(&env.wan_ns, to, secs)?;
+            let mut extra = serde_json::to_value(&r)?;
+            extra["target"] = to.to_string().into();
+            one(r.per_second, extra)
         }
     }
 }

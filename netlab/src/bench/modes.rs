@@ -29,7 +29,10 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 
-use super::traffic::{self, Servers};
+use super::{
+    tools,
+    traffic::{self, Servers},
+};
 use crate::{
     lab,
     model::net::Ipv4Net,
@@ -107,6 +110,9 @@ impl Mode {
 pub const NODE_ADDR: Ipv4Addr = Ipv4Addr::new(192, 168, 15, 1);
 pub const UPLINK_ADDR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
 pub const FORWARD_BASE: u16 = 40_000;
+/// The first forwarded port of the sets inside the NAT's port range
+/// (10000-32767 by default).
+pub const FORWARD_BASE_IN_RANGE: u16 = 10_001;
 const NODE: &str = "n";
 
 /// Run a tool (time-bounded by coreutils' `timeout`, in a process group of
@@ -171,84 +177,106 @@ pub struct Env {
     /// The wan side's next client port (see [`traffic::crr`]).
     pub client_ports: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Forwards now configured (NAT modes).
-    forwards: usize,
+    forwards: Option<ForwardSet>,
     exe: PathBuf,
 }
 
-impl Env {
-    /// Make the mode have `n` forwards (tcp 40000.. to the node's server)
-    /// and return where the wan connects: the last forwarded port, or the
-    /// node itself in the modes without NAT.
-    pub fn set_forwards(&mut self, n: usize) -> Result<SocketAddrV4> {
-        if n == 0 || n > usize::from(u16::MAX - FORWARD_BASE) {
-            bail!("cannot forward {n} ports from {FORWARD_BASE}");
+/// A set of TCP forwards on the lab host's uplink: ports `first..` to the
+/// node's `to_port`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ForwardSet {
+    pub count: usize,
+    pub first: u16,
+    pub to_port: u16,
+}
+
+impl ForwardSet {
+    /// `count` forwards to the node's `to_port`, above the NAT's port range
+    /// (from 40000) or inside it (from 10001, as a user forwarding a block
+    /// of RTP or game ports would).
+    pub fn new(count: usize, inside_nat_range: bool, to_port: u16) -> ForwardSet {
+        let first = if inside_nat_range {
+            FORWARD_BASE_IN_RANGE
+        } else {
+            FORWARD_BASE
+        };
+        ForwardSet {
+            count,
+            first,
+            to_port,
         }
-        let last = FORWARD_BASE + (n - 1) as u16;
-        match self.mode {
-            Mode::Veth => Ok(SocketAddrV4::new(UPLINK_ADDR, traffic::NODE_PORT)),
-            Mode::Route => Ok(SocketAddrV4::new(NODE_ADDR, traffic::NODE_PORT)),
-            Mode::Iptables => {
-                if self.forwards != n {
-                    let host = self.host_ns.clone().context("the lab host namespace")?;
-                    iptables_load(&host, n)?;
-                    self.forwards = n;
-                }
-                Ok(SocketAddrV4::new(UPLINK_ADDR, last))
-            }
-            Mode::Netlab | Mode::NetlabSlow => {
-                if self.forwards != n {
-                    self.clear_forwards()?;
-                    let lab = self.lab.clone().context("the lab")?;
-                    let netlab = |args: &[&str]| netlab(&self.exe, args);
-                    let ports = if n == 1 {
-                        FORWARD_BASE.to_string()
-                    } else {
-                        format!("{FORWARD_BASE}-{last}")
-                    };
-                    let to = format!("{NODE}:{}", traffic::NODE_PORT);
-                    netlab(&["fwd", "add", "--name", &lab, "tcp", &ports, &to])?;
-                    let have = crate::dataplane::pins::LabPins::new(&lab)
-                        .forward_count()
-                        .with_context(|| format!("counting lab {lab}'s forwards"))?;
-                    if have != n {
-                        bail!("lab {lab} has {have} forwarded ports, not {n}");
-                    }
-                    self.forwards = n;
-                }
-                Ok(SocketAddrV4::new(UPLINK_ADDR, last))
-            }
+    }
+
+    pub fn last(self) -> u16 {
+        self.first + (self.count - 1) as u16
+    }
+
+    /// As `netlab fwd` writes ports: `P` or `P-Q`.
+    fn ports(self) -> String {
+        if self.count == 1 {
+            self.first.to_string()
+        } else {
+            format!("{}-{}", self.first, self.last())
         }
     }
 }
 
 impl Env {
-    /// No forward at all (the other metrics run with the NAT's masquerade
-    /// alone: 10,000 DNAT rules left from the last round would otherwise
-    /// slow every new connection through iptables' nat table).
-    pub fn clear_forwards(&mut self) -> Result<()> {
-        if self.forwards == 0 {
-            return Ok(());
+    /// Make the mode have exactly the forwards `set` (none: masquerade
+    /// alone) and return where the wan connects to reach the node's
+    /// `to_port`: the last forwarded port, or the node itself in the modes
+    /// without NAT.
+    pub fn set_forwards(&mut self, set: Option<ForwardSet>) -> Result<Option<SocketAddrV4>> {
+        if let Some(s) = set {
+            if s.count == 0 || usize::from(s.first) + s.count > usize::from(u16::MAX) {
+                bail!("cannot forward {} ports from {}", s.count, s.first);
+            }
         }
+        if self.forwards != set {
+            self.load_forwards(set)?;
+            self.forwards = set;
+        }
+        Ok(set.map(|s| match self.mode {
+            Mode::Veth => SocketAddrV4::new(UPLINK_ADDR, s.to_port),
+            Mode::Route => SocketAddrV4::new(NODE_ADDR, s.to_port),
+            _ => SocketAddrV4::new(UPLINK_ADDR, s.last()),
+        }))
+    }
+
+    /// Replace the mode's forwards (10,000 DNAT rules left from the last
+    /// measurement would otherwise slow every new connection through
+    /// iptables' nat table).
+    fn load_forwards(&mut self, set: Option<ForwardSet>) -> Result<()> {
         match self.mode {
-            Mode::Veth | Mode::Route => {}
+            Mode::Veth | Mode::Route => Ok(()),
             Mode::Iptables => {
                 let host = self.host_ns.clone().context("the lab host namespace")?;
-                iptables_load(&host, 0)?;
+                iptables_load(&host, set)
             }
             Mode::Netlab | Mode::NetlabSlow => {
                 let lab = self.lab.clone().context("the lab")?;
-                // The whole range: `fwd del` of one port keeps the rest.
-                let last = FORWARD_BASE + (self.forwards - 1) as u16;
-                let ports = if last == FORWARD_BASE {
-                    FORWARD_BASE.to_string()
-                } else {
-                    format!("{FORWARD_BASE}-{last}")
-                };
-                netlab(&self.exe, &["fwd", "del", "--name", &lab, "tcp", &ports])?;
+                if let Some(old) = self.forwards {
+                    netlab(
+                        &self.exe,
+                        &["fwd", "del", "--name", &lab, "tcp", &old.ports()],
+                    )?;
+                }
+                self.forwards = None;
+                let Some(s) = set else { return Ok(()) };
+                let to = format!("{NODE}:{}", s.to_port);
+                netlab(
+                    &self.exe,
+                    &["fwd", "add", "--name", &lab, "tcp", &s.ports(), &to],
+                )?;
+                let have = crate::dataplane::pins::LabPins::new(&lab)
+                    .forward_count()
+                    .with_context(|| format!("counting lab {lab}'s forwards"))?;
+                if have != s.count {
+                    bail!("lab {lab} has {have} forwarded ports, not {}", s.count);
+                }
+                Ok(())
             }
         }
-        self.forwards = 0;
-        Ok(())
     }
 }
 
@@ -262,25 +290,27 @@ fn netlab(exe: &Path, args: &[&str]) -> Result<String> {
 }
 
 /// The iptables rules of the `iptables` mode: MASQUERADE of the lab's
-/// subnet out of the uplink, and `forwards` DNAT rules (tcp 40000..) to the
-/// node's server, loaded in one `iptables-restore` of the nat table.
-fn iptables_rules(forwards: usize) -> String {
+/// subnet out of the uplink, and a DNAT rule per forwarded port, loaded in
+/// one `iptables-restore` of the nat table.
+fn iptables_rules(set: Option<ForwardSet>) -> String {
     let mut r = String::from(
         "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n",
     );
-    for i in 0..forwards {
-        r.push_str(&format!(
-            "-A PREROUTING -d {UPLINK_ADDR}/32 -p tcp -m tcp --dport {} -j DNAT --to-destination {NODE_ADDR}:{}\n",
-            usize::from(FORWARD_BASE) + i,
-            traffic::NODE_PORT
-        ));
+    if let Some(s) = set {
+        for port in s.first..=s.last() {
+            r.push_str(&format!(
+                "-A PREROUTING -d {UPLINK_ADDR}/32 -p tcp -m tcp --dport {port} -j DNAT --to-destination {NODE_ADDR}:{}\n",
+                s.to_port
+            ));
+        }
     }
     r.push_str("-A POSTROUTING -s 192.168.15.0/24 -o eth0 -j MASQUERADE\nCOMMIT\n");
     r
 }
 
-fn iptables_load(host_ns: &str, forwards: usize) -> Result<()> {
-    let rules = iptables_rules(forwards);
+fn iptables_load(host_ns: &str, set: Option<ForwardSet>) -> Result<()> {
+    let rules = iptables_rules(set);
+    let forwards = set.map_or(0, |s| s.count);
     tool(
         "ip",
         &["netns", "exec", host_ns, "iptables-restore"],
@@ -359,7 +389,7 @@ pub struct Bench {
     labs: Vec<String>,
     /// The bench's own namespaces (veth mode).
     own: Vec<String>,
-    /// iperf3 servers.
+    /// The third-party servers (iperf3, nginx, sockperf).
     children: Vec<Child>,
     /// What netlab attached in each NAT mode (its dataplane state).
     pub dataplane: Vec<(Mode, serde_json::Value)>,
@@ -428,18 +458,7 @@ impl Bench {
         };
         let node = Netns::open(&node_ns)?;
         let wan = Netns::open(&wan_ns)?;
-        let iperf = Command::new("ip")
-            .args(["netns", "exec", &wan_ns, "iperf3", "-s", "-p"])
-            .arg(traffic::IPERF_PORT.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .with_context(|| format!("starting iperf3 -s in netns {wan_ns}"))?;
-        self.children.push(iperf);
-        traffic::wait_listening(&wan, traffic::IPERF_PORT, Duration::from_secs(5))
-            .with_context(|| format!("iperf3 -s in netns {wan_ns}"))?;
+        self.start_tools(&wan_ns, &node_ns, &wan, &node)?;
         let wan_servers = Servers::wan(&wan)?;
         let node_servers = Servers::node(&node)?;
         let mut env = Env {
@@ -454,7 +473,7 @@ impl Bench {
             wan_servers,
             node_servers,
             client_ports: Default::default(),
-            forwards: 0,
+            forwards: None,
             exe: self.exe.clone(),
         };
         // Both directions work before anything is measured.
@@ -464,11 +483,46 @@ impl Bench {
             None,
         )
         .with_context(|| format!("mode {}: node to wan", mode.name()))?;
-        let target = env.set_forwards(1)?;
+        let one = ForwardSet::new(1, false, traffic::NODE_PORT);
+        let target = env.set_forwards(Some(one))?.context("one forward")?;
         traffic::probe(&env.wan, target, Some(&env.client_ports))
             .with_context(|| format!("mode {}: wan to the node's server", mode.name()))?;
-        env.clear_forwards()?;
+        env.set_forwards(None)?;
         self.envs.push(env);
+        Ok(())
+    }
+
+    /// The third-party servers: iperf3, nginx and sockperf in the wan,
+    /// nginx in the node (the forwards' other target).
+    fn start_tools(
+        &mut self,
+        wan_ns: &str,
+        node_ns: &str,
+        wan: &Netns,
+        node: &Netns,
+    ) -> Result<()> {
+        let port = traffic::IPERF_PORT.to_string();
+        let iperf = Command::new("ip")
+            .args(["netns", "exec", wan_ns, "iperf3", "-s", "-p", &port])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("starting iperf3 -s in netns {wan_ns}"))?;
+        self.children.push(iperf);
+        for ns in [wan_ns, node_ns] {
+            let dir = self.dir.join(format!("nginx-{ns}"));
+            self.children.push(tools::start_nginx(ns, &dir)?);
+        }
+        self.children.push(tools::start_sockperf(wan_ns)?);
+        let within = Duration::from_secs(5);
+        traffic::wait_listening(wan, traffic::IPERF_PORT, within)
+            .with_context(|| format!("iperf3 -s in netns {wan_ns}"))?;
+        for (ns, label) in [(wan, wan_ns), (node, node_ns)] {
+            traffic::wait_listening(ns, tools::NGINX_PORT, within)
+                .with_context(|| format!("nginx in netns {label}"))?;
+        }
         Ok(())
     }
 
@@ -562,7 +616,7 @@ impl Bench {
                 )
                 .with_context(|| format!("routing 192.168.15.0/24 back in netns {wan}"))?;
             }
-            Mode::Iptables => iptables_load(&format!("{lab}-host"), 0)?,
+            Mode::Iptables => iptables_load(&format!("{lab}-host"), None)?,
             _ => {}
         }
         Ok(lab)

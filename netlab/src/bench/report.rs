@@ -8,76 +8,141 @@ use serde_json::{json, Value};
 
 use super::{Mode, Profile};
 
+/// What is measured; `Wrk`/`Sockperf`/`Iperf3` variants are the same
+/// paths measured by third-party tools.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Metric {
     Tcp,
     Udp,
+    UdpIperf3,
     Crr,
+    CrrWrk,
     LatencyP50,
     LatencyP99,
-    /// Connections/s through N forwards, to the last one.
-    Dnat(usize),
+    LatencySockperf,
+    /// New connections node→wan while N forwards sit inside the NAT's port range.
+    CrrBeside(usize),
+    CrrWrkBeside(usize),
+    /// Connections/s through N forwards, to the last one (inside the NAT's
+    /// port range or above it).
+    Dnat(usize, bool),
+    DnatWrk(usize, bool),
+}
+
+fn in_range_suffix(inside: bool, sep: &str) -> String {
+    if inside {
+        format!("{sep}inside the NAT range")
+    } else {
+        String::new()
+    }
 }
 
 impl Metric {
     pub fn key(self) -> String {
+        let range = |inside: bool| if inside { "_in_range" } else { "" };
         match self {
             Metric::Tcp => "tcp_throughput".into(),
             Metric::Udp => "udp_packets".into(),
+            Metric::UdpIperf3 => "udp_packets_iperf3".into(),
             Metric::Crr => "tcp_connections".into(),
+            Metric::CrrWrk => "tcp_connections_wrk".into(),
             Metric::LatencyP50 => "latency_p50".into(),
             Metric::LatencyP99 => "latency_p99".into(),
-            Metric::Dnat(n) => format!("dnat_{n}_forwards"),
+            Metric::LatencySockperf => "latency_p50_sockperf".into(),
+            Metric::CrrBeside(n) => format!("tcp_connections_beside_{n}_forwards"),
+            Metric::CrrWrkBeside(n) => format!("tcp_connections_beside_{n}_forwards_wrk"),
+            Metric::Dnat(n, i) => format!("dnat_{n}_forwards{}", range(i)),
+            Metric::DnatWrk(n, i) => format!("dnat_{n}_forwards{}_wrk", range(i)),
         }
     }
 
     pub fn label(self) -> String {
+        let forwards = |n: usize| {
+            if n == 1 {
+                "1 forward".to_string()
+            } else {
+                format!("{n} forwards (last)")
+            }
+        };
         match self {
             Metric::Tcp => "TCP throughput node→wan".into(),
             Metric::Udp => "UDP 64-byte packets node→wan".into(),
+            Metric::UdpIperf3 => "UDP 64-byte packets node→wan (iperf3, received)".into(),
             Metric::Crr => "new TCP connections node→wan".into(),
+            Metric::CrrWrk => {
+                "new TCP connections node→wan (wrk → nginx, Connection: close)".into()
+            }
             Metric::LatencyP50 => "request/response latency p50".into(),
             Metric::LatencyP99 => "request/response latency p99".into(),
-            Metric::Dnat(1) => "DNAT wan→node, 1 forward".into(),
-            Metric::Dnat(n) => format!("DNAT wan→node, {n} forwards (last)"),
+            Metric::LatencySockperf => {
+                "UDP ping-pong latency p50 (sockperf, half a round trip)".into()
+            }
+            Metric::CrrBeside(n) => {
+                format!("new TCP connections node→wan, {n} forwards inside the NAT range")
+            }
+            Metric::CrrWrkBeside(n) => {
+                format!(
+                    "new TCP connections node→wan (wrk → nginx), {n} forwards inside the NAT range"
+                )
+            }
+            Metric::Dnat(n, i) => {
+                format!("DNAT wan→node, {}{}", forwards(n), in_range_suffix(i, ", "))
+            }
+            Metric::DnatWrk(n, i) => {
+                format!(
+                    "DNAT wan→node (wrk → nginx), {}{}",
+                    forwards(n),
+                    in_range_suffix(i, ", ")
+                )
+            }
         }
     }
 
     /// Short name for the chart.
     pub fn short(self) -> String {
+        let range = |inside: bool| if inside { " in" } else { "" };
         match self {
             Metric::Tcp => "TCP Gbit/s".into(),
             Metric::Udp => "UDP pps".into(),
+            Metric::UdpIperf3 => "UDP iperf3".into(),
             Metric::Crr => "conn/s".into(),
+            Metric::CrrWrk => "conn/s wrk".into(),
             Metric::LatencyP50 => "lat p50".into(),
             Metric::LatencyP99 => "lat p99".into(),
-            Metric::Dnat(n) => format!("DNAT {n}"),
+            Metric::LatencySockperf => "lat sockperf".into(),
+            Metric::CrrBeside(n) => format!("conn/s +{n}f"),
+            Metric::CrrWrkBeside(n) => format!("wrk +{n}f"),
+            Metric::Dnat(n, i) => format!("DNAT {n}{}", range(i)),
+            Metric::DnatWrk(n, i) => format!("DNAT wrk {n}{}", range(i)),
         }
     }
 
     pub fn unit(self) -> &'static str {
         match self {
             Metric::Tcp => "Gbit/s",
-            Metric::Udp => "Mpps",
-            Metric::Crr | Metric::Dnat(_) => "conn/s",
-            Metric::LatencyP50 | Metric::LatencyP99 => "µs",
+            Metric::Udp | Metric::UdpIperf3 => "Mpps",
+            Metric::Crr
+            | Metric::CrrWrk
+            | Metric::CrrBeside(_)
+            | Metric::CrrWrkBeside(_)
+            | Metric::Dnat(..)
+            | Metric::DnatWrk(..) => "conn/s",
+            Metric::LatencyP50 | Metric::LatencyP99 | Metric::LatencySockperf => "µs",
         }
     }
 
     pub fn higher_is_better(self) -> bool {
-        !matches!(self, Metric::LatencyP50 | Metric::LatencyP99)
+        !matches!(
+            self,
+            Metric::LatencyP50 | Metric::LatencyP99 | Metric::LatencySockperf
+        )
     }
 
     pub fn all(p: &Profile) -> Vec<Metric> {
-        let mut m = vec![
-            Metric::Tcp,
-            Metric::Udp,
-            Metric::Crr,
-            Metric::LatencyP50,
-            Metric::LatencyP99,
-        ];
-        m.extend(p.forward_counts.iter().map(|&n| Metric::Dnat(n)));
-        m
+        super::Kind::all(p)
+            .into_iter()
+            .flat_map(super::Kind::metrics)
+            .collect()
     }
 }
 
@@ -289,7 +354,7 @@ impl Results {
             if !failed.is_empty() {
                 let _ = writeln!(
                     t,
-                    "{}: failed connection attempts over all rounds (1 s connect timeout): {}",
+                    "{}: failed connections or requests over all rounds (timeouts: ours 1 s, wrk 2 s): {}",
                     metric.label(),
                     failed.join(", ")
                 );

@@ -10,7 +10,13 @@ use super::{
     Mode,
 };
 
-const WIDTH: f64 = 1100.0;
+/// Room per group of bars: its label under it must fit.
+const GROUP_W: f64 = 100.0;
+
+/// The chart's width: at least 1100, wider with more metrics.
+fn width(r: &Results) -> f64 {
+    (LEFT + RIGHT + GROUP_W * r.metrics.len() as f64).max(1100.0)
+}
 const PANEL_H: f64 = 300.0;
 const LEFT: f64 = 60.0;
 const RIGHT: f64 = 20.0;
@@ -48,7 +54,8 @@ fn nice_max(x: f64) -> f64 {
 fn panel(svg: &mut String, r: &Results, base: Mode, title: &str, y0: f64) {
     let metrics: &[Metric] = &r.metrics;
     let modes: &[Mode] = &r.modes;
-    let plot_w = WIDTH - LEFT - RIGHT;
+    let width = width(r);
+    let plot_w = width - LEFT - RIGHT;
     let values: Vec<Vec<Option<f64>>> = metrics
         .iter()
         .map(|&m| modes.iter().map(|&mode| r.gain(m, mode, base)).collect())
@@ -76,7 +83,7 @@ fn panel(svg: &mut String, r: &Results, base: Mode, title: &str, y0: f64) {
         let _ = writeln!(
             svg,
             r##"<line x1="{LEFT}" y1="{yy:.1}" x2="{:.1}" y2="{yy:.1}" stroke="#e0e0e0"/><text x="{:.1}" y="{:.1}" font-size="11" text-anchor="end">{:.2}</text>"##,
-            WIDTH - RIGHT,
+            width - RIGHT,
             LEFT - 6.0,
             yy + 4.0,
             v
@@ -86,7 +93,7 @@ fn panel(svg: &mut String, r: &Results, base: Mode, title: &str, y0: f64) {
     let _ = writeln!(
         svg,
         r##"<line x1="{LEFT}" y1="{one:.1}" x2="{:.1}" y2="{one:.1}" stroke="#333" stroke-dasharray="5,4"/>"##,
-        WIDTH - RIGHT
+        width - RIGHT
     );
     let group_w = plot_w / metrics.len().max(1) as f64;
     let bar_w = (group_w * 0.8) / modes.len().max(1) as f64;
@@ -135,7 +142,7 @@ fn panel(svg: &mut String, r: &Results, base: Mode, title: &str, y0: f64) {
         svg,
         r##"<line x1="{LEFT}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#333"/>"##,
         y0 + PANEL_H,
-        WIDTH - RIGHT,
+        width - RIGHT,
         y0 + PANEL_H
     );
 }
@@ -156,10 +163,11 @@ pub fn chart(r: &Results) -> String {
         bases.extend(r.modes.first().copied());
     }
     let height = TOP + (PANEL_H + GAP) * bases.len() as f64 + 10.0;
+    let width = width(r);
     let mut svg = String::new();
     let _ = writeln!(
         svg,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}" font-family="sans-serif">"#
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif">"#
     );
     let _ = writeln!(
         svg,
