@@ -60,7 +60,9 @@ fn handle(ctx: &TcContext) -> Verdict {
     let now = flows::now();
     let key = p.key();
     if let Some(v) = flows::lookup_live(cfg, &key, now) {
-        return established(ctx, cfg, &p, &key, v, now);
+        if !flows::reopens(&key, v, &p) {
+            return established(ctx, cfg, &p, &key, v, now);
+        }
     }
     let Some(client_net) = lab::subnet_of(p.src) else {
         return Ok(TC_ACT_UNSPEC);

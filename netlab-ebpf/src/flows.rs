@@ -11,7 +11,7 @@ use netlab_common::{
 };
 use netlab_ebpf::{
     binding_timeout_secs, datagram_next_state, flow_timeout_secs, tcp_closed, tcp_next_state,
-    NSEC_PER_SEC, TCP_ACK, TCP_FIN, TCP_RST,
+    NSEC_PER_SEC, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
 };
 
 use crate::{
@@ -121,6 +121,9 @@ pub fn flow_alive(cfg: &NatConfig, key: &FlowKey, v: &FlowValue, now: u64) -> bo
 #[inline(always)]
 pub fn lookup_packet(cfg: &NatConfig, p: &Pkt, key: &FlowKey, now: u64) -> Option<*mut FlowValue> {
     let v = lookup_live(cfg, key, now)?;
+    if reopens(key, v, p) {
+        return None;
+    }
     if p.proto == IPPROTO_ICMP && key.src_port == 0 && key.dst_port == 0 {
         let val = unsafe { &*v };
         let fits = if p.icmp_type == ICMP_ECHO {
@@ -133,6 +136,31 @@ pub fn lookup_packet(cfg: &NatConfig, p: &Pkt, key: &FlowKey, now: u64) -> Optio
         }
     }
     Some(v)
+}
+
+/// Whether `p` is a SYN opening a new connection on the tuple of one that
+/// is over (reset, or closed both ways). As conntrack does with a TIME_WAIT
+/// entry, the old flow goes (both halves) and the packet is then a new
+/// flow's first, translated by the forwards and the mapping as they are
+/// now: a forward changed since would otherwise still lead to its old
+/// target, and a mapping's outside port, freed at the close, be reused
+/// without being reserved again.
+#[inline(always)]
+pub fn reopens(key: &FlowKey, v: *mut FlowValue, p: &Pkt) -> bool {
+    let val = unsafe { &*v };
+    let syn_only = p.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN;
+    if p.proto != IPPROTO_TCP || !syn_only || !tcp_closed(key.proto, val.state) {
+        return false;
+    }
+    let peer_key = FlowKey::peer_of(val, key.proto);
+    if NAT_FLOWS
+        .get_ptr(&peer_key)
+        .is_some_and(|pv| points_back(unsafe { &*pv }, key))
+    {
+        delete(&peer_key);
+    }
+    delete(key);
+    true
 }
 
 /// The live entry for `key`. A direction that has been quiet stays alive

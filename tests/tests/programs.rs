@@ -628,6 +628,69 @@ fn closed_connections_free_their_port_and_tuple() {
     assert_eq!(dp.stat(stat::DROP_CONFLICT), 0);
 }
 
+/// A SYN on the tuple of a connection that is over opens a new connection
+/// through the forwards and mappings as they are now (conntrack's TIME_WAIT
+/// reopen): a forward moved to another node since leads to the new one, and
+/// the old flow's entries are gone, both halves.
+#[test]
+fn a_syn_on_a_closed_flow_follows_the_forwards_as_they_are_now() {
+    require_root();
+    let mut dp = Dataplane::new(10000, 32767);
+    let forward_to = |dp: &mut Dataplane, node: Ipv4Addr, port: u16| {
+        let mut fwd: HashMap<_, ForwardKey, ForwardTarget> =
+            HashMap::try_from(dp.ebpf.map_mut("FORWARD_RULES").unwrap()).unwrap();
+        let target = ForwardTarget {
+            addr: na(node),
+            port: port_to_net(port),
+            _pad: 0,
+        };
+        fwd.insert(ForwardKey::new(port_to_net(8080), TCP), target, 0)
+            .unwrap();
+    };
+    forward_to(&mut dp, BLUE, 80);
+    let syn = Ip::new(REMOTE, UPLINK, TCP, tcp(5555, 8080, SYN, b"")).frame();
+    assert_eq!(parse_checked(&dp.inb(&syn).1).unwrap().dst, BLUE);
+    let rst = Ip::new(BLUE, REMOTE, TCP, tcp(80, 5555, RST | ACK, b"")).frame();
+    assert_eq!(dp.out(&rst).0, UNSPEC);
+    forward_to(&mut dp, RED, 81);
+    let (rc, out) = dp.inb(&syn);
+    assert_eq!(rc, UNSPEC);
+    let p = parse_checked(&out).unwrap();
+    assert_eq!((p.dst, p.dport()), (RED, 81), "the forward as it is now");
+    let reply = Ip::new(RED, REMOTE, TCP, tcp(81, 5555, SYN | ACK, b"")).frame();
+    let p = parse_checked(&dp.out(&reply).1).unwrap();
+    assert_eq!((p.src, p.sport()), (UPLINK, 8080));
+    let flows = dp.flows();
+    assert_eq!(flows.len(), 2, "one flow, both halves: {flows:?}");
+    assert!(flows
+        .iter()
+        .all(|(k, v)| k.src_addr != na(BLUE) && v.dst_addr != na(BLUE)));
+
+    // Masquerade: red reconnects from the same port after a reset; the new
+    // connection is a fresh flow (state SYN) with its mapping reserved.
+    let out_syn = Ip::new(RED, REMOTE, TCP, tcp(40000, 80, SYN, b"")).frame();
+    let first = parse_checked(&dp.out(&out_syn).1).unwrap().sport();
+    let out_rst = Ip::new(RED, REMOTE, TCP, tcp(40000, 80, RST | ACK, b"")).frame();
+    assert_eq!(dp.out(&out_rst).0, UNSPEC);
+    let (rc, out) = dp.out(&out_syn);
+    assert_eq!(rc, UNSPEC);
+    let again = parse_checked(&out).unwrap().sport();
+    let state = dp
+        .flows()
+        .iter()
+        .find(|(k, _)| k.src_addr == na(RED) && k.src_port == port_to_net(40000))
+        .map(|(_, v)| v.state)
+        .unwrap();
+    assert_eq!(
+        state,
+        netlab_common::STATE_SYN,
+        "ports {first} then {again}"
+    );
+    let back = Ip::new(REMOTE, UPLINK, TCP, tcp(80, again, SYN | ACK, b"")).frame();
+    assert_eq!(parse_checked(&dp.inb(&back).1).unwrap().dst, RED);
+    assert_eq!(dp.stat(stat::DROP_CONFLICT), 0);
+}
+
 /// A reset (or FIN) from the outside counts only near where the inside
 /// endpoint expects the next byte (RFC 5961): spoofed resets with the flow's
 /// tuple but a sequence number elsewhere are dropped and change nothing; a

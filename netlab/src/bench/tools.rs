@@ -81,6 +81,8 @@ pub struct WrkResult {
     pub requests: u64,
     /// Socket errors (connect, read, write, timeout) and non-2xx answers.
     pub errors: u64,
+    /// wrk's own split of them: `connect 0, read 3, …`.
+    pub error_kinds: String,
     pub seconds: u32,
 }
 
@@ -124,6 +126,7 @@ fn parse_wrk(out: &str, seconds: u32) -> Result<WrkResult> {
         per_second: f64::NAN,
         requests: 0,
         errors: 0,
+        error_kinds: String::new(),
         seconds,
     };
     for line in out.lines().map(str::trim) {
@@ -134,8 +137,10 @@ fn parse_wrk(out: &str, seconds: u32) -> Result<WrkResult> {
                 .iter()
                 .map(|n| field(rest, n))
                 .sum::<u64>();
+            r.error_kinds = rest.trim().to_string();
         } else if let Some(v) = line.strip_prefix("Non-2xx or 3xx responses:") {
             r.errors += v.trim().parse::<u64>().unwrap_or(0);
+            r.error_kinds += &format!(" non-2xx {}", v.trim());
         } else if line.contains(" requests in ") {
             r.requests = line.split_whitespace().next().unwrap_or("0").parse()?;
         }
@@ -251,6 +256,10 @@ mod tests {
         let r = parse_wrk(out, 2).unwrap();
         assert_eq!(r.requests, 48005);
         assert_eq!(r.errors, 6);
+        assert_eq!(
+            r.error_kinds,
+            "connect 0, read 3, write 0, timeout 2 non-2xx 1"
+        );
         assert!((r.per_second - 23811.65).abs() < 1e-6);
         assert!(parse_wrk("nothing", 2).is_err());
     }
