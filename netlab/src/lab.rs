@@ -150,6 +150,7 @@ pub async fn up(
 ) -> Result<()> {
     let host = Netns::host(opts.host_netns.as_deref())?;
     host_facts::refuse_conflicts(lab, sources, &host).await?;
+    crate::links::refuse_missing(&crate::model::impair::egresses(lab))?;
     let mut sys = System::new(host).await?;
     let previous = read_state(&lab.name);
     let was_up = previous.is_some();
@@ -267,6 +268,9 @@ async fn converge(
         }
     };
     let mut lines = dp.lines;
+    let impaired = crate::links::converge(sys, lab)
+        .await
+        .context("setting the links' impairments")?;
     let restored = live_before.map(|live| forward_changes(&live, &lab.forwards));
     if restored.is_some() {
         state.live_forwards = None;
@@ -278,7 +282,11 @@ async fn converge(
             .iter()
             .map(|p| format!("ended {p} (its node left the lab)")),
     );
-    let changes = actions.len() + usize::from(dp.changed) + restored.as_ref().map_or(0, Vec::len);
+    let changes = actions.len()
+        + usize::from(dp.changed)
+        + restored.as_ref().map_or(0, Vec::len)
+        + impaired.len();
+    lines.extend(impaired);
     Ok((changes, lines))
 }
 

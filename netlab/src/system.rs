@@ -93,7 +93,8 @@ impl System {
         &self.host_nl
     }
 
-    async fn node(&mut self, netns: &str) -> Result<Handle> {
+    /// A netlink handle in node namespace `netns` (opened once per run).
+    pub async fn node(&mut self, netns: &str) -> Result<Handle> {
         if let Some(h) = self.nodes.get(netns) {
             return Ok(h.clone());
         }
