@@ -150,7 +150,7 @@ pub async fn up(
 ) -> Result<()> {
     let host = Netns::host(opts.host_netns.as_deref())?;
     host_facts::refuse_conflicts(lab, sources, &host).await?;
-    crate::links::refuse_missing(&crate::model::impair::egresses(lab))?;
+    crate::links::refuse_missing(&crate::model::impair::impaired(lab))?;
     let mut sys = System::new(host).await?;
     let previous = read_state(&lab.name);
     let was_up = previous.is_some();

@@ -1,5 +1,5 @@
 //! Link impairments on a running lab: the root qdisc (netem, or TBF for a
-//! rate alone) at each egress [`model::impair::egresses`] names, set over
+//! rate alone) for each direction [`crate::model::impair::impaired`] names, set over
 //! netlink, and the kernel probe that refuses what the kernel cannot do.
 //!
 //! A qdisc netlab sets carries handle `4e4c:` ("NL"), so it is told from
@@ -10,7 +10,7 @@
 //! nothing: the qdiscs go with the veths.
 
 use anyhow::{bail, Context as _, Result};
-use futures::TryStreamExt as _;
+use futures::{StreamExt as _, TryStreamExt as _};
 use rtnetlink::{
     packet_core::{
         DefaultNla, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL,
@@ -20,14 +20,15 @@ use rtnetlink::{
         tc::{TcAttribute, TcHandle, TcMessage},
         RouteNetlinkMessage,
     },
-    Handle,
+    Handle, LinkIfb,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::{
     model::{
-        impair::{egresses, Egress, Impair, Qdisc},
+        impair::{impaired, Direction, Impair, Impaired, Qdisc},
         topology::Lab,
+        types::IFNAME_MAX,
     },
     netlink::{is_errno, link_by_name, nl},
     state::LabDir,
@@ -40,15 +41,17 @@ pub const HANDLE_MAJOR: u16 = 0x4e4c;
 /// What is applied now, as recorded.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Applied {
-    pub egresses: Vec<Egress>,
+    pub impaired: Vec<Impaired>,
 }
 
 impl Applied {
-    fn find(&self, e: &Egress) -> Option<&Egress> {
-        self.egresses
-            .iter()
-            .find(|a| a.node == e.node && a.ifname == e.ifname)
+    fn find(&self, i: &Impaired) -> Option<&Impaired> {
+        self.impaired.iter().find(|a| same_place(a, i))
     }
+}
+
+fn same_place(a: &Impaired, b: &Impaired) -> bool {
+    a.node == b.node && a.ifname == b.ifname && a.direction == b.direction
 }
 
 /// Whether this kernel can make a netem qdisc: tried on the loopback of a
@@ -81,77 +84,97 @@ pub fn netem_available() -> Result<bool> {
 
 /// Refuse (before anything is made) impairments this kernel cannot give:
 /// all but a rate alone need `sch_netem`.
-pub fn refuse_missing(wanted: &[Egress]) -> Result<()> {
-    let needs_netem: Vec<&Egress> = wanted
+pub fn refuse_missing(wanted: &[Impaired]) -> Result<()> {
+    let first = wanted
         .iter()
-        .filter(|e| e.impair.qdisc() == Some(Qdisc::Netem))
-        .collect();
-    if let Some(first) = needs_netem.first() {
+        .find(|e| e.impair.qdisc() == Some(Qdisc::Netem));
+    if let Some(first) = first {
         if !netem_available()? {
             bail!(
-                "this kernel has no sch_netem qdisc (module not found), which `{}` needs at {} \
+                "this kernel has no sch_netem qdisc (module not found), which `{}` needs at {first} \
                  (only `rate` alone works without it, with tbf); load sch_netem or remove those impairments",
                 first.impair,
-                where_text(first)
             );
         }
     }
     Ok(())
 }
 
-fn where_text(e: &Egress) -> String {
-    match &e.node {
-        Some(n) => format!("{n}:{}", e.ifname),
-        None => format!("{} on the lab host", e.ifname),
-    }
-}
-
-/// Bring the lab's qdiscs to what `lab` asks for; one line per change.
+/// Bring the lab's queues to what `lab` asks for; one line per change.
 pub async fn converge(sys: &mut System, lab: &Lab) -> Result<Vec<String>> {
     let dir = LabDir::of(&lab.name);
     let before: Applied = dir.read_links().unwrap_or_default();
-    let wanted = egresses(lab);
+    let wanted = impaired(lab);
     let mut lines = Vec::new();
-    for e in &wanted {
-        let h = handle_for(sys, lab, e).await?;
-        let index = index_of(&h, e).await?;
-        let same = before.find(e) == Some(e) && root_is_ours(&h, index).await?;
-        if !same {
-            set(&h, index, Some(&e.impair))
+    for i in &wanted {
+        let h = sys.node(&lab.netns_of(&i.node)).await?;
+        let unchanged = before.find(i) == Some(i) && queue_in_place(&h, i).await?;
+        if !unchanged {
+            apply(&h, i, Some(&i.impair))
                 .await
-                .with_context(|| format!("impairing {}", where_text(e)))?;
-            lines.push(format!("impaired {}: {}", where_text(e), e.impair));
+                .with_context(|| format!("impairing {i}"))?;
+            lines.push(format!("impaired {i}: {}", i.impair));
         }
     }
-    for old in &before.egresses {
-        if wanted.iter().any(|w| w.node == old.node && w.ifname == old.ifname) {
-            continue;
+    for old in &before.impaired {
+        if wanted.iter().any(|w| same_place(w, old)) || lab.node(&old.node).is_none() {
+            continue; // kept, or gone with its node
         }
-        let h = match handle_for(sys, lab, old).await {
-            Ok(h) => h,
-            Err(_) => continue, // its node left the lab
-        };
-        if let Some(link) = link_by_name(&h, &old.ifname).await? {
-            set(&h, link.index, None).await?;
-            lines.push(format!("no longer impaired: {}", where_text(old)));
-        }
+        let h = sys.node(&lab.netns_of(&old.node)).await?;
+        apply(&h, old, None)
+            .await
+            .with_context(|| format!("removing the impairment of {old}"))?;
+        lines.push(format!("no longer impaired: {old}"));
     }
-    dir.write_links(&Applied { egresses: wanted })?;
+    dir.write_links(&Applied { impaired: wanted })?;
     Ok(lines)
 }
 
-async fn handle_for(sys: &mut System, lab: &Lab, e: &Egress) -> Result<Handle> {
-    match &e.node {
-        Some(node) => sys.node(&lab.netns_of(node)).await,
-        None => Ok(sys.host_netlink().clone()),
+/// The IFB device that holds the queue of traffic into `ifname`.
+pub fn ifb_name(ifname: &str) -> String {
+    let name = format!("ifb-{ifname}");
+    if name.len() <= IFNAME_MAX {
+        return name;
+    }
+    // Long names: a prefix and a hash of the whole (FNV-1a), still unique.
+    let hash = ifname.bytes().fold(0x811c9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    format!("ifb-{}{:04x}", &ifname[..7], hash & 0xffff)
+}
+
+/// Whether `i`'s queue is there (its qdisc, and for `in` the IFB).
+async fn queue_in_place(h: &Handle, i: &Impaired) -> Result<bool> {
+    let dev = match i.direction {
+        Direction::Out => i.ifname.clone(),
+        Direction::In => ifb_name(&i.ifname),
+    };
+    match link_by_name(h, &dev).await? {
+        Some(link) => root_is_ours(h, link.index).await,
+        None => Ok(false),
     }
 }
 
-async fn index_of(h: &Handle, e: &Egress) -> Result<u32> {
-    Ok(link_by_name(h, &e.ifname)
+/// Set (`Some`) or remove (`None`) the queue of `i`'s direction.
+async fn apply(h: &Handle, i: &Impaired, impair: Option<&Impair>) -> Result<()> {
+    let iface = link_by_name(h, &i.ifname)
         .await?
-        .with_context(|| format!("no interface {}", where_text(e)))?
-        .index)
+        .with_context(|| format!("no interface {} in node {}", i.ifname, i.node))?;
+    match (i.direction, impair) {
+        (Direction::Out, imp) => set(h, iface.index, imp).await,
+        (Direction::In, Some(imp)) => {
+            let ifb = ensure_ifb(h, &ifb_name(&i.ifname)).await?;
+            set(h, ifb, Some(imp)).await?;
+            redirect_ingress(h, iface.index, ifb).await
+        }
+        (Direction::In, None) => {
+            delete_redirect(h, iface.index).await?;
+            if let Some(ifb) = link_by_name(h, &ifb_name(&i.ifname)).await? {
+                crate::netlink::delete_link(h, ifb.index).await?;
+            }
+            Ok(())
+        }
+    }
 }
 
 /// Make `impair` the root qdisc of interface `index` (`None`: remove
@@ -161,7 +184,10 @@ pub async fn set(h: &Handle, index: u32, impair: Option<&Impair>) -> Result<()> 
         let mut del = h.qdisc().del(index as i32);
         del.message_mut().header.parent = TcHandle::ROOT;
         del.message_mut().header.handle = TcHandle::from((u32::from(HANDLE_MAJOR)) << 16);
-        del.execute().await.map_err(nl).context("removing a qdisc")?;
+        del.execute()
+            .await
+            .map_err(nl)
+            .context("removing a qdisc")?;
     }
     if let Some(imp) = impair.filter(|i| !i.is_none()) {
         add_qdisc(h, index, imp)
@@ -218,11 +244,20 @@ async fn add_qdisc(h: &Handle, index: u32, imp: &Impair) -> Result<(), rtnetlink
     };
     msg.attributes
         .push(TcAttribute::Other(DefaultNla::new(TCA_OPTIONS, options)));
-    let mut req = NetlinkMessage::from(RouteNetlinkMessage::NewQueueDiscipline(msg));
-    req.header.flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
+    request(
+        h,
+        RouteNetlinkMessage::NewQueueDiscipline(msg),
+        NLM_F_CREATE | NLM_F_EXCL,
+    )
+    .await
+}
+
+/// One request, its acknowledgement awaited.
+async fn request(h: &Handle, msg: RouteNetlinkMessage, flags: u16) -> Result<(), rtnetlink::Error> {
+    let mut req = NetlinkMessage::from(msg);
+    req.header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
     let mut h = h.clone();
     let mut responses = h.request(req)?;
-    use futures::StreamExt as _;
     while let Some(m) = responses.next().await {
         if let NetlinkPayload::Error(e) = m.payload {
             if e.code.is_some() {
@@ -231,6 +266,88 @@ async fn add_qdisc(h: &Handle, index: u32, imp: &Impair) -> Result<(), rtnetlink
         }
     }
     Ok(())
+}
+
+/// The IFB device `name` in this namespace, up (made if missing).
+async fn ensure_ifb(h: &Handle, name: &str) -> Result<u32> {
+    if link_by_name(h, name).await?.is_none() {
+        h.link()
+            .add(LinkIfb::new(name).up().build())
+            .execute()
+            .await
+            .map_err(nl)
+            .with_context(|| format!("creating IFB device {name}"))?;
+    }
+    let link = link_by_name(h, name)
+        .await?
+        .with_context(|| format!("IFB device {name} missing after creating it"))?;
+    crate::netlink::set_up(h, link.index).await?;
+    Ok(link.index)
+}
+
+/// The priority of netlab's filter at an interface's ingress.
+const FILTER_PRIORITY: u16 = HANDLE_MAJOR;
+
+fn ingress_filter(index: u32) -> TcMessage {
+    let mut msg = TcMessage::with_index(index as i32);
+    msg.header.parent = TcHandle {
+        major: 0xffff,
+        minor: TcHandle::MIN_INGRESS,
+    };
+    // TC_H_MAKE(priority << 16, htons(ETH_P_ALL)).
+    msg.header.info =
+        u32::from(FILTER_PRIORITY) << 16 | u32::from((libc::ETH_P_ALL as u16).to_be());
+    msg
+}
+
+/// Everything arriving at `index` goes through IFB `ifb` first (a clsact
+/// qdisc, made if missing, and one u32 filter with a mirred redirect).
+async fn redirect_ingress(h: &Handle, index: u32, ifb: u32) -> Result<()> {
+    let mut clsact = TcMessage::with_index(index as i32);
+    clsact.header.parent = TcHandle::CLSACT;
+    clsact.header.handle = TcHandle {
+        major: 0xffff,
+        minor: 0,
+    };
+    clsact.attributes.push(TcAttribute::Kind("clsact".into()));
+    match request(
+        h,
+        RouteNetlinkMessage::NewQueueDiscipline(clsact),
+        NLM_F_CREATE | NLM_F_EXCL,
+    )
+    .await
+    {
+        Err(e) if !is_errno(&e, libc::EEXIST) => return Err(nl(e).context("adding a clsact qdisc")),
+        _ => {}
+    }
+    delete_redirect(h, index).await?;
+    let mut filter = h.traffic_filter(index as i32).add().ingress();
+    filter = filter
+        .priority(FILTER_PRIORITY)
+        .protocol((libc::ETH_P_ALL as u16).to_be())
+        .redirect(ifb)
+        .map_err(nl)?;
+    filter
+        .execute()
+        .await
+        .map_err(nl)
+        .context("redirecting the ingress to its IFB")
+}
+
+/// Remove netlab's ingress filter of `index`, if there.
+async fn delete_redirect(h: &Handle, index: u32) -> Result<()> {
+    match request(
+        h,
+        RouteNetlinkMessage::DelTrafficFilter(ingress_filter(index)),
+        0,
+    )
+    .await
+    {
+        Err(e) if !is_errno(&e, libc::ENOENT) && !is_errno(&e, libc::EINVAL) => {
+            Err(nl(e).context("removing the ingress redirect"))
+        }
+        _ => Ok(()),
+    }
 }
 
 const TCA_OPTIONS: u16 = 2;

@@ -7,7 +7,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::types::{Attachment, Lab};
+use super::types::Lab;
 
 /// Probabilities are kept in parts per billion (100% = 1e9): exact for
 /// every value a file writes with up to seven decimals, and comparable.
@@ -167,50 +167,57 @@ impl LinkImpair {
     }
 }
 
-/// One impaired egress: the qdisc that sits at the root of `ifname`'s
-/// egress, in node `node`'s namespace or (`None`) on the lab host.
+/// A direction of a link end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// Leaving the node: the root qdisc of its interface's egress.
+    Out,
+    /// Arriving at the node: redirected at its interface's ingress to an
+    /// IFB device beside it, whose root qdisc holds the impairment.
+    In,
+}
+
+/// One impaired direction of one node interface.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Egress {
-    pub node: Option<String>,
+pub struct Impaired {
+    pub node: String,
     pub ifname: String,
+    pub direction: Direction,
     pub impair: Impair,
 }
 
-/// Where every impairment of `lab` sits. A direction is given at the egress
-/// that sends it: a node's traffic out at its own interface (which every
-/// packet it sends passes, the fast path's included); traffic to a node at
-/// the lab host's end of its veth (bridges) or at the peer node's end
-/// (cables, where each end's `in` and the other's `out` are one queue).
-pub fn egresses(lab: &Lab) -> Vec<Egress> {
+impl fmt::Display for Impaired {
+    /// `red:veth-red out`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = match self.direction {
+            Direction::Out => "out",
+            Direction::In => "in",
+        };
+        write!(f, "{}:{} {d}", self.node, self.ifname)
+    }
+}
+
+/// Every impaired direction of `lab`, each at the node it is written for:
+/// both queues of a link end sit in its node's namespace, where every
+/// packet it sends or gets passes (the NAT's fast path hands packets to
+/// the node's side of the veth, past the lab host's end and its queue).
+/// On a cable each end's impairments are its own: a packet from a to b
+/// passes a's `out` and then b's `in`.
+pub fn impaired(lab: &Lab) -> Vec<Impaired> {
     let mut out = Vec::new();
     for node in &lab.nodes {
         for iface in &node.interfaces {
-            let mut mine = iface.impair.out;
-            if let Attachment::Cable {
-                peer_node,
-                peer_interface,
-            } = &iface.attachment
-            {
-                let peer = lab
-                    .node(peer_node)
-                    .and_then(|n| n.interfaces.iter().find(|i| &i.name == peer_interface));
-                if let Some(p) = peer {
-                    mine = mine.overlaid(&p.impair.inbound);
-                }
-            }
-            if !mine.is_none() {
-                out.push(Egress {
-                    node: Some(node.name.clone()),
-                    ifname: iface.name.clone(),
-                    impair: mine,
-                });
-            }
-            if let Attachment::Bridge { host_name, .. } = &iface.attachment {
-                if !iface.impair.inbound.is_none() {
-                    out.push(Egress {
-                        node: None,
-                        ifname: host_name.clone(),
-                        impair: iface.impair.inbound,
+            for (direction, impair) in [
+                (Direction::Out, iface.impair.out),
+                (Direction::In, iface.impair.inbound),
+            ] {
+                if !impair.is_none() {
+                    out.push(Impaired {
+                        node: node.name.clone(),
+                        ifname: iface.name.clone(),
+                        direction,
+                        impair,
                     });
                 }
             }
