@@ -290,6 +290,27 @@ async fn converge(
     Ok((changes, lines))
 }
 
+/// What the kernel dropped in node `node` while a link of it was down
+/// (its routes through that link) made again from the lab as `up` would,
+/// touching nothing outside the node. Returns how many changes it made.
+pub async fn restore_node(sys: &mut System, state: &LabState, node: &str) -> Result<usize> {
+    let lab = &state.lab;
+    let netns = lab.netns_of(node);
+    let desired = Desired::from_lab(lab, &default_nameservers(state.sandbox));
+    let actual = sys.observe(&lab.name).await?;
+    let here = Place::Node(netns);
+    let actions: Vec<Action> = plan(&desired, &actual)
+        .into_iter()
+        .filter(|a| a.place == here)
+        .collect();
+    for a in &actions {
+        sys.apply(&lab.name, a)
+            .await
+            .with_context(|| format!("{a}"))?;
+    }
+    Ok(actions.len())
+}
+
 /// Once this run turns the lab host's forwarding on, the state says so
 /// (`down` turns it off again only then).
 fn record_host_forwarding(state: &mut LabState, action: &Action) -> Result<()> {

@@ -26,9 +26,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     model::{
-        impair::{impaired, Direction, Impair, Impaired, Qdisc},
+        impair::{ifb_name, impaired, Direction, Impair, Impaired, Qdisc},
         topology::Lab,
-        types::IFNAME_MAX,
     },
     netlink::{is_errno, link_by_name, nl},
     state::LabDir,
@@ -128,19 +127,6 @@ pub async fn converge(sys: &mut System, lab: &Lab) -> Result<Vec<String>> {
     }
     dir.write_links(&Applied { impaired: wanted })?;
     Ok(lines)
-}
-
-/// The IFB device that holds the queue of traffic into `ifname`.
-pub fn ifb_name(ifname: &str) -> String {
-    let name = format!("ifb-{ifname}");
-    if name.len() <= IFNAME_MAX {
-        return name;
-    }
-    // Long names: a prefix and a hash of the whole (FNV-1a), still unique.
-    let hash = ifname.bytes().fold(0x811c9dc5u32, |h, b| {
-        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-    });
-    format!("ifb-{}{:04x}", &ifname[..7], hash & 0xffff)
 }
 
 /// Whether `i`'s queue is there (its qdisc, and for `in` the IFB).
@@ -348,6 +334,200 @@ async fn delete_redirect(h: &Handle, index: u32) -> Result<()> {
         }
         _ => Ok(()),
     }
+}
+
+/// What `netlab link set` changes: `(key, value)` pairs as `impair = {}`
+/// takes them, or all cleared, in one direction or (`None`) both.
+pub struct LiveSet {
+    pub values: Vec<(&'static str, String)>,
+    pub clear: bool,
+    pub direction: Option<Direction>,
+}
+
+/// `NODE` (a node with one interface) or `NODE:IFACE`, as (node, interface).
+pub fn resolve_target(lab: &Lab, target: &str) -> Result<(String, String)> {
+    let (node, iface) = match target.split_once(':') {
+        Some((n, i)) => (n, Some(i)),
+        None => (target, None),
+    };
+    let Some(n) = lab.node(node) else {
+        bail!("lab {} has no node {node}", lab.name);
+    };
+    let names: Vec<&str> = n.interfaces.iter().map(|i| i.name.as_str()).collect();
+    match iface {
+        Some(i) if names.contains(&i) => Ok((node.into(), i.into())),
+        Some(i) => bail!(
+            "node {node} has no interface {i} (it has {})",
+            names.join(", ")
+        ),
+        None if names.len() == 1 => Ok((node.into(), names[0].into())),
+        None => bail!(
+            "node {node} has {} interfaces: say which, as {node}:IFACE ({})",
+            names.len(),
+            names.join(", ")
+        ),
+    }
+}
+
+/// `netlab link set`: change a link end's impairments now, until the next
+/// `up` (which sets the file's again). Returns what it did, one line each.
+pub async fn set_live(
+    sys: &mut System,
+    lab: &Lab,
+    target: &str,
+    change: &LiveSet,
+) -> Result<Vec<String>> {
+    let (node, ifname) = resolve_target(lab, target)?;
+    let mut over = Impair::default();
+    for (key, value) in &change.values {
+        over.set(key, value)
+            .map_err(|e| anyhow::anyhow!("--{key}: {e}"))?;
+    }
+    let dir = LabDir::of(&lab.name);
+    let mut record: Applied = dir.read_links().unwrap_or_default();
+    let directions = match change.direction {
+        Some(d) => vec![d],
+        None => vec![Direction::Out, Direction::In],
+    };
+    let mut next = Vec::new();
+    for direction in directions {
+        let mut item = Impaired {
+            node: node.clone(),
+            ifname: ifname.clone(),
+            direction,
+            impair: Impair::default(),
+        };
+        let now = record.find(&item).map(|i| i.impair).unwrap_or_default();
+        item.impair = if change.clear {
+            Impair::default()
+        } else {
+            now.overlaid(&over)
+        };
+        if let Some(problem) = item.impair.problem() {
+            bail!("{item}: {problem}");
+        }
+        next.push(item);
+    }
+    refuse_missing(&next)?;
+    let h = sys.node(&lab.netns_of(&node)).await?;
+    let mut lines = Vec::new();
+    for item in next {
+        let wanted = (!item.impair.is_none()).then_some(&item.impair);
+        apply(&h, &item, wanted)
+            .await
+            .with_context(|| format!("impairing {item}"))?;
+        lines.push(format!("{item}: {}", item.impair));
+        record.impaired.retain(|a| !same_place(a, &item));
+        if wanted.is_some() {
+            record.impaired.push(item);
+        }
+    }
+    dir.write_links(&record)?;
+    Ok(lines)
+}
+
+/// `netlab link down|up`: the node's end of the link (its peer sees the
+/// carrier go, as a pulled cable would). The next `up` sets it up again.
+pub async fn set_state(sys: &mut System, lab: &Lab, target: &str, up: bool) -> Result<String> {
+    let (node, ifname) = resolve_target(lab, target)?;
+    let h = sys.node(&lab.netns_of(&node)).await?;
+    let link = link_by_name(&h, &ifname)
+        .await?
+        .with_context(|| format!("no interface {ifname} in node {node} (is the lab up?)"))?;
+    crate::netlink::set_state(&h, link.index, up).await?;
+    Ok(format!(
+        "{node}:{ifname} {}",
+        if up { "up" } else { "down" }
+    ))
+}
+
+/// One link end as `link show` and `status` show it.
+#[derive(Clone, Debug, Serialize)]
+pub struct LinkView {
+    pub node: String,
+    pub interface: String,
+    /// `None`: not there (the lab is not up).
+    pub up: Option<bool>,
+    pub out: Option<QueueView>,
+    #[serde(rename = "in")]
+    pub inbound: Option<QueueView>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct QueueView {
+    pub impair: String,
+    /// The qdisc that gives it (`netem` or `tbf`).
+    pub mechanism: &'static str,
+    /// Whether it differs from the lab file (set by `link set`).
+    pub live: bool,
+}
+
+/// Every link end of the lab, its state and its impairments as applied.
+pub async fn view(sys: &mut System, lab: &Lab) -> Result<Vec<LinkView>> {
+    let record: Applied = LabDir::of(&lab.name).read_links().unwrap_or_default();
+    let file = impaired(lab);
+    let mut out = Vec::new();
+    for node in &lab.nodes {
+        let h = sys.node(&node.netns).await.ok();
+        for iface in &node.interfaces {
+            let up = match &h {
+                Some(h) => link_by_name(h, &iface.name).await?.map(|l| l.up),
+                None => None,
+            };
+            let queue = |direction| {
+                let probe = Impaired {
+                    node: node.name.clone(),
+                    ifname: iface.name.clone(),
+                    direction,
+                    impair: Impair::default(),
+                };
+                let applied = record.find(&probe)?;
+                Some(QueueView {
+                    impair: applied.impair.to_string(),
+                    mechanism: applied.impair.qdisc().map_or("none", Qdisc::kind),
+                    live: !file.contains(applied),
+                })
+            };
+            out.push(LinkView {
+                node: node.name.clone(),
+                interface: iface.name.clone(),
+                up,
+                out: queue(Direction::Out),
+                inbound: queue(Direction::In),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// `link show`'s lines.
+pub fn view_lines(views: &[LinkView]) -> Vec<String> {
+    views
+        .iter()
+        .map(|v| {
+            let state = match v.up {
+                Some(true) => "up",
+                Some(false) => "DOWN",
+                None => "missing",
+            };
+            let q = |q: &Option<QueueView>| match q {
+                Some(q) => format!(
+                    "{} ({}{})",
+                    q.impair,
+                    q.mechanism,
+                    if q.live { ", live" } else { "" }
+                ),
+                None => "none".into(),
+            };
+            format!(
+                "{}:{} {state}  out: {}  in: {}",
+                v.node,
+                v.interface,
+                q(&v.out),
+                q(&v.inbound)
+            )
+        })
+        .collect()
 }
 
 const TCA_OPTIONS: u16 = 2;

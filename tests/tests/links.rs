@@ -83,3 +83,217 @@ fn rate_holds_both_ways_through_the_fast_path() {
     }
     lab.down();
 }
+
+/// `link show --json` of the lab.
+fn show(lab: &Lab) -> Vec<Value> {
+    let out = lab.netlab_ok(&["link", "show", "--json", "--name", &lab.name]);
+    serde_json::from_str::<Value>(&out)
+        .unwrap_or_else(|e| panic!("{e}: {out}"))
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn end<'v>(links: &'v [Value], node: &str) -> &'v Value {
+    links
+        .iter()
+        .find(|l| l["node"] == node)
+        .unwrap_or_else(|| panic!("no link of {node} in {links:?}"))
+}
+
+#[test]
+fn up_converges_impairments_and_live_changes_last_until_up() {
+    netlab_tests::require_root();
+    let lab = Lab::new("lconv", &seeds_with("impair = { rate = \"20mbit\" }"));
+    let first = lab.up();
+    assert!(
+        first.contains("impaired red:veth-red out: rate 20mbit"),
+        "{first}"
+    );
+    let links = show(&lab);
+    let red = end(&links, "red");
+    assert_eq!(red["out"]["mechanism"], "tbf", "{red}");
+    assert_eq!(red["in"]["impair"], "rate 20mbit", "{red}");
+    assert_eq!(red["up"], true);
+    assert!(end(&links, "blue")["out"].is_null());
+
+    // Unchanged: nothing to do, and status is converged with the IFB there.
+    let again = lab.up();
+    assert!(!again.contains("impaired"), "{again}");
+    let st = lab.netlab(&["status", "--name", &lab.name]);
+    assert!(st.status.success(), "{}", text(&st));
+    assert!(
+        text(&st).contains("link red:veth-red up  out: rate 20mbit (tbf)"),
+        "{}",
+        text(&st)
+    );
+
+    // One direction changed in the file: only that queue is set again.
+    lab.write(&seeds_with(
+        "impair = { rate = \"20mbit\" }\nimpair_in = { rate = \"10mbit\" }",
+    ));
+    let changed = lab.up();
+    assert!(
+        changed.contains("impaired red:veth-red in: rate 10mbit"),
+        "{changed}"
+    );
+    assert!(!changed.contains("red:veth-red out"), "{changed}");
+
+    // A live change shows as live and lasts until the next `up`.
+    let set = lab.netlab_ok(&[
+        "link",
+        "set",
+        "red",
+        "--rate",
+        "5mbit",
+        "--direction",
+        "out",
+        "--name",
+        &lab.name,
+    ]);
+    assert!(set.contains("red:veth-red out: rate 5mbit"), "{set}");
+    let red = end(&show(&lab), "red").clone();
+    assert_eq!(
+        (red["out"]["impair"].as_str(), red["out"]["live"].as_bool()),
+        (Some("rate 5mbit"), Some(true))
+    );
+    assert!(root_qdisc(&lab, &lab.netns("red"), "veth-red").contains("rate 5Mbit"));
+    let back = lab.up();
+    assert!(
+        back.contains("impaired red:veth-red out: rate 20mbit"),
+        "{back}"
+    );
+    assert_eq!(end(&show(&lab), "red")["out"]["live"], false);
+
+    // Removed from the file: the qdiscs and the IFB go.
+    lab.write(SEEDS_BODY);
+    let removed = lab.up();
+    assert!(
+        removed.contains("no longer impaired: red:veth-red out"),
+        "{removed}"
+    );
+    let red_ns = lab.netns("red");
+    assert!(!root_qdisc(&lab, &red_ns, "veth-red").contains("4e4c:"));
+    let links = text(&lab.node("red", &["ip", "-o", "link"]));
+    assert!(!links.contains("ifb-"), "{links}");
+    assert!(end(&show(&lab), "red")["in"].is_null());
+    lab.down();
+}
+
+#[test]
+fn link_down_stops_ping_and_up_restores_it() {
+    netlab_tests::require_root();
+    let lab = Lab::seeds("ldown");
+    lab.up();
+    let ping = |lab: &Lab| {
+        lab.node("red", &["ping", "-c", "1", "-W", "1", WAN])
+            .status
+            .success()
+    };
+    assert!(ping(&lab), "red cannot reach the wan before the test");
+    let down = lab.netlab_ok(&["link", "down", "red", "--name", &lab.name]);
+    assert_eq!(down.trim(), "red:veth-red down");
+    assert_eq!(end(&show(&lab), "red")["up"], false);
+    for _ in 0..3 {
+        assert!(!ping(&lab), "a ping went through a link that is down");
+    }
+    lab.netlab_ok(&["link", "up", "red", "--name", &lab.name]);
+    netlab_tests::wait_for(
+        "red reaching the wan after link up",
+        Duration::from_secs(10),
+        || ping(&lab),
+    );
+    // A link taken down live is set up again by `up`.
+    lab.netlab_ok(&["link", "down", "red", "--name", &lab.name]);
+    lab.up();
+    assert_eq!(end(&show(&lab), "red")["up"], true);
+    lab.down();
+}
+
+/// The kernel's release, for the messages of the tests that branch on it.
+fn kernel() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// ping RTTs (ms) from red to the wan: `count` pings `interval` apart.
+fn ping_rtts(lab: &Lab, count: u32) -> (Vec<f64>, u32) {
+    let c = count.to_string();
+    let o = lab.in_netns(
+        &lab.netns("red"),
+        &["ping", "-n", "-c", &c, "-i", "0.01", "-W", "2", WAN],
+        Duration::from_secs(120),
+    );
+    let out = text(&o);
+    let rtts: Vec<f64> = out
+        .lines()
+        .filter_map(|l| l.split("time=").nth(1))
+        .filter_map(|t| t.trim_end_matches(" ms").parse().ok())
+        .collect();
+    let sent = count;
+    (rtts, sent)
+}
+
+#[test]
+fn netem_impairments_are_refused_or_measured_as_the_kernel_allows() {
+    netlab_tests::require_root();
+    let kernel = kernel();
+    let netem = netlab::links::netem_available().unwrap();
+    let lab = Lab::new(
+        "lnetem",
+        &seeds_with(
+            "impair = { delay = \"20ms\", jitter = \"2ms\" }\nimpair_in = { loss = \"20%\" }",
+        ),
+    );
+    let file = lab.file.to_str().unwrap().to_string();
+    if !netem {
+        // This host's kind of kernel (6.18 here): built without sch_netem.
+        assert!(
+            !std::path::Path::new("/sys/module/sch_netem").exists(),
+            "the probe says no netem on {kernel}, but sch_netem is loaded"
+        );
+        let o = lab.netlab(&["up", "--sandbox", "-f", &file]);
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        assert!(err.contains("no sch_netem qdisc"), "{err}");
+        assert!(err.contains("red:veth-red"), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        assert!(
+            lab.leftovers().is_empty(),
+            "the refusal left {:?}",
+            lab.leftovers()
+        );
+        // A rate alone is made with tbf on the same kernel.
+        lab.write(&seeds_with("impair = { rate = \"50mbit\" }"));
+        lab.up();
+        lab.down();
+        eprintln!("kernel {kernel}: no netem, refused as expected");
+        return;
+    }
+    // Debian's kernels (the VMs of `cargo xtask test --kernel`): measured.
+    lab.up();
+    let (rtts, sent) = ping_rtts(&lab, 400);
+    let mean = rtts.iter().sum::<f64>() / rtts.len().max(1) as f64;
+    let min = rtts.iter().cloned().fold(f64::INFINITY, f64::min);
+    // Each way 20 ms ± 2 ms: a round trip of 40 ms, never under 36 ms.
+    assert!(
+        min >= 36.0,
+        "kernel {kernel}: an RTT of {min} ms under delay 20ms+20ms"
+    );
+    let slack = 10.0 * netlab_tests::time_scale();
+    assert!(
+        (40.0..40.0 + slack).contains(&mean),
+        "kernel {kernel}: mean RTT {mean} ms"
+    );
+    // Loss 20% on the way in only: binomial(400, 0.2) has mean 80 and
+    // sd 8; ±5 sd is 40..120 lost.
+    let lost = sent - rtts.len() as u32;
+    assert!(
+        (40..=120).contains(&lost),
+        "kernel {kernel}: {lost} of {sent} lost at 20%"
+    );
+    eprintln!("kernel {kernel}: mean RTT {mean:.1} ms (min {min:.1}), {lost}/{sent} lost");
+    lab.down();
+}

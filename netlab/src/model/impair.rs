@@ -7,7 +7,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::types::Lab;
+use super::types::{Lab, IFNAME_MAX};
 
 /// Probabilities are kept in parts per billion (100% = 1e9): exact for
 /// every value a file writes with up to seven decimals, and comparable.
@@ -226,6 +226,19 @@ pub fn impaired(lab: &Lab) -> Vec<Impaired> {
     out
 }
 
+/// The IFB device that holds the queue of traffic into `ifname`.
+pub fn ifb_name(ifname: &str) -> String {
+    let name = format!("ifb-{ifname}");
+    if name.len() <= IFNAME_MAX {
+        return name;
+    }
+    // Long names: a prefix and a hash of the whole (FNV-1a), still unique.
+    let hash = ifname.bytes().fold(0x811c9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    format!("ifb-{}{:04x}", &ifname[..7], hash & 0xffff)
+}
+
 /// `40ms`, `1.5s`, `250us`, `100ns` (tc's units; a bare number is
 /// microseconds, as in tc) to nanoseconds.
 pub fn parse_time(text: &str) -> Result<u64, String> {
@@ -352,6 +365,15 @@ pub fn rate_text(bps: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ifb_names_fit_and_stay_apart() {
+        assert_eq!(ifb_name("veth-red"), "ifb-veth-red");
+        let a = ifb_name("veth-verylong1");
+        let b = ifb_name("veth-verylong2");
+        assert!(a.len() <= IFNAME_MAX && b.len() <= IFNAME_MAX);
+        assert_ne!(a, b);
+    }
 
     #[test]
     fn units_as_tc_writes_them() {
