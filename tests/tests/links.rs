@@ -62,7 +62,7 @@ fn root_qdisc(lab: &Lab, netns: &str, dev: &str) -> String {
 }
 
 #[test]
-fn rate_holds_both_ways_through_the_fast_path() {
+fn links_rate_holds_both_ways_through_the_fast_path() {
     netlab_tests::require_root();
     let lab = Lab::new("lrate", &seeds_with("impair = { rate = \"20mbit\" }"));
     lab.up();
@@ -102,7 +102,7 @@ fn end<'v>(links: &'v [Value], node: &str) -> &'v Value {
 }
 
 #[test]
-fn up_converges_impairments_and_live_changes_last_until_up() {
+fn links_impairments_converge_and_live_changes_last_until_up() {
     netlab_tests::require_root();
     let lab = Lab::new("lconv", &seeds_with("impair = { rate = \"20mbit\" }"));
     let first = lab.up();
@@ -181,7 +181,7 @@ fn up_converges_impairments_and_live_changes_last_until_up() {
 }
 
 #[test]
-fn link_down_stops_ping_and_up_restores_it() {
+fn links_down_stops_ping_and_up_restores_it() {
     netlab_tests::require_root();
     let lab = Lab::seeds("ldown");
     lab.up();
@@ -237,7 +237,7 @@ fn ping_rtts(lab: &Lab, count: u32) -> (Vec<f64>, u32) {
 }
 
 #[test]
-fn netem_impairments_are_refused_or_measured_as_the_kernel_allows() {
+fn links_netem_refused_or_measured_as_the_kernel_allows() {
     netlab_tests::require_root();
     let kernel = kernel();
     let netem = netlab::links::netem_available().unwrap();
