@@ -327,11 +327,11 @@ fn split_number(text: &str) -> Result<(f64, &str), String> {
 }
 
 pub fn time_text(ns: u64) -> String {
-    if ns % 1_000_000_000 == 0 {
+    if ns.is_multiple_of(1_000_000_000) {
         format!("{}s", ns / 1_000_000_000)
-    } else if ns % 1_000_000 == 0 {
+    } else if ns.is_multiple_of(1_000_000) {
         format!("{}ms", ns / 1_000_000)
-    } else if ns % 1_000 == 0 {
+    } else if ns.is_multiple_of(1_000) {
         format!("{}us", ns / 1_000)
     } else {
         format!("{ns}ns")
@@ -355,7 +355,7 @@ pub fn rate_text(bps: u64) -> String {
         (1_000_000, "mbit"),
         (1_000, "kbit"),
     ] {
-        if bps % div == 0 {
+        if bps.is_multiple_of(div) {
             return format!("{}{unit}", bps / div);
         }
     }
