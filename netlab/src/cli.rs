@@ -134,6 +134,10 @@ pub fn print_check(lab: &Lab) {
             println!("    runs `{command}`");
         }
     }
+    for i in crate::model::impair::impaired(lab) {
+        let qdisc = i.impair.qdisc().map_or("", |q| q.kind());
+        println!("  impair {i}: {} ({qdisc})", i.impair);
+    }
     for f in &lab.forwards {
         println!("  forward {f}");
     }

@@ -448,6 +448,7 @@ async fn run_check(file: Option<&Path>, host_netns: Option<&str>) -> Result<()> 
         .transpose()?;
     if let Some(host) = &host {
         netlab::host_facts::refuse_conflicts(&lab, &sources, host).await?;
+        netlab::links::refuse_missing(&netlab::model::impair::impaired(&lab))?;
     }
     cli::print_check(&lab);
     match &host {
