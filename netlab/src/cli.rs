@@ -218,6 +218,7 @@ pub async fn observe<'a>(state: &'a LabState, host_override: Option<&str>) -> Re
     };
     if saved.is_some() {
         drift.extend(services::drift(lab));
+        drift.extend(crate::links::drift(lab));
     }
     let forward_drift = state
         .live_forwards

@@ -129,6 +129,26 @@ pub async fn converge(sys: &mut System, lab: &Lab) -> Result<Vec<String>> {
     Ok(lines)
 }
 
+/// What `up` would change in the lab's queues (from the record: a live
+/// `link set`, or a file edited since), one line each.
+pub fn drift(lab: &Lab) -> Vec<String> {
+    let applied: Applied = LabDir::of(&lab.name).read_links().unwrap_or_default();
+    let wanted = impaired(lab);
+    let mut out: Vec<String> = wanted
+        .iter()
+        .filter(|w| applied.find(w) != Some(*w))
+        .map(|w| format!("impair {w}: {}", w.impair))
+        .collect();
+    out.extend(
+        applied
+            .impaired
+            .iter()
+            .filter(|a| !wanted.iter().any(|w| same_place(w, a)))
+            .map(|a| format!("remove the impairment of {a}")),
+    );
+    out
+}
+
 /// Whether `i`'s queue is there (its qdisc, and for `in` the IFB).
 async fn queue_in_place(h: &Handle, i: &Impaired) -> Result<bool> {
     let dev = match i.direction {
