@@ -56,18 +56,25 @@ pub enum LinkCommand {
     Set {
         /// NODE (a node with one interface) or NODE:IFACE.
         target: String,
+        /// Added delay each way (`40ms`, `250us`, `1s`).
         #[arg(long, value_name = "TIME")]
         delay: Option<String>,
+        /// Random variation of the delay (needs a delay).
         #[arg(long, value_name = "TIME")]
         jitter: Option<String>,
+        /// Packets lost (`1%`, `0.1%`).
         #[arg(long, value_name = "PERCENT")]
         loss: Option<String>,
+        /// Bandwidth (`20mbit`, `500kbit`, `1mbps` for bytes).
         #[arg(long, value_name = "RATE")]
         rate: Option<String>,
+        /// Packets with a bit flipped.
         #[arg(long, value_name = "PERCENT")]
         corrupt: Option<String>,
+        /// Packets sent twice.
         #[arg(long, value_name = "PERCENT")]
         duplicate: Option<String>,
+        /// Packets sent at once, ahead of the delayed rest (needs a delay).
         #[arg(long, value_name = "PERCENT")]
         reorder: Option<String>,
         /// Remove every impairment (of --direction, or both).
@@ -78,9 +85,15 @@ pub enum LinkCommand {
         direction: Option<String>,
     },
     /// Take the node's end of the link down (a pulled cable).
-    Down { target: String },
+    Down {
+        /// NODE (a node with one interface) or NODE:IFACE.
+        target: String,
+    },
     /// Bring it up again.
-    Up { target: String },
+    Up {
+        /// NODE (a node with one interface) or NODE:IFACE.
+        target: String,
+    },
     /// Each link end: its state and impairments (and how they are made).
     Show {
         /// Print JSON instead of text.
