@@ -48,6 +48,60 @@ pub enum FwdCommand {
     },
 }
 
+/// `netlab link`: a running lab's links, changed live until the next `up`.
+#[derive(Subcommand)]
+pub enum LinkCommand {
+    /// Impair a link end (both directions unless --direction); values add
+    /// to what it has, in tc's units.
+    Set {
+        /// NODE (a node with one interface) or NODE:IFACE.
+        target: String,
+        /// Added delay each way (`40ms`, `250us`, `1s`).
+        #[arg(long, value_name = "TIME")]
+        delay: Option<String>,
+        /// Random variation of the delay (needs a delay).
+        #[arg(long, value_name = "TIME")]
+        jitter: Option<String>,
+        /// Packets lost (`1%`, `0.1%`).
+        #[arg(long, value_name = "PERCENT")]
+        loss: Option<String>,
+        /// Bandwidth (`20mbit`, `500kbit`, `1mbps` for bytes).
+        #[arg(long, value_name = "RATE")]
+        rate: Option<String>,
+        /// Packets with a bit flipped.
+        #[arg(long, value_name = "PERCENT")]
+        corrupt: Option<String>,
+        /// Packets sent twice.
+        #[arg(long, value_name = "PERCENT")]
+        duplicate: Option<String>,
+        /// Packets sent at once, ahead of the delayed rest (needs a delay).
+        #[arg(long, value_name = "PERCENT")]
+        reorder: Option<String>,
+        /// Remove every impairment (of --direction, or both).
+        #[arg(long)]
+        clear: bool,
+        /// `in` (to the node) or `out` (from it); both when not given.
+        #[arg(long, value_parser = ["in", "out"])]
+        direction: Option<String>,
+    },
+    /// Take the node's end of the link down (a pulled cable).
+    Down {
+        /// NODE (a node with one interface) or NODE:IFACE.
+        target: String,
+    },
+    /// Bring it up again.
+    Up {
+        /// NODE (a node with one interface) or NODE:IFACE.
+        target: String,
+    },
+    /// Each link end: its state and impairments (and how they are made).
+    Show {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 #[derive(Subcommand)]
 pub enum NatCommand {
     /// Live translations, like `conntrack -L`.
@@ -93,6 +147,10 @@ pub fn print_check(lab: &Lab) {
             println!("    runs `{command}`");
         }
     }
+    for i in crate::model::impair::impaired(lab) {
+        let qdisc = i.impair.qdisc().map_or("", |q| q.kind());
+        println!("  impair {i}: {} ({qdisc})", i.impair);
+    }
     for f in &lab.forwards {
         println!("  forward {f}");
     }
@@ -111,6 +169,8 @@ pub struct Observed<'a> {
     pub dataplane: serde_json::Value,
     /// The services `up` started (see [`services`]).
     pub services: Vec<Service>,
+    /// Each link end's state and impairments (see [`crate::links`]).
+    pub links: Vec<crate::links::LinkView>,
 }
 
 impl Observed<'_> {
@@ -148,9 +208,13 @@ pub async fn observe<'a>(state: &'a LabState, host_override: Option<&str>) -> Re
         .map(str::to_string)
         .or_else(|| state.host_netns.clone());
     let saved = lab::read_state(&lab.name);
+    let mut links = Vec::new();
     let (actual, mut drift) = if host_netns.as_deref().is_none_or(netns::exists) {
         let mut sys = System::new(Netns::host(host_netns.as_deref())?).await?;
         let actual = sys.observe(&lab.name).await?;
+        if saved.is_some() {
+            links = crate::links::view(&mut sys, lab).await?;
+        }
         let sandbox = saved.as_ref().is_some_and(|s| s.sandbox);
         let desired = Desired::from_lab(lab, &lab::default_nameservers(sandbox));
         let drift = plan(&desired, &actual)
@@ -167,6 +231,7 @@ pub async fn observe<'a>(state: &'a LabState, host_override: Option<&str>) -> Re
     };
     if saved.is_some() {
         drift.extend(services::drift(lab));
+        drift.extend(crate::links::drift(lab));
     }
     let forward_drift = state
         .live_forwards
@@ -182,6 +247,7 @@ pub async fn observe<'a>(state: &'a LabState, host_override: Option<&str>) -> Re
         forward_drift,
         dataplane: dataplane::status(&lab.name)?,
         services: services::recorded(&lab.name),
+        links,
     })
 }
 
@@ -238,6 +304,7 @@ pub fn status_json(seen: &Observed) -> serde_json::Value {
         "converged": seen.converged(),
         "drift": seen.drift,
         "dataplane": seen.dataplane,
+        "links": seen.links,
     })
 }
 
@@ -321,6 +388,13 @@ pub fn print_status(seen: &Observed) {
             n.netns,
             ifs.join(", ")
         );
+        let impaired = seen
+            .links
+            .iter()
+            .filter(|l| l.node == n.name && (l.out.is_some() || l.inbound.is_some()));
+        for line in crate::links::view_lines(&impaired.cloned().collect::<Vec<_>>()) {
+            println!("    link {line}");
+        }
         for (command, s) in seen.services_of(&n.name) {
             let run = s.map_or("not started".to_string(), |s| s.state().to_string());
             println!("    service `{command}`: {run}");
@@ -441,6 +515,88 @@ pub async fn fwd(cmd: FwdCommand, name: Option<&str>, host_netns: Option<&str>) 
     // Read again under the lock: another run may have changed it.
     let state = lab::read_state(&state.lab.name).unwrap_or(state);
     dataplane::fwd_command(state, req).await
+}
+
+/// `netlab link`: resolves the lab, and holds its lock while changing it.
+pub async fn link(cmd: LinkCommand, name: Option<&str>, host_netns: Option<&str>) -> Result<()> {
+    use crate::{links, model::impair::Direction};
+    let state = lab::resolve(None, name, host_netns)?;
+    let _lock = match cmd {
+        LinkCommand::Show { .. } => None,
+        _ => Some(lock::acquire(
+            &lock::Scope::Lab(state.lab.name.clone()),
+            "netlab link",
+            lock::WAIT_BOUND,
+        )?),
+    };
+    let host = Netns::host(host_netns.or(state.host_netns.as_deref()))?;
+    let mut sys = System::new(host).await?;
+    let lab = &state.lab;
+    match cmd {
+        LinkCommand::Set {
+            target,
+            delay,
+            jitter,
+            loss,
+            rate,
+            corrupt,
+            duplicate,
+            reorder,
+            clear,
+            direction,
+        } => {
+            let values = [
+                ("delay", delay),
+                ("jitter", jitter),
+                ("loss", loss),
+                ("rate", rate),
+                ("corrupt", corrupt),
+                ("duplicate", duplicate),
+                ("reorder", reorder),
+            ]
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, v?)))
+            .collect::<Vec<_>>();
+            if values.is_empty() && !clear {
+                bail!("nothing to set: give --delay, --loss, --rate, ... or --clear");
+            }
+            let direction = direction.map(|d| {
+                if d == "in" {
+                    Direction::In
+                } else {
+                    Direction::Out
+                }
+            });
+            let change = links::LiveSet {
+                values,
+                clear,
+                direction,
+            };
+            for line in links::set_live(&mut sys, lab, &target, &change).await? {
+                println!("{line}");
+            }
+        }
+        LinkCommand::Down { target } => {
+            println!("{}", links::set_state(&mut sys, lab, &target, false).await?)
+        }
+        LinkCommand::Up { target } => {
+            println!("{}", links::set_state(&mut sys, lab, &target, true).await?);
+            // The kernel took the routes through the link away with it.
+            let (node, _) = links::resolve_target(lab, &target)?;
+            lab::restore_node(&mut sys, &state, &node).await?;
+        }
+        LinkCommand::Show { json } => {
+            let views = links::view(&mut sys, lab).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&views)?);
+            } else {
+                for line in links::view_lines(&views) {
+                    println!("{line}");
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 pub async fn nat(cmd: NatCommand, name: Option<&str>, host_netns: Option<&str>) -> Result<()> {

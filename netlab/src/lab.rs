@@ -150,6 +150,7 @@ pub async fn up(
 ) -> Result<()> {
     let host = Netns::host(opts.host_netns.as_deref())?;
     host_facts::refuse_conflicts(lab, sources, &host).await?;
+    crate::links::refuse_missing(&crate::model::impair::impaired(lab))?;
     let mut sys = System::new(host).await?;
     let previous = read_state(&lab.name);
     let was_up = previous.is_some();
@@ -267,6 +268,9 @@ async fn converge(
         }
     };
     let mut lines = dp.lines;
+    let impaired = crate::links::converge(sys, lab)
+        .await
+        .context("setting the links' impairments")?;
     let restored = live_before.map(|live| forward_changes(&live, &lab.forwards));
     if restored.is_some() {
         state.live_forwards = None;
@@ -278,8 +282,33 @@ async fn converge(
             .iter()
             .map(|p| format!("ended {p} (its node left the lab)")),
     );
-    let changes = actions.len() + usize::from(dp.changed) + restored.as_ref().map_or(0, Vec::len);
+    let changes = actions.len()
+        + usize::from(dp.changed)
+        + restored.as_ref().map_or(0, Vec::len)
+        + impaired.len();
+    lines.extend(impaired);
     Ok((changes, lines))
+}
+
+/// What the kernel dropped in node `node` while a link of it was down
+/// (its routes through that link) made again from the lab as `up` would,
+/// touching nothing outside the node. Returns how many changes it made.
+pub async fn restore_node(sys: &mut System, state: &LabState, node: &str) -> Result<usize> {
+    let lab = &state.lab;
+    let netns = lab.netns_of(node);
+    let desired = Desired::from_lab(lab, &default_nameservers(state.sandbox));
+    let actual = sys.observe(&lab.name).await?;
+    let here = Place::Node(netns);
+    let actions: Vec<Action> = plan(&desired, &actual)
+        .into_iter()
+        .filter(|a| a.place == here)
+        .collect();
+    for a in &actions {
+        sys.apply(&lab.name, a)
+            .await
+            .with_context(|| format!("{a}"))?;
+    }
+    Ok(actions.len())
 }
 
 /// Once this run turns the lab host's forwarding on, the state says so

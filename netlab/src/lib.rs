@@ -16,6 +16,7 @@ pub mod exec;
 pub mod host_facts;
 pub mod httpd;
 pub mod lab;
+pub mod links;
 pub mod lock;
 pub mod model;
 pub mod netlink;

@@ -140,6 +140,9 @@ enum Command {
     /// Live NAT translations.
     #[command(subcommand)]
     Nat(cli::NatCommand),
+    /// A running lab's links: impair them, take them down and up, show them.
+    #[command(subcommand)]
+    Link(cli::LinkCommand),
     /// Dataplane counters, summed over CPUs.
     Stats {
         #[command(flatten)]
@@ -359,6 +362,7 @@ async fn run(command: Command, g: &Globals) -> Result<()> {
             caps::require("fwd", &[CAP_BPF, CAP_SYS_ADMIN])?;
             cli::fwd(cmd, g.name.as_deref(), host_netns).await
         }
+        Command::Link(cmd) => cli::link(cmd, g.name.as_deref(), host_netns).await,
         Command::Nat(cmd) => {
             caps::require("nat", &[CAP_BPF, CAP_SYS_ADMIN])?;
             cli::nat(cmd, g.name.as_deref(), host_netns).await
@@ -444,6 +448,7 @@ async fn run_check(file: Option<&Path>, host_netns: Option<&str>) -> Result<()> 
         .transpose()?;
     if let Some(host) = &host {
         netlab::host_facts::refuse_conflicts(&lab, &sources, host).await?;
+        netlab::links::refuse_missing(&netlab::model::impair::impaired(&lab))?;
     }
     cli::print_check(&lab);
     match &host {

@@ -230,6 +230,13 @@ pub async fn set_up(handle: &Handle, index: u32) -> Result<()> {
     handle.link().set(msg).execute().await.map_err(nl)
 }
 
+/// Set a link administratively up or down.
+pub async fn set_state(handle: &Handle, index: u32, up: bool) -> Result<()> {
+    let b = LinkUnspec::new_with_index(index);
+    let msg = if up { b.up() } else { b.down() }.build();
+    handle.link().set(msg).execute().await.map_err(nl)
+}
+
 pub async fn set_controller(handle: &Handle, index: u32, controller: u32) -> Result<()> {
     let msg = LinkUnspec::new_with_index(index)
         .controller(controller)

@@ -1,7 +1,7 @@
 //! The per-lab state directory, `/run/netlab/<lab>/`, and its one owner,
 //! [`LabDir`]: what `up` was given (`state.json`), what it attached
 //! (`dataplane.json`), the services it started (`services.json`, and their
-//! logs under `services/`). The run locks live beside it (see [`crate::lock`]).
+//! logs under `services/`), the impairments applied (`links.json`). The run locks live beside it (see [`crate::lock`]).
 
 use std::{
     fs,
@@ -52,6 +52,7 @@ const STATE_FILE: &str = "state.json";
 const DATAPLANE_FILE: &str = "dataplane.json";
 const SERVICES_FILE: &str = "services.json";
 const SERVICES_DIR: &str = "services";
+const LINKS_FILE: &str = "links.json";
 
 impl LabDir {
     pub fn of(lab: &str) -> LabDir {
@@ -95,6 +96,16 @@ impl LabDir {
     pub fn write_services<T: Serialize>(&self, records: &T) -> Result<()> {
         self.write_json(SERVICES_FILE, records)
             .context("saving the services' record")
+    }
+
+    /// The impairments applied (the links layer's own record).
+    pub fn read_links<T: DeserializeOwned>(&self) -> Option<T> {
+        self.read_json(LINKS_FILE)
+    }
+
+    pub fn write_links<T: Serialize>(&self, record: &T) -> Result<()> {
+        self.write_json(LINKS_FILE, record)
+            .context("saving the links' record")
     }
 
     /// Where a service's output goes (appended, across restarts), and the

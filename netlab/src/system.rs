@@ -15,6 +15,7 @@ use rtnetlink::{packet_route::route::RouteProtocol, Handle};
 
 use crate::{
     model::{
+        impair::ifb_name,
         net::Ipv4Net,
         plan::{
             file_marker, owner_alias, owner_group, Action, Actual, LinkKind, LinkState, NodeActual,
@@ -93,7 +94,8 @@ impl System {
         &self.host_nl
     }
 
-    async fn node(&mut self, netns: &str) -> Result<Handle> {
+    /// A netlink handle in node namespace `netns` (opened once per run).
+    pub async fn node(&mut self, netns: &str) -> Result<Handle> {
         if let Some(h) = self.nodes.get(netns) {
             return Ok(h.clone());
         }
@@ -129,6 +131,11 @@ impl System {
             for l in &links {
                 if l.name == "lo" {
                     node.lo_up = l.up;
+                    continue;
+                }
+                // The IFB holding an interface's inbound impairment is the
+                // links layer's, not a link of the plan's.
+                if links.iter().any(|o| ifb_name(&o.name) == l.name) {
                     continue;
                 }
                 node.links

@@ -2,8 +2,38 @@
 //! byte span so that validation can name the line. Nothing here is checked;
 //! [`super::validate`] turns it into a [`super::types::Lab`].
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 use toml::Spanned;
+
+/// `impair = { delay = "40ms", ... }`: each key with its value as written.
+pub type RawImpair = Spanned<BTreeMap<String, Spanned<String>>>;
+
+/// A link end's impairments: both directions, then each direction's own.
+#[derive(Default)]
+pub struct RawImpairs<'r> {
+    pub both: Option<&'r RawImpair>,
+    pub inbound: Option<&'r RawImpair>,
+    pub out: Option<&'r RawImpair>,
+}
+
+macro_rules! impairs_of {
+    ($t:ty) => {
+        impl $t {
+            pub fn impairs(&self) -> RawImpairs<'_> {
+                RawImpairs {
+                    both: self.impair.as_ref(),
+                    inbound: self.impair_in.as_ref(),
+                    out: self.impair_out.as_ref(),
+                }
+            }
+        }
+    };
+}
+impairs_of!(RawNode);
+impairs_of!(RawInterface);
+impairs_of!(RawCableEnd);
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -86,6 +116,9 @@ pub struct RawNode {
     pub forwarding: Option<Spanned<bool>>,
     /// Services: shell commands started inside the node after `up`.
     pub run: Option<Vec<Spanned<String>>>,
+    pub impair: Option<RawImpair>,
+    pub impair_in: Option<RawImpair>,
+    pub impair_out: Option<RawImpair>,
 }
 
 #[derive(Deserialize)]
@@ -95,6 +128,9 @@ pub struct RawInterface {
     pub address: Spanned<String>,
     pub name: Option<Spanned<String>>,
     pub host_name: Option<Spanned<String>>,
+    pub impair: Option<RawImpair>,
+    pub impair_in: Option<RawImpair>,
+    pub impair_out: Option<RawImpair>,
 }
 
 #[derive(Deserialize)]
@@ -110,6 +146,9 @@ pub struct RawCableEnd {
     pub node: Spanned<String>,
     pub interface: Option<Spanned<String>>,
     pub address: Spanned<String>,
+    pub impair: Option<RawImpair>,
+    pub impair_in: Option<RawImpair>,
+    pub impair_out: Option<RawImpair>,
 }
 
 #[derive(Deserialize)]

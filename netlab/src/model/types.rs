@@ -6,7 +6,7 @@ use std::{fmt, net::Ipv4Addr};
 
 use serde::{Deserialize, Serialize};
 
-use super::net::Ipv4Net;
+use super::{impair::LinkImpair, net::Ipv4Net};
 
 /// Longest interface name the kernel accepts (IFNAMSIZ - 1).
 pub const IFNAME_MAX: usize = 15;
@@ -137,6 +137,9 @@ pub struct Interface {
     pub name: String,
     pub address: Ipv4Net,
     pub attachment: Attachment,
+    /// Delay, loss, rate... of the traffic out of and into the node here.
+    #[serde(default, skip_serializing_if = "LinkImpair::is_none")]
+    pub impair: LinkImpair,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -8,6 +8,7 @@ use toml::Spanned;
 
 use super::{bridges::unusable_subnet, context::Checker};
 use crate::model::{
+    impair::LinkImpair,
     net::Ipv4Net,
     raw::{RawCable, RawCableEnd},
     types::{Attachment, Cable, CableEnd, Interface, Node},
@@ -18,6 +19,7 @@ pub struct DraftEnd {
     pub node: String,
     pub interface: Option<String>,
     pub address: Option<Ipv4Net>,
+    pub impair: LinkImpair,
     /// Where the end's `node` is written.
     pub span: Range<usize>,
     /// `cables[i].a` or `cables[i].b`.
@@ -62,6 +64,7 @@ fn end(c: &mut Checker<'_>, e: &Spanned<RawCableEnd>, field: String) -> DraftEnd
             .as_ref()
             .map(|n| c.new_ifname(n, &format!("{field}.interface")).to_string()),
         address: c.cidr(&er.address, &format!("{field}.address")),
+        impair: super::impair::link(c, &field, &er.impairs()),
         span: er.node.span(),
         field,
     }

@@ -14,6 +14,7 @@ mod dns;
 mod forwards;
 mod host_routes;
 mod identity;
+mod impair;
 mod names;
 mod nat;
 mod node_routes;

@@ -14,7 +14,7 @@ use super::{
     node_routes, services,
 };
 use crate::model::{
-    raw::RawNode,
+    raw::{RawImpairs, RawNode},
     types::{Attachment, Bridge, Interface, Node},
 };
 
@@ -76,6 +76,7 @@ struct Want<'r> {
     address: &'r Spanned<String>,
     name: Option<&'r Spanned<String>>,
     host_name: Option<&'r Spanned<String>>,
+    impairs: RawImpairs<'r>,
     /// `nodes[i]` (short form) or `nodes[i].interfaces[j]`.
     field: String,
 }
@@ -195,6 +196,7 @@ fn bridge_wants<'r>(c: &mut Checker<'_>, i: usize, rn: &'r RawNode) -> Vec<Want<
             address,
             name: rn.interface.as_ref(),
             host_name: rn.host_interface.as_ref(),
+            impairs: rn.impairs(),
             field: format!("nodes[{i}]"),
         }),
         (Some(bridge), None, None) => c.at(
@@ -211,6 +213,7 @@ fn bridge_wants<'r>(c: &mut Checker<'_>, i: usize, rn: &'r RawNode) -> Vec<Want<
                     address: &ri.address,
                     name: ri.name.as_ref(),
                     host_name: ri.host_name.as_ref(),
+                    impairs: ri.impairs(),
                     field: format!("nodes[{i}].interfaces[{j}]"),
                 });
             }
@@ -291,9 +294,11 @@ fn bridge_interface(
             format!("interface name `{host_name}` is used twice on the lab host"),
         );
     }
+    let impair = super::impair::link(c, &w.field, &w.impairs);
     Some(Interface {
         name: ifname,
         address: bridge.subnet.with_addr(address),
+        impair,
         attachment: Attachment::Bridge {
             bridge: bridge.name.clone(),
             host_name,
@@ -392,6 +397,7 @@ fn cable_interface(
     Some(Interface {
         name,
         address: addr,
+        impair: mine.impair,
         attachment: Attachment::Cable {
             peer_node: theirs.node.clone(),
             // Filled in by `cables::join` once every node is named.
