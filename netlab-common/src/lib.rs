@@ -344,7 +344,7 @@ pub struct GcState {
     pub last_run_ns: u64,
 }
 
-/// Stream debug events through aya-log (`netlab --verbose`).
+/// Write events to the `FLOW_EVENTS` ring buffer (`netlab log` runs).
 pub const CONFIG_LOG: u32 = 1 << 0;
 /// Established flows take the fast path (translated at the node's veth and
 /// redirected past the bridge and the lab host's stack).
@@ -352,6 +352,59 @@ pub const CONFIG_FAST_PATH: u32 = 1 << 1;
 /// The uplink is a veth: the fast path hands packets straight to its peer's
 /// ingress (`bpf_redirect_peer`) rather than transmitting them on it.
 pub const CONFIG_UPLINK_PEER: u32 = 1 << 2;
+
+/// The programs' events for `netlab log`, one fixed-size record each,
+/// written to the `FLOW_EVENTS` ring buffer while `CONFIG_LOG` is set.
+pub mod event {
+    use super::FlowKey;
+
+    /// Ring buffer size in bytes (a power of two, a multiple of the page
+    /// size): room for about 5,400 events (40 bytes and an 8-byte header
+    /// each) that `netlab log` has not read yet.
+    pub const RING_BYTES: u32 = 256 * 1024;
+
+    /// A new flow, by where it was made (`what` of [`Event`]).
+    pub const NEW_SNAT_OUT: u32 = 1;
+    pub const NEW_SNAT_NODE: u32 = 2;
+    pub const NEW_SNAT_IN: u32 = 3;
+    pub const NEW_DNAT: u32 = 4;
+    pub const NEW_ROUTED: u32 = 5;
+    pub const NEW_HAIRPIN: u32 = 6;
+    pub const NEW_LOCAL: u32 = 7;
+    /// A packet to the uplink address on a port in the NAT range that no
+    /// mapping holds (dropped, `drop_no_mapping`); `opening` is the packet.
+    pub const NO_MAPPING: u32 = 8;
+    /// No free outside port for a new masqueraded flow (dropped,
+    /// `drop_port_exhausted` or `drop_table_full`); `opening` is the packet.
+    pub const NO_FREE_PORT: u32 = 9;
+
+    /// One event. For a new flow: the opening packet as it came and as it
+    /// left (its translation); for a drop, only the packet.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    #[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+    pub struct Event {
+        pub what: u32,
+        pub _pad: u32,
+        pub opening: FlowKey,
+        pub translated: FlowKey,
+    }
+
+    /// What a new flow event's `what` says: the kind and the place, as
+    /// `netlab log` prints it (the kinds as [`super::kind_name`] spells them).
+    pub const fn new_flow_place(what: u32) -> Option<&'static str> {
+        Some(match what {
+            NEW_SNAT_OUT => "snat flow (uplink egress)",
+            NEW_SNAT_NODE => "snat flow (node port, fast path)",
+            NEW_SNAT_IN => "snat flow (uplink ingress, endpoint-independent filtering)",
+            NEW_DNAT => "dnat flow (uplink ingress)",
+            NEW_ROUTED => "routed flow (uplink ingress)",
+            NEW_HAIRPIN => "hairpin flow (bridge)",
+            NEW_LOCAL => "local flow (lab host's lo)",
+            _ => return None,
+        })
+    }
+}
 
 /// Slots of the `TAILS` program array: the programs reached by tail call.
 /// The attached programs have slots too, so `nl_gc` can hand the packet
@@ -500,6 +553,7 @@ pub mod names {
     pub const SCRATCH: &str = "SCRATCH";
     pub const PORT_USED: &str = "PORT_USED";
     pub const PORT_CURSOR: &str = "PORT_CURSOR";
+    pub const FLOW_EVENTS: &str = "FLOW_EVENTS";
 
     pub const MAPS: &[&str] = &[
         NAT_FLOWS,
@@ -520,10 +574,8 @@ pub mod names {
         SCRATCH,
         PORT_USED,
         PORT_CURSOR,
+        FLOW_EVENTS,
     ];
-
-    /// The maps aya-log-ebpf adds to the object for the programs' log.
-    pub const LOG_MAPS: &[&str] = &["AYA_LOGS"];
 }
 
 #[cfg(feature = "user")]
@@ -542,6 +594,7 @@ mod user {
     unsafe impl aya::Pod for super::NodePort {}
     unsafe impl aya::Pod for super::GcState {}
     unsafe impl aya::Pod for super::NatConfig {}
+    unsafe impl aya::Pod for super::event::Event {}
 }
 
 /// Network-order `u32` for an IPv4 address (user side).
@@ -587,6 +640,7 @@ mod tests {
         assert_eq!(size_of::<FragKey>(), 12);
         assert_eq!(size_of::<FragValue>(), 8);
         assert_eq!(size_of::<NodePort>(), 16);
+        assert_eq!(size_of::<event::Event>(), 40);
     }
 
     #[test]

@@ -158,7 +158,7 @@ fn hairpin_target(cfg: &NatConfig, p: &Pkt, now: u64) -> Option<Endpoint> {
 fn hairpin(ctx: &TcContext, cfg: &NatConfig, p: &Pkt, t: FlowTemplate, now: u64) -> Verdict {
     let to_target = t.opening.out_ifindex;
     let t = port_search::map_flow(ctx, cfg, t, now, tail::BRIDGE_IN)?;
-    flowlog::new_flow(ctx, cfg, &t, flowlog::HAIRPIN);
+    flowlog::new_flow(cfg, &t, flowlog::HAIRPIN);
     count(stat::NEW_HAIRPIN);
     let x = t.translated();
     rewrite(ctx, p, x.src_addr, x.dst_addr, x.src_port, x.dst_port)?;

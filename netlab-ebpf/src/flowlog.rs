@@ -1,53 +1,46 @@
-//! The programs' log line for a new flow (`netlab log`), one format for
-//! every place that makes flows:
-//!
-//! `new snat flow (uplink egress): 192.168.15.1:40000 -> 198.51.100.1:80 as
-//! 198.51.100.2:12345 -> 198.51.100.1:80, ip protocol 6`: the opening
-//! packet as it came and as it left.
-//!
-//! A log line costs the verifier thousands of steps per argument at every
-//! place it is written (about 35,000 for this one), and a string argument
-//! that can take several values multiplies that: so the kind and place
-//! are one constant string per call site, the protocol its number.
+//! Events for `netlab log`: one fixed-size record (`netlab_common::event`)
+//! per new flow, from every place that makes flows, and per packet dropped
+//! for want of a mapping or a port, reserved in the `FLOW_EVENTS` ring
+//! buffer and filled in place (no stack), only while `netlab log` runs.
+//! User space formats them; an aya-log line instead cost the verifier about
+//! 35,000 steps at each place it was written.
 
-use aya_ebpf::programs::TcContext;
-use aya_log_ebpf::debug;
-use netlab_common::{NatConfig, CONFIG_LOG};
+use netlab_common::{event, FlowKey, NatConfig, CONFIG_LOG};
 
-use crate::template::FlowTemplate;
+use crate::{maps::FLOW_EVENTS, packet::Pkt, template::FlowTemplate};
 
-/// What was made where (the kinds as `netlab_common::kind_name` spells
-/// them). Passed as a string argument at each call site: a string's
-/// address copied from memory (a static, or a constant struct LLVM keeps
-/// in `.rodata`) would be a plain number to the verifier, not a pointer.
-pub const SNAT_OUT: &str = "snat flow (uplink egress)";
-pub const SNAT_NODE: &str = "snat flow (node port, fast path)";
-pub const SNAT_IN: &str = "snat flow (uplink ingress, endpoint-independent filtering)";
-pub const DNAT: &str = "dnat flow (uplink ingress)";
-pub const ROUTED: &str = "routed flow (uplink ingress)";
-pub const HAIRPIN: &str = "hairpin flow (bridge)";
-pub const LOCAL: &str = "local flow (lab host's lo)";
+pub use event::{
+    NEW_DNAT as DNAT, NEW_HAIRPIN as HAIRPIN, NEW_LOCAL as LOCAL, NEW_ROUTED as ROUTED,
+    NEW_SNAT_IN as SNAT_IN, NEW_SNAT_NODE as SNAT_NODE, NEW_SNAT_OUT as SNAT_OUT,
+};
 
-/// Log the new flow `t` (when `netlab log` runs). `x` is the other
-/// direction's key: what the opening packet becomes is its reverse.
+/// Report the new flow `t`, made at the place `what` (when `netlab log` runs).
 #[inline(always)]
-pub fn new_flow(ctx: &TcContext, cfg: &NatConfig, t: &FlowTemplate, what: &str) {
-    if cfg.flags & CONFIG_LOG == 0 {
-        return;
+pub fn new_flow(cfg: &NatConfig, t: &FlowTemplate, what: u32) {
+    if cfg.flags & CONFIG_LOG != 0 {
+        emit(what, &t.opening.key, &t.translated());
     }
-    let (k, x) = (&t.opening.key, &t.other.key);
-    debug!(
-        ctx,
-        "new {}: {:i}:{} -> {:i}:{} as {:i}:{} -> {:i}:{}, ip protocol {}",
-        what,
-        u32::from_be(k.src_addr),
-        u16::from_be(k.src_port),
-        u32::from_be(k.dst_addr),
-        u16::from_be(k.dst_port),
-        u32::from_be(x.dst_addr),
-        u16::from_be(x.dst_port),
-        u32::from_be(x.src_addr),
-        u16::from_be(x.src_port),
-        k.proto
-    );
+}
+
+/// Report the packet `p`, dropped for `what` (`event::NO_MAPPING`,
+/// `event::NO_FREE_PORT`), when `netlab log` runs.
+#[inline(always)]
+pub fn dropped(cfg: &NatConfig, p: &Pkt, what: u32) {
+    if cfg.flags & CONFIG_LOG != 0 {
+        emit(what, &p.key(), &FlowKey::default());
+    }
+}
+
+/// A full ring (a reader that fell behind) loses the event, never the packet.
+#[inline(always)]
+fn emit(what: u32, opening: &FlowKey, translated: &FlowKey) {
+    if let Some(mut entry) = FLOW_EVENTS.reserve::<event::Event>(0) {
+        entry.write(event::Event {
+            what,
+            _pad: 0,
+            opening: *opening,
+            translated: *translated,
+        });
+        entry.submit(0);
+    }
 }

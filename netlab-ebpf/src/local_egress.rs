@@ -84,7 +84,7 @@ fn new_flow(ctx: &TcContext, cfg: &NatConfig, p: &Pkt, t: FlowTemplate, now: u64
         return Err(DropReason::TableFull);
     }
     flows::insert_pair(cfg, &t, now)?;
-    flowlog::new_flow(ctx, cfg, &t, flowlog::LOCAL);
+    flowlog::new_flow(cfg, &t, flowlog::LOCAL);
     count(stat::NEW_LOCAL);
     let x = t.translated();
     rewrite(ctx, p, x.src_addr, x.dst_addr, x.src_port, x.dst_port)?;

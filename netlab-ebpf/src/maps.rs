@@ -6,10 +6,10 @@
 use aya_ebpf::{
     bindings::{bpf_fib_lookup, bpf_sock_tuple},
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use netlab_common::{
-    stat, tail, Binding, Endpoint, FlowKey, FlowValue, ForwardKey, ForwardTarget, FragKey,
+    event, stat, tail, Binding, Endpoint, FlowKey, FlowValue, ForwardKey, ForwardTarget, FragKey,
     FragValue, GcState, NatConfig, NodePort, SubnetInfo, BINDING_ENTRIES, FLOW_ENTRIES,
     FORWARD_ENTRIES, FRAG_ENTRIES, IFACE_ENTRIES, NODE_ENTRIES, PORT_USED_ENTRIES, SUBNET_ENTRIES,
 };
@@ -139,3 +139,7 @@ pub static SCRATCH: PerCpuArray<FlowValue> = PerCpuArray::with_max_entries(2, 0)
 /// entry of its other direction (also where a missing half is rebuilt).
 pub const SCRATCH_OPENING: u32 = 0;
 pub const SCRATCH_OTHER: u32 = 1;
+
+/// Events for `netlab log` (`flowlog`): written only while it runs.
+#[map]
+pub static FLOW_EVENTS: RingBuf = RingBuf::with_byte_size(event::RING_BYTES, 0);

@@ -144,7 +144,7 @@ fn new_flow(ctx: &TcContext) -> Verdict {
     if let Some(v) = flows::get(&t.opening.key) {
         fastpath::set_l2(unsafe { &mut *v }, l2);
     }
-    flowlog::new_flow(ctx, cfg, &t, flowlog::SNAT_NODE);
+    flowlog::new_flow(cfg, &t, flowlog::SNAT_NODE);
     let port = t.other.key.dst_port;
     rewrite_forward(ctx, &p, cfg.uplink_addr, p.dst, port, p.dport, &l2)?;
     count(stat::NEW_SNAT);

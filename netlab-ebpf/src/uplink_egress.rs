@@ -3,9 +3,8 @@
 //! untranslated unless its subnet is routed.
 
 use aya_ebpf::programs::TcContext;
-use aya_log_ebpf::debug;
 use netlab_common::{
-    stat, tail, FlowKey, NatConfig, SubnetInfo, CONFIG_LOG, HOOK_UPLINK_EGRESS, SUBNET_MASQUERADE,
+    event, stat, tail, FlowKey, NatConfig, SubnetInfo, HOOK_UPLINK_EGRESS, SUBNET_MASQUERADE,
 };
 
 use crate::{
@@ -124,18 +123,11 @@ fn masquerade(ctx: &TcContext, cfg: &NatConfig, p: &Pkt, now: u64) -> Verdict {
     let t = match port_search::map_flow(ctx, cfg, template, now, tail::UPLINK_OUT) {
         Ok(t) => t,
         Err(reason) => {
-            if cfg.flags & CONFIG_LOG != 0 {
-                debug!(
-                    ctx,
-                    "no free port for {:i}:{}",
-                    u32::from_be(p.src),
-                    u16::from_be(p.sport)
-                );
-            }
+            flowlog::dropped(cfg, p, event::NO_FREE_PORT);
             return Err(reason);
         }
     };
-    flowlog::new_flow(ctx, cfg, &t, flowlog::SNAT_OUT);
+    flowlog::new_flow(cfg, &t, flowlog::SNAT_OUT);
     count(stat::NEW_SNAT);
     let up = cfg.uplink_addr;
     let port = t.other.key.dst_port;

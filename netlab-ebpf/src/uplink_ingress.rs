@@ -2,10 +2,9 @@
 //! endpoint-independent filtering, and the checks that keep the outside out.
 
 use aya_ebpf::{programs::TcContext, EbpfContext as _};
-use aya_log_ebpf::debug;
 use netlab_common::{
-    stat, tail, Endpoint, FlowKey, FlowValue, NatConfig, CONFIG_LOG, HOOK_UPLINK_INGRESS,
-    IPPROTO_ICMP, IPPROTO_TCP, KIND_ROUTED, SUBNET_ENDPOINT_INDEPENDENT_FILTERING, SUBNET_ROUTED,
+    event, stat, tail, Endpoint, FlowKey, FlowValue, NatConfig, HOOK_UPLINK_INGRESS, IPPROTO_ICMP,
+    IPPROTO_TCP, KIND_ROUTED, SUBNET_ENDPOINT_INDEPENDENT_FILTERING, SUBNET_ROUTED,
 };
 use netlab_ebpf::{in_nat_range, TCP_ACK, TCP_SYN};
 
@@ -138,7 +137,7 @@ fn routed(ctx: &TcContext, cfg: &NatConfig, p: &Pkt) -> Verdict {
                 // masqueraded): leave the packet to the stack.
                 return Ok(TC_ACT_UNSPEC);
             }
-            flowlog::new_flow(ctx, cfg, &t, flowlog::ROUTED);
+            flowlog::new_flow(cfg, &t, flowlog::ROUTED);
             match flows::get(&key) {
                 Some(v) => v,
                 None => return Ok(TC_ACT_UNSPEC),
@@ -185,15 +184,7 @@ fn miss(ctx: &TcContext, cfg: &NatConfig, p: &Pkt, key: &FlowKey, now: u64) -> V
         // The lab host's own ping, or its own socket on a port in the NAT range.
         return Ok(TC_ACT_UNSPEC);
     }
-    if cfg.flags & CONFIG_LOG != 0 {
-        debug!(
-            ctx,
-            "no mapping for {:i}:{} -> port {}",
-            u32::from_be(p.src),
-            u16::from_be(p.sport),
-            u16::from_be(p.dport)
-        );
-    }
+    flowlog::dropped(cfg, p, event::NO_MAPPING);
     Err(DropReason::NoMapping)
 }
 
@@ -230,7 +221,7 @@ fn to_mapping(
         return Err(DropReason::TableFull);
     }
     flows::insert_pair(cfg, &t, now)?;
-    flowlog::new_flow(ctx, cfg, &t, flowlog::SNAT_IN);
+    flowlog::new_flow(cfg, &t, flowlog::SNAT_IN);
     count(stat::NEW_SNAT);
     translate_new(ctx, cfg, p, key, inside, now)
 }
@@ -272,7 +263,7 @@ fn port_forward(
     }
     let t = FlowTemplate::forward(p, target);
     flows::insert_pair(cfg, &t, now)?;
-    flowlog::new_flow(ctx, cfg, &t, flowlog::DNAT);
+    flowlog::new_flow(cfg, &t, flowlog::DNAT);
     count(stat::NEW_DNAT);
     rewrite(ctx, p, p.src, target.addr, p.sport, target.port)?;
     frags::record(p, p.src, target.addr);

@@ -1,22 +1,19 @@
 //! `netlab fwd`, `netlab nat list`, `netlab stats` and `netlab log`: they
 //! work on the pinned maps of a live lab, never reloading programs.
 
-use std::{net::Ipv4Addr, time::Duration};
+use std::{mem::size_of, net::Ipv4Addr, time::Duration};
 
 use anyhow::{anyhow, bail, Context as _, Result};
-use aya::{
-    maps::{Array, HashMap, PerCpuArray},
-    programs::SchedClassifier,
-};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
 use netlab_common::{
-    addr_octets, port_from_net, stat, FlowKey, FlowValue, ForwardKey, ForwardTarget, NatConfig,
-    CONFIG_LOG, DIR_ORIGINAL, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, STATE_FIN_ORIGINAL,
-    STATE_FIN_REPLY, STATE_REPLIED, STATE_RST,
+    addr_octets, event, names, port_from_net, stat, FlowKey, FlowValue, ForwardKey, ForwardTarget,
+    NatConfig, CONFIG_LOG, DIR_ORIGINAL, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
+    STATE_FIN_ORIGINAL, STATE_FIN_REPLY, STATE_REPLIED, STATE_RST,
 };
 use serde::Serialize;
 use serde_json::json;
 
-use super::{forward_entries, pins::LabPins, PROG_UPLINK_IN};
+use super::{forward_entries, pins::LabPins};
 use crate::{
     model::{
         host_conflicts,
@@ -401,29 +398,58 @@ pub async fn stats_command(state: &LabState, json_out: bool, follow_log: bool) -
     Ok(())
 }
 
-struct PrintLogger;
-
-impl log::Log for PrintLogger {
-    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
-        true
+/// One line of `netlab log` for an event of the programs (the format
+/// README documents; `[DEBUG]` as the aya-log lines it replaces had it).
+pub fn event_line(e: &event::Event) -> String {
+    let at = |addr: u32, port: u16| {
+        format!(
+            "{}:{}",
+            Ipv4Addr::from(addr_octets(addr)),
+            port_from_net(port)
+        )
+    };
+    let (k, t) = (&e.opening, &e.translated);
+    match (e.what, event::new_flow_place(e.what)) {
+        (_, Some(place)) => format!(
+            "[DEBUG] new {place}: {} -> {} as {} -> {}, ip protocol {}",
+            at(k.src_addr, k.src_port),
+            at(k.dst_addr, k.dst_port),
+            at(t.src_addr, t.src_port),
+            at(t.dst_addr, t.dst_port),
+            k.proto
+        ),
+        (event::NO_MAPPING, None) => format!(
+            "[DEBUG] no mapping for {} -> port {}",
+            at(k.src_addr, k.src_port),
+            port_from_net(k.dst_port)
+        ),
+        (event::NO_FREE_PORT, None) => {
+            format!("[DEBUG] no free port for {}", at(k.src_addr, k.src_port))
+        }
+        (what, None) => format!("[DEBUG] event {what} of a newer netlab's programs"),
     }
-
-    fn log(&self, record: &log::Record<'_>) {
-        println!("[{}] {}", record.level(), record.args());
-    }
-
-    fn flush(&self) {}
 }
 
-/// Stream the programs' log (aya-log) until Ctrl-C or `duration`. Turns the
-/// programs' logging on while it runs.
+/// Print every event waiting in the ring.
+fn print_events(ring: &mut RingBuf<MapData>) {
+    while let Some(item) = ring.next() {
+        match bytemuck::try_pod_read_unaligned::<event::Event>(&item) {
+            Ok(e) => println!("{}", event_line(&e)),
+            Err(_) => eprintln!(
+                "netlab: an event of {} bytes, not {}",
+                item.len(),
+                size_of::<event::Event>()
+            ),
+        }
+    }
+}
+
+/// Stream the programs' events (their `FLOW_EVENTS` ring buffer) until
+/// Ctrl-C or `duration`. Turns the programs' events on while it runs.
 pub async fn log_command(lab: &str, duration: Option<Duration>) -> Result<()> {
     let pins = LabPins::new(lab);
-    let prog = SchedClassifier::from_pin(pins.progs().join(PROG_UPLINK_IN))
-        .with_context(|| format!("lab {lab}'s programs are not pinned; is it up?"))?;
-    let id = prog.info()?.id();
-    let logger = aya_log::EbpfLogger::init_from_id_with_logger(id, PrintLogger)
-        .map_err(|e| anyhow!("attaching to the programs' log: {e}"))?;
+    let ring = RingBuf::try_from(pins.open(names::FLOW_EVENTS)?)
+        .with_context(|| format!("lab {lab}'s {} map", names::FLOW_EVENTS))?;
     let mut cfg: Array<_, NatConfig> = Array::try_from(pins.open("CONFIG")?)?;
     let set_log = |cfg: &mut Array<_, NatConfig>, on: bool| -> Result<()> {
         let mut c = cfg.get(&0, 0)?;
@@ -437,11 +463,11 @@ pub async fn log_command(lab: &str, duration: Option<Duration>) -> Result<()> {
     };
     set_log(&mut cfg, true)?;
     eprintln!("netlab: streaming lab {lab}'s dataplane log (Ctrl-C to stop)");
-    // SAFETY: the logger owns its ring buffer's fd, and the AsyncFd owns the logger.
+    // SAFETY: the ring owns its map's fd, and the AsyncFd owns the ring.
     let mut fd = unsafe {
-        tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
+        tokio::io::unix::AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE)
     }
-    .map_err(|e| anyhow!("watching the log ring buffer: {e}"))?;
+    .map_err(|e| anyhow!("watching the events ring buffer: {e}"))?;
     let until = async {
         match duration {
             Some(d) => tokio::time::sleep(d).await,
@@ -455,14 +481,65 @@ pub async fn log_command(lab: &str, duration: Option<Duration>) -> Result<()> {
             _ = &mut until => break Ok(()),
             ready = fd.readable_mut() => match ready {
                 Ok(mut guard) => {
-                    guard.get_inner_mut().flush();
+                    print_events(guard.get_inner_mut());
                     guard.clear_ready();
                 }
                 Err(e) => break Err(anyhow::Error::from(e)),
             },
         }
     };
-    fd.get_mut().flush();
     set_log(&mut cfg, false)?;
+    print_events(fd.get_mut());
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use netlab_common::{addr_from_octets, port_to_net, FlowKey, IPPROTO_TCP};
+
+    use super::*;
+
+    fn key(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> FlowKey {
+        let (s, d) = (addr_from_octets(src), addr_from_octets(dst));
+        FlowKey::new(s, d, port_to_net(sport), port_to_net(dport), IPPROTO_TCP)
+    }
+
+    #[test]
+    fn events_read_as_readme_documents() {
+        let new_flow = event::Event {
+            what: event::NEW_SNAT_NODE,
+            opening: key([192, 168, 15, 1], 40000, [198, 51, 100, 1], 80),
+            translated: key([198, 51, 100, 2], 12345, [198, 51, 100, 1], 80),
+            ..Default::default()
+        };
+        assert_eq!(
+            event_line(&new_flow),
+            "[DEBUG] new snat flow (node port, fast path): 192.168.15.1:40000 -> \
+             198.51.100.1:80 as 198.51.100.2:12345 -> 198.51.100.1:80, ip protocol 6"
+        );
+        let dropped = event::Event {
+            what: event::NO_MAPPING,
+            opening: key([198, 51, 100, 1], 5000, [198, 51, 100, 2], 33000),
+            ..Default::default()
+        };
+        assert_eq!(
+            event_line(&dropped),
+            "[DEBUG] no mapping for 198.51.100.1:5000 -> port 33000"
+        );
+        let no_port = event::Event {
+            what: event::NO_FREE_PORT,
+            ..dropped
+        };
+        assert_eq!(
+            event_line(&no_port),
+            "[DEBUG] no free port for 198.51.100.1:5000"
+        );
+    }
+
+    #[test]
+    fn every_new_flow_place_has_a_line() {
+        for what in event::NEW_SNAT_OUT..=event::NEW_LOCAL {
+            assert!(event::new_flow_place(what).is_some(), "{what}");
+        }
+    }
 }

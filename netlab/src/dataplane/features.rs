@@ -71,6 +71,17 @@ const REQUIRED_HELPERS: &[(&str, BpfHelper, &str)] = &[
         BpfHelper::BPF_FUNC_l4_csum_replace,
         "4.1",
     ),
+    // `netlab log`'s events.
+    (
+        "bpf_ringbuf_reserve",
+        BpfHelper::BPF_FUNC_ringbuf_reserve,
+        "5.8",
+    ),
+    (
+        "bpf_ringbuf_submit",
+        BpfHelper::BPF_FUNC_ringbuf_submit,
+        "5.8",
+    ),
 ];
 
 /// Only the fast path (`nl_node_in`, `nl_node_new`) needs these.
@@ -87,6 +98,7 @@ const REQUIRED_MAPS: &[(&str, MapType, &str)] = &[
     ("program array", MapType::ProgramArray, "4.2"),
     ("hash", MapType::Hash, "3.19"),
     ("array", MapType::Array, "3.19"),
+    ("ring buffer", MapType::RingBuf, "5.8"),
 ];
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -9,7 +9,7 @@ use std::{
 use anyhow::{Context as _, Result};
 use aya::maps::{HashMap, Map, MapData, MapInfo, MapType};
 use netlab_common::{
-    names, stat, Binding, Endpoint, FlowKey, FlowValue, ForwardKey, ForwardTarget, FragKey,
+    event, names, stat, Binding, Endpoint, FlowKey, FlowValue, ForwardKey, ForwardTarget, FragKey,
     FragValue, GcState, NatConfig, NodePort, SubnetInfo, BINDING_ENTRIES, FORWARD_ENTRIES,
     FRAG_ENTRIES, IFACE_ENTRIES, NODE_ENTRIES, SUBNET_ENTRIES,
 };
@@ -124,6 +124,15 @@ const STATE_MAPS: &[StateMap] = &[
         key: size_of::<FragKey>(),
         value: size_of::<FragValue>(),
         entries: Some(FRAG_ENTRIES),
+    },
+    // Pinned so a `netlab log` that runs across a re-`up` keeps reading
+    // the events of the new programs.
+    StateMap {
+        name: names::FLOW_EVENTS,
+        map_type: MapType::RingBuf,
+        key: 0,
+        value: 0,
+        entries: Some(event::RING_BYTES),
     },
 ];
 
