@@ -713,23 +713,12 @@ fn closed_connections_free_their_port_and_tuple() {
 fn a_syn_on_a_closed_flow_follows_the_forwards_as_they_are_now() {
     require_root();
     let mut dp = Dataplane::new(10000, 32767);
-    let forward_to = |dp: &mut Dataplane, node: Ipv4Addr, port: u16| {
-        let mut fwd: HashMap<_, ForwardKey, ForwardTarget> =
-            HashMap::try_from(dp.ebpf.map_mut("FORWARD_RULES").unwrap()).unwrap();
-        let target = ForwardTarget {
-            addr: na(node),
-            port: port_to_net(port),
-            _pad: 0,
-        };
-        fwd.insert(ForwardKey::new(port_to_net(8080), TCP), target, 0)
-            .unwrap();
-    };
-    forward_to(&mut dp, BLUE, 80);
+    dp.forward_ports(TCP, 8080..=8080, BLUE, 80);
     let syn = Ip::new(REMOTE, UPLINK, TCP, tcp(5555, 8080, SYN, b"")).frame();
     assert_eq!(parse_checked(&dp.inb(&syn).1).unwrap().dst, BLUE);
     let rst = Ip::new(BLUE, REMOTE, TCP, tcp(80, 5555, RST | ACK, b"")).frame();
     assert_eq!(dp.out(&rst).0, UNSPEC);
-    forward_to(&mut dp, RED, 81);
+    dp.forward_ports(TCP, 8080..=8080, RED, 81);
     let (rc, out) = dp.inb(&syn);
     assert_eq!(rc, UNSPEC);
     let p = parse_checked(&out).unwrap();
