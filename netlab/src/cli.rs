@@ -503,32 +503,37 @@ pub async fn fwd(cmd: FwdCommand, name: Option<&str>, host_netns: Option<&str>) 
         FwdCommand::Del { protocol, port } => FwdRequest::Del { protocol, port },
         FwdCommand::List { json } => FwdRequest::List { json },
     };
-    let state = lab::resolve(None, name, host_netns)?;
-    let _lock = match req {
-        FwdRequest::List { .. } => None,
-        _ => Some(lock::acquire(
-            &lock::Scope::Lab(state.lab.name.clone()),
-            "netlab fwd",
-            lock::WAIT_BOUND,
-        )?),
-    };
-    // Read again under the lock: another run may have changed it.
-    let state = lab::read_state(&state.lab.name).unwrap_or(state);
+    let changes = !matches!(req, FwdRequest::List { .. });
+    let (state, _lock) = lab_to_change(name, host_netns, "netlab fwd", changes)?;
     dataplane::fwd_command(state, req).await
+}
+
+/// The lab `name` names; when the command changes it, held under the lab's
+/// lock and read again under it (another run may have changed it meanwhile).
+fn lab_to_change(
+    name: Option<&str>,
+    host_netns: Option<&str>,
+    command: &str,
+    changes: bool,
+) -> Result<(lab::LabState, Option<lock::RunLock>)> {
+    let state = lab::resolve(None, name, host_netns)?;
+    if !changes {
+        return Ok((state, None));
+    }
+    let lock = lock::acquire(
+        &lock::Scope::Lab(state.lab.name.clone()),
+        command,
+        lock::WAIT_BOUND,
+    )?;
+    let state = lab::read_state(&state.lab.name).unwrap_or(state);
+    Ok((state, Some(lock)))
 }
 
 /// `netlab link`: resolves the lab, and holds its lock while changing it.
 pub async fn link(cmd: LinkCommand, name: Option<&str>, host_netns: Option<&str>) -> Result<()> {
     use crate::{links, model::impair::Direction};
-    let state = lab::resolve(None, name, host_netns)?;
-    let _lock = match cmd {
-        LinkCommand::Show { .. } => None,
-        _ => Some(lock::acquire(
-            &lock::Scope::Lab(state.lab.name.clone()),
-            "netlab link",
-            lock::WAIT_BOUND,
-        )?),
-    };
+    let changes = !matches!(cmd, LinkCommand::Show { .. });
+    let (state, _lock) = lab_to_change(name, host_netns, "netlab link", changes)?;
     let host = Netns::host(host_netns.or(state.host_netns.as_deref()))?;
     let mut sys = System::new(host).await?;
     let lab = &state.lab;
