@@ -170,6 +170,7 @@ pub fn unique(tag: &str) -> String {
     format!("{tag}{:x}{n}", std::process::id() % 0xfff)
 }
 
+pub mod capture;
 pub mod packet;
 pub mod programs;
 

@@ -4,69 +4,18 @@
 //! feeds `tcpdump -r -`; Ctrl-C, or the reader going away, ends a capture
 //! with its file whole.
 
-use std::{
-    io::{BufRead as _, BufReader},
-    path::Path,
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::process::{Child, Command, Stdio};
 
-use netlab_tests::{netlab_bin, ok, require_root, text, time_scale, Lab, SEEDS_BODY, T};
+use netlab_tests::{
+    capture::{count, finished, interrupt, read_back, start as capture},
+    require_root, text, Lab, SEEDS_BODY,
+};
 
 /// The seeds' lab with every packet on the slow path: with the fast path,
 /// an established flow's packets leave through a veth uplink straight into
 /// its peer (`bpf_redirect_peer`), where no capture on the uplink sees them.
 fn lab(tag: &str) -> Lab {
     Lab::new(tag, &format!("{SEEDS_BODY}\n[nat]\nfast_path = false\n"))
-}
-
-/// `netlab capture` with `args`, once it captures (it says so on stderr
-/// after the capture is open and its filter set).
-fn capture(lab: &Lab, args: &[&str], stdout: Stdio) -> Child {
-    let mut child = Command::new(netlab_bin())
-        .args(["capture", "--name", &lab.name])
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    BufReader::new(child.stderr.as_mut().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    assert!(first.contains("capturing on"), "capture {args:?}: {first}");
-    child
-}
-
-/// Wait (bounded) for `child` to exit; its status must be success.
-#[track_caller]
-fn finished(mut child: Child, what: &str) {
-    let limit = T.mul_f64(time_scale());
-    let started = std::time::Instant::now();
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            assert!(st.success(), "{what} exited with {st}");
-            return;
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            panic!("{what} did not end within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// tcpdump's lines for a pcap file.
-fn read_back(file: &Path) -> Vec<String> {
-    ok(&["tcpdump", "-n", "-r", file.to_str().unwrap()], T)
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
-fn count(lines: &[String], needle: &str) -> usize {
-    lines.iter().filter(|l| l.contains(needle)).count()
 }
 
 fn ping_out(lab: &Lab, n: u32) {
@@ -83,14 +32,6 @@ fn ping_out(lab: &Lab, n: u32) {
             "198.51.100.1",
         ],
     );
-}
-
-fn interrupt(child: &Child) {
-    let st = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success());
 }
 
 #[test]
