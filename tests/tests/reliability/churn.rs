@@ -40,6 +40,7 @@ fn churn_up_down_of_a_20_node_lab() {
     let (mut ups, mut downs) = (Vec::new(), Vec::new());
     let mut footprint = None;
     let mut attach = None;
+    let mut namespaces = std::collections::BTreeSet::new();
     let started = Instant::now();
     for c in 0..cycles {
         let t = Instant::now();
@@ -57,6 +58,7 @@ fn churn_up_down_of_a_20_node_lab() {
                 now.kernel_unreclaimable - before.kernel_unreclaimable,
             ));
         }
+        namespaces.extend(netns_inodes(&lab.prefix));
         let o = lab_objects(&lab.name);
         // Every hook in place with one of the lab's programs: pinned TCX
         // links where the kernel has TCX, netlink filters with the lab's
@@ -118,6 +120,19 @@ fn churn_up_down_of_a_20_node_lab() {
         ),
     );
     assert!(left.is_empty(), "still loaded after down: {left:?}");
+    // Every node of every cycle had its namespace, and no process stayed
+    // in one (which would keep it, its devices and its files alive).
+    // (The kernel gives a freed namespace's number to the next one: 20.)
+    assert!(
+        namespaces.len() >= 20,
+        "{} namespaces seen",
+        namespaces.len()
+    );
+    let stayed = processes_in(&namespaces);
+    assert!(
+        stayed.is_empty(),
+        "processes left in the lab's namespaces: {stayed:?}"
+    );
     assert!(off.is_empty(), "the machine did not come back: {off:?}");
     // (The machine-wide count of named namespaces is printed, not compared:
     // other users' tests make and remove theirs meanwhile; this lab's own
