@@ -20,6 +20,7 @@
 pub mod micro;
 pub mod modes;
 pub mod report;
+pub mod runtime;
 pub mod svg;
 pub mod tools;
 pub mod traffic;
@@ -347,6 +348,7 @@ pub fn run(opts: Options) -> Result<()> {
     check_interrupted()?;
 
     let mut results = Results::new(&profile, &modes);
+    let _run_time_stats = runtime::enable()?;
     let mut bench = modes::Bench::new()?;
     let measured = measure_all(&mut bench, &profile, &modes, &mut results, &progress);
     results.dataplane = bench.dataplane.clone();
@@ -441,9 +443,28 @@ fn measure_all(
 
 type Sample = (Metric, f64, serde_json::Value);
 
-/// One measurement of `kind` in `env`.
+/// One measurement of `kind` in `env`; in a netlab mode, with what the
+/// lab's programs ran meanwhile (`programs` in each sample's details).
 fn measure(env: &mut modes::Env, kind: Kind, p: &Profile) -> Result<Vec<Sample>> {
     let target = env.set_forwards(kind.forwards())?;
+    let lab = env.lab.clone().filter(|_| env.mode.runs_programs());
+    let before = lab.as_deref().map(runtime::snapshot).transpose()?;
+    let mut samples = measure_traffic(env, kind, p, target)?;
+    if let (Some(lab), Some(before)) = (lab, before) {
+        let programs = runtime::between(&before, &runtime::snapshot(&lab)?);
+        for sample in &mut samples {
+            sample.2["programs"] = programs.clone();
+        }
+    }
+    Ok(samples)
+}
+
+fn measure_traffic(
+    env: &mut modes::Env,
+    kind: Kind,
+    p: &Profile,
+    target: Option<SocketAddrV4>,
+) -> Result<Vec<Sample>> {
     let wan = env.wan_addr;
     let to_wan = |port| SocketAddrV4::new(wan, port);
     let metric = kind.metrics()[0];

@@ -56,6 +56,11 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// Whether the traffic passes netlab's programs.
+    pub fn runs_programs(self) -> bool {
+        matches!(self, Mode::Netlab | Mode::NetlabSlow)
+    }
+
     pub const ALL: [Mode; 5] = [
         Mode::Veth,
         Mode::Route,

@@ -337,6 +337,7 @@ impl Results {
         if let Some(note) = self.generator_note() {
             let _ = writeln!(t, "\n{note}");
         }
+        t += &self.program_costs();
         for &metric in &self.metrics {
             let failed: Vec<String> = self
                 .modes
@@ -394,6 +395,48 @@ impl Results {
             self.load_at_start,
             loadavg()
         );
+        t
+    }
+
+    /// What the lab's programs cost in each metric of the netlab modes
+    /// (the kernel's run-time statistics, over all rounds): per program, ns
+    /// per run and, where the metric counts connections or requests, runs
+    /// and ns per connection.
+    fn program_costs(&self) -> String {
+        let mut t = String::new();
+        for (&(metric, mode), extras) in &self.extras {
+            let measured: Vec<(Value, Option<u64>)> = extras
+                .iter()
+                .filter(|e| e["programs"].is_object())
+                .map(|e| {
+                    let units = e["connections"].as_u64().or(e["requests"].as_u64());
+                    (e["programs"].clone(), units)
+                })
+                .collect();
+            let costs = super::runtime::summarize(&measured);
+            if costs.is_empty() {
+                continue;
+            }
+            if t.is_empty() {
+                let _ = writeln!(
+                    t,
+                    "\nthe lab's programs while each metric ran (kernel run-time statistics, all rounds; \
+                     per connection where the metric counts them):"
+                );
+            }
+            let _ = writeln!(t, "  {} · {}", metric.label(), mode.name());
+            for c in costs {
+                let per_unit = match (c.runs_per_unit, c.ns_per_unit) {
+                    (Some(r), Some(ns)) => format!(", {r:.1} runs = {ns:.0} ns per connection"),
+                    _ => String::new(),
+                };
+                let _ = writeln!(
+                    t,
+                    "    {:<16} {:>12} runs, {:>6.0} ns/run{per_unit}",
+                    c.program, c.runs, c.ns_per_run
+                );
+            }
+        }
         t
     }
 
@@ -488,6 +531,21 @@ impl Results {
                     .is_some_and(|v| !v.is_empty() && v.iter().all(|x| x.is_finite() && *x > 0.0));
                 if !ok {
                     missing.push(format!("{} in mode {}", metric.key(), mode.name()));
+                }
+                // A netlab mode's traffic runs through the lab's programs.
+                let ran = self.extras.get(&(metric, mode)).is_some_and(|v| {
+                    v.iter().all(|e| {
+                        e["programs"]
+                            .as_object()
+                            .is_some_and(|p| p.values().any(|c| c["runs"].as_u64() > Some(0)))
+                    })
+                });
+                if mode.runs_programs() && !ran {
+                    missing.push(format!(
+                        "the programs' run-time statistics of {} in mode {}",
+                        metric.key(),
+                        mode.name()
+                    ));
                 }
             }
         }
