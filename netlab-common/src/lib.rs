@@ -507,6 +507,10 @@ pub const SUBNET_ENTRIES: u32 = 256;
 pub const FRAG_ENTRIES: u32 = 8192;
 pub const NODE_ENTRIES: u32 = 4096;
 pub const IFACE_ENTRIES: u32 = 256;
+/// The taken-port hint: a bit per port (64 a word, 1024 words) for each of
+/// TCP, UDP and ICMP (echo identifiers).
+pub const PORT_HINT_WORDS: u32 = 1024;
+pub const PORT_USED_ENTRIES: u32 = 3 * PORT_HINT_WORDS;
 
 /// The programs' and maps' names, defined once for both sides. aya-ebpf
 /// names a map after its static, so the statics in `netlab-ebpf` carry
@@ -547,6 +551,8 @@ pub mod names {
     pub const SOCK_TUPLE: &str = "SOCK_TUPLE";
     pub const FIB_SCRATCH: &str = "FIB_SCRATCH";
     pub const SCRATCH: &str = "SCRATCH";
+    pub const PORT_USED: &str = "PORT_USED";
+    pub const PORT_CURSOR: &str = "PORT_CURSOR";
     pub const FLOW_EVENTS: &str = "FLOW_EVENTS";
 
     pub const MAPS: &[&str] = &[
@@ -566,6 +572,8 @@ pub mod names {
         SOCK_TUPLE,
         FIB_SCRATCH,
         SCRATCH,
+        PORT_USED,
+        PORT_CURSOR,
         FLOW_EVENTS,
     ];
 }

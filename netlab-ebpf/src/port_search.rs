@@ -1,10 +1,21 @@
 //! A new mapping's outside port: the endpoint's live mapping if it has one
 //! (endpoint-independent mapping), else the inside port when it is in the
-//! NAT range and free, else a run of consecutive ports from a random
-//! start. A port is taken only when it is not forwarded, not used by a
-//! socket of the lab host, and not reserved by another endpoint; the flow
-//! is made (`flows::insert_pair`) before the search ends, so two flows never
-//! share an outside tuple.
+//! NAT range and free, else a free port of the range, found through the
+//! taken-port hint (`port_hint`) from a random start. A port is taken only
+//! when it is forwarded, used by a socket of the lab host, or reserved by
+//! another endpoint; the flow is made (`flows::insert_pair`) before the
+//! search ends, so two flows never share an outside tuple.
+//!
+//! The search goes word by word (64 ports) from the random start's word.
+//! Its first pass trusts the hint: it tries the ports whose bit is clear
+//! and passes a full word in one step. Should the hint call every word full,
+//! a second pass checks each word's set bits against `NAT_PORTS` and tries
+//! every port not really taken, so the search fails (`drop_port_exhausted`)
+//! only when every port of the range is taken. The first word is checked
+//! that way at once when the hint calls it full: a stale word mends where a
+//! search lands, so stale bits do not pile up. Each step tries one port or
+//! passes one word, so the work is bounded by twice the words plus ports
+//! of the range.
 
 use aya_ebpf::{
     cty::c_void,
@@ -13,28 +24,26 @@ use aya_ebpf::{
     EbpfContext as _,
 };
 use netlab_common::{Endpoint, NatConfig, IPPROTO_ICMP};
-use netlab_ebpf::{in_nat_range, port_candidate};
+use netlab_ebpf::{
+    in_nat_range, lowest_set_bit, port_candidate, port_word_mask, port_words, PORT_WORD_BITS,
+};
 
 use crate::{
-    binding::{self, host_socket_uses, lifetime_ns, live_binding},
+    binding::{self, holder, host_socket_uses, lifetime_ns, live_binding},
     flows::insert_pair,
     lab::{config, forwarded},
-    table,
+    maps::{PortCursor, PORT_CURSOR},
+    port_hint, table,
     template::FlowTemplate,
     verdict::DropReason,
 };
-
-/// How many outside ports a new flow tries before giving up (port space
-/// exhausted: drop and count): a run of consecutive ports from a random
-/// start, which finds the free ports of a nearly full range too.
-const PORT_TRIES: u32 = 64;
 
 /// Make the mapped flow `t` (masquerade or hairpin), its outside port
 /// found here; the template comes back with that port. `resume`: the
 /// calling program's `TAILS` slot, should the table need a collection.
 ///
-/// The attempts run as a `bpf_loop` callback, which the verifier checks
-/// once rather than once per unrolled attempt.
+/// The steps run as a `bpf_loop` callback, which the verifier checks once
+/// rather than once per step.
 #[inline(always)]
 pub fn map_flow(
     ctx: &TcContext,
@@ -46,17 +55,39 @@ pub fn map_flow(
     if !table::admit(ctx, cfg, &t.opening.key, now, resume) {
         return Err(DropReason::TableFull);
     }
+    let Some(cursor) = PORT_CURSOR.get_ptr_mut(0) else {
+        return Err(DropReason::NoScratch);
+    };
+    let (first, last) = port_words(cfg);
+    let words = last - first + 1;
+    let start = port_candidate(cfg, unsafe { bpf_get_prandom_u32() }) / PORT_WORD_BITS;
+    unsafe {
+        *cursor = PortCursor {
+            candidates: 0,
+            used: 0,
+            start,
+            word: start,
+            words_left: words,
+            pass: PASS_TRUST,
+            loaded: 0,
+            checking: 0,
+            _pad: [0; 7],
+        };
+    }
     let mut search = Search {
         skb: ctx.as_ptr(),
         template: t,
         now,
         port: 0,
-        probe: port_candidate(cfg, unsafe { bpf_get_prandom_u32() }),
-        _pad: [0; 4],
+        _pad: [0; 6],
     };
+    // Two steps before the passes; each pass passes every word once and
+    // tries each port at most once; one more step finds the range full.
+    let ports = u32::from(cfg.port_max - cfg.port_min) + 1;
+    let steps = 2 + 2 * (u32::from(words) + ports) + 1;
     unsafe {
         bpf_loop(
-            1 + PORT_TRIES,
+            steps,
             search_step as *mut c_void,
             &mut search as *mut Search as *mut c_void,
             0,
@@ -68,7 +99,11 @@ pub fn map_flow(
     Ok(search.template)
 }
 
-/// What the `bpf_loop` callback works on (on the caller's stack).
+const PASS_TRUST: u8 = 0;
+const PASS_CHECK: u8 = 1;
+
+/// What the `bpf_loop` callback works on (on the caller's stack; where
+/// the search is lives in `PORT_CURSOR`).
 #[repr(C)]
 struct Search {
     skb: *mut c_void,
@@ -76,46 +111,115 @@ struct Search {
     now: u64,
     /// The outside port found (network order), 0 while none.
     port: u16,
-    /// Where the run of consecutive attempts starts (host order). Chosen
-    /// before the loop: attempts that change nothing but the outcome keep
-    /// the verifier's work small.
-    probe: u16,
-    _pad: [u8; 4],
+    _pad: [u8; 6],
 }
 
-/// One attempt: 0 reuses the endpoint's live mapping, 1 tries to keep the
-/// inside port, then consecutive ports from a random start. Returns 1 to
-/// stop the loop. Calls no function (see `template::clear_the_rest`).
+/// One step: 0 reuses the endpoint's live mapping, 1 tries to keep the
+/// inside port, then one port of the word at hand, or the next word.
+/// Returns 1 to stop the loop. Calls no function (see
+/// `template::clear_the_rest`).
 #[inline(never)]
 extern "C" fn search_step(index: u64, search: *mut c_void) -> i64 {
     let search = unsafe { &mut *(search as *mut Search) };
     let Some(cfg) = config() else { return 1 };
-    let now = search.now;
     let opening = search.template.opening.key;
     let proto = opening.proto;
     let inside = Endpoint::new(opening.src_addr, opening.src_port, proto);
     if index == 0 {
-        if let Some(port) = live_binding(cfg, &inside, now) {
+        if let Some(port) = live_binding(cfg, &inside, search.now) {
             search.template.set_port(port);
-            if insert_pair(cfg, &search.template, now).is_ok() {
+            if insert_pair(cfg, &search.template, search.now).is_ok() {
                 search.port = port;
                 return 1;
             }
         }
         return 0;
     }
-    let preferred = u16::from_be(inside.port);
-    let host_order = if index == 1 && proto != IPPROTO_ICMP && in_nat_range(cfg, preferred) {
-        preferred
-    } else {
-        let step = (index - 2) as u32;
-        let span = u32::from(cfg.port_max - cfg.port_min) + 1;
-        let offset = (u32::from(search.probe - cfg.port_min) + step) % span;
-        cfg.port_min + offset as u16
+    if index == 1 {
+        let preferred = u16::from_be(inside.port);
+        let keep = proto != IPPROTO_ICMP && in_nat_range(cfg, preferred);
+        return i64::from(keep && try_port(search, cfg, &inside, preferred));
+    }
+    let Some(c) = PORT_CURSOR.get_ptr_mut(0) else {
+        return 1;
     };
+    let c = unsafe { &mut *c };
+    if c.loaded == 0 && !load_word(c, cfg, proto) {
+        return 1; // every port of the range is taken
+    }
+    if c.candidates == 0 {
+        if search.port != 0 {
+            return 1; // found, and the word checked to its end
+        }
+        next_word(c, cfg);
+        return 0;
+    }
+    let bit = lowest_set_bit(c.candidates);
+    c.candidates &= !(1u64 << bit);
+    let port = c.word * PORT_WORD_BITS + bit;
+    if c.used & (1u64 << bit) != 0 {
+        // Checking a set bit: skip a port really taken, clear a stale bit.
+        let outside = Endpoint::new(cfg.uplink_addr, port.to_be(), proto);
+        if holder(&outside, search.now).is_some() {
+            return 0;
+        }
+        if search.port != 0 {
+            port_hint::unmark(proto, port);
+            return 0;
+        }
+    } else if search.port != 0 {
+        return 0;
+    }
+    let checking = c.checking;
+    let found = try_port(search, cfg, &inside, port);
+    i64::from(found && checking == 0)
+}
+
+/// Read the word at hand; at the end of the first pass, start the second.
+/// False when the second pass is over too.
+#[inline(always)]
+fn load_word(c: &mut PortCursor, cfg: &NatConfig, proto: u8) -> bool {
+    let (first, last) = port_words(cfg);
+    let words = last - first + 1;
+    if c.words_left == 0 {
+        if c.pass == PASS_CHECK {
+            return false;
+        }
+        c.pass = PASS_CHECK;
+        c.words_left = words;
+        c.word = c.start;
+    }
+    let used = port_hint::word(proto, c.word);
+    let mask = port_word_mask(cfg, c.word);
+    let landing = c.pass == PASS_TRUST && c.words_left == words;
+    let check = c.pass == PASS_CHECK || (landing && used & mask == mask);
+    c.used = if check { used } else { 0 };
+    c.candidates = if check { mask } else { !used & mask };
+    c.checking = u8::from(check);
+    c.loaded = 1;
+    true
+}
+
+/// Pass on to the next word of the range (after the last, the first).
+#[inline(always)]
+fn next_word(c: &mut PortCursor, cfg: &NatConfig) {
+    let (first, last) = port_words(cfg);
+    c.loaded = 0;
+    c.words_left -= 1;
+    c.word = if c.word >= last { first } else { c.word + 1 };
+}
+
+/// Try host-order `port` for the search's flow: not forwarded, no host
+/// socket's, reserved for `inside`, and the flow made. Marks the port
+/// taken in the hint whatever the outcome (a port that stays free, its
+/// flow's tuple being another's, is found again by a check).
+#[inline(always)]
+fn try_port(search: &mut Search, cfg: &NatConfig, inside: &Endpoint, host_order: u16) -> bool {
+    let proto = inside.proto;
+    port_hint::mark(proto, host_order);
     let port = host_order.to_be();
     if proto != IPPROTO_ICMP && forwarded(port, proto) {
-        return 0;
+        return false;
     }
     // The other direction comes from the template's destination.
     let remote = &search.template.other.key;
@@ -127,21 +231,22 @@ extern "C" fn search_step(index: u64, search: *mut c_void) -> i64 {
         cfg.uplink_addr,
         port,
     ) {
-        return 0;
+        return false;
     }
+    let now = search.now;
     let outside = Endpoint::new(cfg.uplink_addr, port, proto);
     let expires = now + lifetime_ns(cfg, proto, search.template.state);
-    let Some(fresh) = binding::reserve_port(&outside, &inside, expires, now) else {
-        return 0;
+    let Some(fresh) = binding::reserve_port(&outside, inside, expires, now) else {
+        return false;
     };
     search.template.set_port(port);
     if insert_pair(cfg, &search.template, now).is_ok() {
-        binding::bind(&inside, &outside, expires);
+        binding::bind(inside, &outside, expires);
         search.port = port;
-        return 1;
+        return true;
     }
     if fresh {
         binding::release_port(&outside);
     }
-    0
+    false
 }

@@ -12,8 +12,8 @@ use aya::{
 use netlab::dataplane::MapContents;
 use netlab_common::stat;
 use netlab_common::{
-    addr_from_octets, Binding, Endpoint, FlowKey, FlowValue, GcState, NatConfig, IPPROTO_TCP,
-    SUBNET_MASQUERADE,
+    addr_from_octets, port_to_net, Binding, Endpoint, FlowKey, FlowValue, ForwardKey,
+    ForwardTarget, GcState, NatConfig, IPPROTO_TCP, SUBNET_MASQUERADE,
 };
 
 /// TC_ACT_UNSPEC (-1): pass, next program.
@@ -123,6 +123,49 @@ impl Dataplane {
         let m: HashMap<&MapData, Endpoint, Binding> =
             HashMap::try_from(self.ebpf.map("NAT_BIND").unwrap()).unwrap();
         m.get(&inside, 0).ok()
+    }
+
+    /// Forward `proto` (`IPPROTO_*`) ports `ports` to `to`:`to_port`, as
+    /// `netlab fwd add` does (straight into `FORWARD_RULES`).
+    pub fn forward_ports(
+        &mut self,
+        proto: u8,
+        ports: std::ops::RangeInclusive<u16>,
+        to: Ipv4Addr,
+        to_port: u16,
+    ) {
+        let mut fwd: HashMap<&mut MapData, ForwardKey, ForwardTarget> =
+            HashMap::try_from(self.ebpf.map_mut("FORWARD_RULES").unwrap()).unwrap();
+        let target = ForwardTarget {
+            addr: na(to),
+            port: port_to_net(to_port),
+            _pad: 0,
+        };
+        for port in ports {
+            fwd.insert(ForwardKey::new(port_to_net(port), proto), target, 0)
+                .unwrap();
+        }
+    }
+
+    /// Reserve the uplink's `proto` ports `ports` for good, each for an
+    /// inside endpoint of 10.99.0.1 (the mappings of flows that left no
+    /// entry): `NAT_PORTS` holds them, the port search has not seen them.
+    pub fn hold_ports(&mut self, proto: u8, ports: impl IntoIterator<Item = u16>) {
+        let mut m: HashMap<&mut MapData, Endpoint, Binding> =
+            HashMap::try_from(self.ebpf.map_mut("NAT_PORTS").unwrap()).unwrap();
+        let holder = na(Ipv4Addr::new(10, 99, 0, 1));
+        for port in ports {
+            let binding = Binding {
+                peer: Endpoint::new(holder, port_to_net(port), proto),
+                expires_ns: u64::MAX,
+            };
+            m.insert(
+                Endpoint::new(na(UPLINK), port_to_net(port), proto),
+                binding,
+                0,
+            )
+            .unwrap();
+        }
     }
 
     /// Let `by` pass for the dataplane's state, as if no packet had come

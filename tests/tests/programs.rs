@@ -3,6 +3,7 @@
 //! verdicts, map entries and counters. Root, no namespaces, no traffic.
 
 use std::{
+    collections::HashSet,
     net::Ipv4Addr,
     time::{Duration, Instant},
 };
@@ -11,7 +12,7 @@ use aya::{
     maps::HashMap,
     programs::{ProgramInfo, SchedClassifier},
 };
-use netlab_common::{port_to_net, stat, Endpoint, ForwardKey, ForwardTarget};
+use netlab_common::{port_to_net, stat, Endpoint};
 use netlab_tests::{
     packet::{
         self, icmp_echo, icmp_error, parse_checked, tcp, udp, Ip, ACK, ICMP, RST, SYN, TCP, UDP,
@@ -367,6 +368,93 @@ fn port_space_exhausted_drops_and_counts() {
     assert_eq!(dp.out(&again).0, UNSPEC);
 }
 
+/// Forwarded blocks at the start, in the middle and at the end of the NAT
+/// range: every other port of the range goes to a new connection, never a
+/// forwarded one, and the range is full (one drop, counted) only after the
+/// last. TCP's forwards take nothing from UDP's mappings.
+#[test]
+fn forward_blocks_in_the_range_leave_every_other_port_usable() {
+    require_root();
+    let mut dp = Dataplane::new(20000, 20999);
+    for block in [20000..=20199, 20400..=20599, 20800..=20999] {
+        dp.forward_ports(TCP, block, BLUE, 80);
+    }
+    let allowed = |p: u16| (20200..20400).contains(&p) || (20600..20800).contains(&p);
+    let mut taken = HashSet::new();
+    for i in 0..400u16 {
+        let syn = Ip::new(RED, REMOTE, TCP, tcp(40000 + i, 80, SYN, b"")).frame();
+        let (rc, out) = dp.out(&syn);
+        assert_eq!(rc, UNSPEC, "connection {i} with {} ports free", 400 - i);
+        let port = parse_checked(&out).unwrap().sport();
+        assert!(allowed(port), "connection {i} got port {port}");
+        assert!(taken.insert(port), "port {port} twice");
+    }
+    assert_eq!(dp.stat(stat::DROP_PORT_EXHAUSTED), 0);
+    let one_more = Ip::new(RED, REMOTE, TCP, tcp(40400, 80, SYN, b"")).frame();
+    assert_eq!(dp.out(&one_more).0, SHOT, "every port taken");
+    assert_eq!(dp.stat(stat::DROP_PORT_EXHAUSTED), 1);
+    let mut udp_ports = HashSet::new();
+    for i in 0..1000u16 {
+        let q = Ip::new(BLUE, REMOTE, UDP, udp(40000 + i, 53, b"q")).frame();
+        let (rc, out) = dp.out(&q);
+        assert_eq!(rc, UNSPEC, "datagram {i}");
+        assert!(udp_ports.insert(parse_checked(&out).unwrap().sport()));
+    }
+    assert_eq!(udp_ports.len(), 1000, "every UDP port of the range");
+    assert_eq!(dp.stat(stat::DROP_PORT_EXHAUSTED), 1);
+}
+
+/// All but three ports of the range held, by mappings the search has never
+/// seen: the three are found (wherever they are), then the range is full.
+#[test]
+fn a_nearly_full_range_finds_its_last_free_ports() {
+    require_root();
+    let mut dp = Dataplane::new(20000, 21023);
+    let free = [20003u16, 20517, 21023];
+    dp.hold_ports(UDP, (20000..=21023).filter(|p| !free.contains(p)));
+    let mut got = Vec::new();
+    for i in 0..3u16 {
+        let q = Ip::new(RED, REMOTE, UDP, udp(40000 + i, 53, b"q")).frame();
+        let (rc, out) = dp.out(&q);
+        assert_eq!(rc, UNSPEC, "datagram {i}");
+        got.push(parse_checked(&out).unwrap().sport());
+    }
+    got.sort();
+    assert_eq!(got, free);
+    assert_eq!(dp.stat(stat::DROP_PORT_EXHAUSTED), 0);
+    let q = Ip::new(RED, REMOTE, UDP, udp(40003, 53, b"q")).frame();
+    assert_eq!(dp.out(&q).0, SHOT);
+    assert_eq!(dp.stat(stat::DROP_PORT_EXHAUSTED), 1);
+}
+
+/// A range filled by real mappings, which then expire, serves a second
+/// round as large (the search remembers the ports as taken and must find
+/// them free again), and is full only after it: for one port and for a few
+/// hundred.
+#[test]
+fn ports_freed_by_expiry_are_used_again() {
+    require_root();
+    for last in [20000u16, 20299] {
+        let mut dp = Dataplane::new(20000, last);
+        let ports = usize::from(last - 20000) + 1;
+        for (round, node) in [RED, BLUE].into_iter().enumerate() {
+            let mut got = HashSet::new();
+            for i in 0..ports as u16 {
+                let q = Ip::new(node, REMOTE, UDP, udp(40000 + i, 53, b"q")).frame();
+                let (rc, out) = dp.out(&q);
+                assert_eq!(rc, UNSPEC, "{ports} ports, round {round}, datagram {i}");
+                got.insert(parse_checked(&out).unwrap().sport());
+            }
+            assert_eq!(got.len(), ports);
+            let q = Ip::new(node, REMOTE, UDP, udp(50000, 53, b"q")).frame();
+            assert_eq!(dp.out(&q).0, SHOT, "{ports} ports, round {round}: full");
+            assert_eq!(dp.stat(stat::DROP_PORT_EXHAUSTED), round as u64 + 1);
+            // Past the UDP timeout (300 s): every mapping is over.
+            dp.age(Duration::from_secs(301));
+        }
+    }
+}
+
 #[test]
 fn unknown_reset_is_not_leaked() {
     require_root();
@@ -603,18 +691,7 @@ fn closed_connections_free_their_port_and_tuple() {
     assert_eq!(dp.stat(stat::DROP_PORT_EXHAUSTED), 0);
     // A reconnect from the same outside endpoint through another forward to
     // the same node port takes over the closed connection's tuple.
-    let mut fwd: HashMap<_, ForwardKey, ForwardTarget> =
-        HashMap::try_from(dp.ebpf.map_mut("FORWARD_RULES").unwrap()).unwrap();
-    fwd.insert(
-        ForwardKey::new(port_to_net(8080), TCP),
-        ForwardTarget {
-            addr: na(BLUE),
-            port: port_to_net(80),
-            _pad: 0,
-        },
-        0,
-    )
-    .unwrap();
+    dp.forward_ports(TCP, 8080..=8080, BLUE, 80);
     let syn = Ip::new(REMOTE, UPLINK, TCP, tcp(5555, 80, SYN, b"")).frame();
     assert_eq!(dp.inb(&syn).0, UNSPEC);
     let rst = Ip::new(REMOTE, UPLINK, TCP, tcp(5555, 80, RST | ACK, b"")).frame();
@@ -636,23 +713,12 @@ fn closed_connections_free_their_port_and_tuple() {
 fn a_syn_on_a_closed_flow_follows_the_forwards_as_they_are_now() {
     require_root();
     let mut dp = Dataplane::new(10000, 32767);
-    let forward_to = |dp: &mut Dataplane, node: Ipv4Addr, port: u16| {
-        let mut fwd: HashMap<_, ForwardKey, ForwardTarget> =
-            HashMap::try_from(dp.ebpf.map_mut("FORWARD_RULES").unwrap()).unwrap();
-        let target = ForwardTarget {
-            addr: na(node),
-            port: port_to_net(port),
-            _pad: 0,
-        };
-        fwd.insert(ForwardKey::new(port_to_net(8080), TCP), target, 0)
-            .unwrap();
-    };
-    forward_to(&mut dp, BLUE, 80);
+    dp.forward_ports(TCP, 8080..=8080, BLUE, 80);
     let syn = Ip::new(REMOTE, UPLINK, TCP, tcp(5555, 8080, SYN, b"")).frame();
     assert_eq!(parse_checked(&dp.inb(&syn).1).unwrap().dst, BLUE);
     let rst = Ip::new(BLUE, REMOTE, TCP, tcp(80, 5555, RST | ACK, b"")).frame();
     assert_eq!(dp.out(&rst).0, UNSPEC);
-    forward_to(&mut dp, RED, 81);
+    dp.forward_ports(TCP, 8080..=8080, RED, 81);
     let (rc, out) = dp.inb(&syn);
     assert_eq!(rc, UNSPEC);
     let p = parse_checked(&out).unwrap();
