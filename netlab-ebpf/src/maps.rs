@@ -54,6 +54,12 @@ pub struct PortCursor {
     pub word: u16,
     /// Words this pass has still to pass, the one at hand included.
     pub words_left: u16,
+    /// The outside port found (network order), 0 while none. Here, not on
+    /// the search's stack: Linux 6.1's verifier walks a `bpf_loop` callback
+    /// once, from the caller's state, so it would see a stack field the
+    /// callback changes only as it was before the loop, and drop the
+    /// branches taken once it has changed as dead code.
+    pub found: u16,
     /// 0: the first pass (trusting the hint), 1: the second (checking it).
     pub pass: u8,
     /// Whether `candidates` and `used` hold the word at hand.
@@ -61,7 +67,7 @@ pub struct PortCursor {
     /// Whether the word at hand is checked against `NAT_PORTS` (its set
     /// bits are candidates too, and the stale ones are cleared).
     pub checking: u8,
-    pub _pad: [u8; 7],
+    pub _pad: [u8; 5],
 }
 
 /// Port forwards: outside port → inside endpoint.

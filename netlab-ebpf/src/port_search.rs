@@ -68,18 +68,17 @@ pub fn map_flow(
             start,
             word: start,
             words_left: words,
+            found: 0,
             pass: PASS_TRUST,
             loaded: 0,
             checking: 0,
-            _pad: [0; 7],
+            _pad: [0; 5],
         };
     }
     let mut search = Search {
         skb: ctx.as_ptr(),
         template: t,
         now,
-        port: 0,
-        _pad: [0; 6],
     };
     // Two steps before the passes; each pass passes every word once and
     // tries each port at most once; one more step finds the range full.
@@ -93,9 +92,12 @@ pub fn map_flow(
             0,
         );
     }
-    if search.port == 0 {
+    let found = unsafe { (*cursor).found };
+    if found == 0 {
         return Err(DropReason::PortExhausted);
     }
+    // The template's port is the last one tried: set the one found.
+    search.template.set_port(found);
     Ok(search.template)
 }
 
@@ -103,25 +105,35 @@ const PASS_TRUST: u8 = 0;
 const PASS_CHECK: u8 = 1;
 
 /// What the `bpf_loop` callback works on (on the caller's stack; where
-/// the search is lives in `PORT_CURSOR`).
+/// the search is, and what it found, lives in `PORT_CURSOR`).
 #[repr(C)]
 struct Search {
     skb: *mut c_void,
     template: FlowTemplate,
     now: u64,
-    /// The outside port found (network order), 0 while none.
-    port: u16,
-    _pad: [u8; 6],
+}
+
+/// What a step does after choosing.
+enum Step {
+    /// Try this host-order port.
+    Try(u16),
+    /// Nothing to try in this step; go on.
+    Next,
+    /// The search is over.
+    Stop,
 }
 
 /// One step: 0 reuses the endpoint's live mapping, 1 tries to keep the
-/// inside port, then one port of the word at hand, or the next word.
-/// Returns 1 to stop the loop. Calls no function (see
-/// `template::clear_the_rest`).
+/// inside port, then one port of the word at hand, or the next word. Returns 1 to stop the loop. Calls no function
+/// (see `template::clear_the_rest`).
 #[inline(never)]
 extern "C" fn search_step(index: u64, search: *mut c_void) -> i64 {
     let search = unsafe { &mut *(search as *mut Search) };
     let Some(cfg) = config() else { return 1 };
+    let Some(c) = PORT_CURSOR.get_ptr_mut(0) else {
+        return 1;
+    };
+    let c = unsafe { &mut *c };
     let opening = search.template.opening.key;
     let proto = opening.proto;
     let inside = Endpoint::new(opening.src_addr, opening.src_port, proto);
@@ -129,30 +141,43 @@ extern "C" fn search_step(index: u64, search: *mut c_void) -> i64 {
         if let Some(port) = live_binding(cfg, &inside, search.now) {
             search.template.set_port(port);
             if insert_pair(cfg, &search.template, search.now).is_ok() {
-                search.port = port;
+                c.found = port;
                 return 1;
             }
         }
         return 0;
     }
+    let port = match choose(index, c, cfg, &inside, search.now) {
+        Step::Try(port) => port,
+        Step::Next => return 0,
+        Step::Stop => return 1,
+    };
+    let found = try_port(search, c, cfg, &inside, port);
+    // A checked word is checked to its end (its stale bits cleared).
+    i64::from(found && c.checking == 0)
+}
+
+/// The port a step tries, if any. From step 1: the inside port, then the
+/// word at hand's next candidate.
+#[inline(always)]
+fn choose(index: u64, c: &mut PortCursor, cfg: &NatConfig, inside: &Endpoint, now: u64) -> Step {
+    let proto = inside.proto;
     if index == 1 {
         let preferred = u16::from_be(inside.port);
-        let keep = proto != IPPROTO_ICMP && in_nat_range(cfg, preferred);
-        return i64::from(keep && try_port(search, cfg, &inside, preferred));
+        if proto != IPPROTO_ICMP && in_nat_range(cfg, preferred) {
+            return Step::Try(preferred);
+        }
+        return Step::Next;
     }
-    let Some(c) = PORT_CURSOR.get_ptr_mut(0) else {
-        return 1;
-    };
-    let c = unsafe { &mut *c };
     if c.loaded == 0 && !load_word(c, cfg, proto) {
-        return 1; // every port of the range is taken
+        return Step::Stop; // every port of the range is taken
     }
     if c.candidates == 0 {
-        if search.port != 0 {
-            return 1; // found, and the word checked to its end
+        if c.found != 0 {
+            return Step::Stop; // found, and the word checked to its end
         }
         next_word(c, cfg);
-        return 0;
+        return Step::Next;
     }
     let bit = lowest_set_bit(c.candidates);
     c.candidates &= !(1u64 << bit);
@@ -160,19 +185,17 @@ extern "C" fn search_step(index: u64, search: *mut c_void) -> i64 {
     if c.used & (1u64 << bit) != 0 {
         // Checking a set bit: skip a port really taken, clear a stale bit.
         let outside = Endpoint::new(cfg.uplink_addr, port.to_be(), proto);
-        if holder(&outside, search.now).is_some() {
-            return 0;
+        if holder(&outside, now).is_some() {
+            return Step::Next;
         }
-        if search.port != 0 {
+        if c.found != 0 {
             port_hint::unmark(proto, port);
-            return 0;
+            return Step::Next;
         }
-    } else if search.port != 0 {
-        return 0;
+    } else if c.found != 0 {
+        return Step::Next;
     }
-    let checking = c.checking;
-    let found = try_port(search, cfg, &inside, port);
-    i64::from(found && checking == 0)
+    Step::Try(port)
 }
 
 /// Read the word at hand; at the end of the first pass, start the second.
@@ -205,6 +228,7 @@ fn load_word(c: &mut PortCursor, cfg: &NatConfig, proto: u8) -> bool {
 fn next_word(c: &mut PortCursor, cfg: &NatConfig) {
     let (first, last) = port_words(cfg);
     c.loaded = 0;
+    c.checking = 0;
     c.words_left -= 1;
     c.word = if c.word >= last { first } else { c.word + 1 };
 }
@@ -214,14 +238,22 @@ fn next_word(c: &mut PortCursor, cfg: &NatConfig) {
 /// taken in the hint whatever the outcome (a port that stays free, its
 /// flow's tuple being another's, is found again by a check).
 #[inline(always)]
-fn try_port(search: &mut Search, cfg: &NatConfig, inside: &Endpoint, host_order: u16) -> bool {
+fn try_port(
+    search: &mut Search,
+    c: &mut PortCursor,
+    cfg: &NatConfig,
+    inside: &Endpoint,
+    host_order: u16,
+) -> bool {
     let proto = inside.proto;
     port_hint::mark(proto, host_order);
     let port = host_order.to_be();
     if proto != IPPROTO_ICMP && forwarded(port, proto) {
         return false;
     }
-    // The other direction comes from the template's destination.
+    let now = search.now;
+    // The other direction's key: the template's destination to this port.
+    search.template.set_port(port);
     let remote = &search.template.other.key;
     if host_socket_uses(
         search.skb,
@@ -233,16 +265,14 @@ fn try_port(search: &mut Search, cfg: &NatConfig, inside: &Endpoint, host_order:
     ) {
         return false;
     }
-    let now = search.now;
     let outside = Endpoint::new(cfg.uplink_addr, port, proto);
     let expires = now + lifetime_ns(cfg, proto, search.template.state);
     let Some(fresh) = binding::reserve_port(&outside, inside, expires, now) else {
         return false;
     };
-    search.template.set_port(port);
     if insert_pair(cfg, &search.template, now).is_ok() {
         binding::bind(inside, &outside, expires);
-        search.port = port;
+        c.found = port;
         return true;
     }
     if fresh {

@@ -26,6 +26,23 @@ pub const BLUE: Ipv4Addr = Ipv4Addr::new(192, 168, 15, 2);
 pub const UPLINK: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
 pub const REMOTE: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 
+/// The most `Dataplane::age` moves the dataplane's timestamps back by.
+pub const AGE_MAX: Duration = Duration::from_secs(130);
+
+/// Wait until the programs' clock (`bpf_ktime_get_coarse_ns`, that is
+/// CLOCK_MONOTONIC_COARSE) is past `at_least`, so that every timestamp the
+/// programs write from now on can be aged by that much. A VM booted for the
+/// tests starts it at 0; a host is long past it and does not wait.
+pub fn wait_for_kernel_clock(at_least: Duration) {
+    let clock = nix::time::ClockId::CLOCK_MONOTONIC_COARSE;
+    let now = Duration::from(clock.now().expect("reading CLOCK_MONOTONIC_COARSE"));
+    if now <= at_least {
+        let wait = at_least - now + Duration::from_millis(100);
+        eprintln!("waiting {wait:?} for the kernel's clock to pass {at_least:?} (it ages timestamps back)");
+        std::thread::sleep(wait);
+    }
+}
+
 /// An address as the maps hold it.
 pub fn na(a: Ipv4Addr) -> u32 {
     addr_from_octets(a.octets())
@@ -65,6 +82,7 @@ impl Dataplane {
         port_max: u16,
         tweak: impl FnOnce(&mut NatConfig),
     ) -> Dataplane {
+        wait_for_kernel_clock(AGE_MAX);
         let mut ebpf = loader
             .load(netlab::dataplane::EBPF_OBJECT)
             .expect("loading the object");
@@ -175,6 +193,7 @@ impl Dataplane {
     /// (a busy or emulated machine sleeps longer than asked), and nothing is
     /// added to the packet path. Time that really passes adds to it.
     pub fn age(&mut self, by: Duration) {
+        assert!(by <= AGE_MAX, "age by at most {AGE_MAX:?}, not {by:?}");
         let by = u64::try_from(by.as_nanos()).expect("an age that fits in u64 ns");
         // A timestamp older than the clock's start cannot be written: the
         // test would see less time pass than it asked for.
