@@ -134,6 +134,13 @@ pub const STATE_RST: u8 = 1 << 3;
 /// Set once the originator's SYN has been seen (TCP only).
 pub const STATE_SYN: u8 = 1 << 4;
 
+/// How long after a TCP connection closed with FINs its remote end may still
+/// hold the tuple in TIME_WAIT: twice the maximum segment lifetime, as
+/// conntrack keeps TIME_WAIT entries (Linux's own TIME_WAIT is 60 s; other
+/// stacks take up to 2 min). The port search gives such a tuple to another
+/// inside endpoint only when no other port is free.
+pub const TIME_WAIT_SECS: u64 = 120;
+
 /// One direction of a translated flow: what a packet matching its [`FlowKey`]
 /// is rewritten to. The entry for the other direction is stored under
 /// [`FlowKey::peer_of`] this value.

@@ -48,6 +48,8 @@ pub struct PortCursor {
     pub candidates: u64,
     /// The word's taken bits as the hint had them, when it is checked.
     pub used: u64,
+    /// The close time of `fallback`'s flow (`last_seen_ns`).
+    pub fallback_ns: u64,
     /// The word the passes start at (port / 64), from a random port.
     pub start: u16,
     /// The word at hand.
@@ -60,6 +62,9 @@ pub struct PortCursor {
     /// callback changes only as it was before the loop, and drop the
     /// branches taken once it has changed as dead code.
     pub found: u16,
+    /// The free port whose reply tuple has the oldest recently closed flow
+    /// among those passed over (host order), when `has_fallback`.
+    pub fallback: u16,
     /// 0: the first pass (trusting the hint), 1: the second (checking it).
     pub pass: u8,
     /// Whether `candidates` and `used` hold the word at hand.
@@ -67,7 +72,14 @@ pub struct PortCursor {
     /// Whether the word at hand is checked against `NAT_PORTS` (its set
     /// bits are candidates too, and the stale ones are cleared).
     pub checking: u8,
-    pub _pad: [u8; 5],
+    /// Free ports passed over for a recently closed flow on their reply
+    /// tuple (`flows::closed_recently`).
+    pub passed_over: u8,
+    pub has_fallback: u8,
+    /// Whether such ports are now taken like any free one (the fallback
+    /// has been tried).
+    pub take_closed: u8,
+    pub _pad: [u8; 8],
 }
 
 /// Port forwards: outside port → inside endpoint.

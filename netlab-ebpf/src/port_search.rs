@@ -16,6 +16,14 @@
 //! search lands, so stale bits do not pile up. Each step tries one port or
 //! passes one word, so the work is bounded by twice the words plus ports
 //! of the range.
+//!
+//! A free port whose reply tuple holds a TCP connection another inside
+//! endpoint closed less than `TIME_WAIT_SECS` ago is passed over: the remote
+//! end may still hold that tuple in TIME_WAIT and refuse the new SYN. The
+//! oldest such port seen is the fallback, taken once `PASS_OVER_MAX` of
+//! them were passed over or when the range has no other free port, so the
+//! search still fails only when every port is taken, and the preference
+//! costs at most `PASS_OVER_MAX` flow lookups per new flow.
 
 use aya_ebpf::{
     cty::c_void,
@@ -30,7 +38,7 @@ use netlab_ebpf::{
 
 use crate::{
     binding::{self, holder, host_socket_uses, lifetime_ns, live_binding},
-    flows::insert_pair,
+    flows::{closed_recently, insert_pair},
     lab::{config, forwarded},
     maps::{PortCursor, PORT_CURSOR},
     port_hint, table,
@@ -65,14 +73,19 @@ pub fn map_flow(
         *cursor = PortCursor {
             candidates: 0,
             used: 0,
+            fallback_ns: 0,
             start,
             word: start,
             words_left: words,
             found: 0,
+            fallback: 0,
             pass: PASS_TRUST,
             loaded: 0,
             checking: 0,
-            _pad: [0; 5],
+            passed_over: 0,
+            has_fallback: 0,
+            take_closed: 0,
+            _pad: [0; 8],
         };
     }
     let mut search = Search {
@@ -81,9 +94,11 @@ pub fn map_flow(
         now,
     };
     // Two steps before the passes; each pass passes every word once and
-    // tries each port at most once; one more step finds the range full.
+    // tries each port at most once; one more step finds the range full;
+    // the fallback is tried at most once, and its step may come before
+    // the word's.
     let ports = u32::from(cfg.port_max - cfg.port_min) + 1;
-    let steps = 2 + 2 * (u32::from(words) + ports) + 1;
+    let steps = 2 + 2 * (u32::from(words) + ports) + 1 + 2;
     unsafe {
         bpf_loop(
             steps,
@@ -103,6 +118,11 @@ pub fn map_flow(
 
 const PASS_TRUST: u8 = 0;
 const PASS_CHECK: u8 = 1;
+
+/// Recently closed tuples passed over before the oldest of them is taken:
+/// bounds the work where every free port has one (a connection rate above
+/// the range per `TIME_WAIT_SECS` to one remote endpoint).
+const PASS_OVER_MAX: u8 = 8;
 
 /// What the `bpf_loop` callback works on (on the caller's stack; where
 /// the search is, and what it found, lives in `PORT_CURSOR`).
@@ -124,7 +144,8 @@ enum Step {
 }
 
 /// One step: 0 reuses the endpoint's live mapping, 1 tries to keep the
-/// inside port, then one port of the word at hand, or the next word. Returns 1 to stop the loop. Calls no function
+/// inside port, then the fallback when it is due, one port of the word at
+/// hand, or the next word. Returns 1 to stop the loop. Calls no function
 /// (see `template::clear_the_rest`).
 #[inline(never)]
 extern "C" fn search_step(index: u64, search: *mut c_void) -> i64 {
@@ -158,7 +179,8 @@ extern "C" fn search_step(index: u64, search: *mut c_void) -> i64 {
 }
 
 /// The port a step tries, if any. From step 1: the inside port, then the
-/// word at hand's next candidate.
+/// fallback once `PASS_OVER_MAX` recently closed tuples were passed over or
+/// both passes are over, else the word at hand's next candidate.
 #[inline(always)]
 fn choose(index: u64, c: &mut PortCursor, cfg: &NatConfig, inside: &Endpoint, now: u64) -> Step {
     let proto = inside.proto;
@@ -169,8 +191,18 @@ fn choose(index: u64, c: &mut PortCursor, cfg: &NatConfig, inside: &Endpoint, no
         }
         return Step::Next;
     }
+    let fallback_due = c.found == 0 && c.take_closed == 0 && c.has_fallback != 0;
+    if fallback_due && c.passed_over >= PASS_OVER_MAX {
+        c.take_closed = 1;
+        return Step::Try(c.fallback);
+    }
     if c.loaded == 0 && !load_word(c, cfg, proto) {
-        return Step::Stop; // every port of the range is taken
+        // Every port of the range looked at: the fallback, or none.
+        if fallback_due {
+            c.take_closed = 1;
+            return Step::Try(c.fallback);
+        }
+        return Step::Stop;
     }
     if c.candidates == 0 {
         if c.found != 0 {
@@ -233,8 +265,10 @@ fn next_word(c: &mut PortCursor, cfg: &NatConfig) {
     c.word = if c.word >= last { first } else { c.word + 1 };
 }
 
-/// Try host-order `port` for the search's flow: not forwarded, no host
-/// socket's, reserved for `inside`, and the flow made. Marks the port
+/// Try host-order `port` for the search's flow: not forwarded, its reply
+/// tuple not recently closed by another endpoint (unless the search takes
+/// those now; it is remembered as the fallback if it is the oldest), no
+/// host socket's, reserved for `inside`, and the flow made. Marks the port
 /// taken in the hint whatever the outcome (a port that stays free, its
 /// flow's tuple being another's, is found again by a check).
 #[inline(always)]
@@ -254,6 +288,17 @@ fn try_port(
     let now = search.now;
     // The other direction's key: the template's destination to this port.
     search.template.set_port(port);
+    if c.take_closed == 0 {
+        if let Some(closed) = closed_recently(&search.template.other.key, inside, now) {
+            if c.has_fallback == 0 || closed < c.fallback_ns {
+                c.fallback = host_order;
+                c.fallback_ns = closed;
+                c.has_fallback = 1;
+            }
+            c.passed_over += 1;
+            return false;
+        }
+    }
     let remote = &search.template.other.key;
     if host_socket_uses(
         search.skb,

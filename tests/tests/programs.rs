@@ -461,6 +461,137 @@ fn ports_freed_by_expiry_are_used_again() {
     }
 }
 
+/// Open a TCP connection from `node`:`sport` to REMOTE:80 (SYN out,
+/// SYN-ACK in, ACK out): its outside port.
+fn connect(dp: &mut Dataplane, node: Ipv4Addr, sport: u16) -> u16 {
+    use netlab_tests::packet::tcp_seq_ack;
+    let syn = Ip::new(node, REMOTE, TCP, tcp_seq_ack(sport, 80, SYN, 1000, 0)).frame();
+    let (rc, out) = dp.out(&syn);
+    assert_eq!(rc, UNSPEC, "{node}:{sport}'s SYN");
+    let ext = parse_checked(&out).unwrap().sport();
+    let synack = Ip::new(
+        REMOTE,
+        UPLINK,
+        TCP,
+        tcp_seq_ack(80, ext, SYN | ACK, 5000, 1001),
+    );
+    assert_eq!(dp.inb(&synack.frame()).0, UNSPEC);
+    let ack = Ip::new(node, REMOTE, TCP, tcp_seq_ack(sport, 80, ACK, 1001, 5001)).frame();
+    assert_eq!(dp.out(&ack).0, UNSPEC);
+    ext
+}
+
+/// Close that connection as a web server with `Connection: close` does:
+/// the server's FIN first, then the client's, then the last ACK (the
+/// server now holds the tuple in TIME_WAIT).
+fn close_from_server(dp: &mut Dataplane, node: Ipv4Addr, sport: u16, ext: u16) {
+    use netlab_tests::packet::{tcp_seq_ack, FIN};
+    let fin = Ip::new(
+        REMOTE,
+        UPLINK,
+        TCP,
+        tcp_seq_ack(80, ext, FIN | ACK, 5001, 1001),
+    );
+    assert_eq!(dp.inb(&fin.frame()).0, UNSPEC);
+    let fin = Ip::new(
+        node,
+        REMOTE,
+        TCP,
+        tcp_seq_ack(sport, 80, FIN | ACK, 1001, 5002),
+    );
+    assert_eq!(dp.out(&fin.frame()).0, UNSPEC);
+    let last = Ip::new(REMOTE, UPLINK, TCP, tcp_seq_ack(80, ext, ACK, 5002, 1002));
+    assert_eq!(dp.inb(&last.frame()).0, UNSPEC);
+}
+
+/// A port whose tuple towards a server another node's connection closed
+/// less than `TIME_WAIT_SECS` ago (the server may still hold it in
+/// TIME_WAIT and refuse a SYN on it) goes to a new connection to that
+/// server only when no other port is free: first the ports closed longer
+/// ago, then the recent ones, and the range is full only after every one.
+#[test]
+fn recently_closed_tuples_are_the_last_ports_given_to_the_same_server() {
+    require_root();
+    // Ten ports, within one word of the hint.
+    let mut dp = Dataplane::new(20032, 20041);
+    let ports: Vec<u16> = (0..10).map(|i| connect(&mut dp, RED, 40000 + i)).collect();
+    // The search takes the lowest free port of a word: the recent ones are
+    // the lower five, so that taking any free port would take them first.
+    let (recent, long_ago) = ports.split_at(5);
+    for (i, &port) in ports.iter().enumerate().skip(5) {
+        close_from_server(&mut dp, RED, 40000 + i as u16, port);
+    }
+    dp.age(Duration::from_secs(netlab_common::TIME_WAIT_SECS) + Duration::from_secs(1));
+    for (i, &port) in ports.iter().enumerate().take(5) {
+        close_from_server(&mut dp, RED, 40000 + i as u16, port);
+    }
+    let long_ago: HashSet<u16> = long_ago.iter().copied().collect();
+    let recent: HashSet<u16> = recent.iter().copied().collect();
+    let mut got = HashSet::new();
+    for i in 0..5 {
+        let syn = Ip::new(BLUE, REMOTE, TCP, tcp(41000 + i, 80, SYN, b"")).frame();
+        let (rc, out) = dp.out(&syn);
+        assert_eq!(rc, UNSPEC, "blue's connection {i}");
+        let port = parse_checked(&out).unwrap().sport();
+        assert!(
+            long_ago.contains(&port),
+            "blue's connection {i} got {port}, closed recently by red (free long ago: {long_ago:?})"
+        );
+        got.insert(port);
+    }
+    assert_eq!(got, long_ago);
+    let mut got = HashSet::new();
+    for i in 5..10 {
+        let syn = Ip::new(BLUE, REMOTE, TCP, tcp(41000 + i, 80, SYN, b"")).frame();
+        let (rc, out) = dp.out(&syn);
+        assert_eq!(
+            rc, UNSPEC,
+            "blue's connection {i}: only recently closed ports are free"
+        );
+        got.insert(parse_checked(&out).unwrap().sport());
+    }
+    assert_eq!(
+        got, recent,
+        "every recently closed port, once nothing else is free"
+    );
+    assert_eq!(dp.stat(stat::DROP_PORT_EXHAUSTED), 0);
+    let syn = Ip::new(BLUE, REMOTE, TCP, tcp(41010, 80, SYN, b"")).frame();
+    assert_eq!(dp.out(&syn).0, SHOT, "every port taken");
+    assert_eq!(dp.stat(stat::DROP_PORT_EXHAUSTED), 1);
+}
+
+/// When every free port has a recently closed tuple towards the server (a
+/// connection rate above the range per TIME_WAIT to one server), a new
+/// connection still gets one at once, the oldest of at least eight looked
+/// at: never one of the seven closed last. A connection to another server
+/// takes any free port.
+#[test]
+fn with_only_recently_closed_ports_free_the_oldest_seen_is_taken() {
+    require_root();
+    let mut dp = Dataplane::new(20032, 20051);
+    let ports: Vec<u16> = (0..20).map(|i| connect(&mut dp, RED, 40000 + i)).collect();
+    // Closed one a second, the highest port first: the lowest ports, which
+    // the search looks at first, closed last.
+    for (i, &port) in ports.iter().enumerate().rev() {
+        close_from_server(&mut dp, RED, 40000 + i as u16, port);
+        dp.age(Duration::from_secs(1));
+    }
+    let newest: HashSet<u16> = ports[..7].iter().copied().collect();
+    let syn = Ip::new(BLUE, REMOTE, TCP, tcp(41000, 80, SYN, b"")).frame();
+    let (rc, out) = dp.out(&syn);
+    assert_eq!(rc, UNSPEC);
+    let port = parse_checked(&out).unwrap().sport();
+    assert!(ports.contains(&port), "{port}");
+    assert!(
+        !newest.contains(&port),
+        "got {port}, one of the seven closed last {newest:?}"
+    );
+    let other = ip(203, 0, 113, 7);
+    let syn = Ip::new(BLUE, other, TCP, tcp(41001, 443, SYN, b"")).frame();
+    assert_eq!(dp.out(&syn).0, UNSPEC, "another server: any free port");
+    assert_eq!(dp.stat(stat::DROP_PORT_EXHAUSTED), 0);
+}
+
 #[test]
 fn unknown_reset_is_not_leaked() {
     require_root();
