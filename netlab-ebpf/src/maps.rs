@@ -79,7 +79,11 @@ pub struct PortCursor {
     /// Whether such ports are now taken like any free one (the fallback
     /// has been tried).
     pub take_closed: u8,
-    pub _pad: [u8; 8],
+    /// The endpoint's previous outside port (host order, its mapping
+    /// expired), when `has_last`.
+    pub last_port: u16,
+    pub has_last: u8,
+    pub _pad: [u8; 5],
 }
 
 /// Port forwards: outside port → inside endpoint.

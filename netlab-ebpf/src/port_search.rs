@@ -1,6 +1,9 @@
 //! A new mapping's outside port: the endpoint's live mapping if it has one
-//! (endpoint-independent mapping), else the inside port when it is in the
-//! NAT range and free, else a free port of the range, found through the
+//! (endpoint-independent mapping), else its previous port when free (a
+//! server that holds the tuple in TIME_WAIT then sees the same client
+//! connection's tuple again, whose timestamps go on, and accepts the SYN, as
+//! with conntrack's reopened TIME_WAIT entries), else the inside port when
+//! it is in the NAT range and free, else a free port of the range, found through the
 //! taken-port hint (`port_hint`) from a random start. A port is taken only
 //! when it is forwarded, used by a socket of the lab host, or reserved by
 //! another endpoint; the flow is made (`flows::insert_pair`) before the
@@ -37,7 +40,7 @@ use netlab_ebpf::{
 };
 
 use crate::{
-    binding::{self, holder, host_socket_uses, lifetime_ns, live_binding},
+    binding::{self, holder, host_socket_uses, last_binding, lifetime_ns},
     flows::{closed_recently, insert_pair},
     lab::{config, forwarded},
     maps::{PortCursor, PORT_CURSOR},
@@ -85,7 +88,9 @@ pub fn map_flow(
             passed_over: 0,
             has_fallback: 0,
             take_closed: 0,
-            _pad: [0; 8],
+            last_port: 0,
+            has_last: 0,
+            _pad: [0; 5],
         };
     }
     let mut search = Search {
@@ -93,12 +98,12 @@ pub fn map_flow(
         template: t,
         now,
     };
-    // Two steps before the passes; each pass passes every word once and
+    // Three steps before the passes; each pass passes every word once and
     // tries each port at most once; one more step finds the range full;
     // the fallback is tried at most once, and its step may come before
     // the word's.
     let ports = u32::from(cfg.port_max - cfg.port_min) + 1;
-    let steps = 2 + 2 * (u32::from(words) + ports) + 1 + 2;
+    let steps = 3 + 2 * (u32::from(words) + ports) + 1 + 2;
     unsafe {
         bpf_loop(
             steps,
@@ -143,7 +148,8 @@ enum Step {
     Stop,
 }
 
-/// One step: 0 reuses the endpoint's live mapping, 1 tries to keep the
+/// One step: 0 reuses the endpoint's live mapping (or notes its expired
+/// one), 1 tries the expired mapping's port again, 2 tries to keep the
 /// inside port, then the fallback when it is due, one port of the word at
 /// hand, or the next word. Returns 1 to stop the loop. Calls no function
 /// (see `template::clear_the_rest`).
@@ -159,12 +165,18 @@ extern "C" fn search_step(index: u64, search: *mut c_void) -> i64 {
     let proto = opening.proto;
     let inside = Endpoint::new(opening.src_addr, opening.src_port, proto);
     if index == 0 {
-        if let Some(port) = live_binding(cfg, &inside, search.now) {
+        let Some((port, live)) = last_binding(cfg, &inside, search.now) else {
+            return 0;
+        };
+        if live {
             search.template.set_port(port);
             if insert_pair(cfg, &search.template, search.now).is_ok() {
                 c.found = port;
                 return 1;
             }
+        } else if in_nat_range(cfg, u16::from_be(port)) {
+            c.last_port = u16::from_be(port);
+            c.has_last = 1;
         }
         return 0;
     }
@@ -178,13 +190,20 @@ extern "C" fn search_step(index: u64, search: *mut c_void) -> i64 {
     i64::from(found && c.checking == 0)
 }
 
-/// The port a step tries, if any. From step 1: the inside port, then the
+/// The port a step tries, if any. From step 1: the endpoint's previous
+/// outside port, the inside port, then the
 /// fallback once `PASS_OVER_MAX` recently closed tuples were passed over or
 /// both passes are over, else the word at hand's next candidate.
 #[inline(always)]
 fn choose(index: u64, c: &mut PortCursor, cfg: &NatConfig, inside: &Endpoint, now: u64) -> Step {
     let proto = inside.proto;
     if index == 1 {
+        if c.has_last != 0 {
+            return Step::Try(c.last_port);
+        }
+        return Step::Next;
+    }
+    if index == 2 {
         let preferred = u16::from_be(inside.port);
         if proto != IPPROTO_ICMP && in_nat_range(cfg, preferred) {
             return Step::Try(preferred);

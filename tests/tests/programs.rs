@@ -592,6 +592,30 @@ fn with_only_recently_closed_ports_free_the_oldest_seen_is_taken() {
     assert_eq!(dp.stat(stat::DROP_PORT_EXHAUSTED), 0);
 }
 
+/// An endpoint whose mapping expired gets its previous outside port back
+/// when it is free, even with a closed connection of its own on that port's
+/// tuple (as conntrack reopens a TIME_WAIT entry with its mapping): the
+/// server, which may hold that tuple in TIME_WAIT, sees the same client
+/// connection's tuple again, whose timestamps go on. Another endpoint passes
+/// that port over meanwhile.
+#[test]
+fn a_reconnecting_endpoint_gets_its_previous_port_back() {
+    require_root();
+    let mut dp = Dataplane::new(20032, 20095);
+    let first = connect(&mut dp, RED, 40000);
+    close_from_server(&mut dp, RED, 40000, first);
+    let other = connect(&mut dp, RED, 40001);
+    assert_ne!(
+        other, first,
+        "red:40001 took red:40000's recently closed tuple"
+    );
+    close_from_server(&mut dp, RED, 40001, other);
+    // The SYN on the closed connection's tuple opens a new flow.
+    assert_eq!(connect(&mut dp, RED, 40000), first);
+    assert_eq!(connect(&mut dp, RED, 40001), other);
+    assert_eq!(dp.stat(stat::DROP_CONFLICT), 0);
+}
+
 #[test]
 fn unknown_reset_is_not_leaked() {
     require_root();
