@@ -134,6 +134,13 @@ pub const STATE_RST: u8 = 1 << 3;
 /// Set once the originator's SYN has been seen (TCP only).
 pub const STATE_SYN: u8 = 1 << 4;
 
+/// How long after a TCP connection closed with FINs its remote end may still
+/// hold the tuple in TIME_WAIT: twice the maximum segment lifetime, as
+/// conntrack keeps TIME_WAIT entries (Linux's own TIME_WAIT is 60 s; other
+/// stacks take up to 2 min). The port search gives such a tuple to another
+/// inside endpoint only when no other port is free.
+pub const TIME_WAIT_SECS: u64 = 120;
+
 /// One direction of a translated flow: what a packet matching its [`FlowKey`]
 /// is rewritten to. The entry for the other direction is stored under
 /// [`FlowKey::peer_of`] this value.
@@ -507,6 +514,10 @@ pub const SUBNET_ENTRIES: u32 = 256;
 pub const FRAG_ENTRIES: u32 = 8192;
 pub const NODE_ENTRIES: u32 = 4096;
 pub const IFACE_ENTRIES: u32 = 256;
+/// The taken-port hint: a bit per port (64 a word, 1024 words) for each of
+/// TCP, UDP and ICMP (echo identifiers).
+pub const PORT_HINT_WORDS: u32 = 1024;
+pub const PORT_USED_ENTRIES: u32 = 3 * PORT_HINT_WORDS;
 
 /// The programs' and maps' names, defined once for both sides. aya-ebpf
 /// names a map after its static, so the statics in `netlab-ebpf` carry
@@ -547,6 +558,8 @@ pub mod names {
     pub const SOCK_TUPLE: &str = "SOCK_TUPLE";
     pub const FIB_SCRATCH: &str = "FIB_SCRATCH";
     pub const SCRATCH: &str = "SCRATCH";
+    pub const PORT_USED: &str = "PORT_USED";
+    pub const PORT_CURSOR: &str = "PORT_CURSOR";
     pub const FLOW_EVENTS: &str = "FLOW_EVENTS";
 
     pub const MAPS: &[&str] = &[
@@ -566,6 +579,8 @@ pub mod names {
         SOCK_TUPLE,
         FIB_SCRATCH,
         SCRATCH,
+        PORT_USED,
+        PORT_CURSOR,
         FLOW_EVENTS,
     ];
 }

@@ -24,17 +24,17 @@ pub fn lifetime_ns(cfg: &NatConfig, proto: u8, state: u8) -> u64 {
     u64::from(binding_timeout_secs(cfg, proto, state)) * NSEC_PER_SEC
 }
 
-/// The outside port `inside` is mapped to, if its mapping is live
-/// (endpoint-independent mapping: the same port for every destination).
+/// The outside port `inside` is or was last mapped to, and whether that
+/// mapping is live (endpoint-independent mapping: the same port for every
+/// destination). An expired mapping stays until the LRU map needs room.
 #[inline(always)]
-pub fn live_binding(cfg: &NatConfig, inside: &Endpoint, now: u64) -> Option<u16> {
+pub fn last_binding(cfg: &NatConfig, inside: &Endpoint, now: u64) -> Option<(u16, bool)> {
     let b = NAT_BIND.get_ptr(inside)?;
     let b = unsafe { &*b };
-    if b.expires_ns > now && b.peer.addr == cfg.uplink_addr {
-        Some(b.peer.port)
-    } else {
-        None
+    if b.peer.addr != cfg.uplink_addr {
+        return None;
     }
+    Some((b.peer.port, b.expires_ns > now))
 }
 
 /// The inside endpoint holding a live mapping of `outside`.

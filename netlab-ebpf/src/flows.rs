@@ -7,7 +7,8 @@
 
 use aya_ebpf::helpers::generated::bpf_ktime_get_coarse_ns;
 use netlab_common::{
-    stat, FlowKey, FlowValue, NatConfig, FLOW_ACKED, HOOK_UPLINK_INGRESS, IPPROTO_ICMP, IPPROTO_TCP,
+    stat, Endpoint, FlowKey, FlowValue, NatConfig, FLOW_ACKED, HOOK_UPLINK_INGRESS, IPPROTO_ICMP,
+    IPPROTO_TCP, STATE_FIN_ORIGINAL, STATE_FIN_REPLY, STATE_RST, TIME_WAIT_SECS,
 };
 use netlab_ebpf::{
     binding_timeout_secs, datagram_next_state, flow_timeout_secs, tcp_closed, tcp_next_state,
@@ -289,10 +290,42 @@ fn check_peer(key: &FlowKey, val: &FlowValue, state: u8) -> Result<(), DropReaso
     Ok(())
 }
 
+/// When the entry under `key` is a TCP connection that closed with FINs
+/// less than `TIME_WAIT_SECS` ago, for another inside endpoint than
+/// `inside`: its close time (its last packet). The remote end may still
+/// hold the tuple in TIME_WAIT and refuse a new connection's SYN on it
+/// (its timestamps and sequence numbers are another endpoint's), so the
+/// port search passes such a tuple over while other ports are free. A
+/// reset ends TIME_WAIT (Linux's default); the same inside endpoint
+/// continues its own clock.
+#[inline(always)]
+pub fn closed_recently(key: &FlowKey, inside: &Endpoint, now: u64) -> Option<u64> {
+    if key.proto != IPPROTO_TCP {
+        return None;
+    }
+    let v = unsafe { &*NAT_FLOWS.get_ptr(key)? };
+    let fins = STATE_FIN_ORIGINAL | STATE_FIN_REPLY;
+    if v.state & (fins | STATE_RST) != fins {
+        return None;
+    }
+    // Written out rather than `saturating_sub`: this runs under the port
+    // search's `bpf_loop` callback, which must call no function.
+    let closed = v.last_seen_ns;
+    if now > closed && now - closed >= TIME_WAIT_SECS * NSEC_PER_SEC {
+        return None;
+    }
+    match binding::mapping_of(key, v) {
+        Some((owner, _)) if owner == *inside => None,
+        _ => Some(closed),
+    }
+}
+
 /// Take `key` for a new flow's entry `val`. The key may not belong to
 /// another live flow; a stale half of this very flow is taken over, and so
 /// is the tuple of a connection that is over (as conntrack reopens a
-/// TIME_WAIT entry on a new SYN), its other half going with it.
+/// TIME_WAIT entry on a new SYN), its other half going with it. The port
+/// search offers a recently closed tuple only as a last resort
+/// ([`closed_recently`]).
 #[inline(always)]
 fn reserve(cfg: &NatConfig, key: &FlowKey, val: &FlowValue, now: u64) -> Result<(), DropReason> {
     if NAT_FLOWS.insert(key, val, BPF_NOEXIST).is_ok() {

@@ -151,6 +151,62 @@ pub fn port_candidate(cfg: &NatConfig, random: u32) -> u16 {
     cfg.port_min + (random % span) as u16
 }
 
+/// Ports per word of the taken-port hint (`PORT_USED`).
+pub const PORT_WORD_BITS: u16 = 64;
+
+/// The words of the taken-port hint that hold the NAT range: first and
+/// last word index (port / 64).
+#[inline(always)]
+pub fn port_words(cfg: &NatConfig) -> (u16, u16) {
+    (cfg.port_min / PORT_WORD_BITS, cfg.port_max / PORT_WORD_BITS)
+}
+
+/// The bits of word `word` (ports `word * 64 ..`) that are in the NAT
+/// range. `word` must be one of [`port_words`].
+#[inline(always)]
+pub fn port_word_mask(cfg: &NatConfig, word: u16) -> u64 {
+    // A comparison rather than `min`: this runs under the port search's
+    // `bpf_loop` callback, which must call no function.
+    let base = u32::from(word) * u32::from(PORT_WORD_BITS);
+    let (min, max) = (u32::from(cfg.port_min), u32::from(cfg.port_max));
+    let lo = min.saturating_sub(base);
+    let hi = if max >= base + 63 { 63 } else { max - base };
+    (u64::MAX << (lo & 63)) & (u64::MAX >> ((63 - hi) & 63))
+}
+
+/// The index of the lowest set bit of `x` (nonzero). Written out rather than
+/// `trailing_zeros`: the BPF target has no such instruction, and what LLVM
+/// expands it to is not guaranteed to be a straight sequence.
+#[inline(always)]
+pub fn lowest_set_bit(x: u64) -> u16 {
+    let mut x = x & x.wrapping_neg();
+    let mut n = 0;
+    if x & 0xffff_ffff == 0 {
+        n += 32;
+        x >>= 32;
+    }
+    if x & 0xffff == 0 {
+        n += 16;
+        x >>= 16;
+    }
+    if x & 0xff == 0 {
+        n += 8;
+        x >>= 8;
+    }
+    if x & 0xf == 0 {
+        n += 4;
+        x >>= 4;
+    }
+    if x & 0x3 == 0 {
+        n += 2;
+        x >>= 2;
+    }
+    if x & 0x1 == 0 {
+        n += 1;
+    }
+    n
+}
+
 #[cfg(test)]
 mod tests {
     extern crate std;
@@ -278,5 +334,44 @@ mod tests {
         }
         assert!(!in_nat_range(&c, 9999));
         assert!(!in_nat_range(&c, 10010));
+    }
+
+    #[test]
+    fn lowest_set_bit_of_every_position() {
+        for i in 0..64u16 {
+            assert_eq!(lowest_set_bit(1 << i), i);
+            assert_eq!(lowest_set_bit(u64::MAX << i), i);
+        }
+    }
+
+    /// The words' masks cover the range exactly: every port in it once,
+    /// none outside it, whatever the range's alignment.
+    #[test]
+    fn word_masks_cover_the_range_exactly() {
+        for (min, max) in [
+            (10000, 32767),
+            (20000, 20000),
+            (0, 65535),
+            (64, 127),
+            (63, 64),
+        ] {
+            let c = NatConfig {
+                port_min: min,
+                port_max: max,
+                ..cfg()
+            };
+            let (first, last) = port_words(&c);
+            let mut covered = 0u32;
+            for w in first..=last {
+                let m = port_word_mask(&c, w);
+                for b in 0..64u32 {
+                    let port = u32::from(w) * 64 + b;
+                    let in_range = port >= u32::from(min) && port <= u32::from(max);
+                    assert_eq!(m & (1 << b) != 0, in_range, "{min}-{max}: port {port}");
+                }
+                covered += m.count_ones();
+            }
+            assert_eq!(covered, u32::from(max - min) + 1);
+        }
     }
 }

@@ -35,6 +35,7 @@ mod local_egress;
 mod maps;
 mod node_ingress;
 mod packet;
+mod port_hint;
 mod port_search;
 mod table;
 mod template;

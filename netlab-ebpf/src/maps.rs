@@ -11,7 +11,7 @@ use aya_ebpf::{
 use netlab_common::{
     event, stat, tail, Binding, Endpoint, FlowKey, FlowValue, ForwardKey, ForwardTarget, FragKey,
     FragValue, GcState, NatConfig, NodePort, SubnetInfo, BINDING_ENTRIES, FLOW_ENTRIES,
-    FORWARD_ENTRIES, FRAG_ENTRIES, IFACE_ENTRIES, NODE_ENTRIES, SUBNET_ENTRIES,
+    FORWARD_ENTRIES, FRAG_ENTRIES, IFACE_ENTRIES, NODE_ENTRIES, PORT_USED_ENTRIES, SUBNET_ENTRIES,
 };
 
 /// Both directions of every translated flow, keyed as each direction is seen.
@@ -28,6 +28,63 @@ pub static NAT_BIND: LruHashMap<Endpoint, Binding> =
 #[map]
 pub static NAT_PORTS: LruHashMap<Endpoint, Binding> =
     LruHashMap::with_max_entries(BINDING_ENTRIES, 0);
+
+/// Which outside ports are taken, as far as the port search has seen: a
+/// hint (`port_hint`), the reservation itself being `NAT_PORTS`'.
+#[map]
+pub static PORT_USED: Array<u64> = Array::with_max_entries(PORT_USED_ENTRIES, 0);
+
+/// Per-CPU: where the port search is (`port_search`). Kept out of the
+/// search's stack so the verifier sees its fields as any value, and checks
+/// the `bpf_loop` callback once instead of once per distinct cursor.
+#[map]
+pub static PORT_CURSOR: PerCpuArray<PortCursor> = PerCpuArray::with_max_entries(1, 0);
+
+/// `PORT_CURSOR`'s value.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PortCursor {
+    /// The ports of the word at hand still to look at (a bit each).
+    pub candidates: u64,
+    /// The word's taken bits as the hint had them, when it is checked.
+    pub used: u64,
+    /// The close time of `fallback`'s flow (`last_seen_ns`).
+    pub fallback_ns: u64,
+    /// The word the passes start at (port / 64), from a random port.
+    pub start: u16,
+    /// The word at hand.
+    pub word: u16,
+    /// Words this pass has still to pass, the one at hand included.
+    pub words_left: u16,
+    /// The outside port found (network order), 0 while none. Here, not on
+    /// the search's stack: Linux 6.1's verifier walks a `bpf_loop` callback
+    /// once, from the caller's state, so it would see a stack field the
+    /// callback changes only as it was before the loop, and drop the
+    /// branches taken once it has changed as dead code.
+    pub found: u16,
+    /// The free port whose reply tuple has the oldest recently closed flow
+    /// among those passed over (host order), when `has_fallback`.
+    pub fallback: u16,
+    /// 0: the first pass (trusting the hint), 1: the second (checking it).
+    pub pass: u8,
+    /// Whether `candidates` and `used` hold the word at hand.
+    pub loaded: u8,
+    /// Whether the word at hand is checked against `NAT_PORTS` (its set
+    /// bits are candidates too, and the stale ones are cleared).
+    pub checking: u8,
+    /// Free ports passed over for a recently closed flow on their reply
+    /// tuple (`flows::closed_recently`).
+    pub passed_over: u8,
+    pub has_fallback: u8,
+    /// Whether such ports are now taken like any free one (the fallback
+    /// has been tried).
+    pub take_closed: u8,
+    /// The endpoint's previous outside port (host order, its mapping
+    /// expired), when `has_last`.
+    pub last_port: u16,
+    pub has_last: u8,
+    pub _pad: [u8; 5],
+}
 
 /// Port forwards: outside port → inside endpoint.
 #[map]

@@ -12,8 +12,8 @@ use aya::{
 use netlab::dataplane::MapContents;
 use netlab_common::stat;
 use netlab_common::{
-    addr_from_octets, Binding, Endpoint, FlowKey, FlowValue, GcState, NatConfig, IPPROTO_TCP,
-    SUBNET_MASQUERADE,
+    addr_from_octets, port_to_net, Binding, Endpoint, FlowKey, FlowValue, ForwardKey,
+    ForwardTarget, GcState, NatConfig, IPPROTO_TCP, SUBNET_MASQUERADE,
 };
 
 /// TC_ACT_UNSPEC (-1): pass, next program.
@@ -25,6 +25,23 @@ pub const RED: Ipv4Addr = Ipv4Addr::new(192, 168, 15, 1);
 pub const BLUE: Ipv4Addr = Ipv4Addr::new(192, 168, 15, 2);
 pub const UPLINK: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
 pub const REMOTE: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+
+/// The most `Dataplane::age` moves the dataplane's timestamps back by.
+pub const AGE_MAX: Duration = Duration::from_secs(130);
+
+/// Wait until the programs' clock (`bpf_ktime_get_coarse_ns`, that is
+/// CLOCK_MONOTONIC_COARSE) is past `at_least`, so that every timestamp the
+/// programs write from now on can be aged by that much. A VM booted for the
+/// tests starts it at 0; a host is long past it and does not wait.
+pub fn wait_for_kernel_clock(at_least: Duration) {
+    let clock = nix::time::ClockId::CLOCK_MONOTONIC_COARSE;
+    let now = Duration::from(clock.now().expect("reading CLOCK_MONOTONIC_COARSE"));
+    if now <= at_least {
+        let wait = at_least - now + Duration::from_millis(100);
+        eprintln!("waiting {wait:?} for the kernel's clock to pass {at_least:?} (it ages timestamps back)");
+        std::thread::sleep(wait);
+    }
+}
 
 /// An address as the maps hold it.
 pub fn na(a: Ipv4Addr) -> u32 {
@@ -65,6 +82,7 @@ impl Dataplane {
         port_max: u16,
         tweak: impl FnOnce(&mut NatConfig),
     ) -> Dataplane {
+        wait_for_kernel_clock(AGE_MAX);
         let mut ebpf = loader
             .load(netlab::dataplane::EBPF_OBJECT)
             .expect("loading the object");
@@ -125,6 +143,49 @@ impl Dataplane {
         m.get(&inside, 0).ok()
     }
 
+    /// Forward `proto` (`IPPROTO_*`) ports `ports` to `to`:`to_port`, as
+    /// `netlab fwd add` does (straight into `FORWARD_RULES`).
+    pub fn forward_ports(
+        &mut self,
+        proto: u8,
+        ports: std::ops::RangeInclusive<u16>,
+        to: Ipv4Addr,
+        to_port: u16,
+    ) {
+        let mut fwd: HashMap<&mut MapData, ForwardKey, ForwardTarget> =
+            HashMap::try_from(self.ebpf.map_mut("FORWARD_RULES").unwrap()).unwrap();
+        let target = ForwardTarget {
+            addr: na(to),
+            port: port_to_net(to_port),
+            _pad: 0,
+        };
+        for port in ports {
+            fwd.insert(ForwardKey::new(port_to_net(port), proto), target, 0)
+                .unwrap();
+        }
+    }
+
+    /// Reserve the uplink's `proto` ports `ports` for good, each for an
+    /// inside endpoint of 10.99.0.1 (the mappings of flows that left no
+    /// entry): `NAT_PORTS` holds them, the port search has not seen them.
+    pub fn hold_ports(&mut self, proto: u8, ports: impl IntoIterator<Item = u16>) {
+        let mut m: HashMap<&mut MapData, Endpoint, Binding> =
+            HashMap::try_from(self.ebpf.map_mut("NAT_PORTS").unwrap()).unwrap();
+        let holder = na(Ipv4Addr::new(10, 99, 0, 1));
+        for port in ports {
+            let binding = Binding {
+                peer: Endpoint::new(holder, port_to_net(port), proto),
+                expires_ns: u64::MAX,
+            };
+            m.insert(
+                Endpoint::new(na(UPLINK), port_to_net(port), proto),
+                binding,
+                0,
+            )
+            .unwrap();
+        }
+    }
+
     /// Let `by` pass for the dataplane's state, as if no packet had come
     /// meanwhile: every timestamp the programs compare with their clock
     /// (flows' creation and last packet, mappings' expiry, the last
@@ -132,6 +193,7 @@ impl Dataplane {
     /// (a busy or emulated machine sleeps longer than asked), and nothing is
     /// added to the packet path. Time that really passes adds to it.
     pub fn age(&mut self, by: Duration) {
+        assert!(by <= AGE_MAX, "age by at most {AGE_MAX:?}, not {by:?}");
         let by = u64::try_from(by.as_nanos()).expect("an age that fits in u64 ns");
         // A timestamp older than the clock's start cannot be written: the
         // test would see less time pass than it asked for.
