@@ -164,9 +164,11 @@ pub struct FlowValue {
     pub out_ifindex: u32,
     /// `FLOW_*` bits.
     pub flags: u8,
-    /// Two fields for the reason given at [`FlowKey`].
     pub _pad0: u8,
-    pub _pad1: u16,
+    /// The counter of the forward the flow came through
+    /// ([`ForwardTarget::counter`], copied when the flow is made; both
+    /// entries carry it), 0 for a flow of no forward.
+    pub forward: u16,
     /// Ethernet destination and source the uplink uses for this flow,
     /// learnt from its first packet on the slow path (`FLOW_L2`): the fast
     /// path reuses them instead of a neighbour lookup per packet.
@@ -248,7 +250,70 @@ impl ForwardKey {
 pub struct ForwardTarget {
     pub addr: u32,
     pub port: u16,
-    pub _pad: u16,
+    /// The forward's cumulative counter (see [`fwd_counter`]), the same
+    /// for every port of the forward; 0: not counted.
+    pub counter: u16,
+}
+
+impl ForwardTarget {
+    /// Whether both go to the same place (whatever their counters).
+    pub const fn same_target(&self, other: &ForwardTarget) -> bool {
+        self.addr == other.addr && self.port == other.port
+    }
+}
+
+/// Per-forward cumulative counters: element `slot` of the per-CPU
+/// `FORWARD_COUNTERS` array. The control plane gives each forward a slot
+/// and a generation, together its counter id (`ForwardTarget::counter`);
+/// a flow made through the forward carries the id (`FlowValue::forward`),
+/// and its packets are counted only while the slot holds that id: when a
+/// removed forward's slot goes to a new one (zeroed, with the next
+/// generation), the old forward's flows still alive stop counting there.
+pub mod fwd_counter {
+    /// Forwards a lab can count (more are forwarded, not counted).
+    pub const SLOTS: u32 = 1 << SLOT_BITS;
+    const SLOT_BITS: u32 = 10;
+    /// Generations run 1..=`LAST_GENERATION` and round again (an id is
+    /// never 0).
+    pub const LAST_GENERATION: u16 = (1 << (16 - SLOT_BITS)) - 1;
+
+    pub const fn id(slot: u32, generation: u16) -> u16 {
+        (generation << SLOT_BITS) | (slot & (SLOTS - 1)) as u16
+    }
+
+    pub const fn slot(id: u16) -> u32 {
+        id as u32 & (SLOTS - 1)
+    }
+
+    pub const fn generation(id: u16) -> u16 {
+        id >> SLOT_BITS
+    }
+
+    /// The generation after `g` (the first is 1).
+    pub const fn next_generation(g: u16) -> u16 {
+        if g >= LAST_GENERATION {
+            1
+        } else {
+            g + 1
+        }
+    }
+}
+
+/// A forward's packets and bytes since it was made, on one CPU: `in`
+/// toward its target, `out` its target's replies. Bytes as the hooks see
+/// the packets (Ethernet frames).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct ForwardCounter {
+    pub packets_in: u64,
+    pub bytes_in: u64,
+    pub packets_out: u64,
+    pub bytes_out: u64,
+    /// The id of the forward that holds the slot now (0: none).
+    pub id: u16,
+    pub _pad0: u16,
+    pub _pad1: u32,
 }
 
 /// An IP datagram's fragments: everything but the first carry no L4 header,
@@ -561,6 +626,7 @@ pub mod names {
     pub const PORT_USED: &str = "PORT_USED";
     pub const PORT_CURSOR: &str = "PORT_CURSOR";
     pub const FLOW_EVENTS: &str = "FLOW_EVENTS";
+    pub const FORWARD_COUNTERS: &str = "FORWARD_COUNTERS";
 
     pub const MAPS: &[&str] = &[
         NAT_FLOWS,
@@ -582,6 +648,7 @@ pub mod names {
         PORT_USED,
         PORT_CURSOR,
         FLOW_EVENTS,
+        FORWARD_COUNTERS,
     ];
 }
 
@@ -602,6 +669,7 @@ mod user {
     unsafe impl aya::Pod for super::GcState {}
     unsafe impl aya::Pod for super::NatConfig {}
     unsafe impl aya::Pod for super::event::Event {}
+    unsafe impl aya::Pod for super::ForwardCounter {}
 }
 
 /// Network-order `u32` for an IPv4 address (user side).
@@ -648,6 +716,25 @@ mod tests {
         assert_eq!(size_of::<FragValue>(), 8);
         assert_eq!(size_of::<NodePort>(), 16);
         assert_eq!(size_of::<event::Event>(), 40);
+        assert_eq!(size_of::<ForwardCounter>(), 40);
+    }
+
+    #[test]
+    fn forward_counter_ids_hold_slot_and_generation_and_are_never_zero() {
+        for slot in [0, 1, fwd_counter::SLOTS - 1] {
+            for g in 1..=fwd_counter::LAST_GENERATION {
+                let id = fwd_counter::id(slot, g);
+                assert_ne!(id, 0);
+                assert_eq!(fwd_counter::slot(id), slot);
+                assert_eq!(fwd_counter::generation(id), g);
+            }
+        }
+        assert_eq!(fwd_counter::next_generation(0), 1);
+        assert_eq!(fwd_counter::next_generation(1), 2);
+        assert_eq!(
+            fwd_counter::next_generation(fwd_counter::LAST_GENERATION),
+            1
+        );
     }
 
     #[test]

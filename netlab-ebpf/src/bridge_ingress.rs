@@ -12,13 +12,13 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use netlab_common::{
-    stat, tail, Endpoint, FlowKey, FlowValue, NatConfig, HOOK_BRIDGE_INGRESS, IPPROTO_ICMP,
-    IPPROTO_TCP, KIND_LOCAL, LO_IFINDEX,
+    stat, tail, Endpoint, FlowKey, FlowValue, NatConfig, DIR_ORIGINAL, HOOK_BRIDGE_INGRESS,
+    IPPROTO_ICMP, IPPROTO_TCP, KIND_LOCAL, LO_IFINDEX,
 };
 use netlab_ebpf::{in_nat_range, TCP_ACK, TCP_SYN};
 
 use crate::{
-    binding, flowlog, flows, frags, lab,
+    binding, flowlog, flows, frags, fwd_counters, lab,
     packet::{self, clear_l2, is_icmp_error, rewrite, set_addr, Parsed, Pkt, FRAG_LATER},
     port_search,
     template::FlowTemplate,
@@ -70,7 +70,7 @@ fn handle(ctx: &TcContext) -> Verdict {
     if p.proto == IPPROTO_ICMP {
         return Ok(TC_ACT_UNSPEC);
     }
-    let Some(target) = hairpin_target(cfg, &p, now) else {
+    let Some((target, counter)) = hairpin_target(cfg, &p, now) else {
         return Ok(TC_ACT_UNSPEC);
     };
     if p.proto == IPPROTO_TCP && (p.tcp_flags & TCP_SYN == 0 || p.tcp_flags & TCP_ACK != 0) {
@@ -85,7 +85,8 @@ fn handle(ctx: &TcContext) -> Verdict {
         &target,
         target_net.ifindex,
         client_net.ifindex,
-    );
+    )
+    .through_forward(counter);
     hairpin(ctx, cfg, &p, t, now)
 }
 
@@ -142,16 +143,17 @@ fn into_lo(ctx: &TcContext) -> Verdict {
 /// hairpinning, as two peers behind one NAT do with their server-reflexive
 /// addresses. Filtering guards mappings against the outside; nodes of the
 /// lab reach each other's mappings whatever the filtering. Other ports are
-/// the lab host's own services.
+/// the lab host's own services. With the target, its forward's counter
+/// (0 for a mapping).
 #[inline(always)]
-fn hairpin_target(cfg: &NatConfig, p: &Pkt, now: u64) -> Option<Endpoint> {
-    if let Some(target) = lab::forward(p.dport, p.proto) {
-        return Some(target);
+fn hairpin_target(cfg: &NatConfig, p: &Pkt, now: u64) -> Option<(Endpoint, u16)> {
+    if let Some(forward) = lab::forward(p.dport, p.proto) {
+        return Some(forward);
     }
     if !in_nat_range(cfg, u16::from_be(p.dport)) {
         return None;
     }
-    binding::holder(&Endpoint::new(cfg.uplink_addr, p.dport, p.proto), now)
+    binding::holder(&Endpoint::new(cfg.uplink_addr, p.dport, p.proto), now).map(|e| (e, 0))
 }
 
 #[inline(always)]
@@ -160,6 +162,7 @@ fn hairpin(ctx: &TcContext, cfg: &NatConfig, p: &Pkt, t: FlowTemplate, now: u64)
     let t = port_search::map_flow(ctx, cfg, t, now, tail::BRIDGE_IN)?;
     flowlog::new_flow(cfg, &t, flowlog::HAIRPIN);
     count(stat::NEW_HAIRPIN);
+    fwd_counters::add(t.forward, DIR_ORIGINAL, p.len);
     let x = t.translated();
     rewrite(ctx, p, x.src_addr, x.dst_addr, x.src_port, x.dst_port)?;
     frags::record(p, x.src_addr, x.dst_addr);

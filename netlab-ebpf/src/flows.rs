@@ -17,6 +17,7 @@ use netlab_ebpf::{
 
 use crate::{
     binding::{self, BPF_ANY, BPF_NOEXIST},
+    fwd_counters,
     maps::NAT_FLOWS,
     packet::{Pkt, ICMP_ECHO},
     table,
@@ -213,7 +214,8 @@ fn outside_close_counts(key: &FlowKey, v: &FlowValue, p: &Pkt) -> Result<bool, D
     Ok(in_window)
 }
 
-/// Account a translated packet on its entry. Every `REFRESH_NS`, and on
+/// Account a translated packet on its entry (and on its forward's counter,
+/// if it came through one). Every `REFRESH_NS`, and on
 /// every state change, the other half is checked (rebuilt when evicted, the
 /// flow dropped when it disagrees) and the mapping refreshed.
 #[inline(always)]
@@ -252,6 +254,7 @@ pub fn touch(
     val.last_seen_ns = now;
     val.packets += 1;
     val.bytes += u64::from(p.len);
+    fwd_counters::add(val.forward, val.dir, p.len);
     if state == old_state && !due {
         return Ok(());
     }

@@ -44,12 +44,13 @@ pub fn may_leave_as_is(ctx: &TcContext, subnet: Option<&SubnetInfo>) -> bool {
     ifindex == 0 || LAB_IFACES.get_ptr(&ifindex).is_none()
 }
 
-/// Where a forwarded port goes.
+/// Where a forwarded port goes, and the forward's counter
+/// (`fwd_counters`; 0: not counted).
 #[inline(always)]
-pub fn forward(port: u16, proto: u8) -> Option<Endpoint> {
+pub fn forward(port: u16, proto: u8) -> Option<(Endpoint, u16)> {
     let t = FORWARD_RULES.get_ptr(ForwardKey::new(port, proto))?;
     let t = unsafe { *t };
-    Some(Endpoint::new(t.addr, t.port, proto))
+    Some((Endpoint::new(t.addr, t.port, proto), t.counter))
 }
 
 /// Whether an outside port is forwarded (new mappings must skip it).

@@ -7,12 +7,14 @@
 //! Everything else on `lo` passes untouched.
 
 use aya_ebpf::programs::TcContext;
-use netlab_common::{stat, tail, FlowKey, FlowValue, NatConfig, HOOK_LOCAL_EGRESS, IPPROTO_TCP};
+use netlab_common::{
+    stat, tail, FlowKey, FlowValue, NatConfig, DIR_ORIGINAL, HOOK_LOCAL_EGRESS, IPPROTO_TCP,
+};
 use netlab_ebpf::{TCP_ACK, TCP_SYN};
 
 use crate::{
     bridge_ingress::redirect,
-    flowlog, flows, lab,
+    flowlog, flows, fwd_counters, lab,
     packet::{self, is_icmp_error, rewrite, Parsed, Pkt, FRAG_NONE},
     table,
     template::FlowTemplate,
@@ -43,7 +45,7 @@ fn handle(ctx: &TcContext) -> Verdict {
     if let Some(v) = flows::lookup_packet(cfg, &p, &key, now) {
         return established(ctx, cfg, &p, &key, v, now);
     }
-    let Some(target) = lab::forward(p.dport, p.proto) else {
+    let Some((target, counter)) = lab::forward(p.dport, p.proto) else {
         // The lab host's own service on the uplink address.
         return Ok(TC_ACT_UNSPEC);
     };
@@ -54,7 +56,8 @@ fn handle(ctx: &TcContext) -> Verdict {
     let Some(target_net) = lab::subnet_of(target.addr) else {
         return Ok(TC_ACT_UNSPEC);
     };
-    let t = FlowTemplate::local(&p, cfg.uplink_addr, &target, target_net.ifindex);
+    let t = FlowTemplate::local(&p, cfg.uplink_addr, &target, target_net.ifindex)
+        .through_forward(counter);
     new_flow(ctx, cfg, &p, t, now)
 }
 
@@ -86,6 +89,7 @@ fn new_flow(ctx: &TcContext, cfg: &NatConfig, p: &Pkt, t: FlowTemplate, now: u64
     flows::insert_pair(cfg, &t, now)?;
     flowlog::new_flow(cfg, &t, flowlog::LOCAL);
     count(stat::NEW_LOCAL);
+    fwd_counters::add(t.forward, DIR_ORIGINAL, p.len);
     let x = t.translated();
     rewrite(ctx, p, x.src_addr, x.dst_addr, x.src_port, x.dst_port)?;
     count(stat::XLATE_LOCAL);

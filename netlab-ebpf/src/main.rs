@@ -13,7 +13,8 @@
 //!
 //! State, one unit per concern: `flows` (the flow table), `template` (how
 //! every kind of flow is made), `binding` and `port_search` (mappings and
-//! their ports), `frags`, `fastpath` (cached addresses), `table` and `gc`
+//! their ports), `frags`, `fastpath` (cached addresses), `fwd_counters`
+//! (each forward's packets and bytes), `table` and `gc`
 //! (accounting and collection), `lab` (what user space says about the lab),
 //! `verdict` (drop reasons, counted in one place), `flowlog`, `maps`.
 #![no_std]
@@ -28,6 +29,7 @@ mod fastpath;
 mod flowlog;
 mod flows;
 mod frags;
+mod fwd_counters;
 mod gc;
 mod icmp;
 mod lab;

@@ -9,9 +9,10 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use netlab_common::{
-    event, stat, tail, Binding, Endpoint, FlowKey, FlowValue, ForwardKey, ForwardTarget, FragKey,
-    FragValue, GcState, NatConfig, NodePort, SubnetInfo, BINDING_ENTRIES, FLOW_ENTRIES,
-    FORWARD_ENTRIES, FRAG_ENTRIES, IFACE_ENTRIES, NODE_ENTRIES, PORT_USED_ENTRIES, SUBNET_ENTRIES,
+    event, fwd_counter, stat, tail, Binding, Endpoint, FlowKey, FlowValue, ForwardCounter,
+    ForwardKey, ForwardTarget, FragKey, FragValue, GcState, NatConfig, NodePort, SubnetInfo,
+    BINDING_ENTRIES, FLOW_ENTRIES, FORWARD_ENTRIES, FRAG_ENTRIES, IFACE_ENTRIES, NODE_ENTRIES,
+    PORT_USED_ENTRIES, SUBNET_ENTRIES,
 };
 
 /// Both directions of every translated flow, keyed as each direction is seen.
@@ -102,6 +103,12 @@ pub static LAB_IFACES: HashMap<u32, u32> = HashMap::with_max_entries(IFACE_ENTRI
 
 #[map]
 pub static CONFIG: Array<NatConfig> = Array::with_max_entries(1, 0);
+
+/// Each forward's packets and bytes, by its counter's slot
+/// (`netlab_common::fwd_counter`).
+#[map]
+pub static FORWARD_COUNTERS: PerCpuArray<ForwardCounter> =
+    PerCpuArray::with_max_entries(fwd_counter::SLOTS, 0);
 
 #[map]
 pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);

@@ -56,7 +56,9 @@ pub struct FlowTemplate {
     pub kind: u8,
     /// `STATE_*` bits both entries start with.
     pub state: u8,
-    pub _pad: u16,
+    /// The counter of the forward the flow comes through (0: none),
+    /// copied into both entries.
+    pub forward: u16,
     /// The opening packet's length, counted on its entry; 0 when the caller
     /// accounts the packet itself (`flows::touch`).
     pub first_len: u32,
@@ -91,9 +93,16 @@ impl FlowTemplate {
             other,
             kind,
             state,
-            _pad: 0,
+            forward: 0,
             first_len,
         }
+    }
+
+    /// The flow comes through the forward whose counter is `counter`.
+    #[inline(always)]
+    pub fn through_forward(mut self, counter: u16) -> Self {
+        self.forward = counter;
+        self
     }
 
     /// A node's packet to the outside, masqueraded behind `uplink` at a
@@ -253,6 +262,7 @@ fn fill(
     v.dir = half.dir;
     v.state = t.state;
     v.out_ifindex = half.out_ifindex;
+    v.forward = t.forward;
     v.created_ns = now;
     v.last_seen_ns = now;
     clear_the_rest(v);
@@ -284,7 +294,6 @@ fn set_translation(v: &mut FlowValue, other_key: &FlowKey) {
 fn clear_the_rest(v: &mut FlowValue) {
     zero(&mut v.flags);
     zero(&mut v._pad0);
-    zero(&mut v._pad1);
     for b in v.l2.iter_mut() {
         zero(b);
     }
@@ -331,6 +340,7 @@ pub fn peer_entry(key: &FlowKey, v: &FlowValue) -> Result<&'static mut FlowValue
     peer.dir = dir;
     peer.state = v.state;
     peer.out_ifindex = out_ifindex;
+    peer.forward = v.forward;
     peer.created_ns = v.created_ns;
     peer.last_seen_ns = v.last_seen_ns;
     clear_the_rest(peer);

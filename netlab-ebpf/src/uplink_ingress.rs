@@ -3,13 +3,13 @@
 
 use aya_ebpf::{programs::TcContext, EbpfContext as _};
 use netlab_common::{
-    event, stat, tail, Endpoint, FlowKey, FlowValue, NatConfig, HOOK_UPLINK_INGRESS, IPPROTO_ICMP,
-    IPPROTO_TCP, KIND_ROUTED, SUBNET_ENDPOINT_INDEPENDENT_FILTERING, SUBNET_ROUTED,
+    event, stat, tail, Endpoint, FlowKey, FlowValue, NatConfig, DIR_ORIGINAL, HOOK_UPLINK_INGRESS,
+    IPPROTO_ICMP, IPPROTO_TCP, KIND_ROUTED, SUBNET_ENDPOINT_INDEPENDENT_FILTERING, SUBNET_ROUTED,
 };
 use netlab_ebpf::{in_nat_range, TCP_ACK, TCP_SYN};
 
 use crate::{
-    binding, fastpath, flowlog, flows, frags, icmp, lab,
+    binding, fastpath, flowlog, flows, frags, fwd_counters, icmp, lab,
     packet::{
         self, is_icmp_error, rewrite, rewrite_forward, set_addr, Parsed, Pkt, FRAG_LATER,
         FRAG_NONE, ICMP_ECHO_REPLY,
@@ -163,8 +163,8 @@ fn miss(ctx: &TcContext, cfg: &NatConfig, p: &Pkt, key: &FlowKey, now: u64) -> V
         return Err(DropReason::Spoofed);
     }
     if p.proto != IPPROTO_ICMP {
-        if let Some(target) = lab::forward(p.dport, p.proto) {
-            return port_forward(ctx, cfg, p, key, &target, now);
+        if let Some((target, counter)) = lab::forward(p.dport, p.proto) {
+            return port_forward(ctx, cfg, p, key, &target, counter, now);
         }
     } else if p.icmp_type != ICMP_ECHO_REPLY {
         // Echo requests and the rest are the lab host's to answer.
@@ -244,7 +244,7 @@ fn translate_new(
     Ok(TC_ACT_UNSPEC)
 }
 
-/// A new flow to a forwarded port.
+/// A new flow to a forwarded port (whose counter is `counter`).
 #[inline(always)]
 fn port_forward(
     ctx: &TcContext,
@@ -252,6 +252,7 @@ fn port_forward(
     p: &Pkt,
     key: &FlowKey,
     target: &Endpoint,
+    counter: u16,
     now: u64,
 ) -> Verdict {
     if p.proto == IPPROTO_TCP && (p.tcp_flags & TCP_SYN == 0 || p.tcp_flags & TCP_ACK != 0) {
@@ -261,10 +262,11 @@ fn port_forward(
     if !table::admit(ctx, cfg, key, now, tail::UPLINK_IN) {
         return Err(DropReason::TableFull);
     }
-    let t = FlowTemplate::forward(p, target);
+    let t = FlowTemplate::forward(p, target).through_forward(counter);
     flows::insert_pair(cfg, &t, now)?;
     flowlog::new_flow(cfg, &t, flowlog::DNAT);
     count(stat::NEW_DNAT);
+    fwd_counters::add(counter, DIR_ORIGINAL, p.len);
     rewrite(ctx, p, p.src, target.addr, p.sport, target.port)?;
     frags::record(p, p.src, target.addr);
     count(stat::XLATE_IN);

@@ -245,7 +245,7 @@ pub async fn observe<'a>(state: &'a LabState, host_override: Option<&str>) -> Re
         actual,
         drift,
         forward_drift,
-        dataplane: dataplane::status(&lab.name)?,
+        dataplane: dataplane::status(&lab.name, state.forwards())?,
         services: services::recorded(&lab.name),
         links,
     })
@@ -400,13 +400,14 @@ pub fn print_status(seen: &Observed) {
             println!("    service `{command}`: {run}");
         }
     }
-    for f in state.forwards() {
+    for (i, f) in state.forwards().iter().enumerate() {
         let live_only = if lab.forwards.contains(f) {
             ""
         } else {
             "  [live only]"
         };
-        println!("  forward {f}{live_only}");
+        let counts = dataplane::forward_counts_text(&seen.dataplane, i);
+        println!("  forward {f}{live_only}{counts}");
     }
     for line in dataplane::status_lines(&seen.dataplane) {
         println!("  {line}");

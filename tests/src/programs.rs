@@ -9,11 +9,11 @@ use aya::{
     programs::{SchedClassifier, TestRun, TestRunOptions},
     Ebpf, EbpfLoader,
 };
-use netlab::dataplane::MapContents;
+use netlab::dataplane::{fwd_counters::ForwardTotals, MapContents};
 use netlab_common::stat;
 use netlab_common::{
-    addr_from_octets, port_to_net, Binding, Endpoint, FlowKey, FlowValue, ForwardKey,
-    ForwardTarget, GcState, NatConfig, IPPROTO_TCP, SUBNET_MASQUERADE,
+    addr_from_octets, fwd_counter, port_to_net, Binding, Endpoint, FlowKey, FlowValue,
+    ForwardCounter, ForwardKey, ForwardTarget, GcState, NatConfig, IPPROTO_TCP, SUBNET_MASQUERADE,
 };
 
 /// TC_ACT_UNSPEC (-1): pass, next program.
@@ -144,7 +144,8 @@ impl Dataplane {
     }
 
     /// Forward `proto` (`IPPROTO_*`) ports `ports` to `to`:`to_port`, as
-    /// `netlab fwd add` does (straight into `FORWARD_RULES`).
+    /// `netlab fwd add` does (straight into `FORWARD_RULES`), uncounted
+    /// (counter 0).
     pub fn forward_ports(
         &mut self,
         proto: u8,
@@ -157,7 +158,7 @@ impl Dataplane {
         let target = ForwardTarget {
             addr: na(to),
             port: port_to_net(to_port),
-            _pad: 0,
+            counter: 0,
         };
         for port in ports {
             fwd.insert(ForwardKey::new(port_to_net(port), proto), target, 0)
@@ -236,6 +237,44 @@ impl Dataplane {
             .filter(|&i| stat::NAMES[i as usize].starts_with("drop_"))
             .map(|i| self.stat(i))
             .sum()
+    }
+
+    /// The counter of the harness's forward of tcp `port`: its id, and its
+    /// totals summed over the CPUs whose slot holds that id.
+    pub fn forward_totals(&self, port: u16) -> (u16, ForwardTotals) {
+        let rules: HashMap<&MapData, ForwardKey, ForwardTarget> =
+            HashMap::try_from(self.ebpf.map("FORWARD_RULES").unwrap()).unwrap();
+        let id = rules
+            .get(&ForwardKey::new(port_to_net(port), IPPROTO_TCP), 0)
+            .unwrap()
+            .counter;
+        let counters: PerCpuArray<&MapData, ForwardCounter> =
+            PerCpuArray::try_from(self.ebpf.map("FORWARD_COUNTERS").unwrap()).unwrap();
+        let per_cpu = counters.get(&fwd_counter::slot(id), 0).unwrap();
+        let mut t = ForwardTotals::default();
+        t.add(id, &per_cpu);
+        (id, t)
+    }
+
+    /// Give the slot of counter `id` to a new forward, as `up` or `fwd add`
+    /// would once every slot has been used: zeroed, the next generation.
+    /// Returns the new id.
+    pub fn reuse_forward_slot(&mut self, id: u16) -> u16 {
+        let slot = fwd_counter::slot(id);
+        let new = fwd_counter::id(
+            slot,
+            fwd_counter::next_generation(fwd_counter::generation(id)),
+        );
+        let mut counters: PerCpuArray<&mut MapData, ForwardCounter> =
+            PerCpuArray::try_from(self.ebpf.map_mut("FORWARD_COUNTERS").unwrap()).unwrap();
+        let cpus = aya::util::nr_cpus().unwrap();
+        let fresh = ForwardCounter {
+            id: new,
+            ..ForwardCounter::default()
+        };
+        let values = aya::maps::PerCpuValues::try_from(vec![fresh; cpus]).unwrap();
+        counters.set(slot, values, 0).unwrap();
+        new
     }
 
     /// A counter of `STATS`, summed over CPUs.

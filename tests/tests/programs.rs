@@ -12,6 +12,7 @@ use aya::{
     maps::HashMap,
     programs::{ProgramInfo, SchedClassifier},
 };
+use netlab::dataplane::fwd_counters::ForwardTotals;
 use netlab_common::{port_to_net, stat, Endpoint};
 use netlab_tests::{
     packet::{
@@ -211,6 +212,50 @@ fn port_forward_and_its_replies() {
     assert_eq!(dp.inb(&stray).0, SHOT);
 }
 
+/// The forward's cumulative counter: each packet of its flows counts once,
+/// on the side it goes (in: to the target, out: the replies), with its
+/// length; other flows count nowhere; and once the slot goes to another
+/// forward, the old flow's packets no longer count there.
+#[test]
+fn forward_counters_count_each_way_and_stop_when_their_slot_is_reused() {
+    require_root();
+    let mut dp = Dataplane::new(10000, 32767);
+    let syn = Ip::new(REMOTE, UPLINK, TCP, tcp(5555, 80, SYN, b"")).frame();
+    let synack = Ip::new(BLUE, REMOTE, TCP, tcp(80, 5555, SYN | ACK, b"")).frame();
+    let data = Ip::new(REMOTE, UPLINK, TCP, tcp(5555, 80, ACK, b"GET / HTTP/1.0")).frame();
+    let (id, zero) = dp.forward_totals(80);
+    assert_ne!(id, 0, "fill_maps gave the forward a counter");
+    assert_eq!(zero, ForwardTotals::default());
+    assert_eq!(dp.inb(&syn).0, UNSPEC);
+    assert_eq!(dp.out(&synack).0, UNSPEC);
+    assert_eq!(dp.inb(&data).0, UNSPEC);
+    let counted = ForwardTotals {
+        packets_in: 2,
+        bytes_in: (syn.len() + data.len()) as u64,
+        packets_out: 1,
+        bytes_out: synack.len() as u64,
+    };
+    assert_eq!(dp.forward_totals(80), (id, counted));
+    // A masqueraded flow and a packet nobody forwards count nowhere.
+    let out = Ip::new(RED, REMOTE, TCP, tcp(40000, 443, SYN, b"")).frame();
+    assert_eq!(dp.out(&out).0, UNSPEC);
+    let stray = Ip::new(REMOTE, UPLINK, TCP, tcp(6666, 80, ACK, b"")).frame();
+    assert_eq!(dp.inb(&stray).0, SHOT);
+    assert_eq!(dp.forward_totals(80).1, counted);
+    let new = dp.reuse_forward_slot(id);
+    assert_ne!(new, id);
+    assert_eq!(dp.inb(&data).0, UNSPEC, "the old flow is still translated");
+    let m: aya::maps::PerCpuArray<_, netlab_common::ForwardCounter> =
+        aya::maps::PerCpuArray::try_from(dp.ebpf.map("FORWARD_COUNTERS").unwrap()).unwrap();
+    let slot = m.get(&netlab_common::fwd_counter::slot(new), 0).unwrap();
+    assert!(
+        slot.iter()
+            .all(|c| c.packets_in == 0 && c.packets_out == 0 && c.id == new),
+        "the old flow counted on the slot's new forward: {:?}",
+        slot.iter().collect::<Vec<_>>()
+    );
+}
+
 #[test]
 fn the_outside_cannot_get_in_uninvited() {
     require_root();
@@ -287,6 +332,12 @@ fn hairpin_redirects_to_the_target() {
         (UPLINK, 80, RED, 40001)
     );
     assert_eq!(dp.stat(stat::NEW_HAIRPIN), 1);
+    // A hairpinned connection goes through the forward: it counts there.
+    let (_, t) = dp.forward_totals(80);
+    assert_eq!(
+        (t.packets_in, t.bytes_in, t.packets_out, t.bytes_out),
+        (1, syn.len() as u64, 1, synack.len() as u64)
+    );
 }
 
 #[test]

@@ -15,9 +15,9 @@ use aya::{
     programs::{ProgramInfo, SchedClassifier, TestRun, TestRunOptions},
 };
 use netlab_common::{
-    names, port_to_net, stat, FlowKey, FlowValue, ForwardKey, ForwardTarget, GcState, SubnetInfo,
-    DIR_ORIGINAL, DIR_REPLY, HOOK_BRIDGE_INGRESS, HOOK_LOCAL_EGRESS, HOOK_UPLINK_EGRESS,
-    KIND_LOCAL, LAB_IFACE_BRIDGE, LO_IFINDEX, SUBNET_MASQUERADE, SUBNET_ROUTED,
+    names, port_to_net, stat, FlowKey, FlowValue, GcState, SubnetInfo, DIR_ORIGINAL, DIR_REPLY,
+    HOOK_BRIDGE_INGRESS, HOOK_LOCAL_EGRESS, HOOK_UPLINK_EGRESS, KIND_LOCAL, LAB_IFACE_BRIDGE,
+    LO_IFINDEX, SUBNET_MASQUERADE, SUBNET_ROUTED,
 };
 use netlab_tests::{
     packet::{icmp_echo, parse_checked, tcp, udp, Ip, ACK, ICMP, SYN, TCP, UDP},
@@ -41,18 +41,6 @@ fn set_subnet(dp: &mut Dataplane, net: Ipv4Addr, len: u32, flags: u32) {
         ifindex: BRIDGE,
     };
     subnets.insert(&Key::new(len, na(net)), info, 0).unwrap();
-}
-
-fn add_forward(dp: &mut Dataplane, proto: u8, port: u16, to: Ipv4Addr, to_port: u16) {
-    let mut fwd: HashMap<_, ForwardKey, ForwardTarget> =
-        HashMap::try_from(dp.ebpf.map_mut(names::FORWARD_RULES).unwrap()).unwrap();
-    let target = ForwardTarget {
-        addr: na(to),
-        port: port_to_net(to_port),
-        _pad: 0,
-    };
-    fwd.insert(ForwardKey::new(port_to_net(port), proto), target, 0)
-        .unwrap();
 }
 
 /// The harness's dataplane with the lab's bridge at ifindex [`BRIDGE`],
@@ -173,7 +161,7 @@ fn the_lab_host_reaches_its_own_forward_both_ways() {
 fn the_lab_host_reaches_a_udp_forward() {
     require_root();
     let mut dp = dataplane();
-    add_forward(&mut dp, UDP, 5353, BLUE, 53);
+    dp.forward_ports(UDP, 5353..=5353, BLUE, 53);
     let query = Ip::new(UPLINK, UPLINK, UDP, udp(41000, 5353, b"query")).frame();
     let (rc, out) = dp.run(names::PROG_LOCAL_OUT, &query);
     assert_eq!(rc, REDIRECT);
@@ -287,7 +275,7 @@ fn lab_addresses_never_leave_the_uplink_untranslated() {
     assert_eq!(parse_checked(&out).unwrap().src, UPLINK, "masqueraded");
     // A forward to a node behind the router: its replies belong to a flow
     // and are translated like any forward's.
-    add_forward(&mut dp, TCP, 8080, BEHIND_ROUTER, 80);
+    dp.forward_ports(TCP, 8080..=8080, BEHIND_ROUTER, 80);
     let syn = Ip::new(REMOTE, UPLINK, TCP, tcp(5555, 8080, SYN, b"")).frame();
     assert_eq!(dp.inb(&syn).0, UNSPEC);
     let synack = Ip::new(BEHIND_ROUTER, REMOTE, TCP, tcp(80, 5555, SYN | ACK, b"")).frame();

@@ -6,8 +6,8 @@ use std::{mem::size_of, net::Ipv4Addr, time::Duration};
 use anyhow::{anyhow, bail, Context as _, Result};
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
 use netlab_common::{
-    addr_octets, event, names, port_from_net, stat, FlowKey, FlowValue, ForwardKey, ForwardTarget,
-    NatConfig, CONFIG_LOG, DIR_ORIGINAL, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
+    addr_octets, event, names, port_from_net, stat, FlowKey, FlowValue, ForwardCounter, ForwardKey,
+    ForwardTarget, NatConfig, CONFIG_LOG, DIR_ORIGINAL, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
     STATE_FIN_ORIGINAL, STATE_FIN_REPLY, STATE_REPLIED, STATE_RST,
 };
 use serde::Serialize;
@@ -76,6 +76,20 @@ fn forwards_map(lab: &str) -> Result<HashMap<aya::maps::MapData, ForwardKey, For
     Ok(HashMap::try_from(LabPins::new(lab).open("FORWARD_RULES")?)?)
 }
 
+/// Make the dataplane's forwards `forwards`, each keeping its counter if
+/// it stays (a dataplane made before forwards were counted has no
+/// counters: its forwards go uncounted until the next `up`).
+fn write_forwards(lab: &str, forwards: &[Forward]) -> Result<()> {
+    let pins = LabPins::new(lab);
+    let mut rules = forwards_map(lab)?;
+    let mut counters: Option<PerCpuArray<_, ForwardCounter>> =
+        match pins.map(names::FORWARD_COUNTERS).exists() {
+            true => Some(PerCpuArray::try_from(pins.open(names::FORWARD_COUNTERS)?)?),
+            false => None,
+        };
+    super::fwd_counters::sync_forwards(&mut rules, counters.as_mut(), &forward_entries(forwards))
+}
+
 /// `netlab fwd`: edits the live forwards (the dataplane's map and the
 /// state's `live_forwards`), never the lab's file or its `state.lab`.
 pub async fn fwd_command(mut state: LabState, req: FwdRequest) -> Result<()> {
@@ -97,11 +111,8 @@ pub async fn fwd_command(mut state: LabState, req: FwdRequest) -> Result<()> {
             refuse_host_port(&state, &fwd).await?;
             live.add_forward(fwd.clone())
                 .map_err(|e| usage_error("port", e))?;
-            let mut map = forwards_map(&state.lab.name)?;
-            for (k, v) in forward_entries(std::slice::from_ref(&fwd)) {
-                map.insert(k, v, 0)
-                    .context("adding the forward to FORWARD_RULES")?;
-            }
+            write_forwards(&state.lab.name, &live.forwards)
+                .context("adding the forward to FORWARD_RULES")?;
             println!("forward {fwd} added to lab {}", state.lab.name);
             save_live_forwards(&mut state, live.forwards)
         }
@@ -112,10 +123,8 @@ pub async fn fwd_command(mut state: LabState, req: FwdRequest) -> Result<()> {
             let removed = live
                 .remove_forward_ports(proto, ports)
                 .map_err(|e| anyhow!("lab {}: {e}", state.lab.name))?;
-            let mut map = forwards_map(&state.lab.name)?;
-            for (k, _) in forward_entries(std::slice::from_ref(&removed.removed)) {
-                let _ = map.remove(&k);
-            }
+            write_forwards(&state.lab.name, &live.forwards)
+                .context("removing the forward from FORWARD_RULES")?;
             println!(
                 "forward {} removed from lab {} (connections through it live on until idle)",
                 removed.removed, state.lab.name
@@ -167,7 +176,8 @@ fn list_forwards(state: &LabState, json: bool) -> Result<()> {
         .map(|f| {
             let complete = forward_entries(std::slice::from_ref(f))
                 .iter()
-                .all(|(k, v)| live.get(k) == Some(v));
+                .flatten()
+                .all(|(k, v)| live.get(k).is_some_and(|l| l.same_target(v)));
             (f, complete)
         })
         .collect();

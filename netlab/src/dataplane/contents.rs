@@ -25,8 +25,9 @@ pub struct MapContents {
     pub subnets: Vec<(Key<u32>, SubnetInfo)>,
     /// `LAB_IFACES`: ifindex, `LAB_IFACE_*` flags.
     pub ifaces: Vec<(u32, u32)>,
-    /// `FORWARD_RULES`.
-    pub forwards: Vec<(ForwardKey, ForwardTarget)>,
+    /// `FORWARD_RULES`, by forward (their counters 0: `fill_maps` gives
+    /// each forward its counter, see `fwd_counters`).
+    pub forwards: Vec<ForwardEntries>,
     /// `NODE_PORTS`: node address (map order), the lab host's end of its
     /// veth by name, the entry.
     pub node_ports: Vec<(u32, String, NodePort)>,
@@ -93,7 +94,8 @@ impl MapContents {
 
     /// A forward of `proto` (`IPPROTO_*`) port `port` to `to`:`to_port`.
     pub fn forward(mut self, proto: u8, port: u16, to: Ipv4Addr, to_port: u16) -> Self {
-        self.forwards.push(forward_entry(proto, port, to, to_port));
+        self.forwards
+            .push(vec![forward_entry(proto, port, to, to_port)]);
         self
     }
 
@@ -174,13 +176,20 @@ fn nat_config(
     }
 }
 
-pub fn forward_entries(forwards: &[Forward]) -> Vec<(ForwardKey, ForwardTarget)> {
+/// One forward's `FORWARD_RULES` entries, one per outside port: they
+/// share the forward's counter.
+pub type ForwardEntries = Vec<(ForwardKey, ForwardTarget)>;
+
+/// Each forward's entries, in the order of `forwards`.
+pub fn forward_entries(forwards: &[Forward]) -> Vec<ForwardEntries> {
     forwards
         .iter()
-        .flat_map(|f| {
-            f.port_pairs().map(move |(outside, inside)| {
-                forward_entry(f.proto.number(), outside, f.target_addr, inside)
-            })
+        .map(|f| {
+            f.port_pairs()
+                .map(|(outside, inside)| {
+                    forward_entry(f.proto.number(), outside, f.target_addr, inside)
+                })
+                .collect()
         })
         .collect()
 }
@@ -197,7 +206,7 @@ fn forward_entry(
         ForwardTarget {
             addr: addr_from_octets(to.octets()),
             port: port_to_net(inside),
-            _pad: 0,
+            counter: 0,
         },
     )
 }
@@ -282,7 +291,7 @@ fn maps_digest(
     config: &NatConfig,
     subnets: &[(Key<u32>, SubnetInfo)],
     ifaces: &[(u32, u32)],
-    forwards: &[(ForwardKey, ForwardTarget)],
+    forwards: &[ForwardEntries],
     node_ports: &[(u32, String, NodePort)],
 ) -> String {
     let mut d = StableDigest::new();
@@ -295,7 +304,7 @@ fn maps_digest(
             .bytes(&k.data().to_le_bytes())
             .field(bytemuck::bytes_of(v));
     }
-    for (k, v) in forwards {
+    for (k, v) in forwards.iter().flatten() {
         d.field(bytemuck::bytes_of(k)).field(bytemuck::bytes_of(v));
     }
     for (addr, name, port) in node_ports {

@@ -4,22 +4,38 @@
 //! no longer names are removed, so a re-`up` converges).
 
 use anyhow::{Context as _, Result};
-use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData};
-use netlab_common::{names, ForwardKey, ForwardTarget, NatConfig, NodePort, SubnetInfo};
+use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray};
+use netlab_common::{
+    names, ForwardCounter, ForwardKey, ForwardTarget, NatConfig, NodePort, SubnetInfo,
+};
 
-use super::contents::MapContents;
+use super::{contents::MapContents, fwd_counters};
 
 /// Make the maps hold exactly `want`.
 pub fn fill_maps(ebpf: &mut aya::Ebpf, want: &MapContents) -> Result<()> {
     write_config(ebpf, &want.config)?;
     sync_subnets(ebpf, &want.subnets)?;
     sync_lab_ifaces(ebpf, &want.ifaces)?;
-    let mut fwd: HashMap<_, ForwardKey, ForwardTarget> = HashMap::try_from(
-        ebpf.map_mut(names::FORWARD_RULES)
-            .context("map FORWARD_RULES")?,
-    )?;
-    sync_forwards(&mut fwd, &want.forwards)?;
+    sync_forwards(ebpf, &want.forwards)?;
     sync_node_ports(ebpf, &want.node_ports)
+}
+
+/// `FORWARD_RULES` with each forward's counter in `FORWARD_COUNTERS`: two
+/// maps of the object borrowed at once.
+fn sync_forwards(ebpf: &mut aya::Ebpf, want: &[super::contents::ForwardEntries]) -> Result<()> {
+    let (mut rules, mut counters) = (None, None);
+    for (name, map) in ebpf.maps_mut() {
+        if name == names::FORWARD_RULES {
+            rules = Some(map);
+        } else if name == names::FORWARD_COUNTERS {
+            counters = Some(map);
+        }
+    }
+    let mut rules: HashMap<_, ForwardKey, ForwardTarget> =
+        HashMap::try_from(rules.context("map FORWARD_RULES")?)?;
+    let mut counters: PerCpuArray<_, ForwardCounter> =
+        PerCpuArray::try_from(counters.context("map FORWARD_COUNTERS")?)?;
+    fwd_counters::sync_forwards(&mut rules, Some(&mut counters), want)
 }
 
 fn write_config(ebpf: &mut aya::Ebpf, config: &NatConfig) -> Result<()> {
@@ -85,30 +101,6 @@ fn sync_lab_ifaces(ebpf: &mut aya::Ebpf, want: &[(u32, u32)]) -> Result<()> {
     for (ifindex, flags) in want {
         map.insert(ifindex, flags, 0)
             .context("writing LAB_IFACES")?;
-    }
-    Ok(())
-}
-
-/// Make `FORWARD_RULES` hold exactly `want`.
-pub fn sync_forwards<T: std::borrow::BorrowMut<MapData>>(
-    map: &mut HashMap<T, ForwardKey, ForwardTarget>,
-    want: &[(ForwardKey, ForwardTarget)],
-) -> Result<()> {
-    let wanted: std::collections::HashMap<ForwardKey, ForwardTarget> =
-        want.iter().copied().collect();
-    let have: Vec<ForwardKey> = map
-        .keys()
-        .collect::<Result<_, _>>()
-        .context("reading FORWARD_RULES")?;
-    for k in have {
-        if !wanted.contains_key(&k) {
-            map.remove(&k).context("removing a forward")?;
-        }
-    }
-    for (k, v) in &wanted {
-        if map.get(k, 0).ok() != Some(*v) {
-            map.insert(k, v, 0).context("adding a forward")?;
-        }
     }
     Ok(())
 }

@@ -10,6 +10,7 @@ pub mod commands;
 pub mod contents;
 pub mod features;
 pub mod fill;
+pub mod fwd_counters;
 pub mod pins;
 
 use std::{fs, net::Ipv4Addr, path::PathBuf};
@@ -22,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     model::{
         host_conflicts,
-        topology::{Attachment, Lab},
+        topology::{Attachment, Forward, Lab},
     },
     netlink,
     state::LabDir,
@@ -31,7 +32,7 @@ use crate::{
 
 pub use commands::{fwd_command, log_command, nat_command, stats_command};
 pub use contents::{default_config, flow_limit, forward_entries, LabHostIfaces, MapContents};
-pub use fill::{fill_maps, sync_forwards};
+pub use fill::fill_maps;
 
 use contents::StableDigest;
 
@@ -416,8 +417,9 @@ fn fast_path_why(info: &DataplaneInfo) -> String {
 }
 
 /// Status for `netlab status`: where each program sits and why, the fast
-/// path, and table sizes.
-pub fn status(lab: &str) -> Result<serde_json::Value> {
+/// path, table sizes, and the packets through each of `forwards` (the live
+/// forwards), in their order.
+pub fn status(lab: &str, forwards: &[Forward]) -> Result<serde_json::Value> {
     let Some(info) = read_info(lab) else {
         return Ok(serde_json::Value::Null);
     };
@@ -434,10 +436,42 @@ pub fn status(lab: &str) -> Result<serde_json::Value> {
         "btf": info.features.btf,
         "flow_entries": dir.flow_count().ok(),
         "forward_ports": dir.forward_count().ok(),
+        "forward_counters": forward_counters_json(lab, forwards),
         // The digest of the maps' description `up` wrote (`MapContents`).
         "maps_digest": info.maps_digest,
         "pins": dir.root,
     }))
+}
+
+/// Each forward's totals since it was made (`null`: not counted), or
+/// `null` when the counters cannot be read.
+fn forward_counters_json(lab: &str, forwards: &[Forward]) -> serde_json::Value {
+    let Ok(totals) = fwd_counters::totals(lab, forwards) else {
+        return serde_json::Value::Null;
+    };
+    let rows: Vec<_> = forwards
+        .iter()
+        .zip(totals)
+        .map(|(f, t)| serde_json::json!({ "forward": f.to_string(), "totals": t }))
+        .collect();
+    serde_json::json!(rows)
+}
+
+/// What `status` adds to the line of the `i`th live forward: its packets
+/// and bytes each way, as `status_json`'s dataplane `v` has them.
+pub fn forward_counts_text(v: &serde_json::Value, i: usize) -> String {
+    let t = &v["forward_counters"][i]["totals"];
+    let n = |k: &str| t[k].as_u64().unwrap_or(0);
+    if t.is_null() {
+        return String::new();
+    }
+    format!(
+        "  in: {} packets, {} B; out: {} packets, {} B",
+        n("packets_in"),
+        n("bytes_in"),
+        n("packets_out"),
+        n("bytes_out")
+    )
 }
 
 pub fn status_lines(v: &serde_json::Value) -> Vec<String> {

@@ -9,9 +9,9 @@ use std::{
 use anyhow::{Context as _, Result};
 use aya::maps::{HashMap, Map, MapData, MapInfo, MapType};
 use netlab_common::{
-    event, names, stat, Binding, Endpoint, FlowKey, FlowValue, ForwardKey, ForwardTarget, FragKey,
-    FragValue, GcState, NatConfig, NodePort, SubnetInfo, BINDING_ENTRIES, FORWARD_ENTRIES,
-    FRAG_ENTRIES, IFACE_ENTRIES, NODE_ENTRIES, SUBNET_ENTRIES,
+    event, fwd_counter, names, stat, Binding, Endpoint, FlowKey, FlowValue, ForwardCounter,
+    ForwardKey, ForwardTarget, FragKey, FragValue, GcState, NatConfig, NodePort, SubnetInfo,
+    BINDING_ENTRIES, FORWARD_ENTRIES, FRAG_ENTRIES, IFACE_ENTRIES, NODE_ENTRIES, SUBNET_ENTRIES,
 };
 use nix::mount::{mount, MsFlags};
 
@@ -103,6 +103,14 @@ const STATE_MAPS: &[StateMap] = &[
         key: 4,
         value: 8,
         entries: Some(stat::COUNT),
+    },
+    // Pinned so forwards' counts outlive a re-`up` and a program upgrade.
+    StateMap {
+        name: names::FORWARD_COUNTERS,
+        map_type: MapType::PerCpuArray,
+        key: 4,
+        value: size_of::<ForwardCounter>(),
+        entries: Some(fwd_counter::SLOTS),
     },
     StateMap {
         name: "GC_STATE",

@@ -12,7 +12,12 @@ use super::{
     metrics::{FlowCount, ForwardFigure, LabFigures, LinkFigure, Table},
 };
 use crate::{
-    dataplane::{self, commands::FlowRow, pins::LabPins},
+    dataplane::{
+        self,
+        commands::FlowRow,
+        fwd_counters::{self, ForwardTotals},
+        pins::LabPins,
+    },
     model::topology::{Attachment, Forward},
     netns::Netns,
     state::{self, LabState},
@@ -151,10 +156,17 @@ fn dst_port(row: &FlowRow) -> Option<u16> {
     row.original.dst.rsplit_once(':')?.1.parse().ok()
 }
 
-fn forward_figures(forwards: &[Forward], rows: &[FlowRow]) -> Vec<ForwardFigure> {
+/// Each forward's live flows (from `rows`) and its totals (`totals`, in
+/// the order of `forwards`; empty when they cannot be read).
+fn forward_figures(
+    forwards: &[Forward],
+    rows: &[FlowRow],
+    totals: &[Option<ForwardTotals>],
+) -> Vec<ForwardFigure> {
     forwards
         .iter()
-        .map(|f| {
+        .enumerate()
+        .map(|(i, f)| {
             let mine: Vec<&FlowRow> = rows
                 .iter()
                 .filter(|r| matches!(r.kind, "dnat" | "hairpin"))
@@ -166,6 +178,7 @@ fn forward_figures(forwards: &[Forward], rows: &[FlowRow]) -> Vec<ForwardFigure>
                 flows: mine.len() as u64,
                 packets: mine.iter().map(|r| r.packets + r.reply_packets).sum(),
                 bytes: mine.iter().map(|r| r.bytes + r.reply_bytes).sum(),
+                total: totals.get(i).copied().flatten(),
             }
         })
         .collect()
@@ -201,8 +214,9 @@ pub async fn lab_figures(state: &LabState) -> LabFigures {
         f.stats = stats.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
     }
     if let Ok(rows) = dataplane::commands::flows(name) {
+        let totals = fwd_counters::totals(name, state.forwards()).unwrap_or_default();
         f.flows = flow_counts(&rows);
-        f.forwards = forward_figures(state.forwards(), &rows);
+        f.forwards = forward_figures(state.forwards(), &rows, &totals);
     }
     if let Ok(entries) = LabPins::new(name).flow_count() {
         let max = state.lab.nat.max_flows;

@@ -12,6 +12,8 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::dataplane::fwd_counters::ForwardTotals;
+
 /// One lab's figures, as read on one scrape.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct LabFigures {
@@ -41,13 +43,15 @@ pub struct Table {
     pub capacity: u64,
 }
 
-/// A forward's live flows and their packets (both directions).
+/// A forward's live flows and their packets (both directions), and what
+/// the programs counted through it since it was made (`None`: not counted).
 #[derive(Clone, Debug, Serialize)]
 pub struct ForwardFigure {
     pub forward: String,
     pub flows: u64,
     pub packets: u64,
     pub bytes: u64,
+    pub total: Option<ForwardTotals>,
 }
 
 /// An interface of the lab and the kernel's counters for it.
@@ -211,34 +215,64 @@ pub fn exposition(labs: &[LabFigures]) -> String {
             );
         }
         add_table(&mut e, l);
-        for f in &l.forwards {
-            let mut labels = lab();
-            labels.push(("forward", f.forward.clone()));
-            e.add(
-                "netlab_forward_flows",
-                Kind::Gauge,
-                "Live flows through each forward.",
-                labels.clone(),
-                f.flows,
-            );
-            e.add(
-                "netlab_forward_flow_packets",
-                Kind::Gauge,
-                "Packets (both directions) of the live flows through each forward.",
-                labels.clone(),
-                f.packets,
-            );
-            e.add(
-                "netlab_forward_flow_bytes",
-                Kind::Gauge,
-                "Bytes (both directions) of the live flows through each forward.",
-                labels,
-                f.bytes,
-            );
-        }
+        add_forwards(&mut e, l);
         add_links(&mut e, l);
     }
     e.text()
+}
+
+fn add_forwards(e: &mut Exposition, l: &LabFigures) {
+    for f in &l.forwards {
+        let labels = vec![("lab", l.lab.clone()), ("forward", f.forward.clone())];
+        if let Some(t) = f.total {
+            add_forward_totals(e, &labels, &t);
+        }
+        e.add(
+            "netlab_forward_flows",
+            Kind::Gauge,
+            "Live flows through each forward.",
+            labels.clone(),
+            f.flows,
+        );
+        e.add(
+            "netlab_forward_flow_packets",
+            Kind::Gauge,
+            "Packets (both directions) of the live flows through each forward.",
+            labels.clone(),
+            f.packets,
+        );
+        e.add(
+            "netlab_forward_flow_bytes",
+            Kind::Gauge,
+            "Bytes (both directions) of the live flows through each forward.",
+            labels,
+            f.bytes,
+        );
+    }
+}
+
+/// The programs' cumulative counts through a forward, by direction.
+fn add_forward_totals(e: &mut Exposition, labels: &[(&'static str, String)], t: &ForwardTotals) {
+    const PACKETS: &str = "Packets through each forward since it was made, by direction \
+        (in: to its target, out: its replies); kept across up and program upgrades.";
+    const BYTES: &str = "Bytes (Ethernet frames) through each forward since it was made, \
+        by direction (in: to its target, out: its replies); kept across up and program upgrades.";
+    let figures = [
+        ("netlab_forward_packets_total", PACKETS, "in", t.packets_in),
+        (
+            "netlab_forward_packets_total",
+            PACKETS,
+            "out",
+            t.packets_out,
+        ),
+        ("netlab_forward_bytes_total", BYTES, "in", t.bytes_in),
+        ("netlab_forward_bytes_total", BYTES, "out", t.bytes_out),
+    ];
+    for (name, help, direction, v) in figures {
+        let mut labels = labels.to_vec();
+        labels.push(("direction", direction.to_string()));
+        e.add(name, Kind::Counter, help, labels, v);
+    }
 }
 
 fn add_table(e: &mut Exposition, l: &LabFigures) {
@@ -340,6 +374,12 @@ mod tests {
                 flows: 1,
                 packets: 12,
                 bytes: 900,
+                total: Some(ForwardTotals {
+                    packets_in: 30,
+                    bytes_in: 3000,
+                    packets_out: 20,
+                    bytes_out: 20000,
+                }),
             }],
             links: vec![LinkFigure {
                 place: "red".into(),
@@ -391,6 +431,27 @@ mod tests {
         assert!(text.contains("netlab_nat_table_limit_entries{lab=\"a\"} 200000"));
         assert!(text
             .contains("netlab_forward_flow_packets{lab=\"a\",forward=\"tcp/80 -> blue:80\"} 12"));
+    }
+
+    #[test]
+    fn forward_totals_are_counters_by_direction() {
+        let text = exposition(&[figures("a")]);
+        let f = "lab=\"a\",forward=\"tcp/80 -> blue:80\"";
+        for (family, direction, v) in [
+            ("netlab_forward_packets_total", "in", 30),
+            ("netlab_forward_packets_total", "out", 20),
+            ("netlab_forward_bytes_total", "in", 3000),
+            ("netlab_forward_bytes_total", "out", 20000),
+        ] {
+            let line = format!("{family}{{{f},direction=\"{direction}\"}} {v}");
+            assert!(text.lines().any(|l| l == line), "{line} missing");
+            assert!(text.contains(&format!("# TYPE {family} counter\n")));
+        }
+        let mut uncounted = figures("a");
+        uncounted.forwards[0].total = None;
+        let text = exposition(&[uncounted]);
+        assert!(!text.contains("netlab_forward_packets_total"));
+        assert!(text.contains("netlab_forward_flows{"));
     }
 
     #[test]
