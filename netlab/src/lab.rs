@@ -57,7 +57,7 @@ pub fn load(file: Option<&Path>, lab_host: Option<&str>) -> Result<(Lab, Option<
 }
 
 /// What this lab host runs of `lab`: all of it, or with `[[hosts]]` host
-/// `lab_host`'s share (named `<lab>.<host>`).
+/// `lab_host`'s share (named `<lab>@<host>`).
 pub fn share_of(lab: &Lab, lab_host: Option<&str>) -> Result<Lab> {
     crate::model::hosts::share(lab, lab_host).map_err(|e| anyhow!(e))
 }

@@ -26,7 +26,7 @@ struct Cli {
     #[arg(long, global = true, value_name = "LAB")]
     name: Option<String>,
     /// In a lab over several lab hosts (`[[hosts]]`), the host this one is:
-    /// its share of the lab (run as `<lab>.<host>`) is what is meant.
+    /// its share of the lab (run as `<lab>@<host>`) is what is meant.
     #[arg(long = "host", global = true, env = "NETLAB_HOST", value_name = "HOST")]
     lab_host: Option<String>,
     /// Show each step, the whole error chain, and the programs' log.

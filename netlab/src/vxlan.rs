@@ -61,9 +61,10 @@ pub async fn suppress_neighbour_flooding(handle: &Handle, index: u32) -> Result<
     let msg = LinkBridgePort::new(index)
         .append_info_data(InfoBridgePort::NeighSupress(true))
         .build();
+    // A port's options go in RTM_NEWLINK (RTM_SETLINK ignores them).
     handle
         .link()
-        .set(msg)
+        .set_port(msg)
         .execute()
         .await
         .map_err(nl)
@@ -129,9 +130,16 @@ pub async fn states(
         let zero = e.attributes.iter().any(
             |a| matches!(a, NeighbourAttribute::LinkLayerAddress(l) if l.iter().all(|b| *b == 0)),
         );
-        for a in &e.attributes {
-            if let (true, NeighbourAttribute::Destination(NeighbourAddress::Inet(r))) = (zero, a) {
-                state.remotes.insert(*r);
+        for a in e.attributes.iter().filter(|_| zero) {
+            // In a bridge-family message the parser leaves the address raw.
+            match a {
+                NeighbourAttribute::Destination(NeighbourAddress::Inet(r)) => {
+                    state.remotes.insert(*r);
+                }
+                NeighbourAttribute::Destination(NeighbourAddress::Other(b)) if b.len() == 4 => {
+                    state.remotes.insert(Ipv4Addr::new(b[0], b[1], b[2], b[3]));
+                }
+                _ => {}
             }
         }
     }

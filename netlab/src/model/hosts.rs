@@ -7,9 +7,11 @@
 use super::types::{Attachment, Host, Lab, Node, Share, Tunnel};
 
 /// The name a host's share runs under (its state, markers and pins):
-/// several hosts' shares may then share one machine, as in the tests.
+/// several hosts' shares may then share one machine, as in the tests. `@`
+/// is in no lab's name (so no share takes another lab's name) and, unlike
+/// `.`, bpffs takes it in a pin's name.
 pub fn share_name(lab: &str, host: &str) -> String {
-    format!("{lab}.{host}")
+    format!("{lab}@{host}")
 }
 
 /// A VNI from the lab's and the bridge's names (FNV-1a into 1..2^24):
@@ -225,7 +227,7 @@ to = "n2:80"
     fn each_share_has_its_nodes_bridges_forwards_and_tunnels() {
         let lab = three();
         let a = share(&lab, Some("a")).unwrap();
-        assert_eq!(a.name, "m.a");
+        assert_eq!(a.name, "m@a");
         assert_eq!(a.nodes.len(), 1);
         assert_eq!(a.bridges.len(), 1, "br1 has no node on a");
         assert!(a.forwards.is_empty(), "the forward goes to n2, on b");

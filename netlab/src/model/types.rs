@@ -73,7 +73,7 @@ impl Default for VxlanSettings {
 /// One host's share of a lab over several hosts.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Share {
-    /// The lab's name in its file (the share runs as `<lab>.<host>`).
+    /// The lab's name in its file (the share runs as `<lab>@<host>`).
     pub lab: String,
     pub host: String,
     pub tunnels: Vec<Tunnel>,

@@ -84,7 +84,7 @@ address = "192.168.15.2"
         assert_eq!(d.bridge_macs["br0"], [0x02, 0x4e, 0x4c, 0, 0, 42]);
         assert!(d.host_veths.values().all(|v| v.mtu == Some(1450)));
         assert_eq!(plan(&d, &converged(&d)), vec![]);
-        assert!(teardown("m.a", &converged(&d))
+        assert!(teardown("m@a", &converged(&d))
             .iter()
             .any(|a| a.to_string() == "delete link vx-42 on the lab host"));
     }
