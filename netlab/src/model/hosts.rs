@@ -4,7 +4,7 @@
 //! device per host with static flooding entries towards the others
 //! (head-end replication, no multicast on the underlay).
 
-use super::types::{Attachment, Host, Lab, Node, Share, Tunnel};
+use super::types::{Attachment, FileIndex, Host, Lab, Node, Share, Tunnel};
 
 /// The name a host's share runs under (its state, markers and pins):
 /// several hosts' shares may then share one machine, as in the tests. `@`
@@ -128,6 +128,11 @@ pub fn share(lab: &Lab, host: Option<&str>) -> Result<Lab, String> {
         lab: lab.name.clone(),
         host: me.name.clone(),
         tunnels,
+        file_index: FileIndex {
+            nodes: positions(&lab.nodes, &s.nodes, |a, b| a.name == b.name),
+            bridges: positions(&lab.bridges, &s.bridges, |a, b| a.name == b.name),
+            forwards: positions(&lab.forwards, &s.forwards, |a, b| a == b),
+        },
         remote_nodes: lab
             .nodes
             .iter()
@@ -136,6 +141,39 @@ pub fn share(lab: &Lab, host: Option<&str>) -> Result<Lab, String> {
             .collect(),
     });
     Ok(s)
+}
+
+/// Where each of `part` is in `whole`.
+fn positions<T>(whole: &[T], part: &[T], same: impl Fn(&T, &T) -> bool) -> Vec<usize> {
+    part.iter()
+        .filter_map(|p| whole.iter().position(|w| same(w, p)))
+        .collect()
+}
+
+/// A field of a share (`nodes[0].name`) as the file has it (`nodes[1].name`),
+/// so that problems found in a share name the file's line.
+pub fn file_field(lab: &Lab, field: &str) -> String {
+    let Some(s) = &lab.share else {
+        return field.to_string();
+    };
+    let sections = [
+        ("nodes", &s.file_index.nodes),
+        ("bridges", &s.file_index.bridges),
+        ("forwards", &s.file_index.forwards),
+    ];
+    for (section, index) in sections {
+        let Some((n, tail)) = field
+            .strip_prefix(section)
+            .and_then(|r| r.strip_prefix('['))
+            .and_then(|r| r.split_once(']'))
+        else {
+            continue;
+        };
+        if let Some(i) = n.parse::<usize>().ok().and_then(|i| index.get(i)) {
+            return format!("{section}[{i}]{tail}");
+        }
+    }
+    field.to_string()
 }
 
 #[cfg(test)]
@@ -248,8 +286,14 @@ to = "n2:80"
             b.share.as_ref().unwrap().tunnels[0].interface.as_deref(),
             Some("eth1")
         );
-        // br1 lives on c alone: no tunnel.
+        // Problems found in a share name the file's fields.
+        assert_eq!(file_field(&b, "nodes[0].name"), "nodes[1].name");
+        assert_eq!(file_field(&b, "forwards[0].port"), "forwards[0].port");
+        assert_eq!(file_field(&b, "bridges[0].name"), "bridges[0].name");
         let c = share(&lab, Some("c")).unwrap();
+        assert_eq!(file_field(&c, "bridges[0].subnet"), "bridges[1].subnet");
+        assert_eq!(file_field(&lab, "nodes[2].name"), "nodes[2].name");
+        // br1 lives on c alone: no tunnel.
         assert!(c.share.as_ref().unwrap().tunnels.is_empty());
         assert!(share(&lab, None).unwrap_err().contains("--host"));
         assert!(share(&lab, Some("z")).unwrap_err().contains("no host z"));

@@ -80,6 +80,17 @@ pub struct Share {
     /// The nodes on the other hosts (their names resolve in this share's nodes too).
     #[serde(default)]
     pub remote_nodes: Vec<Node>,
+    /// Where the share's nodes, bridges and forwards are in the file.
+    #[serde(default)]
+    pub file_index: FileIndex,
+}
+
+/// For each of a share's nodes, bridges and forwards, its index in the file.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileIndex {
+    pub nodes: Vec<usize>,
+    pub bridges: Vec<usize>,
+    pub forwards: Vec<usize>,
 }
 
 /// A VXLAN device stretching `bridge` to the other hosts that have nodes on it.
