@@ -266,7 +266,27 @@ fn multihost_lab_over_three_hosts() {
     let fwd = lab.wan_ok(&["curl", "-s", "-m", "5", "http://198.51.100.12:8080/"]);
     assert!(fwd.contains("you are 198.51.100.1:"), "{fwd}");
 
-    // Gateway ARP stays on the host: the tunnel port suppresses it.
+    // Gateway ARP stays on the host: n1 asked its gateway (host a) for the
+    // way out, and host b, which has the same gateway address, never heard
+    // the question (it would have learnt n1's address from it).
+    let neigh = |host: &str| {
+        let o = run(
+            &["ip", "-n", &hosts.ns(host), "neigh", "show", "192.168.15.1"],
+            T,
+        );
+        netlab_tests::stdout(&o)
+    };
+    assert!(neigh("a").contains("lladdr"), "host a: {}", neigh("a"));
+    assert_eq!(
+        neigh("b").trim(),
+        "",
+        "host b heard n1's ARP for the gateway"
+    );
+    assert_eq!(
+        neigh("c").trim(),
+        "",
+        "host c heard n1's ARP for the gateway"
+    );
     let vx = run(
         &[
             "ip",
