@@ -633,6 +633,14 @@ mod tests {
             let cli = Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
             assert_eq!(cli.name.as_deref(), Some("x"), "{args:?}");
         }
+        for args in [
+            &["netlab", "--host", "a", "up", "-f", "lab.toml"][..],
+            &["netlab", "up", "-f", "lab.toml", "--host", "a"],
+            &["netlab", "down", "--name", "x", "--host", "a"],
+        ] {
+            let cli = Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            assert_eq!(cli.lab_host.as_deref(), Some("a"), "{args:?}");
+        }
         let g = Globals {
             host_netns: None,
             name: Some("x".into()),
