@@ -114,6 +114,14 @@ pub enum NatCommand {
 
 pub fn print_check(lab: &Lab) {
     println!("lab {} is valid", lab.name);
+    for h in &lab.hosts {
+        let dev = h
+            .interface
+            .as_ref()
+            .map(|i| format!(" on {i}"))
+            .unwrap_or_default();
+        println!("  host {} underlay {}{dev}", h.name, h.underlay);
+    }
     for b in &lab.bridges {
         let gw = b
             .gateway_net()
@@ -126,6 +134,16 @@ pub fn print_check(lab: &Lab) {
             if b.masquerade { ", masquerade" } else { "" },
             if b.routed { ", routed" } else { "" }
         );
+        let hosts = crate::model::hosts::hosts_on_bridge(lab, &b.name);
+        if let (Some(vni), true) = (b.vni, hosts.len() > 1) {
+            let names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
+            println!(
+                "    stretched over {} by VXLAN VNI {vni}, udp/{}, node links mtu {}",
+                names.join(", "),
+                lab.vxlan.port,
+                lab.vxlan.mtu
+            );
+        }
     }
     for n in &lab.nodes {
         let ifs: Vec<String> = n
@@ -137,8 +155,13 @@ pub fn print_check(lab: &Lab) {
             .gateway
             .map(|g| format!(", default via {g}"))
             .unwrap_or_default();
+        let on = n
+            .host
+            .as_ref()
+            .map(|h| format!(" on host {h}"))
+            .unwrap_or_default();
         println!(
-            "  node {} (netns {}): {}{gw}",
+            "  node {} (netns {}{on}): {}{gw}",
             n.name,
             n.netns,
             ifs.join(", ")
@@ -171,6 +194,8 @@ pub struct Observed<'a> {
     pub services: Vec<Service>,
     /// Each link end's state and impairments (see [`crate::links`]).
     pub links: Vec<crate::links::LinkView>,
+    /// The share's tunnels to the other lab hosts (see [`crate::vxlan`]).
+    pub tunnels: Vec<crate::vxlan::TunnelView>,
 }
 
 impl Observed<'_> {
@@ -209,12 +234,15 @@ pub async fn observe<'a>(state: &'a LabState, host_override: Option<&str>) -> Re
         .or_else(|| state.host_netns.clone());
     let saved = lab::read_state(&lab.name);
     let mut links = Vec::new();
+    let mut tunnels = Vec::new();
     let (actual, mut drift) = if host_netns.as_deref().is_none_or(netns::exists) {
         let mut sys = System::new(Netns::host(host_netns.as_deref())?).await?;
         let actual = sys.observe(&lab.name).await?;
         if saved.is_some() {
             links = crate::links::view(&mut sys, lab).await?;
         }
+        let wanted = lab.share.as_ref().map_or(&[][..], |s| &s.tunnels[..]);
+        tunnels = crate::vxlan::view(sys.host_netlink(), wanted).await?;
         let sandbox = saved.as_ref().is_some_and(|s| s.sandbox);
         let desired = Desired::from_lab(lab, &lab::default_nameservers(sandbox));
         let drift = plan(&desired, &actual)
@@ -248,6 +276,7 @@ pub async fn observe<'a>(state: &'a LabState, host_override: Option<&str>) -> Re
         dataplane: dataplane::status(&lab.name, state.forwards())?,
         services: services::recorded(&lab.name),
         links,
+        tunnels,
     })
 }
 
@@ -305,6 +334,8 @@ pub fn status_json(seen: &Observed) -> serde_json::Value {
         "drift": seen.drift,
         "dataplane": seen.dataplane,
         "links": seen.links,
+        "share": lab.share.as_ref().map(|s| json!({ "lab": s.lab, "host": s.host })),
+        "tunnels": seen.tunnels,
     })
 }
 
@@ -358,6 +389,12 @@ pub fn print_status(seen: &Observed) {
             .unwrap_or_else(|| "no gateway".into());
         let l = actual.and_then(|a| a.host_links.get(&b.name));
         println!("  bridge {:<10} {gw:<18} {}", b.name, link_state(l));
+    }
+    if let Some(s) = &lab.share {
+        println!("  host {} of lab {}", s.host, s.lab);
+    }
+    for t in &seen.tunnels {
+        println!("  tunnel {t}");
     }
     for n in &lab.nodes {
         let have = actual.and_then(|a| a.nodes.get(&n.netns));
@@ -517,7 +554,7 @@ fn lab_to_change(
     command: &str,
     changes: bool,
 ) -> Result<(lab::LabState, Option<lock::RunLock>)> {
-    let state = lab::resolve(None, name, host_netns)?;
+    let state = lab::resolve(None, name, host_netns, None)?;
     if !changes {
         return Ok((state, None));
     }
@@ -607,7 +644,7 @@ pub async fn link(cmd: LinkCommand, name: Option<&str>, host_netns: Option<&str>
 
 pub async fn nat(cmd: NatCommand, name: Option<&str>, host_netns: Option<&str>) -> Result<()> {
     let NatCommand::List { json } = cmd;
-    let state = lab::resolve(None, name, host_netns)?;
+    let state = lab::resolve(None, name, host_netns, None)?;
     dataplane::nat_command(&state, json).await
 }
 

@@ -49,10 +49,25 @@ pub fn default_nameservers(sandbox: bool) -> Vec<Ipv4Addr> {
     }
 }
 
-/// Load a topology file, or the embedded default lab.
-pub fn load(file: Option<&Path>) -> Result<(Lab, Option<PathBuf>)> {
+/// Load a topology file, or the embedded default lab: host `lab_host`'s
+/// share of it in a lab over several hosts (see [`share_of`]).
+pub fn load(file: Option<&Path>, lab_host: Option<&str>) -> Result<(Lab, Option<PathBuf>)> {
     let (lab, _, path) = load_with_sources(file)?;
-    Ok((lab, path))
+    Ok((share_of(&lab, lab_host)?, path))
+}
+
+/// What this lab host runs of `lab`: all of it, or with `[[hosts]]` host
+/// `lab_host`'s share (named `<lab>@<host>`).
+pub fn share_of(lab: &Lab, lab_host: Option<&str>) -> Result<Lab> {
+    crate::model::hosts::share(lab, lab_host).map_err(|e| anyhow!(e))
+}
+
+/// The name lab `name` runs under on lab host `lab_host`.
+pub fn name_on(name: &str, lab_host: Option<&str>) -> String {
+    match lab_host {
+        Some(h) => crate::model::hosts::share_name(name, h),
+        None => name.to_string(),
+    }
 }
 
 /// Load a topology file (or the embedded default lab) with where each of
@@ -85,14 +100,16 @@ pub fn load_with_sources(file: Option<&Path>) -> Result<(Lab, SourceMap, Option<
 }
 
 /// Which lab a command means: the file's, the named one's, the only one
-/// that is up (on lab host `host_netns`, when one is named), or the default lab.
+/// that is up (on lab host `host_netns`, when one is named), or the default
+/// lab; in a lab over several hosts, host `lab_host`'s share.
 pub fn resolve(
     file: Option<&Path>,
     name: Option<&str>,
     host_netns: Option<&str>,
+    lab_host: Option<&str>,
 ) -> Result<LabState> {
     if let Some(path) = file {
-        let (lab, source) = load(Some(path))?;
+        let (lab, source) = load(Some(path), lab_host)?;
         let saved = read_state(&lab.name);
         return Ok(LabState {
             host_netns: saved.as_ref().and_then(|s| s.host_netns.clone()),
@@ -103,7 +120,8 @@ pub fn resolve(
             source,
         });
     }
-    if let Some(name) = name {
+    if let Some(name) = name.map(|n| name_on(n, lab_host)) {
+        let name = name.as_str();
         return read_state(name)
             .ok_or_else(|| anyhow!("lab {name} is not up (no state in {STATE_DIR}/{name})"));
     }

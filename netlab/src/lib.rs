@@ -27,4 +27,5 @@ pub mod services;
 pub mod state;
 pub mod system;
 pub mod view;
+pub mod vxlan;
 pub mod words;

@@ -25,6 +25,10 @@ struct Cli {
     /// without it and without -f, the only lab that is up.
     #[arg(long, global = true, value_name = "LAB")]
     name: Option<String>,
+    /// In a lab over several lab hosts (`[[hosts]]`), the host this one is:
+    /// its share of the lab (run as `<lab>@<host>`) is what is meant.
+    #[arg(long = "host", global = true, env = "NETLAB_HOST", value_name = "HOST")]
+    lab_host: Option<String>,
     /// Show each step, the whole error chain, and the programs' log.
     #[arg(short, long, global = true)]
     verbose: bool,
@@ -36,6 +40,7 @@ struct Cli {
 struct Globals {
     host_netns: Option<String>,
     name: Option<String>,
+    lab_host: Option<String>,
     verbose: bool,
 }
 
@@ -220,6 +225,7 @@ fn main() -> ExitCode {
     let globals = Globals {
         host_netns: cli.host_netns,
         name: cli.name,
+        lab_host: cli.lab_host,
         verbose: cli.verbose,
     };
     let verbose = globals.verbose;
@@ -346,7 +352,7 @@ async fn run(command: Command, g: &Globals) -> Result<()> {
         Command::Status { which, json } => {
             caps::require("status", &[CAP_NET_ADMIN, CAP_SYS_ADMIN])?;
             let (file, name) = which.pick(g)?;
-            let state = lab::resolve(file, name, host_netns)?;
+            let state = lab::resolve(file, name, host_netns, g.lab_host.as_deref())?;
             if cli::status(&state, host_netns, json).await? {
                 Ok(())
             } else {
@@ -370,13 +376,13 @@ async fn run(command: Command, g: &Globals) -> Result<()> {
         Command::Stats { which, json } => {
             caps::require("stats", &[CAP_BPF, CAP_SYS_ADMIN])?;
             let (file, name) = which.pick(g)?;
-            let state = lab::resolve(file, name, host_netns)?;
+            let state = lab::resolve(file, name, host_netns, g.lab_host.as_deref())?;
             cli::stats(&state, json, g.verbose).await
         }
         Command::Log { which, seconds } => {
             caps::require("log", &[CAP_BPF, CAP_SYS_ADMIN])?;
             let (file, name) = which.pick(g)?;
-            let state = lab::resolve(file, name, host_netns)?;
+            let state = lab::resolve(file, name, host_netns, g.lab_host.as_deref())?;
             netlab::dataplane::log_command(
                 &state.lab.name,
                 seconds.map(std::time::Duration::from_secs),
@@ -384,7 +390,7 @@ async fn run(command: Command, g: &Globals) -> Result<()> {
             .await
         }
         Command::Logs { node, follow } => {
-            let state = lab::resolve(None, g.name.as_deref(), host_netns)?;
+            let state = lab::resolve(None, g.name.as_deref(), host_netns, g.lab_host.as_deref())?;
             cli::logs(&state, &node, follow).await
         }
         Command::Graph { which, format } => {
@@ -406,8 +412,13 @@ async fn run(command: Command, g: &Globals) -> Result<()> {
 }
 
 async fn run_up(file: Option<&Path>, sandbox: bool, g: &Globals) -> Result<()> {
-    let (lab, sources, source) = lab::load_with_sources(file)?;
-    if let Some(name) = g.name.as_deref().filter(|n| *n != lab.name) {
+    let (whole, sources, source) = lab::load_with_sources(file)?;
+    let lab = lab::share_of(&whole, g.lab_host.as_deref())?;
+    if let Some(name) = g
+        .name
+        .as_deref()
+        .filter(|n| *n != lab.name && *n != whole.name)
+    {
         bail!(
             "--name {name} does not match the lab's name {} (`up` takes the name from the file)",
             lab.name
@@ -464,12 +475,12 @@ async fn run_down(which: &Which, sandbox: bool, g: &Globals) -> Result<()> {
     caps::require("down", &[CAP_NET_ADMIN, CAP_SYS_ADMIN])?;
     let (name, known) = match which.pick(g)? {
         (Some(f), _) => {
-            let (lab, _) = lab::load(Some(f))?;
+            let (lab, _) = lab::load(Some(f), g.lab_host.as_deref())?;
             (lab.name.clone(), Some(lab))
         }
-        (None, Some(n)) => (n.to_string(), None),
+        (None, Some(n)) => (lab::name_on(n, g.lab_host.as_deref()), None),
         (None, None) => {
-            let state = lab::resolve(None, None, g.host_netns.as_deref())?;
+            let state = lab::resolve(None, None, g.host_netns.as_deref(), g.lab_host.as_deref())?;
             (state.lab.name.clone(), Some(state.lab))
         }
     };
@@ -540,7 +551,7 @@ async fn up_in_sandbox(
 fn run_exec(which: &Which, g: &Globals, node: &str, command: &[String]) -> Result<()> {
     caps::require("exec", &[CAP_SYS_ADMIN])?;
     let (file, name) = which.pick(g)?;
-    let state = lab::resolve(file, name, g.host_netns.as_deref())?;
+    let state = lab::resolve(file, name, g.host_netns.as_deref(), g.lab_host.as_deref())?;
     let Some(n) = state.lab.node(node) else {
         let names: Vec<&str> = state.lab.nodes.iter().map(|n| n.name.as_str()).collect();
         bail!(
@@ -573,7 +584,7 @@ fn serve_http(netns: Option<&str>, port: u16) -> Result<()> {
 fn run_capture(which: &Which, g: &Globals, req: netlab::capture::Request) -> Result<()> {
     caps::require("capture", &[CAP_NET_RAW, CAP_SYS_ADMIN])?;
     let (file, name) = which.pick(g)?;
-    let state = lab::resolve(file, name, g.host_netns.as_deref())?;
+    let state = lab::resolve(file, name, g.host_netns.as_deref(), g.lab_host.as_deref())?;
     let place = netlab::capture::resolve(&state, &req.target)?;
     netlab::capture::run(&place, &req)
 }
@@ -622,9 +633,18 @@ mod tests {
             let cli = Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
             assert_eq!(cli.name.as_deref(), Some("x"), "{args:?}");
         }
+        for args in [
+            &["netlab", "--host", "a", "up", "-f", "lab.toml"][..],
+            &["netlab", "up", "-f", "lab.toml", "--host", "a"],
+            &["netlab", "down", "--name", "x", "--host", "a"],
+        ] {
+            let cli = Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            assert_eq!(cli.lab_host.as_deref(), Some("a"), "{args:?}");
+        }
         let g = Globals {
             host_netns: None,
             name: Some("x".into()),
+            lab_host: None,
             verbose: false,
         };
         let which = Which {

@@ -67,6 +67,7 @@ fn link_from_message(msg: &LinkMessage) -> Link {
                         link.kind = match kind {
                             InfoKind::Bridge => LinkKind::Bridge,
                             InfoKind::Veth => LinkKind::Veth,
+                            InfoKind::Vxlan => LinkKind::Vxlan,
                             _ => LinkKind::Other,
                         };
                     }
@@ -191,10 +192,19 @@ pub async fn managed_routes(
         .collect())
 }
 
-pub async fn create_bridge(handle: &Handle, name: &str, group: u32) -> Result<()> {
-    let msg = LinkBridge::new(name)
-        .append_extra_attribute(LinkAttribute::Group(group))
-        .build();
+/// A bridge; with `mac`, its address is that one for good (else the
+/// kernel picks one, and changes it with its ports).
+pub async fn create_bridge(
+    handle: &Handle,
+    name: &str,
+    group: u32,
+    mac: Option<[u8; 6]>,
+) -> Result<()> {
+    let mut b = LinkBridge::new(name).append_extra_attribute(LinkAttribute::Group(group));
+    if let Some(mac) = mac {
+        b = b.append_extra_attribute(LinkAttribute::Address(mac.to_vec()));
+    }
+    let msg = b.build();
     handle.link().add(msg).execute().await.map_err(nl)
 }
 
@@ -206,14 +216,18 @@ pub async fn create_veth(
     group: u32,
     peer: &str,
     peer_netns_fd: RawFd,
+    mtu: Option<u32>,
 ) -> Result<()> {
-    let peer_msg = LinkUnspec::new_with_name(peer)
-        .setns_by_fd(peer_netns_fd)
-        .build();
-    let msg = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+    let mut peer_msg = LinkUnspec::new_with_name(peer).setns_by_fd(peer_netns_fd);
+    let mut b = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
         .name(name.to_string())
-        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
-        .append_extra_attribute(LinkAttribute::Group(group))
+        .append_extra_attribute(LinkAttribute::Group(group));
+    if let Some(mtu) = mtu {
+        peer_msg = peer_msg.mtu(mtu);
+        b = b.mtu(mtu);
+    }
+    let msg = b
+        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg.build())))
         .build();
     handle.link().add(msg).execute().await.map_err(nl)
 }

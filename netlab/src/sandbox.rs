@@ -83,6 +83,7 @@ pub async fn ensure(lab: &str) -> Result<Sandbox> {
             0,
             UPLINK_IFNAME,
             std::os::fd::AsRawFd::as_raw_fd(&wan),
+            None,
         )
         .await
         .context("creating the sandbox uplink")?;

@@ -21,6 +21,7 @@ use crate::{
             file_marker, owner_alias, owner_group, Action, Actual, LinkKind, LinkState, NodeActual,
             Op, Place, NETNS_ETC,
         },
+        types::Tunnel,
     },
     netlink::{self, Link, RTPROT_NETLAB},
     netns::{self, Netns},
@@ -162,6 +163,13 @@ impl System {
             }
             actual.host_links.insert(l.name.clone(), state);
         }
+        let tunnels: BTreeSet<String> = actual
+            .host_links
+            .iter()
+            .filter(|(_, l)| l.kind == LinkKind::Vxlan)
+            .map(|(n, _)| n.clone())
+            .collect();
+        actual.tunnels = crate::vxlan::states(&self.host_nl, &tunnels).await?;
         actual.host_routes =
             netlink::managed_routes(&self.host_nl, RouteProtocol::Other(RTPROT_NETLAB))
                 .await?
@@ -221,14 +229,15 @@ impl System {
                 }
                 None
             }
-            Op::CreateBridge { name } => {
+            Op::CreateBridge { name, mac } => {
                 let h = self.handle(place).await?;
-                netlink::create_bridge(&h, name, owner_group(lab)).await?;
+                netlink::create_bridge(&h, name, owner_group(lab), *mac).await?;
                 let l = self.link(place, name).await?;
                 netlink::set_alias(&h, l.index, &owner_alias(lab)).await?;
                 undo(Op::DeleteLink { name: name.clone() })
             }
             Op::CreateVeth { .. } => self.create_veth(lab, action).await?,
+            Op::CreateVxlan { tunnel } => self.create_vxlan(lab, place, tunnel).await?,
             Op::AddAddress { link, address } => {
                 let h = self.handle(place).await?;
                 let l = self.link(place, link).await?;
@@ -315,6 +324,7 @@ impl System {
             peer_netns,
             peer_name,
             bridge,
+            mtu,
         } = &action.op
         else {
             unreachable!("create_veth got {action}");
@@ -323,7 +333,7 @@ impl System {
         let h = self.handle(place).await?;
         let peer = Netns::open(peer_netns)?;
         let peer_fd = std::os::fd::AsRawFd::as_raw_fd(&peer);
-        netlink::create_veth(&h, name, owner_group(lab), peer_name, peer_fd).await?;
+        netlink::create_veth(&h, name, owner_group(lab), peer_name, peer_fd, *mtu).await?;
         let undo = Action {
             place: place.clone(),
             op: Op::DeleteLink { name: name.clone() },
@@ -344,6 +354,39 @@ impl System {
             return Err(e);
         }
         Ok(Some(undo))
+    }
+
+    /// A VXLAN device: marked, on its bridge, flooding to every remote, up;
+    /// deleted again if any of that fails.
+    async fn create_vxlan(
+        &mut self,
+        lab: &str,
+        place: &Place,
+        tunnel: &Tunnel,
+    ) -> Result<Option<Action>> {
+        let h = self.handle(place).await?;
+        crate::vxlan::create(&h, tunnel, owner_group(lab)).await?;
+        let l = self.link(place, &tunnel.name).await?;
+        let br = self.link(place, &tunnel.bridge).await?;
+        let configure = async {
+            netlink::set_alias(&h, l.index, &owner_alias(lab)).await?;
+            netlink::set_controller(&h, l.index, br.index).await?;
+            crate::vxlan::suppress_neighbour_flooding(&h, l.index).await?;
+            for r in &tunnel.remotes {
+                crate::vxlan::append_flood_entry(&h, l.index, *r).await?;
+            }
+            netlink::set_up(&h, l.index).await
+        };
+        if let Err(e) = configure.await {
+            let _ = netlink::delete_link(&h, l.index).await;
+            return Err(e);
+        }
+        Ok(Some(Action {
+            place: place.clone(),
+            op: Op::DeleteLink {
+                name: tunnel.name.clone(),
+            },
+        }))
     }
 
     /// Lab-host links with `lab`'s markers in every other named namespace

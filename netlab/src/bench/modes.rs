@@ -554,6 +554,7 @@ impl Bench {
                     0,
                     "eth0",
                     std::os::fd::AsRawFd::as_raw_fd(&wan),
+                    None,
                 )
                 .await?;
                 for (handle, addr) in [(&node_nl, UPLINK_ADDR), (&wan_nl, super::WAN_ADDR)] {

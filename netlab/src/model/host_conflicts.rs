@@ -92,7 +92,9 @@ pub struct ResolvedUplink {
 /// Everything that stands in the way of `lab` on the host of `facts`.
 pub fn find(lab: &Lab, sources: &SourceMap, facts: &HostFacts) -> Vec<Problem> {
     let mut problems = Vec::new();
-    let mut add = |field: String, message: String| problems.push(sources.problem(field, message));
+    let mut add = |field: String, message: String| {
+        problems.push(sources.problem(super::hosts::file_field(lab, &field), message))
+    };
     for (field, subnet) in lab_subnets(lab) {
         if let Some(message) = route_conflict(lab, subnet, facts) {
             add(field, message);
@@ -306,7 +308,10 @@ fn lab_host_interfaces<'l>(lab: &'l Lab, sources: &SourceMap) -> Vec<(String, &'
         out.push((format!("bridges[{i}].name"), &b.name));
     }
     for (i, n) in lab.nodes.iter().enumerate() {
-        let listed = sources.has(&format!("nodes[{i}].interfaces"));
+        let listed = sources.has(&super::hosts::file_field(
+            lab,
+            &format!("nodes[{i}].interfaces"),
+        ));
         for (j, iface) in n.interfaces.iter().enumerate() {
             if let Attachment::Bridge { host_name, .. } = &iface.attachment {
                 let field = if listed {

@@ -7,12 +7,14 @@
 //!   unit per section; [`source`]: problems located by line and field.
 //! - [`forwards`]: forward targets and ranges (the file and `fwd add`).
 //! - [`impair`]: link impairments, their units and where their qdiscs sit.
+//! - [`hosts`]: a lab over several lab hosts, and each host's share.
 //! - [`host_conflicts`]: what stands in a lab's way on a given lab host.
 //! - [`plan`]: desired state, observed state, and the actions between them.
 //! - [`topology`]: the paths callers have used, re-exported.
 
 pub mod forwards;
 pub mod host_conflicts;
+pub mod hosts;
 pub mod impair;
 pub mod net;
 pub mod plan;

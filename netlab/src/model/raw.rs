@@ -53,6 +53,26 @@ pub struct RawLab {
     pub forwards: Vec<Spanned<RawForward>>,
     #[serde(default)]
     pub routes: Vec<Spanned<RawHostRoute>>,
+    #[serde(default)]
+    pub hosts: Vec<Spanned<RawHost>>,
+    pub vxlan: Option<RawVxlan>,
+}
+
+/// `[[hosts]]`: a lab host the lab spans, by the address the others reach it at.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHost {
+    pub name: Spanned<String>,
+    pub underlay: Spanned<String>,
+    pub interface: Option<Spanned<String>>,
+}
+
+/// `[vxlan]`: how stretched bridges are carried between hosts.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVxlan {
+    pub port: Option<Spanned<i64>>,
+    pub mtu: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -99,12 +119,14 @@ pub struct RawBridge {
     pub masquerade: Option<Spanned<bool>>,
     pub filtering: Option<Spanned<String>>,
     pub routed: Option<Spanned<bool>>,
+    pub vni: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawNode {
     pub name: Spanned<String>,
+    pub host: Option<Spanned<String>>,
     pub bridge: Option<Spanned<String>>,
     pub address: Option<Spanned<String>>,
     pub interface: Option<Spanned<String>>,

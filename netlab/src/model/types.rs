@@ -24,6 +24,89 @@ pub struct Lab {
     pub forwards: Vec<Forward>,
     /// Routes on the lab host (to subnets behind router nodes).
     pub host_routes: Vec<HostRoute>,
+    /// `[[hosts]]`: the lab hosts the lab spans (empty: one lab host, the
+    /// one `up` runs on).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<Host>,
+    #[serde(default)]
+    pub vxlan: VxlanSettings,
+    /// Set on one host's share of a lab over several hosts (see
+    /// [`super::hosts::share`]): which host, and its tunnels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share: Option<Share>,
+}
+
+/// A lab host of a lab over several hosts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Host {
+    pub name: String,
+    /// The address the other hosts reach this one at (the VXLAN endpoint).
+    pub underlay: Ipv4Addr,
+    /// The underlay interface; `None`: the kernel's route to each peer.
+    pub interface: Option<String>,
+}
+
+/// How bridges with nodes on several hosts are stretched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VxlanSettings {
+    /// UDP destination port of the tunnels (IANA's 4789 by default).
+    pub port: u16,
+    /// MTU of node links on stretched bridges: the underlay's less the 50
+    /// bytes VXLAN over IPv4 adds.
+    pub mtu: u32,
+}
+
+pub const VXLAN_PORT: u16 = 4789;
+/// IPv4 (20) + UDP (8) + VXLAN (8) + the inner Ethernet header (14).
+pub const VXLAN_OVERHEAD: u32 = 50;
+pub const DEFAULT_UNDERLAY_MTU: u32 = 1500;
+
+impl Default for VxlanSettings {
+    fn default() -> Self {
+        Self {
+            port: VXLAN_PORT,
+            mtu: DEFAULT_UNDERLAY_MTU - VXLAN_OVERHEAD,
+        }
+    }
+}
+
+/// One host's share of a lab over several hosts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Share {
+    /// The lab's name in its file (the share runs as `<lab>@<host>`).
+    pub lab: String,
+    pub host: String,
+    pub tunnels: Vec<Tunnel>,
+    /// The nodes on the other hosts (their names resolve in this share's nodes too).
+    #[serde(default)]
+    pub remote_nodes: Vec<Node>,
+    /// Where the share's nodes, bridges and forwards are in the file.
+    #[serde(default)]
+    pub file_index: FileIndex,
+}
+
+/// For each of a share's nodes, bridges and forwards, its index in the file.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileIndex {
+    pub nodes: Vec<usize>,
+    pub bridges: Vec<usize>,
+    pub forwards: Vec<usize>,
+}
+
+/// A VXLAN device stretching `bridge` to the other hosts that have nodes on it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tunnel {
+    /// The device's name on this host.
+    pub name: String,
+    pub bridge: String,
+    pub vni: u32,
+    pub port: u16,
+    pub local: Ipv4Addr,
+    pub interface: Option<String>,
+    /// The device's MTU (and so the bridge's): the node links' on it.
+    pub mtu: u32,
+    /// Every other host with nodes on the bridge: head-end replication.
+    pub remotes: Vec<Ipv4Addr>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,6 +176,9 @@ pub struct Bridge {
     pub filtering: Filtering,
     /// Let the outside reach the subnet's addresses directly (no NAT).
     pub routed: bool,
+    /// The VXLAN network identifier of the bridge, in a lab over several hosts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vni: Option<u32>,
 }
 
 impl Bridge {
@@ -122,6 +208,9 @@ pub struct Node {
     /// Services: shell commands (`sh -c`) `up` keeps running inside the node.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub run: Vec<String>,
+    /// The lab host it runs on, in a lab over several hosts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 impl Node {

@@ -38,7 +38,7 @@ pub async fn graph_text(
     host_netns: Option<&str>,
     format: GraphFormat,
 ) -> anyhow::Result<String> {
-    let state = crate::lab::resolve(file, name, host_netns)?;
+    let state = crate::lab::resolve(file, name, host_netns, None)?;
     let up = crate::lab::read_state(&state.lab.name).is_some();
     let live = match up {
         true => live::link_figures(&state)

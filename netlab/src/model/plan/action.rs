@@ -5,7 +5,7 @@
 use std::{fmt, path::PathBuf};
 
 use super::desired::RouteSpec;
-use crate::model::net::Ipv4Net;
+use crate::model::{net::Ipv4Net, types::Tunnel};
 
 /// Where an action runs: the lab host's namespace, or a node's.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,8 +22,15 @@ pub enum Op {
     /// The place's namespace itself (a node).
     CreateNamespace,
     DeleteNamespace,
+    /// With `mac`, the bridge's address is set (an anycast gateway's).
     CreateBridge {
         name: String,
+        mac: Option<[u8; 6]>,
+    },
+    /// A VXLAN device, marked, on its bridge, with a flooding entry per
+    /// remote, up.
+    CreateVxlan {
+        tunnel: Tunnel,
     },
     /// A veth pair with `name` here and `peer_name` in netns `peer_netns`;
     /// with a bridge, `name` is attached to it, marked and set up.
@@ -32,6 +39,8 @@ pub enum Op {
         peer_netns: String,
         peer_name: String,
         bridge: Option<String>,
+        /// Both ends' MTU (the kernel's default when `None`).
+        mtu: Option<u32>,
     },
     DeleteLink {
         name: String,
@@ -123,12 +132,26 @@ impl fmt::Display for Action {
         match &self.op {
             Op::CreateNamespace => write!(f, "create namespace {}", netns.unwrap_or("?")),
             Op::DeleteNamespace => write!(f, "delete namespace {}", netns.unwrap_or("?")),
-            Op::CreateBridge { name } => write!(f, "create bridge {name}{host_at}"),
+            Op::CreateBridge { name, .. } => write!(f, "create bridge {name}{host_at}"),
+            Op::CreateVxlan { tunnel: t } => {
+                let remotes: Vec<String> = t.remotes.iter().map(|r| r.to_string()).collect();
+                write!(
+                    f,
+                    "create vxlan {} (VNI {}, port {}, from {} to {}) on bridge {}",
+                    t.name,
+                    t.vni,
+                    t.port,
+                    t.local,
+                    remotes.join(", "),
+                    t.bridge
+                )
+            }
             Op::CreateVeth {
                 name,
                 peer_netns,
                 peer_name,
                 bridge: Some(bridge),
+                ..
             } => write!(
                 f,
                 "create veth {peer_name} in netns {peer_netns} (peer {name} on bridge {bridge})"
@@ -138,6 +161,7 @@ impl fmt::Display for Action {
                 peer_netns,
                 peer_name,
                 bridge: None,
+                ..
             } => write!(
                 f,
                 "create veth {name}{at} (peer {peer_name} in netns {peer_netns})"

@@ -3,20 +3,45 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
     path::PathBuf,
 };
 
 use serde::Serialize;
 
 use super::desired::{Desired, RouteSpec};
-use crate::model::net::Ipv4Net;
+use crate::model::{net::Ipv4Net, types::Tunnel};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LinkKind {
     Bridge,
     Veth,
+    Vxlan,
     Other,
+}
+
+/// A VXLAN device as the kernel has it: what the plan compares with a [`Tunnel`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TunnelState {
+    pub vni: u32,
+    pub port: u16,
+    pub local: Option<Ipv4Addr>,
+    pub mtu: u32,
+    /// The remotes of its all-zeros (flooding) forwarding entries.
+    pub remotes: BTreeSet<Ipv4Addr>,
+}
+
+impl TunnelState {
+    pub fn of(t: &Tunnel) -> TunnelState {
+        TunnelState {
+            vni: t.vni,
+            port: t.port,
+            local: Some(t.local),
+            mtu: t.mtu,
+            remotes: t.remotes.iter().copied().collect(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -49,6 +74,8 @@ pub struct Actual {
     pub host_forwarding: bool,
     /// Files carrying the lab's marker.
     pub files: BTreeMap<PathBuf, String>,
+    /// The owned VXLAN devices on the lab host, by name.
+    pub tunnels: BTreeMap<String, TunnelState>,
 }
 
 /// What the system looks like once every action of a plan for `desired`
@@ -105,6 +132,18 @@ pub fn converged(desired: &Desired) -> Actual {
                 forwarding: n.forwarding,
             },
         );
+    }
+    for (name, t) in &desired.tunnels {
+        a.host_links.insert(
+            name.clone(),
+            LinkState {
+                kind: LinkKind::Vxlan,
+                up: true,
+                controller: Some(t.bridge.clone()),
+                addresses: BTreeSet::new(),
+            },
+        );
+        a.tunnels.insert(name.clone(), TunnelState::of(t));
     }
     a.host_routes = desired.host_routes.clone();
     a.files = desired.files.clone();

@@ -7,6 +7,13 @@ use super::{
     desired::Desired,
 };
 
+fn create(desired: &Desired, name: &str) -> Action {
+    Action::on_host(Op::CreateBridge {
+        name: name.to_string(),
+        mac: desired.bridge_macs.get(name).copied(),
+    })
+}
+
 pub fn plan(desired: &Desired, actual: &Actual, steps: &mut Steps) {
     for (name, gateway) in &desired.bridges {
         let have = actual.host_links.get(name);
@@ -16,13 +23,9 @@ pub fn plan(desired: &Desired, actual: &Actual, steps: &mut Steps) {
                 steps
                     .del
                     .push(Action::on_host(Op::DeleteLink { name: name.clone() }));
-                steps
-                    .add
-                    .push(Action::on_host(Op::CreateBridge { name: name.clone() }));
+                steps.add.push(create(desired, name));
             }
-            None => steps
-                .add
-                .push(Action::on_host(Op::CreateBridge { name: name.clone() })),
+            None => steps.add.push(create(desired, name)),
         }
         let have_addrs = have
             .filter(|l| l.kind == LinkKind::Bridge)

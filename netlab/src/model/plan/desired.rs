@@ -16,7 +16,7 @@ use super::{
 };
 use crate::model::{
     net::Ipv4Net,
-    types::{Attachment, Lab},
+    types::{Attachment, Lab, Tunnel},
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -40,6 +40,8 @@ pub struct HostVeth {
     pub bridge: String,
     pub netns: String,
     pub ifname: String,
+    /// Set on a bridge stretched between hosts (it must fit in the tunnel).
+    pub mtu: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -71,6 +73,11 @@ pub struct Desired {
     pub cables: BTreeSet<CableVeth>,
     pub host_routes: BTreeSet<RouteSpec>,
     pub files: BTreeMap<PathBuf, String>,
+    /// The VXLAN devices stretching bridges to other hosts, by name.
+    pub tunnels: BTreeMap<String, Tunnel>,
+    /// Bridge → the MAC address it must have: on a stretched bridge with a
+    /// gateway, the same on every host (an anycast gateway).
+    pub bridge_macs: BTreeMap<String, [u8; 6]>,
 }
 
 impl Desired {
@@ -84,6 +91,18 @@ impl Desired {
         for b in &lab.bridges {
             d.bridges.insert(b.name.clone(), b.gateway_net());
         }
+        for t in lab.share.iter().flat_map(|s| &s.tunnels) {
+            d.tunnels.insert(t.name.clone(), t.clone());
+            if let Some(b) = lab.bridge(&t.bridge).filter(|b| b.gateway.is_some()) {
+                d.bridge_macs
+                    .insert(b.name.clone(), crate::model::hosts::anycast_mac(t.vni));
+            }
+        }
+        let mtus: BTreeMap<String, u32> = d
+            .tunnels
+            .values()
+            .map(|t| (t.bridge.clone(), t.mtu))
+            .collect();
         for n in &lab.nodes {
             let mut nd = NodeDesired {
                 forwarding: n.forwarding,
@@ -92,12 +111,14 @@ impl Desired {
             for i in &n.interfaces {
                 nd.addresses.insert(i.name.clone(), i.address);
                 if let Attachment::Bridge { bridge, host_name } = &i.attachment {
+                    let mtu = mtus.get(bridge).copied();
                     d.host_veths.insert(
                         host_name.clone(),
                         HostVeth {
                             bridge: bridge.clone(),
                             netns: n.netns.clone(),
                             ifname: i.name.clone(),
+                            mtu,
                         },
                     );
                 }

@@ -11,7 +11,8 @@ use crate::model::types::Lab;
 pub fn hosts_file(lab: &Lab) -> String {
     let mut s = file_marker(&lab.name);
     s.push_str("\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
-    for n in &lab.nodes {
+    let remote = lab.share.iter().flat_map(|s| &s.remote_nodes);
+    for n in lab.nodes.iter().chain(remote) {
         for (k, i) in n.interfaces.iter().enumerate() {
             if k == 0 {
                 s.push_str(&format!(

@@ -72,7 +72,9 @@ pub fn delete_unwanted<'d>(desired: &'d Desired, actual: &Actual, steps: &mut St
         .host_links
         .iter()
         .filter(|(name, _)| {
-            !desired.host_veths.contains_key(*name) && !desired.bridges.contains_key(*name)
+            !desired.host_veths.contains_key(*name)
+                && !desired.bridges.contains_key(*name)
+                && !desired.tunnels.contains_key(*name)
         })
         .collect();
     unwanted.sort_by_key(|(_, l)| l.kind == LinkKind::Bridge);
@@ -155,6 +157,7 @@ pub fn create(desired: &Desired, actual: &Actual, fresh: &Fresh<'_>, steps: &mut
                 peer_netns: want.netns.clone(),
                 peer_name: want.ifname.clone(),
                 bridge: Some(want.bridge.clone()),
+                mtu: want.mtu,
             }));
         } else if !actual.host_links.get(name).is_some_and(|l| l.up) {
             steps
@@ -170,6 +173,7 @@ pub fn create(desired: &Desired, actual: &Actual, fresh: &Fresh<'_>, steps: &mut
                 peer_netns: cable.b_netns.clone(),
                 peer_name: cable.b_ifname.clone(),
                 bridge: None,
+                mtu: None,
             },
         ));
     }

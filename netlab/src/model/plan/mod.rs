@@ -6,7 +6,7 @@
 //! creates what is missing, fixes what differs and deletes what the lab owns
 //! but no longer wants. Each section of the system has a unit: [`nodes`]
 //! (namespaces and what is inside them), [`links`] (veths and cables),
-//! [`bridges`], [`host`] (the lab host's routes and forwarding), [`files`].
+//! [`bridges`], [`tunnels`] (VXLAN to other lab hosts), [`host`] (the lab host's routes and forwarding), [`files`].
 
 mod action;
 mod actual;
@@ -18,9 +18,10 @@ mod host;
 mod links;
 mod marks;
 mod nodes;
+mod tunnels;
 
 pub use action::{Action, Op, Place};
-pub use actual::{converged, Actual, LinkKind, LinkState, NodeActual};
+pub use actual::{converged, Actual, LinkKind, LinkState, NodeActual, TunnelState};
 pub use desired::{CableVeth, Desired, HostVeth, NodeDesired, RouteSpec};
 pub use etc_files::{hosts_file, parse_nameservers, resolv_conf};
 pub use marks::{file_marker, owner_alias, owner_group, NETNS_ETC};
@@ -37,6 +38,7 @@ pub fn plan(desired: &Desired, actual: &Actual) -> Vec<Action> {
     files::remove_unwanted(desired, actual, &mut steps);
     nodes::create_namespaces(desired, actual, &mut steps);
     bridges::plan(desired, actual, &mut steps);
+    tunnels::plan(desired, actual, &mut steps);
     links::create(desired, actual, &fresh, &mut steps);
     nodes::configure(desired, actual, &fresh.node_links(desired), &mut steps);
     host::forwarding_and_routes(desired, actual, &mut steps);

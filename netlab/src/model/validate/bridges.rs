@@ -84,6 +84,7 @@ fn bridge(c: &mut Checker<'_>, i: usize, rb: &RawBridge, before: &[Bridge]) -> O
         masquerade,
         filtering,
         routed: rb.routed.as_ref().map(|r| *r.get_ref()).unwrap_or(false),
+        vni: None,
     })
 }
 

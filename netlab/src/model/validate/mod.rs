@@ -13,6 +13,7 @@ mod context;
 mod dns;
 mod forwards;
 mod host_routes;
+mod hosts;
 mod identity;
 mod impair;
 mod names;
@@ -97,11 +98,16 @@ fn validate(c: &mut Checker<'_>, raw: RawLab) -> Lab {
     let uplink = uplink::validate(c, raw.uplink.as_ref());
     let nat = nat::validate(c, raw.nat.as_ref());
     let dns = dns::validate(c, raw.dns.as_ref());
-    let bridges = bridges::validate(c, &raw.bridges);
+    let hosts = hosts::validate(c, &raw.hosts);
+    let vxlan = hosts::vxlan(c, raw.vxlan.as_ref(), &hosts);
+    let mut bridges = bridges::validate(c, &raw.bridges);
+    hosts::bridge_vnis(c, &name, &raw.bridges, &mut bridges, &hosts);
     let ends = cables::ends(c, &raw.cables);
     c.refuse_overlapping_subnets();
     let mut nodes = nodes::validate(c, &raw.nodes, &bridges, &ends, &netns_prefix);
     let cables = cables::join(c, &ends, &mut nodes);
+    hosts::assign_nodes(c, &raw.nodes, &mut nodes, &hosts);
+    hosts::check_cables(c, &cables, &nodes);
     nodes::check_namespaces(c, &nodes);
     let host_routes = host_routes::validate(c, &raw.routes, &bridges);
     let mut lab = Lab {
@@ -115,6 +121,9 @@ fn validate(c: &mut Checker<'_>, raw: RawLab) -> Lab {
         cables,
         forwards: Vec::new(),
         host_routes,
+        hosts,
+        vxlan,
+        share: None,
     };
     forwards::validate(c, &raw.forwards, &mut lab);
     lab

@@ -56,6 +56,7 @@ pub fn validate(
                 .map(|f| *f.get_ref())
                 .unwrap_or(false),
             run: services::validate(c, i, rn.run.as_deref()),
+            host: None,
         });
     }
     nodes
