@@ -70,20 +70,27 @@ fn handle(ctx: &TcContext) -> Verdict {
     untranslated(ctx, subnet, DropReason::NoMapping)
 }
 
-/// IPv6 (or another protocol than IPv4): nothing from a masqueraded
-/// subnet leaves as it is. Link-local traffic and neighbour discovery pass
-/// whatever their addresses, and so does everything from elsewhere.
+/// IPv6 (or another protocol than IPv4), which is not translated: nothing
+/// from a masqueraded subnet leaves, and, as for IPv4, nothing forwarded
+/// from a lab bridge unless its source is in a routed subnet. Link-local
+/// traffic and neighbour discovery pass whatever their addresses, and so
+/// does everything else.
 #[inline(always)]
 fn ipv6(ctx: &TcContext) -> Verdict {
     let Some(ip) = packet6::beyond_link(ctx) else {
         return Ok(TC_ACT_UNSPEC);
     };
-    if !lab::subnet6_of(&ip.src).is_some_and(|s| s.flags & SUBNET_MASQUERADE != 0) {
+    let subnet = lab::subnet6_of(&ip.src);
+    let reason = if subnet.is_some_and(|s| s.flags & SUBNET_MASQUERADE != 0) {
+        DropReason::V6Untranslated
+    } else if !lab::may_leave_as_is(ctx, subnet) {
+        DropReason::UnknownSource
+    } else {
         return Ok(TC_ACT_UNSPEC);
-    }
+    };
     match packet6::upper_layer(ctx, &ip) {
         Ok(u) if packet6::is_neighbour_discovery(ctx, &u) => Ok(TC_ACT_UNSPEC),
-        Ok(_) => Err(DropReason::V6Untranslated),
+        Ok(_) => Err(reason),
         Err(ChainError::TooLong | ChainError::Truncated) => Err(DropReason::V6HeaderChain),
     }
 }
