@@ -16,6 +16,7 @@
 pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_ICMPV6: u8 = 58;
 
 /// A directional flow as seen by one hook: the packet's own addresses and
 /// ports. For ICMP echo, the echo identifier stands in for the port on the
@@ -535,7 +536,14 @@ pub mod stat {
     pub const DROP_NO_SCRATCH: u32 = 26;
     pub const NEW_LOCAL: u32 = 27;
     pub const XLATE_LOCAL: u32 = 28;
-    pub const COUNT: u32 = 29;
+    /// IPv6 from a masqueraded subnet that the dataplane did not translate,
+    /// leaving by the uplink: dropped rather than sent with an inside address.
+    pub const DROP_V6_UNTRANSLATED: u32 = 29;
+    /// IPv6 whose extension headers run past the packet or past the
+    /// programs' bound on how many they walk, where its upper-layer header
+    /// must be known (from a masqueraded subnet): dropped.
+    pub const DROP_V6_HEADER_CHAIN: u32 = 30;
+    pub const COUNT: u32 = 31;
 
     /// Display names, in index order.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -568,6 +576,8 @@ pub mod stat {
         "drop_no_scratch",
         "new_local_flows",
         "translated_local",
+        "drop_v6_untranslated",
+        "drop_v6_header_chain",
     ];
 }
 
@@ -576,6 +586,7 @@ pub const FLOW_ENTRIES: u32 = 262_144;
 pub const BINDING_ENTRIES: u32 = 131_072;
 pub const FORWARD_ENTRIES: u32 = 65_536;
 pub const SUBNET_ENTRIES: u32 = 256;
+pub const SUBNET6_ENTRIES: u32 = 256;
 pub const FRAG_ENTRIES: u32 = 8192;
 pub const NODE_ENTRIES: u32 = 4096;
 pub const IFACE_ENTRIES: u32 = 256;
@@ -612,6 +623,7 @@ pub mod names {
     pub const NAT_PORTS: &str = "NAT_PORTS";
     pub const FORWARD_RULES: &str = "FORWARD_RULES";
     pub const LAB_SUBNETS: &str = "LAB_SUBNETS";
+    pub const LAB_SUBNETS6: &str = "LAB_SUBNETS6";
     pub const LAB_IFACES: &str = "LAB_IFACES";
     pub const CONFIG: &str = "CONFIG";
     pub const STATS: &str = "STATS";
@@ -634,6 +646,7 @@ pub mod names {
         NAT_PORTS,
         FORWARD_RULES,
         LAB_SUBNETS,
+        LAB_SUBNETS6,
         LAB_IFACES,
         CONFIG,
         STATS,

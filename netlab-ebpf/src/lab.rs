@@ -7,7 +7,7 @@ use netlab_common::{
     Endpoint, ForwardKey, NatConfig, SubnetInfo, SUBNET_MASQUERADE, SUBNET_ROUTED,
 };
 
-use crate::maps::{CONFIG, FORWARD_RULES, LAB_IFACES, LAB_SUBNETS};
+use crate::maps::{CONFIG, FORWARD_RULES, LAB_IFACES, LAB_SUBNETS, LAB_SUBNETS6};
 
 #[inline(always)]
 pub fn config() -> Option<&'static NatConfig> {
@@ -24,6 +24,12 @@ pub fn active_config() -> Option<&'static NatConfig> {
 #[inline(always)]
 pub fn subnet_of(addr: u32) -> Option<&'static SubnetInfo> {
     LAB_SUBNETS.get(Key::new(32, addr))
+}
+
+/// The IPv6 subnet of the lab `addr` (wire bytes) is in.
+#[inline(always)]
+pub fn subnet6_of(addr: &[u8; 16]) -> Option<&'static SubnetInfo> {
+    LAB_SUBNETS6.get(Key::new(128, *addr))
 }
 
 /// Whether `addr` is in a subnet the uplink masquerades.

@@ -37,6 +37,7 @@ mod local_egress;
 mod maps;
 mod node_ingress;
 mod packet;
+mod packet6;
 mod port_hint;
 mod port_search;
 mod table;

@@ -12,7 +12,7 @@ use netlab_common::{
     event, fwd_counter, stat, tail, Binding, Endpoint, FlowKey, FlowValue, ForwardCounter,
     ForwardKey, ForwardTarget, FragKey, FragValue, GcState, NatConfig, NodePort, SubnetInfo,
     BINDING_ENTRIES, FLOW_ENTRIES, FORWARD_ENTRIES, FRAG_ENTRIES, IFACE_ENTRIES, NODE_ENTRIES,
-    PORT_USED_ENTRIES, SUBNET_ENTRIES,
+    PORT_USED_ENTRIES, SUBNET6_ENTRIES, SUBNET_ENTRIES,
 };
 
 /// Both directions of every translated flow, keyed as each direction is seen.
@@ -95,6 +95,11 @@ pub static FORWARD_RULES: HashMap<ForwardKey, ForwardTarget> =
 /// The lab's subnets (key data: network-order address).
 #[map]
 pub static LAB_SUBNETS: LpmTrie<u32, SubnetInfo> = LpmTrie::with_max_entries(SUBNET_ENTRIES, 0);
+
+/// The lab's IPv6 subnets (key data: the address's 16 bytes as on the wire).
+#[map]
+pub static LAB_SUBNETS6: LpmTrie<[u8; 16], SubnetInfo> =
+    LpmTrie::with_max_entries(SUBNET6_ENTRIES, 0);
 
 /// The lab host's interfaces that carry lab traffic (its bridges), by
 /// ifindex: `LAB_IFACE_*` bits.

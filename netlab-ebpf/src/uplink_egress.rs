@@ -1,6 +1,6 @@
 //! TC egress on the uplink: masquerade of the lab's subnets, the return
 //! half of port forwards, and the check that no lab address leaves
-//! untranslated unless its subnet is routed.
+//! untranslated unless its subnet is routed (IPv4 and IPv6 alike).
 
 use aya_ebpf::programs::TcContext;
 use netlab_common::{
@@ -10,6 +10,7 @@ use netlab_common::{
 use crate::{
     fastpath, flowlog, flows, frags, icmp, lab,
     packet::{self, is_icmp_error, rewrite, set_addr, Parsed, Pkt, FRAG_LATER},
+    packet6::{self, ChainError},
     port_search,
     template::FlowTemplate,
     verdict::{count, finish, DropReason, Verdict, TC_ACT_UNSPEC},
@@ -26,7 +27,8 @@ fn handle(ctx: &TcContext) -> Verdict {
         return Ok(TC_ACT_UNSPEC);
     };
     let p = match packet::parse(ctx) {
-        Parsed::Other | Parsed::Bad => return Ok(TC_ACT_UNSPEC),
+        Parsed::Other => return ipv6(ctx),
+        Parsed::Bad => return Ok(TC_ACT_UNSPEC),
         Parsed::OtherProto { src, .. } => {
             // Only TCP, UDP and ICMP are translated: anything else from a
             // masqueraded subnet would leave with an inside address.
@@ -66,6 +68,31 @@ fn handle(ctx: &TcContext) -> Verdict {
         return masquerade(ctx, cfg, &p, now);
     }
     untranslated(ctx, subnet, DropReason::NoMapping)
+}
+
+/// IPv6 (or another protocol than IPv4), which is not translated: nothing
+/// from a masqueraded subnet leaves, and, as for IPv4, nothing forwarded
+/// from a lab bridge unless its source is in a routed subnet. Link-local
+/// traffic and neighbour discovery pass whatever their addresses, and so
+/// does everything else.
+#[inline(always)]
+fn ipv6(ctx: &TcContext) -> Verdict {
+    let Some(ip) = packet6::beyond_link(ctx) else {
+        return Ok(TC_ACT_UNSPEC);
+    };
+    let subnet = lab::subnet6_of(&ip.src);
+    let reason = if subnet.is_some_and(|s| s.flags & SUBNET_MASQUERADE != 0) {
+        DropReason::V6Untranslated
+    } else if !lab::may_leave_as_is(ctx, subnet) {
+        DropReason::UnknownSource
+    } else {
+        return Ok(TC_ACT_UNSPEC);
+    };
+    match packet6::upper_layer(ctx, &ip) {
+        Ok(u) if packet6::is_neighbour_discovery(ctx, &u) => Ok(TC_ACT_UNSPEC),
+        Ok(_) => Err(reason),
+        Err(ChainError::TooLong | ChainError::Truncated) => Err(DropReason::V6HeaderChain),
+    }
 }
 
 /// A packet with no translation, from an address in `subnet` (if any) of

@@ -14,7 +14,7 @@ use crate::{
         self, is_icmp_error, rewrite, rewrite_forward, set_addr, Parsed, Pkt, FRAG_LATER,
         FRAG_NONE, ICMP_ECHO_REPLY,
     },
-    table,
+    packet6, table,
     template::FlowTemplate,
     verdict::{count, finish, DropReason, Verdict, TC_ACT_UNSPEC},
 };
@@ -30,7 +30,7 @@ fn handle(ctx: &TcContext) -> Verdict {
         return Ok(TC_ACT_UNSPEC);
     };
     let p = match packet::parse(ctx) {
-        Parsed::Other => return Ok(TC_ACT_UNSPEC),
+        Parsed::Other => return ipv6(ctx),
         Parsed::OtherProto { src, dst } => return other_protocol(src, dst),
         Parsed::Bad => return Err(DropReason::BadHeader),
         Parsed::Ip(p) => p,
@@ -59,6 +59,29 @@ fn handle(ctx: &TcContext) -> Verdict {
         return established(ctx, cfg, &p, &key, v, now);
     }
     miss(ctx, cfg, &p, &key, now)
+}
+
+/// IPv6 (or another protocol than IPv4), which netlab does not translate:
+/// as for an untranslated IPv4 protocol, never into a lab subnet that is
+/// not routed, never from a lab source. Link-local traffic and neighbour
+/// discovery pass.
+#[inline(always)]
+fn ipv6(ctx: &TcContext) -> Verdict {
+    let Some(ip) = packet6::beyond_link(ctx) else {
+        return Ok(TC_ACT_UNSPEC);
+    };
+    let reason = if lab::subnet6_of(&ip.src).is_some() {
+        DropReason::Spoofed
+    } else {
+        match lab::subnet6_of(&ip.dst) {
+            Some(sn) if sn.flags & SUBNET_ROUTED == 0 => DropReason::Unsolicited,
+            _ => return Ok(TC_ACT_UNSPEC),
+        }
+    };
+    match packet6::upper_layer(ctx, &ip) {
+        Ok(u) if packet6::is_neighbour_discovery(ctx, &u) => Ok(TC_ACT_UNSPEC),
+        _ => Err(reason),
+    }
 }
 
 /// A protocol netlab does not translate: never let into the lab, except

@@ -29,6 +29,8 @@ pub enum DropReason {
     UnknownSource = stat::DROP_UNKNOWN_SOURCE,
     RewriteFailed = stat::DROP_REWRITE_FAILED,
     NoScratch = stat::DROP_NO_SCRATCH,
+    V6Untranslated = stat::DROP_V6_UNTRANSLATED,
+    V6HeaderChain = stat::DROP_V6_HEADER_CHAIN,
 }
 
 /// A TC action, or the reason the packet is dropped.

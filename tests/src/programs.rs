@@ -1,8 +1,12 @@
 //! The eBPF programs with fresh maps, for runs through BPF_PROG_TEST_RUN
 //! (tests/tests/programs.rs, tests/tests/fuzz_regressions.rs): uplink
-//! 198.51.100.2, 192.168.15.0/24 masqueraded, tcp/80 forwarded to blue:80.
+//! 198.51.100.2, 192.168.15.0/24 and fd00:15::/64 masqueraded, tcp/80
+//! forwarded to blue:80.
 
-use std::{net::Ipv4Addr, time::Duration};
+use std::{
+    net::{Ipv4Addr, Ipv6Addr},
+    time::Duration,
+};
 
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray},
@@ -25,6 +29,14 @@ pub const RED: Ipv4Addr = Ipv4Addr::new(192, 168, 15, 1);
 pub const BLUE: Ipv4Addr = Ipv4Addr::new(192, 168, 15, 2);
 pub const UPLINK: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
 pub const REMOTE: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+
+/// The lab's masqueraded IPv6 subnet (/64), red's and blue's addresses in it.
+pub const LAB6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x15, 0, 0, 0, 0, 0, 0);
+pub const RED6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x15, 0, 0, 0, 0, 0, 1);
+pub const BLUE6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x15, 0, 0, 0, 0, 0, 2);
+/// The uplink's IPv6 address, and a host beyond it.
+pub const UPLINK6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
+pub const REMOTE6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
 
 /// The most `Dataplane::age` moves the dataplane's timestamps back by.
 pub const AGE_MAX: Duration = Duration::from_secs(130);
@@ -97,6 +109,7 @@ impl Dataplane {
         tweak(&mut config);
         let contents = MapContents::with_config(config)
             .subnet(Ipv4Addr::new(192, 168, 15, 0), 24, SUBNET_MASQUERADE, 1)
+            .subnet6(LAB6, 64, SUBNET_MASQUERADE, 1)
             .forward(IPPROTO_TCP, 80, BLUE, 80);
         netlab::dataplane::fill_maps(&mut ebpf, &contents).unwrap_or_else(|e| panic!("{e:#}"));
         Dataplane { ebpf }

@@ -6,7 +6,7 @@
 //! byte with the harness's own checksum code, as in `programs.rs`.
 
 use std::{
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     time::{Duration, Instant},
 };
 
@@ -20,8 +20,13 @@ use netlab_common::{
     LO_IFINDEX, SUBNET_MASQUERADE, SUBNET_ROUTED,
 };
 use netlab_tests::{
-    packet::{icmp_echo, parse_checked, tcp, udp, Ip, ACK, ICMP, SYN, TCP, UDP},
-    programs::{na, Dataplane, BLUE, RED, REDIRECT, REMOTE, SHOT, UNSPEC, UPLINK},
+    packet::{
+        icmp6, icmp_echo, parse_checked, tcp, udp, Ip, Ip6, ACK, ICMP, ICMPV6, SYN, TCP, UDP,
+    },
+    programs::{
+        na, Dataplane, BLUE, BLUE6, RED, RED6, REDIRECT, REMOTE, REMOTE6, SHOT, UNSPEC, UPLINK,
+        UPLINK6,
+    },
     require_root,
 };
 
@@ -291,6 +296,71 @@ fn lab_addresses_never_leave_the_uplink_untranslated() {
         "{:?}",
         dp.flows()
     );
+}
+
+/// IPv6 forwarded from a lab bridge to the uplink, which the dataplane
+/// does not translate: from a masqueraded subnet it never leaves
+/// (`drop_v6_untranslated`), and, as for IPv4, from an address in no
+/// routed subnet (behind a router node the lab does not know, or a subnet
+/// neither masqueraded nor routed) it is `drop_unknown_source`; from a
+/// routed subnet, from other interfaces, the lab host's own, and neighbour
+/// discovery pass as they are.
+#[test]
+fn ipv6_from_a_lab_bridge_leaves_the_uplink_only_from_a_routed_subnet() {
+    require_root();
+    let mut dp = dataplane();
+    let routed_node = Ipv6Addr::new(0xfd00, 0x172, 0, 0, 0, 0, 0, 5);
+    let behind_router = Ipv6Addr::new(0xfd00, 0x44, 0, 0, 0, 0, 0, 10);
+    let mut subnets: LpmTrie<_, [u8; 16], SubnetInfo> =
+        LpmTrie::try_from(dp.ebpf.map_mut(names::LAB_SUBNETS6).unwrap()).unwrap();
+    let routed = SubnetInfo {
+        flags: SUBNET_ROUTED,
+        ifindex: BRIDGE,
+    };
+    let net = Ipv6Addr::new(0xfd00, 0x172, 0, 0, 0, 0, 0, 0);
+    subnets
+        .insert(&Key::new(64, net.octets()), routed, 0)
+        .unwrap();
+    let unknown = [
+        Ip6::new(behind_router, REMOTE6, TCP, tcp(40000, 80, SYN, b"")),
+        Ip6::new(behind_router, REMOTE6, UDP, udp(40000, 53, b"q")),
+        Ip6::new(behind_router, REMOTE6, 47, vec![0u8; 8]),
+    ];
+    for (i, pkt) in unknown.iter().enumerate() {
+        let f = pkt.frame();
+        let (rc, _) = run_from(&mut dp, names::PROG_UPLINK_OUT, &f, BRIDGE);
+        assert_eq!(rc, SHOT, "case {i} from the lab's bridge");
+        for other in [9, 0] {
+            let (rc, out) = run_from(&mut dp, names::PROG_UPLINK_OUT, &f, other);
+            assert_eq!((rc, &out), (UNSPEC, &f), "case {i} from ifindex {other}");
+        }
+    }
+    assert_eq!(dp.stat(stat::DROP_UNKNOWN_SOURCE), unknown.len() as u64);
+    let masq = Ip6::new(RED6, REMOTE6, UDP, udp(40000, 53, b"q")).frame();
+    assert_eq!(
+        run_from(&mut dp, names::PROG_UPLINK_OUT, &masq, BRIDGE).0,
+        SHOT
+    );
+    assert_eq!(dp.stat(stat::DROP_V6_UNTRANSLATED), 1);
+    // (The lab host's own address is known by where the packet comes
+    // from: IPv6 has no uplink address in the dataplane yet.)
+    let passing = [
+        (
+            Ip6::new(routed_node, REMOTE6, TCP, tcp(40000, 80, SYN, b"")),
+            BRIDGE,
+        ),
+        (Ip6::new(UPLINK6, REMOTE6, TCP, tcp(40000, 80, SYN, b"")), 0),
+        (
+            Ip6::new(behind_router, BLUE6, ICMPV6, icmp6(135, &BLUE6.octets())),
+            BRIDGE,
+        ),
+    ];
+    for (pkt, from) in &passing {
+        let f = pkt.frame();
+        let (rc, out) = run_from(&mut dp, names::PROG_UPLINK_OUT, &f, *from);
+        assert_eq!((rc, &out), (UNSPEC, &f), "{pkt:?}");
+    }
+    assert_eq!(dp.drops(), unknown.len() as u64 + 1);
 }
 
 /// `bpf_ktime_get_coarse_ns`'s clock, from user space.

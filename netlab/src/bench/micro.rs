@@ -1,7 +1,8 @@
 //! The programs alone, through `BPF_PROG_TEST_RUN`: nanoseconds per packet
 //! as the kernel times them, with fresh maps (uplink 198.51.100.2,
-//! 192.168.15.0/24 masqueraded, tcp/80 forwarded to 192.168.15.2:80, as the
-//! program tests set them up), once with `fast_path` on and once off.
+//! 192.168.15.0/24 and fd00:15::/64 masqueraded, tcp/80 forwarded to
+//! 192.168.15.2:80, as the program tests set them up), once with
+//! `fast_path` on and once off.
 //!
 //! The kernel runs a program `repeat` times on the *same* skb, and a NAT
 //! rewrite persists from one run to the next: from the second run on the
@@ -33,6 +34,11 @@ const RED: [u8; 4] = [192, 168, 15, 1];
 const BLUE: [u8; 4] = [192, 168, 15, 2];
 const UPLINK: [u8; 4] = [198, 51, 100, 2];
 const REMOTE: [u8; 4] = [198, 51, 100, 1];
+/// The masqueraded IPv6 subnet, a node in it, a host outside.
+const LAB6: [u8; 16] = [0xfd, 0, 0, 0x15, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+const RED6: [u8; 16] = [0xfd, 0, 0, 0x15, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+const REMOTE6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+const UPLINK6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
 const SYN: u8 = 0x02;
 const ACK: u8 = 0x10;
 /// Runs of the untouched packet in one `repeat` run.
@@ -113,6 +119,24 @@ fn tcp_frame(
     f
 }
 
+/// An Ethernet frame with an IPv6/UDP packet behind a destination options
+/// header (the programs walk it; no checksum, which they do not read).
+fn udp6_frame(src: [u8; 16], dst: [u8; 16]) -> Vec<u8> {
+    let mut f = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x86, 0xdd];
+    let mut ip = vec![0u8; 40];
+    ip[0] = 0x60;
+    ip[4..6].copy_from_slice(&(8u16 + 16).to_be_bytes());
+    ip[6] = 60; // destination options
+    ip[7] = 64;
+    ip[8..24].copy_from_slice(&src);
+    ip[24..40].copy_from_slice(&dst);
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&[17, 0, 1, 4, 0, 0, 0, 0]);
+    f.extend_from_slice(&[0xa0, 0x00, 0x00, 0x35, 0, 16, 0, 0]);
+    f.extend_from_slice(&[0x42; 8]);
+    f
+}
+
 /// Source port of a frame built by [`tcp_frame`] (after the program).
 fn sport(frame: &[u8]) -> Result<u16> {
     let ihl = usize::from(frame.get(14).context("short frame")? & 0x0f) * 4;
@@ -151,6 +175,7 @@ impl Programs {
         crate::dataplane::attach::load_every_program(&mut ebpf)?;
         let mut contents = MapContents::with_config(default_config(na(UPLINK), fast_path))
             .subnet([192, 168, 15, 0].into(), 24, SUBNET_MASQUERADE, 1)
+            .subnet6(LAB6.into(), 64, SUBNET_MASQUERADE, 1)
             .forward(IPPROTO_TCP, 80, BLUE.into(), 80);
         if fast_path {
             for (i, node) in [RED, BLUE].into_iter().enumerate() {
@@ -272,18 +297,15 @@ fn cases(fast: bool, runs: usize) -> Result<(Vec<Row>, f64)> {
         0.0,
     )?;
     let overhead = (single.ns_median - long).max(0.0);
-    rows.push(Row {
-        case: "pass-through (lab host's own)",
-        program: PROG_UPLINK_OUT,
-        fast_path: fast,
-        verdicts: verdict_name(rc),
-        runs: 1,
-        repeat: LONG_REPEAT,
-        ns_median: long,
-        ns_p10: long,
-        ns_p90: long,
-        ns_net: long,
-    });
+    rows.push(repeated_row(
+        "pass-through (lab host's own)",
+        PROG_UPLINK_OUT,
+        fast,
+        rc,
+        long,
+    ));
+
+    rows.extend(ipv6_rows(&mut p, fast)?);
 
     // SNAT, new flows: a SYN from a distinct node port each run (ports
     // outside the NAT range, as a node's ephemeral ports are: each gets a
@@ -352,6 +374,42 @@ fn cases(fast: bool, runs: usize) -> Result<(Vec<Row>, f64)> {
         overhead,
     )?);
     Ok((rows, overhead))
+}
+
+/// IPv6, not translated: the lab host's own passes, a node's is dropped
+/// (it never leaves with its inside address). Neither changes the packet,
+/// so repeat is exact.
+fn ipv6_rows(p: &mut Programs, fast: bool) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    for (case, src, want) in [
+        ("IPv6 pass-through (lab host's own)", UPLINK6, u32::MAX),
+        ("IPv6 from the lab, dropped", RED6, 2),
+    ] {
+        let frame = udp6_frame(src, REMOTE6);
+        let (rc, ns, out) = p.run(PROG_UPLINK_OUT, &frame, LONG_REPEAT)?;
+        if rc != want || out != frame {
+            bail!("{case}: {PROG_UPLINK_OUT} returned {rc} or changed the packet");
+        }
+        rows.push(repeated_row(case, PROG_UPLINK_OUT, fast, rc, ns));
+    }
+    Ok(rows)
+}
+
+/// The row of a packet timed in one long `repeat` run (it is not changed,
+/// so every run sees the same packet): `ns` per run.
+fn repeated_row(case: &'static str, program: &'static str, fast: bool, rc: u32, ns: f64) -> Row {
+    Row {
+        case,
+        program,
+        fast_path: fast,
+        verdicts: verdict_name(rc),
+        runs: 1,
+        repeat: LONG_REPEAT,
+        ns_median: ns,
+        ns_p10: ns,
+        ns_p90: ns,
+        ns_net: ns,
+    }
 }
 
 /// The micro-benchmark as a table.

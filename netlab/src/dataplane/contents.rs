@@ -6,7 +6,10 @@
 //! digest is stored with the dataplane, for `status` and for telling a
 //! change on re-`up`.
 
-use std::{collections::HashMap, net::Ipv4Addr};
+use std::{
+    collections::HashMap,
+    net::{Ipv4Addr, Ipv6Addr},
+};
 
 use aya::maps::lpm_trie::Key;
 use netlab_common::{
@@ -23,6 +26,9 @@ pub struct MapContents {
     pub config: NatConfig,
     /// `LAB_SUBNETS`.
     pub subnets: Vec<(Key<u32>, SubnetInfo)>,
+    /// `LAB_SUBNETS6`: the IPv6 subnets, with the same `SubnetInfo` as
+    /// an IPv4 subnet of the same bridge or route would have.
+    pub subnets6: Vec<(Key<[u8; 16]>, SubnetInfo)>,
     /// `LAB_IFACES`: ifindex, `LAB_IFACE_*` flags.
     pub ifaces: Vec<(u32, u32)>,
     /// `FORWARD_RULES`, by forward (their counters 0: `fill_maps` gives
@@ -40,6 +46,7 @@ impl MapContents {
         maps_digest(
             &self.config,
             &self.subnets,
+            &self.subnets6,
             &self.ifaces,
             &self.forwards,
             &self.node_ports,
@@ -57,6 +64,7 @@ impl MapContents {
         MapContents {
             config,
             subnets: subnet_entries(lab, &host.bridge_ifindex),
+            subnets6: Vec::new(),
             ifaces: host
                 .bridge_ifindex
                 .values()
@@ -78,6 +86,7 @@ impl MapContents {
         MapContents {
             config,
             subnets: Vec::new(),
+            subnets6: Vec::new(),
             ifaces: Vec::new(),
             forwards: Vec::new(),
             node_ports: Vec::new(),
@@ -89,6 +98,17 @@ impl MapContents {
     pub fn subnet(mut self, net: Ipv4Addr, prefix_len: u8, flags: u32, ifindex: u32) -> Self {
         let key = Key::new(u32::from(prefix_len), addr_from_octets(net.octets()));
         self.subnets.push((key, SubnetInfo { flags, ifindex }));
+        self
+    }
+
+    /// An IPv6 subnet `net`/`prefix_len` with `SUBNET_*` `flags`, on the
+    /// bridge at `ifindex`.
+    pub fn subnet6(mut self, net: Ipv6Addr, prefix_len: u8, flags: u32, ifindex: u32) -> Self {
+        self.subnets6.push(subnet6_entry(
+            net,
+            prefix_len,
+            SubnetInfo { flags, ifindex },
+        ));
         self
     }
 
@@ -243,7 +263,22 @@ fn subnet_entries(lab: &Lab, bridge_ifindex: &HashMap<String, u32>) -> Vec<(Key<
     bridges.chain(behind_routers).collect()
 }
 
-fn subnet_flags(masquerade: bool, routed: bool, filtering: Filtering) -> u32 {
+/// `LAB_SUBNETS6`' entry for `net`/`prefix_len` (the host bits of `net`
+/// cleared, as the trie keys on the prefix only).
+pub fn subnet6_entry(
+    net: Ipv6Addr,
+    prefix_len: u8,
+    info: SubnetInfo,
+) -> (Key<[u8; 16]>, SubnetInfo) {
+    let bits = u128::from(net)
+        & u128::MAX
+            .checked_shl(128 - u32::from(prefix_len.min(128)))
+            .unwrap_or(0);
+    (Key::new(u32::from(prefix_len), bits.to_be_bytes()), info)
+}
+
+/// `SUBNET_*` flags of a subnet (a bridge's, or one behind a router node).
+pub fn subnet_flags(masquerade: bool, routed: bool, filtering: Filtering) -> u32 {
     let mut flags = 0;
     if masquerade {
         flags |= SUBNET_MASQUERADE;
@@ -290,6 +325,7 @@ impl StableDigest {
 fn maps_digest(
     config: &NatConfig,
     subnets: &[(Key<u32>, SubnetInfo)],
+    subnets6: &[(Key<[u8; 16]>, SubnetInfo)],
     ifaces: &[(u32, u32)],
     forwards: &[ForwardEntries],
     node_ports: &[(u32, String, NodePort)],
@@ -302,6 +338,11 @@ fn maps_digest(
     for (k, v) in subnets {
         d.bytes(&k.prefix_len().to_le_bytes())
             .bytes(&k.data().to_le_bytes())
+            .field(bytemuck::bytes_of(v));
+    }
+    for (k, v) in subnets6 {
+        d.bytes(&k.prefix_len().to_le_bytes())
+            .bytes(&k.data())
             .field(bytemuck::bytes_of(v));
     }
     for (k, v) in forwards.iter().flatten() {
@@ -356,6 +397,32 @@ mod tests {
         assert_eq!(subnets(&from_lab), subnets(&written));
         assert_eq!(from_lab.forwards, written.forwards);
         assert_eq!(from_lab.ifaces, vec![(1, netlab_common::LAB_IFACE_BRIDGE)]);
+    }
+
+    #[test]
+    fn an_ipv6_subnet_is_keyed_by_its_prefix_and_digested() {
+        let info = SubnetInfo {
+            flags: SUBNET_MASQUERADE,
+            ifindex: 3,
+        };
+        let (key, v) = subnet6_entry("fd00:15::9".parse().unwrap(), 64, info);
+        assert_eq!(key.prefix_len(), 64);
+        assert_eq!(
+            Ipv6Addr::from(key.data()),
+            "fd00:15::".parse::<Ipv6Addr>().unwrap()
+        );
+        assert_eq!(v, info);
+        let (all, _) = subnet6_entry("fd00:15::9".parse().unwrap(), 0, info);
+        assert_eq!(all.data(), [0; 16]);
+        let config = default_config(addr_from_octets(UPLINK.octets()), false);
+        let v4_only = MapContents::with_config(config).digest();
+        let dual = MapContents::with_config(config).subnet6(
+            "fd00:15::".parse().unwrap(),
+            64,
+            SUBNET_MASQUERADE,
+            3,
+        );
+        assert_ne!(v4_only, dual.digest());
     }
 
     #[test]

@@ -14,7 +14,8 @@ use super::{contents::MapContents, fwd_counters};
 /// Make the maps hold exactly `want`.
 pub fn fill_maps(ebpf: &mut aya::Ebpf, want: &MapContents) -> Result<()> {
     write_config(ebpf, &want.config)?;
-    sync_subnets(ebpf, &want.subnets)?;
+    sync_subnets(ebpf, names::LAB_SUBNETS, &want.subnets)?;
+    sync_subnets(ebpf, names::LAB_SUBNETS6, &want.subnets6)?;
     sync_lab_ifaces(ebpf, &want.ifaces)?;
     sync_forwards(ebpf, &want.forwards)?;
     sync_node_ports(ebpf, &want.node_ports)
@@ -53,12 +54,16 @@ fn write_config(ebpf: &mut aya::Ebpf, config: &NatConfig) -> Result<()> {
     cfg.set(0, config, 0).context("writing CONFIG")
 }
 
-fn sync_subnets(ebpf: &mut aya::Ebpf, subnets: &[(Key<u32>, SubnetInfo)]) -> Result<()> {
-    let mut trie: LpmTrie<_, u32, SubnetInfo> = LpmTrie::try_from(
-        ebpf.map_mut(names::LAB_SUBNETS)
-            .context("map LAB_SUBNETS")?,
-    )?;
-    let have: Vec<Key<u32>> = trie.keys().collect::<Result<_, _>>()?;
+/// Make the subnet trie `name` (`LAB_SUBNETS` or `LAB_SUBNETS6`, keyed by
+/// the address as `K`) hold exactly `subnets`.
+fn sync_subnets<K: aya::Pod + PartialEq>(
+    ebpf: &mut aya::Ebpf,
+    name: &str,
+    subnets: &[(Key<K>, SubnetInfo)],
+) -> Result<()> {
+    let mut trie: LpmTrie<_, K, SubnetInfo> =
+        LpmTrie::try_from(ebpf.map_mut(name).with_context(|| format!("map {name}"))?)?;
+    let have: Vec<Key<K>> = trie.keys().collect::<Result<_, _>>()?;
     for k in have {
         let stale = !subnets
             .iter()
@@ -68,7 +73,8 @@ fn sync_subnets(ebpf: &mut aya::Ebpf, subnets: &[(Key<u32>, SubnetInfo)]) -> Res
         }
     }
     for (k, v) in subnets {
-        trie.insert(k, v, 0).context("writing LAB_SUBNETS")?;
+        trie.insert(k, v, 0)
+            .with_context(|| format!("writing {name}"))?;
     }
     Ok(())
 }

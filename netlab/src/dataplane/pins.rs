@@ -11,7 +11,8 @@ use aya::maps::{HashMap, Map, MapData, MapInfo, MapType};
 use netlab_common::{
     event, fwd_counter, names, stat, Binding, Endpoint, FlowKey, FlowValue, ForwardCounter,
     ForwardKey, ForwardTarget, FragKey, FragValue, GcState, NatConfig, NodePort, SubnetInfo,
-    BINDING_ENTRIES, FORWARD_ENTRIES, FRAG_ENTRIES, IFACE_ENTRIES, NODE_ENTRIES, SUBNET_ENTRIES,
+    BINDING_ENTRIES, FORWARD_ENTRIES, FRAG_ENTRIES, IFACE_ENTRIES, NODE_ENTRIES, SUBNET6_ENTRIES,
+    SUBNET_ENTRIES,
 };
 use nix::mount::{mount, MsFlags};
 
@@ -82,6 +83,13 @@ const STATE_MAPS: &[StateMap] = &[
         key: 4 + size_of::<u32>(),
         value: size_of::<SubnetInfo>(),
         entries: Some(SUBNET_ENTRIES),
+    },
+    StateMap {
+        name: names::LAB_SUBNETS6,
+        map_type: MapType::LpmTrie,
+        key: 4 + 16,
+        value: size_of::<SubnetInfo>(),
+        entries: Some(SUBNET6_ENTRIES),
     },
     StateMap {
         name: names::LAB_IFACES,

@@ -79,6 +79,8 @@ pub enum Step {
         prog: ProgChoice,
         base: u8,
     },
+    /// An IPv6 packet.
+    Craft6(crate::craft6::Craft6),
 }
 
 #[derive(Arbitrary, Debug)]

@@ -4,7 +4,7 @@
 //! fast-path ports so every branch has something to find), run on frames
 //! through `BPF_PROG_TEST_RUN`.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray},
@@ -33,6 +33,13 @@ pub const UPLINK: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
 pub const REMOTE: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 pub const REMOTE2: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
 
+/// IPv6: red in a masqueraded subnet, a node in a routed one, the uplink
+/// and a host beyond it.
+pub const RED6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x15, 0, 0, 0, 0, 0, 1);
+pub const ROUTED6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x172, 0, 0, 0, 0, 0, 5);
+pub const UPLINK6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
+pub const REMOTE6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+
 /// A small NAT range, so ports collide, get reused and run out.
 pub const PORT_MIN: u16 = 20000;
 pub const PORT_MAX: u16 = 20063;
@@ -60,6 +67,33 @@ pub const SUBNETS: [Subnet; 3] = [
         flags: SUBNET_ROUTED,
     },
 ];
+
+pub struct Subnet6 {
+    pub net: Ipv6Addr,
+    pub len: u8,
+    pub flags: u32,
+}
+
+pub const SUBNETS6: [Subnet6; 2] = [
+    Subnet6 {
+        net: Ipv6Addr::new(0xfd00, 0x15, 0, 0, 0, 0, 0, 0),
+        len: 64,
+        flags: SUBNET_MASQUERADE,
+    },
+    Subnet6 {
+        net: Ipv6Addr::new(0xfd00, 0x172, 0, 0, 0, 0, 0, 0),
+        len: 64,
+        flags: SUBNET_ROUTED,
+    },
+];
+
+/// The IPv6 subnet an address is in, if any.
+pub fn subnet6_of(a: Ipv6Addr) -> Option<&'static Subnet6> {
+    SUBNETS6.iter().find(|s| {
+        let mask = u128::MAX << (128 - u32::from(s.len));
+        u128::from(a) & mask == u128::from(s.net)
+    })
+}
 
 /// Forwards: (protocol, outside port, target, target port). One sits
 /// inside the NAT range (new mappings must skip it).
@@ -157,6 +191,9 @@ impl Dataplane {
         let mut contents = MapContents::with_config(Self::config(first));
         for sub in &SUBNETS {
             contents = contents.subnet(sub.net, sub.len, sub.flags, 1);
+        }
+        for sub in &SUBNETS6 {
+            contents = contents.subnet6(sub.net, sub.len, sub.flags, 1);
         }
         for (proto, port, to, to_port) in FORWARDS {
             contents = contents.forward(proto, port, to, to_port);

@@ -3,7 +3,7 @@
 //! `netlab_tests::packet::parse_checked` can look at a frame without
 //! indexing out of bounds.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use netlab_common::{IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
 
@@ -53,6 +53,57 @@ impl Ipv4 {
 
 fn u16_at(f: &[u8], i: usize) -> u16 {
     u16::from_be_bytes([f[i], f[i + 1]])
+}
+
+/// What the oracles need of an IPv6 packet, read by walking its whole
+/// chain of extension headers (however long) within the frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ipv6 {
+    pub src: Ipv6Addr,
+    pub dst: Ipv6Addr,
+    /// It stays on its link: from or to fe80::/10, or to a link-scope
+    /// multicast group.
+    pub link_local: bool,
+    /// Neighbour discovery (ICMPv6 133..=137, not a fragment).
+    pub nd: bool,
+}
+
+/// The IPv6 header of an Ethernet frame, when there is a complete one.
+pub fn ipv6(frame: &[u8]) -> Option<Ipv6> {
+    if frame.len() < ETH + 40 || frame[12..14] != [0x86, 0xdd] || frame[ETH] >> 4 != 6 {
+        return None;
+    }
+    let ip = &frame[ETH..];
+    let src = Ipv6Addr::from(<[u8; 16]>::try_from(&ip[8..24]).ok()?);
+    let dst = Ipv6Addr::from(<[u8; 16]>::try_from(&ip[24..40]).ok()?);
+    let ll = |a: Ipv6Addr| a.segments()[0] & 0xffc0 == 0xfe80;
+    let link_local = ll(src) || ll(dst) || (dst.segments()[0] & 0xff0f == 0xff02);
+    let (mut next, mut off, mut fragment) = (ip[6], 40, false);
+    let nd = loop {
+        let (Some(&n), Some(&len)) = (ip.get(off), ip.get(off + 1)) else {
+            break false;
+        };
+        off += match next {
+            0 | 43 | 60 => (usize::from(len) + 1) * 8,
+            51 => (usize::from(len) + 2) * 4,
+            44 => {
+                let Some(fo) = ip.get(off + 2..off + 4) else {
+                    break false;
+                };
+                fragment |= u16_at(fo, 0) & 0xfff9 != 0;
+                8
+            }
+            58 => break !fragment && (133..=137).contains(&n),
+            _ => break false,
+        };
+        next = n;
+    };
+    Some(Ipv6 {
+        src,
+        dst,
+        link_local,
+        nd,
+    })
 }
 
 /// The IPv4 header of an Ethernet frame, when there is a complete one.

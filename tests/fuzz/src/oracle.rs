@@ -25,7 +25,9 @@
 //!   Ethernet addresses;
 //! - the kernel never refuses a frame of a length it takes;
 //! - nothing leaves the uplink with a masqueraded source address, nothing
-//!   from the outside reaches a lab address of a subnet that is not routed.
+//!   from the outside reaches a lab address of a subnet that is not routed,
+//!   IPv4 or IPv6 (whose neighbour discovery and link-local traffic pass);
+//! - no IPv6 packet is rewritten (the dataplane does not translate IPv6).
 
 use std::{collections::BTreeMap, fmt::Write as _, net::Ipv4Addr};
 
@@ -38,8 +40,8 @@ use netlab_tests::packet::parse_checked;
 use crate::{
     craft::{self, History, Input, Step},
     dataplane::{
-        na, subnet_of, Dataplane, Prog, BRIDGE_MAC, NODE_MAC, PORT_MAX, PORT_MIN, REDIRECT, SHOT,
-        UNSPEC, UPLINK,
+        na, subnet6_of, subnet_of, Dataplane, Prog, BRIDGE_MAC, NODE_MAC, PORT_MAX, PORT_MIN,
+        REDIRECT, SHOT, UNSPEC, UPLINK,
     },
     frames::{self, hex, Tuple},
 };
@@ -75,6 +77,9 @@ fn feature(parts: &[u64]) {
 pub const KNOWN: &[(&str, &str)] = &[];
 
 fn kind_of(frame: &[u8]) -> u64 {
+    if let Some(ip) = frames::ipv6(frame) {
+        return 9 + u64::from(ip.nd) + 2 * u64::from(ip.link_local);
+    }
     if frames::malformed(frame).is_some() {
         return 1;
     }
@@ -201,6 +206,7 @@ impl Harness {
                 };
                 match step {
                     Step::Craft(c) => (c.prog.prog(), c.build(&h)),
+                    Step::Craft6(c) => (c.prog.prog(), c.build()),
                     Step::Raw { prog, eth, bytes } => (
                         prog.prog(),
                         if *eth {
@@ -341,6 +347,10 @@ impl Harness {
         if rc == SHOT {
             return;
         }
+        if let Some(ip) = frames::ipv6(frame) {
+            self.check_ipv6(prog, frame, out, ip);
+            return;
+        }
         let ip = frames::ipv4(frame);
         self.cause = None;
         if let Some(ip) = ip {
@@ -449,6 +459,46 @@ impl Harness {
         }
         let Some(ip) = ip else { return };
         self.check_translation(prog, frame, rc, out, ip);
+    }
+
+    /// An IPv6 packet a program let through: unchanged, and, unless it
+    /// stays on its link or is neighbour discovery, neither leaving the
+    /// uplink from a masqueraded subnet nor coming in to a subnet that is
+    /// not routed or from a lab source.
+    fn check_ipv6(&mut self, prog: Prog, frame: &[u8], out: &[u8], ip: frames::Ipv6) {
+        let name = prog.name();
+        self.cause = None;
+        if out != frame {
+            self.fail("rewrote-ipv6", format!("{name} rewrote an IPv6 packet"));
+            return;
+        }
+        if ip.link_local || ip.nd {
+            return;
+        }
+        let masqueraded = |a| subnet6_of(a).is_some_and(|s| s.flags & SUBNET_MASQUERADE != 0);
+        match prog {
+            Prog::UplinkOut if masqueraded(ip.src) => self.fail(
+                "leak-ipv6",
+                format!(
+                    "{name} let IPv6 leave with the masqueraded source {}",
+                    ip.src
+                ),
+            ),
+            Prog::UplinkIn => {
+                if subnet6_of(ip.dst).is_some_and(|s| s.flags & SUBNET_ROUTED == 0) {
+                    self.fail(
+                        "unsolicited-ipv6",
+                        format!("{name} let IPv6 from {} in to {}", ip.src, ip.dst),
+                    );
+                } else if subnet6_of(ip.src).is_some() {
+                    self.fail(
+                        "spoofed-ipv6",
+                        format!("{name} let IPv6 in with the lab source {}", ip.src),
+                    );
+                }
+            }
+            _ => {}
+        }
     }
 
     /// A packet passed as it came.
@@ -575,10 +625,9 @@ impl Harness {
                         // About a routed subnet's (untranslated) flow: the
                         // quote stays; a sender on a masqueraded subnet is
                         // replaced by the uplink address, any other stays.
-                        let masqueraded = subnet_of(ip.src)
-                            .is_some_and(|s| s.flags & SUBNET_MASQUERADE != 0);
-                        q.tuple == oq.tuple
-                            && oip.src == if masqueraded { UPLINK } else { ip.src }
+                        let masqueraded =
+                            subnet_of(ip.src).is_some_and(|s| s.flags & SUBNET_MASQUERADE != 0);
+                        q.tuple == oq.tuple && oip.src == if masqueraded { UPLINK } else { ip.src }
                     } else {
                         oip.src == UPLINK && oq.tuple.dst == UPLINK
                     };
