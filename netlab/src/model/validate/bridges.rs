@@ -1,12 +1,12 @@
 //! `[[bridges]]`: the lab's switches, the lab host on those with a gateway.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use toml::Spanned;
 
 use super::context::Checker;
 use crate::model::{
-    net::Ipv4Net,
+    net::{IpNet, Ipv4Net, Ipv6Net},
     raw::RawBridge,
     types::{Bridge, Filtering},
 };
@@ -19,16 +19,21 @@ pub fn validate(c: &mut Checker<'_>, raw: &[Spanned<RawBridge>]) -> Vec<Bridge> 
     for (i, rb) in raw.iter().enumerate() {
         if let Some(bridge) = bridge(c, i, rb.get_ref(), &bridges) {
             c.seen.subnets.push((
-                bridge.subnet,
+                bridge.subnet.into(),
                 format!("bridge {}", bridge.name),
                 rb.get_ref().subnet.span(),
             ));
+            if let (Some(s6), Some(raw6)) = (bridge.subnet6, &rb.get_ref().subnet6) {
+                let what = format!("bridge {}", bridge.name);
+                c.seen.subnets.push((s6.into(), what, raw6.span()));
+            }
             bridges.push(bridge);
         }
     }
     for b in &bridges {
         c.seen.host_ifnames.insert(b.name.clone());
-        if let Some(gw) = b.gateway {
+        let gateways = [b.gateway.map(Into::into), b.gateway6.map(Into::into)];
+        for gw in gateways.into_iter().flatten() {
             c.seen
                 .addresses
                 .insert(gw, format!("the gateway of bridge {}", b.name));
@@ -58,10 +63,12 @@ fn bridge(c: &mut Checker<'_>, i: usize, rb: &RawBridge, before: &[Bridge]) -> O
             ),
         );
     }
-    if let Some(problem) = unusable_subnet(subnet.network()) {
+    if let Some(problem) = unusable_subnet(subnet.network().into()) {
         c.at(&rb.subnet, f("subnet"), problem);
     }
     let gateway = gateway(c, rb.gateway.as_ref(), subnet, &f("gateway"));
+    let subnet6 = rb.subnet6.as_ref().and_then(|s| subnet6(c, s, &f("subnet6")));
+    let gateway6 = gateway6(c, rb, subnet6, gateway.is_some(), &f("gateway6"));
     let filtering = filtering(c, rb.filtering.as_ref(), &f("filtering"));
     let masquerade = rb
         .masquerade
@@ -85,12 +92,78 @@ fn bridge(c: &mut Checker<'_>, i: usize, rb: &RawBridge, before: &[Bridge]) -> O
         filtering,
         routed: rb.routed.as_ref().map(|r| *r.get_ref()).unwrap_or(false),
         vni: None,
+        subnet6,
+        gateway6,
     })
 }
 
+/// Shortest and longest prefix of a bridge's IPv6 subnet. /64 is the size
+/// of an IPv6 link (RFC 7421) and what tools expect; a longer one works as
+/// well, the addresses being static (no SLAAC); a shorter one is a block to
+/// split into links, not a link. /127 leaves no room beside the gateway.
+pub const BRIDGE_PREFIX6: std::ops::RangeInclusive<u8> = 64..=126;
+
+fn subnet6(c: &mut Checker<'_>, raw: &Spanned<String>, field: &str) -> Option<Ipv6Net> {
+    let subnet = c.cidr6(raw, field)?;
+    if !subnet.is_network() {
+        let msg = format!(
+            "{subnet} has host bits set; did you mean {}?",
+            subnet.network()
+        );
+        c.at(raw, field, msg);
+    }
+    if !BRIDGE_PREFIX6.contains(&subnet.prefix_len) {
+        let msg = format!(
+            "/{} is not a link's prefix: a bridge's IPv6 subnet is /{} to /{} (a /64 as a rule)",
+            subnet.prefix_len,
+            BRIDGE_PREFIX6.start(),
+            BRIDGE_PREFIX6.end()
+        );
+        c.at(raw, field, msg);
+    }
+    if let Some(problem) = unusable_subnet(subnet.network().into()) {
+        c.at(raw, field, problem);
+    }
+    Some(subnet.network())
+}
+
+/// The lab host's IPv6 address on the bridge: `gateway6` as written
+/// (`"none"`: none), or else, on a bridge the lab host is on (it has a
+/// `gateway`), the subnet's first address, as Docker gives its bridge.
+fn gateway6(
+    c: &mut Checker<'_>,
+    rb: &RawBridge,
+    subnet6: Option<Ipv6Net>,
+    host_on_bridge: bool,
+    field: &str,
+) -> Option<Ipv6Addr> {
+    let Some(g) = &rb.gateway6 else {
+        let subnet = subnet6.filter(|_| host_on_bridge)?;
+        return Some(Ipv6Addr::from_bits(subnet.addr.to_bits().wrapping_add(1)));
+    };
+    if g.get_ref() == "none" {
+        return None;
+    }
+    let gw = c.ipv6(g, field)?;
+    match subnet6 {
+        None if rb.subnet6.is_none() => c.at(g, field, "needs a `subnet6`"),
+        None => {}
+        Some(subnet) if !subnet.is_usable_host(gw) => c.at(
+            g,
+            field,
+            format!("{gw} is not a usable address in subnet6 {subnet}"),
+        ),
+        Some(_) => {}
+    }
+    Some(gw)
+}
+
 /// Why `subnet` is no lab's to use, if it is not (bridges and cables).
-pub fn unusable_subnet(subnet: Ipv4Net) -> Option<String> {
-    let (range, why) = subnet.unusable_overlap()?;
+pub fn unusable_subnet(subnet: IpNet) -> Option<String> {
+    let (range, why) = match subnet {
+        IpNet::V4(n) => n.unusable_overlap().map(|(r, w)| (IpNet::V4(r), w))?,
+        IpNet::V6(n) => n.unusable_overlap().map(|(r, w)| (IpNet::V6(r), w))?,
+    };
     Some(format!(
         "{subnet} overlaps {range} ({why}): no lab can use those addresses"
     ))

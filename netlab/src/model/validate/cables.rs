@@ -9,7 +9,7 @@ use toml::Spanned;
 use super::{bridges::unusable_subnet, context::Checker};
 use crate::model::{
     impair::LinkImpair,
-    net::Ipv4Net,
+    net::{Ipv4Net, Ipv6Net},
     raw::{RawCable, RawCableEnd},
     types::{Attachment, Cable, CableEnd, Interface, Node},
 };
@@ -19,6 +19,7 @@ pub struct DraftEnd {
     pub node: String,
     pub interface: Option<String>,
     pub address: Option<Ipv4Net>,
+    pub address6: Option<Ipv6Net>,
     pub impair: LinkImpair,
     /// Where the end's `node` is written.
     pub span: Range<usize>,
@@ -35,14 +36,15 @@ pub fn ends(c: &mut Checker<'_>, raw: &[Spanned<RawCable>]) -> Vec<(DraftEnd, Dr
         let b = end(c, &rc.get_ref().b, format!("cables[{i}].b"));
         if let (Some(aa), Some(ba)) = (a.address, b.address) {
             if one_subnet(c, rc, i, (&a, aa), (&b, ba)) {
-                if let Some(problem) = unusable_subnet(aa.network()) {
+                if let Some(problem) = unusable_subnet(aa.network().into()) {
                     c.at(rc, format!("cables[{i}]"), problem);
                 }
                 c.seen
                     .subnets
-                    .push((aa.network(), format!("cables[{i}]"), rc.span()));
+                    .push((aa.network().into(), format!("cables[{i}]"), rc.span()));
             }
         }
+        ipv6_subnet(c, rc, i, &a, &b);
         if a.node == b.node {
             c.at(
                 rc,
@@ -64,10 +66,61 @@ fn end(c: &mut Checker<'_>, e: &Spanned<RawCableEnd>, field: String) -> DraftEnd
             .as_ref()
             .map(|n| c.new_ifname(n, &format!("{field}.interface")).to_string()),
         address: c.cidr(&er.address, &format!("{field}.address")),
+        address6: er
+            .address6
+            .as_ref()
+            .and_then(|a| c.cidr6(a, &format!("{field}.address6"))),
         impair: super::impair::link(c, &field, &er.impairs()),
         span: er.node.span(),
         field,
     }
+}
+
+/// Shortest and longest prefix of a cable's IPv6 subnet: as a bridge's,
+/// and /127 too, the point-to-point link of RFC 6164.
+const CABLE_PREFIX6: std::ops::RangeInclusive<u8> = 64..=127;
+
+/// The cable's IPv6 subnet, when its ends have `address6`: both ends or
+/// neither, two addresses of one subnet of a link's size.
+fn ipv6_subnet(c: &mut Checker<'_>, rc: &Spanned<RawCable>, i: usize, a: &DraftEnd, b: &DraftEnd) {
+    let field = format!("cables[{i}]");
+    let (aa, ba) = match (a.address6, b.address6) {
+        (Some(aa), Some(ba)) => (aa, ba),
+        (None, None) => return,
+        _ if rc.get_ref().a.get_ref().address6.is_some()
+            != rc.get_ref().b.get_ref().address6.is_some() =>
+        {
+            return c.at(rc, field, "`address6` on one end only: give both ends one, or neither");
+        }
+        _ => return,
+    };
+    let problem = if aa.network() != ba.network() {
+        format!("ends {aa} and {ba} are not on one subnet")
+    } else if aa.addr == ba.addr {
+        format!("both ends have address {}", aa.addr)
+    } else if !CABLE_PREFIX6.contains(&aa.prefix_len) {
+        format!(
+            "/{} is not a link's prefix: a cable's IPv6 subnet is /{} to /{}",
+            aa.prefix_len,
+            CABLE_PREFIX6.start(),
+            CABLE_PREFIX6.end()
+        )
+    } else if let Some(p) = unusable_subnet(aa.network().into()) {
+        p
+    } else if let Some(e) = [a, b].into_iter().find(|e| {
+        e.address6
+            .is_some_and(|n| !n.network().is_usable_host(n.addr))
+    }) {
+        format!(
+            "{} of {} is the subnet-router anycast address",
+            e.address6.map(|n| n.to_string()).unwrap_or_default(),
+            e.field
+        )
+    } else {
+        c.seen.subnets.push((aa.network().into(), field, rc.span()));
+        return;
+    };
+    c.at(rc, field, problem);
 }
 
 /// Whether the two ends' addresses are two usable addresses of one subnet
@@ -122,17 +175,15 @@ pub fn join(c: &mut Checker<'_>, ends: &[(DraftEnd, DraftEnd)], nodes: &mut [Nod
             }
         }
         if let (Some(ia), Some(ib)) = (interface_of(nodes, a), interface_of(nodes, b)) {
+            let end = |e: &DraftEnd, i: &Interface| CableEnd {
+                node: e.node.clone(),
+                interface: i.name.clone(),
+                address: i.address,
+                address6: i.address6,
+            };
             cables.push(Cable {
-                a: CableEnd {
-                    node: a.node.clone(),
-                    interface: ia.name.clone(),
-                    address: ia.address,
-                },
-                b: CableEnd {
-                    node: b.node.clone(),
-                    interface: ib.name.clone(),
-                    address: ib.address,
-                },
+                a: end(a, ia),
+                b: end(b, ib),
             });
         }
     }

@@ -1,11 +1,12 @@
-//! `[[routes]]`: routes on the lab host, to subnets behind router nodes.
-//! Each goes through a node on one of the lab host's bridges (those with a
-//! gateway), one route per destination (its bridges' subnets being routes
-//! already). Like a bridge's subnet, a route's destination is masqueraded
-//! (`masquerade`, default true) and/or reached from outside without NAT
-//! (`routed`, default false).
+//! `[[routes]]`: routes on the lab host, to subnets behind router nodes,
+//! of either family. Each goes through a node on one of the lab host's
+//! bridges (those with a `gateway`, or a `gateway6` for IPv6), one route per
+//! destination (its bridges' subnets being routes already). Like a
+//! bridge's subnet, a route's destination is masqueraded (`masquerade`,
+//! default true) and/or reached from outside without NAT (`routed`,
+//! default false).
 
-use std::{collections::BTreeMap, net::Ipv4Addr};
+use std::{collections::BTreeMap, net::IpAddr};
 
 use toml::Spanned;
 
@@ -14,52 +15,79 @@ use super::{
     routing::{self, next_hop_problem, RouteTable},
 };
 use crate::model::{
-    net::Ipv4Net,
+    net::IpNet,
     raw::RawHostRoute,
-    types::{Bridge, HostRoute},
+    types::{Bridge, HostRoute, HostRoute6},
 };
 
+/// The lab host's IPv4 and IPv6 routes.
 pub fn validate(
     c: &mut Checker<'_>,
     raw: &[Spanned<RawHostRoute>],
     bridges: &[Bridge],
-) -> Vec<HostRoute> {
-    let host_own: Vec<Ipv4Net> = bridges.iter().filter_map(Bridge::gateway_net).collect();
+) -> (Vec<HostRoute>, Vec<HostRoute6>) {
+    let host_own: Vec<IpNet> = bridges
+        .iter()
+        .flat_map(|b| {
+            let v6 = b.gateway6_net().map(IpNet::from);
+            b.gateway_net().map(IpNet::from).into_iter().chain(v6)
+        })
+        .collect();
     let mut table = RouteTable {
         owner: "the lab host".to_string(),
         connected: bridges
             .iter()
-            .filter(|b| b.gateway.is_some())
-            .map(|b| (b.subnet, format!("bridge `{}`", b.name)))
+            .flat_map(|b| {
+                let what = format!("bridge `{}`", b.name);
+                let v4 = b.gateway.map(|_| (b.subnet.into(), what.clone()));
+                let v6 = b.subnet6.filter(|_| b.gateway6.is_some());
+                v4.into_iter().chain(v6.map(|s| (s.into(), what)))
+            })
             .collect(),
         routes: BTreeMap::new(),
     };
-    let mut routes = Vec::new();
+    let (mut routes, mut routes6) = (Vec::new(), Vec::new());
     for (j, r) in raw.iter().enumerate() {
         let field = format!("routes[{j}]");
         let r = r.get_ref();
         let Some(route) = routing::route(c, &r.to, &r.via, &field) else {
             continue;
         };
-        let nowhere = |via: Ipv4Addr| {
-            format!("{via} is not on a bridge the lab host is on (one with a `gateway`)")
+        let nowhere = |via: IpAddr| {
+            let key = if via.is_ipv6() { "gateway6" } else { "gateway" };
+            format!("{via} is not on a bridge the lab host is on (one with a `{key}`)")
         };
         if let Some(e) = next_hop_problem(&host_own, route.via, "the lab host", nowhere) {
             c.at(&r.via, format!("{field}.via"), e);
             continue;
         }
         match table.add(route, &field) {
-            Ok(true) => routes.push(HostRoute {
-                to: route.to,
-                via: route.via,
-                masquerade: r.masquerade.as_ref().is_none_or(|m| *m.get_ref()),
-                routed: r.routed.as_ref().is_some_and(|m| *m.get_ref()),
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) => {
+                c.at(&r.to, format!("{field}.to"), e);
+                continue;
+            }
+        }
+        let masquerade = r.masquerade.as_ref().is_none_or(|m| *m.get_ref());
+        let routed = r.routed.as_ref().is_some_and(|m| *m.get_ref());
+        match (route.to, route.via) {
+            (IpNet::V4(to), IpAddr::V4(via)) => routes.push(HostRoute {
+                to,
+                via,
+                masquerade,
+                routed,
             }),
-            Ok(false) => {}
-            Err(e) => c.at(&r.to, format!("{field}.to"), e),
+            (IpNet::V6(to), IpAddr::V6(via)) => routes6.push(HostRoute6 {
+                to,
+                via,
+                masquerade,
+                routed,
+            }),
+            _ => unreachable!("routing::route refuses a family mismatch"),
         }
     }
-    routes
+    (routes, routes6)
 }
 
 #[cfg(test)]

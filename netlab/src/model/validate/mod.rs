@@ -109,7 +109,7 @@ fn validate(c: &mut Checker<'_>, raw: RawLab) -> Lab {
     hosts::assign_nodes(c, &raw.nodes, &mut nodes, &hosts);
     hosts::check_cables(c, &cables, &nodes);
     nodes::check_namespaces(c, &nodes);
-    let host_routes = host_routes::validate(c, &raw.routes, &bridges);
+    let (host_routes, host_routes6) = host_routes::validate(c, &raw.routes, &bridges);
     let mut lab = Lab {
         name,
         netns_prefix,
@@ -121,6 +121,7 @@ fn validate(c: &mut Checker<'_>, raw: RawLab) -> Lab {
         cables,
         forwards: Vec::new(),
         host_routes,
+        host_routes6,
         hosts,
         vxlan,
         share: None,

@@ -2,13 +2,22 @@
 //! and which of its addresses the NAT translates to.
 
 use super::context::Checker;
-use crate::model::{net::unusable_range, raw::RawUplink, types::Uplink};
+use std::net::Ipv6Addr;
+
+use toml::Spanned;
+
+use crate::model::{
+    net::{unusable_range, unusable_range6},
+    raw::RawUplink,
+    types::Uplink,
+};
 
 pub fn validate(c: &mut Checker<'_>, raw: Option<&RawUplink>) -> Uplink {
     let Some(u) = raw else {
         return Uplink {
             interface: None,
             address: None,
+            address6: None,
         };
     };
     Uplink {
@@ -28,5 +37,20 @@ pub fn validate(c: &mut Checker<'_>, raw: Option<&RawUplink>) -> Uplink {
             }
             Some(addr)
         }),
+        address6: u.address6.as_ref().and_then(|a| address6(c, a)),
     }
+}
+
+/// `[uplink] address6`: an address the outside can reach the lab host at
+/// (the NAT66 translates to it), so not link-local, multicast, loopback...
+fn address6(c: &mut Checker<'_>, a: &Spanned<String>) -> Option<Ipv6Addr> {
+    let addr = c.ipv6(a, "uplink.address6")?;
+    if let Some((range, why)) = unusable_range6(addr) {
+        c.at(
+            a,
+            "uplink.address6",
+            format!("{addr} is in {range} ({why}): not an address to translate to"),
+        );
+    }
+    Some(addr)
 }
