@@ -244,7 +244,9 @@ async fn converge(
         sandbox: opts.sandbox,
         source,
         enabled_host_forwarding: previous.as_ref().is_some_and(|p| p.enabled_host_forwarding),
-        enabled_host_forwarding6: previous.as_ref().is_some_and(|p| p.enabled_host_forwarding6),
+        enabled_host_forwarding6: previous
+            .as_ref()
+            .is_some_and(|p| p.enabled_host_forwarding6),
         live_forwards: live_before.clone(),
     };
     write_state(&state)?;

@@ -233,7 +233,8 @@ async fn managed_routes6(handle: &Handle, protocol: RouteProtocol) -> Result<Vec
     let main = u32::from(RouteMessage::default().header.table);
     let mut out = Vec::new();
     for m in msgs.iter().filter(|m| m.header.protocol == protocol) {
-        let (mut dst, mut via, mut table) = (Ipv6Addr::UNSPECIFIED, None, u32::from(m.header.table));
+        let (mut dst, mut via, mut table) =
+            (Ipv6Addr::UNSPECIFIED, None, u32::from(m.header.table));
         for attr in &m.attributes {
             match attr {
                 RouteAttribute::Destination(RouteAddress::Inet6(a)) => dst = *a,

@@ -165,7 +165,6 @@ impl FromStr for Ipv4Net {
     }
 }
 
-
 /// An IPv6 address with a prefix length, e.g. `fd00:15::5/64`. Either a
 /// network (host bits zero) or an interface address.
 #[derive(

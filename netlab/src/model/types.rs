@@ -249,7 +249,9 @@ impl Node {
 
     /// The IPv6 address other nodes know this node by: its first one.
     pub fn primary_address6(&self) -> Option<Ipv6Addr> {
-        self.interfaces.iter().find_map(|i| i.address6.map(|a| a.addr))
+        self.interfaces
+            .iter()
+            .find_map(|i| i.address6.map(|a| a.addr))
     }
 }
 

@@ -17,11 +17,19 @@ pub fn hosts_file(lab: &Lab) -> String {
         let first6 = n.primary_address6();
         for (k, i) in n.interfaces.iter().enumerate() {
             let iface = format!("{}-{}", n.name, i.name);
-            let name4 = if k == 0 { format!("{} ", n.name) } else { String::new() };
+            let name4 = if k == 0 {
+                format!("{} ", n.name)
+            } else {
+                String::new()
+            };
             s.push_str(&format!("{}\t{name4}{iface}\n", i.address.addr));
             if let Some(a6) = i.address6 {
                 let primary = first6 == Some(a6.addr);
-                let name6 = if primary { format!("{} ", n.name) } else { String::new() };
+                let name6 = if primary {
+                    format!("{} ", n.name)
+                } else {
+                    String::new()
+                };
                 s.push_str(&format!("{}\t{name6}{iface}\n", a6.addr));
             }
         }
@@ -97,6 +105,10 @@ mod tests {
         assert!(hosts.contains("192.168.15.1\tred red-veth-red\n"));
         assert!(hosts.contains("192.168.15.2\tblue blue-veth-blue\n"));
         assert!(hosts.contains("192.168.15.5\tv-net-0-gateway\n"));
+        // Both families under each name.
+        assert!(hosts.contains("fdec:60cc:b1bd:15::1\tred red-veth-red\n"));
+        assert!(hosts.contains("fdec:60cc:b1bd:15::2\tblue blue-veth-blue\n"));
+        assert!(hosts.contains("fdec:60cc:b1bd:15::5\tv-net-0-gateway\n"));
         let resolv = resolv_conf(
             &lab,
             &["127.0.0.53".parse().unwrap(), "10.1.1.1".parse().unwrap()],

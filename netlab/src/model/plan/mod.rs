@@ -228,9 +228,18 @@ mod tests {
         assert_eq!(d.cables.len(), 2);
         assert!(d.nodes["r"].forwarding);
         assert_eq!(d.nodes["r"].addresses.len(), 2);
-        assert_eq!(d.nodes["a"].addresses["veth-a"], [net("10.0.1.2/24").into()].into());
-        assert_eq!(d.nodes["r"].addresses["eth0"], [net("10.0.1.1/24").into()].into());
-        assert_eq!(d.nodes["r"].addresses["eth1"], [net("10.0.2.1/24").into()].into());
+        assert_eq!(
+            d.nodes["a"].addresses["veth-a"],
+            [net("10.0.1.2/24").into()].into()
+        );
+        assert_eq!(
+            d.nodes["r"].addresses["eth0"],
+            [net("10.0.1.1/24").into()].into()
+        );
+        assert_eq!(
+            d.nodes["r"].addresses["eth1"],
+            [net("10.0.2.1/24").into()].into()
+        );
         let p = plan(&d, &Actual::default());
         assert!(p.contains(&Action::in_node("r", Op::SetForwarding { on: true })));
         assert!(p

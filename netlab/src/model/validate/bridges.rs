@@ -67,7 +67,10 @@ fn bridge(c: &mut Checker<'_>, i: usize, rb: &RawBridge, before: &[Bridge]) -> O
         c.at(&rb.subnet, f("subnet"), problem);
     }
     let gateway = gateway(c, rb.gateway.as_ref(), subnet, &f("gateway"));
-    let subnet6 = rb.subnet6.as_ref().and_then(|s| subnet6(c, s, &f("subnet6")));
+    let subnet6 = rb
+        .subnet6
+        .as_ref()
+        .and_then(|s| subnet6(c, s, &f("subnet6")));
     let gateway6 = gateway6(c, rb, subnet6, gateway.is_some(), &f("gateway6"));
     let filtering = filtering(c, rb.filtering.as_ref(), &f("filtering"));
     let masquerade = rb
@@ -284,5 +287,86 @@ mod tests {
             ),
         )
         .unwrap();
+    }
+
+    #[test]
+    fn ipv6_subnets_and_gateways() {
+        use crate::model::validate::parse;
+        let bridge = |extra: &str| {
+            format!("[[bridges]]\nname = \"b\"\nsubnet = \"10.0.0.0/24\"\ngateway = \"10.0.0.1\"\n{extra}")
+        };
+        let e = |extra: &str| err(&bridge(extra));
+        // Prefix sizes: a link's, /64 to /126.
+        assert_eq!(
+            e("subnet6 = \"fd00::/48\"\n"),
+            "lab.toml:5: bridges[0].subnet6: /48 is not a link's prefix: a bridge's IPv6 subnet \
+             is /64 to /126 (a /64 as a rule)"
+        );
+        assert!(e("subnet6 = \"fd00::/127\"\n").contains("/127 is not a link's prefix"));
+        assert!(parse("lab.toml", &bridge("subnet6 = \"fd00::/120\"\n")).is_ok());
+        assert_eq!(
+            e("subnet6 = \"fd00::1/64\"\n"),
+            "lab.toml:5: bridges[0].subnet6: fd00::1/64 has host bits set; did you mean fd00::/64?"
+        );
+        assert_eq!(
+            e("subnet6 = \"fd00::/129\"\n"),
+            "lab.toml:5: bridges[0].subnet6: bad CIDR: `129` in `fd00::/129` is not a prefix \
+             length (0-128)"
+        );
+        assert!(e("subnet6 = \"10.0.1.0/24\"\n").contains("is not an IPv6 address"));
+        assert!(e("subnet6 = \"fe80::/64\"\n")
+            .contains("fe80::/64 overlaps fe80::/10 (link-local, which the kernel gives every interface itself)"));
+        // gateway6: inside subnet6, not its anycast address, needs subnet6.
+        assert_eq!(
+            e("subnet6 = \"fd00::/64\"\ngateway6 = \"fd01::1\"\n"),
+            "lab.toml:6: bridges[0].gateway6: fd01::1 is not a usable address in subnet6 fd00::/64"
+        );
+        assert!(
+            e("subnet6 = \"fd00::/64\"\ngateway6 = \"fd00::\"\n").contains("not a usable address")
+        );
+        assert_eq!(
+            e("gateway6 = \"fd00::1\"\n"),
+            "lab.toml:5: bridges[0].gateway6: needs a `subnet6`"
+        );
+        assert!(e("subnet6 = \"fd00::/64\"\ngateway6 = \"10.0.0.1\"\n")
+            .contains("is not an IPv6 address"));
+        // The default: the subnet's first address on a bridge the lab host
+        // is on; none on a plain switch, or with "none".
+        let b = |extra: &str| parse("lab.toml", &bridge(extra)).unwrap().bridges[0].clone();
+        let b1 = b("subnet6 = \"fd00::/64\"\n");
+        assert_eq!(b1.gateway6, Some("fd00::1".parse().unwrap()));
+        assert_eq!(b1.gateway6_net().unwrap().to_string(), "fd00::1/64");
+        assert_eq!(
+            b("subnet6 = \"fd00::/64\"\ngateway6 = \"none\"\n").gateway6,
+            None
+        );
+        assert_eq!(b("").subnet6, None);
+        let switch = parse(
+            "lab.toml",
+            "[[bridges]]\nname = \"sw\"\nsubnet = \"10.0.0.0/24\"\nsubnet6 = \"fd00::/64\"\n",
+        )
+        .unwrap();
+        assert_eq!(switch.bridges[0].gateway6, None);
+        assert!(!switch.routes_ipv6());
+    }
+
+    #[test]
+    fn ipv6_subnets_may_not_overlap() {
+        let two = format!(
+            "{}[[bridges]]\nname = \"b2\"\nsubnet = \"10.0.0.0/24\"\nsubnet6 = \"fd00:15::/96\"\n",
+            crate::model::test_support::BASE6
+        );
+        assert_eq!(
+            err(&two),
+            "lab.toml:12: subnet fd00:15::/96 of bridge b2 overlaps fd00:15::/64 of bridge v-net-0"
+        );
+        // The gateway6 is taken: a second bridge's cannot be it (nor a node's).
+        let e = err(&crate::model::test_support::with_base6(
+            "[[nodes]]\nname = \"red\"\nbridge = \"v-net-0\"\naddress = \"192.168.15.1\"\naddress6 = \"fd00:15::5\"\n",
+        ));
+        assert_eq!(
+            e,
+            "lab.toml:13: nodes[0].address6: fd00:15::5 is already the gateway of bridge v-net-0"
+        );
     }
 }

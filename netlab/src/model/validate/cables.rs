@@ -90,7 +90,11 @@ fn ipv6_subnet(c: &mut Checker<'_>, rc: &Spanned<RawCable>, i: usize, a: &DraftE
         _ if rc.get_ref().a.get_ref().address6.is_some()
             != rc.get_ref().b.get_ref().address6.is_some() =>
         {
-            return c.at(rc, field, "`address6` on one end only: give both ends one, or neither");
+            return c.at(
+                rc,
+                field,
+                "`address6` on one end only: give both ends one, or neither",
+            );
         }
         _ => return,
     };
@@ -245,5 +249,54 @@ mod tests {
             "cable.toml:5: cables[0].b.node: unknown node `ghost`"
                 .replace("cable.toml", "lab.toml")
         );
+    }
+
+    #[test]
+    fn ipv6_cable_ends() {
+        let cable = |a6: &str, b6: &str| {
+            format!(
+                "[[nodes]]\nname = \"a\"\n[[nodes]]\nname = \"b\"\n[[cables]]\n\
+                 a = {{ node = \"a\", address = \"10.0.0.1/24\"{a6} }}\n\
+                 b = {{ node = \"b\", address = \"10.0.0.2/24\"{b6} }}\n"
+            )
+        };
+        let a6 = |a: &str| format!(", address6 = \"{a}\"");
+        let lab = parse(
+            "lab.toml",
+            &cable(&a6("fd00:1::/127"), &a6("fd00:1::1/127")),
+        )
+        .unwrap();
+        assert_eq!(
+            lab.cables[0].a.address6.unwrap().to_string(),
+            "fd00:1::/127"
+        );
+        assert_eq!(
+            lab.node("b").unwrap().interfaces[0]
+                .address6
+                .unwrap()
+                .to_string(),
+            "fd00:1::1/127"
+        );
+        assert_eq!(
+            err(&cable(&a6("fd00:1::1/64"), "")),
+            "lab.toml:5: cables[0]: `address6` on one end only: give both ends one, or neither"
+        );
+        assert_eq!(
+            err(&cable(&a6("fd00:1::1/64"), &a6("fd00:2::2/64"))),
+            "lab.toml:5: cables[0]: ends fd00:1::1/64 and fd00:2::2/64 are not on one subnet"
+        );
+        assert!(err(&cable(&a6("fd00:1::1/64"), &a6("fd00:1::1/64")))
+            .starts_with("lab.toml:5: cables[0]: both ends have address fd00:1::1\n"));
+        assert!(err(&cable(&a6("fd00:1::1/48"), &a6("fd00:1::2/48")))
+            .contains("/48 is not a link's prefix: a cable's IPv6 subnet is /64 to /127"));
+        assert!(err(&cable(&a6("fd00:1::/64"), &a6("fd00:1::2/64")))
+            .contains("fd00:1::/64 of cables[0].a is the subnet-router anycast address"));
+        assert!(err(&cable(&a6("fe80::1/64"), &a6("fe80::2/64"))).contains("overlaps fe80::/10"));
+        // A cable's subnet6 overlaps a bridge's like any other.
+        let e = err(&format!(
+            "{}[[bridges]]\nname = \"br\"\nsubnet = \"10.9.0.0/24\"\nsubnet6 = \"fd00:1::/64\"\n",
+            cable(&a6("fd00:1::1/64"), &a6("fd00:1::2/64"))
+        ));
+        assert!(e.contains("overlaps fd00:1::/64 of bridge br"), "{e}");
     }
 }

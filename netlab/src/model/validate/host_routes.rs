@@ -182,4 +182,50 @@ mod tests {
         ));
         assert!(e.contains("unknown field `routed`"), "{e}");
     }
+
+    #[test]
+    fn ipv6_host_routes() {
+        use crate::model::test_support::with_base6;
+        let route = |to: &str, via: &str| format!("[[routes]]\nto = \"{to}\"\nvia = \"{via}\"\n");
+        let lab = parse(
+            "lab.toml",
+            &with_base6(&route("fd00:44::/64", "fd00:15::1")),
+        )
+        .unwrap();
+        assert!(lab.host_routes.is_empty());
+        assert_eq!(
+            lab.host_routes6,
+            [HostRoute6 {
+                to: "fd00:44::/64".parse().unwrap(),
+                via: "fd00:15::1".parse().unwrap(),
+                masquerade: true,
+                routed: false,
+            }]
+        );
+        assert_eq!(
+            err(&with_base(&route("fd00:44::/64", "fd00:15::1"))),
+            "lab.toml:9: routes[0].via: fd00:15::1 is not on a bridge the lab host is on (one \
+             with a `gateway6`)"
+        );
+        assert_eq!(
+            err(&with_base6(&route("fd00:15::/64", "fd00:15::1"))),
+            "lab.toml:10: routes[0].to: fd00:15::/64 is the subnet of bridge `v-net-0`, which the \
+             lab host reaches directly: a route to it via fd00:15::1 would clash with that one"
+        );
+        assert!(
+            err(&with_base6(&route("fd00:44::/64", "192.168.15.1"))).contains(
+                "routes[0].via: 192.168.15.1 is an IPv4 address, fd00:44::/64 an IPv6 destination"
+            )
+        );
+        assert!(err(&with_base6(&route("fd00:15::5", "fd00:15::1"))).contains("bad CIDR"));
+        let e = err(&with_base6(&format!(
+            "{}{}",
+            route("fd00:44::/64", "fd00:15::1"),
+            route("fd00:44::/64", "fd00:15::2")
+        )));
+        assert!(
+            e.contains("the lab host already has a route to fd00:44::/64 via fd00:15::1"),
+            "{e}"
+        );
+    }
 }

@@ -58,14 +58,31 @@ pub fn validate(
             .collect(),
         routes: BTreeMap::new(),
     };
-    let gateway = default_gateway(c, &node, rn.gateway.as_ref(), &format!("nodes[{i}].gateway"), || {
-        bridge_gateway(interfaces, bridges, |_, b| b.gateway.map(IpAddr::from), "gateway")
-    });
-    let gateway6 = default_gateway(c, &node, rn.gateway6.as_ref(), &format!("nodes[{i}].gateway6"), || {
-        // Only over an interface with an IPv6 address on that bridge.
-        let gw6 = |i: &Interface, b: &Bridge| i.address6.and(b.gateway6).map(IpAddr::from);
-        bridge_gateway(interfaces, bridges, gw6, "gateway6")
-    });
+    let gateway = default_gateway(
+        c,
+        &node,
+        rn.gateway.as_ref(),
+        &format!("nodes[{i}].gateway"),
+        || {
+            bridge_gateway(
+                interfaces,
+                bridges,
+                |_, b| b.gateway.map(IpAddr::from),
+                "gateway",
+            )
+        },
+    );
+    let gateway6 = default_gateway(
+        c,
+        &node,
+        rn.gateway6.as_ref(),
+        &format!("nodes[{i}].gateway6"),
+        || {
+            // Only over an interface with an IPv6 address on that bridge.
+            let gw6 = |i: &Interface, b: &Bridge| i.address6.and(b.gateway6).map(IpAddr::from);
+            bridge_gateway(interfaces, bridges, gw6, "gateway6")
+        },
+    );
     for (gw, origin) in [&gateway, &gateway6].into_iter().flatten() {
         table
             .routes
@@ -257,6 +274,73 @@ mod tests {
         assert!(
             err(&with_base(&format!("{red}gateway = \"192.168.15.255\"\n")))
                 .contains("nodes[0].gateway: 192.168.15.255 is the network or broadcast address")
+        );
+    }
+
+    #[test]
+    fn ipv6_routes_and_default_routes() {
+        use crate::model::{net::IpNet, test_support::with_base6};
+        let red = "[[nodes]]\nname = \"red\"\nbridge = \"v-net-0\"\naddress = \"192.168.15.1\"\naddress6 = \"fd00:15::1\"\n";
+        let lab = parse(
+            "lab.toml",
+            &with_base6(&format!(
+                "{red}routes = [{{ to = \"fd00:99::/64\", via = \"fd00:15::9\" }}, {{ to = \"10.0.0.0/8\", via = \"192.168.15.9\" }}]\n"
+            )),
+        )
+        .unwrap();
+        let r = lab.node("red").unwrap();
+        assert_eq!(r.routes.len(), 2);
+        assert_eq!(r.routes[0].to, "fd00:99::/64".parse::<IpNet>().unwrap());
+        assert_eq!(
+            r.routes[0].via,
+            "fd00:15::9".parse::<std::net::IpAddr>().unwrap()
+        );
+        let e = |routes: &str| err(&with_base6(&format!("{red}routes = [{routes}]\n")));
+        // A family mismatch between destination and gateway.
+        assert_eq!(
+            e("{ to = \"fd00:99::/64\", via = \"192.168.15.9\" }"),
+            "lab.toml:14: nodes[0].routes[0].via: 192.168.15.9 is an IPv4 address, fd00:99::/64 an \
+             IPv6 destination: a route's gateway is of its destination's family"
+        );
+        assert!(e("{ to = \"10.0.0.0/8\", via = \"fd00:15::9\" }")
+            .contains("fd00:15::9 is an IPv6 address, 10.0.0.0/8 an IPv4 destination"));
+        // The IPv6 default route is the bridge's gateway6: a second is refused.
+        assert_eq!(
+            e("{ to = \"default\", via = \"fd00:15::9\" }"),
+            "lab.toml:14: nodes[0].routes[0].to: node `red` already has a route to default (IPv6) \
+             via fd00:15::5 (the gateway6 of bridge `v-net-0`; set `gateway6` to choose another, \
+             or `gateway6 = \"none\"`); the kernel keeps one route per destination"
+        );
+        assert!(e("{ to = \"::/0\", via = \"fd00:15::9\" }")
+            .contains("already has a route to default (IPv6)"));
+        // Next hops: on one of the node's IPv6 subnets, not its own.
+        assert_eq!(
+            e("{ to = \"fd00:99::/64\", via = \"fd00:16::9\" }"),
+            "lab.toml:14: nodes[0].routes[0].via: fd00:16::9 is not on any subnet of node `red`"
+        );
+        assert!(e("{ to = \"fd00:99::/64\", via = \"fd00:15::1\" }")
+            .contains("is an address of node `red` itself"));
+        assert!(e("{ to = \"fd00:99::/64\", via = \"fd00:15::\" }")
+            .contains("subnet-router anycast address of fd00:15::/64"));
+        assert!(e("{ to = \"fd00:15::/64\", via = \"fd00:15::9\" }").contains("reaches directly"));
+        assert!(e("{ to = \"ff02::/16\", via = \"fd00:15::9\" }")
+            .contains("is inside ff00::/8 (multicast)"));
+        // gateway6 written, or "none" (then a route to default is the default route).
+        let g = |extra: &str| parse("lab.toml", &with_base6(&format!("{red}{extra}")));
+        let r = g("gateway6 = \"fd00:15::7\"\n").unwrap();
+        assert_eq!(r.nodes[0].gateway6, Some("fd00:15::7".parse().unwrap()));
+        let r = g("gateway6 = \"none\"\nroutes = [{ to = \"default\", via = \"fd00:15::9\" }]\n")
+            .unwrap();
+        assert_eq!(r.nodes[0].gateway6, None);
+        assert_eq!(r.nodes[0].routes[0].to.to_string(), "::/0");
+        assert_eq!(r.nodes[0].gateway, Some("192.168.15.5".parse().unwrap()));
+        assert_eq!(
+            err(&with_base6(&format!("{red}gateway6 = \"fd00:99::1\"\n"))),
+            "lab.toml:14: nodes[0].gateway6: fd00:99::1 is not on any subnet of node `red`"
+        );
+        assert!(
+            err(&with_base6(&format!("{red}gateway6 = \"192.168.15.5\"\n")))
+                .contains("is not an IPv6 address")
         );
     }
 }

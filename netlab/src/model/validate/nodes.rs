@@ -642,4 +642,84 @@ mod tests {
         let e = err("[[bridges]]\nname = \"b\"\nsubnet = \"10.0.0.0/24\"\nmasquerade = true\n");
         assert!(e.contains("needs a gateway"), "{e}");
     }
+
+    #[test]
+    fn ipv6_node_addresses() {
+        use crate::model::test_support::{with_base6, BASE6};
+        let red = |a6: &str| {
+            with_base6(&format!(
+                "[[nodes]]\nname = \"red\"\nbridge = \"v-net-0\"\naddress = \"192.168.15.1\"\naddress6 = \"{a6}\"\n"
+            ))
+        };
+        let lab = parse("lab.toml", &red("fd00:15::1")).unwrap();
+        let r = lab.node("red").unwrap();
+        assert_eq!(
+            r.interfaces[0].address6.unwrap().to_string(),
+            "fd00:15::1/64"
+        );
+        assert_eq!(r.gateway6, Some("fd00:15::5".parse().unwrap()));
+        assert_eq!(r.primary_address6(), Some("fd00:15::1".parse().unwrap()));
+        assert!(parse("lab.toml", &red("fd00:15::1/64")).is_ok());
+        assert_eq!(
+            err(&red("fd00:15::1/80")),
+            "lab.toml:13: nodes[0].address6: prefix /80 differs from bridge v-net-0's subnet6 fd00:15::/64"
+        );
+        assert_eq!(
+            err(&red("fd00:16::1")),
+            "lab.toml:13: nodes[0].address6: fd00:16::1 is outside subnet6 fd00:15::/64 of bridge v-net-0"
+        );
+        assert_eq!(
+            err(&red("fd00:15::")),
+            "lab.toml:13: nodes[0].address6: fd00:15:: is the subnet-router anycast address of fd00:15::/64"
+        );
+        assert!(err(&red("192.168.15.9"))
+            .contains("nodes[0].address6: `192.168.15.9` is not an IPv6 address"));
+        // A bridge without subnet6.
+        let e = err(&with_base(
+            "[[nodes]]\nname = \"red\"\nbridge = \"v-net-0\"\naddress = \"192.168.15.1\"\naddress6 = \"fd00::1\"\n",
+        ));
+        assert_eq!(
+            e,
+            "lab.toml:11: nodes[0].address6: bridge v-net-0 has no `subnet6`"
+        );
+        // Duplicates, across the short form and `interfaces` entries.
+        let e = err(&format!(
+            "{}[[nodes]]\nname = \"blue\"\ninterfaces = [{{ bridge = \"v-net-0\", address = \"192.168.15.2\", address6 = \"fd00:15::1\" }}]\n",
+            red("fd00:15::1")
+        ));
+        assert!(
+            e.contains("nodes[1].interfaces[0].address6: fd00:15::1 is already used by node red"),
+            "{e}"
+        );
+        // `address6` belongs with `bridge`, or inside `interfaces` entries.
+        let e = err(&format!(
+            "{BASE6}[[nodes]]\nname = \"red\"\naddress6 = \"fd00:15::1\"\n"
+        ));
+        assert_eq!(
+            e,
+            "lab.toml:11: nodes[0].bridge: `address6` needs a `bridge`"
+        );
+        let e = err(&format!(
+            "{BASE6}[[nodes]]\nname = \"red\"\naddress6 = \"fd00:15::1\"\ninterfaces = [{{ bridge = \"v-net-0\", address = \"192.168.15.2\" }}]\n"
+        ));
+        assert!(
+            e.contains("nodes[0].address6: set names inside `interfaces` entries"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_node_without_an_ipv6_address_gets_no_ipv6_default_route() {
+        use crate::model::test_support::with_base6;
+        let lab = parse(
+            "lab.toml",
+            &with_base6(
+                "[[nodes]]\nname = \"red\"\nbridge = \"v-net-0\"\naddress = \"192.168.15.1\"\n",
+            ),
+        )
+        .unwrap();
+        let r = lab.node("red").unwrap();
+        assert_eq!((r.gateway6, r.interfaces[0].address6), (None, None));
+        assert_eq!(r.gateway, Some(Ipv4Addr::new(192, 168, 15, 5)));
+    }
 }

@@ -54,3 +54,35 @@ fn address6(c: &mut Checker<'_>, a: &Spanned<String>) -> Option<Ipv6Addr> {
     }
     Some(addr)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::model::{
+        test_support::{err, with_base},
+        validate::parse,
+    };
+
+    #[test]
+    fn uplink_address6_is_an_address_to_translate_to() {
+        let lab = parse(
+            "lab.toml",
+            &with_base("[uplink]\naddress6 = \"2001:db8:100::2\"\n"),
+        )
+        .unwrap();
+        assert_eq!(
+            lab.uplink.address6,
+            Some("2001:db8:100::2".parse().unwrap())
+        );
+        assert_eq!(
+            parse("lab.toml", &with_base("")).unwrap().uplink.address6,
+            None
+        );
+        assert_eq!(
+            err(&with_base("[uplink]\naddress6 = \"fe80::1\"\n")),
+            "lab.toml:8: uplink.address6: fe80::1 is in fe80::/10 (link-local, which the kernel \
+             gives every interface itself): not an address to translate to"
+        );
+        assert!(err(&with_base("[uplink]\naddress6 = \"198.51.100.2\"\n"))
+            .contains("uplink.address6: `198.51.100.2` is not an IPv6 address"));
+    }
+}
