@@ -53,7 +53,7 @@ fn global6(netns_args: &[&str]) -> String {
 }
 
 #[test]
-fn dual_stack_lab_answers_at_once_and_converges() {
+fn ipv6_dual_stack_lab_answers_at_once_and_converges() {
     require_root();
     let lab = Lab::new("d6", &dual_stack(true));
     lab.up();

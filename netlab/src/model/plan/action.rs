@@ -188,7 +188,11 @@ impl fmt::Display for Action {
             Op::DeleteRoute { route } => write!(f, "delete route {route}{at}"),
             Op::SetForwarding { on } => {
                 let on = if *on { "on" } else { "off" };
-                let family = if netns.is_some() { "IP" } else { "IPv4" };
+                let family = if netns.is_some() {
+                    "IPv4 and IPv6"
+                } else {
+                    "IPv4"
+                };
                 write!(f, "turn {family} forwarding {on}{at}")
             }
             Op::SetIpv6Forwarding { on } => {
