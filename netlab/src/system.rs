@@ -167,8 +167,9 @@ impl System {
             let ns = Netns::open(&netns)?;
             // A router forwards both families (IPv6 where the kernel has it).
             let v4 = ns.read_sysctl("net/ipv4/ip_forward")? == "1";
+            let v6 = ipv6_forwarding(&ns).unwrap_or(v4);
             let mut node = NodeActual {
-                forwarding: v4 && ipv6_forwarding(&ns).unwrap_or(v4),
+                forwarding: (v4 == v6).then_some(v4),
                 ..Default::default()
             };
             let links = netlink::links(&handle)

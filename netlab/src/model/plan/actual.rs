@@ -60,7 +60,9 @@ pub struct NodeActual {
     pub lo_up: bool,
     /// Routes netlab manages (protocol static) in the main table.
     pub routes: BTreeSet<RouteSpec>,
-    pub forwarding: bool,
+    /// IPv4 and IPv6 forwarding both on or both off; `None`: one on, one
+    /// off (a node made by a netlab that knew only IPv4).
+    pub forwarding: Option<bool>,
 }
 
 /// What the lab owns right now.
@@ -133,7 +135,7 @@ pub fn converged(desired: &Desired) -> Actual {
                     .collect(),
                 lo_up: true,
                 routes: n.routes.clone(),
-                forwarding: n.forwarding,
+                forwarding: Some(n.forwarding),
             },
         );
     }

@@ -158,6 +158,20 @@ mod tests {
     }
 
     #[test]
+    fn a_node_forwarding_one_family_only_is_set_again() {
+        let d = Desired::from_lab(&default_lab(), &[]);
+        let mut actual = converged(&d);
+        // red as a netlab that knew only IPv4 left it: ip_forward on, IPv6's off.
+        actual.nodes.get_mut("red").unwrap().forwarding = None;
+        let off = Action::in_node("red", Op::SetForwarding { on: false });
+        assert_eq!(plan(&d, &actual), vec![off.clone()]);
+        assert_eq!(
+            off.to_string(),
+            "turn IPv4 and IPv6 forwarding off in netns red"
+        );
+    }
+
+    #[test]
     fn half_made_veth_is_recreated() {
         let d = Desired::from_lab(&default_lab(), &[]);
         let mut actual = converged(&d);

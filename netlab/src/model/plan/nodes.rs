@@ -51,7 +51,7 @@ pub fn configure(
                 .keys()
                 .any(|l| fresh_links.contains(&(netns.clone(), l.clone())));
         node_routes(netns, want, have, relinked, &mut routes);
-        if have.map(|n| n.forwarding).unwrap_or(false) != want.forwarding {
+        if have.map_or(Some(false), |n| n.forwarding) != Some(want.forwarding) {
             steps.add.push(Action::in_node(
                 netns,
                 Op::SetForwarding {
