@@ -147,32 +147,47 @@ pub async fn all_addresses(handle: &Handle) -> Result<Vec<(u32, IpNet)>> {
 
 #[derive(Clone, Debug)]
 pub struct RouteEntry {
-    pub to: Ipv4Net,
-    pub via: Option<Ipv4Addr>,
+    /// Of the family the routes were listed for.
+    pub to: IpNet,
+    pub via: Option<IpAddr>,
     pub oif: Option<u32>,
     pub protocol: RouteProtocol,
     pub table: u32,
 }
 
-fn route_from_message(m: &RouteMessage) -> RouteEntry {
-    let mut dst = Ipv4Addr::UNSPECIFIED;
+fn route_from_message(m: &RouteMessage, v6: bool) -> RouteEntry {
+    let mut dst = if v6 {
+        IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+    } else {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    };
     let mut via = None;
     let mut oif = None;
     let mut table = u32::from(m.header.table);
     for attr in &m.attributes {
         match attr {
-            RouteAttribute::Destination(RouteAddress::Inet(a)) => dst = *a,
-            RouteAttribute::Gateway(RouteAddress::Inet(a)) => via = Some(*a),
+            RouteAttribute::Destination(RouteAddress::Inet(a)) => dst = (*a).into(),
+            RouteAttribute::Destination(RouteAddress::Inet6(a)) => dst = (*a).into(),
+            RouteAttribute::Gateway(RouteAddress::Inet(a)) => via = Some((*a).into()),
+            RouteAttribute::Gateway(RouteAddress::Inet6(a)) => via = Some((*a).into()),
             RouteAttribute::Oif(i) => oif = Some(*i),
             RouteAttribute::Table(t) => table = *t,
             _ => {}
         }
     }
-    RouteEntry {
-        to: Ipv4Net::new(dst, m.header.destination_prefix_length).unwrap_or(Ipv4Net {
-            addr: dst,
+    let len = m.header.destination_prefix_length;
+    let to = match dst {
+        IpAddr::V4(a) => IpNet::V4(Ipv4Net::new(a, len).unwrap_or(Ipv4Net {
+            addr: a,
             prefix_len: 32,
-        }),
+        })),
+        IpAddr::V6(a) => IpNet::V6(Ipv6Net::new(a, len).unwrap_or(Ipv6Net {
+            addr: a,
+            prefix_len: 128,
+        })),
+    };
+    RouteEntry {
+        to,
         via,
         oif,
         protocol: m.header.protocol,
@@ -182,7 +197,20 @@ fn route_from_message(m: &RouteMessage) -> RouteEntry {
 
 /// IPv4 routes of the main table.
 pub async fn routes(handle: &Handle) -> Result<Vec<RouteEntry>> {
-    let req = RouteMessageBuilder::<Ipv4Addr>::new().build();
+    main_table(
+        handle,
+        RouteMessageBuilder::<Ipv4Addr>::new().build(),
+        false,
+    )
+    .await
+}
+
+/// IPv6 routes of the main table.
+pub async fn routes6(handle: &Handle) -> Result<Vec<RouteEntry>> {
+    main_table(handle, RouteMessageBuilder::<Ipv6Addr>::new().build(), true).await
+}
+
+async fn main_table(handle: &Handle, req: RouteMessage, v6: bool) -> Result<Vec<RouteEntry>> {
     let msgs: Vec<_> = handle
         .route()
         .get(req)
@@ -191,10 +219,11 @@ pub async fn routes(handle: &Handle) -> Result<Vec<RouteEntry>> {
         .await
         .map_err(nl)
         .context("listing routes")?;
+    let main = u32::from(RouteMessage::default().header.table);
     Ok(msgs
         .iter()
-        .map(route_from_message)
-        .filter(|r| r.table == u32::from(RouteMessage::default().header.table) || r.table == 254)
+        .map(|m| route_from_message(m, v6))
+        .filter(|r| r.table == main || r.table == 254)
         .collect())
 }
 
@@ -204,54 +233,13 @@ pub async fn managed_routes(
     handle: &Handle,
     protocol: RouteProtocol,
 ) -> Result<BTreeSet<RouteSpec>> {
-    let v4 = routes(handle)
-        .await?
+    let mut all = routes(handle).await?;
+    all.extend(routes6(handle).await?);
+    Ok(all
         .into_iter()
         .filter(|r| r.protocol == protocol)
-        .filter_map(|r| {
-            r.via.map(|via| RouteSpec {
-                to: r.to.into(),
-                via: via.into(),
-            })
-        });
-    let mut out: BTreeSet<RouteSpec> = v4.collect();
-    out.extend(managed_routes6(handle, protocol).await?);
-    Ok(out)
-}
-
-/// Gatewayed IPv6 routes of the main table with the given protocol.
-async fn managed_routes6(handle: &Handle, protocol: RouteProtocol) -> Result<Vec<RouteSpec>> {
-    let req = RouteMessageBuilder::<Ipv6Addr>::new().build();
-    let msgs: Vec<_> = handle
-        .route()
-        .get(req)
-        .execute()
-        .try_collect()
-        .await
-        .map_err(nl)
-        .context("listing IPv6 routes")?;
-    let main = u32::from(RouteMessage::default().header.table);
-    let mut out = Vec::new();
-    for m in msgs.iter().filter(|m| m.header.protocol == protocol) {
-        let (mut dst, mut via, mut table) =
-            (Ipv6Addr::UNSPECIFIED, None, u32::from(m.header.table));
-        for attr in &m.attributes {
-            match attr {
-                RouteAttribute::Destination(RouteAddress::Inet6(a)) => dst = *a,
-                RouteAttribute::Gateway(RouteAddress::Inet6(a)) => via = Some(*a),
-                RouteAttribute::Table(t) => table = *t,
-                _ => {}
-            }
-        }
-        let to = Ipv6Net::new(dst, m.header.destination_prefix_length);
-        if let (Some(to), Some(via), true) = (to, via, table == main || table == 254) {
-            out.push(RouteSpec {
-                to: to.into(),
-                via: via.into(),
-            });
-        }
-    }
-    Ok(out)
+        .filter_map(|r| r.via.map(|via| RouteSpec { to: r.to, via }))
+        .collect())
 }
 
 /// A bridge; with `mac`, its address is that one for good (else the
@@ -414,7 +402,7 @@ pub async fn default_route_interface(handle: &Handle) -> Result<Option<u32>> {
     Ok(routes(handle)
         .await?
         .into_iter()
-        .filter(|r| r.to.prefix_len == 0)
+        .filter(|r| r.to.prefix_len() == 0)
         .find_map(|r| r.oif))
 }
 

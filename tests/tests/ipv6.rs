@@ -231,3 +231,33 @@ address6 = "fd00:20::2"
     assert!(addrs.trim().is_empty(), "{addrs}");
     assert!(lab.leftovers().is_empty(), "{:?}", lab.leftovers());
 }
+
+#[test]
+fn ipv6_lab_subnet_over_an_ipv6_route_of_the_host_is_refused() {
+    require_root();
+    // The sandbox's uplink carries 2001:db8:100::/64: a second lab on that
+    // lab host with it as a bridge's subnet6 would cut the host off.
+    let first = Lab::new("c6", &dual_stack(true));
+    first.up();
+    let host = first.host_netns();
+    let second = Lab::new(
+        "c6o",
+        "[[bridges]]\nname = \"c6o-br\"\nsubnet = \"10.77.0.0/24\"\ngateway = \"10.77.0.1\"\n\
+         subnet6 = \"2001:db8:100::/64\"\nmasquerade = false\n",
+    );
+    let file = second.file.to_str().unwrap().to_string();
+    let o = second.netlab(&["up", "-f", &file, "--host-netns", &host]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("lab.toml:7: bridges[0].subnet6: 2001:db8:100::/64 overlaps the lab host's route `2001:db8:100::/64 dev eth0"),
+        "{err}"
+    );
+    let links = first.host(&["ip", "-o", "link", "show", "c6o-br"]);
+    assert!(!links.status.success(), "the bridge was made");
+    assert!(second.leftovers().is_empty(), "{:?}", second.leftovers());
+    // The lab host still reaches the wan side over IPv6.
+    let ping = first.host(&["ping", "-6", "-c1", "-W2", "2001:db8:100::1"]);
+    assert!(ping.status.success(), "upstream lost: {}", text(&ping));
+    first.down();
+}
