@@ -226,6 +226,7 @@ mod tests {
             sandbox: true,
             source: None,
             enabled_host_forwarding: false,
+            enabled_host_forwarding6: false,
             live_forwards: None,
         }
     }

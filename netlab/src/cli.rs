@@ -127,8 +127,13 @@ pub fn print_check(lab: &Lab) {
             .gateway_net()
             .map(|g| g.to_string())
             .unwrap_or_else(|| "no gateway".into());
+        let v6 = match (b.subnet6, b.gateway6_net()) {
+            (Some(s), Some(g)) => format!(" {s} ({g})"),
+            (Some(s), None) => format!(" {s} (no gateway6)"),
+            _ => String::new(),
+        };
         println!(
-            "  bridge {} {} ({gw}{}{})",
+            "  bridge {} {} ({gw}{}{}){v6}",
             b.name,
             b.subnet,
             if b.masquerade { ", masquerade" } else { "" },
@@ -149,12 +154,9 @@ pub fn print_check(lab: &Lab) {
         let ifs: Vec<String> = n
             .interfaces
             .iter()
-            .map(|i| format!("{} {}", i.name, i.address))
+            .map(|i| format!("{} {}{}", i.name, i.address, address6_text(i)))
             .collect();
-        let gw = n
-            .gateway
-            .map(|g| format!(", default via {g}"))
-            .unwrap_or_default();
+        let gw = default_routes_text(n, ", default via");
         let on = n
             .host
             .as_ref()
@@ -307,11 +309,13 @@ pub fn status_json(seen: &Observed) -> serde_json::Value {
                     json!({
                         "name": i.name,
                         "address": i.address,
+                        "address6": i.address6,
                         "up": l.is_some_and(|l| l.up),
                         "attachment": i.attachment,
                     })
                 }).collect::<Vec<_>>(),
                 "gateway": n.gateway,
+                "gateway6": n.gateway6,
                 "routes": n.routes,
                 "forwarding": n.forwarding,
                 "services": seen.services_of(&n.name).iter().map(|(c, s)| service_json(c, *s)).collect::<Vec<_>>(),
@@ -364,6 +368,28 @@ fn link_state(l: Option<&crate::model::plan::LinkState>) -> &'static str {
     }
 }
 
+/// ` <address6>` of an interface that has one, else nothing.
+fn address6_text(i: &crate::model::types::Interface) -> String {
+    i.address6.map(|a| format!(" {a}")).unwrap_or_default()
+}
+
+/// `<lead> <gateway>[, <gateway6>]` for a node with default routes, else nothing.
+fn default_routes_text(n: &crate::model::types::Node, lead: &str) -> String {
+    let v6 = n.gateway6.map(std::net::IpAddr::from);
+    let gws: Vec<String> = n
+        .gateway
+        .map(std::net::IpAddr::from)
+        .into_iter()
+        .chain(v6)
+        .map(|g| g.to_string())
+        .collect();
+    if gws.is_empty() {
+        String::new()
+    } else {
+        format!("{lead} {}", gws.join(", "))
+    }
+}
+
 pub fn print_status(seen: &Observed) {
     let (state, lab) = (seen.state, &seen.state.lab);
     if !seen.up {
@@ -383,10 +409,13 @@ pub fn print_status(seen: &Observed) {
     }
     let actual = seen.actual.as_ref();
     for b in &lab.bridges {
-        let gw = b
+        let mut gw = b
             .gateway_net()
             .map(|g| g.to_string())
             .unwrap_or_else(|| "no gateway".into());
+        if let Some(g6) = b.gateway6_net() {
+            gw = format!("{gw} {g6}");
+        }
         let l = actual.and_then(|a| a.host_links.get(&b.name));
         println!("  bridge {:<10} {gw:<18} {}", b.name, link_state(l));
     }
@@ -407,13 +436,10 @@ pub fn print_status(seen: &Observed) {
                     Attachment::Bridge { bridge, .. } => format!("on {bridge}"),
                     Attachment::Cable { peer_node, .. } => format!("to {peer_node}"),
                 };
-                format!("{} {} {via} {st}", i.name, i.address)
+                format!("{} {}{} {via} {st}", i.name, i.address, address6_text(i))
             })
             .collect();
-        let gw = n
-            .gateway
-            .map(|g| format!("; default via {g}"))
-            .unwrap_or_default();
+        let gw = default_routes_text(n, "; default via");
         let missing = if have.is_none() {
             " [namespace missing]"
         } else {

@@ -47,8 +47,9 @@ pub async fn gather(host: &Netns) -> Result<HostFacts> {
     let owner_of = |l: &Link| link_owner(l, &known);
     let name_of = |index: u32| links.iter().find(|l| l.index == index);
 
-    let routes = netlink::routes(&handle)
-        .await?
+    let mut all_routes = netlink::routes(&handle).await?;
+    all_routes.extend(netlink::routes6(&handle).await?);
+    let routes = all_routes
         .iter()
         .map(|r| {
             let dev = r.oif.and_then(name_of);
@@ -106,7 +107,7 @@ fn lab_of_mark(mark: &str) -> Option<&str> {
 
 /// A route as `ip route` prints it (the parts a user recognises it by).
 fn route_shown(r: &RouteEntry, dev: Option<&str>) -> String {
-    let mut out = if r.to.prefix_len == 0 {
+    let mut out = if r.to.prefix_len() == 0 {
         "default".to_string()
     } else {
         r.to.to_string()

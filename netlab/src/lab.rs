@@ -115,6 +115,7 @@ pub fn resolve(
             host_netns: saved.as_ref().and_then(|s| s.host_netns.clone()),
             sandbox: saved.as_ref().is_some_and(|s| s.sandbox),
             enabled_host_forwarding: saved.as_ref().is_some_and(|s| s.enabled_host_forwarding),
+            enabled_host_forwarding6: saved.as_ref().is_some_and(|s| s.enabled_host_forwarding6),
             live_forwards: saved.and_then(|s| s.live_forwards),
             lab,
             source,
@@ -137,6 +138,7 @@ pub fn resolve(
             sandbox: false,
             source: None,
             enabled_host_forwarding: false,
+            enabled_host_forwarding6: false,
             live_forwards: None,
         }),
         _ => {
@@ -198,7 +200,7 @@ async fn forget_failed(sys: &mut System, name: &str) {
         eprintln!("netlab: removing the dataplane of the failed run: {e:#}");
     }
     let dir = LabDir::of(name);
-    if let Some(s) = dir.read_state().filter(|s| s.enabled_host_forwarding) {
+    if let Some(s) = dir.read_state().filter(enabled_forwarding) {
         if let Err(e) = restore_host_forwarding(name, &s) {
             eprintln!("netlab: {e:#}");
         }
@@ -241,7 +243,10 @@ async fn converge(
         host_netns: opts.host_netns.clone(),
         sandbox: opts.sandbox,
         source,
-        enabled_host_forwarding: previous.is_some_and(|p| p.enabled_host_forwarding),
+        enabled_host_forwarding: previous.as_ref().is_some_and(|p| p.enabled_host_forwarding),
+        enabled_host_forwarding6: previous
+            .as_ref()
+            .is_some_and(|p| p.enabled_host_forwarding6),
         live_forwards: live_before.clone(),
     };
     write_state(&state)?;
@@ -332,9 +337,16 @@ pub async fn restore_node(sys: &mut System, state: &LabState, node: &str) -> Res
 /// Once this run turns the lab host's forwarding on, the state says so
 /// (`down` turns it off again only then).
 fn record_host_forwarding(state: &mut LabState, action: &Action) -> Result<()> {
-    let turns_on = action.place == Place::LabHost && action.op == Op::SetForwarding { on: true };
-    if turns_on && !state.enabled_host_forwarding {
-        state.enabled_host_forwarding = true;
+    if action.place != Place::LabHost {
+        return Ok(());
+    }
+    let flag = match action.op {
+        Op::SetForwarding { on: true } => &mut state.enabled_host_forwarding,
+        Op::SetIpv6Forwarding { on: true } => &mut state.enabled_host_forwarding6,
+        _ => return Ok(()),
+    };
+    if !*flag {
+        *flag = true;
         write_state(state)?;
     }
     Ok(())
@@ -495,7 +507,7 @@ pub async fn down(
             errors.join("\n  ")
         );
     }
-    if let Some(s) = saved.as_ref().filter(|s| s.enabled_host_forwarding) {
+    if let Some(s) = saved.as_ref().filter(|s| enabled_forwarding(s)) {
         restore_host_forwarding(name, s)?;
     }
     LabDir::of(name).remove()?;
@@ -507,8 +519,13 @@ pub async fn down(
     Ok(report)
 }
 
-/// Turn IPv4 forwarding off again in the lab host `up` turned it on in,
-/// unless another lab still uses that host.
+/// Whether `up` turned forwarding of either family on in the lab host.
+fn enabled_forwarding(state: &LabState) -> bool {
+    state.enabled_host_forwarding || state.enabled_host_forwarding6
+}
+
+/// Turn IPv4 and IPv6 forwarding off again in the lab host, each if `up`
+/// turned it on there, unless another lab still uses that host.
 fn restore_host_forwarding(name: &str, state: &LabState) -> Result<()> {
     let shared = crate::state::known_states()
         .iter()
@@ -516,12 +533,19 @@ fn restore_host_forwarding(name: &str, state: &LabState) -> Result<()> {
     if shared {
         return Ok(());
     }
-    match &state.host_netns {
-        Some(n) if !netns::exists(n) => Ok(()),
-        other => Netns::host(other.as_deref())?
-            .write_sysctl("net/ipv4/ip_forward", "0")
-            .context("turning IPv4 forwarding off again in the lab host"),
+    let host = match &state.host_netns {
+        Some(n) if !netns::exists(n) => return Ok(()),
+        other => Netns::host(other.as_deref())?,
+    };
+    if state.enabled_host_forwarding {
+        host.write_sysctl("net/ipv4/ip_forward", "0")
+            .context("turning IPv4 forwarding off again in the lab host")?;
     }
+    if state.enabled_host_forwarding6 {
+        host.write_sysctl("net/ipv6/conf/all/forwarding", "0")
+            .context("turning IPv6 forwarding off again in the lab host")?;
+    }
+    Ok(())
 }
 
 /// What lab `name` still owns anywhere (empty after a successful `down`).

@@ -3,7 +3,7 @@
 
 use std::{
     collections::BTreeSet,
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::fd::RawFd,
 };
 
@@ -11,7 +11,7 @@ use anyhow::{Context as _, Result};
 use futures::TryStreamExt as _;
 use rtnetlink::{
     packet_route::{
-        address::AddressAttribute,
+        address::{AddressAttribute, AddressHeaderFlags},
         link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage},
         route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol},
     },
@@ -19,7 +19,7 @@ use rtnetlink::{
 };
 
 use crate::model::{
-    net::Ipv4Net,
+    net::{IpNet, Ipv4Net, Ipv6Net},
     plan::{LinkKind, RouteSpec},
 };
 
@@ -103,6 +103,19 @@ pub async fn link_by_name(handle: &Handle, name: &str) -> Result<Option<Link>> {
 
 /// IPv4 addresses by link index.
 pub async fn addresses(handle: &Handle) -> Result<Vec<(u32, Ipv4Net)>> {
+    Ok(all_addresses(handle)
+        .await?
+        .into_iter()
+        .filter_map(|(i, a)| match a {
+            IpNet::V4(a) => Some((i, a)),
+            IpNet::V6(_) => None,
+        })
+        .collect())
+}
+
+/// IPv4 and IPv6 addresses by link index, but the IPv6 link-local ones
+/// (the kernel gives every link one; no lab sets or removes them).
+pub async fn all_addresses(handle: &Handle) -> Result<Vec<(u32, IpNet)>> {
     let msgs: Vec<_> = handle
         .address()
         .get()
@@ -116,11 +129,17 @@ pub async fn addresses(handle: &Handle) -> Result<Vec<(u32, Ipv4Net)>> {
         for attr in &m.attributes {
             // IFA_LOCAL is the interface's own address (IFA_ADDRESS is the
             // peer on point-to-point links).
-            if let AddressAttribute::Local(IpAddr::V4(a)) = attr {
-                if let Some(net) = Ipv4Net::new(*a, m.header.prefix_len) {
-                    out.push((m.header.index, net));
+            // IPv6 has no IFA_LOCAL: its IFA_ADDRESS is the address.
+            let net = match attr {
+                AddressAttribute::Local(IpAddr::V4(a)) => {
+                    Ipv4Net::new(*a, m.header.prefix_len).map(IpNet::V4)
                 }
-            }
+                AddressAttribute::Address(IpAddr::V6(a)) if !a.is_unicast_link_local() => {
+                    Ipv6Net::new(*a, m.header.prefix_len).map(IpNet::V6)
+                }
+                _ => None,
+            };
+            out.extend(net.map(|n| (m.header.index, n)));
         }
     }
     Ok(out)
@@ -128,32 +147,47 @@ pub async fn addresses(handle: &Handle) -> Result<Vec<(u32, Ipv4Net)>> {
 
 #[derive(Clone, Debug)]
 pub struct RouteEntry {
-    pub to: Ipv4Net,
-    pub via: Option<Ipv4Addr>,
+    /// Of the family the routes were listed for.
+    pub to: IpNet,
+    pub via: Option<IpAddr>,
     pub oif: Option<u32>,
     pub protocol: RouteProtocol,
     pub table: u32,
 }
 
-fn route_from_message(m: &RouteMessage) -> RouteEntry {
-    let mut dst = Ipv4Addr::UNSPECIFIED;
+fn route_from_message(m: &RouteMessage, v6: bool) -> RouteEntry {
+    let mut dst = if v6 {
+        IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+    } else {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    };
     let mut via = None;
     let mut oif = None;
     let mut table = u32::from(m.header.table);
     for attr in &m.attributes {
         match attr {
-            RouteAttribute::Destination(RouteAddress::Inet(a)) => dst = *a,
-            RouteAttribute::Gateway(RouteAddress::Inet(a)) => via = Some(*a),
+            RouteAttribute::Destination(RouteAddress::Inet(a)) => dst = (*a).into(),
+            RouteAttribute::Destination(RouteAddress::Inet6(a)) => dst = (*a).into(),
+            RouteAttribute::Gateway(RouteAddress::Inet(a)) => via = Some((*a).into()),
+            RouteAttribute::Gateway(RouteAddress::Inet6(a)) => via = Some((*a).into()),
             RouteAttribute::Oif(i) => oif = Some(*i),
             RouteAttribute::Table(t) => table = *t,
             _ => {}
         }
     }
-    RouteEntry {
-        to: Ipv4Net::new(dst, m.header.destination_prefix_length).unwrap_or(Ipv4Net {
-            addr: dst,
+    let len = m.header.destination_prefix_length;
+    let to = match dst {
+        IpAddr::V4(a) => IpNet::V4(Ipv4Net::new(a, len).unwrap_or(Ipv4Net {
+            addr: a,
             prefix_len: 32,
-        }),
+        })),
+        IpAddr::V6(a) => IpNet::V6(Ipv6Net::new(a, len).unwrap_or(Ipv6Net {
+            addr: a,
+            prefix_len: 128,
+        })),
+    };
+    RouteEntry {
+        to,
         via,
         oif,
         protocol: m.header.protocol,
@@ -163,7 +197,20 @@ fn route_from_message(m: &RouteMessage) -> RouteEntry {
 
 /// IPv4 routes of the main table.
 pub async fn routes(handle: &Handle) -> Result<Vec<RouteEntry>> {
-    let req = RouteMessageBuilder::<Ipv4Addr>::new().build();
+    main_table(
+        handle,
+        RouteMessageBuilder::<Ipv4Addr>::new().build(),
+        false,
+    )
+    .await
+}
+
+/// IPv6 routes of the main table.
+pub async fn routes6(handle: &Handle) -> Result<Vec<RouteEntry>> {
+    main_table(handle, RouteMessageBuilder::<Ipv6Addr>::new().build(), true).await
+}
+
+async fn main_table(handle: &Handle, req: RouteMessage, v6: bool) -> Result<Vec<RouteEntry>> {
     let msgs: Vec<_> = handle
         .route()
         .get(req)
@@ -172,20 +219,23 @@ pub async fn routes(handle: &Handle) -> Result<Vec<RouteEntry>> {
         .await
         .map_err(nl)
         .context("listing routes")?;
+    let main = u32::from(RouteMessage::default().header.table);
     Ok(msgs
         .iter()
-        .map(route_from_message)
-        .filter(|r| r.table == u32::from(RouteMessage::default().header.table) || r.table == 254)
+        .map(|m| route_from_message(m, v6))
+        .filter(|r| r.table == main || r.table == 254)
         .collect())
 }
 
-/// Gatewayed routes with the given protocol, as the plan sees them.
+/// Gatewayed routes of either family with the given protocol, as the
+/// plan sees them.
 pub async fn managed_routes(
     handle: &Handle,
     protocol: RouteProtocol,
 ) -> Result<BTreeSet<RouteSpec>> {
-    Ok(routes(handle)
-        .await?
+    let mut all = routes(handle).await?;
+    all.extend(routes6(handle).await?);
+    Ok(all
         .into_iter()
         .filter(|r| r.protocol == protocol)
         .filter_map(|r| r.via.map(|via| RouteSpec { to: r.to, via }))
@@ -266,20 +316,24 @@ pub async fn delete_link(handle: &Handle, index: u32) -> Result<()> {
     }
 }
 
-pub async fn add_address(handle: &Handle, index: u32, address: Ipv4Net) -> Result<()> {
-    match handle
+/// An address on link `index`; an IPv6 one without duplicate address
+/// detection (IFA_F_NODAD), so that it is usable at once rather than
+/// tentative for a second or two: the lab assigns its addresses itself.
+pub async fn add_address(handle: &Handle, index: u32, address: IpNet) -> Result<()> {
+    let mut req = handle
         .address()
-        .add(index, IpAddr::V4(address.addr), address.prefix_len)
-        .execute()
-        .await
-    {
+        .add(index, address.addr(), address.prefix_len());
+    if address.is_v6() {
+        req.message_mut().header.flags = AddressHeaderFlags::Nodad;
+    }
+    match req.execute().await {
         Ok(()) => Ok(()),
         Err(e) if is_errno(&e, libc::EEXIST) => Ok(()),
         Err(e) => Err(nl(e)),
     }
 }
 
-pub async fn delete_address(handle: &Handle, index: u32, address: Ipv4Net) -> Result<()> {
+pub async fn delete_address(handle: &Handle, index: u32, address: IpNet) -> Result<()> {
     let msgs: Vec<_> = handle
         .address()
         .get()
@@ -290,10 +344,12 @@ pub async fn delete_address(handle: &Handle, index: u32, address: Ipv4Net) -> Re
         .map_err(nl)
         .context("listing addresses")?;
     for m in msgs {
-        let matches = m.header.prefix_len == address.prefix_len
-            && m.attributes
-                .iter()
-                .any(|a| matches!(a, AddressAttribute::Local(IpAddr::V4(x)) if *x == address.addr));
+        let matches = m.header.prefix_len == address.prefix_len()
+            && m.attributes.iter().any(|a| match a {
+                AddressAttribute::Local(x @ IpAddr::V4(_)) => *x == address.addr(),
+                AddressAttribute::Address(x @ IpAddr::V6(_)) => *x == address.addr(),
+                _ => false,
+            });
         if matches {
             handle.address().del(m).execute().await.map_err(nl)?;
         }
@@ -301,19 +357,20 @@ pub async fn delete_address(handle: &Handle, index: u32, address: Ipv4Net) -> Re
     Ok(())
 }
 
-fn route_message(route: &RouteSpec, protocol: RouteProtocol) -> RouteMessage {
-    let mut msg = RouteMessageBuilder::<Ipv4Addr>::new()
-        .destination_prefix(route.to.addr, route.to.prefix_len)
-        .gateway(route.via)
+fn route_message(route: &RouteSpec, protocol: RouteProtocol) -> Result<RouteMessage> {
+    let mut msg = RouteMessageBuilder::<IpAddr>::new()
+        .destination_prefix(route.to.addr(), route.to.prefix_len())
+        .and_then(|b| b.gateway(route.via))
+        .with_context(|| format!("route {route}"))?
         .build();
     msg.header.protocol = protocol;
-    msg
+    Ok(msg)
 }
 
 pub async fn add_route(handle: &Handle, route: &RouteSpec, protocol: RouteProtocol) -> Result<()> {
     match handle
         .route()
-        .add(route_message(route, protocol))
+        .add(route_message(route, protocol)?)
         .execute()
         .await
     {
@@ -330,7 +387,7 @@ pub async fn delete_route(
 ) -> Result<()> {
     match handle
         .route()
-        .del(route_message(route, protocol))
+        .del(route_message(route, protocol)?)
         .execute()
         .await
     {
@@ -345,7 +402,7 @@ pub async fn default_route_interface(handle: &Handle) -> Result<Option<u32>> {
     Ok(routes(handle)
         .await?
         .into_iter()
-        .filter(|r| r.to.prefix_len == 0)
+        .filter(|r| r.to.prefix_len() == 0)
         .find_map(|r| r.oif))
 }
 

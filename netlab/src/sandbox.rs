@@ -1,14 +1,23 @@
 //! `--sandbox`: a throwaway lab host. A namespace stands in for the lab host
 //! and its uplink leads to a "wan" namespace standing in for the outside
-//! world (198.51.100.0/24 and 203.0.113.0/24, the documentation ranges),
-//! where a small HTTP server answers. Nothing touches the real host's network.
+//! world (198.51.100.0/24 and 203.0.113.0/24, the documentation ranges, and
+//! 2001:db8:100::/64 for IPv6), where a small HTTP server answers. Nothing
+//! touches the real host's network.
 
-use std::{net::Ipv4Addr, os::unix::process::CommandExt as _, process::Stdio, time::Duration};
+use std::{
+    net::{Ipv4Addr, Ipv6Addr},
+    os::unix::process::CommandExt as _,
+    process::Stdio,
+    time::Duration,
+};
 
 use anyhow::{bail, Context as _, Result};
 
 use crate::{
-    model::{net::Ipv4Net, plan::RouteSpec},
+    model::{
+        net::{IpNet, Ipv4Net, Ipv6Net},
+        plan::RouteSpec,
+    },
     netlink,
     netns::{self, Netns},
     system,
@@ -29,6 +38,17 @@ pub const WAN_ADDR: Ipv4Net = Ipv4Net {
 pub const WAN_ADDR2: Ipv4Net = Ipv4Net {
     addr: Ipv4Addr::new(203, 0, 113, 1),
     prefix_len: 32,
+};
+/// The uplink's IPv6 address and the wan side's (2001:db8::/32, the
+/// documentation prefix): what the lab's IPv6 is translated to, once the
+/// dataplane translates IPv6.
+pub const HOST_UPLINK_ADDR6: Ipv6Net = Ipv6Net {
+    addr: Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 2),
+    prefix_len: 64,
+};
+pub const WAN_ADDR6: Ipv6Net = Ipv6Net {
+    addr: Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 1),
+    prefix_len: 64,
 };
 pub const HTTP_PORT: u16 = 80;
 
@@ -93,25 +113,33 @@ pub async fn ensure(lab: &str) -> Result<Sandbox> {
         let w = netlink::link_by_name(&wan_nl, UPLINK_IFNAME)
             .await?
             .context("sandbox wan link")?;
-        netlink::add_address(&host_nl, h.index, HOST_UPLINK_ADDR).await?;
-        netlink::add_address(&wan_nl, w.index, WAN_ADDR).await?;
+        for (nl, index, addr) in [
+            (&host_nl, h.index, IpNet::from(HOST_UPLINK_ADDR)),
+            (&wan_nl, w.index, WAN_ADDR.into()),
+            (&host_nl, h.index, HOST_UPLINK_ADDR6.into()),
+            (&wan_nl, w.index, WAN_ADDR6.into()),
+        ] {
+            netlink::add_address(nl, index, addr).await?;
+        }
         let lo = netlink::link_by_name(&wan_nl, "lo")
             .await?
             .context("wan lo")?;
-        netlink::add_address(&wan_nl, lo.index, WAN_ADDR2).await?;
+        netlink::add_address(&wan_nl, lo.index, WAN_ADDR2.into()).await?;
         netlink::set_up(&host_nl, h.index).await?;
         netlink::set_up(&wan_nl, w.index).await?;
-        let default = RouteSpec {
-            to: Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 0).expect("/0"),
-            via: WAN_ADDR.addr,
-        };
-        netlink::add_route(
-            &host_nl,
-            &default,
-            rtnetlink::packet_route::route::RouteProtocol::Static,
-        )
-        .await
-        .context("adding the sandbox host's default route")?;
+        for via in [WAN_ADDR.addr.into(), WAN_ADDR6.addr.into()] {
+            let default = RouteSpec {
+                to: IpNet::default_for(via),
+                via,
+            };
+            netlink::add_route(
+                &host_nl,
+                &default,
+                rtnetlink::packet_route::route::RouteProtocol::Static,
+            )
+            .await
+            .with_context(|| format!("adding the sandbox host's route {default}"))?;
+        }
     }
     if fresh {
         start_http_server(&sb.wan).context("starting the sandbox's HTTP server")?;

@@ -29,6 +29,10 @@ pub struct LabState {
     /// again when no other lab on that host is left.
     #[serde(default)]
     pub enabled_host_forwarding: bool,
+    /// The same for IPv6 forwarding (net.ipv6.conf.all.forwarding), which
+    /// `up` turns on only for a lab with an IPv6 gateway.
+    #[serde(default)]
+    pub enabled_host_forwarding6: bool,
     /// The forwards in the dataplane when `fwd add`/`fwd del` changed them
     /// since `up`; `None` while they are the file's.
     #[serde(default, skip_serializing_if = "Option::is_none")]

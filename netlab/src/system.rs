@@ -16,7 +16,7 @@ use rtnetlink::{packet_route::route::RouteProtocol, Handle};
 use crate::{
     model::{
         impair::ifb_name,
-        net::Ipv4Net,
+        net::IpNet,
         plan::{
             file_marker, owner_alias, owner_group, Action, Actual, LinkKind, LinkState, NodeActual,
             Op, Place, NETNS_ETC,
@@ -28,9 +28,55 @@ use crate::{
     procs,
 };
 
-/// Mark the namespace the calling thread is in as `alias`'s (on its `lo`)
-/// and bring `lo` up. Runs on a plain thread, so it brings its own runtime.
+/// The sysctls of IPv6 in a namespace the lab creates (a node's, a
+/// sandbox's), each set for every interface (`all`) and those made later
+/// (`default`): IPv6 on; no duplicate address detection, which would keep
+/// each address (the link-local ones too) tentative for a second or two
+/// after `up` (the lab assigns every address itself); no router
+/// advertisements taken (the routes are static).
+const NETNS_IPV6_SYSCTLS: &[(&str, &str)] = &[
+    ("disable_ipv6", "0"),
+    ("accept_dad", "0"),
+    ("accept_ra", "0"),
+];
+
+/// Set [`NETNS_IPV6_SYSCTLS`] in the namespace the calling thread is in
+/// (never the real host's: only in namespaces netlab has just made). A
+/// kernel without IPv6 has none of them: nothing to do there.
+fn ipv6_defaults_in_current_netns() -> Result<()> {
+    if !Path::new("/proc/sys/net/ipv6").exists() {
+        return Ok(());
+    }
+    for scope in ["all", "default"] {
+        for (key, value) in NETNS_IPV6_SYSCTLS {
+            let path = format!("/proc/sys/net/ipv6/conf/{scope}/{key}");
+            fs::write(&path, value).with_context(|| format!("writing {path}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// The same for one link the lab owns (on the lab host, a bridge given an
+/// IPv6 address), in namespace `ns`.
+fn ipv6_on_link(ns: &Netns, link: &str) -> Result<()> {
+    for (key, value) in NETNS_IPV6_SYSCTLS {
+        ns.write_sysctl(&format!("net/ipv6/conf/{link}/{key}"), value)?;
+    }
+    Ok(())
+}
+
+/// Whether IPv6 forwarding is on in `ns` (`None`: a kernel without IPv6).
+fn ipv6_forwarding(ns: &Netns) -> Option<bool> {
+    ns.read_sysctl(IPV6_FORWARDING).ok().map(|v| v == "1")
+}
+
+const IPV6_FORWARDING: &str = "net/ipv6/conf/all/forwarding";
+
+/// Mark the namespace the calling thread is in as `alias`'s (on its `lo`),
+/// bring `lo` up and set IPv6's defaults. Runs on a plain thread, so it
+/// brings its own runtime.
 pub fn mark_current_netns(alias: &str) -> Result<()> {
+    ipv6_defaults_in_current_netns().context("setting IPv6 up in the new namespace")?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()
@@ -119,14 +165,17 @@ impl System {
         for netns in namespaces_marked(&alias).await? {
             let handle = self.node(&netns).await?;
             let ns = Netns::open(&netns)?;
+            // A router forwards both families (IPv6 where the kernel has it).
+            let v4 = ns.read_sysctl("net/ipv4/ip_forward")? == "1";
+            let v6 = ipv6_forwarding(&ns).unwrap_or(v4);
             let mut node = NodeActual {
-                forwarding: ns.read_sysctl("net/ipv4/ip_forward")? == "1",
+                forwarding: (v4 == v6).then_some(v4),
                 ..Default::default()
             };
             let links = netlink::links(&handle)
                 .await
                 .with_context(|| format!("in netns {netns}"))?;
-            let addrs = netlink::addresses(&handle)
+            let addrs = netlink::all_addresses(&handle)
                 .await
                 .with_context(|| format!("in netns {netns}"))?;
             for l in &links {
@@ -149,10 +198,10 @@ impl System {
         let links = netlink::links(&self.host_nl)
             .await
             .context("on the lab host")?;
-        let addrs = netlink::addresses(&self.host_nl)
+        let addrs = netlink::all_addresses(&self.host_nl)
             .await
             .context("on the lab host")?;
-        let mut owned_subnets: Vec<Ipv4Net> = Vec::new();
+        let mut owned_subnets: Vec<IpNet> = Vec::new();
         for l in links
             .iter()
             .filter(|l| l.group == group || l.alias.as_deref() == Some(&alias))
@@ -177,6 +226,7 @@ impl System {
                 .filter(|r| owned_subnets.iter().any(|s| s.contains(r.via)))
                 .collect();
         actual.host_forwarding = self.host.read_sysctl("net/ipv4/ip_forward")? == "1";
+        actual.host_forwarding6 = ipv6_forwarding(&self.host).unwrap_or(false);
         actual.files = marked_files(lab);
         Ok(actual)
     }
@@ -224,9 +274,18 @@ impl System {
                 match place {
                     Place::LabHost => self.host.write_sysctl("net/ipv4/ip_forward", value)?,
                     Place::Node(netns) => {
-                        Netns::open(netns)?.write_sysctl("net/ipv4/ip_forward", value)?
+                        let ns = Netns::open(netns)?;
+                        ns.write_sysctl("net/ipv4/ip_forward", value)?;
+                        if ipv6_forwarding(&ns).is_some() {
+                            ns.write_sysctl(IPV6_FORWARDING, value)?;
+                        }
                     }
                 }
+                None
+            }
+            Op::SetIpv6Forwarding { on } => {
+                let value = if *on { "1" } else { "0" };
+                self.host.write_sysctl(IPV6_FORWARDING, value)?;
                 None
             }
             Op::CreateBridge { name, mac } => {
@@ -241,6 +300,13 @@ impl System {
             Op::AddAddress { link, address } => {
                 let h = self.handle(place).await?;
                 let l = self.link(place, link).await?;
+                if address.is_v6() {
+                    let ns = match place {
+                        Place::LabHost => self.host.try_clone()?,
+                        Place::Node(netns) => Netns::open(netns)?,
+                    };
+                    ipv6_on_link(&ns, link)?;
+                }
                 netlink::add_address(&h, l.index, *address).await?;
                 undo(Op::DeleteAddress {
                     link: link.clone(),
@@ -417,7 +483,7 @@ impl System {
     }
 }
 
-fn link_state(l: &Link, all: &[Link], addrs: &[(u32, Ipv4Net)]) -> LinkState {
+fn link_state(l: &Link, all: &[Link], addrs: &[(u32, IpNet)]) -> LinkState {
     LinkState {
         kind: l.kind,
         up: l.up,

@@ -567,7 +567,8 @@ impl Bench {
                         Ipv4Net {
                             addr,
                             prefix_len: 24,
-                        },
+                        }
+                        .into(),
                     )
                     .await?;
                     netlink::set_up(handle, link.index).await?;

@@ -19,7 +19,7 @@
 use std::net::Ipv4Addr;
 
 use super::{
-    net::Ipv4Net,
+    net::{IpNet, Ipv4Net},
     source::{Problem, SourceMap},
     types::{Attachment, Forward, Lab, Proto},
 };
@@ -47,7 +47,8 @@ pub struct HostFacts {
 /// A route of the lab host.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RouteFact {
-    pub destination: Ipv4Net,
+    /// Of either family.
+    pub destination: IpNet,
     /// How it reads, as `ip route` shows it: `198.51.100.0/24 dev eth0`.
     pub shown: String,
     /// The lab whose interface carries it, from the interface's mark.
@@ -134,23 +135,36 @@ pub fn find(lab: &Lab, sources: &SourceMap, facts: &HostFacts) -> Vec<Problem> {
     problems
 }
 
-/// The lab's subnets as the lab host's routes see them, with their fields.
-fn lab_subnets(lab: &Lab) -> Vec<(String, Ipv4Net)> {
+/// The lab's subnets of both families as the lab host's routes see them,
+/// with their fields. (The IPv6 routes of `[[routes]]` are left out: their
+/// index in the file is not kept.)
+fn lab_subnets(lab: &Lab) -> Vec<(String, IpNet)> {
     let bridges = lab.bridges.iter().enumerate();
+    let bridges6 = lab.bridges.iter().enumerate();
     let cables = lab.cables.iter().enumerate();
+    let cables6 = lab.cables.iter().enumerate();
     let routes = lab.host_routes.iter().enumerate();
     bridges
-        .map(|(i, b)| (format!("bridges[{i}].subnet"), b.subnet))
-        .chain(cables.map(|(i, c)| (format!("cables[{i}]"), c.a.address.network())))
-        .chain(routes.map(|(j, r)| (format!("routes[{j}].to"), r.to)))
+        .map(|(i, b)| (format!("bridges[{i}].subnet"), b.subnet.into()))
+        .chain(
+            bridges6
+                .filter_map(|(i, b)| Some((format!("bridges[{i}].subnet6"), b.subnet6?.into()))),
+        )
+        .chain(cables.map(|(i, c)| (format!("cables[{i}]"), c.a.address.network().into())))
+        .chain(
+            cables6.filter_map(|(i, c)| {
+                Some((format!("cables[{i}]"), c.a.address6?.network().into()))
+            }),
+        )
+        .chain(routes.map(|(j, r)| (format!("routes[{j}].to"), r.to.into())))
         .collect()
 }
 
 /// A route of the host (not the default route, not the lab's own) that
 /// `subnet` overlaps.
-fn route_conflict(lab: &Lab, subnet: Ipv4Net, facts: &HostFacts) -> Option<String> {
+fn route_conflict(lab: &Lab, subnet: IpNet, facts: &HostFacts) -> Option<String> {
     let route = facts.routes.iter().find(|r| {
-        r.destination.prefix_len > 0
+        r.destination.prefix_len() > 0
             && r.owner.as_deref() != Some(lab.name.as_str())
             && r.destination.overlaps(&subnet)
     })?;
@@ -439,6 +453,34 @@ mod tests {
         clean.interfaces.retain(|i| i.name != "v-net-0");
         clean.nat_uplinks.clear();
         assert_eq!(find(&lab, &sources, &clean), vec![]);
+    }
+
+    #[test]
+    fn an_ipv6_lab_subnet_over_an_ipv6_route_of_the_host_is_refused() {
+        let mut f = facts();
+        f.routes.push(RouteFact {
+            destination: "2001:db8:100::/64".parse().unwrap(),
+            shown: "2001:db8:100::/64 dev eth0 proto kernel".into(),
+            owner: None,
+        });
+        f.routes.push(RouteFact {
+            destination: "::/0".parse().unwrap(),
+            shown: "default via 2001:db8:100::1 dev eth0".into(),
+            owner: None,
+        });
+        let text = "name = \"t\"\n[[bridges]]\nname = \"b\"\nsubnet = \"10.7.0.0/24\"\n\
+                    gateway = \"10.7.0.1\"\nsubnet6 = \"2001:db8:100::/64\"\n";
+        assert_eq!(
+            problems(text, &f),
+            [
+                "lab.toml:6: bridges[0].subnet6: 2001:db8:100::/64 overlaps the lab host's route \
+                 `2001:db8:100::/64 dev eth0 proto kernel`: the lab would cut the host off from \
+                 those addresses; choose another subnet"
+            ]
+        );
+        // The IPv6 default route is none; nor is another family's route.
+        let ok = text.replace("2001:db8:100::/64", "fd00:7::/64");
+        assert_eq!(problems(&ok, &f), Vec::<String>::new());
     }
 
     #[test]

@@ -102,6 +102,11 @@ pub fn share(lab: &Lab, host: Option<&str>) -> Result<Lab, String> {
     s.forwards.retain(|f| local(&f.node));
     s.host_routes
         .retain(|r| s.bridges.iter().any(|b| b.subnet.contains(r.via)));
+    s.host_routes6.retain(|r| {
+        s.bridges
+            .iter()
+            .any(|b| b.subnet6.is_some_and(|n| n.contains(r.via)))
+    });
     let tunnels = s
         .bridges
         .iter()
@@ -238,6 +243,27 @@ to = "n2:80"
         assert_eq!(lab.bridge("br1").unwrap().vni, Some(77));
         assert_eq!(lab.vxlan.port, 4789);
         assert_eq!(lab.vxlan.mtu, 1450);
+    }
+
+    #[test]
+    fn a_share_keeps_the_ipv6_host_routes_through_its_own_bridges() {
+        let text = THREE
+            .replace(
+                "gateway = \"192.168.16.254\"\n",
+                "gateway = \"192.168.16.254\"\nsubnet6 = \"fd00:16::/64\"\n",
+            )
+            .replace(
+                "address = \"192.168.16.3\"\n",
+                "address = \"192.168.16.3\"\naddress6 = \"fd00:16::3\"\n",
+            )
+            + "[[routes]]\nto = \"fd00:99::/64\"\nvia = \"fd00:16::3\"\n";
+        let lab = parse("lab.toml", &text).unwrap();
+        assert_eq!(lab.host_routes6.len(), 1);
+        assert!(share(&lab, Some("a")).unwrap().host_routes6.is_empty());
+        assert_eq!(
+            share(&lab, Some("c")).unwrap().host_routes6,
+            lab.host_routes6
+        );
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub mod topology;
 pub mod types;
 pub mod validate;
 
-pub use net::Ipv4Net;
+pub use net::{IpNet, Ipv4Net, Ipv6Net};
 pub use source::{ConfigError, Problem, SourceMap};
 pub use types::{Lab, Proto};
 pub use validate::{default_lab, parse, parse_file, parse_with_sources};

@@ -80,6 +80,7 @@ pub struct RawVxlan {
 pub struct RawUplink {
     pub interface: Option<Spanned<String>>,
     pub address: Option<Spanned<String>>,
+    pub address6: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -116,6 +117,8 @@ pub struct RawBridge {
     pub name: Spanned<String>,
     pub subnet: Spanned<String>,
     pub gateway: Option<Spanned<String>>,
+    pub subnet6: Option<Spanned<String>>,
+    pub gateway6: Option<Spanned<String>>,
     pub masquerade: Option<Spanned<bool>>,
     pub filtering: Option<Spanned<String>>,
     pub routed: Option<Spanned<bool>>,
@@ -129,10 +132,12 @@ pub struct RawNode {
     pub host: Option<Spanned<String>>,
     pub bridge: Option<Spanned<String>>,
     pub address: Option<Spanned<String>>,
+    pub address6: Option<Spanned<String>>,
     pub interface: Option<Spanned<String>>,
     pub host_interface: Option<Spanned<String>>,
     pub interfaces: Option<Vec<Spanned<RawInterface>>>,
     pub gateway: Option<Spanned<String>>,
+    pub gateway6: Option<Spanned<String>>,
     #[serde(default)]
     pub routes: Vec<Spanned<RawRoute>>,
     pub forwarding: Option<Spanned<bool>>,
@@ -148,6 +153,7 @@ pub struct RawNode {
 pub struct RawInterface {
     pub bridge: Spanned<String>,
     pub address: Spanned<String>,
+    pub address6: Option<Spanned<String>>,
     pub name: Option<Spanned<String>>,
     pub host_name: Option<Spanned<String>>,
     pub impair: Option<RawImpair>,
@@ -168,6 +174,7 @@ pub struct RawCableEnd {
     pub node: Spanned<String>,
     pub interface: Option<Spanned<String>>,
     pub address: Spanned<String>,
+    pub address6: Option<Spanned<String>>,
     pub impair: Option<RawImpair>,
     pub impair_in: Option<RawImpair>,
     pub impair_out: Option<RawImpair>,

@@ -2,11 +2,17 @@
 //! value here has passed validation ([`super::validate`]); the file as
 //! written is `model::raw`.
 
-use std::{fmt, net::Ipv4Addr};
+use std::{
+    fmt,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
 
 use serde::{Deserialize, Serialize};
 
-use super::{impair::LinkImpair, net::Ipv4Net};
+use super::{
+    impair::LinkImpair,
+    net::{IpNet, Ipv4Net, Ipv6Net},
+};
 
 /// Longest interface name the kernel accepts (IFNAMSIZ - 1).
 pub const IFNAME_MAX: usize = 15;
@@ -24,6 +30,10 @@ pub struct Lab {
     pub forwards: Vec<Forward>,
     /// Routes on the lab host (to subnets behind router nodes).
     pub host_routes: Vec<HostRoute>,
+    /// The lab host's routes to IPv6 subnets behind router nodes (apart
+    /// from the IPv4 ones: the dataplane keeps a table per family).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_routes6: Vec<HostRoute6>,
     /// `[[hosts]]`: the lab hosts the lab spans (empty: one lab host, the
     /// one `up` runs on).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -115,6 +125,10 @@ pub struct Uplink {
     pub interface: Option<String>,
     /// `None`: the interface's first IPv4 address.
     pub address: Option<Ipv4Addr>,
+    /// The IPv6 address to translate to; `None`: the interface's first
+    /// global one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address6: Option<Ipv6Addr>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -179,11 +193,21 @@ pub struct Bridge {
     /// The VXLAN network identifier of the bridge, in a lab over several hosts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vni: Option<u32>,
+    /// The bridge's IPv6 subnet (a dual-stack bridge).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet6: Option<Ipv6Net>,
+    /// The lab host's IPv6 address on the bridge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<Ipv6Addr>,
 }
 
 impl Bridge {
     pub fn gateway_net(&self) -> Option<Ipv4Net> {
         self.gateway.map(|gw| self.subnet.with_addr(gw))
+    }
+
+    pub fn gateway6_net(&self) -> Option<Ipv6Net> {
+        Some(self.subnet6?.with_addr(self.gateway6?))
     }
 }
 
@@ -202,8 +226,12 @@ pub struct Node {
     pub interfaces: Vec<Interface>,
     /// Default route.
     pub gateway: Option<Ipv4Addr>,
+    /// IPv6 default route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<Ipv6Addr>,
+    /// Other routes, of either family.
     pub routes: Vec<Route>,
-    /// IPv4 forwarding inside the node (a router).
+    /// IPv4 and IPv6 forwarding inside the node (a router).
     pub forwarding: bool,
     /// Services: shell commands (`sh -c`) `up` keeps running inside the node.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -218,6 +246,13 @@ impl Node {
     pub fn primary_address(&self) -> Option<Ipv4Addr> {
         self.interfaces.first().map(|i| i.address.addr)
     }
+
+    /// The IPv6 address other nodes know this node by: its first one.
+    pub fn primary_address6(&self) -> Option<Ipv6Addr> {
+        self.interfaces
+            .iter()
+            .find_map(|i| i.address6.map(|a| a.addr))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -225,6 +260,8 @@ pub struct Interface {
     /// Name inside the node's namespace.
     pub name: String,
     pub address: Ipv4Net,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address6: Option<Ipv6Net>,
     pub attachment: Attachment,
     /// Delay, loss, rate... of the traffic out of and into the node here.
     #[serde(default, skip_serializing_if = "LinkImpair::is_none")]
@@ -254,6 +291,8 @@ pub struct CableEnd {
     pub node: String,
     pub interface: String,
     pub address: Ipv4Net,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address6: Option<Ipv6Net>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -367,9 +406,9 @@ impl fmt::Display for Forward {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Route {
-    /// `0.0.0.0/0` for a default route.
-    pub to: Ipv4Net,
-    pub via: Ipv4Addr,
+    /// `0.0.0.0/0` or `::/0` for a default route; of `via`'s family.
+    pub to: IpNet,
+    pub via: IpAddr,
 }
 
 /// A route on the lab host to a subnet behind a router node. Like a
@@ -380,6 +419,18 @@ pub struct Route {
 pub struct HostRoute {
     pub to: Ipv4Net,
     pub via: Ipv4Addr,
+    #[serde(default = "masquerade_by_default")]
+    pub masquerade: bool,
+    #[serde(default)]
+    pub routed: bool,
+}
+
+/// A route on the lab host to an IPv6 subnet behind a router node: as
+/// [`HostRoute`], its `masquerade` and `routed` for the dataplane's IPv6 side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRoute6 {
+    pub to: Ipv6Net,
+    pub via: Ipv6Addr,
     #[serde(default = "masquerade_by_default")]
     pub masquerade: bool,
     #[serde(default)]
@@ -428,5 +479,16 @@ impl Lab {
     /// The subnets on the lab host's bridges (those with a gateway).
     pub fn host_subnets(&self) -> impl Iterator<Item = &Bridge> {
         self.bridges.iter().filter(|b| b.gateway.is_some())
+    }
+
+    /// The bridges the lab host is on over IPv6 (those with a `gateway6`).
+    pub fn host_subnets6(&self) -> impl Iterator<Item = &Bridge> {
+        self.bridges.iter().filter(|b| b.gateway6.is_some())
+    }
+
+    /// Whether the lab is dual-stack on the lab host: it then needs IPv6
+    /// forwarding there.
+    pub fn routes_ipv6(&self) -> bool {
+        self.host_subnets6().next().is_some()
     }
 }

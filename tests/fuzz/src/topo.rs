@@ -5,11 +5,11 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     fmt::Write as _,
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr},
 };
 
 use netlab::model::{
-    net::Ipv4Net,
+    net::{IpNet, Ipv4Net},
     plan::{converged, plan, teardown, Actual, Desired},
     topology::{self, check_domain, check_ifname, Attachment, Filtering, Lab, IFNAME_MAX},
 };
@@ -149,13 +149,20 @@ pub fn check_lab(lab: &Lab) {
             );
         }
     }
-    let mut nets: Vec<(Ipv4Net, String)> = lab
+    let mut nets: Vec<(IpNet, String)> = lab
         .bridges
         .iter()
-        .map(|b| (b.subnet, format!("bridge {}", b.name)))
+        .flat_map(|b| {
+            let v6 = b.subnet6.map(|s| (s.into(), format!("bridge {}", b.name)));
+            std::iter::once((b.subnet.into(), format!("bridge {}", b.name))).chain(v6)
+        })
         .collect();
     for (i, c) in lab.cables.iter().enumerate() {
-        nets.push((c.a.address.network(), format!("cable {i}")));
+        nets.push((c.a.address.network().into(), format!("cable {i}")));
+        if let (Some(a), Some(b)) = (c.a.address6, c.b.address6) {
+            assert_eq!(a.network(), b.network(), "cable {i}: two IPv6 subnets");
+            nets.push((a.network().into(), format!("cable {i}")));
+        }
     }
     for (i, (a, an)) in nets.iter().enumerate() {
         for (b, bn) in &nets[i + 1..] {
@@ -166,10 +173,20 @@ pub fn check_lab(lab: &Lab) {
     // Nodes: unique names and namespaces, interface names valid and unique
     // per node, lab-host names unique (and not a bridge's), every address
     // unique in the lab and inside its segment.
-    let mut addresses: BTreeMap<Ipv4Addr, String> = BTreeMap::new();
+    let mut addresses: BTreeMap<IpAddr, String> = BTreeMap::new();
     for b in &lab.bridges {
-        if let Some(gw) = b.gateway {
+        let gw6 = b.gateway6.map(IpAddr::from);
+        for gw in b.gateway.map(IpAddr::from).into_iter().chain(gw6) {
             addresses.insert(gw, format!("gateway of {}", b.name));
+        }
+        if let (Some(s6), Some(gw6)) = (b.subnet6, b.gateway6) {
+            assert!(s6.is_usable_host(gw6), "gateway6 {gw6} of {s6}");
+        } else {
+            assert!(
+                b.gateway6.is_none(),
+                "bridge {}: gateway6 without subnet6",
+                b.name
+            );
         }
     }
     let mut host_names: BTreeSet<String> = names.clone();
@@ -214,10 +231,17 @@ pub fn check_lab(lab: &Lab) {
                 n.name,
                 i.name
             );
-            if let Some(owner) = addresses.insert(i.address.addr, format!("node {}", n.name)) {
-                panic!(
-                    "address {} of node {} is also {owner}",
-                    i.address.addr, n.name
+            let a6 = i.address6.map(|a| IpAddr::from(a.addr));
+            for a in std::iter::once(IpAddr::from(i.address.addr)).chain(a6) {
+                if let Some(owner) = addresses.insert(a, format!("node {}", n.name)) {
+                    panic!("address {a} of node {} is also {owner}", n.name);
+                }
+            }
+            if let Some(a6) = i.address6 {
+                assert!(
+                    a6.network().is_usable_host(a6.addr),
+                    "node {}: {a6} is not a usable host address",
+                    n.name
                 );
             }
             assert!(
@@ -239,6 +263,9 @@ pub fn check_lab(lab: &Lab) {
                         i.address,
                         b.name
                     );
+                    if let Some(a6) = i.address6 {
+                        assert_eq!(Some(a6.network()), b.subnet6, "node {}: {a6}", n.name);
+                    }
                     ifname_ok(host_name, &format!("node {} host_name", n.name));
                     assert_ne!(host_name, "lo", "node {}: host_name lo", n.name);
                     assert!(
@@ -278,17 +305,22 @@ pub fn check_lab(lab: &Lab) {
         }
         // Default route and static routes go through a neighbour on one
         // of the node's segments; no two routes to one destination.
-        let connected = |ip: Ipv4Addr| {
-            n.interfaces.iter().any(|i| i.address.is_usable_host(ip))
-                && !n.interfaces.iter().any(|i| i.address.addr == ip)
+        let own: Vec<IpNet> = n
+            .interfaces
+            .iter()
+            .flat_map(|i| std::iter::once(i.address.into()).chain(i.address6.map(IpNet::from)))
+            .collect();
+        let connected = |ip: IpAddr| {
+            own.iter().any(|a| a.is_usable_host(ip)) && !own.iter().any(|a| a.addr() == ip)
         };
         // (Identical routes are one; two ways to one destination are not:
         // netlink refuses the second with EEXIST, `up` takes that as done,
         // and every later plan adds it again.)
-        let mut dests: BTreeMap<Ipv4Net, Ipv4Addr> = BTreeMap::new();
-        if let Some(gw) = n.gateway {
+        let mut dests: BTreeMap<IpNet, IpAddr> = BTreeMap::new();
+        let gw6 = n.gateway6.map(IpAddr::from);
+        for gw in n.gateway.map(IpAddr::from).into_iter().chain(gw6) {
             assert!(connected(gw), "node {}: gateway {gw} not connected", n.name);
-            dests.insert(Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 0).unwrap(), gw);
+            dests.insert(IpNet::default_for(gw), gw);
         }
         for r in &n.routes {
             assert!(
@@ -298,9 +330,15 @@ pub fn check_lab(lab: &Lab) {
                 r.via
             );
             assert!(r.to.is_network(), "node {}: route to {}", n.name, r.to);
+            assert_eq!(
+                r.to.is_v6(),
+                r.via.is_ipv6(),
+                "node {}: route families",
+                n.name
+            );
             // (A connected subnet has its kernel route already: EEXIST too.)
             assert!(
-                !n.interfaces.iter().any(|i| i.address.network() == r.to),
+                !own.iter().any(|a| a.network() == r.to),
                 "node {}: route to its own subnet {}",
                 n.name,
                 r.to
@@ -523,6 +561,9 @@ pub fn render(lab: &Lab) -> String {
     if let Some(a) = lab.uplink.address {
         let _ = writeln!(s, "address = {}", q(&a.to_string()));
     }
+    if let Some(a) = lab.uplink.address6 {
+        let _ = writeln!(s, "address6 = {}", q(&a.to_string()));
+    }
     let n = &lab.nat;
     let _ = writeln!(s, "[nat]");
     let _ = writeln!(
@@ -553,6 +594,11 @@ pub fn render(lab: &Lab) -> String {
         if let Some(gw) = b.gateway {
             let _ = writeln!(s, "gateway = {}", q(&gw.to_string()));
         }
+        if let Some(s6) = b.subnet6 {
+            let _ = writeln!(s, "subnet6 = {}", q(&s6.to_string()));
+            let gw6 = b.gateway6.map(|g| g.to_string());
+            let _ = writeln!(s, "gateway6 = {}", q(gw6.as_deref().unwrap_or("none")));
+        }
         let _ = writeln!(s, "masquerade = {}", b.masquerade);
         let _ = writeln!(
             s,
@@ -572,9 +618,10 @@ pub fn render(lab: &Lab) -> String {
             .iter()
             .filter_map(|i| match &i.attachment {
                 Attachment::Bridge { bridge, host_name } => Some(format!(
-                    "{{ bridge = {}, address = {}, name = {}, host_name = {} }}",
+                    "{{ bridge = {}, address = {}{}, name = {}, host_name = {} }}",
                     q(bridge),
                     q(&i.address.to_string()),
+                    address6(i.address6),
                     q(&i.name),
                     q(host_name)
                 )),
@@ -592,6 +639,8 @@ pub fn render(lab: &Lab) -> String {
                 .map(|g| g.to_string())
                 .unwrap_or_else(|| "none".into()))
         );
+        let gw6 = node.gateway6.map(|g| g.to_string());
+        let _ = writeln!(s, "gateway6 = {}", q(gw6.as_deref().unwrap_or("none")));
         let routes: Vec<String> = node
             .routes
             .iter()
@@ -613,10 +662,11 @@ pub fn render(lab: &Lab) -> String {
         for (side, e) in [("a", &c.a), ("b", &c.b)] {
             let _ = writeln!(
                 s,
-                "{side} = {{ node = {}, interface = {}, address = {} }}",
+                "{side} = {{ node = {}, interface = {}, address = {}{} }}",
                 q(&e.node),
                 q(&e.interface),
-                q(&e.address.to_string())
+                q(&e.address.to_string()),
+                address6(e.address6)
             );
         }
     }
@@ -638,12 +688,34 @@ pub fn render(lab: &Lab) -> String {
         let _ = writeln!(s, "to = {}", q(&to));
         let _ = writeln!(s, "take_host_port = {}", f.take_host_port);
     }
-    for r in &lab.host_routes {
+    let v4 = lab.host_routes.iter().map(|r| {
+        (
+            IpNet::from(r.to),
+            IpAddr::from(r.via),
+            r.masquerade,
+            r.routed,
+        )
+    });
+    let v6 = lab.host_routes6.iter().map(|r| {
+        (
+            IpNet::from(r.to),
+            IpAddr::from(r.via),
+            r.masquerade,
+            r.routed,
+        )
+    });
+    for (to, via, masquerade, routed) in v4.chain(v6) {
         let _ = writeln!(s, "[[routes]]");
-        let _ = writeln!(s, "to = {}", q(&r.to.to_string()));
-        let _ = writeln!(s, "via = {}", q(&r.via.to_string()));
-        let _ = writeln!(s, "masquerade = {}", r.masquerade);
-        let _ = writeln!(s, "routed = {}", r.routed);
+        let _ = writeln!(s, "to = {}", q(&to.to_string()));
+        let _ = writeln!(s, "via = {}", q(&via.to_string()));
+        let _ = writeln!(s, "masquerade = {masquerade}");
+        let _ = writeln!(s, "routed = {routed}");
     }
     s
+}
+
+/// `, address6 = "<a>"` for an inline table, or nothing.
+fn address6(a: Option<netlab::model::net::Ipv6Net>) -> String {
+    a.map(|a| format!(", address6 = {}", q(&a.to_string())))
+        .unwrap_or_default()
 }

@@ -5,7 +5,7 @@
 use std::{fmt, path::PathBuf};
 
 use super::desired::RouteSpec;
-use crate::model::{net::Ipv4Net, types::Tunnel};
+use crate::model::{net::IpNet, types::Tunnel};
 
 /// Where an action runs: the lab host's namespace, or a node's.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,13 +52,15 @@ pub enum Op {
     SetLinkUp {
         link: String,
     },
+    /// An IPv6 one is usable at once (no duplicate address detection), on
+    /// a link with IPv6 on and router advertisements ignored.
     AddAddress {
         link: String,
-        address: Ipv4Net,
+        address: IpNet,
     },
     DeleteAddress {
         link: String,
-        address: Ipv4Net,
+        address: IpNet,
     },
     AddRoute {
         route: RouteSpec,
@@ -66,7 +68,12 @@ pub enum Op {
     DeleteRoute {
         route: RouteSpec,
     },
+    /// IPv4 forwarding; in a node, IPv6 forwarding too.
     SetForwarding {
+        on: bool,
+    },
+    /// IPv6 forwarding on the lab host (net.ipv6.conf.all.forwarding).
+    SetIpv6Forwarding {
         on: bool,
     },
     WriteFile {
@@ -181,7 +188,16 @@ impl fmt::Display for Action {
             Op::DeleteRoute { route } => write!(f, "delete route {route}{at}"),
             Op::SetForwarding { on } => {
                 let on = if *on { "on" } else { "off" };
-                write!(f, "turn IPv4 forwarding {on}{at}")
+                let family = if netns.is_some() {
+                    "IPv4 and IPv6"
+                } else {
+                    "IPv4"
+                };
+                write!(f, "turn {family} forwarding {on}{at}")
+            }
+            Op::SetIpv6Forwarding { on } => {
+                let on = if *on { "on" } else { "off" };
+                write!(f, "turn IPv6 forwarding {on}{at}")
             }
             Op::WriteFile { path, .. } => write!(f, "write {}", path.display()),
             Op::RemoveFile { path } => write!(f, "remove {}", path.display()),

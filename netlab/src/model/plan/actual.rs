@@ -10,7 +10,7 @@ use std::{
 use serde::Serialize;
 
 use super::desired::{Desired, RouteSpec};
-use crate::model::{net::Ipv4Net, types::Tunnel};
+use crate::model::{net::IpNet, types::Tunnel};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -49,7 +49,8 @@ pub struct LinkState {
     pub kind: LinkKind,
     pub up: bool,
     pub controller: Option<String>,
-    pub addresses: BTreeSet<Ipv4Net>,
+    /// Its addresses but the IPv6 link-local one the kernel gives it.
+    pub addresses: BTreeSet<IpNet>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -59,7 +60,9 @@ pub struct NodeActual {
     pub lo_up: bool,
     /// Routes netlab manages (protocol static) in the main table.
     pub routes: BTreeSet<RouteSpec>,
-    pub forwarding: bool,
+    /// IPv4 and IPv6 forwarding both on or both off; `None`: one on, one
+    /// off (a node made by a netlab that knew only IPv4).
+    pub forwarding: Option<bool>,
 }
 
 /// What the lab owns right now.
@@ -72,6 +75,8 @@ pub struct Actual {
     /// netlab-managed routes on the lab host.
     pub host_routes: BTreeSet<RouteSpec>,
     pub host_forwarding: bool,
+    /// net.ipv6.conf.all.forwarding on the lab host.
+    pub host_forwarding6: bool,
     /// Files carrying the lab's marker.
     pub files: BTreeMap<PathBuf, String>,
     /// The owned VXLAN devices on the lab host, by name.
@@ -84,6 +89,7 @@ pub struct Actual {
 pub fn converged(desired: &Desired) -> Actual {
     let mut a = Actual {
         host_forwarding: true,
+        host_forwarding6: desired.host_forwarding6,
         ..Default::default()
     };
     for (name, gw) in &desired.bridges {
@@ -93,7 +99,7 @@ pub fn converged(desired: &Desired) -> Actual {
                 kind: LinkKind::Bridge,
                 up: true,
                 controller: None,
-                addresses: gw.iter().copied().collect(),
+                addresses: gw.clone(),
             },
         );
     }
@@ -122,14 +128,14 @@ pub fn converged(desired: &Desired) -> Actual {
                                 kind: LinkKind::Veth,
                                 up: true,
                                 controller: None,
-                                addresses: [*addr].into(),
+                                addresses: addr.clone(),
                             },
                         )
                     })
                     .collect(),
                 lo_up: true,
                 routes: n.routes.clone(),
-                forwarding: n.forwarding,
+                forwarding: Some(n.forwarding),
             },
         );
     }

@@ -1,5 +1,5 @@
 //! The lab host's bridges: each there as a bridge (a link of another kind
-//! under its name is replaced), up, with exactly its gateway address.
+//! under its name is replaced), up, with exactly its gateway addresses.
 
 use super::{
     action::{Action, Op, Steps},
@@ -31,21 +31,17 @@ pub fn plan(desired: &Desired, actual: &Actual, steps: &mut Steps) {
             .filter(|l| l.kind == LinkKind::Bridge)
             .map(|l| l.addresses.clone())
             .unwrap_or_default();
-        for a in &have_addrs {
-            if Some(*a) != *gateway {
-                steps.add.push(Action::on_host(Op::DeleteAddress {
-                    link: name.clone(),
-                    address: *a,
-                }));
-            }
+        for a in have_addrs.difference(gateway) {
+            steps.add.push(Action::on_host(Op::DeleteAddress {
+                link: name.clone(),
+                address: *a,
+            }));
         }
-        if let Some(gw) = gateway {
-            if !have_addrs.contains(gw) {
-                steps.add.push(Action::on_host(Op::AddAddress {
-                    link: name.clone(),
-                    address: *gw,
-                }));
-            }
+        for gw in gateway.difference(&have_addrs) {
+            steps.add.push(Action::on_host(Op::AddAddress {
+                link: name.clone(),
+                address: *gw,
+            }));
         }
         if !have.is_some_and(|l| l.kind == LinkKind::Bridge && l.up) {
             steps

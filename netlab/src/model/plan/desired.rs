@@ -4,7 +4,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     fmt,
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr},
     path::PathBuf,
 };
 
@@ -15,19 +15,20 @@ use super::{
     marks::NETNS_ETC,
 };
 use crate::model::{
-    net::Ipv4Net,
+    net::IpNet,
     types::{Attachment, Lab, Tunnel},
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct RouteSpec {
-    pub to: Ipv4Net,
-    pub via: Ipv4Addr,
+    /// Of `via`'s family.
+    pub to: IpNet,
+    pub via: IpAddr,
 }
 
 impl fmt::Display for RouteSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.to.prefix_len == 0 {
+        if self.to.prefix_len() == 0 {
             write!(f, "default via {}", self.via)
         } else {
             write!(f, "{} via {}", self.to, self.via)
@@ -55,8 +56,9 @@ pub struct CableVeth {
 /// What a node namespace should contain.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct NodeDesired {
-    /// veth name → address.
-    pub addresses: BTreeMap<String, Ipv4Net>,
+    /// veth name → its addresses (an IPv4 one, and an IPv6 one on a
+    /// dual-stack link).
+    pub addresses: BTreeMap<String, BTreeSet<IpNet>>,
     pub routes: BTreeSet<RouteSpec>,
     pub forwarding: bool,
 }
@@ -66,12 +68,15 @@ pub struct Desired {
     pub lab: String,
     /// netns → contents.
     pub nodes: BTreeMap<String, NodeDesired>,
-    /// Bridge name → the lab host's address on it.
-    pub bridges: BTreeMap<String, Option<Ipv4Net>>,
+    /// Bridge name → the lab host's addresses on it (none, or its
+    /// `gateway` and/or `gateway6`).
+    pub bridges: BTreeMap<String, BTreeSet<IpNet>>,
     /// Lab-host end name → where its peer lives.
     pub host_veths: BTreeMap<String, HostVeth>,
     pub cables: BTreeSet<CableVeth>,
     pub host_routes: BTreeSet<RouteSpec>,
+    /// The lab host forwards IPv6 (a bridge has a `gateway6`).
+    pub host_forwarding6: bool,
     pub files: BTreeMap<PathBuf, String>,
     /// The VXLAN devices stretching bridges to other hosts, by name.
     pub tunnels: BTreeMap<String, Tunnel>,
@@ -86,10 +91,13 @@ impl Desired {
     pub fn from_lab(lab: &Lab, offered_nameservers: &[Ipv4Addr]) -> Desired {
         let mut d = Desired {
             lab: lab.name.clone(),
+            host_forwarding6: lab.routes_ipv6(),
             ..Default::default()
         };
         for b in &lab.bridges {
-            d.bridges.insert(b.name.clone(), b.gateway_net());
+            let v4 = b.gateway_net().map(IpNet::from);
+            let gateways = v4.into_iter().chain(b.gateway6_net().map(IpNet::from));
+            d.bridges.insert(b.name.clone(), gateways.collect());
         }
         for t in lab.share.iter().flat_map(|s| &s.tunnels) {
             d.tunnels.insert(t.name.clone(), t.clone());
@@ -109,7 +117,9 @@ impl Desired {
                 ..Default::default()
             };
             for i in &n.interfaces {
-                nd.addresses.insert(i.name.clone(), i.address);
+                let v6 = i.address6.map(IpNet::from);
+                let addresses = std::iter::once(i.address.into()).chain(v6);
+                nd.addresses.insert(i.name.clone(), addresses.collect());
                 if let Attachment::Bridge { bridge, host_name } = &i.attachment {
                     let mtu = mtus.get(bridge).copied();
                     d.host_veths.insert(
@@ -123,9 +133,10 @@ impl Desired {
                     );
                 }
             }
-            if let Some(gw) = n.gateway {
+            let v6 = n.gateway6.map(IpAddr::from);
+            for gw in n.gateway.map(IpAddr::from).into_iter().chain(v6) {
                 nd.routes.insert(RouteSpec {
-                    to: Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 0).expect("/0"),
+                    to: IpNet::default_for(gw),
                     via: gw,
                 });
             }
@@ -147,8 +158,14 @@ impl Desired {
         }
         for r in &lab.host_routes {
             d.host_routes.insert(RouteSpec {
-                to: r.to,
-                via: r.via,
+                to: r.to.into(),
+                via: r.via.into(),
+            });
+        }
+        for r in &lab.host_routes6 {
+            d.host_routes.insert(RouteSpec {
+                to: r.to.into(),
+                via: r.via.into(),
             });
         }
         let hosts = hosts_file(lab);

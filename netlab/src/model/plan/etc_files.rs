@@ -1,31 +1,42 @@
 //! The files a lab writes into /etc/netns/<node>/: `hosts` and
 //! `resolv.conf`, which `ip netns exec` bind-mounts over /etc's.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use super::marks::file_marker;
 use crate::model::types::Lab;
 
-/// `/etc/hosts` for every node: every node by name (its first address), and
-/// `<node>-<interface>` for each of its addresses.
+/// `/etc/hosts` for every node: every node by name (its first address of
+/// each family), and `<node>-<interface>` for each of its addresses; a
+/// name with addresses of both families resolves to both (`getent ahosts`).
 pub fn hosts_file(lab: &Lab) -> String {
     let mut s = file_marker(&lab.name);
     s.push_str("\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
     let remote = lab.share.iter().flat_map(|s| &s.remote_nodes);
     for n in lab.nodes.iter().chain(remote) {
+        let first6 = n.primary_address6();
         for (k, i) in n.interfaces.iter().enumerate() {
-            if k == 0 {
-                s.push_str(&format!(
-                    "{}\t{} {}-{}\n",
-                    i.address.addr, n.name, n.name, i.name
-                ));
+            let iface = format!("{}-{}", n.name, i.name);
+            let name4 = if k == 0 {
+                format!("{} ", n.name)
             } else {
-                s.push_str(&format!("{}\t{}-{}\n", i.address.addr, n.name, i.name));
+                String::new()
+            };
+            s.push_str(&format!("{}\t{name4}{iface}\n", i.address.addr));
+            if let Some(a6) = i.address6 {
+                let primary = first6 == Some(a6.addr);
+                let name6 = if primary {
+                    format!("{} ", n.name)
+                } else {
+                    String::new()
+                };
+                s.push_str(&format!("{}\t{name6}{iface}\n", a6.addr));
             }
         }
     }
     for b in &lab.bridges {
-        if let Some(gw) = b.gateway {
+        let gw6 = b.gateway6.map(IpAddr::from);
+        for gw in b.gateway.map(IpAddr::from).into_iter().chain(gw6) {
             s.push_str(&format!("{gw}\t{}-gateway\n", b.name));
         }
     }
@@ -94,6 +105,10 @@ mod tests {
         assert!(hosts.contains("192.168.15.1\tred red-veth-red\n"));
         assert!(hosts.contains("192.168.15.2\tblue blue-veth-blue\n"));
         assert!(hosts.contains("192.168.15.5\tv-net-0-gateway\n"));
+        // Both families under each name.
+        assert!(hosts.contains("fdec:60cc:b1bd:15::1\tred red-veth-red\n"));
+        assert!(hosts.contains("fdec:60cc:b1bd:15::2\tblue blue-veth-blue\n"));
+        assert!(hosts.contains("fdec:60cc:b1bd:15::5\tv-net-0-gateway\n"));
         let resolv = resolv_conf(
             &lab,
             &["127.0.0.53".parse().unwrap(), "10.1.1.1".parse().unwrap()],

@@ -1,5 +1,7 @@
-//! The lab host itself: its routes to subnets behind router nodes, and IPv4
-//! forwarding, which any lab with a bridge port needs.
+//! The lab host itself: its routes to subnets behind router nodes, IPv4
+//! forwarding, which any lab with a bridge port needs, and IPv6 forwarding,
+//! which a lab with an IPv6 gateway needs. Neither is turned off here:
+//! `down` restores them (other labs may share the lab host).
 
 use super::{
     action::{Action, Op, Steps},
@@ -22,6 +24,11 @@ pub fn forwarding_and_routes(desired: &Desired, actual: &Actual, steps: &mut Ste
         steps
             .add
             .push(Action::on_host(Op::SetForwarding { on: true }));
+    }
+    if !actual.host_forwarding6 && desired.host_forwarding6 {
+        steps
+            .add
+            .push(Action::on_host(Op::SetIpv6Forwarding { on: true }));
     }
     for route in &desired.host_routes {
         if !actual.host_routes.contains(route) {

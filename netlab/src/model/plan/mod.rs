@@ -81,18 +81,24 @@ mod tests {
             "create namespace red",
             "create bridge v-net-0",
             "add address 192.168.15.5/24 to v-net-0",
+            "add address fdec:60cc:b1bd:15::5/64 to v-net-0",
             "set v-net-0 up",
             "create veth veth-blue in netns blue (peer veth-blue-br on bridge v-net-0)",
             "create veth veth-red in netns red (peer veth-red-br on bridge v-net-0)",
             "add address 192.168.15.2/24 to veth-blue in netns blue",
+            "add address fdec:60cc:b1bd:15::2/64 to veth-blue in netns blue",
             "set veth-blue up in netns blue",
             "set lo up in netns blue",
             "add address 192.168.15.1/24 to veth-red in netns red",
+            "add address fdec:60cc:b1bd:15::1/64 to veth-red in netns red",
             "set veth-red up in netns red",
             "set lo up in netns red",
             "add route default via 192.168.15.5 in netns blue",
+            "add route default via fdec:60cc:b1bd:15::5 in netns blue",
             "add route default via 192.168.15.5 in netns red",
+            "add route default via fdec:60cc:b1bd:15::5 in netns red",
             "turn IPv4 forwarding on on the lab host",
+            "turn IPv6 forwarding on on the lab host",
             "write /etc/netns/blue/hosts",
             "write /etc/netns/blue/resolv.conf",
             "write /etc/netns/red/hosts",
@@ -137,14 +143,32 @@ mod tests {
                 "delete link veth-blue-br on the lab host",
                 "remove /etc/netns/blue/hosts",
                 "remove /etc/netns/blue/resolv.conf",
+                // The edited file has no subnet6: the IPv6 side goes.
+                "delete address fdec:60cc:b1bd:15::5/64 from v-net-0",
                 "delete address 192.168.15.1/24 from veth-red in netns red",
+                "delete address fdec:60cc:b1bd:15::1/64 from veth-red in netns red",
                 "add address 192.168.15.9/24 to veth-red in netns red",
+                "delete route default via fdec:60cc:b1bd:15::5 in netns red",
                 "add route default via 192.168.15.5 in netns red",
                 "write /etc/netns/red/hosts",
             ]
         );
         // And the result of that plan is converged.
         assert_eq!(plan(&after, &converged(&after)), vec![]);
+    }
+
+    #[test]
+    fn a_node_forwarding_one_family_only_is_set_again() {
+        let d = Desired::from_lab(&default_lab(), &[]);
+        let mut actual = converged(&d);
+        // red as a netlab that knew only IPv4 left it: ip_forward on, IPv6's off.
+        actual.nodes.get_mut("red").unwrap().forwarding = None;
+        let off = Action::in_node("red", Op::SetForwarding { on: false });
+        assert_eq!(plan(&d, &actual), vec![off.clone()]);
+        assert_eq!(
+            off.to_string(),
+            "turn IPv4 and IPv6 forwarding off in netns red"
+        );
     }
 
     #[test]
@@ -159,8 +183,10 @@ mod tests {
                 "delete link veth-red-br on the lab host",
                 "create veth veth-red in netns red (peer veth-red-br on bridge v-net-0)",
                 "add address 192.168.15.1/24 to veth-red in netns red",
+                "add address fdec:60cc:b1bd:15::1/64 to veth-red in netns red",
                 "set veth-red up in netns red",
                 "add route default via 192.168.15.5 in netns red",
+                "add route default via fdec:60cc:b1bd:15::5 in netns red",
             ]
         );
     }
@@ -216,9 +242,18 @@ mod tests {
         assert_eq!(d.cables.len(), 2);
         assert!(d.nodes["r"].forwarding);
         assert_eq!(d.nodes["r"].addresses.len(), 2);
-        assert_eq!(d.nodes["a"].addresses["veth-a"], net("10.0.1.2/24"));
-        assert_eq!(d.nodes["r"].addresses["eth0"], net("10.0.1.1/24"));
-        assert_eq!(d.nodes["r"].addresses["eth1"], net("10.0.2.1/24"));
+        assert_eq!(
+            d.nodes["a"].addresses["veth-a"],
+            [net("10.0.1.2/24").into()].into()
+        );
+        assert_eq!(
+            d.nodes["r"].addresses["eth0"],
+            [net("10.0.1.1/24").into()].into()
+        );
+        assert_eq!(
+            d.nodes["r"].addresses["eth1"],
+            [net("10.0.2.1/24").into()].into()
+        );
         let p = plan(&d, &Actual::default());
         assert!(p.contains(&Action::in_node("r", Op::SetForwarding { on: true })));
         assert!(p

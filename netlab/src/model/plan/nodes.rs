@@ -1,5 +1,5 @@
 //! The nodes: their namespaces, and inside each one its addresses, links
-//! up (`lo` too), routes and IPv4 forwarding.
+//! up (`lo` too), routes and forwarding (IPv4 and IPv6 as one switch).
 
 use std::collections::BTreeSet;
 
@@ -51,7 +51,7 @@ pub fn configure(
                 .keys()
                 .any(|l| fresh_links.contains(&(netns.clone(), l.clone())));
         node_routes(netns, want, have, relinked, &mut routes);
-        if have.map(|n| n.forwarding).unwrap_or(false) != want.forwarding {
+        if have.map_or(Some(false), |n| n.forwarding) != Some(want.forwarding) {
             steps.add.push(Action::in_node(
                 netns,
                 Op::SetForwarding {
@@ -63,7 +63,7 @@ pub fn configure(
     steps.add.extend(routes);
 }
 
-/// Each link's address (others removed) and the link up; whether an
+/// Each link's addresses (others removed) and the link up; whether an
 /// address was removed.
 fn addresses(
     netns: &str,
@@ -73,7 +73,7 @@ fn addresses(
     steps: &mut Steps,
 ) -> bool {
     let mut readdressed = false;
-    for (link, address) in &want.addresses {
+    for (link, want_addrs) in &want.addresses {
         let fresh = fresh_links.contains(&(netns.to_string(), link.clone()));
         let have_link = if fresh {
             None
@@ -81,24 +81,22 @@ fn addresses(
             have.and_then(|n| n.links.get(link))
         };
         let have_addrs = have_link.map(|l| l.addresses.clone()).unwrap_or_default();
-        for a in &have_addrs {
-            if a != address {
-                readdressed = true;
-                steps.add.push(Action::in_node(
-                    netns,
-                    Op::DeleteAddress {
-                        link: link.clone(),
-                        address: *a,
-                    },
-                ));
-            }
+        for a in have_addrs.difference(want_addrs) {
+            readdressed = true;
+            steps.add.push(Action::in_node(
+                netns,
+                Op::DeleteAddress {
+                    link: link.clone(),
+                    address: *a,
+                },
+            ));
         }
-        if !have_addrs.contains(address) {
+        for a in want_addrs.difference(&have_addrs) {
             steps.add.push(Action::in_node(
                 netns,
                 Op::AddAddress {
                     link: link.clone(),
-                    address: *address,
+                    address: *a,
                 },
             ));
         }
@@ -121,8 +119,11 @@ fn node_routes(
     routes: &mut Vec<Action>,
 ) {
     let have_routes = have.map(|n| n.routes.clone()).unwrap_or_default();
+    // Deleted even when relinked: IPv4 flushes a route whose gateway an
+    // address change leaves unreachable, IPv6 keeps it (deleting a route
+    // already gone is no error).
     for r in &have_routes {
-        if !want.routes.contains(r) && !relinked {
+        if !want.routes.contains(r) {
             routes.push(Action::in_node(netns, Op::DeleteRoute { route: *r }));
         }
     }

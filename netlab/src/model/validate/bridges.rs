@@ -1,12 +1,12 @@
 //! `[[bridges]]`: the lab's switches, the lab host on those with a gateway.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use toml::Spanned;
 
 use super::context::Checker;
 use crate::model::{
-    net::Ipv4Net,
+    net::{IpNet, Ipv4Net, Ipv6Net},
     raw::RawBridge,
     types::{Bridge, Filtering},
 };
@@ -19,16 +19,21 @@ pub fn validate(c: &mut Checker<'_>, raw: &[Spanned<RawBridge>]) -> Vec<Bridge> 
     for (i, rb) in raw.iter().enumerate() {
         if let Some(bridge) = bridge(c, i, rb.get_ref(), &bridges) {
             c.seen.subnets.push((
-                bridge.subnet,
+                bridge.subnet.into(),
                 format!("bridge {}", bridge.name),
                 rb.get_ref().subnet.span(),
             ));
+            if let (Some(s6), Some(raw6)) = (bridge.subnet6, &rb.get_ref().subnet6) {
+                let what = format!("bridge {}", bridge.name);
+                c.seen.subnets.push((s6.into(), what, raw6.span()));
+            }
             bridges.push(bridge);
         }
     }
     for b in &bridges {
         c.seen.host_ifnames.insert(b.name.clone());
-        if let Some(gw) = b.gateway {
+        let gateways = [b.gateway.map(Into::into), b.gateway6.map(Into::into)];
+        for gw in gateways.into_iter().flatten() {
             c.seen
                 .addresses
                 .insert(gw, format!("the gateway of bridge {}", b.name));
@@ -58,10 +63,15 @@ fn bridge(c: &mut Checker<'_>, i: usize, rb: &RawBridge, before: &[Bridge]) -> O
             ),
         );
     }
-    if let Some(problem) = unusable_subnet(subnet.network()) {
+    if let Some(problem) = unusable_subnet(subnet.network().into()) {
         c.at(&rb.subnet, f("subnet"), problem);
     }
     let gateway = gateway(c, rb.gateway.as_ref(), subnet, &f("gateway"));
+    let subnet6 = rb
+        .subnet6
+        .as_ref()
+        .and_then(|s| subnet6(c, s, &f("subnet6")));
+    let gateway6 = gateway6(c, rb, subnet6, gateway.is_some(), &f("gateway6"));
     let filtering = filtering(c, rb.filtering.as_ref(), &f("filtering"));
     let masquerade = rb
         .masquerade
@@ -85,12 +95,78 @@ fn bridge(c: &mut Checker<'_>, i: usize, rb: &RawBridge, before: &[Bridge]) -> O
         filtering,
         routed: rb.routed.as_ref().map(|r| *r.get_ref()).unwrap_or(false),
         vni: None,
+        subnet6,
+        gateway6,
     })
 }
 
+/// Shortest and longest prefix of a bridge's IPv6 subnet. /64 is the size
+/// of an IPv6 link (RFC 7421) and what tools expect; a longer one works as
+/// well, the addresses being static (no SLAAC); a shorter one is a block to
+/// split into links, not a link. /127 leaves no room beside the gateway.
+pub const BRIDGE_PREFIX6: std::ops::RangeInclusive<u8> = 64..=126;
+
+fn subnet6(c: &mut Checker<'_>, raw: &Spanned<String>, field: &str) -> Option<Ipv6Net> {
+    let subnet = c.cidr6(raw, field)?;
+    if !subnet.is_network() {
+        let msg = format!(
+            "{subnet} has host bits set; did you mean {}?",
+            subnet.network()
+        );
+        c.at(raw, field, msg);
+    }
+    if !BRIDGE_PREFIX6.contains(&subnet.prefix_len) {
+        let msg = format!(
+            "/{} is not a link's prefix: a bridge's IPv6 subnet is /{} to /{} (a /64 as a rule)",
+            subnet.prefix_len,
+            BRIDGE_PREFIX6.start(),
+            BRIDGE_PREFIX6.end()
+        );
+        c.at(raw, field, msg);
+    }
+    if let Some(problem) = unusable_subnet(subnet.network().into()) {
+        c.at(raw, field, problem);
+    }
+    Some(subnet.network())
+}
+
+/// The lab host's IPv6 address on the bridge: `gateway6` as written
+/// (`"none"`: none), or else, on a bridge the lab host is on (it has a
+/// `gateway`), the subnet's first address, as Docker gives its bridge.
+fn gateway6(
+    c: &mut Checker<'_>,
+    rb: &RawBridge,
+    subnet6: Option<Ipv6Net>,
+    host_on_bridge: bool,
+    field: &str,
+) -> Option<Ipv6Addr> {
+    let Some(g) = &rb.gateway6 else {
+        let subnet = subnet6.filter(|_| host_on_bridge)?;
+        return Some(Ipv6Addr::from_bits(subnet.addr.to_bits().wrapping_add(1)));
+    };
+    if g.get_ref() == "none" {
+        return None;
+    }
+    let gw = c.ipv6(g, field)?;
+    match subnet6 {
+        None if rb.subnet6.is_none() => c.at(g, field, "needs a `subnet6`"),
+        None => {}
+        Some(subnet) if !subnet.is_usable_host(gw) => c.at(
+            g,
+            field,
+            format!("{gw} is not a usable address in subnet6 {subnet}"),
+        ),
+        Some(_) => {}
+    }
+    Some(gw)
+}
+
 /// Why `subnet` is no lab's to use, if it is not (bridges and cables).
-pub fn unusable_subnet(subnet: Ipv4Net) -> Option<String> {
-    let (range, why) = subnet.unusable_overlap()?;
+pub fn unusable_subnet(subnet: IpNet) -> Option<String> {
+    let (range, why) = match subnet {
+        IpNet::V4(n) => n.unusable_overlap().map(|(r, w)| (IpNet::V4(r), w))?,
+        IpNet::V6(n) => n.unusable_overlap().map(|(r, w)| (IpNet::V6(r), w))?,
+    };
     Some(format!(
         "{subnet} overlaps {range} ({why}): no lab can use those addresses"
     ))
@@ -211,5 +287,86 @@ mod tests {
             ),
         )
         .unwrap();
+    }
+
+    #[test]
+    fn ipv6_subnets_and_gateways() {
+        use crate::model::validate::parse;
+        let bridge = |extra: &str| {
+            format!("[[bridges]]\nname = \"b\"\nsubnet = \"10.0.0.0/24\"\ngateway = \"10.0.0.1\"\n{extra}")
+        };
+        let e = |extra: &str| err(&bridge(extra));
+        // Prefix sizes: a link's, /64 to /126.
+        assert_eq!(
+            e("subnet6 = \"fd00::/48\"\n"),
+            "lab.toml:5: bridges[0].subnet6: /48 is not a link's prefix: a bridge's IPv6 subnet \
+             is /64 to /126 (a /64 as a rule)"
+        );
+        assert!(e("subnet6 = \"fd00::/127\"\n").contains("/127 is not a link's prefix"));
+        assert!(parse("lab.toml", &bridge("subnet6 = \"fd00::/120\"\n")).is_ok());
+        assert_eq!(
+            e("subnet6 = \"fd00::1/64\"\n"),
+            "lab.toml:5: bridges[0].subnet6: fd00::1/64 has host bits set; did you mean fd00::/64?"
+        );
+        assert_eq!(
+            e("subnet6 = \"fd00::/129\"\n"),
+            "lab.toml:5: bridges[0].subnet6: bad CIDR: `129` in `fd00::/129` is not a prefix \
+             length (0-128)"
+        );
+        assert!(e("subnet6 = \"10.0.1.0/24\"\n").contains("is not an IPv6 address"));
+        assert!(e("subnet6 = \"fe80::/64\"\n")
+            .contains("fe80::/64 overlaps fe80::/10 (link-local, which the kernel gives every interface itself)"));
+        // gateway6: inside subnet6, not its anycast address, needs subnet6.
+        assert_eq!(
+            e("subnet6 = \"fd00::/64\"\ngateway6 = \"fd01::1\"\n"),
+            "lab.toml:6: bridges[0].gateway6: fd01::1 is not a usable address in subnet6 fd00::/64"
+        );
+        assert!(
+            e("subnet6 = \"fd00::/64\"\ngateway6 = \"fd00::\"\n").contains("not a usable address")
+        );
+        assert_eq!(
+            e("gateway6 = \"fd00::1\"\n"),
+            "lab.toml:5: bridges[0].gateway6: needs a `subnet6`"
+        );
+        assert!(e("subnet6 = \"fd00::/64\"\ngateway6 = \"10.0.0.1\"\n")
+            .contains("is not an IPv6 address"));
+        // The default: the subnet's first address on a bridge the lab host
+        // is on; none on a plain switch, or with "none".
+        let b = |extra: &str| parse("lab.toml", &bridge(extra)).unwrap().bridges[0].clone();
+        let b1 = b("subnet6 = \"fd00::/64\"\n");
+        assert_eq!(b1.gateway6, Some("fd00::1".parse().unwrap()));
+        assert_eq!(b1.gateway6_net().unwrap().to_string(), "fd00::1/64");
+        assert_eq!(
+            b("subnet6 = \"fd00::/64\"\ngateway6 = \"none\"\n").gateway6,
+            None
+        );
+        assert_eq!(b("").subnet6, None);
+        let switch = parse(
+            "lab.toml",
+            "[[bridges]]\nname = \"sw\"\nsubnet = \"10.0.0.0/24\"\nsubnet6 = \"fd00::/64\"\n",
+        )
+        .unwrap();
+        assert_eq!(switch.bridges[0].gateway6, None);
+        assert!(!switch.routes_ipv6());
+    }
+
+    #[test]
+    fn ipv6_subnets_may_not_overlap() {
+        let two = format!(
+            "{}[[bridges]]\nname = \"b2\"\nsubnet = \"10.0.0.0/24\"\nsubnet6 = \"fd00:15::/96\"\n",
+            crate::model::test_support::BASE6
+        );
+        assert_eq!(
+            err(&two),
+            "lab.toml:12: subnet fd00:15::/96 of bridge b2 overlaps fd00:15::/64 of bridge v-net-0"
+        );
+        // The gateway6 is taken: a second bridge's cannot be it (nor a node's).
+        let e = err(&crate::model::test_support::with_base6(
+            "[[nodes]]\nname = \"red\"\nbridge = \"v-net-0\"\naddress = \"192.168.15.1\"\naddress6 = \"fd00:15::5\"\n",
+        ));
+        assert_eq!(
+            e,
+            "lab.toml:13: nodes[0].address6: fd00:15::5 is already the gateway of bridge v-net-0"
+        );
     }
 }

@@ -5,14 +5,17 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     ops::Range,
 };
 
 use toml::Spanned;
 
 use super::names::check_ifname;
-use crate::model::{net::Ipv4Net, source::Problem};
+use crate::model::{
+    net::{IpNet, Ipv4Net, Ipv6Net},
+    source::Problem,
+};
 
 /// Validation's state while it walks the file.
 pub struct Checker<'a> {
@@ -24,11 +27,11 @@ pub struct Checker<'a> {
 /// What earlier sections accepted.
 #[derive(Default)]
 pub struct Seen {
-    /// Subnets of bridges and cables, each with what it is and where it is
-    /// written: no two may overlap.
-    pub subnets: Vec<(Ipv4Net, String, Range<usize>)>,
-    /// Addresses taken (gateways, node interfaces) → by what.
-    pub addresses: BTreeMap<Ipv4Addr, String>,
+    /// Subnets of bridges and cables (of both families), each with what it
+    /// is and where it is written: no two may overlap.
+    pub subnets: Vec<(IpNet, String, Range<usize>)>,
+    /// Addresses taken (gateways, node interfaces, of both families) → by what.
+    pub addresses: BTreeMap<IpAddr, String>,
     /// Interface names on the lab host: bridges and the lab-host ends of veths.
     pub host_ifnames: BTreeSet<String>,
 }
@@ -111,6 +114,30 @@ impl<'a> Checker<'a> {
                     field,
                     format!("`{}` is not an IPv4 address", spanned.get_ref()),
                 );
+                None
+            }
+        }
+    }
+
+    pub fn ipv6(&mut self, spanned: &Spanned<String>, field: &str) -> Option<Ipv6Addr> {
+        match spanned.get_ref().parse::<Ipv6Addr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.at(
+                    spanned,
+                    field,
+                    format!("`{}` is not an IPv6 address", spanned.get_ref()),
+                );
+                None
+            }
+        }
+    }
+
+    pub fn cidr6(&mut self, spanned: &Spanned<String>, field: &str) -> Option<Ipv6Net> {
+        match spanned.get_ref().parse::<Ipv6Net>() {
+            Ok(n) => Some(n),
+            Err(e) => {
+                self.at(spanned, field, format!("bad CIDR: {e}"));
                 None
             }
         }

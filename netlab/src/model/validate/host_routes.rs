@@ -1,11 +1,12 @@
-//! `[[routes]]`: routes on the lab host, to subnets behind router nodes.
-//! Each goes through a node on one of the lab host's bridges (those with a
-//! gateway), one route per destination (its bridges' subnets being routes
-//! already). Like a bridge's subnet, a route's destination is masqueraded
-//! (`masquerade`, default true) and/or reached from outside without NAT
-//! (`routed`, default false).
+//! `[[routes]]`: routes on the lab host, to subnets behind router nodes,
+//! of either family. Each goes through a node on one of the lab host's
+//! bridges (those with a `gateway`, or a `gateway6` for IPv6), one route per
+//! destination (its bridges' subnets being routes already). Like a
+//! bridge's subnet, a route's destination is masqueraded (`masquerade`,
+//! default true) and/or reached from outside without NAT (`routed`,
+//! default false).
 
-use std::{collections::BTreeMap, net::Ipv4Addr};
+use std::{collections::BTreeMap, net::IpAddr};
 
 use toml::Spanned;
 
@@ -14,52 +15,79 @@ use super::{
     routing::{self, next_hop_problem, RouteTable},
 };
 use crate::model::{
-    net::Ipv4Net,
+    net::IpNet,
     raw::RawHostRoute,
-    types::{Bridge, HostRoute},
+    types::{Bridge, HostRoute, HostRoute6},
 };
 
+/// The lab host's IPv4 and IPv6 routes.
 pub fn validate(
     c: &mut Checker<'_>,
     raw: &[Spanned<RawHostRoute>],
     bridges: &[Bridge],
-) -> Vec<HostRoute> {
-    let host_own: Vec<Ipv4Net> = bridges.iter().filter_map(Bridge::gateway_net).collect();
+) -> (Vec<HostRoute>, Vec<HostRoute6>) {
+    let host_own: Vec<IpNet> = bridges
+        .iter()
+        .flat_map(|b| {
+            let v6 = b.gateway6_net().map(IpNet::from);
+            b.gateway_net().map(IpNet::from).into_iter().chain(v6)
+        })
+        .collect();
     let mut table = RouteTable {
         owner: "the lab host".to_string(),
         connected: bridges
             .iter()
-            .filter(|b| b.gateway.is_some())
-            .map(|b| (b.subnet, format!("bridge `{}`", b.name)))
+            .flat_map(|b| {
+                let what = format!("bridge `{}`", b.name);
+                let v4 = b.gateway.map(|_| (b.subnet.into(), what.clone()));
+                let v6 = b.subnet6.filter(|_| b.gateway6.is_some());
+                v4.into_iter().chain(v6.map(|s| (s.into(), what)))
+            })
             .collect(),
         routes: BTreeMap::new(),
     };
-    let mut routes = Vec::new();
+    let (mut routes, mut routes6) = (Vec::new(), Vec::new());
     for (j, r) in raw.iter().enumerate() {
         let field = format!("routes[{j}]");
         let r = r.get_ref();
         let Some(route) = routing::route(c, &r.to, &r.via, &field) else {
             continue;
         };
-        let nowhere = |via: Ipv4Addr| {
-            format!("{via} is not on a bridge the lab host is on (one with a `gateway`)")
+        let nowhere = |via: IpAddr| {
+            let key = if via.is_ipv6() { "gateway6" } else { "gateway" };
+            format!("{via} is not on a bridge the lab host is on (one with a `{key}`)")
         };
         if let Some(e) = next_hop_problem(&host_own, route.via, "the lab host", nowhere) {
             c.at(&r.via, format!("{field}.via"), e);
             continue;
         }
         match table.add(route, &field) {
-            Ok(true) => routes.push(HostRoute {
-                to: route.to,
-                via: route.via,
-                masquerade: r.masquerade.as_ref().is_none_or(|m| *m.get_ref()),
-                routed: r.routed.as_ref().is_some_and(|m| *m.get_ref()),
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) => {
+                c.at(&r.to, format!("{field}.to"), e);
+                continue;
+            }
+        }
+        let masquerade = r.masquerade.as_ref().is_none_or(|m| *m.get_ref());
+        let routed = r.routed.as_ref().is_some_and(|m| *m.get_ref());
+        match (route.to, route.via) {
+            (IpNet::V4(to), IpAddr::V4(via)) => routes.push(HostRoute {
+                to,
+                via,
+                masquerade,
+                routed,
             }),
-            Ok(false) => {}
-            Err(e) => c.at(&r.to, format!("{field}.to"), e),
+            (IpNet::V6(to), IpAddr::V6(via)) => routes6.push(HostRoute6 {
+                to,
+                via,
+                masquerade,
+                routed,
+            }),
+            _ => unreachable!("routing::route refuses a family mismatch"),
         }
     }
-    routes
+    (routes, routes6)
 }
 
 #[cfg(test)]
@@ -153,5 +181,51 @@ mod tests {
              routes = [{ to = \"10.0.0.0/8\", via = \"192.168.15.9\", routed = true }]\n",
         ));
         assert!(e.contains("unknown field `routed`"), "{e}");
+    }
+
+    #[test]
+    fn ipv6_host_routes() {
+        use crate::model::test_support::with_base6;
+        let route = |to: &str, via: &str| format!("[[routes]]\nto = \"{to}\"\nvia = \"{via}\"\n");
+        let lab = parse(
+            "lab.toml",
+            &with_base6(&route("fd00:44::/64", "fd00:15::1")),
+        )
+        .unwrap();
+        assert!(lab.host_routes.is_empty());
+        assert_eq!(
+            lab.host_routes6,
+            [HostRoute6 {
+                to: "fd00:44::/64".parse().unwrap(),
+                via: "fd00:15::1".parse().unwrap(),
+                masquerade: true,
+                routed: false,
+            }]
+        );
+        assert_eq!(
+            err(&with_base(&route("fd00:44::/64", "fd00:15::1"))),
+            "lab.toml:9: routes[0].via: fd00:15::1 is not on a bridge the lab host is on (one \
+             with a `gateway6`)"
+        );
+        assert_eq!(
+            err(&with_base6(&route("fd00:15::/64", "fd00:15::1"))),
+            "lab.toml:10: routes[0].to: fd00:15::/64 is the subnet of bridge `v-net-0`, which the \
+             lab host reaches directly: a route to it via fd00:15::1 would clash with that one"
+        );
+        assert!(
+            err(&with_base6(&route("fd00:44::/64", "192.168.15.1"))).contains(
+                "routes[0].via: 192.168.15.1 is an IPv4 address, fd00:44::/64 an IPv6 destination"
+            )
+        );
+        assert!(err(&with_base6(&route("fd00:15::5", "fd00:15::1"))).contains("bad CIDR"));
+        let e = err(&with_base6(&format!(
+            "{}{}",
+            route("fd00:44::/64", "fd00:15::1"),
+            route("fd00:44::/64", "fd00:15::2")
+        )));
+        assert!(
+            e.contains("the lab host already has a route to fd00:44::/64 via fd00:15::1"),
+            "{e}"
+        );
     }
 }

@@ -109,7 +109,7 @@ fn validate(c: &mut Checker<'_>, raw: RawLab) -> Lab {
     hosts::assign_nodes(c, &raw.nodes, &mut nodes, &hosts);
     hosts::check_cables(c, &cables, &nodes);
     nodes::check_namespaces(c, &nodes);
-    let host_routes = host_routes::validate(c, &raw.routes, &bridges);
+    let (host_routes, host_routes6) = host_routes::validate(c, &raw.routes, &bridges);
     let mut lab = Lab {
         name,
         netns_prefix,
@@ -121,6 +121,7 @@ fn validate(c: &mut Checker<'_>, raw: RawLab) -> Lab {
         cables,
         forwards: Vec::new(),
         host_routes,
+        host_routes6,
         hosts,
         vxlan,
         share: None,
@@ -168,6 +169,18 @@ mod tests {
         assert_eq!((f.proto, f.port_first, f.target_port), (Proto::Tcp, 80, 80));
         assert_eq!(f.target_addr, Ipv4Addr::new(192, 168, 15, 2));
         assert_eq!(lab.uplink.interface, None);
+        // Dual-stack: a ULA /64 beside it, the same host numbers.
+        assert_eq!(
+            b.subnet6.map(|s| s.to_string()).as_deref(),
+            Some("fdec:60cc:b1bd:15::/64")
+        );
+        assert_eq!(b.gateway6, Some("fdec:60cc:b1bd:15::5".parse().unwrap()));
+        assert_eq!(
+            red.interfaces[0].address6.map(|a| a.to_string()).as_deref(),
+            Some("fdec:60cc:b1bd:15::1/64")
+        );
+        assert_eq!(red.gateway6, b.gateway6);
+        assert!(b.subnet6.unwrap().addr.segments()[0] & 0xff00 == 0xfd00);
     }
 
     #[test]

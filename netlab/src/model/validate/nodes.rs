@@ -3,7 +3,11 @@
 //! ends), with the names of both ends of every veth; its routing is
 //! [`super::node_routes`].
 
-use std::{collections::BTreeSet, net::Ipv4Addr, ops::Range};
+use std::{
+    collections::BTreeSet,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    ops::Range,
+};
 
 use toml::Spanned;
 
@@ -43,13 +47,14 @@ pub fn validate(
             );
         }
         let interfaces = interfaces(c, i, rn, bridges, ends);
-        let (gateway, routes) = node_routes::validate(c, i, rn, &interfaces, bridges);
+        let routing = node_routes::validate(c, i, rn, &interfaces, bridges);
         nodes.push(Node {
             netns: format!("{netns_prefix}{name}"),
             name,
             interfaces,
-            gateway,
-            routes,
+            gateway: routing.gateway,
+            gateway6: routing.gateway6,
+            routes: routing.routes,
             forwarding: rn
                 .forwarding
                 .as_ref()
@@ -75,6 +80,7 @@ pub fn check_namespaces(c: &mut Checker<'_>, nodes: &[Node]) {
 struct Want<'r> {
     bridge: &'r Spanned<String>,
     address: &'r Spanned<String>,
+    address6: Option<&'r Spanned<String>>,
     name: Option<&'r Spanned<String>>,
     host_name: Option<&'r Spanned<String>>,
     impairs: RawImpairs<'r>,
@@ -195,6 +201,7 @@ fn bridge_wants<'r>(c: &mut Checker<'_>, i: usize, rn: &'r RawNode) -> Vec<Want<
         (Some(bridge), Some(address), None) => wants.push(Want {
             bridge,
             address,
+            address6: rn.address6.as_ref(),
             name: rn.interface.as_ref(),
             host_name: rn.host_interface.as_ref(),
             impairs: rn.impairs(),
@@ -212,6 +219,7 @@ fn bridge_wants<'r>(c: &mut Checker<'_>, i: usize, rn: &'r RawNode) -> Vec<Want<
                 wants.push(Want {
                     bridge: &ri.bridge,
                     address: &ri.address,
+                    address6: ri.address6.as_ref(),
                     name: ri.name.as_ref(),
                     host_name: ri.host_name.as_ref(),
                     impairs: ri.impairs(),
@@ -221,10 +229,16 @@ fn bridge_wants<'r>(c: &mut Checker<'_>, i: usize, rn: &'r RawNode) -> Vec<Want<
         }
         (None, None, None) => {}
     }
+    if let (Some(a6), None) = (&rn.address6, &rn.bridge) {
+        if rn.interfaces.is_none() {
+            c.at(a6, f("bridge"), "`address6` needs a `bridge`");
+        }
+    }
     if rn.interfaces.is_some() {
         for (k, v) in [
             ("interface", &rn.interface),
             ("host_interface", &rn.host_interface),
+            ("address6", &rn.address6),
         ] {
             if let Some(v) = v {
                 c.at(
@@ -260,7 +274,13 @@ fn bridge_interface(
     let address = bridge_address(c, w, bridge)?;
     c.seen
         .addresses
-        .insert(address, format!("used by node {}", naming.node));
+        .insert(address.into(), format!("used by node {}", naming.node));
+    let address6 = w.address6.and_then(|a| bridge_address6(c, w, a, bridge));
+    if let Some(a6) = address6 {
+        c.seen
+            .addresses
+            .insert(a6.into(), format!("used by node {}", naming.node));
+    }
     let ifname = match w.name {
         Some(n) => c
             .new_ifname(n, &format!("{}.{}", w.field, naming.name_key))
@@ -299,6 +319,7 @@ fn bridge_interface(
     Some(Interface {
         name: ifname,
         address: bridge.subnet.with_addr(address),
+        address6: address6.and_then(|a| Some(bridge.subnet6?.with_addr(a))),
         impair,
         attachment: Attachment::Bridge {
             bridge: bridge.name.clone(),
@@ -337,12 +358,55 @@ fn bridge_address(c: &mut Checker<'_>, w: &Want<'_>, bridge: &Bridge) -> Option<
             "{address} is the network or broadcast address of {}",
             bridge.subnet
         )
-    } else if let Some(owner) = c.seen.addresses.get(&address) {
+    } else if let Some(owner) = c.seen.addresses.get(&address.into()) {
         format!("{address} is already {owner}")
     } else {
         return Some(address);
     };
     c.at(w.address, field, problem);
+    None
+}
+
+/// `w`'s IPv6 address `raw` (`fd00:15::1`, or with the prefix length of the
+/// bridge's `subnet6`): a usable one in that subnet that nothing else has.
+fn bridge_address6(
+    c: &mut Checker<'_>,
+    w: &Want<'_>,
+    raw: &Spanned<String>,
+    bridge: &Bridge,
+) -> Option<Ipv6Addr> {
+    let field = format!("{}.address6", w.field);
+    let Some(subnet) = bridge.subnet6 else {
+        let msg = format!("bridge {} has no `subnet6`", bridge.name);
+        c.at(raw, &field, msg);
+        return None;
+    };
+    let address = match raw.get_ref().parse::<crate::model::net::Ipv6Net>() {
+        Ok(n) => {
+            if n.prefix_len != subnet.prefix_len {
+                let msg = format!(
+                    "prefix /{} differs from bridge {}'s subnet6 {subnet}",
+                    n.prefix_len, bridge.name
+                );
+                c.at(raw, &field, msg);
+            }
+            n.addr
+        }
+        Err(_) => c.ipv6(raw, &field)?,
+    };
+    let problem = if !subnet.contains(address) {
+        format!(
+            "{address} is outside subnet6 {subnet} of bridge {}",
+            bridge.name
+        )
+    } else if !subnet.is_usable_host(address) {
+        format!("{address} is the subnet-router anycast address of {subnet}")
+    } else if let Some(owner) = c.seen.addresses.get(&address.into()) {
+        format!("{address} is already {owner}")
+    } else {
+        return Some(address);
+    };
+    c.at(raw, field, problem);
     None
 }
 
@@ -373,17 +437,20 @@ fn cable_interface(
     theirs: &DraftEnd,
 ) -> Option<Interface> {
     let addr = mine.address?;
-    if let Some(owner) = c.seen.addresses.get(&addr.addr) {
-        let message = format!("{} is already {owner}", addr.addr);
-        c.at_span(
-            mine.span.clone(),
-            format!("{}.address", mine.field),
-            message,
-        );
+    // An IPv6 address only when both ends have one (else the cable's
+    // problem, reported once by `cables::ends`).
+    let addr6 = mine.address6.filter(|_| theirs.address6.is_some());
+    let taken = std::iter::once((IpAddr::from(addr.addr), "address"))
+        .chain(addr6.map(|a| (IpAddr::from(a.addr), "address6")));
+    for (a, key) in taken {
+        if let Some(owner) = c.seen.addresses.get(&a) {
+            let message = format!("{a} is already {owner}");
+            c.at_span(mine.span.clone(), format!("{}.{key}", mine.field), message);
+        }
+        c.seen
+            .addresses
+            .insert(a, format!("used by node {}", naming.node));
     }
-    c.seen
-        .addresses
-        .insert(addr.addr, format!("used by node {}", naming.node));
     let name = match &mine.interface {
         Some(n) => n.clone(),
         None => default_ifname(
@@ -398,6 +465,7 @@ fn cable_interface(
     Some(Interface {
         name,
         address: addr,
+        address6: addr6,
         impair: mine.impair,
         attachment: Attachment::Cable {
             peer_node: theirs.node.clone(),
@@ -573,5 +641,85 @@ mod tests {
         );
         let e = err("[[bridges]]\nname = \"b\"\nsubnet = \"10.0.0.0/24\"\nmasquerade = true\n");
         assert!(e.contains("needs a gateway"), "{e}");
+    }
+
+    #[test]
+    fn ipv6_node_addresses() {
+        use crate::model::test_support::{with_base6, BASE6};
+        let red = |a6: &str| {
+            with_base6(&format!(
+                "[[nodes]]\nname = \"red\"\nbridge = \"v-net-0\"\naddress = \"192.168.15.1\"\naddress6 = \"{a6}\"\n"
+            ))
+        };
+        let lab = parse("lab.toml", &red("fd00:15::1")).unwrap();
+        let r = lab.node("red").unwrap();
+        assert_eq!(
+            r.interfaces[0].address6.unwrap().to_string(),
+            "fd00:15::1/64"
+        );
+        assert_eq!(r.gateway6, Some("fd00:15::5".parse().unwrap()));
+        assert_eq!(r.primary_address6(), Some("fd00:15::1".parse().unwrap()));
+        assert!(parse("lab.toml", &red("fd00:15::1/64")).is_ok());
+        assert_eq!(
+            err(&red("fd00:15::1/80")),
+            "lab.toml:13: nodes[0].address6: prefix /80 differs from bridge v-net-0's subnet6 fd00:15::/64"
+        );
+        assert_eq!(
+            err(&red("fd00:16::1")),
+            "lab.toml:13: nodes[0].address6: fd00:16::1 is outside subnet6 fd00:15::/64 of bridge v-net-0"
+        );
+        assert_eq!(
+            err(&red("fd00:15::")),
+            "lab.toml:13: nodes[0].address6: fd00:15:: is the subnet-router anycast address of fd00:15::/64"
+        );
+        assert!(err(&red("192.168.15.9"))
+            .contains("nodes[0].address6: `192.168.15.9` is not an IPv6 address"));
+        // A bridge without subnet6.
+        let e = err(&with_base(
+            "[[nodes]]\nname = \"red\"\nbridge = \"v-net-0\"\naddress = \"192.168.15.1\"\naddress6 = \"fd00::1\"\n",
+        ));
+        assert_eq!(
+            e,
+            "lab.toml:11: nodes[0].address6: bridge v-net-0 has no `subnet6`"
+        );
+        // Duplicates, across the short form and `interfaces` entries.
+        let e = err(&format!(
+            "{}[[nodes]]\nname = \"blue\"\ninterfaces = [{{ bridge = \"v-net-0\", address = \"192.168.15.2\", address6 = \"fd00:15::1\" }}]\n",
+            red("fd00:15::1")
+        ));
+        assert!(
+            e.contains("nodes[1].interfaces[0].address6: fd00:15::1 is already used by node red"),
+            "{e}"
+        );
+        // `address6` belongs with `bridge`, or inside `interfaces` entries.
+        let e = err(&format!(
+            "{BASE6}[[nodes]]\nname = \"red\"\naddress6 = \"fd00:15::1\"\n"
+        ));
+        assert_eq!(
+            e,
+            "lab.toml:11: nodes[0].bridge: `address6` needs a `bridge`"
+        );
+        let e = err(&format!(
+            "{BASE6}[[nodes]]\nname = \"red\"\naddress6 = \"fd00:15::1\"\ninterfaces = [{{ bridge = \"v-net-0\", address = \"192.168.15.2\" }}]\n"
+        ));
+        assert!(
+            e.contains("nodes[0].address6: set names inside `interfaces` entries"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_node_without_an_ipv6_address_gets_no_ipv6_default_route() {
+        use crate::model::test_support::with_base6;
+        let lab = parse(
+            "lab.toml",
+            &with_base6(
+                "[[nodes]]\nname = \"red\"\nbridge = \"v-net-0\"\naddress = \"192.168.15.1\"\n",
+            ),
+        )
+        .unwrap();
+        let r = lab.node("red").unwrap();
+        assert_eq!((r.gateway6, r.interfaces[0].address6), (None, None));
+        assert_eq!(r.gateway, Some(Ipv4Addr::new(192, 168, 15, 5)));
     }
 }

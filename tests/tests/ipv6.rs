@@ -1,0 +1,263 @@
+//! Dual-stack labs end to end (issue 15, part 1): IPv6 addresses usable the
+//! moment `up` returns, names of both families, routers, convergence on
+//! edit, and IPv6 forwarding restored by `down`. Every test in its own
+//! sandbox or lab-host namespace. Nothing here sends IPv6 to the wan side:
+//! that needs the dataplane's NAT66 (part 2).
+
+use netlab_tests::{ok, require_root, run, text, Lab, T};
+
+/// The seeds' bridge with a ULA /64 beside its IPv4 subnet, red and blue
+/// on it with an address of each family; `v6 = false` leaves IPv6 out.
+fn dual_stack(v6: bool) -> String {
+    let (subnet6, red6, blue6) = if v6 {
+        (
+            "subnet6 = \"fd00:15::/64\"\ngateway6 = \"fd00:15::5\"\n",
+            "address6 = \"fd00:15::1\"\n",
+            "address6 = \"fd00:15::2\"\n",
+        )
+    } else {
+        ("", "", "")
+    };
+    format!(
+        r#"
+[[bridges]]
+name = "v-net-0"
+subnet = "192.168.15.0/24"
+gateway = "192.168.15.5"
+{subnet6}
+[[nodes]]
+name = "red"
+bridge = "v-net-0"
+address = "192.168.15.1"
+{red6}
+[[nodes]]
+name = "blue"
+bridge = "v-net-0"
+address = "192.168.15.2"
+{blue6}"#
+    )
+}
+
+/// One echo request, one second to answer: no retries that would hide an
+/// address still tentative (duplicate address detection takes a second or
+/// more, and a tentative source address cannot be bound at all).
+fn ping6_once(lab: &Lab, node: &str, to: &str) -> std::process::Output {
+    lab.node(node, &["ping", "-6", "-n", "-c1", "-W1", to])
+}
+
+/// The global IPv6 addresses in a namespace (`-n NETNS`) as `ip -6 addr` lists them.
+fn global6(netns_args: &[&str]) -> String {
+    let mut args = vec!["ip", "-6", "-o", "addr", "show", "scope", "global"];
+    args.splice(1..1, netns_args.iter().copied());
+    ok(&args, T)
+}
+
+#[test]
+fn ipv6_dual_stack_lab_answers_at_once_and_converges() {
+    require_root();
+    let lab = Lab::new("d6", &dual_stack(true));
+    lab.up();
+    // Right after `up`: the first echo request to a node and to the lab
+    // host's gateway6 is answered (addresses are never tentative).
+    for (from, to) in [
+        ("red", "fd00:15::2"),
+        ("blue", "fd00:15::1"),
+        ("red", "fd00:15::5"),
+    ] {
+        let o = ping6_once(&lab, from, to);
+        assert!(
+            o.status.success(),
+            "{from} -> {to} right after up:\n{}",
+            text(&o)
+        );
+    }
+    let red_netns = lab.netns("red");
+    let addrs = global6(&["-n", &red_netns]);
+    assert!(addrs.contains("fd00:15::1/64"), "{addrs}");
+    assert!(!addrs.contains("tentative"), "{addrs}");
+    // Names resolve to both families from the hosts file.
+    let both = lab.node_ok("red", &["getent", "ahosts", "blue"]);
+    assert!(
+        both.contains("fd00:15::2") && both.contains("192.168.15.2"),
+        "{both}"
+    );
+    let by_name = lab.node_ok("red", &["ping", "-6", "-c1", "-W1", "blue"]);
+    assert!(by_name.contains("fd00:15::2"), "{by_name}");
+    let gw = lab.node_ok("blue", &["getent", "ahosts", "v-net-0-gateway"]);
+    assert!(gw.contains("fd00:15::5"), "{gw}");
+    // Routers and the lab host route IPv6: its forwarding is on.
+    let fwd = lab.host(&["sysctl", "-n", "net.ipv6.conf.all.forwarding"]);
+    assert_eq!(netlab_tests::stdout(&fwd).trim(), "1", "{}", text(&fwd));
+    // A second `up` changes nothing; status shows the IPv6 side.
+    let again = lab.up();
+    assert!(again.contains("nothing to change"), "{again}");
+    let status = lab.netlab_ok(&["status", "--name", &lab.name]);
+    assert!(status.contains("192.168.15.5/24 fd00:15::5/64"), "{status}");
+    assert!(status.contains("192.168.15.1/24 fd00:15::1/64"), "{status}");
+
+    // Without subnet6, `up` takes every IPv6 address (and route) away.
+    lab.write(&dual_stack(false));
+    lab.up();
+    let addrs = global6(&["-n", &red_netns]);
+    assert!(addrs.trim().is_empty(), "left in red: {addrs}");
+    let host = lab.host_netns();
+    let bridge = global6(&["-n", &host]);
+    assert!(
+        !bridge.contains("fd00:15::"),
+        "left on the lab host: {bridge}"
+    );
+    let routes = ok(
+        &["ip", "-n", &red_netns, "-6", "route", "show", "default"],
+        T,
+    );
+    assert!(routes.trim().is_empty(), "left in red: {routes}");
+    assert!(!ping6_once(&lab, "red", "fd00:15::2").status.success());
+    let json = lab.netlab_ok(&["status", "--name", &lab.name, "--json"]);
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json["converged"], true, "{json}");
+    // And back: usable at once again.
+    lab.write(&dual_stack(true));
+    lab.up();
+    let o = ping6_once(&lab, "red", "fd00:15::2");
+    assert!(o.status.success(), "after re-adding:\n{}", text(&o));
+    lab.down();
+}
+
+#[test]
+fn router_node_forwards_ipv6_between_segments() {
+    require_root();
+    // a — r — b over cables, each a dual-stack /64; a routes b's subnet
+    // through r, b has r as its IPv6 default gateway.
+    let body = |forwarding: bool| {
+        format!(
+            r#"
+[[nodes]]
+name = "a"
+routes = [{{ to = "fd00:2::/64", via = "fd00:1::1" }}]
+[[nodes]]
+name = "r"
+forwarding = {forwarding}
+[[nodes]]
+name = "b"
+gateway6 = "fd00:2::1"
+[[cables]]
+a = {{ node = "a", address = "10.0.1.2/24", address6 = "fd00:1::2/64" }}
+b = {{ node = "r", address = "10.0.1.1/24", address6 = "fd00:1::1/64" }}
+[[cables]]
+a = {{ node = "r", address = "10.0.2.1/24", address6 = "fd00:2::1/64" }}
+b = {{ node = "b", address = "10.0.2.2/24", address6 = "fd00:2::2/64" }}
+"#
+        )
+    };
+    let lab = Lab::new("r6", &body(true));
+    lab.up();
+    let o = ping6_once(&lab, "a", "fd00:2::2");
+    assert!(o.status.success(), "a -> b through r:\n{}", text(&o));
+    let back = lab.node_ok("b", &["ping", "-6", "-c1", "-W1", "a"]);
+    assert!(back.contains("fd00:1::2"), "{back}");
+    let fwd = lab.node_ok("r", &["sysctl", "-n", "net.ipv6.conf.all.forwarding"]);
+    assert_eq!(fwd.trim(), "1");
+    // Without forwarding in r, nothing crosses it.
+    lab.write(&body(false));
+    lab.up();
+    let fwd = lab.node_ok("r", &["sysctl", "-n", "net.ipv6.conf.all.forwarding"]);
+    assert_eq!(fwd.trim(), "0");
+    let o = ping6_once(&lab, "a", "fd00:2::2");
+    assert!(
+        !o.status.success(),
+        "forwarded without forwarding on:\n{}",
+        text(&o)
+    );
+    lab.down();
+}
+
+#[test]
+fn ipv6_forwarding_on_the_lab_host_is_restored_by_down() {
+    require_root();
+    // --host-netns: a namespace of the test's stands in for the lab host.
+    let lab = Lab::new(
+        "h6",
+        r#"
+[[bridges]]
+name = "br0"
+subnet = "10.20.0.0/24"
+gateway = "10.20.0.1"
+subnet6 = "fd00:20::/64"
+masquerade = false
+[[nodes]]
+name = "x"
+bridge = "br0"
+address = "10.20.0.2"
+address6 = "fd00:20::2"
+"#,
+    );
+    let host = format!("{}h", lab.name);
+    ok(&["ip", "netns", "add", &host], T);
+    struct Del(String);
+    impl Drop for Del {
+        fn drop(&mut self) {
+            let _ = run(&["ip", "netns", "del", &self.0], T);
+        }
+    }
+    let _guard = Del(host.clone());
+    let sysctl = |netns: &str, key: &str| {
+        ok(&["ip", "netns", "exec", netns, "sysctl", "-n", key], T)
+            .trim()
+            .to_string()
+    };
+    let forwarding6 = || sysctl(&host, "net.ipv6.conf.all.forwarding");
+    assert_eq!(forwarding6(), "0");
+    let file = lab.file.to_str().unwrap().to_string();
+    lab.netlab_ok(&["--host-netns", &host, "up", "-f", &file]);
+    assert_eq!(forwarding6(), "1", "the lab host routes IPv6 for its nodes");
+    // The bridge took its gateway6 by default: the subnet's first address.
+    let o = ping6_once(&lab, "x", "fd00:20::1");
+    assert!(o.status.success(), "x -> gateway6:\n{}", text(&o));
+    // The lab's links: IPv6 on, no duplicate address detection, no RAs.
+    let x = lab.netns("x");
+    for (netns, link) in [(x.as_str(), "veth-x"), (host.as_str(), "br0")] {
+        for (key, want) in [
+            ("disable_ipv6", "0"),
+            ("accept_dad", "0"),
+            ("accept_ra", "0"),
+        ] {
+            let k = format!("net.ipv6.conf.{link}.{key}");
+            assert_eq!(sysctl(netns, &k), want, "{k} in {netns}");
+        }
+    }
+    lab.netlab_ok(&["down", "--name", &lab.name]);
+    assert_eq!(forwarding6(), "0", "down turns IPv6 forwarding off again");
+    let addrs = global6(&["-n", &host]);
+    assert!(addrs.trim().is_empty(), "{addrs}");
+    assert!(lab.leftovers().is_empty(), "{:?}", lab.leftovers());
+}
+
+#[test]
+fn ipv6_lab_subnet_over_an_ipv6_route_of_the_host_is_refused() {
+    require_root();
+    // The sandbox's uplink carries 2001:db8:100::/64: a second lab on that
+    // lab host with it as a bridge's subnet6 would cut the host off.
+    let first = Lab::new("c6", &dual_stack(true));
+    first.up();
+    let host = first.host_netns();
+    let second = Lab::new(
+        "c6o",
+        "[[bridges]]\nname = \"c6o-br\"\nsubnet = \"10.77.0.0/24\"\ngateway = \"10.77.0.1\"\n\
+         subnet6 = \"2001:db8:100::/64\"\nmasquerade = false\n",
+    );
+    let file = second.file.to_str().unwrap().to_string();
+    let o = second.netlab(&["up", "-f", &file, "--host-netns", &host]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("lab.toml:7: bridges[0].subnet6: 2001:db8:100::/64 overlaps the lab host's route `2001:db8:100::/64 dev eth0"),
+        "{err}"
+    );
+    let links = first.host(&["ip", "-o", "link", "show", "c6o-br"]);
+    assert!(!links.status.success(), "the bridge was made");
+    assert!(second.leftovers().is_empty(), "{:?}", second.leftovers());
+    // The lab host still reaches the wan side over IPv6.
+    let ping = first.host(&["ping", "-6", "-c1", "-W2", "2001:db8:100::1"]);
+    assert!(ping.status.success(), "upstream lost: {}", text(&ping));
+    first.down();
+}
