@@ -1,6 +1,6 @@
 //! The eBPF programs with fresh maps, for runs through BPF_PROG_TEST_RUN
 //! (tests/tests/programs.rs, tests/tests/fuzz_regressions.rs): uplink
-//! 198.51.100.2, 192.168.15.0/24 and fd00:15::/64 masqueraded, tcp/80
+//! 198.51.100.2, 192.168.15.0/24 and fdec:60cc:b1bd:15::/64 (the default lab's ULA) masqueraded, tcp/80
 //! forwarded to blue:80.
 
 use std::{
@@ -31,9 +31,9 @@ pub const UPLINK: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
 pub const REMOTE: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 
 /// The lab's masqueraded IPv6 subnet (/64), red's and blue's addresses in it.
-pub const LAB6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x15, 0, 0, 0, 0, 0, 0);
-pub const RED6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x15, 0, 0, 0, 0, 0, 1);
-pub const BLUE6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x15, 0, 0, 0, 0, 0, 2);
+pub const LAB6: Ipv6Addr = Ipv6Addr::new(0xfdec, 0x60cc, 0xb1bd, 0x15, 0, 0, 0, 0);
+pub const RED6: Ipv6Addr = Ipv6Addr::new(0xfdec, 0x60cc, 0xb1bd, 0x15, 0, 0, 0, 1);
+pub const BLUE6: Ipv6Addr = Ipv6Addr::new(0xfdec, 0x60cc, 0xb1bd, 0x15, 0, 0, 0, 2);
 /// The uplink's IPv6 address, and a host beyond it.
 pub const UPLINK6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
 pub const REMOTE6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);

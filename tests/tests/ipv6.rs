@@ -261,3 +261,53 @@ fn ipv6_lab_subnet_over_an_ipv6_route_of_the_host_is_refused() {
     assert!(ping.status.success(), "upstream lost: {}", text(&ping));
     first.down();
 }
+
+/// `Icmp6InEchos` of a namespace's `/proc/net/snmp6`: echo requests that
+/// reached its stack.
+fn echo_requests_received(lab: &Lab, netns: &str) -> u64 {
+    let snmp6 = ok(&["ip", "netns", "exec", netns, "cat", "/proc/net/snmp6"], T);
+    snmp6
+        .lines()
+        .find_map(|l| l.strip_prefix("Icmp6InEchos"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no Icmp6InEchos in {netns} ({}): {snmp6}", lab.name))
+}
+
+/// Until the dataplane translates IPv6 (NAT66), what a masqueraded
+/// subnet sends to the outside over IPv6 is dropped at the uplink and
+/// counted, and never reaches the wan side with a lab address; the lab
+/// host's own IPv6 and the nodes' IPv4 still go out.
+#[test]
+fn ipv6_from_a_masqueraded_subnet_never_reaches_the_wan_untranslated() {
+    require_root();
+    let lab = Lab::new("g6", &dual_stack(true));
+    lab.up();
+    let wan = lab.wan_netns();
+    let echoes = echo_requests_received(&lab, &wan);
+    let host_ping = lab.host(&["ping", "-6", "-n", "-c1", "-W2", "2001:db8:100::1"]);
+    assert!(host_ping.status.success(), "{}", text(&host_ping));
+    assert_eq!(
+        echo_requests_received(&lab, &wan),
+        echoes + 1,
+        "the wan side counts the echo requests it gets"
+    );
+    let before = netlab_tests::reliability::stats(&lab);
+    let o = lab.node(
+        "red",
+        &["ping", "-6", "-n", "-c3", "-i0.2", "-W1", "2001:db8:100::1"],
+    );
+    assert!(!o.status.success(), "answered: {}", text(&o));
+    let after = netlab_tests::reliability::stats_when(&lab, &before, |d| {
+        d.get("drop_v6_untranslated").copied().unwrap_or(0) >= 3
+    });
+    let moved = netlab_tests::reliability::delta(&before, &after);
+    assert_eq!(moved.get("drop_v6_untranslated"), Some(&3), "{moved:?}");
+    assert_eq!(
+        echo_requests_received(&lab, &wan),
+        echoes + 1,
+        "a lab address reached the wan side"
+    );
+    let v4 = lab.node("red", &["ping", "-4", "-n", "-c1", "-W2", "198.51.100.1"]);
+    assert!(v4.status.success(), "IPv4 out: {}", text(&v4));
+    lab.down();
+}

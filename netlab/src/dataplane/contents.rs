@@ -64,7 +64,7 @@ impl MapContents {
         MapContents {
             config,
             subnets: subnet_entries(lab, &host.bridge_ifindex),
-            subnets6: Vec::new(),
+            subnets6: subnet6_entries(lab, &host.bridge_ifindex),
             ifaces: host
                 .bridge_ifindex
                 .values()
@@ -263,6 +263,31 @@ fn subnet_entries(lab: &Lab, bridge_ifindex: &HashMap<String, u32>) -> Vec<(Key<
     bridges.chain(behind_routers).collect()
 }
 
+/// `LAB_SUBNETS6`: the IPv6 subnets of the bridges the lab host is on and
+/// those behind router nodes, as `subnet_entries` for IPv4 (until NAT66,
+/// the uplink drops what a masqueraded one sends out).
+fn subnet6_entries(
+    lab: &Lab,
+    bridge_ifindex: &HashMap<String, u32>,
+) -> Vec<(Key<[u8; 16]>, SubnetInfo)> {
+    let entry = |net: crate::model::Ipv6Net, flags: u32, bridge: &str| {
+        let ifindex = bridge_ifindex.get(bridge).copied().unwrap_or(0);
+        subnet6_entry(net.addr, net.prefix_len, SubnetInfo { flags, ifindex })
+    };
+    let bridges = lab.host_subnets6().filter_map(|b| {
+        let flags = subnet_flags(b.masquerade, b.routed, b.filtering);
+        Some(entry(b.subnet6?, flags, &b.name))
+    });
+    let behind_routers = lab.host_routes6.iter().filter_map(|r| {
+        let bridge = lab
+            .host_subnets6()
+            .find(|b| b.subnet6.is_some_and(|n| n.contains(r.via)))?;
+        let flags = subnet_flags(r.masquerade, r.routed, bridge.filtering);
+        Some(entry(r.to, flags, &bridge.name))
+    });
+    bridges.chain(behind_routers).collect()
+}
+
 /// `LAB_SUBNETS6`' entry for `net`/`prefix_len` (the host bits of `net`
 /// cleared, as the trie keys on the prefix only).
 pub fn subnet6_entry(
@@ -392,9 +417,23 @@ mod tests {
         let written =
             MapContents::with_config(default_config(addr_from_octets(UPLINK.octets()), false))
                 .subnet(Ipv4Addr::new(192, 168, 15, 0), 24, SUBNET_MASQUERADE, 1)
+                .subnet6(
+                    "fdec:60cc:b1bd:15::".parse().unwrap(),
+                    64,
+                    SUBNET_MASQUERADE,
+                    1,
+                )
                 .forward(IPPROTO_TCP, 80, Ipv4Addr::new(192, 168, 15, 2), 80);
         assert_eq!(from_lab.config, written.config);
         assert_eq!(subnets(&from_lab), subnets(&written));
+        let subnets6 = |c: &MapContents| -> Vec<(u32, [u8; 16], SubnetInfo)> {
+            c.subnets6
+                .iter()
+                .map(|(k, v)| (k.prefix_len(), k.data(), *v))
+                .collect()
+        };
+        assert_eq!(subnets6(&from_lab), subnets6(&written));
+        assert_eq!(subnets6(&from_lab).len(), 1);
         assert_eq!(from_lab.forwards, written.forwards);
         assert_eq!(from_lab.ifaces, vec![(1, netlab_common::LAB_IFACE_BRIDGE)]);
     }
