@@ -7,16 +7,18 @@
 //!
 //! A masquerade (SNAT):  opening `I:i → D:d`,  other `D:d → U:p`
 //! A forward (DNAT):     opening `R:r → U:f`,  other `T:t → R:r`
+//! Across hosts:         opening `R:r → U:f`,  other `T:t → H:p`
 //! A hairpin:            opening `I:i → U:f`,  other `T:t → U:p`
 //! Routed (no rewrite):  opening `R:r → N:n`,  other `N:n → R:r`
 //! The lab host's own:   opening `S:s → U:f`,  other `T:t → U:s`
 //!
-//! (U the uplink address, p a mapped port, f a forwarded one, T:t its target.)
+//! (U the uplink address, p a mapped port, f a forwarded one, T:t its target,
+//! H the lab host's address on the target's stretched bridge.)
 
 use netlab_common::{
-    Endpoint, FlowKey, FlowValue, DIR_ORIGINAL, DIR_REPLY, HOOK_BRIDGE_INGRESS, HOOK_LOCAL_EGRESS,
-    HOOK_UPLINK_EGRESS, HOOK_UPLINK_INGRESS, IPPROTO_TCP, KIND_DNAT, KIND_HAIRPIN, KIND_LOCAL,
-    KIND_ROUTED, KIND_SNAT, LO_IFINDEX,
+    Endpoint, FlowKey, FlowValue, ForwardTarget, DIR_ORIGINAL, DIR_REPLY, HOOK_BRIDGE_INGRESS,
+    HOOK_LOCAL_EGRESS, HOOK_UPLINK_EGRESS, HOOK_UPLINK_INGRESS, IPPROTO_TCP, KIND_DNAT,
+    KIND_HAIRPIN, KIND_LOCAL, KIND_ROUTED, KIND_SNAT, LO_IFINDEX,
 };
 use netlab_ebpf::tcp_next_state;
 
@@ -140,6 +142,24 @@ impl FlowTemplate {
         Self::new(
             half(p.key(), HOOK_UPLINK_INGRESS, DIR_ORIGINAL, 0),
             half(reply, HOOK_UPLINK_EGRESS, DIR_REPLY, 0),
+            KIND_DNAT,
+            opening_state(p),
+            p.len,
+        )
+    }
+
+    /// A new connection from the outside to a forward whose target is on
+    /// another lab host: its source becomes `target.snat_addr` (this
+    /// host's address on the stretched bridge) at a port the port search
+    /// fills in, so the target's replies come back to this host. It leaves
+    /// by the host port `to_target`; the replies arrive there and leave by
+    /// the uplink `to_client`.
+    #[inline(always)]
+    pub fn forward_across(p: &Pkt, target: &ForwardTarget, to_target: u32, to_client: u32) -> Self {
+        let reply = FlowKey::new(target.addr, target.snat_addr, target.port, 0, p.proto);
+        Self::new(
+            half(p.key(), HOOK_UPLINK_INGRESS, DIR_ORIGINAL, to_target),
+            half(reply, HOOK_BRIDGE_INGRESS, DIR_REPLY, to_client),
             KIND_DNAT,
             opening_state(p),
             p.len,
