@@ -23,7 +23,7 @@ use netlab_common::{
 use netlab_ebpf::tcp_next_state;
 
 use crate::{
-    lab::subnet_of,
+    lab::{config, subnet_of},
     maps::{SCRATCH, SCRATCH_OPENING, SCRATCH_OTHER},
     packet::Pkt,
     verdict::DropReason,
@@ -334,19 +334,40 @@ fn peer_hook(kind: u8, hook: u8) -> u8 {
     }
 }
 
+/// The hook and the way out of the other half of a forward across hosts
+/// ([`FlowTemplate::forward_across`]): the opening half's replies arrive
+/// at the host port and leave by the uplink; the reply half's other
+/// direction leaves by the host port, which its address (`key`'s
+/// destination) names.
+#[inline(always)]
+fn across_peer(key: &FlowKey, v: &FlowValue) -> (u8, u32) {
+    if v.hook == HOOK_UPLINK_INGRESS {
+        let uplink = config().map(|c| c.uplink_ifindex).unwrap_or(0);
+        (HOOK_BRIDGE_INGRESS, uplink)
+    } else {
+        let port = subnet_of(key.dst_addr).map(|s| s.ifindex).unwrap_or(0);
+        (HOOK_UPLINK_INGRESS, port)
+    }
+}
+
 /// The entry the other direction of `(key, v)` must have (to rebuild it
 /// when it was evicted), built in scratch memory: it rewrites its packets
 /// into `key` reversed.
 #[inline(always)]
 pub fn peer_entry(key: &FlowKey, v: &FlowValue) -> Result<&'static mut FlowValue, DropReason> {
-    let hook = peer_hook(v.kind, v.hook);
-    // Its packets go where `key`'s came from.
-    let out_ifindex = match hook {
-        HOOK_BRIDGE_INGRESS if v.kind == KIND_LOCAL => LO_IFINDEX,
-        HOOK_BRIDGE_INGRESS | HOOK_LOCAL_EGRESS => {
-            subnet_of(key.src_addr).map(|s| s.ifindex).unwrap_or(0)
-        }
-        _ => 0,
+    let (hook, out_ifindex) = if v.kind == KIND_DNAT && v.out_ifindex != 0 {
+        across_peer(key, v)
+    } else {
+        let hook = peer_hook(v.kind, v.hook);
+        // Its packets go where `key`'s came from.
+        let out_ifindex = match hook {
+            HOOK_BRIDGE_INGRESS if v.kind == KIND_LOCAL => LO_IFINDEX,
+            HOOK_BRIDGE_INGRESS | HOOK_LOCAL_EGRESS => {
+                subnet_of(key.src_addr).map(|s| s.ifindex).unwrap_or(0)
+            }
+            _ => 0,
+        };
+        (hook, out_ifindex)
     };
     let dir = if v.dir == DIR_ORIGINAL {
         DIR_REPLY

@@ -9,11 +9,11 @@ use std::{
 };
 
 use aya::{
-    maps::HashMap,
+    maps::{HashMap, MapData},
     programs::{ProgramInfo, SchedClassifier},
 };
 use netlab::dataplane::fwd_counters::ForwardTotals;
-use netlab_common::{port_to_net, stat, Endpoint};
+use netlab_common::{port_to_net, stat, Endpoint, FlowKey, FlowValue};
 use netlab_tests::{
     packet::{
         self, icmp_echo, icmp_error, parse_checked, tcp, udp, Ip, ACK, ICMP, RST, SYN, TCP, UDP,
@@ -243,12 +243,30 @@ fn a_forward_across_hosts_translates_both_ends_and_back() {
         (p.src, p.sport(), p.dst, p.dport()),
         (UPLINK, 8081, REMOTE, 5555)
     );
-    // The client's next packet follows its flow out of the host port.
+    // The reply half evicted: the client's next packet (once the flow is
+    // due for its check) follows its flow out of the host port and
+    // rebuilds the half, at the host port again.
+    let reply_key = FlowKey::new(na(n2), na(host_a), port_to_net(80), port_to_net(ext), TCP);
+    {
+        let mut flows: HashMap<&mut MapData, FlowKey, FlowValue> =
+            HashMap::try_from(dp.ebpf.map_mut("NAT_FLOWS").unwrap()).unwrap();
+        flows.remove(&reply_key).unwrap();
+    }
+    // A second on: the flow's halves are due for their check.
+    dp.age(Duration::from_secs(2));
     let ack = Ip::new(REMOTE, UPLINK, TCP, tcp(5555, 8081, ACK, b"hello")).frame();
     let (rc, out) = dp.inb(&ack);
     assert_eq!(rc, REDIRECT);
     let p = parse_checked(&out).unwrap();
     assert_eq!((p.src, p.sport(), p.dst, p.dport()), (host_a, ext, n2, 80));
+    let data = Ip::new(n2, host_a, TCP, tcp(80, ext, ACK, b"world")).frame();
+    let (rc, back) = dp.run(HOST_PORT_IN, &data);
+    assert_eq!(rc, REDIRECT, "the rebuilt reply half");
+    let p = parse_checked(&back).unwrap();
+    assert_eq!(
+        (p.src, p.sport(), p.dst, p.dport()),
+        (UPLINK, 8081, REMOTE, 5555)
+    );
     assert_eq!(dp.stat(stat::NEW_DNAT), 1);
     // Another client connection: another port of the host port's address.
     let syn2 = Ip::new(REMOTE, UPLINK, TCP, tcp(5556, 8081, SYN, b"")).frame();
