@@ -34,7 +34,7 @@ const PROGRAMS: [&str; 6] = [
 /// A host port's ingress (forwards across lab hosts): not in `PROGRAMS`,
 /// which pass the lab host's own traffic untouched; it refuses what is not
 /// a reply of its flows.
-const HOST_PORT_IN: &str = "nl_host_port_in";
+const HOST_PORT_IN: &str = netlab_common::names::PROG_HOST_PORT_IN;
 
 fn ip(a: u8, b: u8, c: u8, d: u8) -> Ipv4Addr {
     Ipv4Addr::new(a, b, c, d)
