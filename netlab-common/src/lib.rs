@@ -254,12 +254,17 @@ pub struct ForwardTarget {
     /// The forward's cumulative counter (see [`fwd_counter`]), the same
     /// for every port of the forward; 0: not counted.
     pub counter: u16,
+    /// A forward to a node on another lab host: the address of this host
+    /// on the target's stretched bridge (its host port, a `/32` entry of
+    /// `LAB_SUBNETS` whose ifindex is the port's) that the connection's
+    /// source becomes, so the node's replies come back here. 0: none.
+    pub snat_addr: u32,
 }
 
 impl ForwardTarget {
     /// Whether both go to the same place (whatever their counters).
     pub const fn same_target(&self, other: &ForwardTarget) -> bool {
-        self.addr == other.addr && self.port == other.port
+        self.addr == other.addr && self.port == other.port && self.snat_addr == other.snat_addr
     }
 }
 
@@ -607,6 +612,7 @@ pub mod names {
     pub const PROG_NODE_NEW: &str = "nl_node_new";
     pub const PROG_GC: &str = "nl_gc";
     pub const PROG_LOCAL_OUT: &str = "nl_local_out";
+    pub const PROG_HOST_PORT_IN: &str = "nl_host_port_in";
 
     pub const PROGRAMS: &[&str] = &[
         PROG_UPLINK_IN,
@@ -616,6 +622,7 @@ pub mod names {
         PROG_NODE_NEW,
         PROG_GC,
         PROG_LOCAL_OUT,
+        PROG_HOST_PORT_IN,
     ];
 
     pub const NAT_FLOWS: &str = "NAT_FLOWS";
@@ -721,7 +728,7 @@ mod tests {
         assert_eq!(size_of::<Endpoint>(), 8);
         assert_eq!(size_of::<Binding>(), 16);
         assert_eq!(size_of::<ForwardKey>(), 4);
-        assert_eq!(size_of::<ForwardTarget>(), 8);
+        assert_eq!(size_of::<ForwardTarget>(), 12);
         assert_eq!(size_of::<SubnetInfo>(), 8);
         assert_eq!(size_of::<NatConfig>(), 44);
         assert_eq!(size_of::<GcState>(), 16);

@@ -105,9 +105,10 @@ fn later_fragment(ctx: &TcContext, p: &Pkt) -> Verdict {
     Ok(redirect(out))
 }
 
-/// A packet of a known hairpin flow, or a reply to the lab host's own.
+/// A packet of a known hairpin flow, a reply to the lab host's own, or
+/// (on a host port) a reply of a forward across hosts.
 #[inline(always)]
-fn established(
+pub fn established(
     ctx: &TcContext,
     cfg: &NatConfig,
     p: &Pkt,

@@ -4,7 +4,7 @@
 
 use aya_ebpf::{maps::lpm_trie::Key, programs::TcContext};
 use netlab_common::{
-    Endpoint, ForwardKey, NatConfig, SubnetInfo, SUBNET_MASQUERADE, SUBNET_ROUTED,
+    Endpoint, ForwardKey, ForwardTarget, NatConfig, SubnetInfo, SUBNET_MASQUERADE, SUBNET_ROUTED,
 };
 
 use crate::maps::{CONFIG, FORWARD_RULES, LAB_IFACES, LAB_SUBNETS, LAB_SUBNETS6};
@@ -54,9 +54,16 @@ pub fn may_leave_as_is(ctx: &TcContext, subnet: Option<&SubnetInfo>) -> bool {
 /// (`fwd_counters`; 0: not counted).
 #[inline(always)]
 pub fn forward(port: u16, proto: u8) -> Option<(Endpoint, u16)> {
-    let t = FORWARD_RULES.get_ptr(ForwardKey::new(port, proto))?;
-    let t = unsafe { *t };
+    let t = forward_rule(port, proto)?;
     Some((Endpoint::new(t.addr, t.port, proto), t.counter))
+}
+
+/// The whole rule of a forwarded port (with the address a forward to
+/// another lab host translates its source to).
+#[inline(always)]
+pub fn forward_rule(port: u16, proto: u8) -> Option<ForwardTarget> {
+    let t = FORWARD_RULES.get_ptr(ForwardKey::new(port, proto))?;
+    Some(unsafe { *t })
 }
 
 /// Whether an outside port is forwarded (new mappings must skip it).

@@ -9,6 +9,8 @@
 //!   with `nl_node_new` (tail-called) for a masqueraded flow's first packet
 //! - `nl_local_out` (the lab host's `lo`, egress): its own connections to
 //!   its forwards
+//! - `nl_host_port_in` (the lab host's port on a stretched bridge, ingress):
+//!   the replies of forwards to nodes on other lab hosts
 //! - `nl_gc` (tail-called by any of them): flow table collection when full
 //!
 //! State, one unit per concern: `flows` (the flow table), `template` (how
@@ -31,6 +33,7 @@ mod flows;
 mod frags;
 mod fwd_counters;
 mod gc;
+mod host_port_ingress;
 mod icmp;
 mod lab;
 mod local_egress;
@@ -79,6 +82,11 @@ pub fn nl_node_new(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn nl_local_out(ctx: TcContext) -> i32 {
     local_egress::run(&ctx)
+}
+
+#[classifier]
+pub fn nl_host_port_in(ctx: TcContext) -> i32 {
+    host_port_ingress::run(&ctx)
 }
 
 #[classifier]

@@ -7,21 +7,23 @@
 //!
 //! A masquerade (SNAT):  opening `I:i → D:d`,  other `D:d → U:p`
 //! A forward (DNAT):     opening `R:r → U:f`,  other `T:t → R:r`
+//! Across hosts:         opening `R:r → U:f`,  other `T:t → H:p`
 //! A hairpin:            opening `I:i → U:f`,  other `T:t → U:p`
 //! Routed (no rewrite):  opening `R:r → N:n`,  other `N:n → R:r`
 //! The lab host's own:   opening `S:s → U:f`,  other `T:t → U:s`
 //!
-//! (U the uplink address, p a mapped port, f a forwarded one, T:t its target.)
+//! (U the uplink address, p a mapped port, f a forwarded one, T:t its target,
+//! H the lab host's address on the target's stretched bridge.)
 
 use netlab_common::{
-    Endpoint, FlowKey, FlowValue, DIR_ORIGINAL, DIR_REPLY, HOOK_BRIDGE_INGRESS, HOOK_LOCAL_EGRESS,
-    HOOK_UPLINK_EGRESS, HOOK_UPLINK_INGRESS, IPPROTO_TCP, KIND_DNAT, KIND_HAIRPIN, KIND_LOCAL,
-    KIND_ROUTED, KIND_SNAT, LO_IFINDEX,
+    Endpoint, FlowKey, FlowValue, ForwardTarget, DIR_ORIGINAL, DIR_REPLY, HOOK_BRIDGE_INGRESS,
+    HOOK_LOCAL_EGRESS, HOOK_UPLINK_EGRESS, HOOK_UPLINK_INGRESS, IPPROTO_TCP, KIND_DNAT,
+    KIND_HAIRPIN, KIND_LOCAL, KIND_ROUTED, KIND_SNAT, LO_IFINDEX,
 };
 use netlab_ebpf::tcp_next_state;
 
 use crate::{
-    lab::subnet_of,
+    lab::{config, subnet_of},
     maps::{SCRATCH, SCRATCH_OPENING, SCRATCH_OTHER},
     packet::Pkt,
     verdict::DropReason,
@@ -140,6 +142,24 @@ impl FlowTemplate {
         Self::new(
             half(p.key(), HOOK_UPLINK_INGRESS, DIR_ORIGINAL, 0),
             half(reply, HOOK_UPLINK_EGRESS, DIR_REPLY, 0),
+            KIND_DNAT,
+            opening_state(p),
+            p.len,
+        )
+    }
+
+    /// A new connection from the outside to a forward whose target is on
+    /// another lab host: its source becomes `target.snat_addr` (this
+    /// host's address on the stretched bridge) at a port the port search
+    /// fills in, so the target's replies come back to this host. It leaves
+    /// by the host port `to_target`; the replies arrive there and leave by
+    /// the uplink `to_client`.
+    #[inline(always)]
+    pub fn forward_across(p: &Pkt, target: &ForwardTarget, to_target: u32, to_client: u32) -> Self {
+        let reply = FlowKey::new(target.addr, target.snat_addr, target.port, 0, p.proto);
+        Self::new(
+            half(p.key(), HOOK_UPLINK_INGRESS, DIR_ORIGINAL, to_target),
+            half(reply, HOOK_BRIDGE_INGRESS, DIR_REPLY, to_client),
             KIND_DNAT,
             opening_state(p),
             p.len,
@@ -314,19 +334,40 @@ fn peer_hook(kind: u8, hook: u8) -> u8 {
     }
 }
 
+/// The hook and the way out of the other half of a forward across hosts
+/// ([`FlowTemplate::forward_across`]): the opening half's replies arrive
+/// at the host port and leave by the uplink; the reply half's other
+/// direction leaves by the host port, which its address (`key`'s
+/// destination) names.
+#[inline(always)]
+fn across_peer(key: &FlowKey, v: &FlowValue) -> (u8, u32) {
+    if v.hook == HOOK_UPLINK_INGRESS {
+        let uplink = config().map(|c| c.uplink_ifindex).unwrap_or(0);
+        (HOOK_BRIDGE_INGRESS, uplink)
+    } else {
+        let port = subnet_of(key.dst_addr).map(|s| s.ifindex).unwrap_or(0);
+        (HOOK_UPLINK_INGRESS, port)
+    }
+}
+
 /// The entry the other direction of `(key, v)` must have (to rebuild it
 /// when it was evicted), built in scratch memory: it rewrites its packets
 /// into `key` reversed.
 #[inline(always)]
 pub fn peer_entry(key: &FlowKey, v: &FlowValue) -> Result<&'static mut FlowValue, DropReason> {
-    let hook = peer_hook(v.kind, v.hook);
-    // Its packets go where `key`'s came from.
-    let out_ifindex = match hook {
-        HOOK_BRIDGE_INGRESS if v.kind == KIND_LOCAL => LO_IFINDEX,
-        HOOK_BRIDGE_INGRESS | HOOK_LOCAL_EGRESS => {
-            subnet_of(key.src_addr).map(|s| s.ifindex).unwrap_or(0)
-        }
-        _ => 0,
+    let (hook, out_ifindex) = if v.kind == KIND_DNAT && v.out_ifindex != 0 {
+        across_peer(key, v)
+    } else {
+        let hook = peer_hook(v.kind, v.hook);
+        // Its packets go where `key`'s came from.
+        let out_ifindex = match hook {
+            HOOK_BRIDGE_INGRESS if v.kind == KIND_LOCAL => LO_IFINDEX,
+            HOOK_BRIDGE_INGRESS | HOOK_LOCAL_EGRESS => {
+                subnet_of(key.src_addr).map(|s| s.ifindex).unwrap_or(0)
+            }
+            _ => 0,
+        };
+        (hook, out_ifindex)
     };
     let dir = if v.dir == DIR_ORIGINAL {
         DIR_REPLY

@@ -3,18 +3,19 @@
 
 use aya_ebpf::{programs::TcContext, EbpfContext as _};
 use netlab_common::{
-    event, stat, tail, Endpoint, FlowKey, FlowValue, NatConfig, DIR_ORIGINAL, HOOK_UPLINK_INGRESS,
-    IPPROTO_ICMP, IPPROTO_TCP, KIND_ROUTED, SUBNET_ENDPOINT_INDEPENDENT_FILTERING, SUBNET_ROUTED,
+    event, stat, tail, Endpoint, FlowKey, FlowValue, ForwardTarget, NatConfig, DIR_ORIGINAL,
+    HOOK_UPLINK_INGRESS, IPPROTO_ICMP, IPPROTO_TCP, KIND_ROUTED,
+    SUBNET_ENDPOINT_INDEPENDENT_FILTERING, SUBNET_ROUTED,
 };
 use netlab_ebpf::{in_nat_range, TCP_ACK, TCP_SYN};
 
 use crate::{
-    binding, fastpath, flowlog, flows, frags, fwd_counters, icmp, lab,
+    binding, bridge_ingress, fastpath, flowlog, flows, frags, fwd_counters, icmp, lab,
     packet::{
         self, is_icmp_error, rewrite, rewrite_forward, set_addr, Parsed, Pkt, FRAG_LATER,
         FRAG_NONE, ICMP_ECHO_REPLY,
     },
-    packet6, table,
+    packet6, port_search, table,
     template::FlowTemplate,
     verdict::{count, finish, DropReason, Verdict, TC_ACT_UNSPEC},
 };
@@ -131,6 +132,11 @@ fn established(
     }
     flows::touch(cfg, key, v, p, now)?;
     count(stat::XLATE_IN);
+    if r.out_ifindex != 0 {
+        // A forward to another lab host's node: out of the host port.
+        rewrite(ctx, p, r.src, r.dst, r.sport, r.dport)?;
+        return Ok(bridge_ingress::redirect(r.out_ifindex));
+    }
     if let Some((ifindex, l2)) = fastpath::node_port(cfg, p, r.dst) {
         rewrite_forward(ctx, p, r.src, r.dst, r.sport, r.dport, &l2)?;
         count(stat::FAST_IN);
@@ -186,8 +192,12 @@ fn miss(ctx: &TcContext, cfg: &NatConfig, p: &Pkt, key: &FlowKey, now: u64) -> V
         return Err(DropReason::Spoofed);
     }
     if p.proto != IPPROTO_ICMP {
-        if let Some((target, counter)) = lab::forward(p.dport, p.proto) {
-            return port_forward(ctx, cfg, p, key, &target, counter, now);
+        if let Some(rule) = lab::forward_rule(p.dport, p.proto) {
+            if rule.snat_addr != 0 {
+                return forward_across(ctx, cfg, p, &rule, now);
+            }
+            let target = Endpoint::new(rule.addr, rule.port, p.proto);
+            return port_forward(ctx, cfg, p, key, &target, rule.counter, now);
         }
     } else if p.icmp_type != ICMP_ECHO_REPLY {
         // Echo requests and the rest are the lab host's to answer.
@@ -294,4 +304,39 @@ fn port_forward(
     frags::record(p, p.src, target.addr);
     count(stat::XLATE_IN);
     Ok(TC_ACT_UNSPEC)
+}
+
+/// A new connection to a forward whose target is a node on another lab
+/// host: translated twice (DNAT to the target, SNAT to this host's address
+/// on the stretched bridge at a port of the NAT range, found as a
+/// masquerade's is), and sent out of this host's port on that bridge, so
+/// the node's replies come back here (`host_port_ingress`).
+#[inline(always)]
+fn forward_across(
+    ctx: &TcContext,
+    cfg: &NatConfig,
+    p: &Pkt,
+    rule: &ForwardTarget,
+    now: u64,
+) -> Verdict {
+    if p.proto == IPPROTO_TCP && (p.tcp_flags & TCP_SYN == 0 || p.tcp_flags & TCP_ACK != 0) {
+        return Err(DropReason::NoMapping);
+    }
+    if p.frag != FRAG_NONE {
+        // Its later fragments would have no port to be found by.
+        return Err(DropReason::Fragment);
+    }
+    let Some(host_port) = lab::subnet_of(rule.snat_addr).map(|s| s.ifindex) else {
+        return Err(DropReason::NoMapping);
+    };
+    let t = FlowTemplate::forward_across(p, rule, host_port, cfg.uplink_ifindex)
+        .through_forward(rule.counter);
+    let t = port_search::map_flow(ctx, cfg, t, now, tail::UPLINK_IN)?;
+    flowlog::new_flow(cfg, &t, flowlog::DNAT);
+    count(stat::NEW_DNAT);
+    fwd_counters::add(t.forward, DIR_ORIGINAL, p.len);
+    let x = t.translated();
+    rewrite(ctx, p, x.src_addr, x.dst_addr, x.src_port, x.dst_port)?;
+    count(stat::XLATE_IN);
+    Ok(bridge_ingress::redirect(host_port))
 }

@@ -339,6 +339,7 @@ pub fn status_json(seen: &Observed) -> serde_json::Value {
         "dataplane": seen.dataplane,
         "links": seen.links,
         "share": lab.share.as_ref().map(|s| json!({ "lab": s.lab, "host": s.host })),
+        "host_ports": lab.share.as_ref().map_or(&[][..], |s| &s.host_ports[..]),
         "tunnels": seen.tunnels,
     })
 }
@@ -424,6 +425,17 @@ pub fn print_status(seen: &Observed) {
     }
     for t in &seen.tunnels {
         println!("  tunnel {t}");
+    }
+    for p in lab.share.iter().flat_map(|s| &s.host_ports) {
+        let l = actual.and_then(|a| a.host_links.get(&p.name));
+        println!(
+            "  host port {} {}/32 on bridge {} (peer {}) {}",
+            p.name,
+            p.address,
+            p.bridge,
+            p.peer,
+            link_state(l)
+        );
     }
     for n in &lab.nodes {
         let have = actual.and_then(|a| a.nodes.get(&n.netns));

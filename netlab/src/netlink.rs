@@ -282,6 +282,24 @@ pub async fn create_veth(
     handle.link().add(msg).execute().await.map_err(nl)
 }
 
+/// A veth pair with both ends here.
+pub async fn create_veth_pair(
+    handle: &Handle,
+    name: &str,
+    group: u32,
+    peer: &str,
+    mtu: u32,
+) -> Result<()> {
+    let peer_msg = LinkUnspec::new_with_name(peer).mtu(mtu).build();
+    let msg = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+        .name(name.to_string())
+        .append_extra_attribute(LinkAttribute::Group(group))
+        .mtu(mtu)
+        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
+        .build();
+    handle.link().add(msg).execute().await.map_err(nl)
+}
+
 pub async fn set_alias(handle: &Handle, index: u32, alias: &str) -> Result<()> {
     let msg = LinkUnspec::new_with_index(index)
         .alias(alias.to_string())

@@ -21,7 +21,7 @@ use crate::{
             file_marker, owner_alias, owner_group, Action, Actual, LinkKind, LinkState, NodeActual,
             Op, Place, NETNS_ETC,
         },
-        types::Tunnel,
+        types::{HostPort, Tunnel},
     },
     netlink::{self, Link, RTPROT_NETLAB},
     netns::{self, Netns},
@@ -297,6 +297,7 @@ impl System {
             }
             Op::CreateVeth { .. } => self.create_veth(lab, action).await?,
             Op::CreateVxlan { tunnel } => self.create_vxlan(lab, place, tunnel).await?,
+            Op::CreateHostPort { port } => self.create_host_port(lab, port).await?,
             Op::AddAddress { link, address } => {
                 let h = self.handle(place).await?;
                 let l = self.link(place, link).await?;
@@ -420,6 +421,44 @@ impl System {
             return Err(e);
         }
         Ok(Some(undo))
+    }
+
+    /// A host port (see [`HostPort`]); deleted again if any of it fails.
+    async fn create_host_port(&mut self, lab: &str, port: &HostPort) -> Result<Option<Action>> {
+        let place = Place::LabHost;
+        let h = self.host_nl.clone();
+        netlink::create_veth_pair(&h, &port.name, owner_group(lab), &port.peer, port.mtu)
+            .await
+            .with_context(|| format!("creating host port {}", port.name))?;
+        let end = self.link(&place, &port.name).await?;
+        let configure = async {
+            let peer = self.link(&place, &port.peer).await?;
+            let br = self.link(&place, &port.bridge).await?;
+            let alias = owner_alias(lab);
+            netlink::set_alias(&h, end.index, &alias).await?;
+            netlink::set_alias(&h, peer.index, &alias).await?;
+            netlink::set_controller(&h, peer.index, br.index).await?;
+            netlink::set_up(&h, peer.index).await?;
+            let address = crate::model::Ipv4Net::new(port.address, 32).context("a /32")?;
+            netlink::add_address(&h, end.index, address.into()).await?;
+            netlink::set_up(&h, end.index).await?;
+            // The bridge holds no host port's address, but the kernel
+            // answers ARP for any of the host's addresses on any
+            // interface: without this the bridge would answer for the host
+            // port with the anycast MAC, which every host has.
+            self.host
+                .write_sysctl(&format!("net/ipv4/conf/{}/arp_ignore", port.bridge), "1")
+        };
+        if let Err(e) = configure.await {
+            let _ = netlink::delete_link(&h, end.index).await;
+            return Err(e);
+        }
+        Ok(Some(Action {
+            place,
+            op: Op::DeleteLink {
+                name: port.name.clone(),
+            },
+        }))
     }
 
     /// A VXLAN device: marked, on its bridge, flooding to every remote, up;

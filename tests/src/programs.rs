@@ -9,7 +9,10 @@ use std::{
 };
 
 use aya::{
-    maps::{Array, HashMap, MapData, PerCpuArray},
+    maps::{
+        lpm_trie::{Key, LpmTrie},
+        Array, HashMap, MapData, PerCpuArray,
+    },
     programs::{SchedClassifier, TestRun, TestRunOptions},
     Ebpf, EbpfLoader,
 };
@@ -17,7 +20,8 @@ use netlab::dataplane::{fwd_counters::ForwardTotals, MapContents};
 use netlab_common::stat;
 use netlab_common::{
     addr_from_octets, fwd_counter, port_to_net, Binding, Endpoint, FlowKey, FlowValue,
-    ForwardCounter, ForwardKey, ForwardTarget, GcState, NatConfig, IPPROTO_TCP, SUBNET_MASQUERADE,
+    ForwardCounter, ForwardKey, ForwardTarget, GcState, NatConfig, SubnetInfo, IPPROTO_TCP,
+    SUBNET_MASQUERADE,
 };
 
 /// TC_ACT_UNSPEC (-1): pass, next program.
@@ -172,11 +176,40 @@ impl Dataplane {
             addr: na(to),
             port: port_to_net(to_port),
             counter: 0,
+            snat_addr: 0,
         };
         for port in ports {
             fwd.insert(ForwardKey::new(port_to_net(port), proto), target, 0)
                 .unwrap();
         }
+    }
+
+    /// Forward TCP `port` to `to`:`to_port` on another lab host, as `up`
+    /// writes it for a share: the rule with `snat` (the host port's
+    /// address) and that address's `/32` entry naming the host port
+    /// `ifindex`.
+    pub fn forward_across_hosts(
+        &mut self,
+        port: u16,
+        to: Ipv4Addr,
+        to_port: u16,
+        snat: Ipv4Addr,
+        ifindex: u32,
+    ) {
+        let mut fwd: HashMap<&mut MapData, ForwardKey, ForwardTarget> =
+            HashMap::try_from(self.ebpf.map_mut("FORWARD_RULES").unwrap()).unwrap();
+        let target = ForwardTarget {
+            addr: na(to),
+            port: port_to_net(to_port),
+            counter: 0,
+            snat_addr: na(snat),
+        };
+        fwd.insert(ForwardKey::new(port_to_net(port), IPPROTO_TCP), target, 0)
+            .unwrap();
+        let mut subnets: LpmTrie<&mut MapData, u32, SubnetInfo> =
+            LpmTrie::try_from(self.ebpf.map_mut("LAB_SUBNETS").unwrap()).unwrap();
+        let info = SubnetInfo { flags: 0, ifindex };
+        subnets.insert(&Key::new(32, na(snat)), info, 0).unwrap();
     }
 
     /// Reserve the uplink's `proto` ports `ports` for good, each for an

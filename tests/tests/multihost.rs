@@ -15,7 +15,7 @@ const HOSTS: [(&str, &str, &str); 3] = [
 ];
 
 /// The lab: br0 stretched over a, b and c; n1 on a, n2 on b, n3 on c; a
-/// forward on b's uplink to n2.
+/// forward on b's uplink to n2, and one on a's uplink to n2 (across hosts).
 fn body() -> String {
     let mut s = String::new();
     for (h, underlay, _) in HOSTS {
@@ -33,8 +33,13 @@ fn body() -> String {
         ));
     }
     s.push_str("[[forwards]]\nprotocol = \"tcp\"\nport = 8080\nto = \"n2:80\"\n");
+    s.push_str("[[forwards]]\nprotocol = \"tcp\"\nport = 8081\nto = \"n2:80\"\nhost = \"a\"\n");
     s
 }
+
+/// Host a's address on br0: the top of the subnet but the gateway (.254),
+/// a being the first host.
+const HOST_A_ON_BR0: &str = "192.168.15.253";
 
 /// The test's own namespaces and the lab's three shares; dropping it takes
 /// every share down, deletes the namespaces and asserts nothing is left.
@@ -267,6 +272,29 @@ fn multihost_lab_over_three_hosts() {
     // The forward on b's uplink reaches n2, on b.
     let fwd = lab.wan_ok(&["curl", "-s", "-m", "5", "http://198.51.100.12:8080/"]);
     assert!(fwd.contains("you are 198.51.100.1:"), "{fwd}");
+    // The forward on a's uplink reaches n2 on b too: n2 answers, and sees
+    // host a's address on br0 (its replies must come back through a).
+    // Repeated connections each get a flow of their own.
+    for i in 0..5 {
+        let fwd = lab.wan_ok(&["curl", "-s", "-m", "5", "http://198.51.100.11:8081/"]);
+        assert!(
+            fwd.contains(&format!("you are {HOST_A_ON_BR0}:")),
+            "connection {i}: {fwd}"
+        );
+    }
+    let got = lab.wan_ok(&[
+        "sh",
+        "-c",
+        "curl -s -m 10 http://198.51.100.11:8081/bytes/300000 | wc -c",
+    ]);
+    assert_eq!(got.trim(), "300000", "a large reply across hosts");
+    // The host port answers ARP for its address, the bridge (whose MAC is
+    // the anycast gateway's on every host) does not.
+    let n2_neigh = lab.node_ok("n2", &["ip", "neigh", "show", HOST_A_ON_BR0]);
+    assert!(
+        n2_neigh.contains("lladdr") && !n2_neigh.contains("02:4e:4c"),
+        "n2 learnt host a's address at the anycast MAC: {n2_neigh}"
+    );
 
     // Gateway ARP stays on the host: n1 asked its gateway (host a) for the
     // way out, and host b, which has the same gateway address, never heard
@@ -325,6 +353,14 @@ fn multihost_lab_over_three_hosts() {
         tunnel.contains(" up: ") && !tunnel.contains("rx 0 pkts"),
         "{tunnel}"
     );
+    let port = status
+        .lines()
+        .find(|l| l.contains("host port hp-"))
+        .unwrap_or_else(|| panic!("{status}"));
+    assert!(
+        port.contains(&format!("{HOST_A_ON_BR0}/32 on bridge br0")),
+        "{port}"
+    );
 
     // c goes: a and b still talk, and nothing of c's share is left.
     let o = hosts.down("c");
@@ -349,6 +385,13 @@ fn multihost_lab_over_three_hosts() {
             "killed after {delay_ms} ms"
         );
     }
+    // a goes: nothing of its share is left (its host port neither), and
+    // b's forward still reaches n2.
+    let o = hosts.down("a");
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(hosts.left_of("a"), Vec::<String>::new());
+    let fwd = lab.wan_ok(&["curl", "-s", "-m", "5", "http://198.51.100.12:8080/"]);
+    assert!(fwd.contains("you are 198.51.100.1:"), "with a down: {fwd}");
     drop(hosts);
     drop(lab);
 }

@@ -9,11 +9,11 @@ use std::{
 };
 
 use aya::{
-    maps::HashMap,
+    maps::{HashMap, MapData},
     programs::{ProgramInfo, SchedClassifier},
 };
 use netlab::dataplane::fwd_counters::ForwardTotals;
-use netlab_common::{port_to_net, stat, Endpoint};
+use netlab_common::{port_to_net, stat, Endpoint, FlowKey, FlowValue};
 use netlab_tests::{
     packet::{
         self, icmp_echo, icmp_error, parse_checked, tcp, udp, Ip, ACK, ICMP, RST, SYN, TCP, UDP,
@@ -30,6 +30,11 @@ const PROGRAMS: [&str; 6] = [
     "nl_node_new",
     "nl_gc",
 ];
+
+/// A host port's ingress (forwards across lab hosts): not in `PROGRAMS`,
+/// which pass the lab host's own traffic untouched; it refuses what is not
+/// a reply of its flows.
+const HOST_PORT_IN: &str = netlab_common::names::PROG_HOST_PORT_IN;
 
 fn ip(a: u8, b: u8, c: u8, d: u8) -> Ipv4Addr {
     Ipv4Addr::new(a, b, c, d)
@@ -210,6 +215,74 @@ fn port_forward_and_its_replies() {
     // Without a flow, only a SYN opens the forward.
     let stray = Ip::new(REMOTE, UPLINK, TCP, tcp(6666, 80, ACK, b"")).frame();
     assert_eq!(dp.inb(&stray).0, SHOT);
+}
+
+/// A forward to a node on another lab host: DNAT and SNAT (to the host
+/// port's address, at a mapped port) at the uplink, out of the host port;
+/// the reply at the host port translated back to the client and out of the
+/// uplink; every checksum right (`parse_checked`); anything else at the
+/// host port refused and counted, the outside kept off its address.
+#[test]
+fn a_forward_across_hosts_translates_both_ends_and_back() {
+    require_root();
+    let mut dp = Dataplane::new(10000, 32767);
+    let (host_a, n2) = (ip(192, 168, 15, 253), ip(192, 168, 15, 2));
+    dp.forward_across_hosts(8081, n2, 80, host_a, 1);
+    let syn = Ip::new(REMOTE, UPLINK, TCP, tcp(5555, 8081, SYN, b"")).frame();
+    let (rc, out) = dp.inb(&syn);
+    assert_eq!(rc, REDIRECT);
+    let p = parse_checked(&out).unwrap();
+    assert_eq!((p.src, p.dst, p.dport()), (host_a, n2, 80));
+    let ext = p.sport();
+    assert!((10000..=32767).contains(&ext), "{ext}");
+    let synack = Ip::new(n2, host_a, TCP, tcp(80, ext, SYN | ACK, b"")).frame();
+    let (rc, back) = dp.run(HOST_PORT_IN, &synack);
+    assert_eq!(rc, REDIRECT);
+    let p = parse_checked(&back).unwrap();
+    assert_eq!(
+        (p.src, p.sport(), p.dst, p.dport()),
+        (UPLINK, 8081, REMOTE, 5555)
+    );
+    // The reply half evicted: the client's next packet (once the flow is
+    // due for its check) follows its flow out of the host port and
+    // rebuilds the half, at the host port again.
+    let reply_key = FlowKey::new(na(n2), na(host_a), port_to_net(80), port_to_net(ext), TCP);
+    {
+        let mut flows: HashMap<&mut MapData, FlowKey, FlowValue> =
+            HashMap::try_from(dp.ebpf.map_mut("NAT_FLOWS").unwrap()).unwrap();
+        flows.remove(&reply_key).unwrap();
+    }
+    // A second on: the flow's halves are due for their check.
+    dp.age(Duration::from_secs(2));
+    let ack = Ip::new(REMOTE, UPLINK, TCP, tcp(5555, 8081, ACK, b"hello")).frame();
+    let (rc, out) = dp.inb(&ack);
+    assert_eq!(rc, REDIRECT);
+    let p = parse_checked(&out).unwrap();
+    assert_eq!((p.src, p.sport(), p.dst, p.dport()), (host_a, ext, n2, 80));
+    let data = Ip::new(n2, host_a, TCP, tcp(80, ext, ACK, b"world")).frame();
+    let (rc, back) = dp.run(HOST_PORT_IN, &data);
+    assert_eq!(rc, REDIRECT, "the rebuilt reply half");
+    let p = parse_checked(&back).unwrap();
+    assert_eq!(
+        (p.src, p.sport(), p.dst, p.dport()),
+        (UPLINK, 8081, REMOTE, 5555)
+    );
+    assert_eq!(dp.stat(stat::NEW_DNAT), 1);
+    // Another client connection: another port of the host port's address.
+    let syn2 = Ip::new(REMOTE, UPLINK, TCP, tcp(5556, 8081, SYN, b"")).frame();
+    let p2 = parse_checked(&dp.inb(&syn2).1).unwrap();
+    assert_eq!((p2.src, p2.dst), (host_a, n2));
+    assert_ne!(p2.sport(), ext);
+    // No flow: refused at the host port (ARP and pings pass).
+    let stray = Ip::new(n2, host_a, TCP, tcp(80, 9999, ACK, b"")).frame();
+    let before = dp.stat(stat::DROP_NO_MAPPING);
+    assert_eq!(dp.run(HOST_PORT_IN, &stray).0, SHOT);
+    assert_eq!(dp.stat(stat::DROP_NO_MAPPING), before + 1);
+    let ping = Ip::new(n2, host_a, ICMP, icmp_echo(true, 7, 1, b"")).frame();
+    assert_eq!(dp.run(HOST_PORT_IN, &ping).0, UNSPEC);
+    // The outside does not reach the host port's address.
+    let direct = Ip::new(REMOTE, host_a, TCP, tcp(5555, 80, SYN, b"")).frame();
+    assert_eq!(dp.inb(&direct).0, SHOT);
 }
 
 /// The forward's cumulative counter: each packet of its flows counts once,
@@ -707,7 +780,7 @@ fn malformed_frames_pass_or_drop() {
         cases.push(f);
     }
     for (i, f) in cases.iter().enumerate() {
-        for prog in PROGRAMS {
+        for prog in PROGRAMS.into_iter().chain([HOST_PORT_IN]) {
             let Some((rc, out)) = dp.try_run(prog, f) else {
                 assert!(
                     f.len() < 34,
@@ -735,7 +808,7 @@ fn malformed_frames_pass_or_drop() {
 fn programs_fit_the_verifier_with_room() {
     require_root();
     let dp = Dataplane::new(10000, 32767);
-    for name in PROGRAMS {
+    for name in PROGRAMS.into_iter().chain([HOST_PORT_IN]) {
         let p: &SchedClassifier = dp.ebpf.program(name).unwrap().try_into().unwrap();
         let info: ProgramInfo = p.info().unwrap();
         // Every kernel netlab runs on (5.17+) reports the count (5.16+).

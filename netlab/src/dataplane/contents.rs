@@ -207,7 +207,16 @@ pub fn forward_entries(forwards: &[Forward]) -> Vec<ForwardEntries> {
         .map(|f| {
             f.port_pairs()
                 .map(|(outside, inside)| {
-                    forward_entry(f.proto.number(), outside, f.target_addr, inside)
+                    let (key, target) =
+                        forward_entry(f.proto.number(), outside, f.target_addr, inside);
+                    let snat_addr = f.snat.map_or(0, |a| addr_from_octets(a.octets()));
+                    (
+                        key,
+                        ForwardTarget {
+                            snat_addr,
+                            ..target
+                        },
+                    )
                 })
                 .collect()
         })
@@ -227,6 +236,7 @@ fn forward_entry(
             addr: addr_from_octets(to.octets()),
             port: port_to_net(inside),
             counter: 0,
+            snat_addr: 0,
         },
     )
 }
@@ -260,7 +270,20 @@ fn subnet_entries(lab: &Lab, bridge_ifindex: &HashMap<String, u32>) -> Vec<(Key<
         let flags = subnet_flags(r.masquerade, r.routed, bridge.filtering);
         Some(entry(r.to, flags, &bridge.name))
     });
-    bridges.chain(behind_routers).collect()
+    // A host port's address: its ifindex is where the forwards across
+    // hosts that translate to it leave (flags 0: the outside is refused).
+    let host_ports = lab
+        .share
+        .iter()
+        .flat_map(|s| &s.host_ports)
+        .filter_map(|p| {
+            Some(entry(
+                crate::model::Ipv4Net::new(p.address, 32)?,
+                0,
+                &p.name,
+            ))
+        });
+    bridges.chain(behind_routers).chain(host_ports).collect()
 }
 
 /// `LAB_SUBNETS6`: the IPv6 subnets of the bridges the lab host is on and

@@ -241,6 +241,7 @@ mod tests {
                 addr: to,
                 port: port_to_net(80),
                 counter: 0,
+                snat_addr: 0,
             },
         )
     }

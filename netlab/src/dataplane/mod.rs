@@ -40,8 +40,8 @@ use contents::StableDigest;
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netlab"));
 
 pub use netlab_common::names::{
-    PROG_BRIDGE_IN, PROG_GC, PROG_LOCAL_OUT, PROG_NODE_IN, PROG_NODE_NEW, PROG_UPLINK_IN,
-    PROG_UPLINK_OUT,
+    PROG_BRIDGE_IN, PROG_GC, PROG_HOST_PORT_IN, PROG_LOCAL_OUT, PROG_NODE_IN, PROG_NODE_NEW,
+    PROG_UPLINK_IN, PROG_UPLINK_OUT,
 };
 
 /// Each program's slot in the `TAILS` program array.
@@ -222,6 +222,14 @@ async fn map_contents(
             .ok_or_else(|| anyhow!("bridge {} is missing", b.name))?;
         bridge_ifindex.insert(b.name.clone(), l.index);
     }
+    // Host ports carry lab traffic too; their /32 subnet entries name them.
+    for p in lab.share.iter().flat_map(|s| &s.host_ports) {
+        let l = links
+            .iter()
+            .find(|l| l.name == p.name)
+            .ok_or_else(|| anyhow!("host port {} is missing", p.name))?;
+        bridge_ifindex.insert(p.name.clone(), l.index);
+    }
     let uplink_is_veth = links
         .iter()
         .any(|l| l.index == uplink.ifindex && l.kind == crate::model::plan::LinkKind::Veth);
@@ -241,7 +249,7 @@ async fn map_contents(
 }
 
 /// Where each program goes: the uplink both ways, each node's bridge port
-/// (fast path), each bridge, and the lab host's `lo`.
+/// (fast path), each bridge, each host port, and the lab host's `lo`.
 fn hooks_for(lab: &Lab, uplink: &str, node_ports: &[(u32, String, NodePort)]) -> Vec<attach::Hook> {
     use attach::{Direction, Hook};
     let mut hooks = vec![
@@ -253,6 +261,9 @@ fn hooks_for(lab: &Lab, uplink: &str, node_ports: &[(u32, String, NodePort)]) ->
     }
     for b in lab.host_subnets() {
         hooks.push(Hook::new(PROG_BRIDGE_IN, &b.name, Direction::Ingress));
+    }
+    for p in lab.share.iter().flat_map(|s| &s.host_ports) {
+        hooks.push(Hook::new(PROG_HOST_PORT_IN, &p.name, Direction::Ingress));
     }
     hooks.push(Hook::new(PROG_LOCAL_OUT, LOOPBACK, Direction::Egress));
     hooks

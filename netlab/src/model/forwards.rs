@@ -35,6 +35,8 @@ impl Lab {
             target_port,
             target_range,
             take_host_port: false,
+            host: None,
+            snat: None,
         })
     }
 

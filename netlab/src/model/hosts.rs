@@ -4,7 +4,11 @@
 //! device per host with static flooding entries towards the others
 //! (head-end replication, no multicast on the underlay).
 
-use super::types::{Attachment, FileIndex, Host, Lab, Node, Share, Tunnel};
+use std::net::Ipv4Addr;
+
+use super::types::{
+    Attachment, Bridge, FileIndex, Forward, Host, HostPort, Lab, Node, Share, Tunnel,
+};
 
 /// The name a host's share runs under (its state, markers and pins):
 /// several hosts' shares may then share one machine, as in the tests. `@`
@@ -44,7 +48,8 @@ fn on_bridge(node: &Node, bridge: &str) -> bool {
         .any(|i| matches!(&i.attachment, Attachment::Bridge { bridge: b, .. } if b == bridge))
 }
 
-/// The hosts with nodes on `bridge`, in the order of `[[hosts]]`.
+/// The hosts with nodes on `bridge`, or that take forwards to nodes on it
+/// (through their host port), in the order of `[[hosts]]`.
 pub fn hosts_on_bridge<'l>(lab: &'l Lab, bridge: &str) -> Vec<&'l Host> {
     lab.hosts
         .iter()
@@ -52,8 +57,89 @@ pub fn hosts_on_bridge<'l>(lab: &'l Lab, bridge: &str) -> Vec<&'l Host> {
             lab.nodes
                 .iter()
                 .any(|n| n.host.as_deref() == Some(h.name.as_str()) && on_bridge(n, bridge))
+                || host_port_bridges(lab, &h.name).any(|b| b.name == bridge)
         })
         .collect()
+}
+
+/// The host of node `node` (in the whole file).
+fn node_host<'l>(lab: &'l Lab, node: &str) -> Option<&'l str> {
+    lab.nodes
+        .iter()
+        .find(|n| n.name == node)
+        .and_then(|n| n.host.as_deref())
+}
+
+/// The host that takes forward `f` on its uplink: the one the file names,
+/// else its target node's.
+pub fn forward_host<'l>(lab: &'l Lab, f: &'l Forward) -> Option<&'l str> {
+    f.host.as_deref().or_else(|| node_host(lab, &f.node))
+}
+
+/// Whether forward `f` is taken on another host than its target node's.
+pub fn forward_across(lab: &Lab, f: &Forward) -> bool {
+    f.host.is_some() && f.host.as_deref() != node_host(lab, &f.node)
+}
+
+/// The bridge forward `f`'s target address is on (through a node's
+/// interface on it), if any.
+pub fn target_bridge<'l>(lab: &'l Lab, f: &Forward) -> Option<&'l Bridge> {
+    let node = lab.nodes.iter().find(|n| n.name == f.node)?;
+    node.interfaces.iter().find_map(|i| match &i.attachment {
+        Attachment::Bridge { bridge, .. } if i.address.addr == f.target_addr => lab.bridge(bridge),
+        _ => None,
+    })
+}
+
+/// The bridges host `host` needs a host port on: those of the targets of
+/// the forwards it takes across hosts.
+fn host_port_bridges<'l>(lab: &'l Lab, host: &'l str) -> impl Iterator<Item = &'l Bridge> + 'l {
+    lab.forwards
+        .iter()
+        .filter(move |f| f.host.as_deref() == Some(host) && forward_across(lab, f))
+        .filter_map(move |f| target_bridge(lab, f))
+}
+
+/// Host `host`'s address on `bridge`: from the top of the subnet down,
+/// passing over the gateway, one per host in the order of `[[hosts]]`
+/// (every host computes the same from the same file; validation checks
+/// that no node has it).
+pub fn host_port_address(lab: &Lab, bridge: &Bridge, host: &str) -> Option<Ipv4Addr> {
+    let index = lab.hosts.iter().position(|h| h.name == host)?;
+    let net = bridge.subnet.network();
+    let top = u32::from(net.broadcast()).checked_sub(1)?;
+    (u32::from(net.addr) + 1..=top)
+        .rev()
+        .map(Ipv4Addr::from)
+        .filter(|a| Some(*a) != bridge.gateway)
+        .nth(index)
+}
+
+/// The names of the two ends of a host port on the bridge with VNI `vni`.
+pub fn host_port_names(vni: u32) -> (String, String) {
+    (format!("hp-{vni}"), format!("hpb-{vni}"))
+}
+
+/// Host `host`'s ports: one per bridge it takes forwards across hosts to.
+fn host_ports(lab: &Lab, host: &str) -> Vec<HostPort> {
+    let mut ports: Vec<HostPort> = Vec::new();
+    for b in host_port_bridges(lab, host) {
+        let (Some(vni), Some(address)) = (b.vni, host_port_address(lab, b, host)) else {
+            continue;
+        };
+        if ports.iter().any(|p| p.bridge == b.name) {
+            continue;
+        }
+        let (name, peer) = host_port_names(vni);
+        ports.push(HostPort {
+            name,
+            peer,
+            bridge: b.name.clone(),
+            address,
+            mtu: lab.vxlan.mtu,
+        });
+    }
+    ports
 }
 
 /// What `up`, `down` and `status` work on: the whole lab when it has no
@@ -92,14 +178,17 @@ pub fn share(lab: &Lab, host: Option<&str>) -> Result<Lab, String> {
     s.nodes
         .retain(|n| n.host.as_deref() == Some(me.name.as_str()));
     let first = lab.hosts.first().map(|h| h.name.as_str());
+    let host_ports = host_ports(lab, &me.name);
     // A bridge no node uses anywhere stays on the first host.
     s.bridges.retain(|b| {
         s.nodes.iter().any(|n| on_bridge(n, &b.name))
+            || host_ports.iter().any(|p| p.bridge == b.name)
             || (first == Some(me.name.as_str()) && !lab.nodes.iter().any(|n| on_bridge(n, &b.name)))
     });
     let local = |node: &str| s.nodes.iter().any(|n| n.name == node);
     s.cables.retain(|c| local(&c.a.node) && local(&c.b.node));
-    s.forwards.retain(|f| local(&f.node));
+    s.forwards
+        .retain(|f| forward_host(lab, f) == Some(me.name.as_str()));
     s.host_routes
         .retain(|r| s.bridges.iter().any(|b| b.subnet.contains(r.via)));
     s.host_routes6.retain(|r| {
@@ -138,6 +227,7 @@ pub fn share(lab: &Lab, host: Option<&str>) -> Result<Lab, String> {
             bridges: positions(&lab.bridges, &s.bridges, |a, b| a.name == b.name),
             forwards: positions(&lab.forwards, &s.forwards, |a, b| a == b),
         },
+        host_ports: host_ports.clone(),
         remote_nodes: lab
             .nodes
             .iter()
@@ -145,6 +235,11 @@ pub fn share(lab: &Lab, host: Option<&str>) -> Result<Lab, String> {
             .cloned()
             .collect(),
     });
+    for f in s.forwards.iter_mut().filter(|f| forward_across(lab, f)) {
+        f.snat = target_bridge(lab, f)
+            .and_then(|b| host_ports.iter().find(|p| p.bridge == b.name))
+            .map(|p| p.address);
+    }
     Ok(s)
 }
 
@@ -185,6 +280,7 @@ pub fn file_field(lab: &Lab, field: &str) -> String {
 mod tests {
     use super::*;
     use crate::model::{test_support::err, validate::parse};
+    use std::net::Ipv4Addr;
 
     const THREE: &str = r#"
 name = "m"
@@ -323,6 +419,82 @@ to = "n2:80"
         assert!(c.share.as_ref().unwrap().tunnels.is_empty());
         assert!(share(&lab, None).unwrap_err().contains("--host"));
         assert!(share(&lab, Some("z")).unwrap_err().contains("no host z"));
+    }
+
+    /// THREE with a forward on c's uplink to n2 (on b, on br0).
+    fn across() -> String {
+        format!(
+            "{THREE}[[forwards]]\nprotocol = \"tcp\"\nport = 9090\nto = \"n2:80\"\nhost = \"c\"\n"
+        )
+    }
+
+    #[test]
+    fn a_forward_across_hosts_gets_a_host_port_and_the_bridge() {
+        let lab = parse("lab.toml", &across()).unwrap();
+        let c = share(&lab, Some("c")).unwrap();
+        let s = c.share.as_ref().unwrap();
+        // c has no node on br0 but takes a forward into it: br0, its
+        // tunnel and c's port on it are there.
+        assert!(c.bridge("br0").is_some());
+        assert_eq!(c.forwards.len(), 1);
+        assert_eq!(c.forwards[0].port_first, 9090);
+        // The top of the subnet but the gateway, one per host: c is third.
+        let addr: Ipv4Addr = "192.168.15.251".parse().unwrap();
+        assert_eq!(c.forwards[0].snat, Some(addr));
+        let vni = derived_vni("m", "br0");
+        assert_eq!(
+            s.host_ports,
+            vec![HostPort {
+                name: format!("hp-{vni}"),
+                peer: format!("hpb-{vni}"),
+                bridge: "br0".into(),
+                address: addr,
+                mtu: 1450,
+            }]
+        );
+        let t = s.tunnels.iter().find(|t| t.bridge == "br0").unwrap();
+        assert_eq!(t.remotes.len(), 2, "{t:?}");
+        // The other hosts stretch br0 to c, and do not take the forward.
+        let b = share(&lab, Some("b")).unwrap();
+        let tb = &b.share.as_ref().unwrap().tunnels[0];
+        assert!(tb.remotes.contains(&"192.0.2.3".parse().unwrap()), "{tb:?}");
+        assert_eq!(b.forwards.len(), 1, "only its own 8080");
+        assert!(b.forwards.iter().all(|f| f.snat.is_none()));
+        assert!(b.share.as_ref().unwrap().host_ports.is_empty());
+        // Naming the target's own host changes nothing.
+        let same = across().replace("host = \"c\"\n", "host = \"b\"\n");
+        let same = parse("lab.toml", &same).unwrap();
+        let b = share(&same, Some("b")).unwrap();
+        assert_eq!(b.forwards.len(), 2);
+        assert!(b.share.as_ref().unwrap().host_ports.is_empty());
+    }
+
+    #[test]
+    fn forwards_across_hosts_are_checked() {
+        let at = |s: &str| {
+            let line = across()
+                .lines()
+                .collect::<Vec<_>>()
+                .iter()
+                .rposition(|l| *l == "host = \"c\"")
+                .unwrap()
+                + 1;
+            format!("lab.toml:{line}: forwards[1].host: {s}")
+        };
+        let e = err(&across().replace(
+            "port = 9090\nto = \"n2:80\"\nhost = \"c\"",
+            "port = 9090\nto = \"n2:80\"\nhost = \"q\"",
+        ));
+        assert!(e.contains("forwards[1].host: unknown host `q`"), "{e}");
+        // c's address on br0 would be .251: a node there is refused.
+        let e = err(&across().replace("192.168.15.2\"", "192.168.15.251\""));
+        assert_eq!(
+            e,
+            at(
+                "host c's address on bridge br0 would be 192.168.15.251 (from the top of the \
+                subnet, one per host), which is node n2's: give the node another address"
+            )
+        );
     }
 
     #[test]

@@ -187,6 +187,7 @@ pub struct RawForward {
     pub port: Spanned<toml::Value>,
     pub to: Spanned<String>,
     pub take_host_port: Option<Spanned<bool>>,
+    pub host: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -87,12 +87,30 @@ pub struct Share {
     pub lab: String,
     pub host: String,
     pub tunnels: Vec<Tunnel>,
+    /// This host's ports on stretched bridges (see [`HostPort`]).
+    #[serde(default)]
+    pub host_ports: Vec<HostPort>,
     /// The nodes on the other hosts (their names resolve in this share's nodes too).
     #[serde(default)]
     pub remote_nodes: Vec<Node>,
     /// Where the share's nodes, bridges and forwards are in the file.
     #[serde(default)]
     pub file_index: FileIndex,
+}
+
+/// The lab host's own port on a stretched bridge, for forwards taken on
+/// this host to nodes on other hosts: a veth pair, `peer` on the bridge
+/// and `name` on the lab host holding `address` as a `/32` (no second
+/// route to the bridge's subnet) with a MAC address of its own (the
+/// bridge's is the anycast gateway's on every host).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostPort {
+    pub name: String,
+    pub peer: String,
+    pub bridge: String,
+    pub address: Ipv4Addr,
+    /// The stretched bridge's MTU.
+    pub mtu: u32,
 }
 
 /// For each of a share's nodes, bridges and forwards, its index in the file.
@@ -346,6 +364,15 @@ pub struct Forward {
     /// otherwise such a forward is refused, see [`super::host_conflicts`]).
     #[serde(default)]
     pub take_host_port: bool,
+    /// The lab host that takes the forward on its uplink, when the file
+    /// names one (`host = "NAME"`); else the target node's host.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// In a host's share, for a forward to a node on another host: this
+    /// host's address on the target's stretched bridge (its host port),
+    /// the source the connections are given so the replies come back here.
+    #[serde(default)]
+    pub snat: Option<Ipv4Addr>,
 }
 
 impl Forward {

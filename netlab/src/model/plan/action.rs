@@ -5,7 +5,10 @@
 use std::{fmt, path::PathBuf};
 
 use super::desired::RouteSpec;
-use crate::model::{net::IpNet, types::Tunnel};
+use crate::model::{
+    net::IpNet,
+    types::{HostPort, Tunnel},
+};
 
 /// Where an action runs: the lab host's namespace, or a node's.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,6 +34,12 @@ pub enum Op {
     /// remote, up.
     CreateVxlan {
         tunnel: Tunnel,
+    },
+    /// A host port: its peer marked, on its bridge and up; its own end
+    /// marked, with its `/32` address, up; ARP on the bridge answered only
+    /// for the bridge's own addresses.
+    CreateHostPort {
+        port: HostPort,
     },
     /// A veth pair with `name` here and `peer_name` in netns `peer_netns`;
     /// with a bridge, `name` is attached to it, marked and set up.
@@ -153,6 +162,11 @@ impl fmt::Display for Action {
                     t.bridge
                 )
             }
+            Op::CreateHostPort { port: p } => write!(
+                f,
+                "create host port {} ({}/32, peer {} on bridge {})",
+                p.name, p.address, p.peer, p.bridge
+            ),
             Op::CreateVeth {
                 name,
                 peer_netns,

@@ -151,6 +151,12 @@ pub fn converged(desired: &Desired) -> Actual {
         );
         a.tunnels.insert(name.clone(), TunnelState::of(t));
     }
+    for (name, p) in &desired.host_ports {
+        a.host_links
+            .insert(name.clone(), super::host_ports::end_state(p));
+        a.host_links
+            .insert(p.peer.clone(), super::host_ports::peer_state(p));
+    }
     a.host_routes = desired.host_routes.clone();
     a.files = desired.files.clone();
     a

@@ -16,7 +16,7 @@ use super::{
 };
 use crate::model::{
     net::IpNet,
-    types::{Attachment, Lab, Tunnel},
+    types::{Attachment, HostPort, Lab, Tunnel},
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -83,6 +83,9 @@ pub struct Desired {
     /// Bridge → the MAC address it must have: on a stretched bridge with a
     /// gateway, the same on every host (an anycast gateway).
     pub bridge_macs: BTreeMap<String, [u8; 6]>,
+    /// The lab host's ports on stretched bridges, by the name of their
+    /// lab-host end.
+    pub host_ports: BTreeMap<String, HostPort>,
 }
 
 impl Desired {
@@ -105,6 +108,9 @@ impl Desired {
                 d.bridge_macs
                     .insert(b.name.clone(), crate::model::hosts::anycast_mac(t.vni));
             }
+        }
+        for p in lab.share.iter().flat_map(|s| &s.host_ports) {
+            d.host_ports.insert(p.name.clone(), p.clone());
         }
         let mtus: BTreeMap<String, u32> = d
             .tunnels

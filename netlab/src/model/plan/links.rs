@@ -75,6 +75,10 @@ pub fn delete_unwanted<'d>(desired: &'d Desired, actual: &Actual, steps: &mut St
             !desired.host_veths.contains_key(*name)
                 && !desired.bridges.contains_key(*name)
                 && !desired.tunnels.contains_key(*name)
+                && !desired
+                    .host_ports
+                    .iter()
+                    .any(|(end, p)| end == *name || p.peer == **name)
         })
         .collect();
     unwanted.sort_by_key(|(_, l)| l.kind == LinkKind::Bridge);

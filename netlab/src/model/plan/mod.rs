@@ -15,6 +15,7 @@ mod desired;
 mod etc_files;
 mod files;
 mod host;
+mod host_ports;
 mod links;
 mod marks;
 mod nodes;
@@ -39,6 +40,7 @@ pub fn plan(desired: &Desired, actual: &Actual) -> Vec<Action> {
     nodes::create_namespaces(desired, actual, &mut steps);
     bridges::plan(desired, actual, &mut steps);
     tunnels::plan(desired, actual, &mut steps);
+    host_ports::plan(desired, actual, &mut steps);
     links::create(desired, actual, &fresh, &mut steps);
     nodes::configure(desired, actual, &fresh.node_links(desired), &mut steps);
     host::forwarding_and_routes(desired, actual, &mut steps);

@@ -7,6 +7,7 @@ use toml::Spanned;
 use super::context::Checker;
 use crate::model::{
     forwards::parse_port_range,
+    hosts::{forward_across, host_port_address, target_bridge},
     raw::RawForward,
     types::{Forward, Lab, Proto},
 };
@@ -35,14 +36,63 @@ pub fn validate(c: &mut Checker<'_>, raw: &[Spanned<RawForward>], lab: &mut Lab)
             Ok(fwd) => {
                 let fwd = Forward {
                     take_host_port: rf.take_host_port.as_ref().is_some_and(|t| *t.get_ref()),
+                    host: rf.host.as_ref().map(|h| h.get_ref().clone()),
                     ..fwd
                 };
+                if let Some(h) = &rf.host {
+                    if let Err(e) = taking_host(lab, &fwd) {
+                        c.at(h, f("host"), e);
+                        continue;
+                    }
+                }
                 if let Err(e) = lab.add_forward(fwd) {
                     c.at(&rf.port, f("port"), e);
                 }
             }
             Err(e) => c.at(&rf.to, f("to"), e),
         }
+    }
+}
+
+/// A forward's `host`: a host of the file; when not its target node's,
+/// the target must be a node's address on a bridge, and the host's
+/// address there ([`host_port_address`]) free.
+fn taking_host(lab: &Lab, f: &Forward) -> Result<(), String> {
+    let host = f.host.as_deref().unwrap_or_default();
+    if !lab.hosts.iter().any(|h| h.name == host) {
+        return Err(match lab.hosts.is_empty() {
+            true => "needs [[hosts]]: a forward is taken on the lab host".to_string(),
+            false => format!("unknown host `{host}`"),
+        });
+    }
+    if !forward_across(lab, f) {
+        return Ok(());
+    }
+    let Some(bridge) = target_bridge(lab, f) else {
+        return Err(format!(
+            "a forward on another host than {}'s must target its address on a bridge \
+             (the bridge is stretched to host {host})",
+            f.node
+        ));
+    };
+    let Some(address) = host_port_address(lab, bridge, host) else {
+        return Err(format!(
+            "bridge {}'s subnet {} has no address left for host {host}",
+            bridge.name, bridge.subnet
+        ));
+    };
+    let holder = lab.nodes.iter().find(|n| {
+        n.interfaces
+            .iter()
+            .any(|i| i.address.addr == address && bridge.subnet.contains(address))
+    });
+    match holder {
+        Some(n) => Err(format!(
+            "host {host}'s address on bridge {} would be {address} (from the top of the \
+             subnet, one per host), which is node {}'s: give the node another address",
+            bridge.name, n.name
+        )),
+        None => Ok(()),
     }
 }
 
