@@ -61,15 +61,20 @@ impl MapContents {
             host.uplink_address,
             host.uplink_is_veth,
         );
+        // Sorted: the digest must not depend on a hash map's order (a lab
+        // with two bridges, or a bridge and a host port, was otherwise
+        // reported changed by an `up` that changed nothing, now and then).
+        let mut ifaces: Vec<(u32, u32)> = host
+            .bridge_ifindex
+            .values()
+            .map(|&i| (i, netlab_common::LAB_IFACE_BRIDGE))
+            .collect();
+        ifaces.sort_unstable();
         MapContents {
             config,
             subnets: subnet_entries(lab, &host.bridge_ifindex),
             subnets6: subnet6_entries(lab, &host.bridge_ifindex),
-            ifaces: host
-                .bridge_ifindex
-                .values()
-                .map(|&i| (i, netlab_common::LAB_IFACE_BRIDGE))
-                .collect(),
+            ifaces,
             forwards: forward_entries(&lab.forwards),
             node_ports: if fast_path {
                 host.node_ports.clone()
@@ -409,6 +414,7 @@ mod tests {
     use super::*;
     use crate::model::default_lab;
     use netlab_common::IPPROTO_TCP;
+    use std::collections::BTreeSet;
 
     const UPLINK: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
 
@@ -485,6 +491,27 @@ mod tests {
             3,
         );
         assert_ne!(v4_only, dual.digest());
+    }
+
+    /// A lab host with several lab interfaces (bridges, host ports) is
+    /// described the same however its hash map iterates: 32 maps, each with
+    /// a seed of its own, give one digest.
+    #[test]
+    fn the_digest_does_not_depend_on_the_order_of_interfaces() {
+        let lab = default_lab();
+        let digests: BTreeSet<String> = (0..32)
+            .map(|_| {
+                let host = LabHostIfaces {
+                    bridge_ifindex: (1..=6).map(|i| (format!("if{i}"), i)).collect(),
+                    uplink_ifindex: 9,
+                    uplink_address: UPLINK,
+                    uplink_is_veth: false,
+                    node_ports: Vec::new(),
+                };
+                MapContents::of_lab(&lab, &host, false).digest()
+            })
+            .collect();
+        assert_eq!(digests.len(), 1, "{digests:?}");
     }
 
     #[test]
