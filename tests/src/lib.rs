@@ -43,6 +43,16 @@ pub fn time_scale() -> f64 {
         .unwrap_or(1.0)
 }
 
+/// ping's `-W` (seconds to wait for each reply) for `secs` on this machine,
+/// multiplied by [`time_scale`]: under emulation the first echo also
+/// waits for neighbour discovery on every hop, which can take longer than
+/// a second. An answered ping returns at once, so a long wait costs
+/// nothing when it works, and a ping that must go unanswered is not
+/// unanswered merely because its reply came late.
+pub fn ping_wait(secs: u64) -> String {
+    format!("-W{}", (secs as f64 * time_scale()).ceil() as u64)
+}
+
 /// Poll `done` (every 20 ms) until it holds; panics naming `what` when it
 /// has not after `limit` (multiplied by [`time_scale`]). For what the test
 /// waits on without controlling when it happens (a process starting, the

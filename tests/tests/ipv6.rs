@@ -4,7 +4,7 @@
 //! sandbox or lab-host namespace. Nothing here sends IPv6 to the wan side:
 //! that needs the dataplane's NAT66 (part 2).
 
-use netlab_tests::{ok, require_root, run, text, Lab, T};
+use netlab_tests::{ok, ping_wait, require_root, run, text, Lab, T};
 
 /// The seeds' bridge with a ULA /64 beside its IPv4 subnet, red and blue
 /// on it with an address of each family; `v6 = false` leaves IPv6 out.
@@ -42,7 +42,7 @@ address = "192.168.15.2"
 /// address still tentative (duplicate address detection takes a second or
 /// more, and a tentative source address cannot be bound at all).
 fn ping6_once(lab: &Lab, node: &str, to: &str) -> std::process::Output {
-    lab.node(node, &["ping", "-6", "-n", "-c1", "-W1", to])
+    lab.node(node, &["ping", "-6", "-n", "-c1", &ping_wait(2), to])
 }
 
 /// The global IPv6 addresses in a namespace (`-n NETNS`) as `ip -6 addr` lists them.
@@ -81,7 +81,7 @@ fn ipv6_dual_stack_lab_answers_at_once_and_converges() {
         both.contains("fd00:15::2") && both.contains("192.168.15.2"),
         "{both}"
     );
-    let by_name = lab.node_ok("red", &["ping", "-6", "-c1", "-W1", "blue"]);
+    let by_name = lab.node_ok("red", &["ping", "-6", "-c1", &ping_wait(2), "blue"]);
     assert!(by_name.contains("fd00:15::2"), "{by_name}");
     let gw = lab.node_ok("blue", &["getent", "ahosts", "v-net-0-gateway"]);
     assert!(gw.contains("fd00:15::5"), "{gw}");
@@ -153,7 +153,7 @@ b = {{ node = "b", address = "10.0.2.2/24", address6 = "fd00:2::2/64" }}
     lab.up();
     let o = ping6_once(&lab, "a", "fd00:2::2");
     assert!(o.status.success(), "a -> b through r:\n{}", text(&o));
-    let back = lab.node_ok("b", &["ping", "-6", "-c1", "-W1", "a"]);
+    let back = lab.node_ok("b", &["ping", "-6", "-c1", &ping_wait(2), "a"]);
     assert!(back.contains("fd00:1::2"), "{back}");
     let fwd = lab.node_ok("r", &["sysctl", "-n", "net.ipv6.conf.all.forwarding"]);
     assert_eq!(fwd.trim(), "1");
@@ -257,7 +257,7 @@ fn ipv6_lab_subnet_over_an_ipv6_route_of_the_host_is_refused() {
     assert!(!links.status.success(), "the bridge was made");
     assert!(second.leftovers().is_empty(), "{:?}", second.leftovers());
     // The lab host still reaches the wan side over IPv6.
-    let ping = first.host(&["ping", "-6", "-c1", "-W2", "2001:db8:100::1"]);
+    let ping = first.host(&["ping", "-6", "-c1", &ping_wait(2), "2001:db8:100::1"]);
     assert!(ping.status.success(), "upstream lost: {}", text(&ping));
     first.down();
 }
@@ -284,7 +284,7 @@ fn ipv6_from_a_masqueraded_subnet_never_reaches_the_wan_untranslated() {
     lab.up();
     let wan = lab.wan_netns();
     let echoes = echo_requests_received(&lab, &wan);
-    let host_ping = lab.host(&["ping", "-6", "-n", "-c1", "-W2", "2001:db8:100::1"]);
+    let host_ping = lab.host(&["ping", "-6", "-n", "-c1", &ping_wait(2), "2001:db8:100::1"]);
     assert!(host_ping.status.success(), "{}", text(&host_ping));
     assert_eq!(
         echo_requests_received(&lab, &wan),
@@ -307,7 +307,10 @@ fn ipv6_from_a_masqueraded_subnet_never_reaches_the_wan_untranslated() {
         echoes + 1,
         "a lab address reached the wan side"
     );
-    let v4 = lab.node("red", &["ping", "-4", "-n", "-c1", "-W2", "198.51.100.1"]);
+    let v4 = lab.node(
+        "red",
+        &["ping", "-4", "-n", "-c1", &ping_wait(2), "198.51.100.1"],
+    );
     assert!(v4.status.success(), "IPv4 out: {}", text(&v4));
     lab.down();
 }

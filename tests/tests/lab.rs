@@ -5,7 +5,7 @@ use std::{
     time::Duration,
 };
 
-use netlab_tests::{netlab_bin, ok, require_root, run, text, wait_for, Lab, T};
+use netlab_tests::{netlab_bin, ok, ping_wait, require_root, run, text, wait_for, Lab, T};
 
 #[test]
 fn seeds_lab_up_twice_down_twice() {
@@ -58,12 +58,12 @@ b = {{ node = "b", address = "10.0.2.2/24" }}
     };
     let lab = Lab::new("rt", &body(true));
     lab.up();
-    lab.node_ok("a", &["ping", "-c1", "-W2", "10.0.2.2"]);
-    lab.node_ok("b", &["ping", "-c1", "-W2", "a"]);
+    lab.node_ok("a", &["ping", "-c1", &ping_wait(2), "10.0.2.2"]);
+    lab.node_ok("b", &["ping", "-c1", &ping_wait(2), "a"]);
     // Without forwarding in r, nothing crosses it.
     lab.write(&body(false));
     lab.up();
-    let o = lab.node("a", &["ping", "-c1", "-W1", "10.0.2.2"]);
+    let o = lab.node("a", &["ping", "-c1", &ping_wait(2), "10.0.2.2"]);
     assert!(
         !o.status.success(),
         "forwarded without forwarding on:\n{}",

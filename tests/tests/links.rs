@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use netlab_tests::{capture, reliability::figure, text, Lab, SEEDS_BODY};
+use netlab_tests::{capture, ping_wait, reliability::figure, text, Lab, SEEDS_BODY};
 use serde_json::Value;
 
 const WAN: &str = "198.51.100.1";
@@ -236,7 +236,7 @@ fn links_down_stops_ping_and_up_restores_it() {
     let lab = Lab::seeds("ldown");
     lab.up();
     let ping = |lab: &Lab| {
-        lab.node("red", &["ping", "-c", "1", "-W", "1", WAN])
+        lab.node("red", &["ping", "-c", "1", &ping_wait(2), WAN])
             .status
             .success()
     };
