@@ -240,7 +240,7 @@ pub fn run_targets(seconds: u64, only: Option<&str>) -> Result<Vec<(&'static str
     let mut build = nightly_cargo();
     build
         .args(["fuzz", "build"])
-        .args(build_flags)
+        .args(&build_flags)
         .env("AYA_BUILD_SKIP", "1");
     if let [t] = targets[..] {
         build.arg(t);
@@ -271,7 +271,7 @@ pub fn run_targets(seconds: u64, only: Option<&str>) -> Result<Vec<(&'static str
         );
         let mut cmd = nightly_cargo();
         cmd.args(["fuzz", "run"])
-            .args(build_flags)
+            .args(&build_flags)
             .env("AYA_BUILD_SKIP", "1")
             .arg(target)
             .arg(&corpus)
@@ -297,7 +297,13 @@ pub fn run_targets(seconds: u64, only: Option<&str>) -> Result<Vec<(&'static str
             .status()
             .with_context(|| format!("starting cargo fuzz run {target}"))?;
         let fig = figures(&log)?;
-        let verdict = if status.success() {
+        let verdict = if status.success() && fig.executions == 0 {
+            // A run that tried nothing checked nothing.
+            Verdict::Finding(format!(
+                "{target}: libFuzzer ran no input (log {})",
+                log.display()
+            ))
+        } else if status.success() {
             Verdict::Clean
         } else {
             Verdict::Finding(finding(target, &fig, &log))
