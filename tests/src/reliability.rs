@@ -46,6 +46,22 @@ pub fn pick<V>(short: V, long: V) -> V {
     }
 }
 
+/// How many times a short form repeats a slow step (a whole `up`/`down`
+/// cycle, a kill during `up`): `short` on this machine, half of it (at
+/// least 1) in an emulated VM ([`crate::time_scale`] above 1), where each
+/// repetition takes four times as long and this machine's own run of the
+/// suite does them all; `long` under `cargo xtask stress`. The figures say
+/// how many ran.
+pub fn repeats(short: u32, long: u32) -> u32 {
+    if stress() {
+        long
+    } else if crate::time_scale() > 1.0 {
+        short.div_ceil(2)
+    } else {
+        short
+    }
+}
+
 pub fn mode() -> &'static str {
     if stress() {
         "long"

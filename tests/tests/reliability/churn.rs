@@ -27,7 +27,7 @@ fn twenty_nodes() -> String {
 fn churn_up_down_of_a_20_node_lab() {
     require_root();
     let _alone = exclusive();
-    let cycles = pick(5, 200);
+    let cycles = repeats(5, 200);
     // A lab host of our own that outlives the cycles, so what a cycle
     // leaves on its interfaces (links, tc filters, TCX links) shows.
     let mut pair = HostPair::new("cu");
@@ -143,7 +143,7 @@ fn churn_up_down_of_a_20_node_lab() {
 fn churn_fwd_add_del_on_a_live_lab() {
     require_root();
     let _alone = exclusive();
-    let cycles = pick(20, 200);
+    let cycles = repeats(20, 200);
     let check_every = pick(1, 5);
     let lab = Lab::seeds("cw");
     lab.up();

@@ -33,10 +33,10 @@ use netlab_tests::{
     reliability::{
         attach_mode, check_hooks, delta, drops, exclusive, figure, filter_programs, heavy,
         host_state, icmp_echo, icmp_socket, lab_objects, moved, nat_list, netlab_env, netns_inodes,
-        pick, pinned_programs, processes_in, quiesce, raise_nofile, resources, sa, settle, shared,
-        spawn_in_netns, stats, stats_when, tcp_echo, tcp_scan, tcp_segment, transfer, udp_echo,
-        variant_object, without_filters, Echo, Hold, HostPair, HostState, LabObjects, Listener,
-        RawSender, Rng, TransferServer, UPLINK, WAN, WAN2,
+        pick, pinned_programs, processes_in, quiesce, raise_nofile, repeats, resources, sa, settle,
+        shared, spawn_in_netns, stats, stats_when, tcp_echo, tcp_scan, tcp_segment, transfer,
+        udp_echo, variant_object, without_filters, Echo, Hold, HostPair, HostState, LabObjects,
+        Listener, RawSender, Rng, TransferServer, UPLINK, WAN, WAN2,
     },
     require_root, run, stdout, text, time_scale, wait_for, Lab, SEEDS_BODY, T,
 };

@@ -6,7 +6,7 @@ use super::*;
 fn crash_recovery_sigkill_during_up() {
     require_root();
     let _h = heavy();
-    let points = pick(10, 50);
+    let points = repeats(10, 50);
     let lab = Lab::seeds("kr");
     let file = lab.file.to_str().unwrap().to_string();
     // An uninterrupted `up`, measured three times; kills are spread over the median.
