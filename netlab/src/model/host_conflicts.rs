@@ -435,6 +435,17 @@ mod tests {
         }
     }
 
+    /// [`facts`] with the uplink's IPv6 subnet 2001:db8:100::/64 among the routes.
+    fn facts_with_ipv6_uplink_route() -> HostFacts {
+        let mut f = facts();
+        f.routes.push(RouteFact {
+            destination: "2001:db8:100::/64".parse().unwrap(),
+            shown: "2001:db8:100::/64 dev eth0 proto kernel".into(),
+            owner: None,
+        });
+        f
+    }
+
     fn problems(text: &str, facts: &HostFacts) -> Vec<String> {
         let (lab, sources) = parse_with_sources("lab.toml", text).unwrap();
         let problems = find(&lab, &sources, facts);
@@ -462,12 +473,7 @@ mod tests {
 
     #[test]
     fn an_ipv6_lab_subnet_over_an_ipv6_route_of_the_host_is_refused() {
-        let mut f = facts();
-        f.routes.push(RouteFact {
-            destination: "2001:db8:100::/64".parse().unwrap(),
-            shown: "2001:db8:100::/64 dev eth0 proto kernel".into(),
-            owner: None,
-        });
+        let mut f = facts_with_ipv6_uplink_route();
         f.routes.push(RouteFact {
             destination: "::/0".parse().unwrap(),
             shown: "default via 2001:db8:100::1 dev eth0".into(),
@@ -520,12 +526,7 @@ mod tests {
     #[test]
     fn a_route_over_a_route_of_the_host_is_named_by_its_place_in_the_file() {
         // An IPv6 route first: the IPv4 one is the file's routes[1].
-        let mut f = facts();
-        f.routes.push(RouteFact {
-            destination: "2001:db8:100::/64".parse().unwrap(),
-            shown: "2001:db8:100::/64 dev eth0 proto kernel".into(),
-            owner: None,
-        });
+        let f = facts_with_ipv6_uplink_route();
         let text = with_base6(
             "[[routes]]\nto = \"fd00:99::/64\"\nvia = \"fd00:15::9\"\n\
              [[routes]]\nto = \"198.51.100.128/25\"\nvia = \"192.168.15.9\"\n",
