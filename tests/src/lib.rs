@@ -217,6 +217,8 @@ pub struct Lab {
     pub prefix: String,
     pub file: PathBuf,
     dir: PathBuf,
+    /// The namespace [`Lab::own_host_netns`] made, if it was called.
+    own_host: std::sync::OnceLock<String>,
 }
 
 impl Lab {
@@ -232,6 +234,7 @@ impl Lab {
             prefix,
             file,
             dir,
+            own_host: std::sync::OnceLock::new(),
         };
         lab.write(body);
         lab
@@ -277,6 +280,31 @@ impl Lab {
 
     pub fn wan_netns(&self) -> String {
         format!("{}-wan", self.name)
+    }
+
+    /// A namespace of the test's own for `--host-netns` (the lab host as a
+    /// namespace netlab did not make), made on the first call. It goes
+    /// when the lab is dropped, after the lab is taken down: a failing
+    /// test's cleanup still finds the lab host the lab is on.
+    pub fn own_host_netns(&self) -> String {
+        self.own_host
+            .get_or_init(|| {
+                let netns = format!("{}h", self.name);
+                ok(&["ip", "netns", "add", &netns], T);
+                netns
+            })
+            .clone()
+    }
+
+    /// Deletes the namespace [`Lab::own_host_netns`] made, if any; whether
+    /// it is still there after.
+    fn delete_own_host_netns(&self) -> Option<String> {
+        let netns = self.own_host.get()?;
+        let _ = run(&["ip", "netns", "del", netns], T);
+        Path::new("/run/netns")
+            .join(netns)
+            .exists()
+            .then(|| format!("netns {netns}"))
     }
 
     /// Run `args` inside `netns` (as `ip netns exec` does, /etc/netns files included).
@@ -395,7 +423,8 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         let o = self.netlab(&["down", "--sandbox", "--name", &self.name]);
-        let left = self.leftovers();
+        let mut left = self.leftovers();
+        left.extend(self.delete_own_host_netns());
         let _ = fs::remove_dir_all(&self.dir);
         if std::thread::panicking() {
             if !left.is_empty() {

@@ -4,7 +4,7 @@
 //! sandbox or lab-host namespace. Nothing here sends IPv6 to the wan side:
 //! that needs the dataplane's NAT66 (part 2).
 
-use netlab_tests::{ok, ping_wait, require_root, run, text, Lab, T};
+use netlab_tests::{ok, ping_wait, require_root, text, Lab, T};
 
 /// The seeds' bridge with a ULA /64 beside its IPv4 subnet, red and blue
 /// on it with an address of each family; `v6 = false` leaves IPv6 out.
@@ -191,15 +191,7 @@ address = "10.20.0.2"
 address6 = "fd00:20::2"
 "#,
     );
-    let host = format!("{}h", lab.name);
-    ok(&["ip", "netns", "add", &host], T);
-    struct Del(String);
-    impl Drop for Del {
-        fn drop(&mut self) {
-            let _ = run(&["ip", "netns", "del", &self.0], T);
-        }
-    }
-    let _guard = Del(host.clone());
+    let host = lab.own_host_netns();
     let sysctl = |netns: &str, key: &str| {
         ok(&["ip", "netns", "exec", netns, "sysctl", "-n", key], T)
             .trim()

@@ -267,15 +267,7 @@ bridge = "br0"
 address = "10.20.0.2"
 "#,
     );
-    let host = format!("{}h", lab.name);
-    ok(&["ip", "netns", "add", &host], T);
-    struct Del(String);
-    impl Drop for Del {
-        fn drop(&mut self) {
-            let _ = run(&["ip", "netns", "del", &self.0], T);
-        }
-    }
-    let _guard = Del(host.clone());
+    let host = lab.own_host_netns();
     let forwarding = || {
         ok(
             &[

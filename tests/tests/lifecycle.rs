@@ -8,26 +8,9 @@ use std::{
 };
 
 use netlab_tests::{
-    expect_line, finish, lines_of, ok, require_root, run, spawn_netlab, text, unique, wait_for,
-    Lab, SEEDS_BODY, T,
+    expect_line, finish, lines_of, ok, require_root, spawn_netlab, text, unique, wait_for, Lab,
+    SEEDS_BODY, T,
 };
-
-/// A namespace a test made by hand (not through netlab), deleted on drop.
-struct BareNetns(String);
-
-impl BareNetns {
-    fn new(tag: &str) -> BareNetns {
-        let name = unique(tag);
-        ok(&["ip", "netns", "add", &name], T);
-        BareNetns(name)
-    }
-}
-
-impl Drop for BareNetns {
-    fn drop(&mut self) {
-        let _ = run(&["ip", "netns", "del", &self.0], T);
-    }
-}
 
 /// `netlab up -f` that must be refused, as a problem of the lab on this
 /// lab host (exit 2, before anything is made); returns its stderr.
@@ -79,19 +62,19 @@ fn failed_first_up_leaves_nothing_behind() {
     left_nothing(&eth0);
 
     // A lab host without a default route to find the uplink by.
-    let bare = BareNetns::new("fbare");
     let noroute = Lab::seeds("fr");
-    let err = up_fails(&noroute, &["--host-netns", &bare.0]);
+    let bare = noroute.own_host_netns();
+    let err = up_fails(&noroute, &["--host-netns", &bare]);
     assert!(err.contains("no default route"), "{err}");
     left_nothing(&noroute);
-    let links = ok(&["ip", "-n", &bare.0, "-o", "link", "show"], T);
+    let links = ok(&["ip", "-n", &bare, "-o", "link", "show"], T);
     assert_eq!(links.lines().count(), 1, "only lo may be left: {links}");
     let forwarding = ok(
         &[
             "ip",
             "netns",
             "exec",
-            &bare.0,
+            &bare,
             "sysctl",
             "-n",
             "net.ipv4.ip_forward",

@@ -176,6 +176,23 @@ fn view_graph_of_default_and_30_node_labs_in_every_format() {
         );
         assert!(svg.contains("forwards (on the uplink address)"));
     }
+    // The default lab is dual-stack: graphviz draws its IPv6 addresses too.
+    let default =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../netlab/src/model/default-lab.toml");
+    let dot = run_netlab_ok(&["graph", "-f", default.to_str().unwrap(), "--format", "dot"]);
+    let dot_file = labs[0].file.with_extension("v6.dot");
+    std::fs::write(&dot_file, dot).unwrap();
+    let drawn = stdout(&run(&["dot", "-Tsvg", dot_file.to_str().unwrap()], T));
+    for a in [
+        "fdec:60cc:b1bd:15::/64",
+        "fdec:60cc:b1bd:15::5/64",
+        "veth&#45;red fdec:60cc:b1bd:15::1/64", // graphviz writes `-` as `&#45;`
+    ] {
+        assert!(
+            drawn.contains(&format!(">{a}</text>")),
+            "{a} not in graphviz's drawing"
+        );
+    }
     std::fs::write(
         artifacts().join("star30.svg"),
         run_netlab_ok(&["graph", "-f", labs[1].file.to_str().unwrap()]),

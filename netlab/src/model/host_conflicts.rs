@@ -136,14 +136,15 @@ pub fn find(lab: &Lab, sources: &SourceMap, facts: &HostFacts) -> Vec<Problem> {
 }
 
 /// The lab's subnets of both families as the lab host's routes see them,
-/// with their fields. (The IPv6 routes of `[[routes]]` are left out: their
-/// index in the file is not kept.)
+/// with their fields (a route's by its place in the file's `[[routes]]`,
+/// which mixes the families).
 fn lab_subnets(lab: &Lab) -> Vec<(String, IpNet)> {
     let bridges = lab.bridges.iter().enumerate();
     let bridges6 = lab.bridges.iter().enumerate();
     let cables = lab.cables.iter().enumerate();
     let cables6 = lab.cables.iter().enumerate();
-    let routes = lab.host_routes.iter().enumerate();
+    let routes = lab.host_routes.iter().map(|r| (r.file_index, r.to.into()));
+    let routes6 = lab.host_routes6.iter().map(|r| (r.file_index, r.to.into()));
     bridges
         .map(|(i, b)| (format!("bridges[{i}].subnet"), b.subnet.into()))
         .chain(
@@ -156,7 +157,11 @@ fn lab_subnets(lab: &Lab) -> Vec<(String, IpNet)> {
                 Some((format!("cables[{i}]"), c.a.address6?.network().into()))
             }),
         )
-        .chain(routes.map(|(j, r)| (format!("routes[{j}].to"), r.to.into())))
+        .chain(
+            routes
+                .chain(routes6)
+                .map(|(j, to)| (format!("routes[{j}].to"), to)),
+        )
         .collect()
 }
 
@@ -369,7 +374,7 @@ fn interface_conflict(
 mod tests {
     use super::*;
     use crate::model::{
-        test_support::with_base,
+        test_support::{with_base, with_base6},
         validate::{default_lab, parse_with_sources},
     };
 
@@ -430,6 +435,17 @@ mod tests {
         }
     }
 
+    /// [`facts`] with the uplink's IPv6 subnet 2001:db8:100::/64 among the routes.
+    fn facts_with_ipv6_uplink_route() -> HostFacts {
+        let mut f = facts();
+        f.routes.push(RouteFact {
+            destination: "2001:db8:100::/64".parse().unwrap(),
+            shown: "2001:db8:100::/64 dev eth0 proto kernel".into(),
+            owner: None,
+        });
+        f
+    }
+
     fn problems(text: &str, facts: &HostFacts) -> Vec<String> {
         let (lab, sources) = parse_with_sources("lab.toml", text).unwrap();
         let problems = find(&lab, &sources, facts);
@@ -457,12 +473,7 @@ mod tests {
 
     #[test]
     fn an_ipv6_lab_subnet_over_an_ipv6_route_of_the_host_is_refused() {
-        let mut f = facts();
-        f.routes.push(RouteFact {
-            destination: "2001:db8:100::/64".parse().unwrap(),
-            shown: "2001:db8:100::/64 dev eth0 proto kernel".into(),
-            owner: None,
-        });
+        let mut f = facts_with_ipv6_uplink_route();
         f.routes.push(RouteFact {
             destination: "::/0".parse().unwrap(),
             shown: "default via 2001:db8:100::1 dev eth0".into(),
@@ -510,6 +521,34 @@ mod tests {
                                       host's route `10.99.0.0/16 dev o-br` (lab other's)"
         ));
         assert!(found[1].starts_with("lab.toml:15: routes[0].to: 198.51.100.128/25 overlaps"));
+    }
+
+    #[test]
+    fn a_route_over_a_route_of_the_host_is_named_by_its_place_in_the_file() {
+        // An IPv6 route first: the IPv4 one is the file's routes[1].
+        let f = facts_with_ipv6_uplink_route();
+        let text = with_base6(
+            "[[routes]]\nto = \"fd00:99::/64\"\nvia = \"fd00:15::9\"\n\
+             [[routes]]\nto = \"198.51.100.128/25\"\nvia = \"192.168.15.9\"\n",
+        );
+        let found = problems(&text, &f);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].starts_with("lab.toml:13: routes[1].to: 198.51.100.128/25 overlaps"),
+            "{found:?}"
+        );
+        // An IPv6 route over one of the host's is found too, at its place.
+        let text = text.replace("fd00:99::/64", "2001:db8:100::/64");
+        let found = problems(&text, &f);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(
+            found[0].starts_with("lab.toml:10: routes[0].to: 2001:db8:100::/64 overlaps"),
+            "{found:?}"
+        );
+        assert!(
+            found[1].starts_with("lab.toml:13: routes[1].to:"),
+            "{found:?}"
+        );
     }
 
     #[test]

@@ -279,18 +279,17 @@ pub fn file_field(lab: &Lab, field: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{test_support::err, validate::parse};
+    use crate::model::{
+        test_support::{err, HOSTS_AB},
+        validate::parse,
+    };
     use std::net::Ipv4Addr;
 
-    const THREE: &str = r#"
-name = "m"
-[[hosts]]
-name = "a"
-underlay = "192.0.2.1"
-[[hosts]]
-name = "b"
-underlay = "192.0.2.2"
-interface = "eth1"
+    /// Hosts a, b (its underlay on eth1) and c; br0 (derived VNI) stretched
+    /// between n1 on a and n2 on b; br1 (VNI 77) with n3 on c alone.
+    fn three_text() -> String {
+        format!(
+            r#"{HOSTS_AB}interface = "eth1"
 [[hosts]]
 name = "c"
 underlay = "192.0.2.3"
@@ -321,10 +320,12 @@ address = "192.168.16.3"
 protocol = "tcp"
 port = 8080
 to = "n2:80"
-"#;
+"#
+        )
+    }
 
     fn three() -> Lab {
-        parse("lab.toml", THREE).unwrap()
+        parse("lab.toml", &three_text()).unwrap()
     }
 
     #[test]
@@ -343,7 +344,7 @@ to = "n2:80"
 
     #[test]
     fn a_share_keeps_the_ipv6_host_routes_through_its_own_bridges() {
-        let text = THREE
+        let text = three_text()
             .replace(
                 "gateway = \"192.168.16.254\"\n",
                 "gateway = \"192.168.16.254\"\nsubnet6 = \"fd00:16::/64\"\n",
@@ -421,10 +422,11 @@ to = "n2:80"
         assert!(share(&lab, Some("z")).unwrap_err().contains("no host z"));
     }
 
-    /// THREE with a forward on c's uplink to n2 (on b, on br0).
+    /// [`three_text`] with a forward on c's uplink to n2 (on b, on br0).
     fn across() -> String {
         format!(
-            "{THREE}[[forwards]]\nprotocol = \"tcp\"\nport = 9090\nto = \"n2:80\"\nhost = \"c\"\n"
+            "{}[[forwards]]\nprotocol = \"tcp\"\nport = 9090\nto = \"n2:80\"\nhost = \"c\"\n",
+            three_text()
         )
     }
 
@@ -499,21 +501,22 @@ to = "n2:80"
 
     #[test]
     fn hosts_are_checked() {
-        let e = err(&THREE.replace("192.0.2.3", "192.0.2.2"));
+        let e = err(&three_text().replace("192.0.2.3", "192.0.2.2"));
         assert!(
             e.contains("hosts[2].underlay: 192.0.2.2 is already host b's"),
             "{e}"
         );
-        let e = err(&THREE.replace("host = \"c\"", "host = \"q\""));
+        let e = err(&three_text().replace("host = \"c\"", "host = \"q\""));
         assert!(
             e.contains("nodes[2].host: unknown host `q` (hosts: a, b, c)"),
             "{e}"
         );
-        let e = err(&THREE.replace("vni = 77", &format!("vni = {}", derived_vni("m", "br0"))));
+        let e =
+            err(&three_text().replace("vni = 77", &format!("vni = {}", derived_vni("m", "br0"))));
         assert!(e.contains("bridges[1].vni: VNI"), "{e}");
-        let e = err(&THREE.replace("vni = 77", "vni = 16777216"));
+        let e = err(&three_text().replace("vni = 77", "vni = 16777216"));
         assert!(e.contains("is not a VNI"), "{e}");
-        let e = err(&format!("{THREE}[vxlan]\nport = 0\nmtu = 100\n"));
+        let e = err(&format!("{}[vxlan]\nport = 0\nmtu = 100\n", three_text()));
         assert!(e.contains("vxlan.port") && e.contains("vxlan.mtu"), "{e}");
     }
 
@@ -530,8 +533,9 @@ to = "n2:80"
     #[test]
     fn cables_do_not_cross_hosts() {
         let e = err(&format!(
-            "{THREE}[[cables]]\na = {{ node = \"n1\", address = \"10.9.0.1/30\" }}\n\
-             b = {{ node = \"n2\", address = \"10.9.0.2/30\" }}\n"
+            "{}[[cables]]\na = {{ node = \"n1\", address = \"10.9.0.1/30\" }}\n\
+             b = {{ node = \"n2\", address = \"10.9.0.2/30\" }}\n",
+            three_text()
         ));
         assert!(e.contains("cannot cross hosts"), "{e}");
     }

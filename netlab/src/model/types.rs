@@ -446,6 +446,10 @@ pub struct Route {
 pub struct HostRoute {
     pub to: Ipv4Net,
     pub via: Ipv4Addr,
+    /// Its place in the file's `[[routes]]` (of both families): checks
+    /// made later, against the lab host, name it as the file does.
+    #[serde(default)]
+    pub file_index: usize,
     #[serde(default = "masquerade_by_default")]
     pub masquerade: bool,
     #[serde(default)]
@@ -458,6 +462,10 @@ pub struct HostRoute {
 pub struct HostRoute6 {
     pub to: Ipv6Net,
     pub via: Ipv6Addr,
+    /// Its place in the file's `[[routes]]` (of both families): checks
+    /// made later, against the lab host, name it as the file does.
+    #[serde(default)]
+    pub file_index: usize,
     #[serde(default = "masquerade_by_default")]
     pub masquerade: bool,
     #[serde(default)]

@@ -31,7 +31,9 @@ pub struct Vertex {
     pub id: String,
     pub kind: VertexKind,
     pub name: String,
-    /// Lines under the name: subnet and gateway, or interfaces.
+    /// Lines under the name: a bridge's subnets (IPv4, then IPv6) and
+    /// flags, or a node's interfaces (each with its IPv4, then its IPv6
+    /// address).
     pub details: Vec<String>,
     /// A node's interfaces, in the order of `details`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -42,6 +44,8 @@ pub struct Vertex {
 pub struct InterfaceView {
     pub name: String,
     pub address: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address6: Option<String>,
     /// When the lab is up: whether the interface is.
     pub up: Option<bool>,
 }
@@ -62,6 +66,10 @@ pub struct Edge {
     pub to: String,
     pub kind: EdgeKind,
     pub label: String,
+    /// Its IPv6 side, when it has one: the lab host's IPv6 address on a
+    /// bridge, a port's or a cable's IPv6 addresses.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label6: Option<String>,
     /// For a node's interface when the lab is up: `Some(true)` up.
     pub up: Option<bool>,
     /// The node's interface the edge leaves from (ports and cables).
@@ -97,6 +105,7 @@ impl Graph {
         g.add_outside_and_host(lab, live);
         for b in &lab.bridges {
             let mut details = vec![b.subnet.to_string()];
+            details.extend(b.subnet6.map(|s| s.to_string()));
             if b.masquerade {
                 details.push("masquerade".into());
             }
@@ -104,6 +113,7 @@ impl Graph {
                 details.push("routed".into());
             }
             g.vertex(bridge_id(&b.name), VertexKind::Bridge, &b.name, details);
+            let gw6 = b.gateway6_net().map(|g| g.to_string());
             if let Some(gw) = b.gateway_net() {
                 g.edge(
                     &bridge_id(&b.name),
@@ -111,13 +121,19 @@ impl Graph {
                     EdgeKind::Gateway,
                     gw.to_string(),
                 );
+                if let Some(e) = g.edges.last_mut() {
+                    e.label6 = gw6;
+                }
             }
         }
         for n in &lab.nodes {
             let details = n
                 .interfaces
                 .iter()
-                .map(|i| format!("{} {}", i.name, i.address))
+                .flat_map(|i| {
+                    let v6 = i.address6.map(|a| format!("{} {a}", i.name));
+                    std::iter::once(format!("{} {}", i.name, i.address)).chain(v6)
+                })
                 .collect();
             g.vertex(node_id(&n.name), VertexKind::Node, &n.name, details);
             let state = |iface: &str| {
@@ -130,6 +146,7 @@ impl Graph {
                     .map(|i| InterfaceView {
                         name: i.name.clone(),
                         address: i.address.to_string(),
+                        address6: i.address6.map(|a| a.to_string()),
                         up: state(&i.name),
                     })
                     .collect();
@@ -142,6 +159,7 @@ impl Graph {
                         to: bridge_id(bridge),
                         kind: EdgeKind::Port,
                         label: format!("{} {}", i.name, i.address),
+                        label6: i.address6.map(|a| a.to_string()),
                         up: up.copied(),
                         interface: Some(i.name.clone()),
                     });
@@ -162,6 +180,11 @@ impl Graph {
                     "{} {} — {} {}",
                     c.a.interface, c.a.address, c.b.interface, c.b.address
                 ),
+                label6: c
+                    .a
+                    .address6
+                    .zip(c.b.address6)
+                    .map(|(a, b)| format!("{a} — {b}")),
                 up,
                 interface: Some(c.a.interface.clone()),
             });
@@ -220,6 +243,7 @@ impl Graph {
             to: to.into(),
             kind,
             label,
+            label6: None,
             up: None,
             interface: None,
         });
@@ -269,7 +293,7 @@ impl Graph {
                 "  {} -- {} [label={}{style}];",
                 dot_quote(&e.from),
                 dot_quote(&e.to),
-                dot_quote(&e.label)
+                dot_quote(&e.lines().collect::<Vec<_>>().join("\n"))
             );
         }
         out.push_str("}\n");
@@ -308,7 +332,8 @@ impl Graph {
             } else {
                 "---"
             };
-            let _ = writeln!(out, "  {a} {link}|\"{}\"| {b}", mermaid_text(&e.label));
+            let label: Vec<String> = e.lines().map(mermaid_text).collect();
+            let _ = writeln!(out, "  {a} {link}|\"{}\"| {b}", label.join("<br/>"));
         }
         out
     }
@@ -335,6 +360,13 @@ fn mermaid_text(s: &str) -> String {
         .replace('"', "#quot;")
         .replace('<', "#lt;")
         .replace('>', "#gt;")
+}
+
+impl Edge {
+    /// Its label's lines: the IPv4 side, then the IPv6 one if any.
+    pub fn lines(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.label.as_str()).chain(self.label6.as_deref())
+    }
 }
 
 impl Graph {
@@ -381,6 +413,82 @@ mod tests {
             .unwrap();
         assert_eq!((fwd.from.as_str(), fwd.to.as_str()), (OUTSIDE, "node:blue"));
         assert_eq!(fwd.label, "tcp/80 → blue:80");
+    }
+
+    #[test]
+    fn ipv6_addresses_stand_next_to_the_ipv4_ones() {
+        let g = Graph::of(&default_lab(), None);
+        let bridge = g.vertex_by_id("bridge:v-net-0").unwrap();
+        assert_eq!(
+            bridge.details,
+            ["192.168.15.0/24", "fdec:60cc:b1bd:15::/64", "masquerade"]
+        );
+        let red = g.vertex_by_id("node:red").unwrap();
+        assert_eq!(
+            red.details,
+            [
+                "veth-red 192.168.15.1/24",
+                "veth-red fdec:60cc:b1bd:15::1/64"
+            ]
+        );
+        assert_eq!(
+            red.interfaces[0].address6.as_deref(),
+            Some("fdec:60cc:b1bd:15::1/64")
+        );
+        let gw = g
+            .edges
+            .iter()
+            .find(|e| e.kind == EdgeKind::Gateway)
+            .unwrap();
+        assert_eq!(gw.label6.as_deref(), Some("fdec:60cc:b1bd:15::5/64"));
+        let port = g.ports_of("node:red").next().unwrap();
+        assert_eq!(port.label6.as_deref(), Some("fdec:60cc:b1bd:15::1/64"));
+        let dot = g.to_dot();
+        assert!(
+            dot.contains("[label=\"192.168.15.5/24\\nfdec:60cc:b1bd:15::5/64\"]"),
+            "{dot}"
+        );
+        assert!(
+            dot.contains("\\nveth-blue fdec:60cc:b1bd:15::2/64\""),
+            "{dot}"
+        );
+        let mermaid = g.to_mermaid();
+        assert!(
+            mermaid.contains("|\"veth-red 192.168.15.1/24<br/>fdec:60cc:b1bd:15::1/64\"|"),
+            "{mermaid}"
+        );
+        assert!(
+            mermaid.contains("192.168.15.0/24<br/>fdec:60cc:b1bd:15::/64<br/>"),
+            "{mermaid}"
+        );
+        let json: serde_json::Value = serde_json::from_str(&g.to_json()).unwrap();
+        assert_eq!(json["edges"][1]["label6"], "fdec:60cc:b1bd:15::5/64");
+        assert_eq!(
+            json["vertices"][3]["interfaces"][0]["address6"],
+            "fdec:60cc:b1bd:15::1/64"
+        );
+    }
+
+    #[test]
+    fn a_cables_ipv6_addresses_and_an_ipv4_lab_without_any() {
+        let text = "name = \"c\"\n[[nodes]]\nname = \"a\"\n[[nodes]]\nname = \"b\"\n[[cables]]\n\
+                    a = { node = \"a\", address = \"10.0.1.1/30\", address6 = \"fd00:1::1/64\" }\n\
+                    b = { node = \"b\", address = \"10.0.1.2/30\", address6 = \"fd00:1::2/64\" }\n";
+        let g = Graph::of(&crate::model::parse("c.toml", text).unwrap(), None);
+        let cable = g.edges.iter().find(|e| e.kind == EdgeKind::Cable).unwrap();
+        assert_eq!(cable.label6.as_deref(), Some("fd00:1::1/64 — fd00:1::2/64"));
+        // Without IPv6 nothing of it shows, in JSON not even a key.
+        let g = Graph::of(&star_lab(2), None);
+        assert!(g.edges.iter().all(|e| e.label6.is_none()));
+        assert!(g
+            .vertices
+            .iter()
+            .all(|v| v.details.iter().all(|d| !d.contains(':'))));
+        let json = g.to_json();
+        assert!(
+            !json.contains("label6") && !json.contains("address6"),
+            "{json}"
+        );
     }
 
     #[test]

@@ -46,6 +46,12 @@ struct Canvas {
     height: i64,
 }
 
+/// About how wide `s` is drawn at 11px (Helvetica's digits are 0.556 em):
+/// enough to keep text inside the picture.
+fn text_width(s: &str) -> i64 {
+    s.chars().count() as i64 * 31 / 5
+}
+
 impl Canvas {
     fn text(&mut self, x: i64, y: i64, class: &str, s: &str) {
         let _ = writeln!(
@@ -53,6 +59,7 @@ impl Canvas {
             "<text x=\"{x}\" y=\"{y}\" class=\"{class}\">{}</text>",
             esc(s)
         );
+        self.grow(x + text_width(s), y);
     }
 
     fn rect(&mut self, x: i64, y: i64, w: i64, h: i64, class: &str, rx: i64) {
@@ -162,14 +169,26 @@ fn draw_bridge(
     c: &mut Canvas,
     placed: &mut Placed,
 ) -> i64 {
-    c.rect(BRIDGE_X, top, BRIDGE_W, BOX_H, "bridge", 6);
+    // The IPv6 subnet (the detail with colons) on a line of its own,
+    // under the IPv4 one and the flags.
+    let (v6, v4): (Vec<&str>, Vec<&str>) = b
+        .details
+        .iter()
+        .map(String::as_str)
+        .partition(|d| d.contains(':'));
+    let v6 = (!v6.is_empty()).then(|| v6.join(" · "));
+    let h = BOX_H + if v6.is_some() { LINE } else { 0 };
+    c.rect(BRIDGE_X, top, BRIDGE_W, h, "bridge", 6);
     c.text(
         BRIDGE_X + 12,
         top + 20,
         "name",
         &format!("bridge {}", b.name),
     );
-    c.text(BRIDGE_X + 12, top + 36, "", &b.details.join(" · "));
+    c.text(BRIDGE_X + 12, top + 36, "", &v4.join(" · "));
+    if let Some(v6) = &v6 {
+        c.text(BRIDGE_X + 12, top + 36 + LINE, "", v6);
+    }
     if let Some(gw) = g
         .edges
         .iter()
@@ -187,12 +206,19 @@ fn draw_bridge(
             "wire",
         );
         c.text(BRIDGE_X + BRIDGE_W + 10, top + 20, "dim", "lab host on it:");
-        c.text(BRIDGE_X + BRIDGE_W + 10, top + 36, "", &gw.label);
+        for (k, line) in gw.lines().enumerate() {
+            c.text(
+                BRIDGE_X + BRIDGE_W + 10,
+                top + 36 + k as i64 * LINE,
+                "",
+                line,
+            );
+        }
     }
     if members.is_empty() {
-        return top + BOX_H + 24;
+        return top + h + 24;
     }
-    draw_rows(g, members, Some(b), top + BOX_H, c, placed)
+    draw_rows(g, members, Some(b), top + h, c, placed)
 }
 
 /// Nodes in rows under a trunk at [`TRUNK_X`] (none without a bridge).
@@ -248,7 +274,9 @@ fn forwards_to<'a>(g: &'a Graph, id: &'a str) -> impl Iterator<Item = &'a str> {
 }
 
 fn node_height(g: &Graph, n: &Vertex) -> i64 {
-    let lines = 1 + 2 * n.interfaces.len() as i64 + i64::from(forwards_to(g, &n.id).count() > 0);
+    let v6 = n.interfaces.iter().filter(|i| i.address6.is_some()).count() as i64;
+    let fwd = i64::from(forwards_to(g, &n.id).count() > 0);
+    let lines = 1 + 2 * n.interfaces.len() as i64 + v6 + fwd;
     12 + lines * LINE
 }
 
@@ -270,6 +298,10 @@ fn draw_node(g: &Graph, n: &Vertex, x: i64, y: i64, h: i64, c: &mut Canvas) {
         };
         ty += LINE;
         c.text(x + 10, ty, class, &format!("{} {}", i.name, i.address));
+        if let Some(a6) = &i.address6 {
+            ty += LINE;
+            c.text(x + 10, ty, class, a6);
+        }
         ty += LINE;
         let _ = writeln!(
             c.body,
@@ -358,6 +390,53 @@ mod tests {
             assert!(svg.contains(s), "{s} missing from the SVG");
         }
         assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
+    }
+
+    #[test]
+    fn ipv6_lines_stand_under_the_ipv4_ones() {
+        let svg = to_svg(&Graph::of(&default_lab(), None));
+        for s in [
+            "class=\"\">192.168.15.0/24 · masquerade<",
+            "class=\"\">fdec:60cc:b1bd:15::/64<",
+            "class=\"\">fdec:60cc:b1bd:15::5/64<",
+            "class=\"\">fdec:60cc:b1bd:15::1/64<",
+            "class=\"\">fdec:60cc:b1bd:15::2/64<",
+        ] {
+            assert!(svg.contains(s), "{s} missing from the SVG");
+        }
+        // The bridge's and the nodes' boxes take a line more each (the
+        // layout test below checks they still do not overlap) than in the
+        // same lab without IPv6.
+        let mut lab4 = default_lab();
+        for b in &mut lab4.bridges {
+            (b.subnet6, b.gateway6) = (None, None);
+        }
+        for i in lab4.nodes.iter_mut().flat_map(|n| &mut n.interfaces) {
+            i.address6 = None;
+        }
+        let v4 = to_svg(&Graph::of(&lab4, None));
+        assert!(!v4.contains("fdec:"));
+        let heights = |svg: &str| boxes(svg).iter().map(|b| b.3).collect::<Vec<_>>();
+        let plus = [0, 0, LINE, LINE, LINE];
+        let h4: Vec<i64> = heights(&v4).iter().zip(plus).map(|(h, p)| h + p).collect();
+        assert_eq!(heights(&svg), h4);
+        // The lab host's IPv6 address right of the bridge is inside the picture.
+        let head = svg.lines().next().unwrap();
+        let gw6 = svg
+            .lines()
+            .find(|l| l.ends_with(">fdec:60cc:b1bd:15::5/64</text>"))
+            .unwrap();
+        let x: i64 = gw6.split('"').nth(1).unwrap().parse().unwrap();
+        let width: i64 = head
+            .split("width=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(x + text_width("fdec:60cc:b1bd:15::5/64") <= width, "{head}");
     }
 
     #[test]

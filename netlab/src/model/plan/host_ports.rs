@@ -62,40 +62,17 @@ pub fn plan(desired: &Desired, actual: &Actual, steps: &mut Steps) {
 #[cfg(test)]
 mod tests {
     use crate::model::{
-        hosts::share,
         plan::{converged, plan, teardown, Desired},
-        validate::parse,
+        test_support::{share_of, stretched},
     };
-
-    const TWO: &str = r#"
-name = "m"
-[[hosts]]
-name = "a"
-underlay = "192.0.2.1"
-[[hosts]]
-name = "b"
-underlay = "192.0.2.2"
-[[bridges]]
-name = "br0"
-subnet = "192.168.15.0/24"
-gateway = "192.168.15.254"
-vni = 42
-[[nodes]]
-name = "n2"
-host = "b"
-bridge = "br0"
-address = "192.168.15.2"
-[[forwards]]
-protocol = "tcp"
-port = 8080
-to = "n2:80"
-host = "a"
-"#;
 
     #[test]
     fn a_host_port_is_made_after_its_bridge_kept_and_taken_down() {
-        let lab = parse("lab.toml", TWO).unwrap();
-        let d = Desired::from_lab(&share(&lab, Some("a")).unwrap(), &[]);
+        // Host a takes a forward to n2, on b: its port on br0.
+        let text = stretched(
+            "[[forwards]]\nprotocol = \"tcp\"\nport = 8080\nto = \"n2:80\"\nhost = \"a\"\n",
+        );
+        let d = Desired::from_lab(&share_of(&text, "a"), &[]);
         let text: Vec<String> = plan(&d, &Default::default())
             .iter()
             .map(|a| a.to_string())

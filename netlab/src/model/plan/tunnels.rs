@@ -32,43 +32,22 @@ pub fn plan(desired: &Desired, actual: &Actual, steps: &mut Steps) {
 #[cfg(test)]
 mod tests {
     use crate::model::{
-        hosts::share,
         plan::{converged, plan, teardown, Actual, Desired},
-        validate::parse,
+        test_support::{share_of, stretched},
     };
 
-    const TWO: &str = r#"
-name = "m"
-[[hosts]]
-name = "a"
-underlay = "192.0.2.1"
-[[hosts]]
-name = "b"
-underlay = "192.0.2.2"
-[[bridges]]
-name = "br0"
-subnet = "192.168.15.0/24"
-gateway = "192.168.15.254"
-vni = 42
-[[nodes]]
-name = "n1"
-bridge = "br0"
-address = "192.168.15.1"
-[[nodes]]
-name = "n2"
-host = "b"
-bridge = "br0"
-address = "192.168.15.2"
-"#;
+    /// br0 stretched between n1 on a and n2 on b.
+    fn two() -> String {
+        stretched("[[nodes]]\nname = \"n1\"\nbridge = \"br0\"\naddress = \"192.168.15.1\"\n")
+    }
 
     fn desired(text: &str, host: &str) -> Desired {
-        let lab = parse("lab.toml", text).unwrap();
-        Desired::from_lab(&share(&lab, Some(host)).unwrap(), &[])
+        Desired::from_lab(&share_of(text, host), &[])
     }
 
     #[test]
     fn a_stretched_bridge_gets_its_tunnel_after_the_bridge() {
-        let d = desired(TWO, "a");
+        let d = desired(&two(), "a");
         let text: Vec<String> = plan(&d, &Actual::default())
             .iter()
             .map(|a| a.to_string())
@@ -91,7 +70,7 @@ address = "192.168.15.2"
 
     #[test]
     fn a_tunnel_that_differs_is_made_afresh() {
-        let d = desired(TWO, "a");
+        let d = desired(&two(), "a");
         let mut actual = converged(&d);
         actual.tunnels.get_mut("vx-42").unwrap().remotes.clear();
         let text: Vec<String> = plan(&d, &actual).iter().map(|a| a.to_string()).collect();
@@ -99,7 +78,7 @@ address = "192.168.15.2"
         assert!(text[1].starts_with("create vxlan vx-42"), "{text:?}");
         assert_eq!(text.len(), 2);
         // Moving n2 to host a: the tunnel goes.
-        let one = desired(&TWO.replace("host = \"b\"\n", ""), "a");
+        let one = desired(&two().replace("host = \"b\"\n", ""), "a");
         let text: Vec<String> = plan(&one, &converged(&d))
             .iter()
             .map(|a| a.to_string())

@@ -75,12 +75,14 @@ pub fn validate(
             (IpNet::V4(to), IpAddr::V4(via)) => routes.push(HostRoute {
                 to,
                 via,
+                file_index: j,
                 masquerade,
                 routed,
             }),
             (IpNet::V6(to), IpAddr::V6(via)) => routes6.push(HostRoute6 {
                 to,
                 via,
+                file_index: j,
                 masquerade,
                 routed,
             }),
@@ -109,6 +111,7 @@ mod tests {
             [HostRoute {
                 to: "10.0.0.0/8".parse().unwrap(),
                 via: Ipv4Addr::new(192, 168, 15, 1),
+                file_index: 0,
                 masquerade: true,
                 routed: false,
             }]
@@ -198,6 +201,7 @@ mod tests {
             [HostRoute6 {
                 to: "fd00:44::/64".parse().unwrap(),
                 via: "fd00:15::1".parse().unwrap(),
+                file_index: 0,
                 masquerade: true,
                 routed: false,
             }]
