@@ -18,8 +18,8 @@ use netlab_common::{
 use netlab_ebpf::{in_nat_range, TCP_ACK, TCP_SYN};
 
 use crate::{
-    binding, flowlog, flows, frags, fwd_counters, lab,
-    packet::{self, clear_l2, is_icmp_error, rewrite, set_addr, Parsed, Pkt, FRAG_LATER},
+    binding, flowlog, flows, frags, fwd_counters, hook, lab,
+    packet::{clear_l2, is_icmp_error, rewrite, set_addr, Parsed, Pkt, FRAG_LATER},
     port_search,
     template::FlowTemplate,
     verdict::{count, finish, Verdict, TC_ACT_UNSPEC},
@@ -30,7 +30,10 @@ const BPF_F_INGRESS: u64 = 1;
 
 #[inline(always)]
 pub fn run(ctx: &TcContext) -> i32 {
-    finish(handle(ctx))
+    let Some((cfg, parsed)) = hook::start(ctx) else {
+        return TC_ACT_UNSPEC;
+    };
+    finish(handle(ctx, cfg, parsed))
 }
 
 /// Out of the bridge `ifindex`, to the neighbour the lab host's routes
@@ -41,11 +44,8 @@ pub fn redirect(ifindex: u32) -> i32 {
 }
 
 #[inline(always)]
-fn handle(ctx: &TcContext) -> Verdict {
-    let Some(cfg) = lab::active_config() else {
-        return Ok(TC_ACT_UNSPEC);
-    };
-    let p = match packet::parse(ctx) {
+fn handle(ctx: &TcContext, cfg: &'static NatConfig, parsed: Parsed) -> Verdict {
+    let p = match parsed {
         Parsed::Other | Parsed::OtherProto { .. } | Parsed::Bad => return Ok(TC_ACT_UNSPEC),
         Parsed::Ip(p) => p,
     };

@@ -6,25 +6,25 @@
 //! the lab is let in to that address but ICMP (the host answers pings).
 
 use aya_ebpf::programs::TcContext;
-use netlab_common::IPPROTO_ICMP;
+use netlab_common::{NatConfig, IPPROTO_ICMP};
 
 use crate::{
-    bridge_ingress, flows, lab,
-    packet::{self, Parsed, FRAG_LATER},
+    bridge_ingress, flows, hook,
+    packet::{Parsed, FRAG_LATER},
     verdict::{finish, DropReason, Verdict, TC_ACT_UNSPEC},
 };
 
 #[inline(always)]
 pub fn run(ctx: &TcContext) -> i32 {
-    finish(handle(ctx))
+    let Some((cfg, parsed)) = hook::start(ctx) else {
+        return TC_ACT_UNSPEC;
+    };
+    finish(handle(ctx, cfg, parsed))
 }
 
 #[inline(always)]
-fn handle(ctx: &TcContext) -> Verdict {
-    let Some(cfg) = lab::active_config() else {
-        return Ok(TC_ACT_UNSPEC);
-    };
-    let p = match packet::parse(ctx) {
+fn handle(ctx: &TcContext, cfg: &'static NatConfig, parsed: Parsed) -> Verdict {
+    let p = match parsed {
         // ARP: the host port answers for its address itself.
         Parsed::Other => return Ok(TC_ACT_UNSPEC),
         Parsed::OtherProto { .. } => return Err(DropReason::Protocol),

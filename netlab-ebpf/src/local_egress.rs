@@ -14,8 +14,8 @@ use netlab_ebpf::{TCP_ACK, TCP_SYN};
 
 use crate::{
     bridge_ingress::redirect,
-    flowlog, flows, fwd_counters, lab,
-    packet::{self, is_icmp_error, rewrite, Parsed, Pkt, FRAG_NONE},
+    flowlog, flows, fwd_counters, hook, lab,
+    packet::{is_icmp_error, rewrite, Parsed, Pkt, FRAG_NONE},
     table,
     template::FlowTemplate,
     verdict::{count, finish, DropReason, Verdict, TC_ACT_UNSPEC},
@@ -23,15 +23,15 @@ use crate::{
 
 #[inline(always)]
 pub fn run(ctx: &TcContext) -> i32 {
-    finish(handle(ctx))
+    let Some((cfg, parsed)) = hook::start(ctx) else {
+        return TC_ACT_UNSPEC;
+    };
+    finish(handle(ctx, cfg, parsed))
 }
 
 #[inline(always)]
-fn handle(ctx: &TcContext) -> Verdict {
-    let Some(cfg) = lab::active_config() else {
-        return Ok(TC_ACT_UNSPEC);
-    };
-    let p = match packet::parse(ctx) {
+fn handle(ctx: &TcContext, cfg: &'static NatConfig, parsed: Parsed) -> Verdict {
+    let p = match parsed {
         Parsed::Ip(p) => p,
         _ => return Ok(TC_ACT_UNSPEC),
     };

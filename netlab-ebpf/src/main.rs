@@ -33,6 +33,7 @@ mod flows;
 mod frags;
 mod fwd_counters;
 mod gc;
+mod hook;
 mod host_port_ingress;
 mod icmp;
 mod lab;

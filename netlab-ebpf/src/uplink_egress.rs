@@ -8,8 +8,8 @@ use netlab_common::{
 };
 
 use crate::{
-    fastpath, flowlog, flows, frags, icmp, lab,
-    packet::{self, is_icmp_error, rewrite, set_addr, Parsed, Pkt, FRAG_LATER},
+    fastpath, flowlog, flows, frags, hook, icmp, lab,
+    packet::{is_icmp_error, rewrite, set_addr, Parsed, Pkt, FRAG_LATER},
     packet6::{self, ChainError},
     port_search,
     template::FlowTemplate,
@@ -18,15 +18,15 @@ use crate::{
 
 #[inline(always)]
 pub fn run(ctx: &TcContext) -> i32 {
-    finish(handle(ctx))
+    let Some((cfg, parsed)) = hook::start(ctx) else {
+        return TC_ACT_UNSPEC;
+    };
+    finish(handle(ctx, cfg, parsed))
 }
 
 #[inline(always)]
-fn handle(ctx: &TcContext) -> Verdict {
-    let Some(cfg) = lab::active_config() else {
-        return Ok(TC_ACT_UNSPEC);
-    };
-    let p = match packet::parse(ctx) {
+fn handle(ctx: &TcContext, cfg: &'static NatConfig, parsed: Parsed) -> Verdict {
+    let p = match parsed {
         Parsed::Other => return ipv6(ctx),
         Parsed::Bad => return Ok(TC_ACT_UNSPEC),
         Parsed::OtherProto { src, .. } => {

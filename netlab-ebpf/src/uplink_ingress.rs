@@ -10,10 +10,10 @@ use netlab_common::{
 use netlab_ebpf::{in_nat_range, TCP_ACK, TCP_SYN};
 
 use crate::{
-    binding, bridge_ingress, fastpath, flowlog, flows, frags, fwd_counters, icmp, lab,
+    binding, bridge_ingress, fastpath, flowlog, flows, frags, fwd_counters, hook, icmp, lab,
     packet::{
-        self, is_icmp_error, rewrite, rewrite_forward, set_addr, Parsed, Pkt, FRAG_LATER,
-        FRAG_NONE, ICMP_ECHO_REPLY,
+        is_icmp_error, rewrite, rewrite_forward, set_addr, Parsed, Pkt, FRAG_LATER, FRAG_NONE,
+        ICMP_ECHO_REPLY,
     },
     packet6, port_search, table,
     template::FlowTemplate,
@@ -22,15 +22,15 @@ use crate::{
 
 #[inline(always)]
 pub fn run(ctx: &TcContext) -> i32 {
-    finish(handle(ctx))
+    let Some((cfg, parsed)) = hook::start(ctx) else {
+        return TC_ACT_UNSPEC;
+    };
+    finish(handle(ctx, cfg, parsed))
 }
 
 #[inline(always)]
-fn handle(ctx: &TcContext) -> Verdict {
-    let Some(cfg) = lab::active_config() else {
-        return Ok(TC_ACT_UNSPEC);
-    };
-    let p = match packet::parse(ctx) {
+fn handle(ctx: &TcContext, cfg: &'static NatConfig, parsed: Parsed) -> Verdict {
+    let p = match parsed {
         Parsed::Other => return ipv6(ctx),
         Parsed::OtherProto { src, dst } => return other_protocol(src, dst),
         Parsed::Bad => return Err(DropReason::BadHeader),

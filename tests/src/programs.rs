@@ -162,13 +162,17 @@ impl Dataplane {
 
     /// Forward `proto` (`IPPROTO_*`) ports `ports` to `to`:`to_port`, as
     /// `netlab fwd add` does (straight into `FORWARD_RULES`), uncounted
-    /// (counter 0).
+    /// (counter 0). With `across` = `(snat, ifindex)` the target is on
+    /// another lab host, as `up` writes a share's forward: the rule
+    /// translates the source to `snat` (the host port's address), whose
+    /// `/32` entry in `LAB_SUBNETS` names the host port `ifindex`.
     pub fn forward_ports(
         &mut self,
         proto: u8,
         ports: std::ops::RangeInclusive<u16>,
         to: Ipv4Addr,
         to_port: u16,
+        across: Option<(Ipv4Addr, u32)>,
     ) {
         let mut fwd: HashMap<&mut MapData, ForwardKey, ForwardTarget> =
             HashMap::try_from(self.ebpf.map_mut("FORWARD_RULES").unwrap()).unwrap();
@@ -176,40 +180,18 @@ impl Dataplane {
             addr: na(to),
             port: port_to_net(to_port),
             counter: 0,
-            snat_addr: 0,
+            snat_addr: across.map_or(0, |(snat, _)| na(snat)),
         };
         for port in ports {
             fwd.insert(ForwardKey::new(port_to_net(port), proto), target, 0)
                 .unwrap();
         }
-    }
-
-    /// Forward TCP `port` to `to`:`to_port` on another lab host, as `up`
-    /// writes it for a share: the rule with `snat` (the host port's
-    /// address) and that address's `/32` entry naming the host port
-    /// `ifindex`.
-    pub fn forward_across_hosts(
-        &mut self,
-        port: u16,
-        to: Ipv4Addr,
-        to_port: u16,
-        snat: Ipv4Addr,
-        ifindex: u32,
-    ) {
-        let mut fwd: HashMap<&mut MapData, ForwardKey, ForwardTarget> =
-            HashMap::try_from(self.ebpf.map_mut("FORWARD_RULES").unwrap()).unwrap();
-        let target = ForwardTarget {
-            addr: na(to),
-            port: port_to_net(to_port),
-            counter: 0,
-            snat_addr: na(snat),
-        };
-        fwd.insert(ForwardKey::new(port_to_net(port), IPPROTO_TCP), target, 0)
-            .unwrap();
-        let mut subnets: LpmTrie<&mut MapData, u32, SubnetInfo> =
-            LpmTrie::try_from(self.ebpf.map_mut("LAB_SUBNETS").unwrap()).unwrap();
-        let info = SubnetInfo { flags: 0, ifindex };
-        subnets.insert(&Key::new(32, na(snat)), info, 0).unwrap();
+        if let Some((snat, ifindex)) = across {
+            let mut subnets: LpmTrie<&mut MapData, u32, SubnetInfo> =
+                LpmTrie::try_from(self.ebpf.map_mut("LAB_SUBNETS").unwrap()).unwrap();
+            let info = SubnetInfo { flags: 0, ifindex };
+            subnets.insert(&Key::new(32, na(snat)), info, 0).unwrap();
+        }
     }
 
     /// Reserve the uplink's `proto` ports `ports` for good, each for an

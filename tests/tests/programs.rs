@@ -227,7 +227,7 @@ fn a_forward_across_hosts_translates_both_ends_and_back() {
     require_root();
     let mut dp = Dataplane::new(10000, 32767);
     let (host_a, n2) = (ip(192, 168, 15, 253), ip(192, 168, 15, 2));
-    dp.forward_across_hosts(8081, n2, 80, host_a, 1);
+    dp.forward_ports(TCP, 8081..=8081, n2, 80, Some((host_a, 1)));
     let syn = Ip::new(REMOTE, UPLINK, TCP, tcp(5555, 8081, SYN, b"")).frame();
     let (rc, out) = dp.inb(&syn);
     assert_eq!(rc, REDIRECT);
@@ -501,7 +501,7 @@ fn forward_blocks_in_the_range_leave_every_other_port_usable() {
     require_root();
     let mut dp = Dataplane::new(20000, 20999);
     for block in [20000..=20199, 20400..=20599, 20800..=20999] {
-        dp.forward_ports(TCP, block, BLUE, 80);
+        dp.forward_ports(TCP, block, BLUE, 80, None);
     }
     let allowed = |p: u16| (20200..20400).contains(&p) || (20600..20800).contains(&p);
     let mut taken = HashSet::new();
@@ -976,7 +976,7 @@ fn closed_connections_free_their_port_and_tuple() {
     assert_eq!(dp.stat(stat::DROP_PORT_EXHAUSTED), 0);
     // A reconnect from the same outside endpoint through another forward to
     // the same node port takes over the closed connection's tuple.
-    dp.forward_ports(TCP, 8080..=8080, BLUE, 80);
+    dp.forward_ports(TCP, 8080..=8080, BLUE, 80, None);
     let syn = Ip::new(REMOTE, UPLINK, TCP, tcp(5555, 80, SYN, b"")).frame();
     assert_eq!(dp.inb(&syn).0, UNSPEC);
     let rst = Ip::new(REMOTE, UPLINK, TCP, tcp(5555, 80, RST | ACK, b"")).frame();
@@ -998,12 +998,12 @@ fn closed_connections_free_their_port_and_tuple() {
 fn a_syn_on_a_closed_flow_follows_the_forwards_as_they_are_now() {
     require_root();
     let mut dp = Dataplane::new(10000, 32767);
-    dp.forward_ports(TCP, 8080..=8080, BLUE, 80);
+    dp.forward_ports(TCP, 8080..=8080, BLUE, 80, None);
     let syn = Ip::new(REMOTE, UPLINK, TCP, tcp(5555, 8080, SYN, b"")).frame();
     assert_eq!(parse_checked(&dp.inb(&syn).1).unwrap().dst, BLUE);
     let rst = Ip::new(BLUE, REMOTE, TCP, tcp(80, 5555, RST | ACK, b"")).frame();
     assert_eq!(dp.out(&rst).0, UNSPEC);
-    dp.forward_ports(TCP, 8080..=8080, RED, 81);
+    dp.forward_ports(TCP, 8080..=8080, RED, 81, None);
     let (rc, out) = dp.inb(&syn);
     assert_eq!(rc, UNSPEC);
     let p = parse_checked(&out).unwrap();

@@ -166,7 +166,7 @@ fn the_lab_host_reaches_its_own_forward_both_ways() {
 fn the_lab_host_reaches_a_udp_forward() {
     require_root();
     let mut dp = dataplane();
-    dp.forward_ports(UDP, 5353..=5353, BLUE, 53);
+    dp.forward_ports(UDP, 5353..=5353, BLUE, 53, None);
     let query = Ip::new(UPLINK, UPLINK, UDP, udp(41000, 5353, b"query")).frame();
     let (rc, out) = dp.run(names::PROG_LOCAL_OUT, &query);
     assert_eq!(rc, REDIRECT);
@@ -280,7 +280,7 @@ fn lab_addresses_never_leave_the_uplink_untranslated() {
     assert_eq!(parse_checked(&out).unwrap().src, UPLINK, "masqueraded");
     // A forward to a node behind the router: its replies belong to a flow
     // and are translated like any forward's.
-    dp.forward_ports(TCP, 8080..=8080, BEHIND_ROUTER, 80);
+    dp.forward_ports(TCP, 8080..=8080, BEHIND_ROUTER, 80, None);
     let syn = Ip::new(REMOTE, UPLINK, TCP, tcp(5555, 8080, SYN, b"")).frame();
     assert_eq!(dp.inb(&syn).0, UNSPEC);
     let synack = Ip::new(BEHIND_ROUTER, REMOTE, TCP, tcp(80, 5555, SYN | ACK, b"")).frame();

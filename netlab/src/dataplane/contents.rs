@@ -17,7 +17,7 @@ use netlab_common::{
     SUBNET_ENDPOINT_INDEPENDENT_FILTERING, SUBNET_MASQUERADE, SUBNET_ROUTED,
 };
 
-use crate::model::topology::{Filtering, Forward, Lab, NatSettings};
+use crate::model::topology::{Bridge, Filtering, Forward, Lab, NatSettings};
 
 /// What `up` writes into the maps for a lab on its lab host: computed
 /// before anything is loaded, digested to tell a change, written by
@@ -251,69 +251,114 @@ fn forward_entry(
 /// says otherwise, so their private addresses never leave untranslated;
 /// their packets hairpin through the bridge of the route's next hop).
 fn subnet_entries(lab: &Lab, bridge_ifindex: &HashMap<String, u32>) -> Vec<(Key<u32>, SubnetInfo)> {
-    let entry = |net: crate::model::Ipv4Net, flags: u32, bridge: &str| {
-        (
-            Key::new(
-                u32::from(net.prefix_len),
-                addr_from_octets(net.addr.octets()),
-            ),
-            SubnetInfo {
-                flags,
-                ifindex: bridge_ifindex.get(bridge).copied().unwrap_or(0),
-            },
-        )
-    };
-    let bridges = lab.host_subnets().map(|b| {
-        entry(
-            b.subnet,
-            subnet_flags(b.masquerade, b.routed, b.filtering),
-            &b.name,
-        )
+    let bridges: Vec<_> = lab.host_subnets().map(|b| (b, b.subnet)).collect();
+    let routes = lab.host_routes.iter().map(|r| RouteTo {
+        to: r.to,
+        via: r.via,
+        masquerade: r.masquerade,
+        routed: r.routed,
     });
-    let behind_routers = lab.host_routes.iter().filter_map(|r| {
-        let bridge = lab.host_subnets().find(|b| b.subnet.contains(r.via))?;
-        let flags = subnet_flags(r.masquerade, r.routed, bridge.filtering);
-        Some(entry(r.to, flags, &bridge.name))
-    });
+    let mut entries = family_entries(&bridges, routes, bridge_ifindex);
     // A host port's address: its ifindex is where the forwards across
     // hosts that translate to it leave (flags 0: the outside is refused).
-    let host_ports = lab
-        .share
-        .iter()
-        .flat_map(|s| &s.host_ports)
-        .filter_map(|p| {
-            Some(entry(
-                crate::model::Ipv4Net::new(p.address, 32)?,
-                0,
-                &p.name,
-            ))
-        });
-    bridges.chain(behind_routers).chain(host_ports).collect()
+    let host_ports = lab.share.iter().flat_map(|s| &s.host_ports);
+    entries.extend(host_ports.filter_map(|p| {
+        let ifindex = bridge_ifindex.get(&p.name).copied().unwrap_or(0);
+        let net = crate::model::Ipv4Net::new(p.address, 32)?;
+        Some((net.lpm_key(), SubnetInfo { flags: 0, ifindex }))
+    }));
+    entries
 }
 
 /// `LAB_SUBNETS6`: the IPv6 subnets of the bridges the lab host is on and
-/// those behind router nodes, as `subnet_entries` for IPv4 (until NAT66,
-/// the uplink drops what a masqueraded one sends out).
+/// those behind router nodes, as `subnet_entries` for IPv4.
 fn subnet6_entries(
     lab: &Lab,
     bridge_ifindex: &HashMap<String, u32>,
 ) -> Vec<(Key<[u8; 16]>, SubnetInfo)> {
-    let entry = |net: crate::model::Ipv6Net, flags: u32, bridge: &str| {
-        let ifindex = bridge_ifindex.get(bridge).copied().unwrap_or(0);
-        subnet6_entry(net.addr, net.prefix_len, SubnetInfo { flags, ifindex })
-    };
-    let bridges = lab.host_subnets6().filter_map(|b| {
-        let flags = subnet_flags(b.masquerade, b.routed, b.filtering);
-        Some(entry(b.subnet6?, flags, &b.name))
+    let bridges: Vec<_> = lab
+        .host_subnets6()
+        .filter_map(|b| Some((b, b.subnet6?)))
+        .collect();
+    let routes = lab.host_routes6.iter().map(|r| RouteTo {
+        to: r.to,
+        via: r.via,
+        masquerade: r.masquerade,
+        routed: r.routed,
     });
-    let behind_routers = lab.host_routes6.iter().filter_map(|r| {
-        let bridge = lab
-            .host_subnets6()
-            .find(|b| b.subnet6.is_some_and(|n| n.contains(r.via)))?;
+    family_entries(&bridges, routes, bridge_ifindex)
+}
+
+/// A subnet of one address family as a key of its `LAB_SUBNETS*` trie.
+trait LabNet: Copy {
+    type Addr: Copy;
+    type Bits: aya::Pod;
+    /// The trie's key: the prefix, host bits cleared.
+    fn lpm_key(self) -> Key<Self::Bits>;
+    fn holds(self, addr: Self::Addr) -> bool;
+}
+
+impl LabNet for crate::model::Ipv4Net {
+    type Addr = Ipv4Addr;
+    type Bits = u32;
+    fn lpm_key(self) -> Key<u32> {
+        let net = self.network();
+        Key::new(
+            u32::from(net.prefix_len),
+            addr_from_octets(net.addr.octets()),
+        )
+    }
+    fn holds(self, addr: Ipv4Addr) -> bool {
+        self.contains(addr)
+    }
+}
+
+impl LabNet for crate::model::Ipv6Net {
+    type Addr = Ipv6Addr;
+    type Bits = [u8; 16];
+    fn lpm_key(self) -> Key<[u8; 16]> {
+        let net = self.network();
+        Key::new(u32::from(net.prefix_len), net.addr.octets())
+    }
+    fn holds(self, addr: Ipv6Addr) -> bool {
+        self.contains(addr)
+    }
+}
+
+/// A lab host's route to a subnet behind a router node, of either family.
+struct RouteTo<N: LabNet> {
+    to: N,
+    via: N::Addr,
+    masquerade: bool,
+    routed: bool,
+}
+
+/// One family's subnet entries: each of the lab host's `bridges` (with its
+/// subnet of that family), then each subnet a route reaches through a
+/// router node on one of them, which shares that bridge's filtering and
+/// ifindex (its packets hairpin there).
+fn family_entries<N: LabNet>(
+    bridges: &[(&Bridge, N)],
+    routes: impl Iterator<Item = RouteTo<N>>,
+    bridge_ifindex: &HashMap<String, u32>,
+) -> Vec<(Key<N::Bits>, SubnetInfo)> {
+    let entry = |net: N, flags: u32, bridge: &str| {
+        let ifindex = bridge_ifindex.get(bridge).copied().unwrap_or(0);
+        (net.lpm_key(), SubnetInfo { flags, ifindex })
+    };
+    let mut entries: Vec<_> = bridges
+        .iter()
+        .map(|(b, net)| {
+            let flags = subnet_flags(b.masquerade, b.routed, b.filtering);
+            entry(*net, flags, &b.name)
+        })
+        .collect();
+    entries.extend(routes.filter_map(|r| {
+        let (bridge, _) = bridges.iter().find(|(_, net)| net.holds(r.via))?;
         let flags = subnet_flags(r.masquerade, r.routed, bridge.filtering);
         Some(entry(r.to, flags, &bridge.name))
-    });
-    bridges.chain(behind_routers).collect()
+    }));
+    entries
 }
 
 /// `LAB_SUBNETS6`' entry for `net`/`prefix_len` (the host bits of `net`
@@ -323,11 +368,11 @@ pub fn subnet6_entry(
     prefix_len: u8,
     info: SubnetInfo,
 ) -> (Key<[u8; 16]>, SubnetInfo) {
-    let bits = u128::from(net)
-        & u128::MAX
-            .checked_shl(128 - u32::from(prefix_len.min(128)))
-            .unwrap_or(0);
-    (Key::new(u32::from(prefix_len), bits.to_be_bytes()), info)
+    let net = crate::model::Ipv6Net {
+        addr: net,
+        prefix_len: prefix_len.min(128),
+    };
+    (net.lpm_key(), info)
 }
 
 /// `SUBNET_*` flags of a subnet (a bridge's, or one behind a router node).
