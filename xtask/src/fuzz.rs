@@ -240,7 +240,7 @@ pub fn run_targets(seconds: u64, only: Option<&str>) -> Result<Vec<(&'static str
     let mut build = nightly_cargo();
     build
         .args(["fuzz", "build"])
-        .args(&build_flags)
+        .args(build_flags)
         .env("AYA_BUILD_SKIP", "1");
     if let [t] = targets[..] {
         build.arg(t);
@@ -271,7 +271,7 @@ pub fn run_targets(seconds: u64, only: Option<&str>) -> Result<Vec<(&'static str
         );
         let mut cmd = nightly_cargo();
         cmd.args(["fuzz", "run"])
-            .args(&build_flags)
+            .args(build_flags)
             .env("AYA_BUILD_SKIP", "1")
             .arg(target)
             .arg(&corpus)
