@@ -6,7 +6,7 @@
 
 use std::{path::Path, time::Duration};
 
-use netlab_tests::{ok, run, text, Lab, T};
+use netlab_tests::{capture, ok, run, text, Lab, T};
 
 const HOSTS: [(&str, &str, &str); 3] = [
     ("a", "192.0.2.1", "198.51.100.11"),
@@ -215,6 +215,15 @@ fn multihost_lab_over_three_hosts() {
         check.contains("stretched over a, b, c by VXLAN VNI"),
         "{check}"
     );
+    // The underlay from before the first `up` (the bridges' first ND and
+    // MLD) to the end of the traffic across hosts: each packet once, as
+    // it enters the underlay from its host.
+    let pcap = std::env::temp_dir()
+        .join(format!("netlab-test-{}", lab.name))
+        .join("underlay.pcap");
+    let tcpdump = capture::tcpdump(&hosts.underlay(), "any", "inbound and udp port 4789", &pcap);
+    let tcpdump = Reap(Some(tcpdump));
+    let captured_since = std::time::Instant::now();
     for (h, _, _) in HOSTS {
         hosts.up(h);
     }
@@ -255,7 +264,7 @@ fn multihost_lab_over_three_hosts() {
             "81",
         ],
     );
-    let _server = Reap(server);
+    let _server = Reap(Some(server));
     netlab_tests::wait_for("the wan's server", Duration::from_secs(5), || {
         lab.wan(&["curl", "-s", "-m", "1", "http://198.51.100.1:81/ip"])
             .status
@@ -288,6 +297,37 @@ fn multihost_lab_over_three_hosts() {
         "curl -s -m 10 http://198.51.100.11:8081/bytes/300000 | wc -c",
     ]);
     assert_eq!(got.trim(), "300000", "a large reply across hosts");
+
+    // The gateway's own frames stayed on their hosts: none crossed the
+    // underlay in a tunnel, while the nodes' did; the hosts' tunnel
+    // programs dropped them (so they were there to drop).
+    let tcpdump = tcpdump.take();
+    capture::interrupt(&tcpdump);
+    capture::finished(tcpdump, "tcpdump on the underlay");
+    let inner = inner_frames(&capture::read_back_ethernet(&pcap));
+    let (gateway, nodes): (Vec<&String>, Vec<&String>) = inner
+        .iter()
+        .partition(|l| l.starts_with(ANYCAST_MAC_PREFIX));
+    let dropped: u64 = HOSTS
+        .iter()
+        .map(|(h, _, _)| {
+            let json = hosts.netlab_ok(h, &["stats", "--name", &lab.name, "--json"]);
+            let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+            v["drop_gateway_into_tunnel"].as_u64().unwrap_or(0)
+        })
+        .sum();
+    eprintln!(
+        "underlay over {:?}, inner frames by kind: gateway {:?}, nodes {:?}; dropped by the tunnels' programs: {dropped}",
+        captured_since.elapsed(),
+        kinds(&gateway),
+        kinds(&nodes)
+    );
+    assert!(
+        gateway.is_empty(),
+        "the gateway's own frames crossed the underlay: {gateway:#?}"
+    );
+    assert!(nodes.len() > 100, "the nodes' traffic: {}", nodes.len());
+    assert!(dropped > 0, "no host's tunnel program saw a gateway frame");
     // The host port answers ARP for its address, the bridge (whose MAC is
     // the anycast gateway's on every host) does not.
     let n2_neigh = lab.node_ok("n2", &["ip", "neigh", "show", HOST_A_ON_BR0]);
@@ -397,11 +437,56 @@ fn multihost_lab_over_three_hosts() {
     drop(lab);
 }
 
-struct Reap(std::process::Child);
+/// The source MAC prefix of every anycast gateway (`anycast_mac`).
+const ANYCAST_MAC_PREFIX: &str = "02:4e:4c:";
+
+/// The inner frames of the VXLAN packets in tcpdump's `-e` lines: each is
+/// a line of its own after its packet's, beginning with its source MAC.
+fn inner_frames(lines: &[String]) -> Vec<String> {
+    lines
+        .windows(2)
+        .filter(|w| w[0].contains(": VXLAN, ") && w[0].contains(" vni "))
+        .map(|w| w[1].trim_start().to_string())
+        .collect()
+}
+
+/// How many of `frames` are of each kind (for the test's log).
+fn kinds(frames: &[&String]) -> std::collections::BTreeMap<&'static str, usize> {
+    const KINDS: [(&str, &str); 8] = [
+        ("Request who-has", "arp request"),
+        ("Reply", "arp reply"),
+        ("neighbor solicitation", "nd ns"),
+        ("neighbor advertisement", "nd na"),
+        ("router solicitation", "rs"),
+        ("router advertisement", "ra"),
+        ("multicast listener", "mld"),
+        ("igmp", "igmp"),
+    ];
+    let mut out = std::collections::BTreeMap::new();
+    for f in frames {
+        let kind = KINDS
+            .iter()
+            .find(|(needle, _)| f.contains(needle))
+            .map_or("other", |(_, k)| k);
+        *out.entry(kind).or_insert(0) += 1;
+    }
+    out
+}
+
+/// A process of the test's, ended when the test ends (unless taken back).
+struct Reap(Option<std::process::Child>);
+
+impl Reap {
+    fn take(mut self) -> std::process::Child {
+        self.0.take().unwrap()
+    }
+}
 
 impl Drop for Reap {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
