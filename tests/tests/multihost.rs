@@ -454,6 +454,12 @@ fn multihost_lab_over_three_hosts() {
         tunnel.contains(" up: ") && !tunnel.contains("rx 0 pkts"),
         "{tunnel}"
     );
+    let vni = tunnel
+        .split("tunnel vx-")
+        .nth(1)
+        .and_then(|t| t.split(' ').next());
+    let program = format!("nl_tunnel_out  on vx-{} egress", vni.unwrap_or("?"));
+    assert!(status.contains(&program), "{program}:\n{status}");
     let port = status
         .lines()
         .find(|l| l.contains("host port hp-"))
