@@ -548,7 +548,11 @@ pub mod stat {
     /// programs' bound on how many they walk, where its upper-layer header
     /// must be known (from a masqueraded subnet): dropped.
     pub const DROP_V6_HEADER_CHAIN: u32 = 30;
-    pub const COUNT: u32 = 31;
+    /// A frame of the lab host's own bridge (the anycast gateway's: its
+    /// MAC is the same on every host) about to enter a VXLAN tunnel to the
+    /// other hosts: it stays on its host.
+    pub const DROP_GATEWAY_INTO_TUNNEL: u32 = 31;
+    pub const COUNT: u32 = 32;
 
     /// Display names, in index order.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -583,6 +587,7 @@ pub mod stat {
         "translated_local",
         "drop_v6_untranslated",
         "drop_v6_header_chain",
+        "drop_gateway_into_tunnel",
     ];
 }
 
@@ -613,6 +618,7 @@ pub mod names {
     pub const PROG_GC: &str = "nl_gc";
     pub const PROG_LOCAL_OUT: &str = "nl_local_out";
     pub const PROG_HOST_PORT_IN: &str = "nl_host_port_in";
+    pub const PROG_TUNNEL_OUT: &str = "nl_tunnel_out";
 
     pub const PROGRAMS: &[&str] = &[
         PROG_UPLINK_IN,
@@ -623,6 +629,7 @@ pub mod names {
         PROG_GC,
         PROG_LOCAL_OUT,
         PROG_HOST_PORT_IN,
+        PROG_TUNNEL_OUT,
     ];
 
     pub const NAT_FLOWS: &str = "NAT_FLOWS";
@@ -646,6 +653,7 @@ pub mod names {
     pub const PORT_CURSOR: &str = "PORT_CURSOR";
     pub const FLOW_EVENTS: &str = "FLOW_EVENTS";
     pub const FORWARD_COUNTERS: &str = "FORWARD_COUNTERS";
+    pub const TUNNEL_GATEWAYS: &str = "TUNNEL_GATEWAYS";
 
     pub const MAPS: &[&str] = &[
         NAT_FLOWS,
@@ -669,6 +677,7 @@ pub mod names {
         PORT_CURSOR,
         FLOW_EVENTS,
         FORWARD_COUNTERS,
+        TUNNEL_GATEWAYS,
     ];
 }
 

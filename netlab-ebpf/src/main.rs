@@ -11,6 +11,8 @@
 //!   its forwards
 //! - `nl_host_port_in` (the lab host's port on a stretched bridge, ingress):
 //!   the replies of forwards to nodes on other lab hosts
+//! - `nl_tunnel_out` (each VXLAN device stretching a bridge, egress): the
+//!   anycast gateway's own frames stay on their host
 //! - `nl_gc` (tail-called by any of them): flow table collection when full
 //!
 //! State, one unit per concern: `flows` (the flow table), `template` (how
@@ -46,6 +48,7 @@ mod port_hint;
 mod port_search;
 mod table;
 mod template;
+mod tunnel_egress;
 mod uplink_egress;
 mod uplink_ingress;
 mod verdict;
@@ -88,6 +91,11 @@ pub fn nl_local_out(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn nl_host_port_in(ctx: TcContext) -> i32 {
     host_port_ingress::run(&ctx)
+}
+
+#[classifier]
+pub fn nl_tunnel_out(ctx: TcContext) -> i32 {
+    tunnel_egress::run(&ctx)
 }
 
 #[classifier]

@@ -106,6 +106,12 @@ pub static LAB_SUBNETS6: LpmTrie<[u8; 16], SubnetInfo> =
 #[map]
 pub static LAB_IFACES: HashMap<u32, u32> = HashMap::with_max_entries(IFACE_ENTRIES, 0);
 
+/// The lab's VXLAN devices on the lab host, by ifindex: the MAC address
+/// of the bridge each stretches (the anycast gateway's), whose own frames
+/// `nl_tunnel_out` keeps out of the tunnel.
+#[map]
+pub static TUNNEL_GATEWAYS: HashMap<u32, [u8; 6]> = HashMap::with_max_entries(IFACE_ENTRIES, 0);
+
 #[map]
 pub static CONFIG: Array<NatConfig> = Array::with_max_entries(1, 0);
 

@@ -31,6 +31,7 @@ pub enum DropReason {
     NoScratch = stat::DROP_NO_SCRATCH,
     V6Untranslated = stat::DROP_V6_UNTRANSLATED,
     V6HeaderChain = stat::DROP_V6_HEADER_CHAIN,
+    GatewayIntoTunnel = stat::DROP_GATEWAY_INTO_TUNNEL,
 }
 
 /// A TC action, or the reason the packet is dropped.

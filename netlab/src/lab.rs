@@ -291,6 +291,12 @@ async fn converge(
         }
     };
     let mut lines = dp.lines;
+    // The tunnels open only now that the dataplane's `nl_tunnel_out` is on
+    // them: the anycast gateway's own frames never cross.
+    let tunnels = lab.share.as_ref().map_or(&[][..], |s| &s.tunnels[..]);
+    let opened = crate::vxlan::open(sys.host_netlink(), tunnels)
+        .await
+        .context("setting the tunnels up")?;
     let impaired = crate::links::converge(sys, lab)
         .await
         .context("setting the links' impairments")?;
@@ -307,6 +313,7 @@ async fn converge(
     );
     let changes = actions.len()
         + usize::from(dp.changed)
+        + opened
         + restored.as_ref().map_or(0, Vec::len)
         + impaired.len();
     lines.extend(impaired);

@@ -461,8 +461,9 @@ impl System {
         }))
     }
 
-    /// A VXLAN device: marked, on its bridge, flooding to every remote, up;
-    /// deleted again if any of that fails.
+    /// A VXLAN device: marked, on its bridge, flooding to every remote,
+    /// left down (`up` opens it once its program is on it, see
+    /// `vxlan::open`); deleted again if any of that fails.
     async fn create_vxlan(
         &mut self,
         lab: &str,
@@ -480,7 +481,7 @@ impl System {
             for r in &tunnel.remotes {
                 crate::vxlan::append_flood_entry(&h, l.index, *r).await?;
             }
-            netlink::set_up(&h, l.index).await
+            Ok(())
         };
         if let Err(e) = configure.await {
             let _ = netlink::delete_link(&h, l.index).await;

@@ -71,6 +71,26 @@ pub async fn suppress_neighbour_flooding(handle: &Handle, index: u32) -> Result<
         .context("turning neighbour suppression on")
 }
 
+/// Set each of `tunnels` up that is not: `up` does it after the dataplane
+/// put `nl_tunnel_out` on them, so not even what the bridge sends as the
+/// port comes up (its first IGMP and MLD reports) crosses to the other
+/// hosts. Returns how many it set up.
+pub async fn open(handle: &Handle, tunnels: &[Tunnel]) -> Result<usize> {
+    let mut opened = 0;
+    for t in tunnels {
+        let l = netlink::link_by_name(handle, &t.name)
+            .await?
+            .with_context(|| format!("VXLAN device {} is missing", t.name))?;
+        if !l.up {
+            netlink::set_up(handle, l.index)
+                .await
+                .with_context(|| format!("setting VXLAN device {} up", t.name))?;
+            opened += 1;
+        }
+    }
+    Ok(opened)
+}
+
 /// Flood broadcast and unknown unicast of device `index` to `remote` too.
 pub async fn append_flood_entry(handle: &Handle, index: u32, remote: Ipv4Addr) -> Result<()> {
     let mut msg = NeighbourMessage::default();

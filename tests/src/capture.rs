@@ -69,3 +69,42 @@ pub fn read_back(file: &Path) -> Vec<String> {
 pub fn count(lines: &[String], needle: &str) -> usize {
     lines.iter().filter(|l| l.contains(needle)).count()
 }
+
+/// tcpdump in namespace `netns` writing what `iface` carries (that
+/// `filter` selects) to `file`, once it captures (it says so on stderr
+/// after its filter is set). End it with [`interrupt`].
+pub fn tcpdump(netns: &str, iface: &str, filter: &str, file: &Path) -> Child {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", netns, "tcpdump", "-U", "-n", "-i", iface])
+        .args(["-w", file.to_str().unwrap()])
+        .args(filter.split_whitespace())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // `-i any` says which link type it uses first.
+    let mut said = String::new();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    for _ in 0..3 {
+        err.read_line(&mut said).unwrap();
+        if said.contains("listening on") {
+            // Read the rest (its summary at exit) so it never meets a closed pipe.
+            std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+            return child;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("tcpdump on {iface} does not capture: {said}");
+}
+
+/// tcpdump's lines for a pcap file with link-level headers (`-e`): for
+/// VXLAN on its port, each inner frame is a line of its own that begins
+/// with the frame's source MAC address.
+pub fn read_back_ethernet(file: &Path) -> Vec<String> {
+    ok(&["tcpdump", "-n", "-e", "-r", file.to_str().unwrap()], T)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}

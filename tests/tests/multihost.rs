@@ -6,7 +6,7 @@
 
 use std::{path::Path, time::Duration};
 
-use netlab_tests::{ok, run, text, Lab, T};
+use netlab_tests::{capture, ok, run, text, Lab, T};
 
 const HOSTS: [(&str, &str, &str); 3] = [
     ("a", "192.0.2.1", "198.51.100.11"),
@@ -14,8 +14,9 @@ const HOSTS: [(&str, &str, &str); 3] = [
     ("c", "192.0.2.3", "198.51.100.13"),
 ];
 
-/// The lab: br0 stretched over a, b and c; n1 on a, n2 on b, n3 on c; a
-/// forward on b's uplink to n2, and one on a's uplink to n2 (across hosts).
+/// The lab: br0 (dual-stack) stretched over a, b and c; n1 on a, n2 on b,
+/// n3 on c; a forward on b's uplink to n2, and one on a's uplink to n2
+/// (across hosts).
 fn body() -> String {
     let mut s = String::new();
     for (h, underlay, _) in HOSTS {
@@ -24,12 +25,14 @@ fn body() -> String {
         ));
     }
     s.push_str(
-        "[[bridges]]\nname = \"br0\"\nsubnet = \"192.168.15.0/24\"\ngateway = \"192.168.15.254\"\n",
+        "[[bridges]]\nname = \"br0\"\nsubnet = \"192.168.15.0/24\"\ngateway = \"192.168.15.254\"\n\
+         subnet6 = \"fd00:15::/64\"\ngateway6 = \"fd00:15::fe\"\n",
     );
     for (i, (h, _, _)) in HOSTS.iter().enumerate() {
         let n = i + 1;
         s.push_str(&format!(
-            "[[nodes]]\nname = \"n{n}\"\nhost = \"{h}\"\nbridge = \"br0\"\naddress = \"192.168.15.{n}\"\n"
+            "[[nodes]]\nname = \"n{n}\"\nhost = \"{h}\"\nbridge = \"br0\"\naddress = \"192.168.15.{n}\"\n\
+             address6 = \"fd00:15::{n}\"\n"
         ));
     }
     s.push_str("[[forwards]]\nprotocol = \"tcp\"\nport = 8080\nto = \"n2:80\"\n");
@@ -215,6 +218,15 @@ fn multihost_lab_over_three_hosts() {
         check.contains("stretched over a, b, c by VXLAN VNI"),
         "{check}"
     );
+    // The underlay from before the first `up` (the bridges' first ND and
+    // MLD) to the end of the traffic across hosts: each packet once, as
+    // it enters the underlay from its host.
+    let pcap = std::env::temp_dir()
+        .join(format!("netlab-test-{}", lab.name))
+        .join("underlay.pcap");
+    let tcpdump = capture::tcpdump(&hosts.underlay(), "any", "inbound and udp port 4789", &pcap);
+    let tcpdump = Reap(Some(tcpdump));
+    let captured_since = std::time::Instant::now();
     for (h, _, _) in HOSTS {
         hosts.up(h);
     }
@@ -231,6 +243,18 @@ fn multihost_lab_over_three_hosts() {
         "1451 bytes not refused at the node:\n{}",
         text(&o)
     );
+    // IPv6 across hosts too, and each node's IPv6 gateway (the same
+    // address on every host, as the IPv4 one) answering on its own host.
+    let o = ping(&lab, "n1", &["fd00:15::3"]);
+    assert!(o.status.success(), "n1 -> n3 over IPv6:\n{}", text(&o));
+    for node in ["n1", "n2"] {
+        let o = ping(&lab, node, &["fd00:15::fe"]);
+        assert!(
+            o.status.success(),
+            "{node} -> its IPv6 gateway:\n{}",
+            text(&o)
+        );
+    }
     lab.http_server("n2", 80);
     let body = lab.node_ok("n1", &["curl", "-s", "-m", "5", "http://192.168.15.2/"]);
     assert!(body.contains("you are 192.168.15.1:"), "{body}");
@@ -255,7 +279,7 @@ fn multihost_lab_over_three_hosts() {
             "81",
         ],
     );
-    let _server = Reap(server);
+    let _server = Reap(Some(server));
     netlab_tests::wait_for("the wan's server", Duration::from_secs(5), || {
         lab.wan(&["curl", "-s", "-m", "1", "http://198.51.100.1:81/ip"])
             .status
@@ -288,6 +312,58 @@ fn multihost_lab_over_three_hosts() {
         "curl -s -m 10 http://198.51.100.11:8081/bytes/300000 | wc -c",
     ]);
     assert_eq!(got.trim(), "300000", "a large reply across hosts");
+
+    // Host a asks for n2, a node of another host, as the gateway (from
+    // the anycast MAC): a frame for a's tunnel program to keep on a. (n2's
+    // answer, to the anycast MAC, would end on b: a never reaches it.)
+    let _ = run(
+        &[
+            "ip",
+            "netns",
+            "exec",
+            &hosts.ns("a"),
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "1",
+            "192.168.15.2",
+        ],
+        T,
+    );
+    // The gateway's own frames stayed on their hosts: none crossed the
+    // underlay in a tunnel, while the nodes' did; the hosts' tunnel
+    // programs dropped them (so they were there to drop: a's ARP at least).
+    let tcpdump = tcpdump.take();
+    capture::interrupt(&tcpdump);
+    capture::finished(tcpdump, "tcpdump on the underlay");
+    let inner = inner_frames(&capture::read_back_ethernet(&pcap));
+    let (gateway, nodes): (Vec<&String>, Vec<&String>) = inner
+        .iter()
+        .partition(|l| l.starts_with(ANYCAST_MAC_PREFIX));
+    let dropped: Vec<u64> = HOSTS
+        .iter()
+        .map(|(h, _, _)| {
+            let json = hosts.netlab_ok(h, &["stats", "--name", &lab.name, "--json"]);
+            let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+            v["drop_gateway_into_tunnel"].as_u64().unwrap_or(0)
+        })
+        .collect();
+    eprintln!(
+        "underlay over {:?}, inner frames by kind: gateway {:?}, nodes {:?}; dropped by the tunnels' programs on a, b, c: {dropped:?}",
+        captured_since.elapsed(),
+        kinds(&gateway),
+        kinds(&nodes)
+    );
+    assert!(
+        gateway.is_empty(),
+        "the gateway's own frames crossed the underlay: {gateway:#?}"
+    );
+    assert!(nodes.len() > 100, "the nodes' traffic: {}", nodes.len());
+    assert!(
+        dropped[0] > 0,
+        "host a's tunnel program saw no gateway frame"
+    );
     // The host port answers ARP for its address, the bridge (whose MAC is
     // the anycast gateway's on every host) does not.
     let n2_neigh = lab.node_ok("n2", &["ip", "neigh", "show", HOST_A_ON_BR0]);
@@ -317,6 +393,30 @@ fn multihost_lab_over_three_hosts() {
         "",
         "host c heard n1's ARP for the gateway"
     );
+    // The same for ND: only host a learnt n1's IPv6 address.
+    let neigh6 = |host: &str| {
+        let o = run(
+            &[
+                "ip",
+                "-n",
+                &hosts.ns(host),
+                "-6",
+                "neigh",
+                "show",
+                "fd00:15::1",
+            ],
+            T,
+        );
+        netlab_tests::stdout(&o)
+    };
+    assert!(neigh6("a").contains("lladdr"), "host a: {}", neigh6("a"));
+    for h in ["b", "c"] {
+        assert_eq!(
+            neigh6(h).trim(),
+            "",
+            "host {h} heard n1's ND for the gateway"
+        );
+    }
     let vx = run(
         &[
             "ip",
@@ -354,6 +454,12 @@ fn multihost_lab_over_three_hosts() {
         tunnel.contains(" up: ") && !tunnel.contains("rx 0 pkts"),
         "{tunnel}"
     );
+    let vni = tunnel
+        .split("tunnel vx-")
+        .nth(1)
+        .and_then(|t| t.split(' ').next());
+    let program = format!("nl_tunnel_out  on vx-{} egress", vni.unwrap_or("?"));
+    assert!(status.contains(&program), "{program}:\n{status}");
     let port = status
         .lines()
         .find(|l| l.contains("host port hp-"))
@@ -397,11 +503,56 @@ fn multihost_lab_over_three_hosts() {
     drop(lab);
 }
 
-struct Reap(std::process::Child);
+/// The source MAC prefix of every anycast gateway (`anycast_mac`).
+const ANYCAST_MAC_PREFIX: &str = "02:4e:4c:";
+
+/// The inner frames of the VXLAN packets in tcpdump's `-e` lines: each is
+/// a line of its own after its packet's, beginning with its source MAC.
+fn inner_frames(lines: &[String]) -> Vec<String> {
+    lines
+        .windows(2)
+        .filter(|w| w[0].contains(": VXLAN, ") && w[0].contains(" vni "))
+        .map(|w| w[1].trim_start().to_string())
+        .collect()
+}
+
+/// How many of `frames` are of each kind (for the test's log).
+fn kinds(frames: &[&String]) -> std::collections::BTreeMap<&'static str, usize> {
+    const KINDS: [(&str, &str); 8] = [
+        ("Request who-has", "arp request"),
+        ("Reply", "arp reply"),
+        ("neighbor solicitation", "nd ns"),
+        ("neighbor advertisement", "nd na"),
+        ("router solicitation", "rs"),
+        ("router advertisement", "ra"),
+        ("multicast listener", "mld"),
+        ("igmp", "igmp"),
+    ];
+    let mut out = std::collections::BTreeMap::new();
+    for f in frames {
+        let kind = KINDS
+            .iter()
+            .find(|(needle, _)| f.contains(needle))
+            .map_or("other", |(_, k)| k);
+        *out.entry(kind).or_insert(0) += 1;
+    }
+    out
+}
+
+/// A process of the test's, ended when the test ends (unless taken back).
+struct Reap(Option<std::process::Child>);
+
+impl Reap {
+    fn take(mut self) -> std::process::Child {
+        self.0.take().unwrap()
+    }
+}
 
 impl Drop for Reap {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }

@@ -36,6 +36,10 @@ const PROGRAMS: [&str; 6] = [
 /// a reply of its flows.
 const HOST_PORT_IN: &str = netlab_common::names::PROG_HOST_PORT_IN;
 
+/// A VXLAN device's egress (bridges stretched over lab hosts): drops only
+/// the frames of the bridge's own anycast MAC.
+const TUNNEL_OUT: &str = netlab_common::names::PROG_TUNNEL_OUT;
+
 fn ip(a: u8, b: u8, c: u8, d: u8) -> Ipv4Addr {
     Ipv4Addr::new(a, b, c, d)
 }
@@ -283,6 +287,46 @@ fn a_forward_across_hosts_translates_both_ends_and_back() {
     // The outside does not reach the host port's address.
     let direct = Ip::new(REMOTE, host_a, TCP, tcp(5555, 80, SYN, b"")).frame();
     assert_eq!(dp.inb(&direct).0, SHOT);
+}
+
+/// The anycast gateway's own frames stay on their host: on a tunnel the
+/// map names, a frame with its bridge's MAC as source is dropped and
+/// counted, whatever it carries; every other source passes (a node's,
+/// another bridge's gateway), and nothing is dropped on a device the map
+/// does not name. (A test run's packet is on `lo`, ifindex 1.)
+#[test]
+fn the_gateways_own_frames_stay_out_of_its_tunnel() {
+    require_root();
+    let mut dp = Dataplane::new(10000, 32767);
+    let gateway = [0x02, 0x4e, 0x4c, 0, 0, 42];
+    let from = |mac: [u8; 6], ethertype: [u8; 2]| {
+        let mut f = Ip::new(RED, BLUE, ICMP, icmp_echo(true, 7, 1, &[0; 64])).frame();
+        f[6..12].copy_from_slice(&mac);
+        f[12..14].copy_from_slice(&ethertype);
+        f
+    };
+    let (ipv4, arp, ipv6) = ([0x08, 0x00], [0x08, 0x06], [0x86, 0xdd]);
+    assert_eq!(dp.run(TUNNEL_OUT, &from(gateway, arp)).0, UNSPEC);
+    {
+        let mut m: HashMap<&mut MapData, u32, [u8; 6]> =
+            HashMap::try_from(dp.ebpf.map_mut("TUNNEL_GATEWAYS").unwrap()).unwrap();
+        m.insert(1, gateway, 0).unwrap();
+    }
+    for ethertype in [ipv4, arp, ipv6] {
+        assert_eq!(dp.run(TUNNEL_OUT, &from(gateway, ethertype)).0, SHOT);
+    }
+    assert_eq!(dp.stat(stat::DROP_GATEWAY_INTO_TUNNEL), 3);
+    let others = [
+        [0x02, 0x4e, 0x4c, 0, 0, 43],
+        [0x02, 0x4e, 0x4c, 0, 0, 0],
+        [0x12, 0x4e, 0x4c, 0, 0, 42],
+        [0x0a, 0x58, 0xc0, 0xa8, 0x0f, 0x01],
+    ];
+    for mac in others {
+        let f = from(mac, ipv4);
+        assert_eq!(dp.run(TUNNEL_OUT, &f), (UNSPEC, f), "{mac:x?}");
+    }
+    assert_eq!(dp.stat(stat::DROP_GATEWAY_INTO_TUNNEL), 3);
 }
 
 /// The forward's cumulative counter: each packet of its flows counts once,
@@ -780,7 +824,7 @@ fn malformed_frames_pass_or_drop() {
         cases.push(f);
     }
     for (i, f) in cases.iter().enumerate() {
-        for prog in PROGRAMS.into_iter().chain([HOST_PORT_IN]) {
+        for prog in PROGRAMS.into_iter().chain([HOST_PORT_IN, TUNNEL_OUT]) {
             let Some((rc, out)) = dp.try_run(prog, f) else {
                 assert!(
                     f.len() < 34,
@@ -808,7 +852,7 @@ fn malformed_frames_pass_or_drop() {
 fn programs_fit_the_verifier_with_room() {
     require_root();
     let dp = Dataplane::new(10000, 32767);
-    for name in PROGRAMS.into_iter().chain([HOST_PORT_IN]) {
+    for name in PROGRAMS.into_iter().chain([HOST_PORT_IN, TUNNEL_OUT]) {
         let p: &SchedClassifier = dp.ebpf.program(name).unwrap().try_into().unwrap();
         let info: ProgramInfo = p.info().unwrap();
         // Every kernel netlab runs on (5.17+) reports the count (5.16+).

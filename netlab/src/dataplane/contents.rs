@@ -37,6 +37,9 @@ pub struct MapContents {
     /// `NODE_PORTS`: node address (map order), the lab host's end of its
     /// veth by name, the entry.
     pub node_ports: Vec<(u32, String, NodePort)>,
+    /// `TUNNEL_GATEWAYS`: each VXLAN device's ifindex, and the MAC address
+    /// of the bridge it stretches (the anycast gateway's).
+    pub tunnel_gateways: Vec<(u32, [u8; 6])>,
 }
 
 impl MapContents {
@@ -50,6 +53,7 @@ impl MapContents {
             &self.ifaces,
             &self.forwards,
             &self.node_ports,
+            &self.tunnel_gateways,
         )
     }
     /// The description of `lab` on a lab host where `host` was found.
@@ -71,6 +75,7 @@ impl MapContents {
             .collect();
         ifaces.sort_unstable();
         MapContents {
+            tunnel_gateways: tunnel_gateways(lab, &host.tunnel_ifindex),
             config,
             subnets: subnet_entries(lab, &host.bridge_ifindex),
             subnets6: subnet6_entries(lab, &host.bridge_ifindex),
@@ -95,6 +100,7 @@ impl MapContents {
             ifaces: Vec::new(),
             forwards: Vec::new(),
             node_ports: Vec::new(),
+            tunnel_gateways: Vec::new(),
         }
     }
 
@@ -141,6 +147,24 @@ pub struct LabHostIfaces {
     pub uplink_address: Ipv4Addr,
     pub uplink_is_veth: bool,
     pub node_ports: Vec<(u32, String, NodePort)>,
+    /// Each VXLAN device of the lab's share by name.
+    pub tunnel_ifindex: HashMap<String, u32>,
+}
+
+/// Each of the share's tunnels found on the lab host, with its bridge's
+/// (anycast) MAC address; sorted, for the digest.
+fn tunnel_gateways(lab: &Lab, tunnel_ifindex: &HashMap<String, u32>) -> Vec<(u32, [u8; 6])> {
+    let mut out: Vec<(u32, [u8; 6])> = lab
+        .share
+        .iter()
+        .flat_map(|s| &s.tunnels)
+        .filter_map(|t| {
+            let ifindex = tunnel_ifindex.get(&t.name)?;
+            Some((*ifindex, crate::model::hosts::anycast_mac(t.vni)))
+        })
+        .collect();
+    out.sort_unstable();
+    out
 }
 
 /// How full the flow table may get before new flows are refused. An LRU
@@ -427,6 +451,7 @@ fn maps_digest(
     ifaces: &[(u32, u32)],
     forwards: &[ForwardEntries],
     node_ports: &[(u32, String, NodePort)],
+    tunnel_gateways: &[(u32, [u8; 6])],
 ) -> String {
     let mut d = StableDigest::new();
     d.field(bytemuck::bytes_of(config));
@@ -451,6 +476,9 @@ fn maps_digest(
             .field(name.as_bytes())
             .field(bytemuck::bytes_of(port));
     }
+    for (ifindex, mac) in tunnel_gateways {
+        d.bytes(&ifindex.to_le_bytes()).bytes(mac);
+    }
     d.hex()
 }
 
@@ -470,6 +498,7 @@ mod tests {
             uplink_address: UPLINK,
             uplink_is_veth: false,
             node_ports: Vec::new(),
+            tunnel_ifindex: HashMap::new(),
         };
         MapContents::of_lab(lab, &host, false)
     }
@@ -538,6 +567,37 @@ mod tests {
         assert_ne!(v4_only, dual.digest());
     }
 
+    /// A share's tunnel found on the lab host gets its bridge's anycast
+    /// MAC in `TUNNEL_GATEWAYS`, and changes the digest; a lab on one host
+    /// has none.
+    #[test]
+    fn a_shares_tunnel_holds_its_bridges_anycast_mac() {
+        use crate::model::test_support::{share_of, stretched};
+        let text =
+            stretched("[[nodes]]\nname = \"n1\"\nbridge = \"br0\"\naddress = \"192.168.15.1\"\n");
+        let lab = share_of(&text, "a");
+        let mut host = LabHostIfaces {
+            bridge_ifindex: HashMap::from([("br0".to_string(), 3)]),
+            uplink_ifindex: 1,
+            uplink_address: UPLINK,
+            uplink_is_veth: false,
+            node_ports: Vec::new(),
+            tunnel_ifindex: HashMap::new(),
+        };
+        let without = MapContents::of_lab(&lab, &host, false);
+        assert!(without.tunnel_gateways.is_empty());
+        host.tunnel_ifindex.insert("vx-42".to_string(), 7);
+        let with = MapContents::of_lab(&lab, &host, false);
+        assert_eq!(
+            with.tunnel_gateways,
+            vec![(7, [0x02, 0x4e, 0x4c, 0, 0, 42])]
+        );
+        assert_ne!(with.digest(), without.digest());
+        assert!(default_lab_on_host(&default_lab())
+            .tunnel_gateways
+            .is_empty());
+    }
+
     /// A lab host with several lab interfaces (bridges, host ports) is
     /// described the same however its hash map iterates: 32 maps, each with
     /// a seed of its own, give one digest.
@@ -552,6 +612,7 @@ mod tests {
                     uplink_address: UPLINK,
                     uplink_is_veth: false,
                     node_ports: Vec::new(),
+                    tunnel_ifindex: HashMap::new(),
                 };
                 MapContents::of_lab(&lab, &host, false).digest()
             })

@@ -16,7 +16,8 @@ pub fn fill_maps(ebpf: &mut aya::Ebpf, want: &MapContents) -> Result<()> {
     write_config(ebpf, &want.config)?;
     sync_subnets(ebpf, names::LAB_SUBNETS, &want.subnets)?;
     sync_subnets(ebpf, names::LAB_SUBNETS6, &want.subnets6)?;
-    sync_lab_ifaces(ebpf, &want.ifaces)?;
+    sync_hash(ebpf, names::LAB_IFACES, &want.ifaces)?;
+    sync_hash(ebpf, names::TUNNEL_GATEWAYS, &want.tunnel_gateways)?;
     sync_forwards(ebpf, &want.forwards)?;
     sync_node_ports(ebpf, &want.node_ports)
 }
@@ -94,19 +95,25 @@ fn sync_node_ports(ebpf: &mut aya::Ebpf, node_ports: &[(u32, String, NodePort)])
     Ok(())
 }
 
-/// Make `LAB_IFACES` hold exactly `want` (ifindex, `LAB_IFACE_*` flags).
-fn sync_lab_ifaces(ebpf: &mut aya::Ebpf, want: &[(u32, u32)]) -> Result<()> {
-    let mut map: HashMap<_, u32, u32> =
-        HashMap::try_from(ebpf.map_mut(names::LAB_IFACES).context("map LAB_IFACES")?)?;
-    let have: Vec<u32> = map.keys().collect::<Result<_, _>>()?;
+/// Make the hash map `name` hold exactly `want` (`LAB_IFACES`: ifindex,
+/// `LAB_IFACE_*` flags; `TUNNEL_GATEWAYS`: ifindex, MAC address).
+fn sync_hash<K: aya::Pod + PartialEq, V: aya::Pod>(
+    ebpf: &mut aya::Ebpf,
+    name: &str,
+    want: &[(K, V)],
+) -> Result<()> {
+    let mut map: HashMap<_, K, V> =
+        HashMap::try_from(ebpf.map_mut(name).with_context(|| format!("map {name}"))?)?;
+    let have: Vec<K> = map.keys().collect::<Result<_, _>>()?;
     for k in have {
-        if !want.iter().any(|(i, _)| *i == k) {
-            map.remove(&k).context("removing from LAB_IFACES")?;
+        if !want.iter().any(|(w, _)| *w == k) {
+            map.remove(&k)
+                .with_context(|| format!("removing from {name}"))?;
         }
     }
-    for (ifindex, flags) in want {
-        map.insert(ifindex, flags, 0)
-            .context("writing LAB_IFACES")?;
+    for (k, v) in want {
+        map.insert(k, v, 0)
+            .with_context(|| format!("writing {name}"))?;
     }
     Ok(())
 }

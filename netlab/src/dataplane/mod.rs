@@ -41,7 +41,7 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 
 pub use netlab_common::names::{
     PROG_BRIDGE_IN, PROG_GC, PROG_HOST_PORT_IN, PROG_LOCAL_OUT, PROG_NODE_IN, PROG_NODE_NEW,
-    PROG_UPLINK_IN, PROG_UPLINK_OUT,
+    PROG_TUNNEL_OUT, PROG_UPLINK_IN, PROG_UPLINK_OUT,
 };
 
 /// Each program's slot in the `TAILS` program array.
@@ -230,6 +230,14 @@ async fn map_contents(
             .ok_or_else(|| anyhow!("host port {} is missing", p.name))?;
         bridge_ifindex.insert(p.name.clone(), l.index);
     }
+    let mut tunnel_ifindex = std::collections::HashMap::new();
+    for t in lab.share.iter().flat_map(|s| &s.tunnels) {
+        let l = links
+            .iter()
+            .find(|l| l.name == t.name)
+            .ok_or_else(|| anyhow!("tunnel {} is missing", t.name))?;
+        tunnel_ifindex.insert(t.name.clone(), l.index);
+    }
     let uplink_is_veth = links
         .iter()
         .any(|l| l.index == uplink.ifindex && l.kind == crate::model::plan::LinkKind::Veth);
@@ -244,12 +252,14 @@ async fn map_contents(
         uplink_address: uplink.address,
         uplink_is_veth,
         node_ports,
+        tunnel_ifindex,
     };
     Ok(MapContents::of_lab(lab, &host, fast_path))
 }
 
 /// Where each program goes: the uplink both ways, each node's bridge port
-/// (fast path), each bridge, each host port, and the lab host's `lo`.
+/// (fast path), each bridge, each host port, each tunnel (egress), and the
+/// lab host's `lo`.
 fn hooks_for(lab: &Lab, uplink: &str, node_ports: &[(u32, String, NodePort)]) -> Vec<attach::Hook> {
     use attach::{Direction, Hook};
     let mut hooks = vec![
@@ -264,6 +274,9 @@ fn hooks_for(lab: &Lab, uplink: &str, node_ports: &[(u32, String, NodePort)]) ->
     }
     for p in lab.share.iter().flat_map(|s| &s.host_ports) {
         hooks.push(Hook::new(PROG_HOST_PORT_IN, &p.name, Direction::Ingress));
+    }
+    for t in lab.share.iter().flat_map(|s| &s.tunnels) {
+        hooks.push(Hook::new(PROG_TUNNEL_OUT, &t.name, Direction::Egress));
     }
     hooks.push(Hook::new(PROG_LOCAL_OUT, LOOPBACK, Direction::Egress));
     hooks

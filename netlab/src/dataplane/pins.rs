@@ -99,6 +99,13 @@ const STATE_MAPS: &[StateMap] = &[
         entries: Some(IFACE_ENTRIES),
     },
     StateMap {
+        name: names::TUNNEL_GATEWAYS,
+        map_type: MapType::Hash,
+        key: 4,
+        value: 6,
+        entries: Some(IFACE_ENTRIES),
+    },
+    StateMap {
         name: "CONFIG",
         map_type: MapType::Array,
         key: 4,

@@ -21,7 +21,7 @@ pub mod plan;
 mod raw;
 pub mod source;
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 pub mod topology;
 pub mod types;
 pub mod validate;
