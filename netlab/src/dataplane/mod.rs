@@ -216,27 +216,15 @@ async fn map_contents(
     let links = netlink::links(sys.host_netlink()).await?;
     let mut bridge_ifindex = std::collections::HashMap::new();
     for b in lab.host_subnets() {
-        let l = links
-            .iter()
-            .find(|l| l.name == b.name)
-            .ok_or_else(|| anyhow!("bridge {} is missing", b.name))?;
-        bridge_ifindex.insert(b.name.clone(), l.index);
+        bridge_ifindex.insert(b.name.clone(), ifindex_of(&links, "bridge", &b.name)?);
     }
     // Host ports carry lab traffic too; their /32 subnet entries name them.
     for p in lab.share.iter().flat_map(|s| &s.host_ports) {
-        let l = links
-            .iter()
-            .find(|l| l.name == p.name)
-            .ok_or_else(|| anyhow!("host port {} is missing", p.name))?;
-        bridge_ifindex.insert(p.name.clone(), l.index);
+        bridge_ifindex.insert(p.name.clone(), ifindex_of(&links, "host port", &p.name)?);
     }
     let mut tunnel_ifindex = std::collections::HashMap::new();
     for t in lab.share.iter().flat_map(|s| &s.tunnels) {
-        let l = links
-            .iter()
-            .find(|l| l.name == t.name)
-            .ok_or_else(|| anyhow!("tunnel {} is missing", t.name))?;
-        tunnel_ifindex.insert(t.name.clone(), l.index);
+        tunnel_ifindex.insert(t.name.clone(), ifindex_of(&links, "tunnel", &t.name)?);
     }
     let uplink_is_veth = links
         .iter()
@@ -531,6 +519,16 @@ pub fn status_lines(v: &serde_json::Value) -> Vec<String> {
         format!("  fast path: off ({}): every packet takes the bridge and the lab host's routing", s("fast_path_why"))
     });
     out
+}
+
+/// The index of the lab host's link `name` (a `what` of the lab's), which
+/// `up` made before the dataplane.
+fn ifindex_of(links: &[netlink::Link], what: &str, name: &str) -> Result<u32> {
+    links
+        .iter()
+        .find(|l| l.name == name)
+        .map(|l| l.index)
+        .ok_or_else(|| anyhow!("{what} {name} is missing"))
 }
 
 #[cfg(test)]
