@@ -44,13 +44,24 @@ pub fn check_text(text: &str) {
     let again = render(&lab);
     match topology::parse("rendered.toml", &again) {
         Ok(lab2) => assert_eq!(
-            lab, lab2,
+            without_file_places(lab.clone()),
+            without_file_places(lab2),
             "the rendered lab parses into another lab\n--- input\n{text}\n--- rendered\n{again}"
         ),
         Err(e) => panic!(
             "a validated lab, rendered back to TOML, is refused: {e}\n--- input\n{text}\n--- rendered\n{again}"
         ),
     }
+}
+
+/// The lab without its host routes' places in the file: those name a
+/// route in later error messages as the file does, so they change with the
+/// file (the rendering numbers the routes afresh, one per destination, where
+/// the file may have said the same route twice), not with the lab.
+fn without_file_places(mut lab: Lab) -> Lab {
+    lab.host_routes.iter_mut().for_each(|r| r.file_index = 0);
+    lab.host_routes6.iter_mut().for_each(|r| r.file_index = 0);
+    lab
 }
 
 /// Findings already reported (each with an ignored regression test in
