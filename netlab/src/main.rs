@@ -189,6 +189,10 @@ enum Command {
         /// (a smoke test: timing is never judged).
         #[arg(long)]
         check: bool,
+        /// Only these metrics, comma-separated, by their JSON keys (e.g.
+        /// tcp_connections_wrk) [default: all].
+        #[arg(long, value_name = "METRICS", value_delimiter = ',')]
+        metrics: Vec<String>,
     },
     /// Draw the lab: dot, Mermaid, JSON, or an SVG laid out by netlab (with
     /// the links' state when the lab is up).
@@ -273,6 +277,7 @@ fn main() -> ExitCode {
             json,
             chart,
             check,
+            metrics,
         } => caps::require("bench", &[CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_BPF]).and_then(|()| {
             netlab::bench::run(netlab::bench::Options {
                 rounds,
@@ -282,6 +287,7 @@ fn main() -> ExitCode {
                 json,
                 chart,
                 check,
+                metrics,
             })
         }),
         command => tokio::runtime::Builder::new_multi_thread()

@@ -55,6 +55,8 @@ pub struct Options {
     pub chart: PathBuf,
     /// Fail unless every metric of every mode is a non-zero number.
     pub check: bool,
+    /// Only these metrics (their JSON keys); all when empty.
+    pub metrics: Vec<String>,
 }
 
 /// How long and how hard each measurement runs.
@@ -90,6 +92,9 @@ pub struct Profile {
     pub micro_runs: usize,
     /// How long each third-party client (wrk, sockperf, iperf3 -u) runs, s.
     pub tool_seconds: u32,
+    /// Only the measurements of these metrics (keys); all when empty.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub only: Vec<String>,
 }
 
 impl Profile {
@@ -115,6 +120,7 @@ impl Profile {
                 dnat_max: 5_000,
                 micro_runs: 2_000,
                 tool_seconds: 1,
+                only: Vec::new(),
             }
         } else {
             Profile {
@@ -137,8 +143,22 @@ impl Profile {
                 dnat_max: 12_000,
                 micro_runs: 10_000,
                 tool_seconds: 2,
+                only: Vec::new(),
             }
         }
+    }
+
+    /// Measure only `metrics` (keys as in the JSON), each checked against
+    /// what a round measures.
+    pub fn only(mut self, metrics: &[String]) -> Result<Profile> {
+        let known: Vec<String> = Metric::all(&self).into_iter().map(Metric::key).collect();
+        for m in metrics {
+            if !known.contains(m) {
+                bail!("no metric `{m}` (metrics: {})", known.join(", "));
+            }
+        }
+        self.only = metrics.to_vec();
+        Ok(self)
     }
 }
 
@@ -185,6 +205,9 @@ impl Kind {
                     Kind::DnatWrk(n, true),
                 ]);
             }
+        }
+        if !p.only.is_empty() {
+            kinds.retain(|k| k.metrics().iter().any(|m| p.only.contains(&m.key())));
         }
         kinds
     }
@@ -307,7 +330,7 @@ impl Progress {
 /// `netlab bench`.
 pub fn run(opts: Options) -> Result<()> {
     let started = Instant::now();
-    let profile = Profile::new(opts.quick, opts.rounds);
+    let profile = Profile::new(opts.quick, opts.rounds).only(&opts.metrics)?;
     if profile.rounds == 0 {
         bail!("--rounds must be at least 1");
     }
@@ -532,3 +555,32 @@ fn measure_traffic(
 
 /// The address the wan side has in every mode.
 pub const WAN_ADDR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_round_measures_only_the_metrics_asked_for() {
+        let all = Profile::new(true, None);
+        let keys =
+            |p: &Profile| -> Vec<String> { Metric::all(p).into_iter().map(Metric::key).collect() };
+        assert!(keys(&all).len() > 10, "{:?}", keys(&all));
+        let wanted = ["tcp_connections_wrk".to_string(), "latency_p99".to_string()];
+        let some = all.clone().only(&wanted).unwrap();
+        // The ping-pong measures both percentiles: one kind, two metrics.
+        assert_eq!(
+            keys(&some),
+            ["tcp_connections_wrk", "latency_p50", "latency_p99"]
+        );
+        assert_eq!(keys(&all.clone().only(&[]).unwrap()), keys(&all));
+        let e = all
+            .only(&["tcp_conections".to_string()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("no metric `tcp_conections` (metrics: tcp_throughput, "),
+            "{e}"
+        );
+    }
+}
