@@ -552,7 +552,11 @@ pub mod stat {
     /// MAC is the same on every host) about to enter a VXLAN tunnel to the
     /// other hosts: it stays on its host.
     pub const DROP_GATEWAY_INTO_TUNNEL: u32 = 31;
-    pub const COUNT: u32 = 32;
+    /// A new forwarded flow whose client port was changed: the target
+    /// held the four-tuple for another flow (the client reused its port
+    /// towards another forward of the same target).
+    pub const CLIENT_PORT_CHANGED: u32 = 32;
+    pub const COUNT: u32 = 33;
 
     /// Display names, in index order.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -588,6 +592,7 @@ pub mod stat {
         "drop_v6_untranslated",
         "drop_v6_header_chain",
         "drop_gateway_into_tunnel",
+        "dnat_client_port_changed",
     ];
 }
 

@@ -5,7 +5,7 @@
 //! a mistranslation), inserting a new flow's two entries as a pair, and
 //! deleting.
 
-use aya_ebpf::helpers::generated::bpf_ktime_get_coarse_ns;
+use aya_ebpf::helpers::generated::{bpf_get_prandom_u32, bpf_ktime_get_coarse_ns};
 use netlab_common::{
     stat, Endpoint, FlowKey, FlowValue, NatConfig, FLOW_ACKED, HOOK_UPLINK_INGRESS, IPPROTO_ICMP,
     IPPROTO_TCP, STATE_FIN_ORIGINAL, STATE_FIN_REPLY, STATE_RST, TIME_WAIT_SECS,
@@ -102,6 +102,43 @@ pub fn points_back(peer: &FlowValue, key: &FlowKey) -> bool {
         && peer.dst_addr == key.src_addr
         && peer.src_port == key.dst_port
         && peer.dst_port == key.src_port
+}
+
+/// Tries at a free client port for a forwarded flow (see [`free_reply_key`]).
+const CLIENT_PORT_TRIES: u32 = 4;
+
+/// Make the reply key of a new forwarded flow `t` one no other flow holds.
+/// A client that reuses its source port towards another forward of the
+/// same target meets its earlier connection there: the target sees the
+/// same four-tuple again, may hold it in TIME_WAIT and refuses the SYN
+/// (PAWS: the new connection's timestamps are unrelated to the old one's),
+/// or the earlier flow still lives. As conntrack's null binding does, the
+/// client's port is changed then (its replies are changed back), to a
+/// random port whose reply key is free; after a few taken ports the key is
+/// left as it is and [`insert_pair`] decides.
+#[inline(always)]
+pub fn free_reply_key(t: &mut FlowTemplate) {
+    let opening = t.opening.key;
+    let held = |k: &FlowKey| {
+        NAT_FLOWS
+            .get_ptr(k)
+            .is_some_and(|v| !points_back(unsafe { &*v }, &opening))
+    };
+    if !held(&t.other.key) {
+        return;
+    }
+    let mut seed = unsafe { bpf_get_prandom_u32() };
+    for _ in 0..CLIENT_PORT_TRIES {
+        let port = (1024 + seed % (65536 - 1024)) as u16;
+        seed = seed.rotate_left(13) ^ 0x9e37_79b9;
+        let mut key = t.other.key;
+        key.dst_port = port.to_be();
+        if NAT_FLOWS.get_ptr(&key).is_none() {
+            t.set_port(port.to_be());
+            count(stat::CLIENT_PORT_CHANGED);
+            return;
+        }
+    }
 }
 
 /// Whether the flow of the entry `(key, v)` is alive: either half fresh.

@@ -295,12 +295,14 @@ fn port_forward(
     if !table::admit(ctx, cfg, key, now, tail::UPLINK_IN) {
         return Err(DropReason::TableFull);
     }
-    let t = FlowTemplate::forward(p, target).through_forward(counter);
+    let mut t = FlowTemplate::forward(p, target).through_forward(counter);
+    flows::free_reply_key(&mut t);
     flows::insert_pair(cfg, &t, now)?;
     flowlog::new_flow(cfg, &t, flowlog::DNAT);
     count(stat::NEW_DNAT);
     fwd_counters::add(counter, DIR_ORIGINAL, p.len);
-    rewrite(ctx, p, p.src, target.addr, p.sport, target.port)?;
+    let x = t.translated();
+    rewrite(ctx, p, x.src_addr, x.dst_addr, x.src_port, x.dst_port)?;
     frags::record(p, p.src, target.addr);
     count(stat::XLATE_IN);
     Ok(TC_ACT_UNSPEC)

@@ -1086,6 +1086,50 @@ fn a_syn_on_a_closed_flow_follows_the_forwards_as_they_are_now() {
     assert_eq!(dp.stat(stat::DROP_CONFLICT), 0);
 }
 
+/// A client that reuses its port towards another forward of the same
+/// target (wrk against two forwarded ports of one web server, ports reused
+/// within seconds): the target would see the earlier connection's tuple
+/// again, which it may hold in TIME_WAIT (refusing the SYN) or which is
+/// still alive (the new flow dropped as a conflict). The new flow reaches
+/// the target from another client port, changed back on the replies, every
+/// checksum right; the earlier flow keeps its own translation.
+#[test]
+fn a_client_port_reused_towards_another_forward_of_the_same_target_is_changed() {
+    require_root();
+    let mut dp = Dataplane::new(10000, 32767);
+    dp.forward_ports(TCP, 8080..=8081, BLUE, 80, None);
+    let open = |dp: &mut Dataplane, port: u16| {
+        let syn = Ip::new(REMOTE, UPLINK, TCP, tcp(40000, port, SYN, b"")).frame();
+        let (rc, out) = dp.inb(&syn);
+        assert_eq!(rc, UNSPEC);
+        let p = parse_checked(&out).unwrap();
+        assert_eq!((p.src, p.dst, p.dport()), (REMOTE, BLUE, 80));
+        p.sport()
+    };
+    assert_eq!(open(&mut dp, 8080), 40000, "a free tuple keeps its port");
+    let established = Ip::new(BLUE, REMOTE, TCP, tcp(80, 40000, SYN | ACK, b"")).frame();
+    assert_eq!(parse_checked(&dp.out(&established).1).unwrap().sport(), 8080);
+
+    let changed = open(&mut dp, 8081);
+    assert_ne!(changed, 40000, "the target holds blue:80 <-> remote:40000");
+    assert!(changed >= 1024);
+    assert_eq!(dp.stat(stat::CLIENT_PORT_CHANGED), 1);
+    let reply = Ip::new(BLUE, REMOTE, TCP, tcp(80, changed, SYN | ACK, b"x")).frame();
+    let p = parse_checked(&dp.out(&reply).1).unwrap();
+    assert_eq!(
+        (p.src, p.sport(), p.dst, p.dport()),
+        (UPLINK, 8081, REMOTE, 40000)
+    );
+    // The earlier connection is untouched, and its SYN again is its own.
+    let old = Ip::new(BLUE, REMOTE, TCP, tcp(80, 40000, ACK, b"y")).frame();
+    let p = parse_checked(&dp.out(&old).1).unwrap();
+    assert_eq!((p.sport(), p.dport()), (8080, 40000));
+    assert_eq!(open(&mut dp, 8080), 40000);
+    assert_eq!(dp.stat(stat::CLIENT_PORT_CHANGED), 1);
+    assert_eq!(dp.stat(stat::DROP_CONFLICT), 0);
+    assert_eq!(dp.flows().len(), 4, "two flows, both halves each");
+}
+
 /// A reset (or FIN) from the outside counts only near where the inside
 /// endpoint expects the next byte (RFC 5961): spoofed resets with the flow's
 /// tuple but a sequence number elsewhere are dropped and change nothing; a
