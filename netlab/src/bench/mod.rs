@@ -19,6 +19,7 @@
 
 pub mod micro;
 pub mod modes;
+pub mod perf;
 pub mod report;
 pub mod runtime;
 pub mod svg;
@@ -57,6 +58,8 @@ pub struct Options {
     pub check: bool,
     /// Only these metrics (their JSON keys); all when empty.
     pub metrics: Vec<String>,
+    /// Profile every measurement with perf into this directory.
+    pub perf: Option<PathBuf>,
 }
 
 /// How long and how hard each measurement runs.
@@ -95,6 +98,9 @@ pub struct Profile {
     /// Only the measurements of these metrics (keys); all when empty.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub only: Vec<String>,
+    /// Where each measurement's perf profile goes, when profiled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub perf: Option<PathBuf>,
 }
 
 impl Profile {
@@ -121,6 +127,7 @@ impl Profile {
                 micro_runs: 2_000,
                 tool_seconds: 1,
                 only: Vec::new(),
+                perf: None,
             }
         } else {
             Profile {
@@ -144,6 +151,7 @@ impl Profile {
                 micro_runs: 10_000,
                 tool_seconds: 2,
                 only: Vec::new(),
+                perf: None,
             }
         }
     }
@@ -244,7 +252,9 @@ impl Kind {
                 Some(ForwardSet::new(n, true, traffic::NODE_PORT))
             }
             Kind::Dnat(n, inside) => Some(ForwardSet::new(n, inside, traffic::NODE_PORT)),
-            Kind::DnatWrk(n, inside) => Some(ForwardSet::new(n, inside, tools::NGINX_PORT)),
+            Kind::DnatWrk(n, inside) => {
+                Some(ForwardSet::new(n, inside, tools::dnat_port(n, inside)))
+            }
             _ => None,
         }
     }
@@ -330,7 +340,11 @@ impl Progress {
 /// `netlab bench`.
 pub fn run(opts: Options) -> Result<()> {
     let started = Instant::now();
-    let profile = Profile::new(opts.quick, opts.rounds).only(&opts.metrics)?;
+    let mut profile = Profile::new(opts.quick, opts.rounds).only(&opts.metrics)?;
+    if let Some(dir) = &opts.perf {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        profile.perf = Some(dir.clone());
+    }
     if profile.rounds == 0 {
         bail!("--rounds must be at least 1");
     }
@@ -440,7 +454,8 @@ fn measure_all(
                     mode.name()
                 ));
                 let env = bench.env(mode);
-                match measure(env, kind, profile) {
+                let name = format!("{}-{}-{}", kind.metrics()[0].key(), mode.name(), round + 1);
+                match measure(env, kind, profile, &name) {
                     Ok(samples) => {
                         for (metric, value, extra) in samples {
                             results.record(metric, mode, value, extra);
@@ -467,12 +482,25 @@ fn measure_all(
 type Sample = (Metric, f64, serde_json::Value);
 
 /// One measurement of `kind` in `env`; in a netlab mode, with what the
-/// lab's programs ran meanwhile (`programs` in each sample's details).
-fn measure(env: &mut modes::Env, kind: Kind, p: &Profile) -> Result<Vec<Sample>> {
+/// lab's programs ran meanwhile (`programs` in each sample's details), and
+/// where the CPU time went (`cpu`) when profiled (as `name`).
+fn measure(env: &mut modes::Env, kind: Kind, p: &Profile, name: &str) -> Result<Vec<Sample>> {
     let target = env.set_forwards(kind.forwards())?;
     let lab = env.lab.clone().filter(|_| env.mode.runs_programs());
     let before = lab.as_deref().map(runtime::snapshot).transpose()?;
-    let mut samples = measure_traffic(env, kind, p, target)?;
+    let recording = p
+        .perf
+        .as_deref()
+        .map(|dir| perf::start(dir, name))
+        .transpose()?;
+    let measured = measure_traffic(env, kind, p, target);
+    let cpu = recording.map(perf::Recording::stop).transpose()?;
+    let mut samples = measured?;
+    if let Some(cpu) = cpu {
+        for sample in &mut samples {
+            sample.2["cpu"] = cpu.clone();
+        }
+    }
     if let (Some(lab), Some(before)) = (lab, before) {
         let programs = runtime::between(&before, &runtime::snapshot(&lab)?);
         for sample in &mut samples {

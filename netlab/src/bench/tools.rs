@@ -21,6 +21,21 @@ use super::modes::tool;
 
 /// nginx's port, in the wan (node→wan) and in the node (the forwards' target).
 pub const NGINX_PORT: u16 = 8080;
+/// The ports nginx listens on from `NGINX_PORT` on: each DNAT measurement
+/// reaches the node at one of its own (see [`dnat_port`]).
+pub const NGINX_PORTS: u16 = 12;
+
+/// The node port of the DNAT measurement through `forwards` forwards
+/// (inside the NAT range or not). wrk on the wan side reuses its source
+/// ports, so connections of two measurements, to different forwarded ports
+/// of one node port, would meet at the node as the same four-tuple, which it
+/// holds in TIME_WAIT for a minute after the first and may refuse (PAWS):
+/// a measurement of the node's TCP stack, the same in every mode, not of
+/// the NAT. A node port per measurement keeps them apart.
+pub fn dnat_port(forwards: usize, inside_nat_range: bool) -> u16 {
+    let slot = 1 + 2 * forwards.max(1).ilog10() as u16 + u16::from(inside_nat_range);
+    NGINX_PORT + slot.min(NGINX_PORTS - 1)
+}
 /// sockperf's server in the wan (UDP).
 pub const SOCKPERF_PORT: u16 = 11111;
 /// wrk's connections and threads (the figures users quote run 32 connections).
@@ -31,12 +46,15 @@ const WRK_THREADS: u32 = 2;
 /// log, every path under `dir` (the compiled-in ones may not be writable).
 fn nginx_conf(dir: &Path, port: u16) -> String {
     let d = dir.display();
+    let listen: String = (port..port + NGINX_PORTS)
+        .map(|p| format!("    listen {p} reuseport backlog=4096;\n"))
+        .collect();
     format!(
         "daemon off;\nworker_processes auto;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
          events {{ worker_connections 4096; }}\n\
          http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  \
          fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  \
-         server {{\n    listen {port} reuseport backlog=4096;\n    location / {{ return 200 \"ok\\n\"; }}\n  }}\n}}\n"
+         server {{\n{listen}    location / {{ return 200 \"ok\\n\"; }}\n  }}\n}}\n"
     )
 }
 
@@ -279,6 +297,14 @@ mod tests {
     fn nginx_conf_keeps_every_path_in_its_directory() {
         let c = nginx_conf(Path::new("/tmp/nb"), 8080);
         assert!(c.contains("listen 8080 reuseport"));
+        assert!(c.contains("listen 8091 reuseport"));
+        let ports: std::collections::BTreeSet<u16> = [(1, false), (1000, false), (1000, true)]
+            .into_iter()
+            .chain([(10_000, false), (10_000, true)])
+            .map(|(n, inside)| dnat_port(n, inside))
+            .collect();
+        assert_eq!(ports.len(), 5, "{ports:?}");
+        assert!(ports.iter().all(|p| (8081..8092).contains(p)), "{ports:?}");
         for key in [
             "pid",
             "error_log",
