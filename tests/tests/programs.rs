@@ -1108,7 +1108,10 @@ fn a_client_port_reused_towards_another_forward_of_the_same_target_is_changed() 
     };
     assert_eq!(open(&mut dp, 8080), 40000, "a free tuple keeps its port");
     let established = Ip::new(BLUE, REMOTE, TCP, tcp(80, 40000, SYN | ACK, b"")).frame();
-    assert_eq!(parse_checked(&dp.out(&established).1).unwrap().sport(), 8080);
+    assert_eq!(
+        parse_checked(&dp.out(&established).1).unwrap().sport(),
+        8080
+    );
 
     let changed = open(&mut dp, 8081);
     assert_ne!(changed, 40000, "the target holds blue:80 <-> remote:40000");
