@@ -193,6 +193,10 @@ enum Command {
         /// tcp_connections_wrk) [default: all].
         #[arg(long, value_name = "METRICS", value_delimiter = ',')]
         metrics: Vec<String>,
+        /// Profile every measurement with perf (cpu-clock, every CPU, call
+        /// chains) into DIR, and show where the CPU time went.
+        #[arg(long, value_name = "DIR")]
+        perf: Option<PathBuf>,
     },
     /// Draw the lab: dot, Mermaid, JSON, or an SVG laid out by netlab (with
     /// the links' state when the lab is up).
@@ -278,6 +282,7 @@ fn main() -> ExitCode {
             chart,
             check,
             metrics,
+            perf,
         } => caps::require("bench", &[CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_BPF]).and_then(|()| {
             netlab::bench::run(netlab::bench::Options {
                 rounds,
@@ -288,6 +293,7 @@ fn main() -> ExitCode {
                 chart,
                 check,
                 metrics,
+                perf,
             })
         }),
         command => tokio::runtime::Builder::new_multi_thread()

@@ -40,6 +40,8 @@ const PACKAGES: &[&str] = &[
     "nginx-light",
     "wrk",
     "sockperf",
+    // `netlab bench --perf`: where a measurement's CPU time goes.
+    "linux-perf",
 ];
 
 /// What `cargo xtask test --kernel` needs to boot other kernels; installed

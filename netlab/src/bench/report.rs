@@ -338,6 +338,7 @@ impl Results {
             let _ = writeln!(t, "\n{note}");
         }
         t += &self.program_costs();
+        t += &self.cpu_costs();
         for &metric in &self.metrics {
             let failed: Vec<String> = self
                 .modes
@@ -436,6 +437,75 @@ impl Results {
                     c.program, c.runs, c.ns_per_run
                 );
             }
+        }
+        t
+    }
+
+    /// Where the CPU time went in each profiled measurement (`--perf`),
+    /// median over rounds: µs per connection where the metric counts
+    /// connections, else % of all CPUs' time.
+    fn cpu_costs(&self) -> String {
+        use super::perf::CATEGORIES;
+        let mut t = String::new();
+        for (&(metric, mode), extras) in &self.extras {
+            // Each round's CPU seconds per category, and what turns them
+            // into the unit shown.
+            let mut per_connection = false;
+            let rounds: Vec<(&Value, f64)> = extras
+                .iter()
+                .filter_map(|e| {
+                    let cpu = &e["cpu"];
+                    let window = cpu["seconds"].as_f64()? * cpu["cpus"].as_f64()?;
+                    let units = e["connections"].as_u64().or(e["requests"].as_u64());
+                    per_connection = units.is_some_and(|n| n > 0);
+                    let scale = match units {
+                        Some(n) if n > 0 => 1e6 / n as f64,
+                        _ => 100.0 / window,
+                    };
+                    Some((&cpu["cpu_seconds"], scale))
+                })
+                .collect();
+            if rounds.is_empty() {
+                continue;
+            }
+            if t.is_empty() {
+                let head: String = CATEGORIES
+                    .iter()
+                    .chain(&["busy"])
+                    .map(|c| format!("{c:>13}"))
+                    .collect();
+                let _ = writeln!(
+                    t,
+                    "\nwhere the CPU time went (perf, cpu-clock on every CPU; median over rounds):\n  \
+                     {:<48}{head}",
+                    "metric · mode [unit]"
+                );
+            }
+            let median = |seconds: &dyn Fn(&Value) -> f64| {
+                let v: Vec<f64> = rounds.iter().map(|(c, scale)| seconds(c) * scale).collect();
+                summarize(&v).map_or(0.0, |s| s.median)
+            };
+            let of = |c: &Value, k: &str| c[k].as_f64().unwrap_or(0.0);
+            let busy = median(&|c| {
+                CATEGORIES
+                    .iter()
+                    .filter(|k| **k != "idle")
+                    .map(|k| of(c, k))
+                    .sum()
+            });
+            let cells: String = CATEGORIES
+                .iter()
+                .map(|k| median(&|c| of(c, k)))
+                .chain([busy])
+                .map(|x| format!("{x:>13.1}"))
+                .collect();
+            let unit = if per_connection {
+                "µs/connection"
+            } else {
+                "% of CPU"
+            };
+            let row = format!("{} · {} [{unit}]", metric.key(), mode.name());
+            let _ = writeln!(t, "  {row:<48}{cells}");
         }
         t
     }
