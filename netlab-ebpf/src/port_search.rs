@@ -71,7 +71,7 @@ pub fn map_flow(
     };
     let (first, last) = port_words(cfg);
     let words = last - first + 1;
-    let start = port_candidate(cfg, unsafe { bpf_get_prandom_u32() }) / PORT_WORD_BITS;
+    let start = start_word(cfg, t.opening.key.proto);
     unsafe {
         *cursor = PortCursor {
             candidates: 0,
@@ -119,6 +119,31 @@ pub fn map_flow(
     // The template's port is the last one tried: set the one found.
     search.template.set_port(found);
     Ok(search.template)
+}
+
+/// Draws of the random start after the first (see [`start_word`]).
+const START_REDRAWS: u32 = 3;
+
+/// The search's first word: a random one, drawn again (at most
+/// `START_REDRAWS` times) while it lands on a word the hint calls full at a
+/// forwarded port. A block of forwarded ports in the range (RTP, a range of
+/// test services) would otherwise cost every search that starts in it a
+/// check of the landing word (a lookup per port) and a step per word to the
+/// block's end. A full word of ports that are not forwarded is still landed
+/// on, and mended if its bits are stale.
+#[inline(always)]
+fn start_word(cfg: &NatConfig, proto: u8) -> u16 {
+    let mut port = port_candidate(cfg, unsafe { bpf_get_prandom_u32() });
+    for _ in 0..START_REDRAWS {
+        let word = port / PORT_WORD_BITS;
+        let mask = port_word_mask(cfg, word);
+        let full = port_hint::word(proto, word) & mask == mask;
+        if proto == IPPROTO_ICMP || !full || !forwarded(port.to_be(), proto) {
+            break;
+        }
+        port = port_candidate(cfg, unsafe { bpf_get_prandom_u32() });
+    }
+    port / PORT_WORD_BITS
 }
 
 const PASS_TRUST: u8 = 0;
