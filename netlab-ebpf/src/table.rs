@@ -4,7 +4,7 @@
 //! [`gc_interval_ns`].
 
 use aya_ebpf::programs::TcContext;
-use netlab_common::{tail, FlowKey, NatConfig};
+use netlab_common::{tail, FlowKey, GcState, NatConfig};
 use netlab_ebpf::NSEC_PER_SEC;
 
 use crate::maps::{GcResume, GC_RESUME, GC_STATE, TAILS};
@@ -39,8 +39,9 @@ fn same_key(a: &FlowKey, b: &FlowKey) -> bool {
 }
 
 /// Whether a new flow (its opening packet's `key`) may take two more
-/// entries. At the limit, expired flows are collected and the entries
-/// counted afresh; if the table is still full, the new flow is refused:
+/// entries. Within an eighth of the limit, and at the limit, expired flows
+/// (and connections that are over) are collected and the entries counted
+/// afresh; if the table is still full, the new flow is refused:
 /// established flows are never evicted to make room for it.
 ///
 /// The collection runs in `nl_gc`, tail-called here; it hands the packet
@@ -54,13 +55,23 @@ pub fn admit(ctx: &TcContext, cfg: &NatConfig, key: &FlowKey, now: u64, resume: 
         return true;
     };
     let st = unsafe { &mut *st };
-    if st.entries.wrapping_add(2) <= u64::from(cfg.flow_limit) {
-        return true;
-    }
     let Some(r) = GC_RESUME.get_ptr_mut(0) else {
-        return false;
+        return st.entries.wrapping_add(2) <= u64::from(cfg.flow_limit);
     };
     let r: &mut GcResume = unsafe { &mut *r };
+    let wanted = st.entries.wrapping_add(2);
+    let limit = u64::from(cfg.flow_limit);
+    let due = now.wrapping_sub(st.last_run_ns) >= gc_interval_ns(cfg);
+    if wanted <= limit {
+        // Nearly full: collect while there is still room, so that new
+        // flows on the other CPUs are not refused while the walk runs
+        // (they would be, at the limit, until it ends).
+        if wanted > limit - limit / 8 && due {
+            collect(ctx, st, r, key, now, resume);
+        }
+        r.collected = 0;
+        return true;
+    }
     if r.collected != 0 {
         r.collected = 0;
         if r.run_ns == st.last_run_ns && same_key(&r.key, key) {
@@ -68,14 +79,28 @@ pub fn admit(ctx: &TcContext, cfg: &NatConfig, key: &FlowKey, now: u64, resume: 
             return false;
         }
     }
-    if now.wrapping_sub(st.last_run_ns) < gc_interval_ns(cfg) {
+    if !due {
         return false;
     }
+    collect(ctx, st, r, key, now, resume);
+    false
+}
+
+/// Start a collection for the packet whose new flow is `key`, handed back
+/// to `resume` afterwards. Returns only when the tail call cannot be made
+/// (no `nl_gc` loaded).
+#[inline(always)]
+fn collect(
+    ctx: &TcContext,
+    st: &mut GcState,
+    r: &mut GcResume,
+    key: &FlowKey,
+    now: u64,
+    resume: u32,
+) {
     st.last_run_ns = now;
     r.slot = resume;
     r.key = *key;
     r.run_ns = now;
-    // Returns only when the tail call cannot be made (no `nl_gc` loaded).
     unsafe { TAILS.tail_call(ctx, tail::GC) };
-    false
 }
