@@ -107,33 +107,43 @@ pub fn points_back(peer: &FlowValue, key: &FlowKey) -> bool {
 /// Tries at a free client port for a forwarded flow (see [`free_reply_key`]).
 const CLIENT_PORT_TRIES: u32 = 4;
 
-/// Make the reply key of a new forwarded flow `t` one no other flow holds.
-/// A client that reuses its source port towards another forward of the
-/// same target meets its earlier connection there: the target sees the
-/// same four-tuple again, may hold it in TIME_WAIT and refuses the SYN
-/// (PAWS: the new connection's timestamps are unrelated to the old one's),
-/// or the earlier flow still lives. As conntrack's null binding does, the
+/// Make the reply key of a new forwarded flow `t` one the target may
+/// take. A client that reuses its source port towards another forward of
+/// the same target meets its earlier connection there, as the same
+/// four-tuple at the target: a live one (a conflict), or one closed with
+/// FINs less than `TIME_WAIT_SECS` ago, which the target may hold in
+/// TIME_WAIT and refuse the SYN on (PAWS: the new connection's timestamps
+/// are unrelated to the old one's). As conntrack's null binding does, the
 /// client's port is changed then (its replies are changed back), to a
-/// random port whose reply key is free; after a few taken ports the key is
-/// left as it is and [`insert_pair`] decides.
+/// random port whose reply key no flow holds; after a few taken ports the
+/// key stays and [`insert_pair`] decides. A tuple closed by a reset, or
+/// long enough ago, is taken over as it is.
 #[inline(always)]
-pub fn free_reply_key(t: &mut FlowTemplate) {
+pub fn free_reply_key(cfg: &NatConfig, t: &mut FlowTemplate, now: u64) {
     let opening = t.opening.key;
-    let held = |k: &FlowKey| {
-        NAT_FLOWS
-            .get_ptr(k)
-            .is_some_and(|v| !points_back(unsafe { &*v }, &opening))
+    let key = t.other.key;
+    let Some(v) = NAT_FLOWS.get_ptr(&key) else {
+        return;
     };
-    if !held(&t.other.key) {
+    let v = unsafe { &*v };
+    if points_back(v, &opening) {
+        return;
+    }
+    let live = !tcp_closed(key.proto, v.state) && flow_alive(cfg, &key, v, now);
+    let fins = STATE_FIN_ORIGINAL | STATE_FIN_REPLY;
+    let time_wait = key.proto == IPPROTO_TCP
+        && v.state & (fins | STATE_RST) == fins
+        && now.saturating_sub(v.last_seen_ns) < TIME_WAIT_SECS * NSEC_PER_SEC;
+    if !live && !time_wait {
         return;
     }
     let mut seed = unsafe { bpf_get_prandom_u32() };
     for _ in 0..CLIENT_PORT_TRIES {
         let port = (1024 + seed % (65536 - 1024)) as u16;
         seed = seed.rotate_left(13) ^ 0x9e37_79b9;
-        let mut key = t.other.key;
-        key.dst_port = port.to_be();
-        if NAT_FLOWS.get_ptr(&key).is_none() {
+        let mut other = key;
+        other.dst_port = port.to_be();
+        if NAT_FLOWS.get_ptr(&other).is_none() {
             t.set_port(port.to_be());
             count(stat::CLIENT_PORT_CHANGED);
             return;

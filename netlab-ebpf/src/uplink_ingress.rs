@@ -296,7 +296,7 @@ fn port_forward(
         return Err(DropReason::TableFull);
     }
     let mut t = FlowTemplate::forward(p, target).through_forward(counter);
-    flows::free_reply_key(&mut t);
+    flows::free_reply_key(cfg, &mut t, now);
     flows::insert_pair(cfg, &t, now)?;
     flowlog::new_flow(cfg, &t, flowlog::DNAT);
     count(stat::NEW_DNAT);

@@ -1164,6 +1164,32 @@ fn a_client_port_reused_towards_another_forward_of_the_same_target_is_changed() 
     assert_eq!(dp.stat(stat::CLIENT_PORT_CHANGED), 1);
     assert_eq!(dp.stat(stat::DROP_CONFLICT), 0);
     assert_eq!(dp.flows().len(), 4, "two flows, both halves each");
+
+    // Closed with FINs, the node first (nginx with `Connection: close`):
+    // the node may hold the tuple in TIME_WAIT, so the next connection
+    // through the other forward comes from another port too.
+    use netlab_tests::packet::{tcp_seq_ack, FIN};
+    let inb = |dp: &mut Dataplane, port, flags, seq, ack| {
+        let f = Ip::new(
+            REMOTE,
+            UPLINK,
+            TCP,
+            tcp_seq_ack(40001, port, flags, seq, ack),
+        );
+        parse_checked(&dp.inb(&f.frame()).1).unwrap().sport()
+    };
+    let out = |dp: &mut Dataplane, flags, seq, ack| {
+        let f = Ip::new(BLUE, REMOTE, TCP, tcp_seq_ack(80, 40001, flags, seq, ack));
+        parse_checked(&dp.out(&f.frame()).1).unwrap().sport()
+    };
+    assert_eq!(inb(&mut dp, 8080, SYN, 1000, 0), 40001);
+    assert_eq!(out(&mut dp, SYN | ACK, 5000, 1001), 8080);
+    inb(&mut dp, 8080, ACK, 1001, 5001);
+    out(&mut dp, FIN | ACK, 5001, 1001);
+    inb(&mut dp, 8080, FIN | ACK, 1001, 5002);
+    out(&mut dp, ACK, 5002, 1002);
+    assert_ne!(inb(&mut dp, 8081, SYN, 9000, 0), 40001);
+    assert_eq!(dp.stat(stat::CLIENT_PORT_CHANGED), 2);
 }
 
 /// A reset (or FIN) from the outside counts only near where the inside

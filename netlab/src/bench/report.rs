@@ -445,7 +445,7 @@ impl Results {
     /// median over rounds: µs per connection where the metric counts
     /// connections, else % of all CPUs' time.
     fn cpu_costs(&self) -> String {
-        use super::perf::CATEGORIES;
+        use super::perf::{CATEGORIES, NOT_BUSY};
         let mut t = String::new();
         for (&(metric, mode), extras) in &self.extras {
             // Each round's CPU seconds per category, and what turns them
@@ -489,7 +489,7 @@ impl Results {
             let busy = median(&|c| {
                 CATEGORIES
                     .iter()
-                    .filter(|k| **k != "idle")
+                    .filter(|k| !NOT_BUSY.contains(k))
                     .map(|k| of(c, k))
                     .sum()
             });
