@@ -20,14 +20,19 @@ use serde_json::{json, Value};
 const FREQUENCY: &str = "1999";
 
 /// The categories, in the order they are shown.
-pub const CATEGORIES: [&str; 6] = [
+pub const CATEGORIES: [&str; 7] = [
     "ebpf",
     "netfilter",
     "bridge",
     "other_kernel",
     "user",
     "idle",
+    "profiler",
 ];
+
+/// The categories that are not the measured work: what the CPUs did not
+/// do, and perf itself (starting, reading every process's maps).
+pub const NOT_BUSY: [&str; 2] = ["idle", "profiler"];
 
 /// perf recording every CPU until [`Recording::stop`].
 pub struct Recording {
@@ -103,7 +108,7 @@ impl Recording {
                 "report",
                 "--children",
                 "--sort",
-                "sym",
+                "comm,sym",
                 "--stdio",
                 "-q",
                 "-g",
@@ -131,14 +136,21 @@ impl Recording {
     }
 }
 
-/// One line of `perf report --children -g none`: children %, self %, and
-/// the symbol with its `[k]` (kernel) or `[.]` (user space) mark.
-fn line(l: &str) -> Option<(f64, f64, &str)> {
+/// One line of `perf report --children --sort comm,sym -g none`:
+/// children %, self %, the command, and the symbol (`[.]` for any in user
+/// space).
+fn line(l: &str) -> Option<(f64, f64, &str, &str)> {
     let mut it = l.split_whitespace();
     let children = it.next()?.strip_suffix('%')?.parse().ok()?;
     let own = it.next()?.strip_suffix('%')?.parse().ok()?;
-    let (mark, sym) = l.split_once('[')?.1.split_once(']')?;
-    Some((children, own, if mark == "." { "[.]" } else { sym.trim() }))
+    let comm = it.next()?;
+    let (mark, sym) = l.split_once(" [")?.1.split_once(']')?;
+    Some((
+        children,
+        own,
+        comm,
+        if mark == "." { "[.]" } else { sym.trim() },
+    ))
 }
 
 /// A lab program's own symbol, `bpf_prog_<tag>_nl_…` (an entry or
@@ -166,8 +178,11 @@ fn is_idle(sym: &str) -> bool {
 /// is what is left.
 pub fn shares(report: &str) -> Vec<(&'static str, f64)> {
     let (mut ebpf, mut netfilter, mut bridge, mut user, mut idle) = (0.0, 0.0, 0.0, 0.0, 0.0);
-    for (children, own, sym) in report.lines().filter_map(line) {
-        if is_entry_program(sym) {
+    let mut profiler = 0.0;
+    for (children, own, comm, sym) in report.lines().filter_map(line) {
+        if comm == "perf" {
+            profiler += own;
+        } else if is_entry_program(sym) {
             ebpf += children;
         } else if sym == "nf_hook_slow" {
             netfilter += children;
@@ -179,8 +194,8 @@ pub fn shares(report: &str) -> Vec<(&'static str, f64)> {
             idle += own;
         }
     }
-    let other = (100.0 - ebpf - netfilter - bridge - user - idle).max(0.0);
-    let values = [ebpf, netfilter, bridge, other, user, idle];
+    let other = (100.0 - ebpf - netfilter - bridge - user - idle - profiler).max(0.0);
+    let values = [ebpf, netfilter, bridge, other, user, idle, profiler];
     CATEGORIES.into_iter().zip(values).collect()
 }
 
@@ -191,17 +206,18 @@ mod tests {
     #[test]
     fn shares_count_programs_and_hooks_with_their_callees_and_the_rest_by_itself() {
         let report = "\
-    40.00%    40.00%  [k] pv_native_safe_halt
-    12.00%     3.00%  [k] bpf_prog_6deef7357e7b4530_nl_node_in
-     8.00%     0.50%  [k] bpf_prog_0123456789abcdef_nl_uplink_in
-     4.00%     0.20%  [k] bpf_prog_4919422d66b160ea_search_step
-     9.00%     1.00%  [k] nf_hook_slow
-     2.00%     2.00%  [k] nf_conntrack_in
-     5.00%     1.50%  [k] br_handle_frame
-     1.00%     1.00%  [k] br_forward
-    60.00%     0.00%  [k] entry_SYSCALL_64
-     6.00%     6.00%  [.] 0x00000000000123
-     4.00%     4.00%  [.] ngx_http_process_request
+    40.00%    40.00%  swapper  [k] pv_native_safe_halt
+    12.00%     3.00%  wrk  [k] bpf_prog_6deef7357e7b4530_nl_node_in
+     8.00%     0.50%  wrk  [k] bpf_prog_0123456789abcdef_nl_uplink_in
+     4.00%     0.20%  wrk  [k] bpf_prog_4919422d66b160ea_search_step
+     9.00%     1.00%  wrk  [k] nf_hook_slow
+     2.00%     2.00%  wrk  [k] nf_conntrack_in
+     5.00%     1.50%  wrk  [k] br_handle_frame
+     1.00%     1.00%  wrk  [k] br_forward
+    60.00%     0.00%  wrk  [k] entry_SYSCALL_64
+     6.00%     6.00%  nginx  [.] 0x00000000000123
+     4.00%     4.00%  nginx  [.] ngx_http_process_request
+     5.00%     5.00%  perf  [k] perf_event_mmap_output
 ";
         let s: std::collections::BTreeMap<_, _> = shares(report).into_iter().collect();
         assert_eq!(s["ebpf"], 20.0);
@@ -209,7 +225,8 @@ mod tests {
         assert_eq!(s["bridge"], 2.5);
         assert_eq!(s["user"], 10.0);
         assert_eq!(s["idle"], 40.0);
-        assert!((s["other_kernel"] - 18.5).abs() < 1e-9, "{s:?}");
+        assert_eq!(s["profiler"], 5.0);
+        assert!((s["other_kernel"] - 13.5).abs() < 1e-9, "{s:?}");
         assert!(line("# Overhead  Command").is_none());
     }
 }
