@@ -111,8 +111,8 @@ const CLIENT_PORT_TRIES: u32 = 4;
 /// take. A client that reuses its source port towards another forward of
 /// the same target meets its earlier connection there, as the same
 /// four-tuple at the target: a live one (a conflict), or one closed with
-/// FINs less than `TIME_WAIT_SECS` ago, which the target may hold in
-/// TIME_WAIT and refuse the SYN on (PAWS: the new connection's timestamps
+/// FINs less than `TIME_WAIT_SECS` ago ([`closed_recently`]), which the
+/// target may hold in TIME_WAIT and refuse the SYN on (PAWS: the new connection's timestamps
 /// are unrelated to the old one's). As conntrack's null binding does, the
 /// client's port is changed then (its replies are changed back), to a
 /// random port whose reply key no flow holds; after a few taken ports the
@@ -130,17 +130,13 @@ pub fn free_reply_key(cfg: &NatConfig, t: &mut FlowTemplate, now: u64) {
         return;
     }
     let live = !tcp_closed(key.proto, v.state) && flow_alive(cfg, &key, v, now);
-    let fins = STATE_FIN_ORIGINAL | STATE_FIN_REPLY;
-    let time_wait = key.proto == IPPROTO_TCP
-        && v.state & (fins | STATE_RST) == fins
-        && now.saturating_sub(v.last_seen_ns) < TIME_WAIT_SECS * NSEC_PER_SEC;
-    if !live && !time_wait {
+    let target = Endpoint::new(key.src_addr, key.src_port, key.proto);
+    if !live && closed_recently(&key, &target, now).is_none() {
         return;
     }
-    let mut seed = unsafe { bpf_get_prandom_u32() };
     for _ in 0..CLIENT_PORT_TRIES {
-        let port = (1024 + seed % (65536 - 1024)) as u16;
-        seed = seed.rotate_left(13) ^ 0x9e37_79b9;
+        let random = unsafe { bpf_get_prandom_u32() };
+        let port = (1024 + random % (65536 - 1024)) as u16;
         let mut other = key;
         other.dst_port = port.to_be();
         if NAT_FLOWS.get_ptr(&other).is_none() {

@@ -55,12 +55,12 @@ pub fn admit(ctx: &TcContext, cfg: &NatConfig, key: &FlowKey, now: u64, resume: 
         return true;
     };
     let st = unsafe { &mut *st };
-    let Some(r) = GC_RESUME.get_ptr_mut(0) else {
-        return st.entries.wrapping_add(2) <= u64::from(cfg.flow_limit);
-    };
-    let r: &mut GcResume = unsafe { &mut *r };
     let wanted = st.entries.wrapping_add(2);
     let limit = u64::from(cfg.flow_limit);
+    let Some(r) = GC_RESUME.get_ptr_mut(0) else {
+        return wanted <= limit;
+    };
+    let r: &mut GcResume = unsafe { &mut *r };
     let due = now.wrapping_sub(st.last_run_ns) >= gc_interval_ns(cfg);
     if wanted <= limit {
         // Nearly full: collect while there is still room, so that new

@@ -156,6 +156,13 @@ pub struct Summary {
     pub spread_pct: f64,
 }
 
+/// How many connections (or requests) a measurement's details say it made.
+fn units_of(details: &Value) -> Option<u64> {
+    details["connections"]
+        .as_u64()
+        .or(details["requests"].as_u64())
+}
+
 pub fn summarize(samples: &[f64]) -> Option<Summary> {
     let mut v: Vec<f64> = samples.iter().copied().filter(|x| x.is_finite()).collect();
     if v.is_empty() {
@@ -410,7 +417,7 @@ impl Results {
                 .iter()
                 .filter(|e| e["programs"].is_object())
                 .map(|e| {
-                    let units = e["connections"].as_u64().or(e["requests"].as_u64());
+                    let units = units_of(e);
                     (e["programs"].clone(), units)
                 })
                 .collect();
@@ -456,7 +463,7 @@ impl Results {
                 .filter_map(|e| {
                     let cpu = &e["cpu"];
                     let window = cpu["seconds"].as_f64()? * cpu["cpus"].as_f64()?;
-                    let units = e["connections"].as_u64().or(e["requests"].as_u64());
+                    let units = units_of(e);
                     per_connection = units.is_some_and(|n| n > 0);
                     let scale = match units {
                         Some(n) if n > 0 => 1e6 / n as f64,
