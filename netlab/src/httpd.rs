@@ -1,12 +1,12 @@
 //! `netlab serve-http`: the sandbox's stand-in for a web server on the
-//! outside, and a server to put in a node. It answers every GET with where
+//! outside (both families), and a server to put in a node. It answers every GET with where
 //! it runs and who it saw (so a test can check that only the uplink address
 //! reaches it), `GET /ip` with the address alone, and `GET /bytes/N` with N
 //! bytes.
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},
-    net::{TcpListener, TcpStream},
+    net::{Ipv4Addr, Ipv6Addr, TcpListener, TcpStream},
     time::Duration,
 };
 
@@ -14,8 +14,11 @@ use anyhow::{Context as _, Result};
 
 /// Serve on `port` until killed; the greeting names `place` (where it runs).
 pub fn serve(port: u16, place: &str) -> Result<()> {
-    let listener =
-        TcpListener::bind(("0.0.0.0", port)).with_context(|| format!("binding port {port}"))?;
+    // Both families on one socket (an IPv4 client is seen as itself, not
+    // as its IPv4-mapped IPv6 address); IPv4 alone where IPv6 is off.
+    let listener = TcpListener::bind((Ipv6Addr::UNSPECIFIED, port))
+        .or_else(|_| TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)))
+        .with_context(|| format!("binding port {port}"))?;
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
         let place = place.to_string();
@@ -28,7 +31,8 @@ pub fn serve(port: u16, place: &str) -> Result<()> {
 
 fn handle(mut stream: TcpStream, place: &str) -> Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let peer = stream.peer_addr()?;
+    let mut peer = stream.peer_addr()?;
+    peer.set_ip(peer.ip().to_canonical());
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
