@@ -224,6 +224,101 @@ pub struct Binding {
     pub expires_ns: u64,
 }
 
+/// An IPv6 flow as one direction sees it: [`FlowKey`] with IPv6 addresses
+/// (wire bytes); ICMPv6 echo is keyed as ICMP echo is.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct Flow6Key {
+    pub src_addr: [u8; 16],
+    pub dst_addr: [u8; 16],
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub proto: u8,
+    pub _pad0: u8,
+    pub _pad1: u16,
+}
+
+impl Flow6Key {
+    pub const fn new(
+        src_addr: [u8; 16],
+        dst_addr: [u8; 16],
+        src_port: u16,
+        dst_port: u16,
+        proto: u8,
+    ) -> Self {
+        Self {
+            src_addr,
+            dst_addr,
+            src_port,
+            dst_port,
+            proto,
+            _pad0: 0,
+            _pad1: 0,
+        }
+    }
+}
+
+/// One direction of a masqueraded IPv6 flow (`NAT6_FLOWS`). The original
+/// direction's entry holds the flow's state and counts; the reply's points
+/// to it by `peer`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct Flow6Value {
+    /// What this direction's packets are rewritten to: the new source
+    /// address and port going out (the uplink's), the new destination
+    /// coming in (the node's). Port in network order.
+    pub addr: [u8; 16],
+    pub port: u16,
+    /// `DIR_*`.
+    pub dir: u8,
+    /// `STATE_*` (the original direction's entry only).
+    pub state: u8,
+    pub _pad0: u32,
+    /// The other direction's key.
+    pub peer: Flow6Key,
+    pub created_ns: u64,
+    pub last_seen_ns: u64,
+    /// Both directions' packets and bytes (the original entry only).
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// An IPv6 endpoint (`NAT6_BIND` key; the inside endpoint of a reservation).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct Endpoint6 {
+    pub addr: [u8; 16],
+    pub port: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+impl Endpoint6 {
+    pub const fn new(addr: [u8; 16], port: u16, proto: u8) -> Self {
+        Self {
+            addr,
+            port,
+            proto,
+            _pad: 0,
+        }
+    }
+}
+
+/// Who holds an outside port of the uplink's IPv6 address (`NAT6_PORTS`,
+/// keyed by port and protocol as a forward is): the inside endpoint, until
+/// `expires_ns`, refreshed by its flows' packets.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct Reservation6 {
+    pub inside: Endpoint6,
+    pub _pad: u32,
+    pub expires_ns: u64,
+}
+
 /// A port forward, keyed by the outside port (network order) and protocol.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -407,6 +502,9 @@ pub struct NatConfig {
     /// flows are never evicted to make room. Set below the table's capacity
     /// by the LRU's per-CPU reserve.
     pub flow_limit: u32,
+    /// The uplink's IPv6 address to masquerade to (wire bytes); all zero:
+    /// IPv6 from masqueraded subnets is not translated (and dropped).
+    pub uplink_addr6: [u8; 16],
 }
 
 /// State of the flow table's garbage collection (element 0 of `GC_STATE`).
@@ -497,7 +595,11 @@ pub mod tail {
     pub const UPLINK_OUT: u32 = 3;
     pub const BRIDGE_IN: u32 = 4;
     pub const LOCAL_OUT: u32 = 5;
-    pub const COUNT: u32 = 6;
+    /// `nl_uplink_out6`, `nl_uplink_in6`: IPv6 masquerade (NAT66), programs
+    /// of their own so the IPv4 hooks' verification is not touched by it.
+    pub const UPLINK_OUT6: u32 = 6;
+    pub const UPLINK_IN6: u32 = 7;
+    pub const COUNT: u32 = 8;
 }
 
 /// Indexes into the per-CPU `stats` array.
@@ -556,7 +658,11 @@ pub mod stat {
     /// held the four-tuple for another flow (the client reused its port
     /// towards another forward of the same target).
     pub const CLIENT_PORT_CHANGED: u32 = 32;
-    pub const COUNT: u32 = 33;
+    /// IPv6 (NAT66): new masqueraded flows, packets translated each way.
+    pub const NEW_SNAT6: u32 = 33;
+    pub const XLATE6_OUT: u32 = 34;
+    pub const XLATE6_IN: u32 = 35;
+    pub const COUNT: u32 = 36;
 
     /// Display names, in index order.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -593,6 +699,9 @@ pub mod stat {
         "drop_v6_header_chain",
         "drop_gateway_into_tunnel",
         "dnat_client_port_changed",
+        "new_snat_v6_flows",
+        "translated_v6_out",
+        "translated_v6_in",
     ];
 }
 
@@ -602,6 +711,9 @@ pub const BINDING_ENTRIES: u32 = 131_072;
 pub const FORWARD_ENTRIES: u32 = 65_536;
 pub const SUBNET_ENTRIES: u32 = 256;
 pub const SUBNET6_ENTRIES: u32 = 256;
+/// IPv6 flows (both directions each) and their outside ports.
+pub const FLOW6_ENTRIES: u32 = 65_536;
+pub const BINDING6_ENTRIES: u32 = 32_768;
 pub const FRAG_ENTRIES: u32 = 8192;
 pub const NODE_ENTRIES: u32 = 4096;
 pub const IFACE_ENTRIES: u32 = 256;
@@ -624,6 +736,8 @@ pub mod names {
     pub const PROG_LOCAL_OUT: &str = "nl_local_out";
     pub const PROG_HOST_PORT_IN: &str = "nl_host_port_in";
     pub const PROG_TUNNEL_OUT: &str = "nl_tunnel_out";
+    pub const PROG_UPLINK_OUT6: &str = "nl_uplink_out6";
+    pub const PROG_UPLINK_IN6: &str = "nl_uplink_in6";
 
     pub const PROGRAMS: &[&str] = &[
         PROG_UPLINK_IN,
@@ -635,6 +749,8 @@ pub mod names {
         PROG_LOCAL_OUT,
         PROG_HOST_PORT_IN,
         PROG_TUNNEL_OUT,
+        PROG_UPLINK_OUT6,
+        PROG_UPLINK_IN6,
     ];
 
     pub const NAT_FLOWS: &str = "NAT_FLOWS";
@@ -659,6 +775,10 @@ pub mod names {
     pub const FLOW_EVENTS: &str = "FLOW_EVENTS";
     pub const FORWARD_COUNTERS: &str = "FORWARD_COUNTERS";
     pub const TUNNEL_GATEWAYS: &str = "TUNNEL_GATEWAYS";
+    pub const NAT6_FLOWS: &str = "NAT6_FLOWS";
+    pub const NAT6_BIND: &str = "NAT6_BIND";
+    pub const NAT6_PORTS: &str = "NAT6_PORTS";
+    pub const PORT6_CURSOR: &str = "PORT6_CURSOR";
 
     pub const MAPS: &[&str] = &[
         NAT_FLOWS,
@@ -683,6 +803,10 @@ pub mod names {
         FLOW_EVENTS,
         FORWARD_COUNTERS,
         TUNNEL_GATEWAYS,
+        NAT6_FLOWS,
+        NAT6_BIND,
+        NAT6_PORTS,
+        PORT6_CURSOR,
     ];
 }
 
@@ -704,6 +828,10 @@ mod user {
     unsafe impl aya::Pod for super::NatConfig {}
     unsafe impl aya::Pod for super::event::Event {}
     unsafe impl aya::Pod for super::ForwardCounter {}
+    unsafe impl aya::Pod for super::Flow6Key {}
+    unsafe impl aya::Pod for super::Flow6Value {}
+    unsafe impl aya::Pod for super::Endpoint6 {}
+    unsafe impl aya::Pod for super::Reservation6 {}
 }
 
 /// Network-order `u32` for an IPv4 address (user side).

@@ -277,6 +277,7 @@ mod tests {
             timeout_udp: 300,
             timeout_icmp: 30,
             flow_limit: 1 << 20,
+            uplink_addr6: [0; 16],
             ..Default::default()
         }
     }

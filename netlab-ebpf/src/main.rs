@@ -3,6 +3,8 @@
 //! Hooks, one module each:
 //! - `nl_uplink_out` (uplink, egress): masquerade, return half of forwards
 //! - `nl_uplink_in` (uplink, ingress): replies, port forwards, filtering
+//! - `nl_uplink_out6`, `nl_uplink_in6` (tail-called by the uplink's two for
+//!   IPv6): masquerade of IPv6 (NAT66) and its replies
 //! - `nl_bridge_in` (each lab bridge, ingress): hairpin, and the replies to
 //!   the lab host's own connections to its forwards
 //! - `nl_node_in` (each node's veth on the lab host, ingress): fast path out,
@@ -15,9 +17,9 @@
 //!   anycast gateway's own frames stay on their host
 //! - `nl_gc` (tail-called by any of them): flow table collection when full
 //!
-//! State, one unit per concern: `flows` (the flow table), `template` (how
+//! State, one unit per concern: `flows` (the flow table; `flows6` IPv6's), `template` (how
 //! every kind of flow is made), `binding` and `port_search` (mappings and
-//! their ports), `frags`, `fastpath` (cached addresses), `fwd_counters`
+//! their ports; `binding6` IPv6's), `frags`, `fastpath` (cached addresses), `fwd_counters`
 //! (each forward's packets and bytes), `table` and `gc`
 //! (accounting and collection), `lab` (what user space says about the lab),
 //! `verdict` (drop reasons, counted in one place), `flowlog`, `maps`.
@@ -28,10 +30,12 @@
 #![allow(clippy::needless_borrows_for_generic_args)]
 
 mod binding;
+mod binding6;
 mod bridge_ingress;
 mod fastpath;
 mod flowlog;
 mod flows;
+mod flows6;
 mod frags;
 mod fwd_counters;
 mod gc;
@@ -50,7 +54,9 @@ mod table;
 mod template;
 mod tunnel_egress;
 mod uplink_egress;
+mod uplink_egress6;
 mod uplink_ingress;
+mod uplink_ingress6;
 mod verdict;
 
 use aya_ebpf::{macros::classifier, programs::TcContext};
@@ -66,6 +72,16 @@ pub fn nl_uplink_in(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn nl_uplink_out(ctx: TcContext) -> i32 {
     uplink_egress::run(&ctx)
+}
+
+#[classifier]
+pub fn nl_uplink_out6(ctx: TcContext) -> i32 {
+    uplink_egress6::run(&ctx)
+}
+
+#[classifier]
+pub fn nl_uplink_in6(ctx: TcContext) -> i32 {
+    uplink_ingress6::run(&ctx)
 }
 
 #[classifier]

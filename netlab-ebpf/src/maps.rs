@@ -9,10 +9,11 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use netlab_common::{
-    event, fwd_counter, stat, tail, Binding, Endpoint, FlowKey, FlowValue, ForwardCounter,
-    ForwardKey, ForwardTarget, FragKey, FragValue, GcState, NatConfig, NodePort, SubnetInfo,
-    BINDING_ENTRIES, FLOW_ENTRIES, FORWARD_ENTRIES, FRAG_ENTRIES, IFACE_ENTRIES, NODE_ENTRIES,
-    PORT_USED_ENTRIES, SUBNET6_ENTRIES, SUBNET_ENTRIES,
+    event, fwd_counter, stat, tail, Binding, Endpoint, Endpoint6, Flow6Key, Flow6Value, FlowKey,
+    FlowValue, ForwardCounter, ForwardKey, ForwardTarget, FragKey, FragValue, GcState, NatConfig,
+    NodePort, Reservation6, SubnetInfo, BINDING6_ENTRIES, BINDING_ENTRIES, FLOW6_ENTRIES,
+    FLOW_ENTRIES, FORWARD_ENTRIES, FRAG_ENTRIES, IFACE_ENTRIES, NODE_ENTRIES, PORT_USED_ENTRIES,
+    SUBNET6_ENTRIES, SUBNET_ENTRIES,
 };
 
 /// Both directions of every translated flow, keyed as each direction is seen.
@@ -85,6 +86,46 @@ pub struct PortCursor {
     pub last_port: u16,
     pub has_last: u8,
     pub _pad: [u8; 5],
+}
+
+/// Both directions of every masqueraded IPv6 flow, keyed as each is seen.
+/// An LRU: when full, the least recently used flow goes.
+#[map]
+pub static NAT6_FLOWS: LruHashMap<Flow6Key, Flow6Value> =
+    LruHashMap::with_max_entries(FLOW6_ENTRIES, 0);
+
+/// IPv6 inside endpoint → its outside port (network order):
+/// endpoint-independent mapping, as long as `NAT6_PORTS` agrees.
+#[map]
+pub static NAT6_BIND: LruHashMap<Endpoint6, u16> =
+    LruHashMap::with_max_entries(BINDING6_ENTRIES, 0);
+
+/// The uplink's IPv6 outside ports (port and protocol) → who holds each.
+#[map]
+pub static NAT6_PORTS: LruHashMap<ForwardKey, Reservation6> =
+    LruHashMap::with_max_entries(BINDING6_ENTRIES, 0);
+
+/// Per-CPU: the IPv6 port search's state (`binding6`), out of the
+/// `bpf_loop` callback's stack for the reason `PORT_CURSOR` is.
+#[map]
+pub static PORT6_CURSOR: PerCpuArray<Port6Cursor> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU room to build a new IPv6 flow's entries in (see `SCRATCH`).
+#[map]
+pub static SCRATCH6: PerCpuArray<Flow6Value> = PerCpuArray::with_max_entries(1, 0);
+
+/// `PORT6_CURSOR`'s value.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Port6Cursor {
+    /// The new flow's reply key, its destination port the candidate.
+    pub reply: Flow6Key,
+    pub now: u64,
+    /// Where the search starts, as an offset into the range.
+    pub start: u32,
+    /// The port found (network order), 0 while none.
+    pub found: u16,
+    pub _pad: u16,
 }
 
 /// Port forwards: outside port → inside endpoint.

@@ -63,7 +63,7 @@ impl Pkt {
 /// A helper that rewrites the packet failed (it is then dropped: never
 /// sent half translated).
 #[inline(always)]
-fn failed<E>(_: E) -> DropReason {
+pub fn failed<E>(_: E) -> DropReason {
     DropReason::RewriteFailed
 }
 

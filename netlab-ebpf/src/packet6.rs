@@ -2,11 +2,14 @@
 //! headers walked (a bounded number of them) to the upper-layer header.
 //! Apart from `packet` so the IPv4 path is not touched by any of it.
 
-use aya_ebpf::programs::TcContext;
-use netlab_common::IPPROTO_ICMPV6;
+use aya_ebpf::{helpers::generated::bpf_csum_diff, programs::TcContext};
+use netlab_common::{Flow6Key, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
 use network_types::{eth::EthHdr, ip::Ipv6Hdr};
 
-use crate::packet::{ensure, ptr_at, FRAG_FIRST, FRAG_LATER, FRAG_NONE, IP_OFF};
+use crate::{
+    packet::{ensure, failed, ptr_at, FRAG_FIRST, FRAG_LATER, FRAG_NONE, IP_OFF},
+    verdict::DropReason,
+};
 
 const ETH_P_IPV6: u16 = 0x86dd;
 
@@ -177,4 +180,171 @@ pub fn is_neighbour_discovery(ctx: &TcContext, u: &Upper) -> bool {
         Ok(t) => (ND_FIRST..=ND_LAST).contains(&t[0]),
         Err(_) => false,
     }
+}
+
+/// ICMPv6 echo request and reply (RFC 4443 4).
+pub const ICMPV6_ECHO_REQUEST: u8 = 128;
+pub const ICMPV6_ECHO_REPLY: u8 = 129;
+
+/// Checksum helper flags (`bpf_l4_csum_replace`).
+const BPF_F_PSEUDO_HDR: u64 = 1 << 4;
+const BPF_F_MARK_MANGLED_0: u64 = 1 << 5;
+
+/// An IPv6 packet the NAT translates: TCP, UDP or ICMPv6 echo (not a later
+/// fragment), with its ports in network order (for echo, the identifier as
+/// [`Flow6Key`] has it: `(id, 0)` for a request, `(0, id)` for a reply).
+#[derive(Clone, Copy)]
+pub struct Pkt6 {
+    /// Its addresses, ports and protocol (kept once, not beside an `Ip6`:
+    /// the stack of 6.1's verifier counts every copy).
+    pub key: Flow6Key,
+    pub proto: u8,
+    pub l4: usize,
+    pub sport: u16,
+    pub dport: u16,
+    pub tcp_flags: u8,
+    pub icmp_type: u8,
+    /// The frame's length, for the flow's byte count.
+    pub len: u32,
+}
+
+/// The translatable packet `u` starts, or `None` (another protocol, an
+/// ICMPv6 message other than echo, a later fragment, a header cut short).
+#[inline(always)]
+pub fn transport(ctx: &TcContext, ip: &Ip6, u: &Upper) -> Option<Pkt6> {
+    if u.frag == FRAG_LATER {
+        return None;
+    }
+    let mut p = Pkt6 {
+        key: Flow6Key::new(ip.src, ip.dst, 0, 0, u.proto),
+        proto: u.proto,
+        l4: u.l4,
+        sport: 0,
+        dport: 0,
+        tcp_flags: 0,
+        icmp_type: 0,
+        len: ctx.len(),
+    };
+    match u.proto {
+        IPPROTO_TCP => {
+            let h: [u8; 14] = ctx.load(u.l4).ok()?;
+            p.sport = u16::from_ne_bytes([h[0], h[1]]);
+            p.dport = u16::from_ne_bytes([h[2], h[3]]);
+            p.tcp_flags = h[13];
+        }
+        IPPROTO_UDP => {
+            let h: [u8; 8] = ctx.load(u.l4).ok()?;
+            p.sport = u16::from_ne_bytes([h[0], h[1]]);
+            p.dport = u16::from_ne_bytes([h[2], h[3]]);
+        }
+        IPPROTO_ICMPV6 => {
+            let h: [u8; 8] = ctx.load(u.l4).ok()?;
+            let id = u16::from_ne_bytes([h[4], h[5]]);
+            p.icmp_type = h[0];
+            match h[0] {
+                ICMPV6_ECHO_REQUEST => p.sport = id,
+                ICMPV6_ECHO_REPLY => p.dport = id,
+                _ => return None,
+            }
+        }
+        _ => return None,
+    }
+    p.key.src_port = p.sport;
+    p.key.dst_port = p.dport;
+    Some(p)
+}
+
+#[inline(always)]
+fn csum_off(p: &Pkt6) -> usize {
+    match p.proto {
+        IPPROTO_TCP => p.l4 + 16,
+        IPPROTO_UDP => p.l4 + 6,
+        _ => p.l4 + 2,
+    }
+}
+
+#[inline(always)]
+fn mangled_0(p: &Pkt6) -> u64 {
+    if p.proto == IPPROTO_UDP {
+        BPF_F_MARK_MANGLED_0
+    } else {
+        0
+    }
+}
+
+/// Rewrite the source (`src = true`) or destination address, and the
+/// upper-layer checksum's pseudo-header part (IPv6 has no header
+/// checksum; TCP's, UDP's and ICMPv6's all cover the addresses).
+#[inline(always)]
+pub fn set_addr(ctx: &TcContext, p: &Pkt6, src: bool, new: &[u8; 16]) -> Result<(), DropReason> {
+    let old = if src {
+        &p.key.src_addr
+    } else {
+        &p.key.dst_addr
+    };
+    if same_addr(old, new) {
+        return Ok(());
+    }
+    // Straight from where the addresses are: copies would cost stack.
+    let diff = unsafe {
+        bpf_csum_diff(
+            old.as_ptr() as *mut u32,
+            16,
+            new.as_ptr() as *mut u32,
+            16,
+            0,
+        )
+    };
+    if diff < 0 {
+        return Err(DropReason::RewriteFailed);
+    }
+    // Size 0: `to` is a checksum difference.
+    ctx.l4_csum_replace(csum_off(p), 0, diff as u64, BPF_F_PSEUDO_HDR | mangled_0(p))
+        .map_err(failed)?;
+    let off = IP_OFF + if src { 8 } else { 24 };
+    ctx.store(off, new, 0).map_err(failed)
+}
+
+/// Address equality by 64-bit halves (see `binding6::same`).
+#[inline(always)]
+pub fn same_addr(a: &[u8; 16], b: &[u8; 16]) -> bool {
+    let half = |x: &[u8; 16], i: usize| {
+        u64::from_ne_bytes([
+            x[i],
+            x[i + 1],
+            x[i + 2],
+            x[i + 3],
+            x[i + 4],
+            x[i + 5],
+            x[i + 6],
+            x[i + 7],
+        ])
+    };
+    half(a, 0) == half(b, 0) && half(a, 8) == half(b, 8)
+}
+
+/// Rewrite the source or destination port (for echo: the identifier).
+#[inline(always)]
+pub fn set_port(
+    ctx: &TcContext,
+    p: &Pkt6,
+    src: bool,
+    old: u16,
+    new: u16,
+) -> Result<(), DropReason> {
+    if old == new {
+        return Ok(());
+    }
+    let off = match p.proto {
+        IPPROTO_ICMPV6 => p.l4 + 4,
+        _ => p.l4 + if src { 0 } else { 2 },
+    };
+    ctx.l4_csum_replace(
+        csum_off(p),
+        u64::from(old),
+        u64::from(new),
+        2 | mangled_0(p),
+    )
+    .map_err(failed)?;
+    ctx.store(off, &new, 0).map_err(failed)
 }

@@ -9,6 +9,7 @@ use netlab_common::{
 
 use crate::{
     fastpath, flowlog, flows, frags, hook, icmp, lab,
+    maps::TAILS,
     packet::{is_icmp_error, rewrite, set_addr, Parsed, Pkt, FRAG_LATER},
     packet6::{self, ChainError},
     port_search,
@@ -27,7 +28,7 @@ pub fn run(ctx: &TcContext) -> i32 {
 #[inline(always)]
 fn handle(ctx: &TcContext, cfg: &'static NatConfig, parsed: Parsed) -> Verdict {
     let p = match parsed {
-        Parsed::Other => return ipv6(ctx),
+        Parsed::Other => return ipv6(ctx, cfg),
         Parsed::Bad => return Ok(TC_ACT_UNSPEC),
         Parsed::OtherProto { src, .. } => {
             // Only TCP, UDP and ICMP are translated: anything else from a
@@ -70,18 +71,23 @@ fn handle(ctx: &TcContext, cfg: &'static NatConfig, parsed: Parsed) -> Verdict {
     untranslated(ctx, subnet, DropReason::NoMapping)
 }
 
-/// IPv6 (or another protocol than IPv4), which is not translated: nothing
-/// from a masqueraded subnet leaves, and, as for IPv4, nothing forwarded
-/// from a lab bridge unless its source is in a routed subnet. Link-local
-/// traffic and neighbour discovery pass whatever their addresses, and so
-/// does everything else.
+/// IPv6 (or another protocol than IPv4): from a masqueraded subnet, to
+/// `nl_uplink_out6` (NAT66) when the uplink has an IPv6 address to
+/// translate to, dropped otherwise; as for IPv4, nothing forwarded from a
+/// lab bridge unless its source is in a routed subnet. Link-local traffic
+/// and neighbour discovery pass whatever their addresses, and so does
+/// everything else.
 #[inline(always)]
-fn ipv6(ctx: &TcContext) -> Verdict {
+fn ipv6(ctx: &TcContext, cfg: &NatConfig) -> Verdict {
     let Some(ip) = packet6::beyond_link(ctx) else {
         return Ok(TC_ACT_UNSPEC);
     };
     let subnet = lab::subnet6_of(&ip.src);
     let reason = if subnet.is_some_and(|s| s.flags & SUBNET_MASQUERADE != 0) {
+        if cfg.uplink_addr6 != [0; 16] {
+            // Returns only when the tail call cannot be made.
+            unsafe { TAILS.tail_call(ctx, tail::UPLINK_OUT6) };
+        }
         DropReason::V6Untranslated
     } else if !lab::may_leave_as_is(ctx, subnet) {
         DropReason::UnknownSource

@@ -11,6 +11,7 @@ use netlab_ebpf::{in_nat_range, TCP_ACK, TCP_SYN};
 
 use crate::{
     binding, bridge_ingress, fastpath, flowlog, flows, frags, fwd_counters, hook, icmp, lab,
+    maps::TAILS,
     packet::{
         is_icmp_error, rewrite, rewrite_forward, set_addr, Parsed, Pkt, FRAG_LATER, FRAG_NONE,
         ICMP_ECHO_REPLY,
@@ -31,7 +32,7 @@ pub fn run(ctx: &TcContext) -> i32 {
 #[inline(always)]
 fn handle(ctx: &TcContext, cfg: &'static NatConfig, parsed: Parsed) -> Verdict {
     let p = match parsed {
-        Parsed::Other => return ipv6(ctx),
+        Parsed::Other => return ipv6(ctx, cfg),
         Parsed::OtherProto { src, dst } => return other_protocol(src, dst),
         Parsed::Bad => return Err(DropReason::BadHeader),
         Parsed::Ip(p) => p,
@@ -62,17 +63,21 @@ fn handle(ctx: &TcContext, cfg: &'static NatConfig, parsed: Parsed) -> Verdict {
     miss(ctx, cfg, &p, &key, now)
 }
 
-/// IPv6 (or another protocol than IPv4), which netlab does not translate:
-/// as for an untranslated IPv4 protocol, never into a lab subnet that is
-/// not routed, never from a lab source. Link-local traffic and neighbour
-/// discovery pass.
+/// IPv6 (or another protocol than IPv4): to the uplink's IPv6 address, to
+/// `nl_uplink_in6` (the replies of masqueraded flows); as for an
+/// untranslated IPv4 protocol, never into a lab subnet that is not routed,
+/// never from a lab source. Link-local traffic and neighbour discovery pass.
 #[inline(always)]
-fn ipv6(ctx: &TcContext) -> Verdict {
+fn ipv6(ctx: &TcContext, cfg: &NatConfig) -> Verdict {
     let Some(ip) = packet6::beyond_link(ctx) else {
         return Ok(TC_ACT_UNSPEC);
     };
     let reason = if lab::subnet6_of(&ip.src).is_some() {
         DropReason::Spoofed
+    } else if ip.dst == cfg.uplink_addr6 && cfg.uplink_addr6 != [0; 16] {
+        // Returns only when the tail call cannot be made.
+        unsafe { TAILS.tail_call(ctx, tail::UPLINK_IN6) };
+        return Ok(TC_ACT_UNSPEC);
     } else {
         match lab::subnet6_of(&ip.dst) {
             Some(sn) if sn.flags & SUBNET_ROUTED == 0 => DropReason::Unsolicited,

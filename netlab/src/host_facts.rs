@@ -17,7 +17,7 @@ use crate::{
     model::{
         host_conflicts::{self, HostFacts, InterfaceFact, Listener, Owned, RouteFact},
         plan::{owner_alias, owner_group},
-        Lab, Proto, SourceMap,
+        IpNet, Lab, Proto, SourceMap,
     },
     netlink::{self, Link, RouteEntry},
     netns::{self, Netns},
@@ -42,7 +42,7 @@ pub async fn refuse_conflicts(lab: &Lab, sources: &SourceMap, host: &Netns) -> R
 pub async fn gather(host: &Netns) -> Result<HostFacts> {
     let handle = host.netlink().await?;
     let links = netlink::links(&handle).await?;
-    let addresses = netlink::addresses(&handle).await?;
+    let addresses = netlink::all_addresses(&handle).await?;
     let known = state::known_labs();
     let owner_of = |l: &Link| link_owner(l, &known);
     let name_of = |index: u32| links.iter().find(|l| l.index == index);
@@ -67,8 +67,17 @@ pub async fn gather(host: &Netns) -> Result<HostFacts> {
             owner: owner_of(l),
             addresses: addresses
                 .iter()
-                .filter(|(i, _)| *i == l.index)
-                .map(|(_, a)| *a)
+                .filter_map(|(i, a)| match a {
+                    IpNet::V4(a) if *i == l.index => Some(*a),
+                    _ => None,
+                })
+                .collect(),
+            addresses6: addresses
+                .iter()
+                .filter_map(|(i, a)| match a {
+                    IpNet::V6(a) if *i == l.index => Some(*a),
+                    _ => None,
+                })
                 .collect(),
         })
         .collect();

@@ -108,6 +108,7 @@ impl Dataplane {
             port_min,
             port_max,
             flow_limit: 1 << 20,
+            uplink_addr6: UPLINK6.octets(),
             ..netlab::dataplane::default_config(na(UPLINK), true)
         };
         tweak(&mut config);

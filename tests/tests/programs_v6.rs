@@ -1,17 +1,19 @@
 //! The eBPF programs on crafted IPv6 frames through BPF_PROG_TEST_RUN:
-//! nothing from a masqueraded IPv6 subnet leaves the uplink untranslated,
-//! whatever its extension headers; neighbour discovery, link-local traffic
-//! and others' traffic pass every program byte for byte.
+//! masquerade (NAT66) rewrites byte by byte with valid checksums, its
+//! mapping and filtering, its port search; nothing from a masqueraded IPv6
+//! subnet leaves the uplink untranslated, whatever its extension headers;
+//! neighbour discovery, link-local traffic and others' traffic pass every
+//! program byte for byte.
 
 use std::net::Ipv6Addr;
 
-use netlab_common::stat;
+use netlab_common::{stat, IPPROTO_UDP};
 use netlab_tests::{
     packet::{
-        icmp6, icmp6_echo, tcp, udp, Ext, Ip6, DEST_OPTS, HOP_BY_HOP, ICMPV6, ROUTING, SYN, TCP,
-        UDP,
+        icmp6, icmp6_echo, parse_checked6, tcp, udp, Ext, Ip6, ACK, DEST_OPTS, HOP_BY_HOP, ICMPV6,
+        ROUTING, SYN, TCP, UDP,
     },
-    programs::{Dataplane, BLUE6, RED6, REMOTE6, SHOT, UNSPEC, UPLINK6},
+    programs::{Dataplane, BLUE, BLUE6, RED6, REMOTE6, SHOT, UNSPEC, UPLINK6},
     require_root,
 };
 
@@ -77,6 +79,36 @@ fn lab_packets(src: Ipv6Addr) -> Vec<(&'static str, Vec<u8>)> {
 fn ipv6_from_a_masqueraded_subnet_never_leaves_untranslated() {
     require_root();
     let mut dp = Dataplane::new(10000, 32767);
+    let mut translated = 0;
+    for (what, f) in &lab_packets(RED6) {
+        let (rc, out) = dp.out(f);
+        if rc == UNSPEC {
+            // (The source read from the frame: the checker leaves fragments out.)
+            assert_eq!(
+                &out[22..38],
+                &UPLINK6.octets(),
+                "{what} left with another source"
+            );
+            translated += 1;
+        } else {
+            assert_eq!(rc, SHOT, "{what}");
+        }
+    }
+    // TCP, UDP (with options too, and a first fragment), echo (after a
+    // routing header too) and as many headers as are walked; SCTP is not
+    // translated, a later fragment's first one is not known.
+    assert_eq!(translated, 7);
+    assert_eq!(dp.stat(stat::DROP_PROTOCOL), 1);
+    assert_eq!(dp.stat(stat::DROP_FRAGMENT), 1);
+    assert_eq!(dp.drops(), 2, "each drop counted once, for its reason");
+}
+
+/// Without an IPv6 address on the uplink, nothing from a masqueraded
+/// subnet leaves, each drop counted.
+#[test]
+fn ipv6_without_an_uplink_address_is_dropped_not_leaked() {
+    require_root();
+    let mut dp = Dataplane::with(10000, 32767, |c| c.uplink_addr6 = [0; 16]);
     let packets = lab_packets(RED6);
     for (what, f) in &packets {
         let (rc, _) = dp.out(f);
@@ -85,6 +117,132 @@ fn ipv6_from_a_masqueraded_subnet_never_leaves_untranslated() {
     let n = packets.len() as u64;
     assert_eq!(dp.stat(stat::DROP_V6_UNTRANSLATED), n);
     assert_eq!(dp.drops(), n, "each drop counted once, for its reason");
+}
+
+/// A flow's answer to the outside port (echo: identifier) it came from.
+type Answer = fn(u16) -> Vec<u8>;
+
+/// Masquerade out and back, byte by byte: each rewrite is the address and
+/// port (echo: identifier) only, every checksum stays valid.
+#[test]
+fn ipv6_masquerade_rewrites_tcp_udp_and_echo_both_ways() {
+    require_root();
+    let mut dp = Dataplane::new(10000, 32767);
+    let cases: [(u8, Vec<u8>, Answer); 3] = [
+        (TCP, tcp(40000, 80, SYN, b""), |p| {
+            tcp(80, p, SYN | ACK, b"")
+        }),
+        (UDP, udp(40000, 53, b"query"), |p| udp(53, p, b"answer")),
+        (ICMPV6, icmp6_echo(true, 7, 1, b"ping"), |p| {
+            icmp6_echo(false, p, 1, b"ping")
+        }),
+    ];
+    for (proto, l4, answer) in cases {
+        let f = Ip6::new(RED6, REMOTE6, proto, l4.clone()).frame();
+        let (rc, out) = dp.out(&f);
+        assert_eq!(rc, UNSPEC, "proto {proto}");
+        let p = parse_checked6(&out).unwrap_or_else(|e| panic!("proto {proto} out: {e}"));
+        assert_eq!((p.src, p.dst), (UPLINK6, REMOTE6));
+        let port = if proto == ICMPV6 {
+            p.echo_id()
+        } else {
+            p.sport()
+        };
+        assert!((10000..=32767).contains(&port), "outside port {port}");
+        // Nothing but the source address, the port and the checksum changed.
+        let mut expect = f.clone();
+        expect[14 + 8..14 + 24].copy_from_slice(&UPLINK6.octets());
+        let (port_at, csum_at) = match proto {
+            TCP => (54, 54 + 16),
+            UDP => (54, 54 + 6),
+            _ => (54 + 4, 54 + 2),
+        };
+        expect[port_at..port_at + 2].copy_from_slice(&port.to_be_bytes());
+        expect[csum_at..csum_at + 2].copy_from_slice(&out[csum_at..csum_at + 2]);
+        assert_eq!(out, expect, "proto {proto}");
+
+        let reply = Ip6::new(REMOTE6, UPLINK6, proto, answer(port)).frame();
+        let (rc, back) = dp.inb(&reply);
+        assert_eq!(rc, UNSPEC);
+        let b = parse_checked6(&back).unwrap_or_else(|e| panic!("proto {proto} in: {e}"));
+        assert_eq!((b.src, b.dst), (REMOTE6, RED6));
+        let inside = if proto == ICMPV6 {
+            b.echo_id()
+        } else {
+            b.dport()
+        };
+        assert_eq!(inside, if proto == ICMPV6 { 7 } else { 40000 });
+        // A second packet of the flow takes the same port.
+        let (_, again) = dp.out(&f);
+        let a = parse_checked6(&again).unwrap();
+        assert_eq!(
+            if proto == ICMPV6 {
+                a.echo_id()
+            } else {
+                a.sport()
+            },
+            port
+        );
+    }
+    assert_eq!(dp.stat(stat::NEW_SNAT6), 3);
+    assert_eq!(dp.stat(stat::XLATE6_OUT), 6);
+    assert_eq!(dp.stat(stat::XLATE6_IN), 3);
+    assert_eq!(dp.drops(), 0);
+}
+
+/// RFC 4787: one inside endpoint keeps its outside port towards every
+/// destination (endpoint-independent mapping), and only the remote
+/// endpoint a flow went to is let in (address-and-port-dependent
+/// filtering): anything else to that port is the lab host's, untouched.
+#[test]
+fn ipv6_mapping_is_endpoint_independent_and_filtering_is_not() {
+    require_root();
+    let mut dp = Dataplane::new(10000, 32767);
+    let other = v6("2001:db8::99");
+    let out_port = |dp: &mut Dataplane, to: Ipv6Addr, dport: u16| {
+        let (_, out) = dp.out(&Ip6::new(RED6, to, UDP, udp(5000, dport, b"q")).frame());
+        parse_checked6(&out).unwrap().sport()
+    };
+    let port = out_port(&mut dp, REMOTE6, 3478);
+    assert_eq!(out_port(&mut dp, other, 3479), port);
+    assert_eq!(out_port(&mut dp, REMOTE6, 53), port);
+    for (from, sport) in [(REMOTE6, 9999), (v6("2001:db8::77"), 3478)] {
+        let f = Ip6::new(from, UPLINK6, UDP, udp(sport, port, b"hi")).frame();
+        assert_eq!(dp.inb(&f), (UNSPEC, f.clone()), "from [{from}]:{sport}");
+    }
+    let f = Ip6::new(other, UPLINK6, UDP, udp(3479, port, b"hi")).frame();
+    let (_, back) = dp.inb(&f);
+    assert_eq!(parse_checked6(&back).unwrap().dst, RED6);
+    // Another inside endpoint gets another port.
+    let (_, out) = dp.out(&Ip6::new(BLUE6, REMOTE6, UDP, udp(5000, 3478, b"q")).frame());
+    assert_ne!(parse_checked6(&out).unwrap().sport(), port);
+    assert_eq!(dp.drops(), 0);
+}
+
+/// The port search goes through the whole range: with every port but one
+/// taken, a new flow gets that one; with none left, it is dropped as
+/// `drop_port_exhausted`. Forwarded ports are never handed out.
+#[test]
+fn ipv6_port_search_finds_the_last_free_port_and_skips_forwards() {
+    require_root();
+    let mut dp = Dataplane::new(20000, 20063);
+    dp.forward_ports(IPPROTO_UDP, 20000..=20031, BLUE, 53, None);
+    let mut taken = Vec::new();
+    for i in 0..32u16 {
+        let f = Ip6::new(RED6, REMOTE6, UDP, udp(1000 + i, 53, b"q")).frame();
+        let (rc, out) = dp.out(&f);
+        assert_eq!(rc, UNSPEC, "flow {i}");
+        let port = parse_checked6(&out).unwrap().sport();
+        assert!((20032..=20063).contains(&port), "port {port}");
+        taken.push(port);
+    }
+    taken.sort_unstable();
+    taken.dedup();
+    assert_eq!(taken.len(), 32, "each flow its own port");
+    let f = Ip6::new(RED6, REMOTE6, UDP, udp(2000, 53, b"q")).frame();
+    assert_eq!(dp.out(&f).0, SHOT);
+    assert_eq!(dp.stat(stat::DROP_PORT_EXHAUSTED), 1);
+    assert_eq!(dp.drops(), 1);
 }
 
 #[test]
@@ -164,7 +322,8 @@ fn ipv6_from_outside_into_a_masqueraded_subnet_or_from_a_lab_source_is_refused()
 }
 
 /// Mangled IPv6 frames (from the lab and from outside): every program
-/// passes or drops them (with a counted reason), and none is rewritten.
+/// passes or drops them (with a counted reason), and none is rewritten but
+/// by a translation.
 #[test]
 fn ipv6_malformed_frames_pass_or_drop_unchanged() {
     require_root();
@@ -198,11 +357,44 @@ fn ipv6_malformed_frames_pass_or_drop_unchanged() {
                     continue;
                 };
                 match rc {
-                    UNSPEC => assert_eq!(out, f, "{prog} rewrote IPv6"),
+                    UNSPEC if out != f => assert_translated(prog, &f, &out),
+                    UNSPEC => {}
                     SHOT => assert_eq!(dp.drops(), before + 1, "{prog}: drop uncounted"),
                     _ => panic!("{prog}: verdict {rc}"),
                 }
             }
         }
     }
+}
+
+/// A rewrite of `f` into `out` is a translation: masquerade at the uplink's
+/// egress (the source becomes the uplink's), its reply at the ingress (the
+/// destination, the uplink's, becomes red's), nothing but the address, the
+/// port and the checksum changed.
+fn assert_translated(prog: &str, f: &[u8], out: &[u8]) {
+    assert_eq!(out.len(), f.len(), "{prog} resized IPv6");
+    let (addr, new) = match prog {
+        "nl_uplink_out" => (22..38, UPLINK6),
+        "nl_uplink_in" => {
+            assert_eq!(
+                &f[38..54],
+                &UPLINK6.octets(),
+                "{prog} rewrote IPv6 not to the uplink"
+            );
+            (38..54, RED6)
+        }
+        _ => panic!("{prog} rewrote IPv6"),
+    };
+    assert_eq!(
+        &out[addr.clone()],
+        &new.octets(),
+        "{prog}: to another address"
+    );
+    let changed: Vec<usize> = (0..f.len())
+        .filter(|&i| f[i] != out[i] && !addr.contains(&i))
+        .collect();
+    assert!(
+        changed.len() <= 4,
+        "{prog} changed bytes {changed:?} beside the address"
+    );
 }

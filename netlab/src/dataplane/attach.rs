@@ -164,6 +164,10 @@ pub fn attach_all(
     // Programs only reached by tail call: loaded, pinned and wired into
     // the program array, never attached.
     names.insert(super::PROG_GC.to_string());
+    if names.contains(super::PROG_UPLINK_OUT) {
+        names.insert(super::PROG_UPLINK_OUT6.to_string());
+        names.insert(super::PROG_UPLINK_IN6.to_string());
+    }
     if names.contains(super::PROG_NODE_IN) {
         names.insert(super::PROG_NODE_NEW.to_string());
     }

@@ -63,6 +63,7 @@ impl MapContents {
             fast_path,
             host.uplink_ifindex,
             host.uplink_address,
+            host.uplink_address6,
             host.uplink_is_veth,
         );
         // Sorted: the digest must not depend on a hash map's order (a lab
@@ -145,6 +146,7 @@ pub struct LabHostIfaces {
     pub bridge_ifindex: HashMap<String, u32>,
     pub uplink_ifindex: u32,
     pub uplink_address: Ipv4Addr,
+    pub uplink_address6: Option<Ipv6Addr>,
     pub uplink_is_veth: bool,
     pub node_ports: Vec<(u32, String, NodePort)>,
     /// Each VXLAN device of the lab's share by name.
@@ -190,7 +192,7 @@ pub fn default_config(uplink_addr: u32, fast_path: bool) -> NatConfig {
         fast_path,
     };
     let uplink = Ipv4Addr::from(uplink_addr.to_ne_bytes());
-    nat_config(&defaults, fast_path, 1, uplink, false)
+    nat_config(&defaults, fast_path, 1, uplink, None, false)
 }
 
 /// `CONFIG`: the lab's NAT settings on its uplink.
@@ -199,6 +201,7 @@ fn nat_config(
     fast_path: bool,
     uplink_ifindex: u32,
     uplink: Ipv4Addr,
+    uplink6: Option<Ipv6Addr>,
     uplink_is_veth: bool,
 ) -> NatConfig {
     let t = nat.timeouts;
@@ -222,6 +225,7 @@ fn nat_config(
         timeout_udp: t.udp,
         timeout_icmp: t.icmp,
         flow_limit: flow_limit(nat.max_flows),
+        uplink_addr6: uplink6.map_or([0; 16], |a| a.octets()),
     }
 }
 
@@ -496,6 +500,7 @@ mod tests {
             bridge_ifindex: HashMap::from([("v-net-0".to_string(), 1)]),
             uplink_ifindex: 1,
             uplink_address: UPLINK,
+            uplink_address6: None,
             uplink_is_veth: false,
             node_ports: Vec::new(),
             tunnel_ifindex: HashMap::new(),
@@ -580,6 +585,7 @@ mod tests {
             bridge_ifindex: HashMap::from([("br0".to_string(), 3)]),
             uplink_ifindex: 1,
             uplink_address: UPLINK,
+            uplink_address6: None,
             uplink_is_veth: false,
             node_ports: Vec::new(),
             tunnel_ifindex: HashMap::new(),
@@ -610,6 +616,7 @@ mod tests {
                     bridge_ifindex: (1..=6).map(|i| (format!("if{i}"), i)).collect(),
                     uplink_ifindex: 9,
                     uplink_address: UPLINK,
+                    uplink_address6: None,
                     uplink_is_veth: false,
                     node_ports: Vec::new(),
                     tunnel_ifindex: HashMap::new(),

@@ -13,7 +13,11 @@ pub mod fill;
 pub mod fwd_counters;
 pub mod pins;
 
-use std::{fs, net::Ipv4Addr, path::PathBuf};
+use std::{
+    fs,
+    net::{Ipv4Addr, Ipv6Addr},
+    path::PathBuf,
+};
 
 use anyhow::{anyhow, Context as _, Result};
 use aya::EbpfLoader;
@@ -41,17 +45,19 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 
 pub use netlab_common::names::{
     PROG_BRIDGE_IN, PROG_GC, PROG_HOST_PORT_IN, PROG_LOCAL_OUT, PROG_NODE_IN, PROG_NODE_NEW,
-    PROG_TUNNEL_OUT, PROG_UPLINK_IN, PROG_UPLINK_OUT,
+    PROG_TUNNEL_OUT, PROG_UPLINK_IN, PROG_UPLINK_IN6, PROG_UPLINK_OUT, PROG_UPLINK_OUT6,
 };
 
 /// Each program's slot in the `TAILS` program array.
-pub const TAIL_SLOTS: [(&str, u32); 6] = [
+pub const TAIL_SLOTS: [(&str, u32); 8] = [
     (PROG_NODE_NEW, netlab_common::tail::NODE_NEW),
     (PROG_GC, netlab_common::tail::GC),
     (PROG_UPLINK_IN, netlab_common::tail::UPLINK_IN),
     (PROG_UPLINK_OUT, netlab_common::tail::UPLINK_OUT),
     (PROG_BRIDGE_IN, netlab_common::tail::BRIDGE_IN),
     (PROG_LOCAL_OUT, netlab_common::tail::LOCAL_OUT),
+    (PROG_UPLINK_OUT6, netlab_common::tail::UPLINK_OUT6),
+    (PROG_UPLINK_IN6, netlab_common::tail::UPLINK_IN6),
 ];
 
 /// The lab host's loopback, where `nl_local_out` takes the host's own
@@ -72,6 +78,9 @@ pub struct DataplaneInfo {
     pub uplink: String,
     pub uplink_ifindex: u32,
     pub uplink_address: Ipv4Addr,
+    /// The IPv6 address NAT66 translates to, if the uplink has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uplink_address6: Option<Ipv6Addr>,
     pub hooks: Vec<attach::Hook>,
     pub features: features::Features,
     pub fast_path: bool,
@@ -117,14 +126,19 @@ pub fn needed(lab: &Lab) -> bool {
 /// The uplink: the named interface or the default route's, its index and
 /// address, resolved by the model's rule (the one `up` checked the lab
 /// against before making anything).
-async fn resolve_uplink(sys: &System, lab: &Lab) -> Result<(String, u32, Ipv4Addr)> {
+async fn resolve_uplink(sys: &System, lab: &Lab) -> Result<UplinkFacts> {
     let facts = crate::host_facts::gather(&sys.host).await?;
     let uplink = host_conflicts::resolve_uplink(lab, &facts)
         .map_err(|(field, why)| anyhow!("{field}: {why}"))?;
     let link = netlink::link_by_name(sys.host_netlink(), &uplink.interface)
         .await?
         .ok_or_else(|| anyhow!("the uplink {} vanished", uplink.interface))?;
-    Ok((uplink.interface, link.index, uplink.address))
+    Ok(UplinkFacts {
+        name: uplink.interface,
+        ifindex: link.index,
+        address: uplink.address,
+        address6: uplink.address6,
+    })
 }
 
 /// For the fast path: each node on a bridge of the lab host, by address,
@@ -203,6 +217,7 @@ struct UplinkFacts {
     name: String,
     ifindex: u32,
     address: Ipv4Addr,
+    address6: Option<Ipv6Addr>,
 }
 
 /// The map contents of `lab` on the lab host `sys` (its bridges' and the
@@ -238,6 +253,7 @@ async fn map_contents(
         bridge_ifindex,
         uplink_ifindex: uplink.ifindex,
         uplink_address: uplink.address,
+        uplink_address6: uplink.address6,
         uplink_is_veth,
         node_ports,
         tunnel_ifindex,
@@ -305,12 +321,7 @@ pub async fn up(sys: &System, lab: &Lab, verbose: bool) -> Result<UpReport> {
     // refused with one line, and the fast path needs helpers of its own.
     let features = sys.host.run(features::probe)?;
     let fast_path = lab.nat.fast_path && features.fast_path;
-    let (name, ifindex, address) = resolve_uplink(sys, lab).await?;
-    let uplink = UplinkFacts {
-        name,
-        ifindex,
-        address,
-    };
+    let uplink = resolve_uplink(sys, lab).await?;
     let contents = map_contents(sys, lab, &uplink, fast_path).await?;
     let hooks = hooks_for(lab, &uplink.name, &contents.node_ports);
     let digest = contents.digest();
@@ -338,6 +349,7 @@ pub async fn up(sys: &System, lab: &Lab, verbose: bool) -> Result<UpReport> {
         uplink: uplink.name.clone(),
         uplink_ifindex: uplink.ifindex,
         uplink_address: uplink.address,
+        uplink_address6: uplink.address6,
         hooks,
         features,
         fast_path,
@@ -360,8 +372,12 @@ fn up_lines(info: &DataplaneInfo, notes: Vec<String>, pins: Option<pins::LabPins
         .iter()
         .map(|h| format!("{} {}", h.interface, h.direction.as_str()))
         .collect();
+    let address6 = info
+        .uplink_address6
+        .map(|a| format!(" and {a}"))
+        .unwrap_or_default();
     lines.push(format!(
-        "NAT: uplink {} {}, programs on {} ({})",
+        "NAT: uplink {} {}{address6}, programs on {} ({})",
         info.uplink,
         info.uplink_address,
         modes.join(", "),
@@ -439,6 +455,7 @@ pub fn status(lab: &str, forwards: &[Forward]) -> Result<serde_json::Value> {
     Ok(serde_json::json!({
         "uplink": info.uplink,
         "uplink_address": info.uplink_address,
+        "uplink_address6": info.uplink_address6,
         "kernel": info.features.kernel,
         "attach": if info.features.tcx { "tcx" } else { "netlink" },
         "attach_why": info.features.tcx_why,

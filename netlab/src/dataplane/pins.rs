@@ -9,10 +9,10 @@ use std::{
 use anyhow::{Context as _, Result};
 use aya::maps::{HashMap, Map, MapData, MapInfo, MapType};
 use netlab_common::{
-    event, fwd_counter, names, stat, Binding, Endpoint, FlowKey, FlowValue, ForwardCounter,
-    ForwardKey, ForwardTarget, FragKey, FragValue, GcState, NatConfig, NodePort, SubnetInfo,
-    BINDING_ENTRIES, FORWARD_ENTRIES, FRAG_ENTRIES, IFACE_ENTRIES, NODE_ENTRIES, SUBNET6_ENTRIES,
-    SUBNET_ENTRIES,
+    event, fwd_counter, names, stat, Binding, Endpoint, Endpoint6, Flow6Key, Flow6Value, FlowKey,
+    FlowValue, ForwardCounter, ForwardKey, ForwardTarget, FragKey, FragValue, GcState, NatConfig,
+    NodePort, Reservation6, SubnetInfo, BINDING6_ENTRIES, BINDING_ENTRIES, FLOW6_ENTRIES,
+    FORWARD_ENTRIES, FRAG_ENTRIES, IFACE_ENTRIES, NODE_ENTRIES, SUBNET6_ENTRIES, SUBNET_ENTRIES,
 };
 use nix::mount::{mount, MsFlags};
 
@@ -69,6 +69,27 @@ const STATE_MAPS: &[StateMap] = &[
         key: size_of::<Endpoint>(),
         value: size_of::<Binding>(),
         entries: Some(BINDING_ENTRIES),
+    },
+    StateMap {
+        name: names::NAT6_FLOWS,
+        map_type: MapType::LruHash,
+        key: size_of::<Flow6Key>(),
+        value: size_of::<Flow6Value>(),
+        entries: Some(FLOW6_ENTRIES),
+    },
+    StateMap {
+        name: names::NAT6_BIND,
+        map_type: MapType::LruHash,
+        key: size_of::<Endpoint6>(),
+        value: size_of::<u16>(),
+        entries: Some(BINDING6_ENTRIES),
+    },
+    StateMap {
+        name: names::NAT6_PORTS,
+        map_type: MapType::LruHash,
+        key: size_of::<ForwardKey>(),
+        value: size_of::<Reservation6>(),
+        entries: Some(BINDING6_ENTRIES),
     },
     StateMap {
         name: "FORWARD_RULES",

@@ -16,10 +16,10 @@
 //! - an uplink that is not there, has not the address, or carries another
 //!   lab's NAT.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::{
-    net::{IpNet, Ipv4Net},
+    net::{IpNet, Ipv4Net, Ipv6Net},
     source::{Problem, SourceMap},
     types::{Attachment, Forward, Lab, Proto},
 };
@@ -62,6 +62,8 @@ pub struct InterfaceFact {
     /// The lab that made it, from its mark.
     pub owner: Option<String>,
     pub addresses: Vec<Ipv4Net>,
+    /// Its IPv6 addresses but the link-local ones.
+    pub addresses6: Vec<Ipv6Net>,
 }
 
 /// Something named that a lab may own (a namespace, an uplink in use).
@@ -88,6 +90,9 @@ pub struct Listener {
 pub struct ResolvedUplink {
     pub interface: String,
     pub address: Ipv4Addr,
+    /// The IPv6 address NAT66 translates to: `[uplink] address6`, or the
+    /// interface's first; `None` when it has none.
+    pub address6: Option<Ipv6Addr>,
 }
 
 /// Everything that stands in the way of `lab` on the host of `facts`.
@@ -226,6 +231,20 @@ pub fn resolve_uplink(
             }
         },
     };
+    let address6 = match lab.uplink.address6 {
+        Some(a) if iface.addresses6.iter().any(|n| n.addr == a) => Some(a),
+        Some(a) => {
+            let has: Vec<String> = iface.addresses6.iter().map(|n| n.to_string()).collect();
+            return Err((
+                "uplink.address6",
+                format!(
+                    "{a} is not an IPv6 address of `{name}` (it has {})",
+                    list(&has)
+                ),
+            ));
+        }
+        None => iface.addresses6.first().map(|n| n.addr),
+    };
     if let Some(other) = facts
         .nat_uplinks
         .iter()
@@ -243,6 +262,7 @@ pub fn resolve_uplink(
     Ok(ResolvedUplink {
         interface: name.clone(),
         address,
+        address6,
     })
 }
 
@@ -391,6 +411,14 @@ mod tests {
             name: name.into(),
             owner: owner.map(str::to_string),
             addresses: addrs.iter().map(|a| a.parse().unwrap()).collect(),
+            addresses6: if name == "eth0" {
+                vec![
+                    "2001:db8:100::1/64".parse().unwrap(),
+                    "2001:db8:100::7/64".parse().unwrap(),
+                ]
+            } else {
+                Vec::new()
+            },
         };
         let listener = |port: u16, address: Option<Ipv4Addr>, process: &str| Listener {
             proto: Proto::Tcp,
@@ -667,8 +695,27 @@ mod tests {
             r,
             Ok(ResolvedUplink {
                 interface: "eth0".into(),
-                address: Ipv4Addr::new(198, 51, 100, 1)
+                address: Ipv4Addr::new(198, 51, 100, 1),
+                address6: Some("2001:db8:100::1".parse().unwrap()),
             })
+        );
+    }
+
+    #[test]
+    fn the_uplinks_ipv6_address_is_the_one_named_or_its_first() {
+        let f = facts();
+        let lab = |extra: &str| parse_with_sources("lab.toml", &with_base(extra)).unwrap().0;
+        let first = resolve_uplink(&lab(""), &f).unwrap();
+        assert_eq!(first.address6, Some("2001:db8:100::1".parse().unwrap()));
+        let named = resolve_uplink(&lab("[uplink]\naddress6 = \"2001:db8:100::7\"\n"), &f).unwrap();
+        assert_eq!(named.address6, Some("2001:db8:100::7".parse().unwrap()));
+        let (field, why) =
+            resolve_uplink(&lab("[uplink]\naddress6 = \"2001:db8:100::9\"\n"), &f).unwrap_err();
+        assert_eq!(field, "uplink.address6");
+        assert_eq!(
+            why,
+            "2001:db8:100::9 is not an IPv6 address of `eth0` (it has 2001:db8:100::1/64, \
+             2001:db8:100::7/64)"
         );
     }
 }

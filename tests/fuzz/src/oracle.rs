@@ -27,7 +27,8 @@
 //! - nothing leaves the uplink with a masqueraded source address, nothing
 //!   from the outside reaches a lab address of a subnet that is not routed,
 //!   IPv4 or IPv6 (whose neighbour discovery and link-local traffic pass);
-//! - no IPv6 packet is rewritten (the dataplane does not translate IPv6).
+//! - an IPv6 packet is rewritten only by NAT66 at the uplink (to and from
+//!   the uplink's address), with valid checksums where they were.
 
 use std::{collections::BTreeMap, fmt::Write as _, net::Ipv4Addr};
 
@@ -35,15 +36,15 @@ use netlab_common::{
     stat, FragKey, FLOW_L2, HOOK_BRIDGE_INGRESS, HOOK_UPLINK_EGRESS, HOOK_UPLINK_INGRESS,
     IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, KIND_SNAT, SUBNET_MASQUERADE, SUBNET_ROUTED,
 };
-use netlab_tests::packet::parse_checked;
+use netlab_tests::packet::{parse_checked, parse_checked6};
 
 use crate::{
     craft::{self, History, Input, Step},
     dataplane::{
         na, subnet6_of, subnet_of, Dataplane, Prog, BRIDGE_MAC, NODE_MAC, PORT_MAX, PORT_MIN,
-        REDIRECT, SHOT, UNSPEC, UPLINK,
+        REDIRECT, SHOT, UNSPEC, UPLINK, UPLINK6,
     },
-    frames::{self, hex, Tuple},
+    frames::{self, hex, Tuple, ETH},
 };
 
 const EXTRA_LEN: usize = 1 << 14;
@@ -469,7 +470,7 @@ impl Harness {
         let name = prog.name();
         self.cause = None;
         if out != frame {
-            self.fail("rewrote-ipv6", format!("{name} rewrote an IPv6 packet"));
+            self.check_nat66(prog, frame, out, ip);
             return;
         }
         if ip.link_local || ip.nd {
@@ -498,6 +499,40 @@ impl Harness {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// An IPv6 packet a program rewrote: only NAT66 may, the uplink's
+    /// egress from a masqueraded source to the uplink's address, its
+    /// ingress from the uplink's address to a masqueraded one; nothing but
+    /// that address, a port and a checksum changes, and a packet whose
+    /// checksum was valid still has a valid one.
+    fn check_nat66(&mut self, prog: Prog, frame: &[u8], out: &[u8], ip: frames::Ipv6) {
+        let name = prog.name();
+        let masqueraded = |a| subnet6_of(a).is_some_and(|s| s.flags & SUBNET_MASQUERADE != 0);
+        let (addr, ok) = match (prog, frames::ipv6(out)) {
+            (Prog::UplinkOut, Some(o)) => (
+                ETH + 8..ETH + 24,
+                masqueraded(ip.src) && o.src == UPLINK6 && o.dst == ip.dst,
+            ),
+            (Prog::UplinkIn, Some(o)) => (
+                ETH + 24..ETH + 40,
+                ip.dst == UPLINK6 && masqueraded(o.dst) && o.src == ip.src,
+            ),
+            _ => (0..0, false),
+        };
+        let others = (0..frame.len().min(out.len()))
+            .filter(|&i| frame[i] != out[i] && !addr.contains(&i))
+            .count();
+        if !ok || out.len() != frame.len() || others > 4 {
+            self.fail("rewrote-ipv6", format!("{name} rewrote an IPv6 packet"));
+        } else if parse_checked6(frame).is_ok() {
+            if let Err(e) = parse_checked6(out) {
+                self.fail(
+                    "nat66-checksum",
+                    format!("{name} translated IPv6 into one with {e}"),
+                );
+            }
         }
     }
 

@@ -1,0 +1,148 @@
+//! IPv6 mappings and their ports: an inside endpoint keeps its outside
+//! port for every destination while it holds it (endpoint-independent
+//! mapping, `NAT6_BIND`), and a new one is searched for through the whole
+//! range, so a port is found whenever one is free (`NAT6_PORTS` says who
+//! holds each, until when).
+
+use aya_ebpf::{
+    cty::c_void,
+    helpers::generated::{bpf_get_prandom_u32, bpf_loop},
+};
+use netlab_common::{Endpoint6, Flow6Key, ForwardKey, NatConfig, Reservation6, IPPROTO_ICMPV6};
+use netlab_ebpf::{flow_timeout_secs, NSEC_PER_SEC};
+
+use crate::{
+    flows6,
+    lab::{config, forwarded},
+    maps::{Port6Cursor, NAT6_BIND, NAT6_PORTS, PORT6_CURSOR},
+    verdict::DropReason,
+};
+
+/// Keep `port` reserved until `expires_ns`, if `inside` still holds it.
+#[inline(always)]
+pub fn refresh(port: u16, inside: &Endpoint6, expires_ns: u64) {
+    let Some(r) = NAT6_PORTS.get_ptr_mut(&ForwardKey::new(port, inside.proto)) else {
+        return;
+    };
+    let r = unsafe { &mut *r };
+    if same(&r.inside, inside) {
+        r.expires_ns = expires_ns;
+    }
+}
+
+/// The outside port (network order) for the new flow whose first packet
+/// has key `out`: the inside endpoint's own while it holds one, else its
+/// previous one if free, else the first free one from a random place in
+/// the range. Reserved for the time a flow that opens waits for its answer.
+#[inline(always)]
+pub fn map(cfg: &NatConfig, out: &Flow6Key, now: u64) -> Result<u16, DropReason> {
+    let inside = Endpoint6::new(out.src_addr, out.src_port, out.proto);
+    let previous = NAT6_BIND.get_ptr(&inside).map(|p| unsafe { *p });
+    if let Some(port) = previous {
+        if holds(&inside, port, now) {
+            return Ok(port);
+        }
+    }
+    let Some(c) = PORT6_CURSOR.get_ptr_mut(0) else {
+        return Err(DropReason::NoScratch);
+    };
+    unsafe {
+        (*c).reply = flows6::reply_key(out, &cfg.uplink_addr6, 0);
+        (*c).now = now;
+    }
+    let port = match previous {
+        Some(port) if free(cfg, unsafe { &mut *c }, port) => port,
+        _ => search(cfg, c)?,
+    };
+    let hold = u64::from(flow_timeout_secs(cfg, out.proto, 0)) * NSEC_PER_SEC;
+    let r = Reservation6 {
+        inside,
+        _pad: 0,
+        expires_ns: now + hold,
+    };
+    NAT6_PORTS
+        .insert(&ForwardKey::new(port, out.proto), &r, 0)
+        .map_err(|_| DropReason::TableFull)?;
+    NAT6_BIND
+        .insert(&inside, &port, 0)
+        .map_err(|_| DropReason::TableFull)?;
+    Ok(port)
+}
+
+/// Endpoint equality, field by field: a derived `==` on the address
+/// array becomes a `memcmp` the BPF backend cannot lower.
+#[inline(always)]
+fn same(a: &Endpoint6, b: &Endpoint6) -> bool {
+    a.port == b.port && a.proto == b.proto && crate::packet6::same_addr(&a.addr, &b.addr)
+}
+
+/// Whether `inside` holds `port` now.
+#[inline(always)]
+fn holds(inside: &Endpoint6, port: u16, now: u64) -> bool {
+    match NAT6_PORTS.get_ptr(&ForwardKey::new(port, inside.proto)) {
+        Some(r) => {
+            let r = unsafe { &*r };
+            same(&r.inside, inside) && r.expires_ns > now
+        }
+        None => false,
+    }
+}
+
+/// Whether the new flow whose reply key is the cursor's (its destination
+/// port aside) may take `port` (network order): not forwarded, reserved
+/// by nobody, and its reply tuple held by no flow (a live one, or one
+/// closed less than TIME_WAIT ago). Calls no function: it runs under
+/// `bpf_loop`.
+#[inline(always)]
+fn free(cfg: &NatConfig, c: &mut Port6Cursor, port: u16) -> bool {
+    let proto = c.reply.proto;
+    if proto != IPPROTO_ICMPV6 && forwarded(port, proto) {
+        return false;
+    }
+    if let Some(r) = NAT6_PORTS.get_ptr(&ForwardKey::new(port, proto)) {
+        if unsafe { (*r).expires_ns } > c.now {
+            return false;
+        }
+    }
+    c.reply.dst_port = port;
+    match flows6::get(&c.reply).and_then(flows6::original) {
+        Some(orig) => !flows6::holds_tuple(cfg, proto, unsafe { &*orig }, c.now),
+        None => true,
+    }
+}
+
+/// The first free port from a random place in the range, each port tried
+/// once: bounded by the range's size, and failing only when every port is
+/// taken.
+#[inline(always)]
+fn search(cfg: &NatConfig, c: *mut Port6Cursor) -> Result<u16, DropReason> {
+    let span = u32::from(cfg.port_max - cfg.port_min) + 1;
+    unsafe {
+        (*c).start = bpf_get_prandom_u32() % span;
+        (*c).found = 0;
+        bpf_loop(span, search_step as *mut c_void, core::ptr::null_mut(), 0);
+        // Read again through the pointer: the compiler cannot see that
+        // the callback wrote it.
+        match core::ptr::read_volatile(&(*c).found) {
+            0 => Err(DropReason::PortExhausted),
+            port => Ok(port),
+        }
+    }
+}
+
+/// One port of the search: returns 1 (stop) once it is free.
+extern "C" fn search_step(index: u64, _: *mut c_void) -> i64 {
+    let Some(cfg) = config() else { return 1 };
+    let Some(c) = PORT6_CURSOR.get_ptr_mut(0) else {
+        return 1;
+    };
+    let c = unsafe { &mut *c };
+    let span = u32::from(cfg.port_max - cfg.port_min) + 1;
+    let offset = (c.start + index as u32) % span;
+    let port = (cfg.port_min + offset as u16).to_be();
+    if free(cfg, c, port) {
+        c.found = port;
+        return 1;
+    }
+    0
+}

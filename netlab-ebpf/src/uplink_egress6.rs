@@ -1,0 +1,87 @@
+//! `nl_uplink_out6`, tail-called by `nl_uplink_out` for IPv6 from a
+//! masqueraded subnet: stateful masquerade (NAT66) of TCP, UDP and ICMPv6
+//! echo to the uplink's IPv6 address. Nothing else from such a subnet
+//! leaves, each drop counted for its reason.
+
+use aya_ebpf::programs::TcContext;
+use netlab_common::{stat, Flow6Value, NatConfig, DIR_ORIGINAL};
+
+use crate::{
+    binding6, flows, flows6, lab,
+    packet6::{self, ChainError, Pkt6},
+    verdict::{count, finish, DropReason, Verdict, TC_ACT_UNSPEC},
+};
+
+#[inline(always)]
+pub fn run(ctx: &TcContext) -> i32 {
+    let Some(cfg) = lab::active_config() else {
+        return TC_ACT_UNSPEC;
+    };
+    finish(handle(ctx, cfg))
+}
+
+#[inline(always)]
+fn handle(ctx: &TcContext, cfg: &NatConfig) -> Verdict {
+    let Some(ip) = packet6::beyond_link(ctx) else {
+        return Ok(TC_ACT_UNSPEC);
+    };
+    let u = match packet6::upper_layer(ctx, &ip) {
+        Ok(u) => u,
+        Err(ChainError::TooLong | ChainError::Truncated) => return Err(DropReason::V6HeaderChain),
+    };
+    if packet6::is_neighbour_discovery(ctx, &u) {
+        return Ok(TC_ACT_UNSPEC);
+    }
+    if u.frag == crate::packet::FRAG_LATER {
+        // Its first fragment's translation is not recorded for IPv6 yet:
+        // sending it would leak the inside address.
+        return Err(DropReason::Fragment);
+    }
+    let Some(p) = packet6::transport(ctx, &ip, &u) else {
+        return Err(DropReason::Protocol);
+    };
+    let now = flows::now();
+    if let Some(v) = flows6::get(&p.key) {
+        if unsafe { (*v).dir } == DIR_ORIGINAL && flows6::alive(cfg, p.proto, unsafe { &*v }, now) {
+            return established(ctx, cfg, &p, v, now);
+        }
+    }
+    masquerade(ctx, cfg, &p, now)
+}
+
+/// A packet of a flow already masqueraded.
+#[inline(always)]
+fn established(
+    ctx: &TcContext,
+    cfg: &NatConfig,
+    p: &Pkt6,
+    v: *mut Flow6Value,
+    now: u64,
+) -> Verdict {
+    let port = unsafe { (*v).port };
+    packet6::set_addr(ctx, p, true, &cfg.uplink_addr6)?;
+    packet6::set_port(ctx, p, true, p.sport, port)?;
+    flows6::touch(cfg, &p.key, v, p, DIR_ORIGINAL, now);
+    count(stat::XLATE6_OUT);
+    Ok(TC_ACT_UNSPEC)
+}
+
+/// A new outbound flow.
+#[inline(always)]
+fn masquerade(ctx: &TcContext, cfg: &NatConfig, p: &Pkt6, now: u64) -> Verdict {
+    if lab::subnet6_of(&p.key.dst_addr).is_some() {
+        // To another lab subnet by way of the uplink (a route is missing):
+        // no flow, or the outside could answer as that lab address.
+        return Err(DropReason::Unsolicited);
+    }
+    if !flows6::opens_flow(p) {
+        return Err(DropReason::NoMapping);
+    }
+    let port = binding6::map(cfg, &p.key, now)?;
+    flows6::insert_pair(&p.key, &cfg.uplink_addr6, port, now)?;
+    count(stat::NEW_SNAT6);
+    let Some(v) = flows6::get(&p.key) else {
+        return Err(DropReason::TableFull);
+    };
+    established(ctx, cfg, p, v, now)
+}
