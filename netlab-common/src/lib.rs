@@ -779,6 +779,7 @@ pub mod names {
     pub const NAT6_BIND: &str = "NAT6_BIND";
     pub const NAT6_PORTS: &str = "NAT6_PORTS";
     pub const PORT6_CURSOR: &str = "PORT6_CURSOR";
+    pub const SCRATCH6: &str = "SCRATCH6";
 
     pub const MAPS: &[&str] = &[
         NAT_FLOWS,
@@ -807,6 +808,7 @@ pub mod names {
         NAT6_BIND,
         NAT6_PORTS,
         PORT6_CURSOR,
+        SCRATCH6,
     ];
 }
 
@@ -872,13 +874,17 @@ mod tests {
         assert_eq!(size_of::<ForwardKey>(), 4);
         assert_eq!(size_of::<ForwardTarget>(), 12);
         assert_eq!(size_of::<SubnetInfo>(), 8);
-        assert_eq!(size_of::<NatConfig>(), 44);
+        assert_eq!(size_of::<NatConfig>(), 60);
         assert_eq!(size_of::<GcState>(), 16);
         assert_eq!(size_of::<FragKey>(), 12);
         assert_eq!(size_of::<FragValue>(), 8);
         assert_eq!(size_of::<NodePort>(), 16);
         assert_eq!(size_of::<event::Event>(), 40);
         assert_eq!(size_of::<ForwardCounter>(), 40);
+        assert_eq!(size_of::<Flow6Key>(), 40);
+        assert_eq!(size_of::<Flow6Value>(), 96);
+        assert_eq!(size_of::<Endpoint6>(), 20);
+        assert_eq!(size_of::<Reservation6>(), 32);
     }
 
     #[test]
