@@ -36,6 +36,18 @@ pub fn csum_replace4(check: u16, old: u32, new: u32) -> u16 {
     csum_replace2(csum_replace2(check, lo(old), lo(new)), hi(old), hi(new))
 }
 
+/// A checksum after adding `diff`, a one's-complement sum of what changed
+/// (as `bpf_csum_diff` returns it: the new words' sum minus the old's), to
+/// what it covers (RFC 1624, eqn. 3 over many words at once).
+#[inline(always)]
+pub fn csum_add_diff(check: u16, diff: u32) -> u16 {
+    let mut sum = u64::from(!check) + u64::from(diff);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    !(sum as u16)
+}
+
 /// RFC 1071 checksum of `data` as big-endian 16-bit words, starting from
 /// `initial` (a pseudo-header sum). For frames built on the host (the
 /// programs only update checksums, through the kernel's helpers or
@@ -374,5 +386,32 @@ mod tests {
             }
             assert_eq!(covered, u32::from(max - min) + 1);
         }
+    }
+
+    #[test]
+    fn a_checksum_difference_updates_as_a_recomputation_would() {
+        let mut before = [0u8; 18];
+        before[..16].copy_from_slice(&[0x20, 1, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+        before[16..].copy_from_slice(&[0x12, 0x34]);
+        let mut after = before;
+        after[..16].copy_from_slice(&[
+            0xfd, 0xec, 0x60, 0xcc, 0xb1, 0xbd, 0, 0x15, 0, 0, 0, 0, 0, 0, 0, 1,
+        ]);
+        // As bpf_csum_diff returns it: the new 32-bit words' sum plus the
+        // complement of each old one, folded to 32 bits (native order).
+        let word = |b: &[u8], i: usize| u32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        let mut sum = 0u64;
+        for i in (0..16).step_by(4) {
+            sum += u64::from(word(&after, i)) + u64::from(!word(&before, i));
+        }
+        while sum >> 32 != 0 {
+            sum = (sum & 0xffff_ffff) + (sum >> 32);
+        }
+        // The checksums as stored on the wire, read natively.
+        let stored = |c: u16| u16::from_ne_bytes(c.to_be_bytes());
+        assert_eq!(
+            csum_add_diff(stored(checksum(&before)), sum as u32),
+            stored(checksum(&after))
+        );
     }
 }

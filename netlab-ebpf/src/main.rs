@@ -42,6 +42,7 @@ mod gc;
 mod hook;
 mod host_port_ingress;
 mod icmp;
+mod icmp6;
 mod lab;
 mod local_egress;
 mod maps;

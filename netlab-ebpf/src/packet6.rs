@@ -254,6 +254,22 @@ pub fn transport(ctx: &TcContext, ip: &Ip6, u: &Upper) -> Option<Pkt6> {
     Some(p)
 }
 
+/// An ICMPv6 message other than echo (an error), as a [`Pkt6`] whose
+/// addresses [`set_addr`] can rewrite.
+#[inline(always)]
+pub fn icmp_message(ctx: &TcContext, ip: &Ip6, u: &Upper) -> Pkt6 {
+    Pkt6 {
+        key: Flow6Key::new(ip.src, ip.dst, 0, 0, IPPROTO_ICMPV6),
+        proto: IPPROTO_ICMPV6,
+        l4: u.l4,
+        sport: 0,
+        dport: 0,
+        tcp_flags: 0,
+        icmp_type: 0,
+        len: ctx.len(),
+    }
+}
+
 #[inline(always)]
 fn csum_off(p: &Pkt6) -> usize {
     match p.proto {

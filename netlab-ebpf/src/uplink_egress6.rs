@@ -1,13 +1,14 @@
 //! `nl_uplink_out6`, tail-called by `nl_uplink_out` for IPv6 from a
 //! masqueraded subnet: stateful masquerade (NAT66) of TCP, UDP and ICMPv6
-//! echo to the uplink's IPv6 address. Nothing else from such a subnet
+//! echo to the uplink's IPv6 address, and of the ICMPv6 errors a node sends
+//! about their replies. Nothing else from such a subnet
 //! leaves, each drop counted for its reason.
 
 use aya_ebpf::programs::TcContext;
 use netlab_common::{stat, Flow6Value, NatConfig, DIR_ORIGINAL};
 
 use crate::{
-    binding6, flows, flows6, lab,
+    binding6, flows, flows6, icmp6, lab,
     packet6::{self, ChainError, Pkt6},
     verdict::{count, finish, DropReason, Verdict, TC_ACT_UNSPEC},
 };
@@ -36,6 +37,14 @@ fn handle(ctx: &TcContext, cfg: &NatConfig) -> Verdict {
         // Its first fragment's translation is not recorded for IPv6 yet:
         // sending it would leak the inside address.
         return Err(DropReason::Fragment);
+    }
+    if icmp6::is_error(ctx, &u) {
+        let p = packet6::icmp_message(ctx, &ip, &u);
+        if icmp6::translate_out(ctx, &p, &u, &cfg.uplink_addr6)? {
+            return Ok(TC_ACT_UNSPEC);
+        }
+        // About nothing we translated: it would leak an inside address.
+        return Err(DropReason::NoMapping);
     }
     let Some(p) = packet6::transport(ctx, &ip, &u) else {
         return Err(DropReason::Protocol);

@@ -1,6 +1,6 @@
 //! `nl_uplink_in6`, tail-called by `nl_uplink_in` for IPv6 to the uplink's
-//! IPv6 address: the replies of masqueraded flows, translated back to
-//! their node (address-and-port-dependent filtering: only the exact
+//! IPv6 address: the replies of masqueraded flows and the ICMPv6 errors
+//! about them, translated back to their node (address-and-port-dependent filtering: only the exact
 //! remote endpoint a flow went to gets in). Everything else is the lab
 //! host's own and passes.
 
@@ -8,7 +8,7 @@ use aya_ebpf::programs::TcContext;
 use netlab_common::{stat, NatConfig, DIR_REPLY};
 
 use crate::{
-    flows, flows6, lab,
+    flows, flows6, icmp6, lab,
     packet6::{self, Pkt6},
     verdict::{count, finish, Verdict, TC_ACT_UNSPEC},
 };
@@ -29,6 +29,11 @@ fn handle(ctx: &TcContext, cfg: &NatConfig) -> Verdict {
     let Ok(u) = packet6::upper_layer(ctx, &ip) else {
         return Ok(TC_ACT_UNSPEC);
     };
+    if icmp6::is_error(ctx, &u) {
+        let p = packet6::icmp_message(ctx, &ip, &u);
+        icmp6::translate_in(ctx, &p, &u)?;
+        return Ok(TC_ACT_UNSPEC);
+    }
     let Some(p) = packet6::transport(ctx, &ip, &u) else {
         return Ok(TC_ACT_UNSPEC);
     };

@@ -420,6 +420,58 @@ impl Lab {
     }
 }
 
+/// A network behind the sandbox's outside host with a smaller MTU (1280,
+/// IPv6's minimum): the namespace `<prefix>far` on a veth from the wan
+/// namespace, 203.0.113.128/25 and 2001:db8:200::/64, the wan routing both
+/// families to it. Where path-MTU discovery and traceroute through the NAT
+/// are tried; deleted on drop.
+pub struct FarNetwork {
+    pub netns: String,
+}
+
+impl FarNetwork {
+    pub const ADDR: &str = "203.0.113.130";
+    pub const ADDR6: &str = "2001:db8:200::2";
+    /// The wan's address on it (the router that answers with
+    /// "fragmentation needed" or Packet Too Big).
+    pub const ROUTER6: &str = "2001:db8:200::1";
+    pub const MTU: u32 = 1280;
+
+    pub fn behind(lab: &Lab) -> FarNetwork {
+        let wan = lab.wan_netns();
+        let far = FarNetwork {
+            netns: format!("{}far", lab.prefix),
+        };
+        ok(&["ip", "netns", "add", &far.netns], T);
+        let mtu = Self::MTU.to_string();
+        let wan_ip = |args: &[&str]| ok(&[&["ip", "-n", &wan][..], args].concat(), T);
+        let far_ip = |args: &[&str]| ok(&[&["ip", "-n", &far.netns][..], args].concat(), T);
+        wan_ip(&[
+            "link", "add", "far0", "mtu", &mtu, "type", "veth", "peer", "name", "eth0", "netns",
+            &far.netns,
+        ]);
+        wan_ip(&["addr", "add", "203.0.113.129/25", "dev", "far0"]);
+        wan_ip(&["addr", "add", "2001:db8:200::1/64", "dev", "far0", "nodad"]);
+        wan_ip(&["link", "set", "far0", "up"]);
+        far_ip(&["link", "set", "eth0", "mtu", &mtu, "up"]);
+        far_ip(&["link", "set", "lo", "up"]);
+        far_ip(&["addr", "add", "203.0.113.130/25", "dev", "eth0"]);
+        far_ip(&["addr", "add", "2001:db8:200::2/64", "dev", "eth0", "nodad"]);
+        far_ip(&["route", "add", "default", "via", "203.0.113.129"]);
+        far_ip(&["-6", "route", "add", "default", "via", "2001:db8:200::1"]);
+        for sysctl in ["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"] {
+            ok(&["ip", "netns", "exec", &wan, "sysctl", "-qw", sysctl], T);
+        }
+        far
+    }
+}
+
+impl Drop for FarNetwork {
+    fn drop(&mut self) {
+        let _ = run(&["ip", "netns", "del", &self.netns], T);
+    }
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
         let o = self.netlab(&["down", "--sandbox", "--name", &self.name]);

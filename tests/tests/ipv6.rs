@@ -1,10 +1,13 @@
-//! Dual-stack labs end to end (issue 15, part 1): IPv6 addresses usable the
-//! moment `up` returns, names of both families, routers, convergence on
-//! edit, and IPv6 forwarding restored by `down`. Every test in its own
-//! sandbox or lab-host namespace. Nothing here sends IPv6 to the wan side:
-//! that needs the dataplane's NAT66 (part 2).
+//! Dual-stack labs end to end: IPv6 addresses usable the moment `up`
+//! returns, names of both families, routers, convergence on edit, IPv6
+//! forwarding restored by `down`, and NAT66 to the sandbox's outside
+//! (2001:db8:100::/64, and 2001:db8:200::/64 behind it) with ping, curl,
+//! traceroute and path-MTU discovery. Every test in its own sandbox or
+//! lab-host namespace.
 
-use netlab_tests::{ok, ping_wait, require_root, text, Lab, T};
+use std::{io::Write as _, net::TcpListener};
+
+use netlab_tests::{in_netns, ok, ping_wait, require_root, text, FarNetwork, Lab, T};
 
 /// The seeds' bridge with a ULA /64 beside its IPv4 subnet, red and blue
 /// on it with an address of each family; `v6 = false` leaves IPv6 out.
@@ -314,5 +317,94 @@ fn ipv6_from_a_masqueraded_subnet_is_masqueraded_to_the_uplinks_address() {
         &["ping", "-4", "-n", "-c1", &ping_wait(2), "198.51.100.1"],
     );
     assert!(v4.status.success(), "IPv4 out: {}", text(&v4));
+    lab.down();
+}
+
+/// ICMPv6 errors through NAT66 with the real tools: `traceroute -6` from
+/// a node names the outside router on the way (its Time Exceeded about
+/// the node's probe, translated back), and path-MTU discovery works
+/// (IPv6 routers do not fragment: the outside router's Packet Too Big
+/// reaches the node, which learns the 1280-byte path MTU, and a TCP bulk
+/// transfer over that path completes).
+#[test]
+fn ipv6_traceroute_and_path_mtu_discovery_through_nat66() {
+    require_root();
+    let lab = Lab::new("t6", &dual_stack(true));
+    lab.up();
+    let far = FarNetwork::behind(&lab);
+    let trace = lab.node_ok(
+        "red",
+        &["traceroute", "-6", "-n", "-q1", "-w2", FarNetwork::ADDR6],
+    );
+    let hops: Vec<&str> = trace
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    assert_eq!(
+        hops,
+        ["fd00:15::5", "2001:db8:100::1", FarNetwork::ADDR6],
+        "{trace}"
+    );
+    let big = lab.node(
+        "red",
+        &[
+            "ping",
+            "-6",
+            "-n",
+            "-c1",
+            "-W2",
+            "-M",
+            "do",
+            "-s",
+            "1400",
+            FarNetwork::ADDR6,
+        ],
+    );
+    assert!(!big.status.success(), "{}", text(&big));
+    assert!(
+        text(&big).contains("mtu=1280"),
+        "red got no Packet Too Big: {}",
+        text(&big)
+    );
+    let route = lab.node_ok("red", &["ip", "-6", "route", "get", FarNetwork::ADDR6]);
+    assert!(
+        route.contains("mtu 1280"),
+        "red did not learn the path MTU:\n{route}"
+    );
+    lab.node_ok(
+        "red",
+        &[
+            "ping",
+            "-6",
+            "-n",
+            "-c1",
+            "-W2",
+            "-M",
+            "do",
+            "-s",
+            "1232",
+            FarNetwork::ADDR6,
+        ],
+    );
+    let listener = in_netns(&far.netns, || TcpListener::bind("[::]:8000").unwrap());
+    std::thread::spawn(move || {
+        if let Ok((mut s, _)) = listener.accept() {
+            let _ = s.write_all(&vec![7u8; 200_000]);
+        }
+    });
+    // A bulk transfer from the far side over that path completes.
+    let got = lab.node(
+        "red",
+        &[
+            "socat",
+            "-T5",
+            "-u",
+            &format!("TCP6:[{}]:8000", FarNetwork::ADDR6),
+            "-",
+        ],
+    );
+    assert_eq!(got.stdout.len(), 200_000, "{}", text(&got));
+    drop(far);
     lab.down();
 }

@@ -14,7 +14,7 @@ use std::{
 };
 
 use netlab_tests::{
-    in_netns, ok, reliability::tcx, require_root, run, stdout, text, wait_for, Lab, T,
+    in_netns, reliability::tcx, require_root, stdout, text, wait_for, FarNetwork, Lab,
 };
 
 const UPLINK: &str = "198.51.100.2";
@@ -458,80 +458,7 @@ fn path_mtu_discovery_through_the_nat() {
     let lab = Lab::seeds("pm");
     lab.up();
     // A network behind the outside host with a smaller MTU: 203.0.113.128/25.
-    let wan = lab.wan_netns();
-    let far = format!("{}far", lab.prefix);
-    ok(&["ip", "netns", "add", &far], T);
-    struct Del(String);
-    impl Drop for Del {
-        fn drop(&mut self) {
-            let _ = run(&["ip", "netns", "del", &self.0], T);
-        }
-    }
-    let _far_guard = Del(far.clone());
-    ok(
-        &[
-            "ip", "-n", &wan, "link", "add", "far0", "mtu", "1280", "type", "veth", "peer", "name",
-            "eth0", "netns", &far,
-        ],
-        T,
-    );
-    ok(
-        &[
-            "ip",
-            "-n",
-            &wan,
-            "addr",
-            "add",
-            "203.0.113.129/25",
-            "dev",
-            "far0",
-        ],
-        T,
-    );
-    ok(&["ip", "-n", &wan, "link", "set", "far0", "up"], T);
-    ok(
-        &["ip", "-n", &far, "link", "set", "eth0", "mtu", "1280", "up"],
-        T,
-    );
-    ok(&["ip", "-n", &far, "link", "set", "lo", "up"], T);
-    ok(
-        &[
-            "ip",
-            "-n",
-            &far,
-            "addr",
-            "add",
-            "203.0.113.130/25",
-            "dev",
-            "eth0",
-        ],
-        T,
-    );
-    ok(
-        &[
-            "ip",
-            "-n",
-            &far,
-            "route",
-            "add",
-            "default",
-            "via",
-            "203.0.113.129",
-        ],
-        T,
-    );
-    ok(
-        &[
-            "ip",
-            "netns",
-            "exec",
-            &wan,
-            "sysctl",
-            "-qw",
-            "net.ipv4.ip_forward=1",
-        ],
-        T,
-    );
+    let far = FarNetwork::behind(&lab);
     // A full-size DF packet from red draws "fragmentation needed" from the
     // wan router; translated back, it teaches red the path MTU.
     let o = lab.node(
@@ -567,7 +494,7 @@ fn path_mtu_discovery_through_the_nat() {
         ],
     );
     // TCP adapts: a bulk transfer from the far side completes.
-    let listener = in_netns(&far, || TcpListener::bind("0.0.0.0:8000").unwrap());
+    let listener = in_netns(&far.netns, || TcpListener::bind("0.0.0.0:8000").unwrap());
     thread::spawn(move || {
         if let Ok((mut s, _)) = listener.accept() {
             let _ = s.write_all(&vec![7u8; 200_000]);
@@ -578,7 +505,7 @@ fn path_mtu_discovery_through_the_nat() {
         &["socat", "-T5", "-u", "TCP:203.0.113.130:8000", "-"],
     );
     assert_eq!(got.stdout.len(), 200_000, "{}", text(&got));
-    drop(_far_guard);
+    drop(far);
     lab.down();
 }
 

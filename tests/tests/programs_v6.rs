@@ -398,3 +398,83 @@ fn assert_translated(prog: &str, f: &[u8], out: &[u8]) {
         "{prog} changed bytes {changed:?} beside the address"
     );
 }
+
+/// ICMPv6 errors about masqueraded flows, both ways, byte by byte: an
+/// error from outside (time exceeded for UDP and echo, Packet Too Big for
+/// TCP) reaches the node quoting its packet exactly as the node sent it;
+/// an error the node sends about a reply leaves from the uplink's address,
+/// quoting the reply exactly as it came. Every checksum is checked, the
+/// quoted ones included (by comparing the quotes byte for byte).
+#[test]
+fn ipv6_icmp_errors_about_masqueraded_flows_are_translated_both_ways() {
+    require_root();
+    let mut dp = Dataplane::new(10000, 32767);
+    let router = v6("2001:db8::fe");
+    let flows: [(&str, u8, Vec<u8>, u8); 3] = [
+        ("udp, time exceeded", UDP, udp(40000, 33434, b"probe"), 3),
+        (
+            "tcp, packet too big",
+            TCP,
+            tcp(40001, 443, SYN, &[7; 64]),
+            2,
+        ),
+        (
+            "echo, time exceeded",
+            ICMPV6,
+            icmp6_echo(true, 9, 1, b"ping"),
+            3,
+        ),
+    ];
+    for (what, proto, l4, error) in flows {
+        let f = Ip6::new(RED6, REMOTE6, proto, l4).frame();
+        let (rc, out) = dp.out(&f);
+        assert_eq!(rc, UNSPEC, "{what}");
+        // The error: a 4-byte field (Packet Too Big: the MTU), then as much
+        // of the packet as fits.
+        let mut body = if error == 2 {
+            1280u32.to_be_bytes().to_vec()
+        } else {
+            vec![0; 4]
+        };
+        body.extend_from_slice(&out[14..]);
+        let mut msg = icmp6(error, &[]);
+        msg.truncate(4);
+        msg.extend_from_slice(&body);
+        let e = Ip6::new(router, UPLINK6, ICMPV6, msg).frame();
+        let (rc, back) = dp.inb(&e);
+        assert_eq!(rc, UNSPEC, "{what}");
+        let b = parse_checked6(&back).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!((b.src, b.dst), (router, RED6), "{what}");
+        assert_eq!(&b.l4[4..8], &body[..4], "{what}: the MTU or unused field");
+        assert_eq!(
+            &b.l4[8..],
+            &f[14..],
+            "{what}: the quote is the node's packet"
+        );
+    }
+    // The node refuses a reply (port unreachable): the remote sees the
+    // uplink's address quoting the reply as it sent it.
+    let f = Ip6::new(RED6, REMOTE6, UDP, udp(40002, 53, b"q")).frame();
+    let port = parse_checked6(&dp.out(&f).1).unwrap().sport();
+    let reply = Ip6::new(REMOTE6, UPLINK6, UDP, udp(53, port, b"answer")).frame();
+    let (_, inside) = dp.inb(&reply);
+    let unreachable = Ip6::new(RED6, REMOTE6, ICMPV6, icmp6(1, &inside[14..])).frame();
+    let (rc, out) = dp.out(&unreachable);
+    assert_eq!(rc, UNSPEC);
+    let o = parse_checked6(&out).unwrap();
+    assert_eq!((o.src, o.dst), (UPLINK6, REMOTE6));
+    assert_eq!(
+        &o.l4[8..],
+        &reply[14..],
+        "the quote is the reply as it came"
+    );
+    assert_eq!(dp.stat(stat::XLATE_ICMP_ERROR), 4);
+    // About no flow: from outside it is the lab host's, untouched; from a
+    // node it would leak the node's address.
+    let stray = Ip6::new(router, UPLINK6, ICMPV6, icmp6(3, &reply[14..])).frame();
+    assert_eq!(dp.inb(&stray), (UNSPEC, stray.clone()));
+    let stray_out = Ip6::new(RED6, REMOTE6, ICMPV6, icmp6(1, &f[14..])).frame();
+    assert_eq!(dp.out(&stray_out).0, SHOT);
+    assert_eq!(dp.stat(stat::DROP_NO_MAPPING), 1);
+    assert_eq!(dp.drops(), 1);
+}
