@@ -275,7 +275,11 @@ pub struct Flow6Value {
     pub dir: u8,
     /// `STATE_*` (the original direction's entry only).
     pub state: u8,
-    pub _pad0: u32,
+    /// `HOOK_UPLINK_EGRESS` (the source is rewritten) or
+    /// `HOOK_UPLINK_INGRESS` (the destination is).
+    pub hook: u8,
+    pub _pad0: u8,
+    pub _pad1: u16,
     /// The other direction's key.
     pub peer: Flow6Key,
     pub created_ns: u64,
@@ -305,6 +309,18 @@ impl Endpoint6 {
             _pad: 0,
         }
     }
+}
+
+/// Where a forwarded port of the uplink's IPv6 address goes
+/// (`FORWARD6_RULES`, keyed as `FORWARD_RULES`): the target node's IPv6
+/// address and port (network order).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct Forward6Target {
+    pub addr: [u8; 16],
+    pub port: u16,
+    pub _pad: u16,
 }
 
 /// Who holds an outside port of the uplink's IPv6 address (`NAT6_PORTS`,
@@ -662,7 +678,8 @@ pub mod stat {
     pub const NEW_SNAT6: u32 = 33;
     pub const XLATE6_OUT: u32 = 34;
     pub const XLATE6_IN: u32 = 35;
-    pub const COUNT: u32 = 36;
+    pub const NEW_DNAT6: u32 = 36;
+    pub const COUNT: u32 = 37;
 
     /// Display names, in index order.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -702,6 +719,7 @@ pub mod stat {
         "new_snat_v6_flows",
         "translated_v6_out",
         "translated_v6_in",
+        "new_dnat_v6_flows",
     ];
 }
 
@@ -780,6 +798,7 @@ pub mod names {
     pub const NAT6_PORTS: &str = "NAT6_PORTS";
     pub const PORT6_CURSOR: &str = "PORT6_CURSOR";
     pub const SCRATCH6: &str = "SCRATCH6";
+    pub const FORWARD6_RULES: &str = "FORWARD6_RULES";
 
     pub const MAPS: &[&str] = &[
         NAT_FLOWS,
@@ -809,6 +828,7 @@ pub mod names {
         NAT6_PORTS,
         PORT6_CURSOR,
         SCRATCH6,
+        FORWARD6_RULES,
     ];
 }
 
@@ -834,6 +854,7 @@ mod user {
     unsafe impl aya::Pod for super::Flow6Value {}
     unsafe impl aya::Pod for super::Endpoint6 {}
     unsafe impl aya::Pod for super::Reservation6 {}
+    unsafe impl aya::Pod for super::Forward6Target {}
 }
 
 /// Network-order `u32` for an IPv4 address (user side).
@@ -885,6 +906,7 @@ mod tests {
         assert_eq!(size_of::<Flow6Value>(), 96);
         assert_eq!(size_of::<Endpoint6>(), 20);
         assert_eq!(size_of::<Reservation6>(), 32);
+        assert_eq!(size_of::<Forward6Target>(), 20);
     }
 
     #[test]

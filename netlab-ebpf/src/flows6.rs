@@ -1,10 +1,12 @@
 //! The IPv6 flow table (`NAT6_FLOWS`): both directions of each masqueraded
-//! flow, the original direction's entry holding the flow's state, its
-//! counts and, by its outside port, the refresh of its reservation.
+//! or forwarded flow, each entry saying at which hook its packets are
+//! rewritten, the original direction's entry holding the flow's state, its
+//! counts and, for a masqueraded flow, the refresh of its port's
+//! reservation.
 
 use netlab_common::{
-    Endpoint6, Flow6Key, Flow6Value, NatConfig, DIR_ORIGINAL, DIR_REPLY, IPPROTO_ICMPV6,
-    IPPROTO_TCP, STATE_RST, TIME_WAIT_SECS,
+    Endpoint6, Flow6Key, Flow6Value, NatConfig, DIR_ORIGINAL, DIR_REPLY, HOOK_UPLINK_EGRESS,
+    HOOK_UPLINK_INGRESS, IPPROTO_ICMPV6, IPPROTO_TCP, STATE_RST, TIME_WAIT_SECS,
 };
 use netlab_ebpf::{
     binding_timeout_secs, datagram_next_state, flow_timeout_secs, tcp_closed, tcp_next_state,
@@ -68,8 +70,8 @@ pub fn opens_flow(p: &Pkt6) -> bool {
 }
 
 /// Account a translated packet of direction `dir` on the flow's original
-/// entry `orig` (stored under `out`), and keep its outside port reserved
-/// for as long as the flow's state asks.
+/// entry `orig` (stored under `out`), and keep a masqueraded flow's
+/// outside port reserved for as long as the flow's state asks.
 #[inline(always)]
 pub fn touch(cfg: &NatConfig, out: &Flow6Key, orig: *mut Flow6Value, p: &Pkt6, dir: u8, now: u64) {
     let o = unsafe { &mut *orig };
@@ -81,6 +83,10 @@ pub fn touch(cfg: &NatConfig, out: &Flow6Key, orig: *mut Flow6Value, p: &Pkt6, d
     o.last_seen_ns = now;
     o.packets += 1;
     o.bytes += u64::from(p.len);
+    if o.hook != HOOK_UPLINK_EGRESS {
+        // A forward's flow: its port is the forward's, not a reservation.
+        return;
+    }
     let hold = u64::from(binding_timeout_secs(cfg, p.proto, o.state)) * NSEC_PER_SEC;
     let inside = Endpoint6::new(out.src_addr, out.src_port, out.proto);
     binding6::refresh(o.port, &inside, now + hold);
@@ -116,6 +122,7 @@ pub fn insert_pair(
     v.addr = *uplink;
     v.port = port;
     v.dir = DIR_ORIGINAL;
+    v.hook = HOOK_UPLINK_EGRESS;
     v.state = 0;
     v.peer = reply_key(out, uplink, port);
     v.created_ns = now;
@@ -130,9 +137,57 @@ pub fn insert_pair(
     v.addr = out.src_addr;
     v.port = out.src_port;
     v.dir = DIR_REPLY;
+    v.hook = HOOK_UPLINK_INGRESS;
     v.peer = *out;
     if NAT6_FLOWS.insert(&reply, &*v, 0).is_err() {
         let _ = NAT6_FLOWS.remove(out);
+        return Err(DropReason::TableFull);
+    }
+    Ok(())
+}
+
+/// Store a forwarded flow's two entries: `inbound` (its first packet's
+/// key, to the uplink's forwarded port), rewritten at the uplink's ingress
+/// to `target`:`port`, and the replies', rewritten at its egress back to
+/// the forwarded port.
+#[inline(always)]
+pub fn insert_forwarded(
+    inbound: &Flow6Key,
+    target: &[u8; 16],
+    port: u16,
+    now: u64,
+) -> Result<(), DropReason> {
+    let Some(v) = SCRATCH6.get_ptr_mut(0) else {
+        return Err(DropReason::NoScratch);
+    };
+    let v = unsafe { &mut *v };
+    v.addr = *target;
+    v.port = port;
+    v.dir = DIR_ORIGINAL;
+    v.hook = HOOK_UPLINK_INGRESS;
+    v.state = 0;
+    v.peer = Flow6Key::new(
+        *target,
+        inbound.src_addr,
+        port,
+        inbound.src_port,
+        inbound.proto,
+    );
+    v.created_ns = now;
+    v.last_seen_ns = now;
+    v.packets = 0;
+    v.bytes = 0;
+    NAT6_FLOWS
+        .insert(inbound, &*v, 0)
+        .map_err(|_| DropReason::TableFull)?;
+    let reply = v.peer;
+    v.addr = inbound.dst_addr;
+    v.port = inbound.dst_port;
+    v.dir = DIR_REPLY;
+    v.hook = HOOK_UPLINK_EGRESS;
+    v.peer = *inbound;
+    if NAT6_FLOWS.insert(&reply, &*v, 0).is_err() {
+        let _ = NAT6_FLOWS.remove(inbound);
         return Err(DropReason::TableFull);
     }
     Ok(())

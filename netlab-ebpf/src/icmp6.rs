@@ -5,7 +5,10 @@
 //! Packet Too Big must reach the node) work from behind the NAT.
 
 use aya_ebpf::{helpers::generated::bpf_csum_diff, programs::TcContext};
-use netlab_common::{stat, Flow6Key, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
+use netlab_common::{
+    stat, Flow6Key, DIR_ORIGINAL, DIR_REPLY, HOOK_UPLINK_EGRESS, HOOK_UPLINK_INGRESS,
+    IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP,
+};
 use netlab_ebpf::{csum_add_diff, csum_replace2};
 
 use crate::{
@@ -79,7 +82,8 @@ pub fn translate_in(ctx: &TcContext, p: &Pkt6, u: &Upper) -> Result<bool, DropRe
         return Ok(false);
     };
     let v = unsafe { &*v };
-    if v.dir != netlab_common::DIR_REPLY {
+    // Masqueraded flows only (a forwarded flow's errors are not yet).
+    if v.dir != DIR_REPLY || v.hook != HOOK_UPLINK_INGRESS {
         return Ok(false);
     }
     rewrite_quoted(ctx, p.l4, &q, true, &v.addr, v.port)?;
@@ -108,10 +112,11 @@ pub fn translate_out(
     let Some(v) = flows6::get(&out) else {
         return Ok(false);
     };
-    let port = unsafe { (*v).port };
-    if unsafe { (*v).dir } != netlab_common::DIR_ORIGINAL {
+    let v = unsafe { &*v };
+    if v.dir != DIR_ORIGINAL || v.hook != HOOK_UPLINK_EGRESS {
         return Ok(false);
     }
+    let port = v.port;
     rewrite_quoted(ctx, p.l4, &q, false, uplink, port)?;
     packet6::set_addr(ctx, p, true, uplink)?;
     count(stat::XLATE_ICMP_ERROR);

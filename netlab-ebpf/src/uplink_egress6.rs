@@ -5,7 +5,7 @@
 //! leaves, each drop counted for its reason.
 
 use aya_ebpf::programs::TcContext;
-use netlab_common::{stat, Flow6Value, NatConfig, DIR_ORIGINAL};
+use netlab_common::{stat, Flow6Value, NatConfig, DIR_ORIGINAL, HOOK_UPLINK_EGRESS};
 
 use crate::{
     binding6, flows, flows6, icmp6, lab,
@@ -51,26 +51,38 @@ fn handle(ctx: &TcContext, cfg: &NatConfig) -> Verdict {
     };
     let now = flows::now();
     if let Some(v) = flows6::get(&p.key) {
-        if unsafe { (*v).dir } == DIR_ORIGINAL && flows6::alive(cfg, p.proto, unsafe { &*v }, now) {
-            return established(ctx, cfg, &p, v, now);
+        if unsafe { (*v).hook } == HOOK_UPLINK_EGRESS {
+            if let Some(orig) = flows6::original(v) {
+                if flows6::alive(cfg, p.proto, unsafe { &*orig }, now) {
+                    return established(ctx, cfg, &p, v, orig, now);
+                }
+            }
         }
     }
     masquerade(ctx, cfg, &p, now)
 }
 
-/// A packet of a flow already masqueraded.
+/// A packet of a known flow: a masqueraded flow's, or a forwarded flow's
+/// reply; from the uplink's address and the flow's port either way.
 #[inline(always)]
 fn established(
     ctx: &TcContext,
     cfg: &NatConfig,
     p: &Pkt6,
     v: *mut Flow6Value,
+    orig: *mut Flow6Value,
     now: u64,
 ) -> Verdict {
-    let port = unsafe { (*v).port };
+    let (port, dir) = unsafe { ((*v).port, (*v).dir) };
     packet6::set_addr(ctx, p, true, &cfg.uplink_addr6)?;
     packet6::set_port(ctx, p, true, p.sport, port)?;
-    flows6::touch(cfg, &p.key, v, p, DIR_ORIGINAL, now);
+    // The original direction's key: this packet's, or the entry's peer.
+    let out = if dir == DIR_ORIGINAL {
+        &p.key
+    } else {
+        unsafe { &(*v).peer }
+    };
+    flows6::touch(cfg, out, orig, p, dir, now);
     count(stat::XLATE6_OUT);
     Ok(TC_ACT_UNSPEC)
 }
@@ -92,5 +104,5 @@ fn masquerade(ctx: &TcContext, cfg: &NatConfig, p: &Pkt6, now: u64) -> Verdict {
     let Some(v) = flows6::get(&p.key) else {
         return Err(DropReason::TableFull);
     };
-    established(ctx, cfg, p, v, now)
+    established(ctx, cfg, p, v, v, now)
 }

@@ -1,16 +1,20 @@
 //! `nl_uplink_in6`, tail-called by `nl_uplink_in` for IPv6 to the uplink's
 //! IPv6 address: the replies of masqueraded flows and the ICMPv6 errors
-//! about them, translated back to their node (address-and-port-dependent filtering: only the exact
+//! about them, translated back to their node, and port forwards to their
+//! target (address-and-port-dependent filtering: only the exact
 //! remote endpoint a flow went to gets in). Everything else is the lab
 //! host's own and passes.
 
 use aya_ebpf::programs::TcContext;
-use netlab_common::{stat, NatConfig, DIR_REPLY};
+use netlab_common::{
+    stat, Flow6Value, ForwardKey, NatConfig, DIR_ORIGINAL, HOOK_UPLINK_INGRESS, IPPROTO_ICMPV6,
+};
 
 use crate::{
     flows, flows6, icmp6, lab,
+    maps::FORWARD6_RULES,
     packet6::{self, Pkt6},
-    verdict::{count, finish, Verdict, TC_ACT_UNSPEC},
+    verdict::{count, finish, DropReason, Verdict, TC_ACT_UNSPEC},
 };
 
 #[inline(always)]
@@ -37,36 +41,59 @@ fn handle(ctx: &TcContext, cfg: &NatConfig) -> Verdict {
     let Some(p) = packet6::transport(ctx, &ip, &u) else {
         return Ok(TC_ACT_UNSPEC);
     };
-    let Some(v) = flows6::get(&p.key) else {
-        return Ok(TC_ACT_UNSPEC);
-    };
-    let val = unsafe { &*v };
-    if val.dir != DIR_REPLY {
-        return Ok(TC_ACT_UNSPEC);
-    }
-    let Some(orig) = flows6::get(&val.peer) else {
-        return Ok(TC_ACT_UNSPEC);
-    };
     let now = flows::now();
-    if !flows6::alive(cfg, p.proto, unsafe { &*orig }, now) {
-        return Ok(TC_ACT_UNSPEC);
+    if let Some(v) = flows6::get(&p.key) {
+        if unsafe { (*v).hook } == HOOK_UPLINK_INGRESS {
+            if let Some(orig) = flows6::original(v) {
+                if flows6::alive(cfg, p.proto, unsafe { &*orig }, now) {
+                    return translate(ctx, cfg, &p, v, orig, now);
+                }
+            }
+        }
     }
-    translate(ctx, cfg, &p, val, orig, now)
+    forward(ctx, cfg, &p, now)
 }
 
-/// A reply, to its node.
+/// A packet without a flow: a new connection to a forwarded port goes to
+/// the forward's target; anything else is the lab host's.
+#[inline(always)]
+fn forward(ctx: &TcContext, cfg: &NatConfig, p: &Pkt6, now: u64) -> Verdict {
+    if p.proto == IPPROTO_ICMPV6 || !flows6::opens_flow(p) {
+        return Ok(TC_ACT_UNSPEC);
+    }
+    let Some(t) = FORWARD6_RULES.get_ptr(&ForwardKey::new(p.dport, p.proto)) else {
+        return Ok(TC_ACT_UNSPEC);
+    };
+    let (addr, port) = unsafe { ((*t).addr, (*t).port) };
+    flows6::insert_forwarded(&p.key, &addr, port, now)?;
+    count(stat::NEW_DNAT6);
+    let Some(v) = flows6::get(&p.key) else {
+        return Err(DropReason::TableFull);
+    };
+    translate(ctx, cfg, p, v, v, now)
+}
+
+/// A packet of a known flow, to its node: a masqueraded flow's reply, or a
+/// forwarded flow's packet from outside.
 #[inline(always)]
 fn translate(
     ctx: &TcContext,
     cfg: &NatConfig,
     p: &Pkt6,
-    reply: &netlab_common::Flow6Value,
-    orig: *mut netlab_common::Flow6Value,
+    v: *mut Flow6Value,
+    orig: *mut Flow6Value,
     now: u64,
 ) -> Verdict {
-    packet6::set_addr(ctx, p, false, &reply.addr)?;
-    packet6::set_port(ctx, p, false, p.dport, reply.port)?;
-    flows6::touch(cfg, &reply.peer, orig, p, DIR_REPLY, now);
+    let (addr, port, dir) = unsafe { ((*v).addr, (*v).port, (*v).dir) };
+    packet6::set_addr(ctx, p, false, &addr)?;
+    packet6::set_port(ctx, p, false, p.dport, port)?;
+    // The original direction's key: this packet's, or the entry's peer.
+    let out = if dir == DIR_ORIGINAL {
+        &p.key
+    } else {
+        unsafe { &(*v).peer }
+    };
+    flows6::touch(cfg, out, orig, p, dir, now);
     count(stat::XLATE6_IN);
     Ok(TC_ACT_UNSPEC)
 }

@@ -115,7 +115,8 @@ impl Dataplane {
         let contents = MapContents::with_config(config)
             .subnet(Ipv4Addr::new(192, 168, 15, 0), 24, SUBNET_MASQUERADE, 1)
             .subnet6(LAB6, 64, SUBNET_MASQUERADE, 1)
-            .forward(IPPROTO_TCP, 80, BLUE, 80);
+            .forward(IPPROTO_TCP, 80, BLUE, 80)
+            .forward6(IPPROTO_TCP, 80, BLUE6, 80);
         netlab::dataplane::fill_maps(&mut ebpf, &contents).unwrap_or_else(|e| panic!("{e:#}"));
         Dataplane { ebpf }
     }

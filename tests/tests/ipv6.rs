@@ -408,3 +408,47 @@ fn ipv6_traceroute_and_path_mtu_discovery_through_nat66() {
     drop(far);
     lab.down();
 }
+
+/// A forward applies to both families: the wan side reaches blue's server
+/// through the uplink's forwarded port over IPv6 as over IPv4, and blue
+/// sees the client's own address; a forward added to the live lab works
+/// over IPv6 at once, and one removed stops.
+#[test]
+fn ipv6_forwards_reach_their_node_from_the_wan_side() {
+    require_root();
+    let body = format!(
+        "{}\n[[forwards]]\nprotocol = \"tcp\"\nport = 8080\nto = \"blue:80\"\n",
+        dual_stack(true)
+    );
+    let lab = Lab::new("f6", &body);
+    lab.up();
+    lab.http_server("blue", 80);
+    let get = |url: &str| {
+        let o = lab.wan(&["curl", "-sS", "-m5", url]);
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).trim().to_string(),
+        )
+    };
+    assert_eq!(
+        get("http://[2001:db8:100::2]:8080/ip"),
+        (true, "2001:db8:100::1".to_string()),
+        "over IPv6, blue sees the client"
+    );
+    assert_eq!(
+        get("http://198.51.100.2:8080/ip"),
+        (true, "198.51.100.1".to_string())
+    );
+    let name = lab.name.clone();
+    lab.netlab_ok(&["fwd", "add", "--name", &name, "tcp", "8081", "blue:80"]);
+    assert_eq!(
+        get("http://[2001:db8:100::2]:8081/ip"),
+        (true, "2001:db8:100::1".to_string())
+    );
+    lab.netlab_ok(&["fwd", "del", "--name", &name, "tcp", "8081"]);
+    assert!(
+        !get("http://[2001:db8:100::2]:8081/ip").0,
+        "a removed forward still answered"
+    );
+    lab.down();
+}

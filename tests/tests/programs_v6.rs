@@ -478,3 +478,44 @@ fn ipv6_icmp_errors_about_masqueraded_flows_are_translated_both_ways() {
     assert_eq!(dp.stat(stat::DROP_NO_MAPPING), 1);
     assert_eq!(dp.drops(), 1);
 }
+
+/// A forward reached over IPv6 (the harness forwards tcp 80 to blue:80 in
+/// both families): the SYN from outside goes to blue with the client's own
+/// address kept, blue's answer leaves from the uplink's forwarded port,
+/// byte by byte with valid checksums; a port not forwarded stays the lab
+/// host's.
+#[test]
+fn ipv6_forward_reaches_its_node_and_its_replies_leave_from_the_forwarded_port() {
+    require_root();
+    let mut dp = Dataplane::new(10000, 32767);
+    let syn = Ip6::new(REMOTE6, UPLINK6, TCP, tcp(5555, 80, SYN, b"")).frame();
+    let (rc, inside) = dp.inb(&syn);
+    assert_eq!(rc, UNSPEC);
+    let i = parse_checked6(&inside).unwrap();
+    assert_eq!(
+        (i.src, i.dst, i.sport(), i.dport()),
+        (REMOTE6, BLUE6, 5555, 80)
+    );
+    let mut expect = syn.clone();
+    expect[38..54].copy_from_slice(&BLUE6.octets());
+    expect[54 + 16..54 + 18].copy_from_slice(&inside[54 + 16..54 + 18]);
+    assert_eq!(
+        inside, expect,
+        "only the destination and the checksum changed"
+    );
+    let synack = Ip6::new(BLUE6, REMOTE6, TCP, tcp(80, 5555, SYN | ACK, b"")).frame();
+    let (rc, out) = dp.out(&synack);
+    assert_eq!(rc, UNSPEC);
+    let o = parse_checked6(&out).unwrap();
+    assert_eq!(
+        (o.src, o.dst, o.sport(), o.dport()),
+        (UPLINK6, REMOTE6, 80, 5555)
+    );
+    // The connection goes on both ways.
+    let ack = Ip6::new(REMOTE6, UPLINK6, TCP, tcp(5555, 80, ACK, b"GET /")).frame();
+    assert_eq!(parse_checked6(&dp.inb(&ack).1).unwrap().dst, BLUE6);
+    assert_eq!(dp.stat(stat::NEW_DNAT6), 1);
+    let other = Ip6::new(REMOTE6, UPLINK6, TCP, tcp(5555, 81, SYN, b"")).frame();
+    assert_eq!(dp.inb(&other), (UNSPEC, other.clone()));
+    assert_eq!(dp.drops(), 0);
+}

@@ -6,9 +6,9 @@ use std::{mem::size_of, net::Ipv4Addr, time::Duration};
 use anyhow::{anyhow, bail, Context as _, Result};
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
 use netlab_common::{
-    addr_octets, event, names, port_from_net, stat, FlowKey, FlowValue, ForwardCounter, ForwardKey,
-    ForwardTarget, NatConfig, CONFIG_LOG, DIR_ORIGINAL, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
-    STATE_FIN_ORIGINAL, STATE_FIN_REPLY, STATE_REPLIED, STATE_RST,
+    addr_octets, event, names, port_from_net, stat, FlowKey, FlowValue, Forward6Target,
+    ForwardCounter, ForwardKey, ForwardTarget, NatConfig, CONFIG_LOG, DIR_ORIGINAL, IPPROTO_ICMP,
+    IPPROTO_TCP, IPPROTO_UDP, STATE_FIN_ORIGINAL, STATE_FIN_REPLY, STATE_REPLIED, STATE_RST,
 };
 use serde::Serialize;
 use serde_json::json;
@@ -17,7 +17,7 @@ use super::{forward_entries, pins::LabPins};
 use crate::{
     model::{
         host_conflicts,
-        topology::{parse_port_range, ConfigError, Forward, Problem, Proto},
+        topology::{parse_port_range, ConfigError, Forward, Lab, Problem, Proto},
     },
     state::{LabDir, LabState},
 };
@@ -79,15 +79,23 @@ fn forwards_map(lab: &str) -> Result<HashMap<aya::maps::MapData, ForwardKey, For
 /// Make the dataplane's forwards `forwards`, each keeping its counter if
 /// it stays (a dataplane made before forwards were counted has no
 /// counters: its forwards go uncounted until the next `up`).
-fn write_forwards(lab: &str, forwards: &[Forward]) -> Result<()> {
-    let pins = LabPins::new(lab);
-    let mut rules = forwards_map(lab)?;
+fn write_forwards(lab: &Lab, forwards: &[Forward]) -> Result<()> {
+    let pins = LabPins::new(&lab.name);
+    let mut rules = forwards_map(&lab.name)?;
     let mut counters: Option<PerCpuArray<_, ForwardCounter>> =
         match pins.map(names::FORWARD_COUNTERS).exists() {
             true => Some(PerCpuArray::try_from(pins.open(names::FORWARD_COUNTERS)?)?),
             false => None,
         };
-    super::fwd_counters::sync_forwards(&mut rules, counters.as_mut(), &forward_entries(forwards))
+    super::fwd_counters::sync_forwards(&mut rules, counters.as_mut(), &forward_entries(forwards))?;
+    // The IPv6 side (a dataplane made before it has no such map).
+    if pins.map(names::FORWARD6_RULES).exists() {
+        let mut rules6: HashMap<_, ForwardKey, Forward6Target> =
+            HashMap::try_from(pins.open(names::FORWARD6_RULES)?)?;
+        let want = super::contents::forward6_entries(lab, forwards);
+        super::fill::sync_entries(&mut rules6, names::FORWARD6_RULES, &want)?;
+    }
+    Ok(())
 }
 
 /// `netlab fwd`: edits the live forwards (the dataplane's map and the
@@ -111,8 +119,7 @@ pub async fn fwd_command(mut state: LabState, req: FwdRequest) -> Result<()> {
             refuse_host_port(&state, &fwd).await?;
             live.add_forward(fwd.clone())
                 .map_err(|e| usage_error("port", e))?;
-            write_forwards(&state.lab.name, &live.forwards)
-                .context("adding the forward to FORWARD_RULES")?;
+            write_forwards(&live, &live.forwards).context("adding the forward to FORWARD_RULES")?;
             println!("forward {fwd} added to lab {}", state.lab.name);
             save_live_forwards(&mut state, live.forwards)
         }
@@ -123,7 +130,7 @@ pub async fn fwd_command(mut state: LabState, req: FwdRequest) -> Result<()> {
             let removed = live
                 .remove_forward_ports(proto, ports)
                 .map_err(|e| anyhow!("lab {}: {e}", state.lab.name))?;
-            write_forwards(&state.lab.name, &live.forwards)
+            write_forwards(&live, &live.forwards)
                 .context("removing the forward from FORWARD_RULES")?;
             println!(
                 "forward {} removed from lab {} (connections through it live on until idle)",

@@ -13,11 +13,11 @@ use std::{
 
 use aya::maps::lpm_trie::Key;
 use netlab_common::{
-    addr_from_octets, port_to_net, ForwardKey, ForwardTarget, NatConfig, NodePort, SubnetInfo,
-    SUBNET_ENDPOINT_INDEPENDENT_FILTERING, SUBNET_MASQUERADE, SUBNET_ROUTED,
+    addr_from_octets, port_to_net, Forward6Target, ForwardKey, ForwardTarget, NatConfig, NodePort,
+    SubnetInfo, SUBNET_ENDPOINT_INDEPENDENT_FILTERING, SUBNET_MASQUERADE, SUBNET_ROUTED,
 };
 
-use crate::model::topology::{Bridge, Filtering, Forward, Lab, NatSettings};
+use crate::model::topology::{Attachment, Bridge, Filtering, Forward, Lab, NatSettings};
 
 /// What `up` writes into the maps for a lab on its lab host: computed
 /// before anything is loaded, digested to tell a change, written by
@@ -34,6 +34,8 @@ pub struct MapContents {
     /// `FORWARD_RULES`, by forward (their counters 0: `fill_maps` gives
     /// each forward its counter, see `fwd_counters`).
     pub forwards: Vec<ForwardEntries>,
+    /// `FORWARD6_RULES`: the forwards reached over IPv6 too.
+    pub forwards6: Forward6Entries,
     /// `NODE_PORTS`: node address (map order), the lab host's end of its
     /// veth by name, the entry.
     pub node_ports: Vec<(u32, String, NodePort)>,
@@ -46,15 +48,7 @@ impl MapContents {
     /// Stable across builds (see [`StableDigest`]): stored with the
     /// dataplane, so a re-`up` tells whether the maps change.
     pub fn digest(&self) -> String {
-        maps_digest(
-            &self.config,
-            &self.subnets,
-            &self.subnets6,
-            &self.ifaces,
-            &self.forwards,
-            &self.node_ports,
-            &self.tunnel_gateways,
-        )
+        maps_digest(self)
     }
     /// The description of `lab` on a lab host where `host` was found.
     pub fn of_lab(lab: &Lab, host: &LabHostIfaces, fast_path: bool) -> MapContents {
@@ -82,6 +76,7 @@ impl MapContents {
             subnets6: subnet6_entries(lab, &host.bridge_ifindex),
             ifaces,
             forwards: forward_entries(&lab.forwards),
+            forwards6: forward6_entries(lab, &lab.forwards),
             node_ports: if fast_path {
                 host.node_ports.clone()
             } else {
@@ -100,6 +95,7 @@ impl MapContents {
             subnets6: Vec::new(),
             ifaces: Vec::new(),
             forwards: Vec::new(),
+            forwards6: Vec::new(),
             node_ports: Vec::new(),
             tunnel_gateways: Vec::new(),
         }
@@ -128,6 +124,18 @@ impl MapContents {
     pub fn forward(mut self, proto: u8, port: u16, to: Ipv4Addr, to_port: u16) -> Self {
         self.forwards
             .push(vec![forward_entry(proto, port, to, to_port)]);
+        self
+    }
+
+    /// An IPv6 forward of `port` to `to`:`to_port`.
+    pub fn forward6(mut self, proto: u8, port: u16, to: Ipv6Addr, to_port: u16) -> Self {
+        let target = Forward6Target {
+            addr: to.octets(),
+            port: port_to_net(to_port),
+            _pad: 0,
+        };
+        self.forwards6
+            .push((ForwardKey::new(port_to_net(port), proto), target));
         self
     }
 
@@ -257,6 +265,49 @@ pub fn forward_entries(forwards: &[Forward]) -> Vec<ForwardEntries> {
 }
 
 /// `FORWARD_RULES`' entry for `proto` port `outside` to `to`:`inside`.
+/// `FORWARD6_RULES`' entries.
+pub type Forward6Entries = Vec<(ForwardKey, Forward6Target)>;
+
+/// The IPv6 side of `forwards` (a forward applies to both families): each
+/// forwarded port to the target interface's IPv6 address, when it has one
+/// on a masqueraded dual-stack bridge of this lab host (whose replies
+/// NAT66 translates back). Sorted, for the digest.
+pub fn forward6_entries(lab: &Lab, forwards: &[Forward]) -> Forward6Entries {
+    let mut out: Forward6Entries = forwards
+        .iter()
+        .filter(|f| f.snat.is_none())
+        .filter_map(|f| Some((f, target6(lab, f)?)))
+        .flat_map(|(f, to)| {
+            f.port_pairs().map(move |(outside, inside)| {
+                (
+                    ForwardKey::new(port_to_net(outside), f.proto.number()),
+                    Forward6Target {
+                        addr: to.octets(),
+                        port: port_to_net(inside),
+                        _pad: 0,
+                    },
+                )
+            })
+        })
+        .collect();
+    out.sort_unstable_by_key(|(k, _)| (k.proto, k.port));
+    out
+}
+
+/// The IPv6 address of the interface a forward reaches its node at.
+fn target6(lab: &Lab, f: &Forward) -> Option<Ipv6Addr> {
+    let node = lab.node(&f.node)?;
+    let iface = node
+        .interfaces
+        .iter()
+        .find(|i| i.address.addr == f.target_addr)?;
+    let Attachment::Bridge { bridge, .. } = &iface.attachment else {
+        return None;
+    };
+    let b = lab.bridge(bridge)?;
+    (b.masquerade && b.gateway6.is_some()).then_some(iface.address6?.addr)
+}
+
 fn forward_entry(
     proto: u8,
     outside: u16,
@@ -448,39 +499,35 @@ impl StableDigest {
     }
 }
 
-fn maps_digest(
-    config: &NatConfig,
-    subnets: &[(Key<u32>, SubnetInfo)],
-    subnets6: &[(Key<[u8; 16]>, SubnetInfo)],
-    ifaces: &[(u32, u32)],
-    forwards: &[ForwardEntries],
-    node_ports: &[(u32, String, NodePort)],
-    tunnel_gateways: &[(u32, [u8; 6])],
-) -> String {
+fn maps_digest(c: &MapContents) -> String {
     let mut d = StableDigest::new();
-    d.field(bytemuck::bytes_of(config));
-    for (ifindex, flags) in ifaces {
+    d.field(bytemuck::bytes_of(&c.config));
+    for (ifindex, flags) in &c.ifaces {
         d.bytes(&ifindex.to_le_bytes()).bytes(&flags.to_le_bytes());
     }
-    for (k, v) in subnets {
+    for (k, v) in &c.subnets {
         d.bytes(&k.prefix_len().to_le_bytes())
             .bytes(&k.data().to_le_bytes())
             .field(bytemuck::bytes_of(v));
     }
-    for (k, v) in subnets6 {
+    for (k, v) in &c.subnets6 {
         d.bytes(&k.prefix_len().to_le_bytes())
             .bytes(&k.data())
             .field(bytemuck::bytes_of(v));
     }
-    for (k, v) in forwards.iter().flatten() {
+    for (k, v) in c.forwards.iter().flatten() {
         d.field(bytemuck::bytes_of(k)).field(bytemuck::bytes_of(v));
     }
-    for (addr, name, port) in node_ports {
+    // Only when there are any: a lab without IPv6 forwards keeps its digest.
+    for (k, v) in &c.forwards6 {
+        d.field(bytemuck::bytes_of(k)).field(bytemuck::bytes_of(v));
+    }
+    for (addr, name, port) in &c.node_ports {
         d.bytes(&addr.to_le_bytes())
             .field(name.as_bytes())
             .field(bytemuck::bytes_of(port));
     }
-    for (ifindex, mac) in tunnel_gateways {
+    for (ifindex, mac) in &c.tunnel_gateways {
         d.bytes(&ifindex.to_le_bytes()).bytes(mac);
     }
     d.hex()
@@ -570,6 +617,53 @@ mod tests {
             3,
         );
         assert_ne!(v4_only, dual.digest());
+    }
+
+    /// A forward applies to both families: to the target interface's IPv6
+    /// address when its bridge is masqueraded and dual-stack; a node with
+    /// no IPv6 address, or a bridge with none, has no IPv6 side.
+    #[test]
+    fn a_forward_reaches_its_node_over_ipv6_where_the_node_has_an_address() {
+        use crate::model::{
+            test_support::{with_base, with_base6},
+            validate::parse,
+        };
+        let nodes =
+            "[[nodes]]\nname = \"blue\"\nbridge = \"v-net-0\"\naddress = \"192.168.15.2\"\n";
+        let forward =
+            "[[forwards]]\nprotocol = \"udp\"\nport = \"5000-5001\"\nto = \"blue:7000-7001\"\n";
+        let dual = parse(
+            "lab.toml",
+            &with_base6(&format!("{nodes}address6 = \"fd00:15::2\"\n{forward}")),
+        )
+        .unwrap();
+        let entries = forward6_entries(&dual, &dual.forwards);
+        let blue: Ipv6Addr = "fd00:15::2".parse().unwrap();
+        assert_eq!(
+            entries,
+            vec![
+                (
+                    ForwardKey::new(port_to_net(5000), 17),
+                    Forward6Target {
+                        addr: blue.octets(),
+                        port: port_to_net(7000),
+                        _pad: 0
+                    }
+                ),
+                (
+                    ForwardKey::new(port_to_net(5001), 17),
+                    Forward6Target {
+                        addr: blue.octets(),
+                        port: port_to_net(7001),
+                        _pad: 0
+                    }
+                ),
+            ]
+        );
+        let v4_node = parse("lab.toml", &with_base6(&format!("{nodes}{forward}"))).unwrap();
+        assert!(forward6_entries(&v4_node, &v4_node.forwards).is_empty());
+        let v4_lab = parse("lab.toml", &with_base(&format!("{nodes}{forward}"))).unwrap();
+        assert!(forward6_entries(&v4_lab, &v4_lab.forwards).is_empty());
     }
 
     /// A share's tunnel found on the lab host gets its bridge's anycast

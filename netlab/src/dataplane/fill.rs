@@ -19,6 +19,7 @@ pub fn fill_maps(ebpf: &mut aya::Ebpf, want: &MapContents) -> Result<()> {
     sync_hash(ebpf, names::LAB_IFACES, &want.ifaces)?;
     sync_hash(ebpf, names::TUNNEL_GATEWAYS, &want.tunnel_gateways)?;
     sync_forwards(ebpf, &want.forwards)?;
+    sync_hash(ebpf, names::FORWARD6_RULES, &want.forwards6)?;
     sync_node_ports(ebpf, &want.node_ports)
 }
 
@@ -104,6 +105,19 @@ fn sync_hash<K: aya::Pod + PartialEq, V: aya::Pod>(
 ) -> Result<()> {
     let mut map: HashMap<_, K, V> =
         HashMap::try_from(ebpf.map_mut(name).with_context(|| format!("map {name}"))?)?;
+    sync_entries(&mut map, name, want)
+}
+
+/// Make the hash map `map` (named `name`) hold exactly `want`.
+pub fn sync_entries<
+    T: std::borrow::BorrowMut<aya::maps::MapData>,
+    K: aya::Pod + PartialEq,
+    V: aya::Pod,
+>(
+    map: &mut HashMap<T, K, V>,
+    name: &str,
+    want: &[(K, V)],
+) -> Result<()> {
     let have: Vec<K> = map.keys().collect::<Result<_, _>>()?;
     for k in have {
         if !want.iter().any(|(w, _)| *w == k) {

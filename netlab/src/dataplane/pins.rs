@@ -10,9 +10,10 @@ use anyhow::{Context as _, Result};
 use aya::maps::{HashMap, Map, MapData, MapInfo, MapType};
 use netlab_common::{
     event, fwd_counter, names, stat, Binding, Endpoint, Endpoint6, Flow6Key, Flow6Value, FlowKey,
-    FlowValue, ForwardCounter, ForwardKey, ForwardTarget, FragKey, FragValue, GcState, NatConfig,
-    NodePort, Reservation6, SubnetInfo, BINDING6_ENTRIES, BINDING_ENTRIES, FLOW6_ENTRIES,
-    FORWARD_ENTRIES, FRAG_ENTRIES, IFACE_ENTRIES, NODE_ENTRIES, SUBNET6_ENTRIES, SUBNET_ENTRIES,
+    FlowValue, Forward6Target, ForwardCounter, ForwardKey, ForwardTarget, FragKey, FragValue,
+    GcState, NatConfig, NodePort, Reservation6, SubnetInfo, BINDING6_ENTRIES, BINDING_ENTRIES,
+    FLOW6_ENTRIES, FORWARD_ENTRIES, FRAG_ENTRIES, IFACE_ENTRIES, NODE_ENTRIES, SUBNET6_ENTRIES,
+    SUBNET_ENTRIES,
 };
 use nix::mount::{mount, MsFlags};
 
@@ -90,6 +91,13 @@ const STATE_MAPS: &[StateMap] = &[
         key: size_of::<ForwardKey>(),
         value: size_of::<Reservation6>(),
         entries: Some(BINDING6_ENTRIES),
+    },
+    StateMap {
+        name: names::FORWARD6_RULES,
+        map_type: MapType::Hash,
+        key: size_of::<ForwardKey>(),
+        value: size_of::<Forward6Target>(),
+        entries: Some(FORWARD_ENTRIES),
     },
     StateMap {
         name: "FORWARD_RULES",
