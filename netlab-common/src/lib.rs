@@ -284,7 +284,7 @@ pub struct Flow6Value {
     pub peer: Flow6Key,
     pub created_ns: u64,
     pub last_seen_ns: u64,
-    /// Both directions' packets and bytes (the original entry only).
+    /// This direction's packets and bytes.
     pub packets: u64,
     pub bytes: u64,
 }
@@ -309,6 +309,21 @@ impl Endpoint6 {
             _pad: 0,
         }
     }
+}
+
+/// A fragmented IPv6 datagram as its fragments carry it: addresses,
+/// identification (wire order) and protocol (`FRAG6_FLOWS` key; the value
+/// is the address its later fragments are rewritten to, as its first was).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct Frag6Key {
+    pub src_addr: [u8; 16],
+    pub dst_addr: [u8; 16],
+    pub id: u32,
+    pub proto: u8,
+    pub _pad0: u8,
+    pub _pad1: u16,
 }
 
 /// Where a forwarded port of the uplink's IPv6 address goes
@@ -799,6 +814,7 @@ pub mod names {
     pub const PORT6_CURSOR: &str = "PORT6_CURSOR";
     pub const SCRATCH6: &str = "SCRATCH6";
     pub const FORWARD6_RULES: &str = "FORWARD6_RULES";
+    pub const FRAG6_FLOWS: &str = "FRAG6_FLOWS";
 
     pub const MAPS: &[&str] = &[
         NAT_FLOWS,
@@ -829,6 +845,7 @@ pub mod names {
         PORT6_CURSOR,
         SCRATCH6,
         FORWARD6_RULES,
+        FRAG6_FLOWS,
     ];
 }
 
@@ -855,6 +872,7 @@ mod user {
     unsafe impl aya::Pod for super::Endpoint6 {}
     unsafe impl aya::Pod for super::Reservation6 {}
     unsafe impl aya::Pod for super::Forward6Target {}
+    unsafe impl aya::Pod for super::Frag6Key {}
 }
 
 /// Network-order `u32` for an IPv4 address (user side).
@@ -907,6 +925,7 @@ mod tests {
         assert_eq!(size_of::<Endpoint6>(), 20);
         assert_eq!(size_of::<Reservation6>(), 32);
         assert_eq!(size_of::<Forward6Target>(), 20);
+        assert_eq!(size_of::<Frag6Key>(), 40);
     }
 
     #[test]

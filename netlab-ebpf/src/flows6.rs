@@ -69,11 +69,24 @@ pub fn opens_flow(p: &Pkt6) -> bool {
     }
 }
 
-/// Account a translated packet of direction `dir` on the flow's original
-/// entry `orig` (stored under `out`), and keep a masqueraded flow's
-/// outside port reserved for as long as the flow's state asks.
+/// Account a translated packet of direction `dir` on its own entry `v`
+/// (packets, bytes) and on the flow's original entry `orig` (stored under
+/// `out`: state, last packet), and keep a masqueraded flow's outside port
+/// reserved for as long as the flow's state asks.
 #[inline(always)]
-pub fn touch(cfg: &NatConfig, out: &Flow6Key, orig: *mut Flow6Value, p: &Pkt6, dir: u8, now: u64) {
+pub fn touch(
+    cfg: &NatConfig,
+    out: &Flow6Key,
+    v: *mut Flow6Value,
+    orig: *mut Flow6Value,
+    p: &Pkt6,
+    dir: u8,
+    now: u64,
+) {
+    unsafe {
+        (*v).packets += 1;
+        (*v).bytes += u64::from(p.len);
+    }
     let o = unsafe { &mut *orig };
     o.state = if p.proto == IPPROTO_TCP {
         tcp_next_state(o.state, p.tcp_flags, dir)
@@ -81,8 +94,6 @@ pub fn touch(cfg: &NatConfig, out: &Flow6Key, orig: *mut Flow6Value, p: &Pkt6, d
         datagram_next_state(o.state, dir)
     };
     o.last_seen_ns = now;
-    o.packets += 1;
-    o.bytes += u64::from(p.len);
     if o.hook != HOOK_UPLINK_EGRESS {
         // A forward's flow: its port is the forward's, not a reservation.
         return;

@@ -19,7 +19,7 @@
 //!
 //! State, one unit per concern: `flows` (the flow table; `flows6` IPv6's), `template` (how
 //! every kind of flow is made), `binding` and `port_search` (mappings and
-//! their ports; `binding6` IPv6's), `frags`, `fastpath` (cached addresses), `fwd_counters`
+//! their ports; `binding6` IPv6's), `frags` (`frags6`), `fastpath` (cached addresses), `fwd_counters`
 //! (each forward's packets and bytes), `table` and `gc`
 //! (accounting and collection), `lab` (what user space says about the lab),
 //! `verdict` (drop reasons, counted in one place), `flowlog`, `maps`.
@@ -37,6 +37,7 @@ mod flowlog;
 mod flows;
 mod flows6;
 mod frags;
+mod frags6;
 mod fwd_counters;
 mod gc;
 mod hook;

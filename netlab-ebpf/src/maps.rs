@@ -10,10 +10,10 @@ use aya_ebpf::{
 };
 use netlab_common::{
     event, fwd_counter, stat, tail, Binding, Endpoint, Endpoint6, Flow6Key, Flow6Value, FlowKey,
-    FlowValue, Forward6Target, ForwardCounter, ForwardKey, ForwardTarget, FragKey, FragValue,
-    GcState, NatConfig, NodePort, Reservation6, SubnetInfo, BINDING6_ENTRIES, BINDING_ENTRIES,
-    FLOW6_ENTRIES, FLOW_ENTRIES, FORWARD_ENTRIES, FRAG_ENTRIES, IFACE_ENTRIES, NODE_ENTRIES,
-    PORT_USED_ENTRIES, SUBNET6_ENTRIES, SUBNET_ENTRIES,
+    FlowValue, Forward6Target, ForwardCounter, ForwardKey, ForwardTarget, Frag6Key, FragKey,
+    FragValue, GcState, NatConfig, NodePort, Reservation6, SubnetInfo, BINDING6_ENTRIES,
+    BINDING_ENTRIES, FLOW6_ENTRIES, FLOW_ENTRIES, FORWARD_ENTRIES, FRAG_ENTRIES, IFACE_ENTRIES,
+    NODE_ENTRIES, PORT_USED_ENTRIES, SUBNET6_ENTRIES, SUBNET_ENTRIES,
 };
 
 /// Both directions of every translated flow, keyed as each direction is seen.
@@ -104,6 +104,12 @@ pub static NAT6_BIND: LruHashMap<Endpoint6, u16> =
 #[map]
 pub static NAT6_PORTS: LruHashMap<ForwardKey, Reservation6> =
     LruHashMap::with_max_entries(BINDING6_ENTRIES, 0);
+
+/// IPv6 fragmented datagrams' translations, from their first fragment:
+/// the address their later fragments get.
+#[map]
+pub static FRAG6_FLOWS: LruHashMap<Frag6Key, [u8; 16]> =
+    LruHashMap::with_max_entries(FRAG_ENTRIES, 0);
 
 /// IPv6 port forwards: outside port → the target's IPv6 endpoint.
 #[map]

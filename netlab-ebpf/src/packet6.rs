@@ -50,6 +50,8 @@ pub struct Upper {
     pub l4: usize,
     /// `FRAG_*`: a later fragment carries no upper-layer header at `l4`.
     pub frag: u8,
+    /// A fragment's identification (wire order), 0 for a packet whole.
+    pub frag_id: u32,
 }
 
 /// Why the upper-layer header could not be found.
@@ -99,6 +101,7 @@ pub fn upper_layer(ctx: &TcContext, ip: &Ip6) -> Result<Upper, ChainError> {
     let mut next = ip.next_hdr;
     let mut off = IP_OFF + Ipv6Hdr::LEN;
     let mut frag = FRAG_NONE;
+    let mut frag_id = 0;
     for _ in 0..MAX_EXT_HEADERS {
         let len = match next {
             NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST => {
@@ -112,8 +115,9 @@ pub fn upper_layer(ctx: &TcContext, ip: &Ip6) -> Result<Upper, ChainError> {
                 (usize::from(h[1]) + 2) * 4
             }
             NEXTHDR_FRAGMENT => {
-                let h: [u8; 4] = ctx.load(off).map_err(|_| ChainError::Truncated)?;
+                let h: [u8; 8] = ctx.load(off).map_err(|_| ChainError::Truncated)?;
                 next = h[0];
+                frag_id = u32::from_ne_bytes([h[4], h[5], h[6], h[7]]);
                 let offset = u16::from_be_bytes([h[2], h[3]]) & 0xfff8;
                 if offset != 0 {
                     // What follows is the middle of the datagram.
@@ -121,6 +125,7 @@ pub fn upper_layer(ctx: &TcContext, ip: &Ip6) -> Result<Upper, ChainError> {
                         proto: next,
                         l4: off + 8,
                         frag: FRAG_LATER,
+                        frag_id,
                     });
                 }
                 if h[3] & 1 != 0 {
@@ -133,6 +138,7 @@ pub fn upper_layer(ctx: &TcContext, ip: &Ip6) -> Result<Upper, ChainError> {
                     proto: next,
                     l4: off,
                     frag,
+                    frag_id,
                 })
             }
         };
@@ -148,6 +154,7 @@ pub fn upper_layer(ctx: &TcContext, ip: &Ip6) -> Result<Upper, ChainError> {
         proto: next,
         l4: off,
         frag,
+        frag_id,
     })
 }
 
@@ -206,6 +213,9 @@ pub struct Pkt6 {
     pub icmp_type: u8,
     /// The frame's length, for the flow's byte count.
     pub len: u32,
+    /// `FRAG_NONE` or `FRAG_FIRST`, and the fragment's identification.
+    pub frag: u8,
+    pub frag_id: u32,
 }
 
 /// The translatable packet `u` starts, or `None` (another protocol, an
@@ -224,6 +234,8 @@ pub fn transport(ctx: &TcContext, ip: &Ip6, u: &Upper) -> Option<Pkt6> {
         tcp_flags: 0,
         icmp_type: 0,
         len: ctx.len(),
+        frag: u.frag,
+        frag_id: u.frag_id,
     };
     match u.proto {
         IPPROTO_TCP => {
@@ -267,6 +279,8 @@ pub fn icmp_message(ctx: &TcContext, ip: &Ip6, u: &Upper) -> Pkt6 {
         tcp_flags: 0,
         icmp_type: 0,
         len: ctx.len(),
+        frag: u.frag,
+        frag_id: u.frag_id,
     }
 }
 
@@ -337,6 +351,14 @@ pub fn same_addr(a: &[u8; 16], b: &[u8; 16]) -> bool {
         ])
     };
     half(a, 0) == half(b, 0) && half(a, 8) == half(b, 8)
+}
+
+/// Rewrite only the source (`src = true`) or destination address: a later
+/// fragment, whose upper-layer header (and checksum) went with the first.
+#[inline(always)]
+pub fn set_fragment_addr(ctx: &TcContext, src: bool, new: &[u8; 16]) -> Result<(), DropReason> {
+    ctx.store(IP_OFF + if src { 8 } else { 24 }, new, 0)
+        .map_err(failed)
 }
 
 /// Rewrite the source or destination port (for echo: the identifier).

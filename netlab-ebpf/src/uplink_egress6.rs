@@ -8,7 +8,8 @@ use aya_ebpf::programs::TcContext;
 use netlab_common::{stat, Flow6Value, NatConfig, DIR_ORIGINAL, HOOK_UPLINK_EGRESS};
 
 use crate::{
-    binding6, flows, flows6, icmp6, lab,
+    binding6, flows, flows6, frags6, icmp6, lab,
+    packet::FRAG_LATER,
     packet6::{self, ChainError, Pkt6},
     verdict::{count, finish, DropReason, Verdict, TC_ACT_UNSPEC},
 };
@@ -33,9 +34,13 @@ fn handle(ctx: &TcContext, cfg: &NatConfig) -> Verdict {
     if packet6::is_neighbour_discovery(ctx, &u) {
         return Ok(TC_ACT_UNSPEC);
     }
-    if u.frag == crate::packet::FRAG_LATER {
-        // Its first fragment's translation is not recorded for IPv6 yet:
-        // sending it would leak the inside address.
+    if u.frag == FRAG_LATER {
+        if let Some(a) = frags6::translation(&ip, &u) {
+            packet6::set_fragment_addr(ctx, true, &a)?;
+            return Ok(TC_ACT_UNSPEC);
+        }
+        // Its first fragment was not seen: sending it would leak the
+        // inside address.
         return Err(DropReason::Fragment);
     }
     if icmp6::is_error(ctx, &u) {
@@ -76,13 +81,14 @@ fn established(
     let (port, dir) = unsafe { ((*v).port, (*v).dir) };
     packet6::set_addr(ctx, p, true, &cfg.uplink_addr6)?;
     packet6::set_port(ctx, p, true, p.sport, port)?;
+    frags6::record(p, &cfg.uplink_addr6);
     // The original direction's key: this packet's, or the entry's peer.
     let out = if dir == DIR_ORIGINAL {
         &p.key
     } else {
         unsafe { &(*v).peer }
     };
-    flows6::touch(cfg, out, orig, p, dir, now);
+    flows6::touch(cfg, out, v, orig, p, dir, now);
     count(stat::XLATE6_OUT);
     Ok(TC_ACT_UNSPEC)
 }

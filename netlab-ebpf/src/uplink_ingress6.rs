@@ -11,8 +11,9 @@ use netlab_common::{
 };
 
 use crate::{
-    flows, flows6, icmp6, lab,
+    flows, flows6, frags6, icmp6, lab,
     maps::FORWARD6_RULES,
+    packet::FRAG_LATER,
     packet6::{self, Pkt6},
     verdict::{count, finish, DropReason, Verdict, TC_ACT_UNSPEC},
 };
@@ -33,6 +34,12 @@ fn handle(ctx: &TcContext, cfg: &NatConfig) -> Verdict {
     let Ok(u) = packet6::upper_layer(ctx, &ip) else {
         return Ok(TC_ACT_UNSPEC);
     };
+    if u.frag == FRAG_LATER {
+        if let Some(a) = frags6::translation(&ip, &u) {
+            packet6::set_fragment_addr(ctx, false, &a)?;
+        }
+        return Ok(TC_ACT_UNSPEC);
+    }
     if icmp6::is_error(ctx, &u) {
         let p = packet6::icmp_message(ctx, &ip, &u);
         icmp6::translate_in(ctx, &p, &u)?;
@@ -87,13 +94,14 @@ fn translate(
     let (addr, port, dir) = unsafe { ((*v).addr, (*v).port, (*v).dir) };
     packet6::set_addr(ctx, p, false, &addr)?;
     packet6::set_port(ctx, p, false, p.dport, port)?;
+    frags6::record(p, &addr);
     // The original direction's key: this packet's, or the entry's peer.
     let out = if dir == DIR_ORIGINAL {
         &p.key
     } else {
         unsafe { &(*v).peer }
     };
-    flows6::touch(cfg, out, orig, p, dir, now);
+    flows6::touch(cfg, out, v, orig, p, dir, now);
     count(stat::XLATE6_IN);
     Ok(TC_ACT_UNSPEC)
 }

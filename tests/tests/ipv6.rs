@@ -312,6 +312,42 @@ fn ipv6_from_a_masqueraded_subnet_is_masqueraded_to_the_uplinks_address() {
     let moved = netlab_tests::reliability::delta(&before, &after);
     assert_eq!(moved.get("new_snat_v6_flows"), Some(&3), "{moved:?}");
     assert_eq!(moved.get("drop_v6_untranslated"), None, "{moved:?}");
+    // `nat list` shows them: red's echo, from the uplink's address.
+    let name = lab.name.clone();
+    let list: serde_json::Value =
+        serde_json::from_str(&lab.netlab_ok(&["nat", "list", "--name", &name, "--json"])).unwrap();
+    let echo = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["protocol"] == "icmp6")
+        .unwrap_or_else(|| panic!("no icmp6 flow in {list:#}"));
+    assert_eq!(echo["kind"], "snat");
+    assert!(echo["original"]["src"]
+        .as_str()
+        .unwrap()
+        .starts_with("fd00:15::1 id="));
+    assert!(echo["translated"]["src"]
+        .as_str()
+        .unwrap()
+        .starts_with("2001:db8:100::2 id="));
+    assert_eq!(echo["reply_packets"], 3, "{echo:#}");
+    // A datagram in fragments both ways (3,000 bytes over 1,500-byte links):
+    // the later fragments follow their first.
+    let big = lab.node(
+        "red",
+        &[
+            "ping",
+            "-6",
+            "-n",
+            "-c1",
+            "-s",
+            "3000",
+            &ping_wait(2),
+            "2001:db8:100::1",
+        ],
+    );
+    assert!(big.status.success(), "fragmented echo: {}", text(&big));
     let v4 = lab.node(
         "red",
         &["ping", "-4", "-n", "-c1", &ping_wait(2), "198.51.100.1"],

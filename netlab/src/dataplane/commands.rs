@@ -6,9 +6,10 @@ use std::{mem::size_of, net::Ipv4Addr, time::Duration};
 use anyhow::{anyhow, bail, Context as _, Result};
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
 use netlab_common::{
-    addr_octets, event, names, port_from_net, stat, FlowKey, FlowValue, Forward6Target,
-    ForwardCounter, ForwardKey, ForwardTarget, NatConfig, CONFIG_LOG, DIR_ORIGINAL, IPPROTO_ICMP,
-    IPPROTO_TCP, IPPROTO_UDP, STATE_FIN_ORIGINAL, STATE_FIN_REPLY, STATE_REPLIED, STATE_RST,
+    addr_octets, event, names, port_from_net, stat, Flow6Key, Flow6Value, FlowKey, FlowValue,
+    Forward6Target, ForwardCounter, ForwardKey, ForwardTarget, NatConfig, CONFIG_LOG, DIR_ORIGINAL,
+    HOOK_UPLINK_EGRESS, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, STATE_FIN_ORIGINAL,
+    STATE_FIN_REPLY, STATE_REPLIED, STATE_RST,
 };
 use serde::Serialize;
 use serde_json::json;
@@ -335,6 +336,7 @@ pub fn flows(lab: &str) -> Result<Vec<FlowRow>> {
             reply_bytes: peer.map(|p| p.bytes).unwrap_or(0),
         });
     }
+    rows.extend(flows6(&pins, &cfg, now)?);
     rows.sort_by(|a, b| {
         (a.protocol, &a.original.src, &a.original.dst).cmp(&(
             b.protocol,
@@ -343,6 +345,95 @@ pub fn flows(lab: &str) -> Result<Vec<FlowRow>> {
         ))
     });
     Ok(rows)
+}
+
+/// The live IPv6 flows (`NAT6_FLOWS`; none in a dataplane made before it).
+fn flows6(pins: &LabPins, cfg: &NatConfig, now: u64) -> Result<Vec<FlowRow>> {
+    if !pins.map(names::NAT6_FLOWS).exists() {
+        return Ok(Vec::new());
+    }
+    let table: HashMap<_, Flow6Key, Flow6Value> = HashMap::try_from(pins.open(names::NAT6_FLOWS)?)?;
+    let entries: std::collections::HashMap<Flow6Key, Flow6Value> =
+        table.iter().filter_map(|r| r.ok()).collect();
+    let mut rows = Vec::new();
+    for (k, v) in entries.iter().filter(|(_, v)| v.dir == DIR_ORIGINAL) {
+        let timeout =
+            u64::from(netlab_ebpf::flow_timeout_secs(cfg, k.proto, v.state)) * 1_000_000_000;
+        let expires = (v.last_seen_ns + timeout).saturating_sub(now);
+        if expires == 0 {
+            continue;
+        }
+        let peer = entries.get(&v.peer);
+        let ep = |a: [u8; 16], port: u16| endpoint6(a, port, k.proto);
+        // Masquerade rewrites the source going out; a forward, the
+        // destination coming in.
+        let (kind, translated) = if v.hook == HOOK_UPLINK_EGRESS {
+            let port = if k.proto == IPPROTO_ICMPV6 {
+                0
+            } else {
+                k.dst_port
+            };
+            (
+                "snat",
+                Endpoints {
+                    src: ep(v.addr, v.port),
+                    dst: ep(k.dst_addr, port),
+                },
+            )
+        } else {
+            (
+                "dnat",
+                Endpoints {
+                    src: ep(k.src_addr, k.src_port),
+                    dst: ep(v.addr, v.port),
+                },
+            )
+        };
+        rows.push(FlowRow {
+            protocol: proto_name6(k.proto),
+            kind,
+            state: state_name(k.proto, v.state),
+            original: Endpoints {
+                src: ep(k.src_addr, k.src_port),
+                dst: ep(k.dst_addr, k.dst_port),
+            },
+            translated,
+            reply: Some(Endpoints {
+                src: ep(v.peer.src_addr, v.peer.src_port),
+                dst: ep(v.peer.dst_addr, v.peer.dst_port),
+            }),
+            age_s: now.saturating_sub(v.created_ns) / 1_000_000_000,
+            idle_s: now.saturating_sub(v.last_seen_ns) / 1_000_000_000,
+            expires_s: expires / 1_000_000_000,
+            packets: v.packets,
+            bytes: v.bytes,
+            reply_packets: peer.map(|p| p.packets).unwrap_or(0),
+            reply_bytes: peer.map(|p| p.bytes).unwrap_or(0),
+        });
+    }
+    Ok(rows)
+}
+
+fn proto_name6(p: u8) -> &'static str {
+    if p == IPPROTO_ICMPV6 {
+        "icmp6"
+    } else {
+        proto_name(p)
+    }
+}
+
+/// `[addr]:port`, or for echo `addr id=N` (the identifier on the side
+/// that chose it).
+fn endpoint6(addr: [u8; 16], port: u16, proto: u8) -> String {
+    let ip = std::net::Ipv6Addr::from(addr);
+    if proto == IPPROTO_ICMPV6 {
+        match port_from_net(port) {
+            0 => ip.to_string(),
+            id => format!("{ip} id={id}"),
+        }
+    } else {
+        format!("[{ip}]:{}", port_from_net(port))
+    }
 }
 
 /// `netlab nat list`.
