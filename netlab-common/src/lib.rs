@@ -275,11 +275,13 @@ pub struct Flow6Value {
     pub dir: u8,
     /// `STATE_*` (the original direction's entry only).
     pub state: u8,
-    /// `HOOK_UPLINK_EGRESS` (the source is rewritten) or
-    /// `HOOK_UPLINK_INGRESS` (the destination is).
+    /// `HOOK_UPLINK_EGRESS` (the source is rewritten),
+    /// `HOOK_UPLINK_INGRESS` (the destination is) or `HOOK_BRIDGE_INGRESS`
+    /// (hairpin: both, the source to the uplink's address and
+    /// `hairpin_sport`).
     pub hook: u8,
     pub _pad0: u8,
-    pub _pad1: u16,
+    pub hairpin_sport: u16,
     /// The other direction's key.
     pub peer: Flow6Key,
     pub created_ns: u64,
@@ -630,7 +632,9 @@ pub mod tail {
     /// of their own so the IPv4 hooks' verification is not touched by it.
     pub const UPLINK_OUT6: u32 = 6;
     pub const UPLINK_IN6: u32 = 7;
-    pub const COUNT: u32 = 8;
+    /// `nl_bridge_in6`: IPv6 hairpin.
+    pub const BRIDGE_IN6: u32 = 8;
+    pub const COUNT: u32 = 9;
 }
 
 /// Indexes into the per-CPU `stats` array.
@@ -694,7 +698,9 @@ pub mod stat {
     pub const XLATE6_OUT: u32 = 34;
     pub const XLATE6_IN: u32 = 35;
     pub const NEW_DNAT6: u32 = 36;
-    pub const COUNT: u32 = 37;
+    pub const NEW_HAIRPIN6: u32 = 37;
+    pub const XLATE6_HAIRPIN: u32 = 38;
+    pub const COUNT: u32 = 39;
 
     /// Display names, in index order.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -735,6 +741,8 @@ pub mod stat {
         "translated_v6_out",
         "translated_v6_in",
         "new_dnat_v6_flows",
+        "new_hairpin_v6_flows",
+        "translated_v6_hairpin",
     ];
 }
 
@@ -771,6 +779,7 @@ pub mod names {
     pub const PROG_TUNNEL_OUT: &str = "nl_tunnel_out";
     pub const PROG_UPLINK_OUT6: &str = "nl_uplink_out6";
     pub const PROG_UPLINK_IN6: &str = "nl_uplink_in6";
+    pub const PROG_BRIDGE_IN6: &str = "nl_bridge_in6";
 
     pub const PROGRAMS: &[&str] = &[
         PROG_UPLINK_IN,
@@ -784,6 +793,7 @@ pub mod names {
         PROG_TUNNEL_OUT,
         PROG_UPLINK_OUT6,
         PROG_UPLINK_IN6,
+        PROG_BRIDGE_IN6,
     ];
 
     pub const NAT_FLOWS: &str = "NAT_FLOWS";

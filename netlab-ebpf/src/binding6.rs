@@ -76,6 +76,15 @@ fn same(a: &Endpoint6, b: &Endpoint6) -> bool {
     a.port == b.port && a.proto == b.proto && crate::packet6::same_addr(&a.addr, &b.addr)
 }
 
+/// The inside endpoint holding the uplink's `port` (network order) now:
+/// where a node's connection to another node's mapping goes (hairpin).
+#[inline(always)]
+pub fn holder(port: u16, proto: u8, now: u64) -> Option<Endpoint6> {
+    let r = NAT6_PORTS.get_ptr(&ForwardKey::new(port, proto))?;
+    let r = unsafe { &*r };
+    (r.expires_ns > now).then_some(r.inside)
+}
+
 /// Whether `inside` holds `port` now.
 #[inline(always)]
 fn holds(inside: &Endpoint6, port: u16, now: u64) -> bool {

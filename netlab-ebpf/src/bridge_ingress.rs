@@ -5,7 +5,8 @@
 //! source becomes the uplink address with the client's own mapping, as
 //! RFC 4787 asks of hairpinning. The replies to the lab host's own
 //! connections to its forwards (`local_egress`) come back here too, and go
-//! into the lab host's `lo`.
+//! into the lab host's `lo`. IPv6 to the uplink's IPv6 address goes to
+//! `nl_bridge_in6`.
 
 use aya_ebpf::{
     helpers::generated::{bpf_redirect, bpf_redirect_neigh},
@@ -19,6 +20,7 @@ use netlab_ebpf::{in_nat_range, TCP_ACK, TCP_SYN};
 
 use crate::{
     binding, flowlog, flows, frags, fwd_counters, hook, lab,
+    maps::TAILS,
     packet::{clear_l2, is_icmp_error, rewrite, set_addr, Parsed, Pkt, FRAG_LATER},
     port_search,
     template::FlowTemplate,
@@ -46,7 +48,8 @@ pub fn redirect(ifindex: u32) -> i32 {
 #[inline(always)]
 fn handle(ctx: &TcContext, cfg: &'static NatConfig, parsed: Parsed) -> Verdict {
     let p = match parsed {
-        Parsed::Other | Parsed::OtherProto { .. } | Parsed::Bad => return Ok(TC_ACT_UNSPEC),
+        Parsed::Other => return ipv6(ctx, cfg),
+        Parsed::OtherProto { .. } | Parsed::Bad => return Ok(TC_ACT_UNSPEC),
         Parsed::Ip(p) => p,
     };
     // Everything but traffic to the uplink address (node to node, node to
@@ -88,6 +91,18 @@ fn handle(ctx: &TcContext, cfg: &'static NatConfig, parsed: Parsed) -> Verdict {
     )
     .through_forward(counter);
     hairpin(ctx, cfg, &p, t, now)
+}
+
+/// Not IPv4: to `nl_bridge_in6` (IPv6 hairpin), which looks at it. Not
+/// parsed here: an IPv6 header on this program's stack would take the
+/// room its port search's callback needs (the verifier counts both).
+#[inline(always)]
+fn ipv6(ctx: &TcContext, cfg: &NatConfig) -> Verdict {
+    if cfg.uplink_addr6 != [0; 16] {
+        // Returns only when the tail call cannot be made.
+        unsafe { TAILS.tail_call(ctx, tail::BRIDGE_IN6) };
+    }
+    Ok(TC_ACT_UNSPEC)
 }
 
 /// No L4 header: translated as its datagram's first fragment was.

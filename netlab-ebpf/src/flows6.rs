@@ -1,12 +1,13 @@
-//! The IPv6 flow table (`NAT6_FLOWS`): both directions of each masqueraded
-//! or forwarded flow, each entry saying at which hook its packets are
-//! rewritten, the original direction's entry holding the flow's state, its
-//! counts and, for a masqueraded flow, the refresh of its port's
-//! reservation.
+//! The IPv6 flow table (`NAT6_FLOWS`): both directions of each masqueraded,
+//! forwarded or hairpinned flow, each entry saying at which hook its
+//! packets are rewritten and counting them, the original direction's entry
+//! holding the flow's state and, for a flow that holds its client's port,
+//! the refresh of that port's reservation.
 
 use netlab_common::{
-    Endpoint6, Flow6Key, Flow6Value, NatConfig, DIR_ORIGINAL, DIR_REPLY, HOOK_UPLINK_EGRESS,
-    HOOK_UPLINK_INGRESS, IPPROTO_ICMPV6, IPPROTO_TCP, STATE_RST, TIME_WAIT_SECS,
+    Endpoint6, Flow6Key, Flow6Value, NatConfig, DIR_ORIGINAL, DIR_REPLY, HOOK_BRIDGE_INGRESS,
+    HOOK_UPLINK_EGRESS, HOOK_UPLINK_INGRESS, IPPROTO_ICMPV6, IPPROTO_TCP, STATE_RST,
+    TIME_WAIT_SECS,
 };
 use netlab_ebpf::{
     binding_timeout_secs, datagram_next_state, flow_timeout_secs, tcp_closed, tcp_next_state,
@@ -94,13 +95,16 @@ pub fn touch(
         datagram_next_state(o.state, dir)
     };
     o.last_seen_ns = now;
-    if o.hook != HOOK_UPLINK_EGRESS {
-        // A forward's flow: its port is the forward's, not a reservation.
-        return;
-    }
+    // A masqueraded or hairpinned flow holds its client's port; a
+    // forward's port is the forward's.
+    let port = match o.hook {
+        HOOK_UPLINK_EGRESS => o.port,
+        HOOK_BRIDGE_INGRESS => o.hairpin_sport,
+        _ => return,
+    };
     let hold = u64::from(binding_timeout_secs(cfg, p.proto, o.state)) * NSEC_PER_SEC;
     let inside = Endpoint6::new(out.src_addr, out.src_port, out.proto);
-    binding6::refresh(o.port, &inside, now + hold);
+    binding6::refresh(port, &inside, now + hold);
 }
 
 /// The key of the replies to a flow whose first packet has key `out`,
@@ -199,6 +203,49 @@ pub fn insert_forwarded(
     v.peer = *inbound;
     if NAT6_FLOWS.insert(&reply, &*v, 0).is_err() {
         let _ = NAT6_FLOWS.remove(inbound);
+        return Err(DropReason::TableFull);
+    }
+    Ok(())
+}
+
+/// Store a hairpinned flow's two entries, both rewritten at the bridge's
+/// ingress: `opening` (a node to the uplink's `port`) goes to `target`
+/// from the uplink's address and the client's `sport` (its own mapping);
+/// the replies come back from the uplink's forwarded port.
+#[inline(always)]
+pub fn insert_hairpin(
+    opening: &Flow6Key,
+    target: &Endpoint6,
+    uplink: &[u8; 16],
+    sport: u16,
+    now: u64,
+) -> Result<(), DropReason> {
+    let Some(v) = SCRATCH6.get_ptr_mut(0) else {
+        return Err(DropReason::NoScratch);
+    };
+    let v = unsafe { &mut *v };
+    v.addr = target.addr;
+    v.port = target.port;
+    v.hairpin_sport = sport;
+    v.dir = DIR_ORIGINAL;
+    v.hook = HOOK_BRIDGE_INGRESS;
+    v.state = 0;
+    v.peer = Flow6Key::new(target.addr, *uplink, target.port, sport, opening.proto);
+    v.created_ns = now;
+    v.last_seen_ns = now;
+    v.packets = 0;
+    v.bytes = 0;
+    NAT6_FLOWS
+        .insert(opening, &*v, 0)
+        .map_err(|_| DropReason::TableFull)?;
+    let reply = v.peer;
+    v.addr = opening.src_addr;
+    v.port = opening.src_port;
+    v.hairpin_sport = opening.dst_port;
+    v.dir = DIR_REPLY;
+    v.peer = *opening;
+    if NAT6_FLOWS.insert(&reply, &*v, 0).is_err() {
+        let _ = NAT6_FLOWS.remove(opening);
         return Err(DropReason::TableFull);
     }
     Ok(())

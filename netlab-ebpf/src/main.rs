@@ -6,7 +6,8 @@
 //! - `nl_uplink_out6`, `nl_uplink_in6` (tail-called by the uplink's two for
 //!   IPv6): masquerade of IPv6 (NAT66) and its replies
 //! - `nl_bridge_in` (each lab bridge, ingress): hairpin, and the replies to
-//!   the lab host's own connections to its forwards
+//!   the lab host's own connections to its forwards; `nl_bridge_in6`
+//!   (tail-called) IPv6's hairpin
 //! - `nl_node_in` (each node's veth on the lab host, ingress): fast path out,
 //!   with `nl_node_new` (tail-called) for a masqueraded flow's first packet
 //! - `nl_local_out` (the lab host's `lo`, egress): its own connections to
@@ -32,6 +33,7 @@
 mod binding;
 mod binding6;
 mod bridge_ingress;
+mod bridge_ingress6;
 mod fastpath;
 mod flowlog;
 mod flows;
@@ -89,6 +91,11 @@ pub fn nl_uplink_in6(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn nl_bridge_in(ctx: TcContext) -> i32 {
     bridge_ingress::run(&ctx)
+}
+
+#[classifier]
+pub fn nl_bridge_in6(ctx: TcContext) -> i32 {
+    bridge_ingress6::run(&ctx)
 }
 
 #[classifier]

@@ -447,8 +447,9 @@ fn ipv6_traceroute_and_path_mtu_discovery_through_nat66() {
 
 /// A forward applies to both families: the wan side reaches blue's server
 /// through the uplink's forwarded port over IPv6 as over IPv4, and blue
-/// sees the client's own address; a forward added to the live lab works
-/// over IPv6 at once, and one removed stops.
+/// sees the client's own address; the nodes reach it there too (hairpin);
+/// a forward added to the live lab works over IPv6 at once, and one
+/// removed stops.
 #[test]
 fn ipv6_forwards_reach_their_node_from_the_wan_side() {
     require_root();
@@ -475,6 +476,21 @@ fn ipv6_forwards_reach_their_node_from_the_wan_side() {
         get("http://198.51.100.2:8080/ip"),
         (true, "198.51.100.1".to_string())
     );
+    // Hairpin: the nodes reach the forward at the uplink's IPv6 address
+    // too, blue itself included; blue sees the uplink's address.
+    for node in ["red", "blue"] {
+        let seen = lab.node_ok(
+            node,
+            &[
+                "curl",
+                "-6",
+                "-sS",
+                "-m5",
+                "http://[2001:db8:100::2]:8080/ip",
+            ],
+        );
+        assert_eq!(seen.trim(), "2001:db8:100::2", "{node} through the hairpin");
+    }
     let name = lab.name.clone();
     lab.netlab_ok(&["fwd", "add", "--name", &name, "tcp", "8081", "blue:80"]);
     assert_eq!(

@@ -13,7 +13,7 @@ use netlab_tests::{
         icmp6, icmp6_echo, parse_checked6, tcp, udp, Ext, Ip6, ACK, DEST_OPTS, HOP_BY_HOP, ICMPV6,
         ROUTING, SYN, TCP, UDP,
     },
-    programs::{Dataplane, BLUE, BLUE6, RED6, REMOTE6, SHOT, UNSPEC, UPLINK6},
+    programs::{Dataplane, BLUE, BLUE6, RED6, REDIRECT, REMOTE6, SHOT, UNSPEC, UPLINK6},
     require_root,
 };
 
@@ -568,4 +568,45 @@ fn ipv6_later_fragments_follow_their_first() {
         .frame();
     assert_eq!(dp.inb(&stray_in), (UNSPEC, stray_in.clone()));
     assert_eq!(dp.drops(), 1);
+}
+
+/// IPv6 hairpin: a node's connection to the uplink's IPv6 address and a
+/// forwarded port goes straight to the target, redirected out of its
+/// bridge, from the uplink's address and the client's own mapping (the
+/// port it has going out); the target's reply comes back to the client
+/// from the forwarded port. Checksums checked both ways.
+#[test]
+fn ipv6_hairpin_redirects_to_the_target_with_the_clients_own_mapping() {
+    require_root();
+    let mut dp = Dataplane::new(10000, 32767);
+    // Red's mapping, from a flow to the outside first.
+    let (_, out) = dp.out(&Ip6::new(RED6, REMOTE6, TCP, tcp(40001, 443, SYN, b"")).frame());
+    let mapped = parse_checked6(&out).unwrap().sport();
+    let syn = Ip6::new(RED6, UPLINK6, TCP, tcp(40001, 80, SYN, b"")).frame();
+    let (rc, to_blue) = dp.run("nl_bridge_in", &syn);
+    assert_eq!(rc, REDIRECT);
+    let p = parse_checked6(&to_blue).unwrap();
+    assert_eq!(
+        (p.src, p.sport(), p.dst, p.dport()),
+        (UPLINK6, mapped, BLUE6, 80)
+    );
+    let synack = Ip6::new(BLUE6, UPLINK6, TCP, tcp(80, mapped, SYN | ACK, b"")).frame();
+    let (rc, back) = dp.run("nl_bridge_in", &synack);
+    assert_eq!(rc, REDIRECT);
+    let b = parse_checked6(&back).unwrap();
+    assert_eq!(
+        (b.src, b.sport(), b.dst, b.dport()),
+        (UPLINK6, 80, RED6, 40001)
+    );
+    assert_eq!(dp.stat(stat::NEW_HAIRPIN6), 1);
+    assert_eq!(dp.stat(stat::XLATE6_HAIRPIN), 2);
+    // A port neither forwarded nor mapped is the lab host's own, and so is
+    // IPv6 to another address.
+    for f in [
+        Ip6::new(RED6, UPLINK6, TCP, tcp(40002, 22, SYN, b"")).frame(),
+        Ip6::new(RED6, BLUE6, TCP, tcp(40002, 80, SYN, b"")).frame(),
+    ] {
+        assert_eq!(dp.run("nl_bridge_in", &f), (UNSPEC, f.clone()));
+    }
+    assert_eq!(dp.drops(), 0);
 }

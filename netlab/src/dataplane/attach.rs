@@ -168,6 +168,9 @@ pub fn attach_all(
         names.insert(super::PROG_UPLINK_OUT6.to_string());
         names.insert(super::PROG_UPLINK_IN6.to_string());
     }
+    if names.contains(super::PROG_BRIDGE_IN) {
+        names.insert(super::PROG_BRIDGE_IN6.to_string());
+    }
     if names.contains(super::PROG_NODE_IN) {
         names.insert(super::PROG_NODE_NEW.to_string());
     }

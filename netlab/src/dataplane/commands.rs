@@ -8,8 +8,8 @@ use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
 use netlab_common::{
     addr_octets, event, names, port_from_net, stat, Flow6Key, Flow6Value, FlowKey, FlowValue,
     Forward6Target, ForwardCounter, ForwardKey, ForwardTarget, NatConfig, CONFIG_LOG, DIR_ORIGINAL,
-    HOOK_UPLINK_EGRESS, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, STATE_FIN_ORIGINAL,
-    STATE_FIN_REPLY, STATE_REPLIED, STATE_RST,
+    HOOK_BRIDGE_INGRESS, HOOK_UPLINK_EGRESS, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP,
+    IPPROTO_UDP, STATE_FIN_ORIGINAL, STATE_FIN_REPLY, STATE_REPLIED, STATE_RST,
 };
 use serde::Serialize;
 use serde_json::json;
@@ -366,28 +366,32 @@ fn flows6(pins: &LabPins, cfg: &NatConfig, now: u64) -> Result<Vec<FlowRow>> {
         let peer = entries.get(&v.peer);
         let ep = |a: [u8; 16], port: u16| endpoint6(a, port, k.proto);
         // Masquerade rewrites the source going out; a forward, the
-        // destination coming in.
-        let (kind, translated) = if v.hook == HOOK_UPLINK_EGRESS {
-            let port = if k.proto == IPPROTO_ICMPV6 {
-                0
-            } else {
-                k.dst_port
-            };
-            (
-                "snat",
-                Endpoints {
-                    src: ep(v.addr, v.port),
-                    dst: ep(k.dst_addr, port),
-                },
-            )
-        } else {
-            (
-                "dnat",
-                Endpoints {
-                    src: ep(k.src_addr, k.src_port),
-                    dst: ep(v.addr, v.port),
-                },
-            )
+        // destination coming in; hairpin, both.
+        let to = Endpoints {
+            src: ep(k.src_addr, k.src_port),
+            dst: ep(v.addr, v.port),
+        };
+        let (kind, translated) = match v.hook {
+            HOOK_UPLINK_EGRESS => {
+                let port = if k.proto == IPPROTO_ICMPV6 {
+                    0
+                } else {
+                    k.dst_port
+                };
+                let src = ep(v.addr, v.port);
+                (
+                    "snat",
+                    Endpoints {
+                        src,
+                        dst: ep(k.dst_addr, port),
+                    },
+                )
+            }
+            HOOK_BRIDGE_INGRESS => {
+                let src = ep(cfg.uplink_addr6, v.hairpin_sport);
+                ("hairpin", Endpoints { src, ..to })
+            }
+            _ => ("dnat", to),
         };
         rows.push(FlowRow {
             protocol: proto_name6(k.proto),

@@ -504,9 +504,10 @@ impl Harness {
 
     /// An IPv6 packet a program rewrote: only NAT66 may, the uplink's
     /// egress from a masqueraded source to the uplink's address, its
-    /// ingress from the uplink's address to a masqueraded one; nothing but
-    /// that address, a port and a checksum changes, and a packet whose
-    /// checksum was valid still has a valid one.
+    /// ingress from the uplink's address to a masqueraded one, a bridge's
+    /// ingress from a lab address at the uplink's to another (hairpin);
+    /// nothing but those addresses, the ports and a checksum changes, and
+    /// a packet whose checksum was valid still has a valid one.
     fn check_nat66(&mut self, prog: Prog, frame: &[u8], out: &[u8], ip: frames::Ipv6) {
         let name = prog.name();
         let masqueraded = |a| subnet6_of(a).is_some_and(|s| s.flags & SUBNET_MASQUERADE != 0);
@@ -519,12 +520,21 @@ impl Harness {
                 ETH + 24..ETH + 40,
                 ip.dst == UPLINK6 && masqueraded(o.dst) && o.src == ip.src,
             ),
+            // Hairpin: from a lab address to the uplink's, then from the
+            // uplink's to a lab address (both addresses and ports).
+            (Prog::BridgeIn, Some(o)) => (
+                ETH + 8..ETH + 40,
+                ip.dst == UPLINK6
+                    && subnet6_of(ip.src).is_some()
+                    && o.src == UPLINK6
+                    && subnet6_of(o.dst).is_some(),
+            ),
             _ => (0..0, false),
         };
         let others = (0..frame.len().min(out.len()))
             .filter(|&i| frame[i] != out[i] && !addr.contains(&i))
             .count();
-        if !ok || out.len() != frame.len() || others > 4 {
+        if !ok || out.len() != frame.len() || others > 6 {
             self.fail("rewrote-ipv6", format!("{name} rewrote an IPv6 packet"));
         } else if parse_checked6(frame).is_ok() {
             if let Err(e) = parse_checked6(out) {

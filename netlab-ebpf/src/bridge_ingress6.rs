@@ -1,0 +1,120 @@
+//! `nl_bridge_in6`, tail-called by `nl_bridge_in` for IPv6 from a lab
+//! bridge to the uplink's IPv6 address: hairpin, as `bridge_ingress` does
+//! for IPv4. A node's new connection to a forwarded port (or to another
+//! node's mapping) goes straight to the target, from the uplink's address
+//! and the client's own mapping (RFC 4787's hairpinning); both directions
+//! are rewritten here and redirected out of the target's bridge.
+
+use aya_ebpf::programs::TcContext;
+use netlab_common::{
+    stat, Endpoint6, Flow6Key, Flow6Value, ForwardKey, NatConfig, DIR_ORIGINAL,
+    HOOK_BRIDGE_INGRESS, IPPROTO_ICMPV6, IPPROTO_TCP,
+};
+use netlab_ebpf::{in_nat_range, TCP_ACK, TCP_SYN};
+
+use crate::{
+    binding6,
+    bridge_ingress::redirect,
+    flows, flows6, icmp6, lab,
+    maps::FORWARD6_RULES,
+    packet::FRAG_LATER,
+    packet6::{self, Pkt6},
+    verdict::{count, finish, DropReason, Verdict, TC_ACT_UNSPEC},
+};
+
+#[inline(always)]
+pub fn run(ctx: &TcContext) -> i32 {
+    let Some(cfg) = lab::active_config() else {
+        return TC_ACT_UNSPEC;
+    };
+    finish(handle(ctx, cfg))
+}
+
+#[inline(always)]
+fn handle(ctx: &TcContext, cfg: &NatConfig) -> Verdict {
+    let Some(ip) = packet6::beyond_link(ctx) else {
+        return Ok(TC_ACT_UNSPEC);
+    };
+    let Ok(u) = packet6::upper_layer(ctx, &ip) else {
+        return Ok(TC_ACT_UNSPEC);
+    };
+    if ip.dst != cfg.uplink_addr6 || u.frag == FRAG_LATER || icmp6::is_error(ctx, &u) {
+        return Ok(TC_ACT_UNSPEC);
+    }
+    // An echo to the uplink's address is the lab host's to answer.
+    let Some(p) = packet6::transport(ctx, &ip, &u).filter(|p| p.proto != IPPROTO_ICMPV6) else {
+        return Ok(TC_ACT_UNSPEC);
+    };
+    let now = flows::now();
+    if let Some(v) = flows6::get(&p.key) {
+        if unsafe { (*v).hook } == HOOK_BRIDGE_INGRESS {
+            if let Some(orig) = flows6::original(v) {
+                if flows6::alive(cfg, p.proto, unsafe { &*orig }, now) {
+                    return hairpinned(ctx, cfg, &p, v, orig, now);
+                }
+            }
+        }
+    }
+    if lab::subnet6_of(&p.key.src_addr).is_none()
+        || (p.proto == IPPROTO_TCP && (p.tcp_flags & TCP_SYN == 0 || p.tcp_flags & TCP_ACK != 0))
+    {
+        return Ok(TC_ACT_UNSPEC);
+    }
+    let Some(target) = target(cfg, &p, now) else {
+        return Ok(TC_ACT_UNSPEC);
+    };
+    // The client's own mapping: the port it has (or gets) going out to
+    // the target's endpoint.
+    let out = Flow6Key::new(p.key.src_addr, target.addr, p.sport, target.port, p.proto);
+    let sport = binding6::map(cfg, &out, now)?;
+    flows6::insert_hairpin(&p.key, &target, &cfg.uplink_addr6, sport, now)?;
+    count(stat::NEW_HAIRPIN6);
+    let Some(v) = flows6::get(&p.key) else {
+        return Err(DropReason::TableFull);
+    };
+    hairpinned(ctx, cfg, &p, v, v, now)
+}
+
+/// Whom a node's new connection to the uplink's IPv6 address goes to: a
+/// forward's target, or the node holding that port's mapping
+/// (peer-to-peer); other ports are the lab host's own.
+#[inline(always)]
+fn target(cfg: &NatConfig, p: &Pkt6, now: u64) -> Option<Endpoint6> {
+    if let Some(t) = FORWARD6_RULES.get_ptr(&ForwardKey::new(p.dport, p.proto)) {
+        let t = unsafe { &*t };
+        return Some(Endpoint6::new(t.addr, t.port, p.proto));
+    }
+    if !in_nat_range(cfg, u16::from_be(p.dport)) {
+        return None;
+    }
+    binding6::holder(p.dport, p.proto, now)
+}
+
+/// A packet of a hairpinned flow: from the uplink's address, to its other
+/// end, out of that end's bridge.
+#[inline(always)]
+fn hairpinned(
+    ctx: &TcContext,
+    cfg: &NatConfig,
+    p: &Pkt6,
+    v: *mut Flow6Value,
+    orig: *mut Flow6Value,
+    now: u64,
+) -> Verdict {
+    let (addr, port, sport, dir) = unsafe { ((*v).addr, (*v).port, (*v).hairpin_sport, (*v).dir) };
+    let Some(out_ifindex) = lab::subnet6_of(&addr).map(|s| s.ifindex) else {
+        return Ok(TC_ACT_UNSPEC);
+    };
+    packet6::set_addr(ctx, p, true, &cfg.uplink_addr6)?;
+    packet6::set_port(ctx, p, true, p.sport, sport)?;
+    packet6::set_addr(ctx, p, false, &addr)?;
+    packet6::set_port(ctx, p, false, p.dport, port)?;
+    let out = if dir == DIR_ORIGINAL {
+        &p.key
+    } else {
+        unsafe { &(*v).peer }
+    };
+    flows6::touch(cfg, out, v, orig, p, dir, now);
+    count(stat::XLATE6_HAIRPIN);
+    Ok(redirect(out_ifindex))
+}
