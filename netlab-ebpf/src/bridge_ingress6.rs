@@ -7,8 +7,8 @@
 
 use aya_ebpf::programs::TcContext;
 use netlab_common::{
-    stat, Endpoint6, Flow6Key, Flow6Value, ForwardKey, NatConfig, DIR_ORIGINAL,
-    HOOK_BRIDGE_INGRESS, IPPROTO_ICMPV6, IPPROTO_TCP,
+    stat, Endpoint6, Flow6Key, Flow6Value, ForwardKey, NatConfig, HOOK_BRIDGE_INGRESS,
+    IPPROTO_ICMPV6, IPPROTO_TCP,
 };
 use netlab_ebpf::{in_nat_range, TCP_ACK, TCP_SYN};
 
@@ -46,14 +46,8 @@ fn handle(ctx: &TcContext, cfg: &NatConfig) -> Verdict {
         return Ok(TC_ACT_UNSPEC);
     };
     let now = flows::now();
-    if let Some(v) = flows6::get(&p.key) {
-        if unsafe { (*v).hook } == HOOK_BRIDGE_INGRESS {
-            if let Some(orig) = flows6::original(v) {
-                if flows6::alive(cfg, p.proto, unsafe { &*orig }, now) {
-                    return hairpinned(ctx, cfg, &p, v, orig, now);
-                }
-            }
-        }
+    if let Some((v, orig)) = flows6::live_at(cfg, &p.key, HOOK_BRIDGE_INGRESS, now) {
+        return hairpinned(ctx, cfg, &p, v, orig, now);
     }
     if lab::subnet6_of(&p.key.src_addr).is_none()
         || (p.proto == IPPROTO_TCP && (p.tcp_flags & TCP_SYN == 0 || p.tcp_flags & TCP_ACK != 0))
@@ -101,7 +95,7 @@ fn hairpinned(
     orig: *mut Flow6Value,
     now: u64,
 ) -> Verdict {
-    let (addr, port, sport, dir) = unsafe { ((*v).addr, (*v).port, (*v).hairpin_sport, (*v).dir) };
+    let (addr, port, sport) = unsafe { ((*v).addr, (*v).port, (*v).hairpin_sport) };
     let Some(out_ifindex) = lab::subnet6_of(&addr).map(|s| s.ifindex) else {
         return Ok(TC_ACT_UNSPEC);
     };
@@ -109,12 +103,7 @@ fn hairpinned(
     packet6::set_port(ctx, p, true, p.sport, sport)?;
     packet6::set_addr(ctx, p, false, &addr)?;
     packet6::set_port(ctx, p, false, p.dport, port)?;
-    let out = if dir == DIR_ORIGINAL {
-        &p.key
-    } else {
-        unsafe { &(*v).peer }
-    };
-    flows6::touch(cfg, out, v, orig, p, dir, now);
+    flows6::touch(cfg, p, v, orig, now);
     count(stat::XLATE6_HAIRPIN);
     Ok(redirect(out_ifindex))
 }

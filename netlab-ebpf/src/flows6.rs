@@ -70,20 +70,36 @@ pub fn opens_flow(p: &Pkt6) -> bool {
     }
 }
 
-/// Account a translated packet of direction `dir` on its own entry `v`
-/// (packets, bytes) and on the flow's original entry `orig` (stored under
-/// `out`: state, last packet), and keep a masqueraded flow's outside port
-/// reserved for as long as the flow's state asks.
+/// The entry under `key` that `hook` rewrites, and its flow's original
+/// entry, while the flow lives.
 #[inline(always)]
-pub fn touch(
+pub fn live_at(
     cfg: &NatConfig,
-    out: &Flow6Key,
-    v: *mut Flow6Value,
-    orig: *mut Flow6Value,
-    p: &Pkt6,
-    dir: u8,
+    key: &Flow6Key,
+    hook: u8,
     now: u64,
-) {
+) -> Option<(*mut Flow6Value, *mut Flow6Value)> {
+    let v = get(key)?;
+    if unsafe { (*v).hook } != hook {
+        return None;
+    }
+    let orig = original(v)?;
+    alive(cfg, key.proto, unsafe { &*orig }, now).then_some((v, orig))
+}
+
+/// Account a translated packet `p` on its own entry `v` (packets, bytes)
+/// and on its flow's original entry `orig` (state, last packet), and keep
+/// the client's port reserved for as long as the flow's state asks (a
+/// masqueraded or hairpinned flow; a forward's port is the forward's).
+#[inline(always)]
+pub fn touch(cfg: &NatConfig, p: &Pkt6, v: *mut Flow6Value, orig: *mut Flow6Value, now: u64) {
+    let dir = unsafe { (*v).dir };
+    // The original direction's key: this packet's, or the entry's peer.
+    let out = if dir == DIR_ORIGINAL {
+        &p.key
+    } else {
+        unsafe { &(*v).peer }
+    };
     unsafe {
         (*v).packets += 1;
         (*v).bytes += u64::from(p.len);
@@ -95,8 +111,6 @@ pub fn touch(
         datagram_next_state(o.state, dir)
     };
     o.last_seen_ns = now;
-    // A masqueraded or hairpinned flow holds its client's port; a
-    // forward's port is the forward's.
     let port = match o.hook {
         HOOK_UPLINK_EGRESS => o.port,
         HOOK_BRIDGE_INGRESS => o.hairpin_sport,
@@ -120,9 +134,59 @@ pub fn reply_key(out: &Flow6Key, uplink: &[u8; 16], port: u16) -> Flow6Key {
     Flow6Key::new(out.dst_addr, *uplink, remote_port, port, out.proto)
 }
 
-/// Store a new flow's two entries: `out` (its first packet's key, which
-/// goes out from `uplink`:`port`) and the reply's. Built in `SCRATCH6`:
-/// an entry and two keys do not fit on the stack beside the packet's.
+/// One direction's rewrite: the hook that makes it, the address and port
+/// it rewrites to (the source's at the uplink's egress, the destination's
+/// elsewhere) and, for a hairpin, the source port.
+pub struct Rewrite6<'a> {
+    pub hook: u8,
+    pub addr: &'a [u8; 16],
+    pub port: u16,
+    pub hairpin_sport: u16,
+}
+
+/// Store a new flow's two entries: under `opening` (its first packet's
+/// key) with the rewrite `original`, under `reply` with `back`. Built in
+/// `SCRATCH6`: an entry beside the packet's keys does not fit on the
+/// stack.
+#[inline(always)]
+fn insert_flow(
+    opening: &Flow6Key,
+    reply: &Flow6Key,
+    original: Rewrite6,
+    back: Rewrite6,
+    now: u64,
+) -> Result<(), DropReason> {
+    let Some(v) = SCRATCH6.get_ptr_mut(0) else {
+        return Err(DropReason::NoScratch);
+    };
+    let v = unsafe { &mut *v };
+    let fill = |v: &mut Flow6Value, r: &Rewrite6, dir: u8, peer: &Flow6Key| {
+        v.addr = *r.addr;
+        v.port = r.port;
+        v.hairpin_sport = r.hairpin_sport;
+        v.hook = r.hook;
+        v.dir = dir;
+        v.peer = *peer;
+    };
+    fill(v, &original, DIR_ORIGINAL, reply);
+    v.state = 0;
+    v.created_ns = now;
+    v.last_seen_ns = now;
+    v.packets = 0;
+    v.bytes = 0;
+    NAT6_FLOWS
+        .insert(opening, &*v, 0)
+        .map_err(|_| DropReason::TableFull)?;
+    fill(v, &back, DIR_REPLY, opening);
+    if NAT6_FLOWS.insert(reply, &*v, 0).is_err() {
+        let _ = NAT6_FLOWS.remove(opening);
+        return Err(DropReason::TableFull);
+    }
+    Ok(())
+}
+
+/// A masqueraded flow: `out` (a node's first packet) goes out from
+/// `uplink`:`port`; the replies come back to the node.
 #[inline(always)]
 pub fn insert_pair(
     out: &Flow6Key,
@@ -130,41 +194,24 @@ pub fn insert_pair(
     port: u16,
     now: u64,
 ) -> Result<(), DropReason> {
-    let Some(v) = SCRATCH6.get_ptr_mut(0) else {
-        return Err(DropReason::NoScratch);
+    let reply = reply_key(out, uplink, port);
+    let original = Rewrite6 {
+        hook: HOOK_UPLINK_EGRESS,
+        addr: uplink,
+        port,
+        hairpin_sport: 0,
     };
-    let v = unsafe { &mut *v };
-    v.addr = *uplink;
-    v.port = port;
-    v.dir = DIR_ORIGINAL;
-    v.hook = HOOK_UPLINK_EGRESS;
-    v.state = 0;
-    v.peer = reply_key(out, uplink, port);
-    v.created_ns = now;
-    v.last_seen_ns = now;
-    v.packets = 0;
-    v.bytes = 0;
-    NAT6_FLOWS
-        .insert(out, &*v, 0)
-        .map_err(|_| DropReason::TableFull)?;
-    // The reply's entry, under the key the original one points to.
-    let reply = v.peer;
-    v.addr = out.src_addr;
-    v.port = out.src_port;
-    v.dir = DIR_REPLY;
-    v.hook = HOOK_UPLINK_INGRESS;
-    v.peer = *out;
-    if NAT6_FLOWS.insert(&reply, &*v, 0).is_err() {
-        let _ = NAT6_FLOWS.remove(out);
-        return Err(DropReason::TableFull);
-    }
-    Ok(())
+    let back = Rewrite6 {
+        hook: HOOK_UPLINK_INGRESS,
+        addr: &out.src_addr,
+        port: out.src_port,
+        hairpin_sport: 0,
+    };
+    insert_flow(out, &reply, original, back, now)
 }
 
-/// Store a forwarded flow's two entries: `inbound` (its first packet's
-/// key, to the uplink's forwarded port), rewritten at the uplink's ingress
-/// to `target`:`port`, and the replies', rewritten at its egress back to
-/// the forwarded port.
+/// A forwarded flow: `inbound` (to the uplink's forwarded port) goes to
+/// `target`:`port`; the replies leave from the forwarded port.
 #[inline(always)]
 pub fn insert_forwarded(
     inbound: &Flow6Key,
@@ -172,46 +219,32 @@ pub fn insert_forwarded(
     port: u16,
     now: u64,
 ) -> Result<(), DropReason> {
-    let Some(v) = SCRATCH6.get_ptr_mut(0) else {
-        return Err(DropReason::NoScratch);
-    };
-    let v = unsafe { &mut *v };
-    v.addr = *target;
-    v.port = port;
-    v.dir = DIR_ORIGINAL;
-    v.hook = HOOK_UPLINK_INGRESS;
-    v.state = 0;
-    v.peer = Flow6Key::new(
+    let reply = Flow6Key::new(
         *target,
         inbound.src_addr,
         port,
         inbound.src_port,
         inbound.proto,
     );
-    v.created_ns = now;
-    v.last_seen_ns = now;
-    v.packets = 0;
-    v.bytes = 0;
-    NAT6_FLOWS
-        .insert(inbound, &*v, 0)
-        .map_err(|_| DropReason::TableFull)?;
-    let reply = v.peer;
-    v.addr = inbound.dst_addr;
-    v.port = inbound.dst_port;
-    v.dir = DIR_REPLY;
-    v.hook = HOOK_UPLINK_EGRESS;
-    v.peer = *inbound;
-    if NAT6_FLOWS.insert(&reply, &*v, 0).is_err() {
-        let _ = NAT6_FLOWS.remove(inbound);
-        return Err(DropReason::TableFull);
-    }
-    Ok(())
+    let original = Rewrite6 {
+        hook: HOOK_UPLINK_INGRESS,
+        addr: target,
+        port,
+        hairpin_sport: 0,
+    };
+    let back = Rewrite6 {
+        hook: HOOK_UPLINK_EGRESS,
+        addr: &inbound.dst_addr,
+        port: inbound.dst_port,
+        hairpin_sport: 0,
+    };
+    insert_flow(inbound, &reply, original, back, now)
 }
 
-/// Store a hairpinned flow's two entries, both rewritten at the bridge's
-/// ingress: `opening` (a node to the uplink's `port`) goes to `target`
-/// from the uplink's address and the client's `sport` (its own mapping);
-/// the replies come back from the uplink's forwarded port.
+/// A hairpinned flow, both directions rewritten at the bridge's ingress:
+/// `opening` (a node to the uplink's port) goes to `target` from the
+/// uplink's address and the client's `sport` (its own mapping); the
+/// replies come back from the port the node asked for.
 #[inline(always)]
 pub fn insert_hairpin(
     opening: &Flow6Key,
@@ -220,33 +253,18 @@ pub fn insert_hairpin(
     sport: u16,
     now: u64,
 ) -> Result<(), DropReason> {
-    let Some(v) = SCRATCH6.get_ptr_mut(0) else {
-        return Err(DropReason::NoScratch);
+    let reply = Flow6Key::new(target.addr, *uplink, target.port, sport, opening.proto);
+    let original = Rewrite6 {
+        hook: HOOK_BRIDGE_INGRESS,
+        addr: &target.addr,
+        port: target.port,
+        hairpin_sport: sport,
     };
-    let v = unsafe { &mut *v };
-    v.addr = target.addr;
-    v.port = target.port;
-    v.hairpin_sport = sport;
-    v.dir = DIR_ORIGINAL;
-    v.hook = HOOK_BRIDGE_INGRESS;
-    v.state = 0;
-    v.peer = Flow6Key::new(target.addr, *uplink, target.port, sport, opening.proto);
-    v.created_ns = now;
-    v.last_seen_ns = now;
-    v.packets = 0;
-    v.bytes = 0;
-    NAT6_FLOWS
-        .insert(opening, &*v, 0)
-        .map_err(|_| DropReason::TableFull)?;
-    let reply = v.peer;
-    v.addr = opening.src_addr;
-    v.port = opening.src_port;
-    v.hairpin_sport = opening.dst_port;
-    v.dir = DIR_REPLY;
-    v.peer = *opening;
-    if NAT6_FLOWS.insert(&reply, &*v, 0).is_err() {
-        let _ = NAT6_FLOWS.remove(opening);
-        return Err(DropReason::TableFull);
-    }
-    Ok(())
+    let back = Rewrite6 {
+        hook: HOOK_BRIDGE_INGRESS,
+        addr: &opening.src_addr,
+        port: opening.src_port,
+        hairpin_sport: opening.dst_port,
+    };
+    insert_flow(opening, &reply, original, back, now)
 }

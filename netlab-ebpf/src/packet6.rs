@@ -225,18 +225,7 @@ pub fn transport(ctx: &TcContext, ip: &Ip6, u: &Upper) -> Option<Pkt6> {
     if u.frag == FRAG_LATER {
         return None;
     }
-    let mut p = Pkt6 {
-        key: Flow6Key::new(ip.src, ip.dst, 0, 0, u.proto),
-        proto: u.proto,
-        l4: u.l4,
-        sport: 0,
-        dport: 0,
-        tcp_flags: 0,
-        icmp_type: 0,
-        len: ctx.len(),
-        frag: u.frag,
-        frag_id: u.frag_id,
-    };
+    let mut p = message(ctx, ip, u);
     match u.proto {
         IPPROTO_TCP => {
             let h: [u8; 14] = ctx.load(u.l4).ok()?;
@@ -266,13 +255,14 @@ pub fn transport(ctx: &TcContext, ip: &Ip6, u: &Upper) -> Option<Pkt6> {
     Some(p)
 }
 
-/// An ICMPv6 message other than echo (an error), as a [`Pkt6`] whose
-/// addresses [`set_addr`] can rewrite.
+/// The packet `u` starts as a [`Pkt6`] without its ports: an ICMPv6
+/// message other than echo (an error), whose addresses [`set_addr`] can
+/// rewrite; [`transport`] reads the ports of the rest.
 #[inline(always)]
-pub fn icmp_message(ctx: &TcContext, ip: &Ip6, u: &Upper) -> Pkt6 {
+pub fn message(ctx: &TcContext, ip: &Ip6, u: &Upper) -> Pkt6 {
     Pkt6 {
-        key: Flow6Key::new(ip.src, ip.dst, 0, 0, IPPROTO_ICMPV6),
-        proto: IPPROTO_ICMPV6,
+        key: Flow6Key::new(ip.src, ip.dst, 0, 0, u.proto),
+        proto: u.proto,
         l4: u.l4,
         sport: 0,
         dport: 0,

@@ -5,7 +5,7 @@
 //! leaves, each drop counted for its reason.
 
 use aya_ebpf::programs::TcContext;
-use netlab_common::{stat, Flow6Value, NatConfig, DIR_ORIGINAL, HOOK_UPLINK_EGRESS};
+use netlab_common::{stat, Flow6Value, NatConfig, HOOK_UPLINK_EGRESS};
 
 use crate::{
     binding6, flows, flows6, frags6, icmp6, lab,
@@ -44,7 +44,7 @@ fn handle(ctx: &TcContext, cfg: &NatConfig) -> Verdict {
         return Err(DropReason::Fragment);
     }
     if icmp6::is_error(ctx, &u) {
-        let p = packet6::icmp_message(ctx, &ip, &u);
+        let p = packet6::message(ctx, &ip, &u);
         if icmp6::translate_out(ctx, &p, &u, &cfg.uplink_addr6)? {
             return Ok(TC_ACT_UNSPEC);
         }
@@ -55,14 +55,8 @@ fn handle(ctx: &TcContext, cfg: &NatConfig) -> Verdict {
         return Err(DropReason::Protocol);
     };
     let now = flows::now();
-    if let Some(v) = flows6::get(&p.key) {
-        if unsafe { (*v).hook } == HOOK_UPLINK_EGRESS {
-            if let Some(orig) = flows6::original(v) {
-                if flows6::alive(cfg, p.proto, unsafe { &*orig }, now) {
-                    return established(ctx, cfg, &p, v, orig, now);
-                }
-            }
-        }
+    if let Some((v, orig)) = flows6::live_at(cfg, &p.key, HOOK_UPLINK_EGRESS, now) {
+        return established(ctx, cfg, &p, v, orig, now);
     }
     masquerade(ctx, cfg, &p, now)
 }
@@ -78,17 +72,11 @@ fn established(
     orig: *mut Flow6Value,
     now: u64,
 ) -> Verdict {
-    let (port, dir) = unsafe { ((*v).port, (*v).dir) };
+    let port = unsafe { (*v).port };
     packet6::set_addr(ctx, p, true, &cfg.uplink_addr6)?;
     packet6::set_port(ctx, p, true, p.sport, port)?;
     frags6::record(p, &cfg.uplink_addr6);
-    // The original direction's key: this packet's, or the entry's peer.
-    let out = if dir == DIR_ORIGINAL {
-        &p.key
-    } else {
-        unsafe { &(*v).peer }
-    };
-    flows6::touch(cfg, out, v, orig, p, dir, now);
+    flows6::touch(cfg, p, v, orig, now);
     count(stat::XLATE6_OUT);
     Ok(TC_ACT_UNSPEC)
 }

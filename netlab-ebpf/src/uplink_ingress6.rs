@@ -6,9 +6,7 @@
 //! host's own and passes.
 
 use aya_ebpf::programs::TcContext;
-use netlab_common::{
-    stat, Flow6Value, ForwardKey, NatConfig, DIR_ORIGINAL, HOOK_UPLINK_INGRESS, IPPROTO_ICMPV6,
-};
+use netlab_common::{stat, Flow6Value, ForwardKey, NatConfig, HOOK_UPLINK_INGRESS, IPPROTO_ICMPV6};
 
 use crate::{
     flows, flows6, frags6, icmp6, lab,
@@ -41,7 +39,7 @@ fn handle(ctx: &TcContext, cfg: &NatConfig) -> Verdict {
         return Ok(TC_ACT_UNSPEC);
     }
     if icmp6::is_error(ctx, &u) {
-        let p = packet6::icmp_message(ctx, &ip, &u);
+        let p = packet6::message(ctx, &ip, &u);
         icmp6::translate_in(ctx, &p, &u)?;
         return Ok(TC_ACT_UNSPEC);
     }
@@ -49,14 +47,8 @@ fn handle(ctx: &TcContext, cfg: &NatConfig) -> Verdict {
         return Ok(TC_ACT_UNSPEC);
     };
     let now = flows::now();
-    if let Some(v) = flows6::get(&p.key) {
-        if unsafe { (*v).hook } == HOOK_UPLINK_INGRESS {
-            if let Some(orig) = flows6::original(v) {
-                if flows6::alive(cfg, p.proto, unsafe { &*orig }, now) {
-                    return translate(ctx, cfg, &p, v, orig, now);
-                }
-            }
-        }
+    if let Some((v, orig)) = flows6::live_at(cfg, &p.key, HOOK_UPLINK_INGRESS, now) {
+        return translate(ctx, cfg, &p, v, orig, now);
     }
     forward(ctx, cfg, &p, now)
 }
@@ -91,17 +83,11 @@ fn translate(
     orig: *mut Flow6Value,
     now: u64,
 ) -> Verdict {
-    let (addr, port, dir) = unsafe { ((*v).addr, (*v).port, (*v).dir) };
+    let (addr, port) = unsafe { ((*v).addr, (*v).port) };
     packet6::set_addr(ctx, p, false, &addr)?;
     packet6::set_port(ctx, p, false, p.dport, port)?;
     frags6::record(p, &addr);
-    // The original direction's key: this packet's, or the entry's peer.
-    let out = if dir == DIR_ORIGINAL {
-        &p.key
-    } else {
-        unsafe { &(*v).peer }
-    };
-    flows6::touch(cfg, out, v, orig, p, dir, now);
+    flows6::touch(cfg, p, v, orig, now);
     count(stat::XLATE6_IN);
     Ok(TC_ACT_UNSPEC)
 }

@@ -514,9 +514,13 @@ pub fn status_lines(v: &serde_json::Value) -> Vec<String> {
         Some(n) => crate::words::count(n, one, many),
         None => format!("? {many}"),
     };
+    let address6 = v["uplink_address6"]
+        .as_str()
+        .map(|a| format!(" and {a}"))
+        .unwrap_or_default();
     let mut out = vec![
         format!(
-            "dataplane: uplink {} {}, {}, {}",
+            "dataplane: uplink {} {}{address6}, {}, {}",
             s("uplink"),
             s("uplink_address"),
             n("flow_entries", "flow entry", "flow entries"),
