@@ -15,34 +15,31 @@ use netlab_ebpf::{in_nat_range, TCP_ACK, TCP_SYN};
 use crate::{
     binding6,
     bridge_ingress::redirect,
-    flows, flows6, icmp6, lab,
+    flows, flows6, hook, icmp6, lab,
     maps::FORWARD6_RULES,
     packet::FRAG_LATER,
-    packet6::{self, Pkt6},
+    packet6::{self, ChainError, Ip6, Pkt6, Upper},
     verdict::{count, finish, DropReason, Verdict, TC_ACT_UNSPEC},
 };
 
 #[inline(always)]
 pub fn run(ctx: &TcContext) -> i32 {
-    let Some(cfg) = lab::active_config() else {
+    let Some((cfg, ip, u)) = hook::start6(ctx) else {
         return TC_ACT_UNSPEC;
     };
-    finish(handle(ctx, cfg))
+    finish(handle(ctx, cfg, &ip, u))
 }
 
 #[inline(always)]
-fn handle(ctx: &TcContext, cfg: &NatConfig) -> Verdict {
-    let Some(ip) = packet6::beyond_link(ctx) else {
-        return Ok(TC_ACT_UNSPEC);
-    };
-    let Ok(u) = packet6::upper_layer(ctx, &ip) else {
+fn handle(ctx: &TcContext, cfg: &NatConfig, ip: &Ip6, u: Result<Upper, ChainError>) -> Verdict {
+    let Ok(u) = u else {
         return Ok(TC_ACT_UNSPEC);
     };
     if ip.dst != cfg.uplink_addr6 || u.frag == FRAG_LATER || icmp6::is_error(ctx, &u) {
         return Ok(TC_ACT_UNSPEC);
     }
     // An echo to the uplink's address is the lab host's to answer.
-    let Some(p) = packet6::transport(ctx, &ip, &u).filter(|p| p.proto != IPPROTO_ICMPV6) else {
+    let Some(p) = packet6::transport(ctx, ip, &u).filter(|p| p.proto != IPPROTO_ICMPV6) else {
         return Ok(TC_ACT_UNSPEC);
     };
     let now = flows::now();

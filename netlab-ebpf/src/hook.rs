@@ -10,6 +10,7 @@ use netlab_common::NatConfig;
 use crate::{
     lab,
     packet::{self, Parsed},
+    packet6::{self, ChainError, Ip6, Upper},
 };
 
 /// The active configuration and the parsed packet; `None` before `up`
@@ -18,4 +19,16 @@ use crate::{
 pub fn start(ctx: &TcContext) -> Option<(&'static NatConfig, Parsed)> {
     let cfg = lab::active_config()?;
     Some((cfg, packet::parse(ctx)))
+}
+
+/// The IPv6 programs' prologue: the active configuration and the frame's
+/// IPv6 header with where its upper layer is (or why that was not found);
+/// `None` before `up` or for a frame that is not IPv6 beyond its link
+/// (the program passes it).
+#[inline(always)]
+pub fn start6(ctx: &TcContext) -> Option<(&'static NatConfig, Ip6, Result<Upper, ChainError>)> {
+    let cfg = lab::active_config()?;
+    let ip = packet6::beyond_link(ctx)?;
+    let u = packet6::upper_layer(ctx, &ip);
+    Some((cfg, ip, u))
 }

@@ -8,34 +8,30 @@ use aya_ebpf::programs::TcContext;
 use netlab_common::{stat, Flow6Value, NatConfig, HOOK_UPLINK_EGRESS};
 
 use crate::{
-    binding6, flows, flows6, frags6, icmp6, lab,
+    binding6, flows, flows6, frags6, hook, icmp6, lab,
     packet::FRAG_LATER,
-    packet6::{self, ChainError, Pkt6},
+    packet6::{self, ChainError, Ip6, Pkt6, Upper},
     verdict::{count, finish, DropReason, Verdict, TC_ACT_UNSPEC},
 };
 
 #[inline(always)]
 pub fn run(ctx: &TcContext) -> i32 {
-    let Some(cfg) = lab::active_config() else {
+    let Some((cfg, ip, u)) = hook::start6(ctx) else {
         return TC_ACT_UNSPEC;
     };
-    finish(handle(ctx, cfg))
+    finish(handle(ctx, cfg, &ip, u))
 }
 
 #[inline(always)]
-fn handle(ctx: &TcContext, cfg: &NatConfig) -> Verdict {
-    let Some(ip) = packet6::beyond_link(ctx) else {
-        return Ok(TC_ACT_UNSPEC);
-    };
-    let u = match packet6::upper_layer(ctx, &ip) {
-        Ok(u) => u,
-        Err(ChainError::TooLong | ChainError::Truncated) => return Err(DropReason::V6HeaderChain),
+fn handle(ctx: &TcContext, cfg: &NatConfig, ip: &Ip6, u: Result<Upper, ChainError>) -> Verdict {
+    let Ok(u) = u else {
+        return Err(DropReason::V6HeaderChain);
     };
     if packet6::is_neighbour_discovery(ctx, &u) {
         return Ok(TC_ACT_UNSPEC);
     }
     if u.frag == FRAG_LATER {
-        if let Some(a) = frags6::translation(&ip, &u) {
+        if let Some(a) = frags6::translation(ip, &u) {
             packet6::set_fragment_addr(ctx, true, &a)?;
             return Ok(TC_ACT_UNSPEC);
         }
@@ -44,14 +40,14 @@ fn handle(ctx: &TcContext, cfg: &NatConfig) -> Verdict {
         return Err(DropReason::Fragment);
     }
     if icmp6::is_error(ctx, &u) {
-        let p = packet6::message(ctx, &ip, &u);
+        let p = packet6::message(ctx, ip, &u);
         if icmp6::translate_out(ctx, &p, &u, &cfg.uplink_addr6)? {
             return Ok(TC_ACT_UNSPEC);
         }
         // About nothing we translated: it would leak an inside address.
         return Err(DropReason::NoMapping);
     }
-    let Some(p) = packet6::transport(ctx, &ip, &u) else {
+    let Some(p) = packet6::transport(ctx, ip, &u) else {
         return Err(DropReason::Protocol);
     };
     let now = flows::now();

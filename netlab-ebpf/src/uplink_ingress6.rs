@@ -9,41 +9,38 @@ use aya_ebpf::programs::TcContext;
 use netlab_common::{stat, Flow6Value, ForwardKey, NatConfig, HOOK_UPLINK_INGRESS, IPPROTO_ICMPV6};
 
 use crate::{
-    flows, flows6, frags6, icmp6, lab,
+    flows, flows6, frags6, hook, icmp6,
     maps::FORWARD6_RULES,
     packet::FRAG_LATER,
-    packet6::{self, Pkt6},
+    packet6::{self, ChainError, Ip6, Pkt6, Upper},
     verdict::{count, finish, DropReason, Verdict, TC_ACT_UNSPEC},
 };
 
 #[inline(always)]
 pub fn run(ctx: &TcContext) -> i32 {
-    let Some(cfg) = lab::active_config() else {
+    let Some((cfg, ip, u)) = hook::start6(ctx) else {
         return TC_ACT_UNSPEC;
     };
-    finish(handle(ctx, cfg))
+    finish(handle(ctx, cfg, &ip, u))
 }
 
 #[inline(always)]
-fn handle(ctx: &TcContext, cfg: &NatConfig) -> Verdict {
-    let Some(ip) = packet6::beyond_link(ctx) else {
-        return Ok(TC_ACT_UNSPEC);
-    };
-    let Ok(u) = packet6::upper_layer(ctx, &ip) else {
+fn handle(ctx: &TcContext, cfg: &NatConfig, ip: &Ip6, u: Result<Upper, ChainError>) -> Verdict {
+    let Ok(u) = u else {
         return Ok(TC_ACT_UNSPEC);
     };
     if u.frag == FRAG_LATER {
-        if let Some(a) = frags6::translation(&ip, &u) {
+        if let Some(a) = frags6::translation(ip, &u) {
             packet6::set_fragment_addr(ctx, false, &a)?;
         }
         return Ok(TC_ACT_UNSPEC);
     }
     if icmp6::is_error(ctx, &u) {
-        let p = packet6::message(ctx, &ip, &u);
+        let p = packet6::message(ctx, ip, &u);
         icmp6::translate_in(ctx, &p, &u)?;
         return Ok(TC_ACT_UNSPEC);
     }
-    let Some(p) = packet6::transport(ctx, &ip, &u) else {
+    let Some(p) = packet6::transport(ctx, ip, &u) else {
         return Ok(TC_ACT_UNSPEC);
     };
     let now = flows::now();
