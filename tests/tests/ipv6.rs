@@ -504,3 +504,39 @@ fn ipv6_forwards_reach_their_node_from_the_wan_side() {
     );
     lab.down();
 }
+
+/// A dual-stack client choosing between families (happy eyeballs, as curl
+/// does it): a name with an address of each family reaches the outside
+/// over IPv6 first, through NAT66; with the outside's IPv6 gone, the same
+/// request falls back to IPv4 at once rather than hanging.
+#[test]
+fn ipv6_a_dual_stack_client_prefers_ipv6_and_falls_back_to_ipv4() {
+    require_root();
+    let lab = Lab::new("h6", &dual_stack(true));
+    lab.up();
+    let both = "outside:80:[2001:db8:100::1],198.51.100.1";
+    let get = || {
+        let start = std::time::Instant::now();
+        let o = lab.node(
+            "red",
+            &["curl", "-sS", "-m8", "--resolve", both, "http://outside/ip"],
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        (
+            String::from_utf8_lossy(&o.stdout).trim().to_string(),
+            start.elapsed(),
+        )
+    };
+    assert_eq!(get().0, "2001:db8:100::2", "IPv6 first, masqueraded");
+    let wan = lab.wan_netns();
+    ok(
+        &[
+            "ip", "-n", &wan, "-6", "addr", "flush", "dev", "eth0", "scope", "global",
+        ],
+        T,
+    );
+    let (seen, took) = get();
+    assert_eq!(seen, "198.51.100.2", "IPv4 after IPv6 failed");
+    assert!(took.as_secs() < 5, "the fallback took {took:?}");
+    lab.down();
+}
