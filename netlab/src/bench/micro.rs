@@ -1,6 +1,6 @@
 //! The programs alone, through `BPF_PROG_TEST_RUN`: nanoseconds per packet
-//! as the kernel times them, with fresh maps (uplink 198.51.100.2,
-//! 192.168.15.0/24 and fd00:15::/64 masqueraded, tcp/80 forwarded to
+//! as the kernel times them, with fresh maps (uplink 198.51.100.2 and
+//! 2001:db8::2, 192.168.15.0/24 and fd00:15::/64 masqueraded, tcp/80 forwarded to
 //! 192.168.15.2:80, as the program tests set them up), once with
 //! `fast_path` on and once off.
 //!
@@ -121,7 +121,7 @@ fn tcp_frame(
 
 /// An Ethernet frame with an IPv6/UDP packet behind a destination options
 /// header (the programs walk it; no checksum, which they do not read).
-fn udp6_frame(src: [u8; 16], dst: [u8; 16]) -> Vec<u8> {
+fn udp6_frame(src: [u8; 16], dst: [u8; 16], sport: u16, dport: u16) -> Vec<u8> {
     let mut f = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x86, 0xdd];
     let mut ip = vec![0u8; 40];
     ip[0] = 0x60;
@@ -132,9 +132,17 @@ fn udp6_frame(src: [u8; 16], dst: [u8; 16]) -> Vec<u8> {
     ip[24..40].copy_from_slice(&dst);
     f.extend_from_slice(&ip);
     f.extend_from_slice(&[17, 0, 1, 4, 0, 0, 0, 0]);
-    f.extend_from_slice(&[0xa0, 0x00, 0x00, 0x35, 0, 16, 0, 0]);
+    f.extend_from_slice(&sport.to_be_bytes());
+    f.extend_from_slice(&dport.to_be_bytes());
+    f.extend_from_slice(&[0, 16, 0, 0]);
     f.extend_from_slice(&[0x42; 8]);
     f
+}
+
+/// Source port of a frame built by [`udp6_frame`] (after the program).
+fn sport6(frame: &[u8]) -> Result<u16> {
+    let b = frame.get(62..64).context("IPv6 frame too short")?;
+    Ok(u16::from_be_bytes([b[0], b[1]]))
 }
 
 /// Source port of a frame built by [`tcp_frame`] (after the program).
@@ -173,7 +181,11 @@ impl Programs {
             .load(EBPF_OBJECT)
             .context("loading netlab's eBPF object")?;
         crate::dataplane::attach::load_every_program(&mut ebpf)?;
-        let mut contents = MapContents::with_config(default_config(na(UPLINK), fast_path))
+        let config = netlab_common::NatConfig {
+            uplink_addr6: UPLINK6,
+            ..default_config(na(UPLINK), fast_path)
+        };
+        let mut contents = MapContents::with_config(config)
             .subnet([192, 168, 15, 0].into(), 24, SUBNET_MASQUERADE, 1)
             .subnet6(LAB6.into(), 64, SUBNET_MASQUERADE, 1)
             .forward(IPPROTO_TCP, 80, BLUE.into(), 80);
@@ -305,7 +317,7 @@ fn cases(fast: bool, runs: usize) -> Result<(Vec<Row>, f64)> {
         long,
     ));
 
-    rows.extend(ipv6_rows(&mut p, fast)?);
+    rows.extend(ipv6_rows(&mut p, fast, runs, overhead)?);
 
     // SNAT, new flows: a SYN from a distinct node port each run (ports
     // outside the NAT range, as a node's ephemeral ports are: each gets a
@@ -376,22 +388,42 @@ fn cases(fast: bool, runs: usize) -> Result<(Vec<Row>, f64)> {
     Ok((rows, overhead))
 }
 
-/// IPv6, not translated: the lab host's own passes, a node's is dropped
-/// (it never leaves with its inside address). Neither changes the packet,
-/// so repeat is exact.
-fn ipv6_rows(p: &mut Programs, fast: bool) -> Result<Vec<Row>> {
+/// IPv6: the lab host's own passes untouched (so repeat is exact); a
+/// node's UDP is masqueraded (NAT66): new flows from distinct ports, an
+/// established flow out, its replies in.
+fn ipv6_rows(p: &mut Programs, fast: bool, runs: usize, overhead: f64) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
-    for (case, src, want) in [
-        ("IPv6 pass-through (lab host's own)", UPLINK6, u32::MAX),
-        ("IPv6 from the lab, dropped", RED6, 2),
-    ] {
-        let frame = udp6_frame(src, REMOTE6);
-        let (rc, ns, out) = p.run(PROG_UPLINK_OUT, &frame, LONG_REPEAT)?;
-        if rc != want || out != frame {
-            bail!("{case}: {PROG_UPLINK_OUT} returned {rc} or changed the packet");
-        }
-        rows.push(repeated_row(case, PROG_UPLINK_OUT, fast, rc, ns));
+    let case = "IPv6 pass-through (lab host's own)";
+    let frame = udp6_frame(UPLINK6, REMOTE6, 40960, 53);
+    let (rc, ns, out) = p.run(PROG_UPLINK_OUT, &frame, LONG_REPEAT)?;
+    if rc != u32::MAX || out != frame {
+        bail!("{case}: {PROG_UPLINK_OUT} returned {rc} or changed the packet");
     }
+    rows.push(repeated_row(case, PROG_UPLINK_OUT, fast, rc, ns));
+    rows.push(p.time(
+        "IPv6 SNAT new flow (UDP)",
+        PROG_UPLINK_OUT,
+        (0..runs.min(NEW_FLOWS)).map(|i| udp6_frame(RED6, REMOTE6, 20000 + i as u16, 53)),
+        overhead,
+    )?);
+    let first = udp6_frame(RED6, REMOTE6, 20000, 53);
+    let (_, _, out) = p.run(PROG_UPLINK_OUT, &first, 1)?;
+    let ext = sport6(&out)?;
+    if out[22..38] != UPLINK6 {
+        bail!("IPv6 flow 20000 was not masqueraded");
+    }
+    rows.push(p.time(
+        "IPv6 SNAT established (uplink egress)",
+        PROG_UPLINK_OUT,
+        std::iter::repeat_n(first, runs),
+        overhead,
+    )?);
+    rows.push(p.time(
+        "IPv6 reverse NAT (reply in)",
+        PROG_UPLINK_IN,
+        std::iter::repeat_n(udp6_frame(REMOTE6, UPLINK6, 53, ext), runs),
+        overhead,
+    )?);
     Ok(rows)
 }
 
