@@ -225,10 +225,10 @@ fn view_metrics_pass_promtool_and_move_with_traffic() {
     let after = scrape();
     let l = format!("lab=\"{name}\"");
     for series in [
-        format!("netlab_translated_packets_total{{{l},direction=\"out\"}}"),
-        format!("netlab_translated_packets_total{{{l},direction=\"in\"}}"),
-        format!("netlab_new_flows_total{{{l},kind=\"snat\"}}"),
-        format!("netlab_new_flows_total{{{l},kind=\"dnat\"}}"),
+        format!("netlab_translated_packets_total{{{l},direction=\"out\",family=\"ipv4\"}}"),
+        format!("netlab_translated_packets_total{{{l},direction=\"in\",family=\"ipv4\"}}"),
+        format!("netlab_new_flows_total{{{l},kind=\"snat\",family=\"ipv4\"}}"),
+        format!("netlab_new_flows_total{{{l},kind=\"dnat\",family=\"ipv4\"}}"),
         format!("netlab_link_transmit_packets_total{{{l},place=\"red\",interface=\"veth-red\",role=\"node\"}}"),
         format!("netlab_link_receive_bytes_total{{{l},place=\"lab-host\",interface=\"eth0\",role=\"uplink\"}}"),
     ] {

@@ -143,45 +143,56 @@ fn escape_label(s: &str) -> String {
 }
 
 /// Where a counter of `stats` goes: (family, help, extra label).
-fn stat_family(stat: &str) -> (String, String, Option<(&'static str, String)>) {
-    let labelled = [
-        (
-            "drop_",
-            "netlab_dropped_packets_total",
-            "Packets the programs dropped, by reason.",
-            "reason",
-        ),
-        (
-            "translated_",
-            "netlab_translated_packets_total",
-            "Packets the programs translated, by direction.",
-            "direction",
-        ),
-        (
-            "fast_path_",
-            "netlab_fast_path_packets_total",
-            "Packets of established flows that skipped the bridge and the lab host's stack.",
-            "direction",
-        ),
-    ];
-    for (prefix, name, help, label) in labelled {
-        if let Some(rest) = stat.strip_prefix(prefix) {
-            return (name.into(), help.into(), Some((label, rest.to_string())));
+fn stat_family(stat: &str) -> (String, String, Vec<(&'static str, String)>) {
+    // Translations and new flows by address family: IPv6's counters are
+    // the same families with `family="ipv6"` (a drop's reason says it).
+    let family = |s: &str| -> (String, Vec<(&'static str, String)>) {
+        let v6 = s
+            .strip_prefix("v6_")
+            .map(str::to_string)
+            .or_else(|| s.contains("_v6").then(|| s.replacen("_v6", "", 1)));
+        match v6 {
+            Some(plain) => (plain, vec![("family", "ipv6".into())]),
+            None => (s.into(), vec![("family", "ipv4".into())]),
         }
+    };
+    if let Some(rest) = stat.strip_prefix("drop_") {
+        let help = "Packets the programs dropped, by reason.";
+        return (
+            "netlab_dropped_packets_total".into(),
+            help.into(),
+            vec![("reason", rest.into())],
+        );
+    }
+    if let Some(rest) = stat.strip_prefix("translated_") {
+        let (direction, mut labels) = family(rest);
+        labels.insert(0, ("direction", direction));
+        let help = "Packets the programs translated, by direction and address family.";
+        return (
+            "netlab_translated_packets_total".into(),
+            help.into(),
+            labels,
+        );
+    }
+    if let Some(rest) = stat.strip_prefix("fast_path_") {
+        let help = "Packets of established flows that skipped the bridge and the lab host's stack.";
+        return (
+            "netlab_fast_path_packets_total".into(),
+            help.into(),
+            vec![("direction", rest.into())],
+        );
     }
     if let Some(kind) = stat
         .strip_prefix("new_")
         .and_then(|s| s.strip_suffix("_flows"))
     {
-        let help = "Flows the programs created, by kind.";
-        return (
-            "netlab_new_flows_total".into(),
-            help.into(),
-            Some(("kind", kind.into())),
-        );
+        let (kind, mut labels) = family(kind);
+        labels.insert(0, ("kind", kind));
+        let help = "Flows the programs created, by kind and address family.";
+        return ("netlab_new_flows_total".into(), help.into(), labels);
     }
     let help = format!("The programs' counter {stat}, summed over CPUs.");
-    (format!("netlab_{stat}_total"), help, None)
+    (format!("netlab_{stat}_total"), help, Vec::new())
 }
 
 /// The text for a scrape of `labs`.
@@ -400,15 +411,30 @@ mod tests {
         for (i, name) in netlab_common::stat::NAMES.iter().enumerate() {
             let (family, _, extra) = stat_family(name);
             assert!(family.ends_with("_total"), "{family}");
-            let labels = match extra {
-                Some((k, v)) => format!("lab=\"a\",{k}=\"{v}\""),
-                None => "lab=\"a\"".into(),
-            };
+            let labels: String = extra.iter().map(|(k, v)| format!(",{k}=\"{v}\"")).collect();
+            let labels = format!("lab=\"a\"{labels}");
             let line = format!("{family}{{{labels}}} {}", i * 10);
             assert!(text.lines().any(|l| l == line), "{line} missing");
             assert!(text.contains(&format!("# TYPE {family} counter\n")));
         }
         assert!(text.contains("netlab_dropped_packets_total{lab=\"a\",reason=\"table_full\"} 160"));
+        // IPv6's translations are the same family, labelled by address family.
+        for (family, labels) in [
+            (
+                "netlab_translated_packets_total",
+                "direction=\"out\",family=\"ipv4\"",
+            ),
+            (
+                "netlab_translated_packets_total",
+                "direction=\"out\",family=\"ipv6\"",
+            ),
+            ("netlab_new_flows_total", "kind=\"snat\",family=\"ipv6\""),
+        ] {
+            assert!(
+                text.contains(&format!("{family}{{lab=\"a\",{labels}}} ")),
+                "{family} {labels}"
+            );
+        }
     }
 
     #[test]
