@@ -6,8 +6,8 @@
 
 use aya_ebpf::{helpers::generated::bpf_csum_diff, programs::TcContext};
 use netlab_common::{
-    stat, Flow6Key, DIR_ORIGINAL, DIR_REPLY, HOOK_UPLINK_EGRESS, HOOK_UPLINK_INGRESS,
-    IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP,
+    stat, Flow6Key, HOOK_UPLINK_EGRESS, HOOK_UPLINK_INGRESS, IPPROTO_ICMPV6, IPPROTO_TCP,
+    IPPROTO_UDP,
 };
 use netlab_ebpf::{csum_add_diff, csum_replace2};
 
@@ -67,23 +67,24 @@ fn quoted(ctx: &TcContext, u: &Upper) -> Option<Quoted> {
     })
 }
 
-/// Translate an error from outside to the uplink's address about a flow a
-/// node opened: to the node, quoting the packet as the node sent it.
-/// `false` when it is about no flow of ours (it is the lab host's).
+/// Translate an error from outside to the uplink's address about a packet
+/// a node sent (a masqueraded flow's, or a forwarded flow's reply): to the
+/// node, quoting the packet as the node sent it. `false` when it is about
+/// no flow of ours (it is the lab host's).
 #[inline(always)]
 pub fn translate_in(ctx: &TcContext, p: &Pkt6, u: &Upper) -> Result<bool, DropReason> {
     let Some(q) = quoted(ctx, u) else {
         return Ok(false);
     };
-    // The quoted packet left from the uplink: its reverse is the reply's key.
+    // The quoted packet left from the uplink: its reverse is the key of
+    // the packets that come back in to the node.
     let k = &q.key;
-    let reply = Flow6Key::new(k.dst_addr, k.src_addr, k.dst_port, k.src_port, k.proto);
-    let Some(v) = flows6::get(&reply) else {
+    let back = Flow6Key::new(k.dst_addr, k.src_addr, k.dst_port, k.src_port, k.proto);
+    let Some(v) = flows6::get(&back) else {
         return Ok(false);
     };
     let v = unsafe { &*v };
-    // Masqueraded flows only (a forwarded flow's errors are not yet).
-    if v.dir != DIR_REPLY || v.hook != HOOK_UPLINK_INGRESS {
+    if v.hook != HOOK_UPLINK_INGRESS {
         return Ok(false);
     }
     rewrite_quoted(ctx, p.l4, &q, true, &v.addr, v.port)?;
@@ -92,8 +93,9 @@ pub fn translate_in(ctx: &TcContext, p: &Pkt6, u: &Upper) -> Result<bool, DropRe
     Ok(true)
 }
 
-/// Translate an error a node sends about a reply of its flow: from the
-/// uplink's address, quoting the reply as it came. `false` when it is
+/// Translate an error a node sends about a packet it got (a masqueraded
+/// flow's reply, or a forwarded flow's packet from outside): from the
+/// uplink's address, quoting the packet as it came. `false` when it is
 /// about no flow of ours.
 #[inline(always)]
 pub fn translate_out(
@@ -105,15 +107,15 @@ pub fn translate_out(
     let Some(q) = quoted(ctx, u) else {
         return Ok(false);
     };
-    // The quoted packet is a reply coming in: its reverse is the flow's
-    // original key.
+    // The quoted packet came in: its reverse is the key of the node's
+    // packets going out.
     let k = &q.key;
     let out = Flow6Key::new(k.dst_addr, k.src_addr, k.dst_port, k.src_port, k.proto);
     let Some(v) = flows6::get(&out) else {
         return Ok(false);
     };
     let v = unsafe { &*v };
-    if v.dir != DIR_ORIGINAL || v.hook != HOOK_UPLINK_EGRESS {
+    if v.hook != HOOK_UPLINK_EGRESS {
         return Ok(false);
     }
     let port = v.port;

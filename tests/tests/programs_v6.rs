@@ -610,3 +610,41 @@ fn ipv6_hairpin_redirects_to_the_target_with_the_clients_own_mapping() {
     }
     assert_eq!(dp.drops(), 0);
 }
+
+/// ICMPv6 errors about a forwarded flow, both ways: the outside's error
+/// about blue's reply reaches blue quoting the reply as blue sent it; blue's
+/// error about a packet from outside leaves from the uplink's address,
+/// quoting the packet as it came to the forwarded port.
+#[test]
+fn ipv6_icmp_errors_about_forwarded_flows_are_translated_both_ways() {
+    require_root();
+    let mut dp = Dataplane::new(10000, 32767);
+    let syn = Ip6::new(REMOTE6, UPLINK6, TCP, tcp(5555, 80, SYN, b"")).frame();
+    let (_, inside) = dp.inb(&syn);
+    let synack = Ip6::new(BLUE6, REMOTE6, TCP, tcp(80, 5555, SYN | ACK, &[9; 64])).frame();
+    let (_, out) = dp.out(&synack);
+    // The outside says the reply was too big.
+    let mut msg = icmp6(2, &[]);
+    msg.truncate(4);
+    msg.extend_from_slice(&1280u32.to_be_bytes());
+    msg.extend_from_slice(&out[14..]);
+    let ptb = Ip6::new(v6("2001:db8::fe"), UPLINK6, ICMPV6, msg).frame();
+    let (rc, to_blue) = dp.inb(&ptb);
+    assert_eq!(rc, UNSPEC);
+    let b = parse_checked6(&to_blue).unwrap();
+    assert_eq!(b.dst, BLUE6);
+    assert_eq!(
+        &b.l4[8..],
+        &synack[14..],
+        "the quote is blue's reply as blue sent it"
+    );
+    // Blue refuses the SYN (as if nothing listened).
+    let unreachable = Ip6::new(BLUE6, REMOTE6, ICMPV6, icmp6(1, &inside[14..])).frame();
+    let (rc, out) = dp.out(&unreachable);
+    assert_eq!(rc, UNSPEC);
+    let o = parse_checked6(&out).unwrap();
+    assert_eq!((o.src, o.dst), (UPLINK6, REMOTE6));
+    assert_eq!(&o.l4[8..], &syn[14..], "the quote is the SYN as it came");
+    assert_eq!(dp.stat(stat::XLATE_ICMP_ERROR), 2);
+    assert_eq!(dp.drops(), 0);
+}
