@@ -282,6 +282,11 @@ pub struct Flow6Value {
     pub hook: u8,
     pub _pad0: u8,
     pub hairpin_sport: u16,
+    /// The counter of the forward the flow came through
+    /// (`fwd_counter`; 0: none).
+    pub forward: u16,
+    pub _pad1: u16,
+    pub _pad2: u32,
     /// The other direction's key.
     pub peer: Flow6Key,
     pub created_ns: u64,
@@ -337,7 +342,8 @@ pub struct Frag6Key {
 pub struct Forward6Target {
     pub addr: [u8; 16],
     pub port: u16,
-    pub _pad: u16,
+    /// The forward's counter: its IPv4 rule's (one forward, one count).
+    pub counter: u16,
 }
 
 /// Who holds an outside port of the uplink's IPv6 address (`NAT6_PORTS`,
@@ -931,7 +937,7 @@ mod tests {
         assert_eq!(size_of::<event::Event>(), 40);
         assert_eq!(size_of::<ForwardCounter>(), 40);
         assert_eq!(size_of::<Flow6Key>(), 40);
-        assert_eq!(size_of::<Flow6Value>(), 96);
+        assert_eq!(size_of::<Flow6Value>(), 104);
         assert_eq!(size_of::<Endpoint6>(), 20);
         assert_eq!(size_of::<Reservation6>(), 32);
         assert_eq!(size_of::<Forward6Target>(), 20);

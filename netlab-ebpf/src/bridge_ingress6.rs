@@ -51,14 +51,14 @@ fn handle(ctx: &TcContext, cfg: &NatConfig, ip: &Ip6, u: Result<Upper, ChainErro
     {
         return Ok(TC_ACT_UNSPEC);
     }
-    let Some(target) = target(cfg, &p, now) else {
+    let Some((target, counter)) = target(cfg, &p, now) else {
         return Ok(TC_ACT_UNSPEC);
     };
     // The client's own mapping: the port it has (or gets) going out to
     // the target's endpoint.
     let out = Flow6Key::new(p.key.src_addr, target.addr, p.sport, target.port, p.proto);
     let sport = binding6::map(cfg, &out, now)?;
-    flows6::insert_hairpin(&p.key, &target, &cfg.uplink_addr6, sport, now)?;
+    flows6::insert_hairpin(&p.key, &target, &cfg.uplink_addr6, sport, counter, now)?;
     count(stat::NEW_HAIRPIN6);
     let Some(v) = flows6::get(&p.key) else {
         return Err(DropReason::TableFull);
@@ -68,17 +68,18 @@ fn handle(ctx: &TcContext, cfg: &NatConfig, ip: &Ip6, u: Result<Upper, ChainErro
 
 /// Whom a node's new connection to the uplink's IPv6 address goes to: a
 /// forward's target, or the node holding that port's mapping
-/// (peer-to-peer); other ports are the lab host's own.
+/// (peer-to-peer); other ports are the lab host's own. With the target,
+/// its forward's counter (0 for a mapping).
 #[inline(always)]
-fn target(cfg: &NatConfig, p: &Pkt6, now: u64) -> Option<Endpoint6> {
+fn target(cfg: &NatConfig, p: &Pkt6, now: u64) -> Option<(Endpoint6, u16)> {
     if let Some(t) = FORWARD6_RULES.get_ptr(&ForwardKey::new(p.dport, p.proto)) {
         let t = unsafe { &*t };
-        return Some(Endpoint6::new(t.addr, t.port, p.proto));
+        return Some((Endpoint6::new(t.addr, t.port, p.proto), t.counter));
     }
     if !in_nat_range(cfg, u16::from_be(p.dport)) {
         return None;
     }
-    binding6::holder(p.dport, p.proto, now)
+    Some((binding6::holder(p.dport, p.proto, now)?, 0))
 }
 
 /// A packet of a hairpinned flow: from the uplink's address, to its other

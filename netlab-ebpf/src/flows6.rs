@@ -15,7 +15,7 @@ use netlab_ebpf::{
 };
 
 use crate::{
-    binding6,
+    binding6, fwd_counters,
     maps::{NAT6_FLOWS, SCRATCH6},
     packet6::{Pkt6, ICMPV6_ECHO_REQUEST},
     verdict::DropReason,
@@ -103,6 +103,7 @@ pub fn touch(cfg: &NatConfig, p: &Pkt6, v: *mut Flow6Value, orig: *mut Flow6Valu
     unsafe {
         (*v).packets += 1;
         (*v).bytes += u64::from(p.len);
+        fwd_counters::add((*v).forward, dir, p.len);
     }
     let o = unsafe { &mut *orig };
     o.state = if p.proto == IPPROTO_TCP {
@@ -145,7 +146,8 @@ pub struct Rewrite6<'a> {
 }
 
 /// Store a new flow's two entries: under `opening` (its first packet's
-/// key) with the rewrite `original`, under `reply` with `back`. Built in
+/// key) with the rewrite `original`, under `reply` with `back`, both
+/// counting on the counter `forward` (0: none). Built in
 /// `SCRATCH6`: an entry beside the packet's keys does not fit on the
 /// stack.
 #[inline(always)]
@@ -154,6 +156,7 @@ fn insert_flow(
     reply: &Flow6Key,
     original: Rewrite6,
     back: Rewrite6,
+    forward: u16,
     now: u64,
 ) -> Result<(), DropReason> {
     let Some(v) = SCRATCH6.get_ptr_mut(0) else {
@@ -169,6 +172,7 @@ fn insert_flow(
         v.peer = *peer;
     };
     fill(v, &original, DIR_ORIGINAL, reply);
+    v.forward = forward;
     v.state = 0;
     v.created_ns = now;
     v.last_seen_ns = now;
@@ -207,7 +211,7 @@ pub fn insert_pair(
         port: out.src_port,
         hairpin_sport: 0,
     };
-    insert_flow(out, &reply, original, back, now)
+    insert_flow(out, &reply, original, back, 0, now)
 }
 
 /// A forwarded flow: `inbound` (to the uplink's forwarded port) goes to
@@ -217,6 +221,7 @@ pub fn insert_forwarded(
     inbound: &Flow6Key,
     target: &[u8; 16],
     port: u16,
+    forward: u16,
     now: u64,
 ) -> Result<(), DropReason> {
     let reply = Flow6Key::new(
@@ -238,7 +243,7 @@ pub fn insert_forwarded(
         port: inbound.dst_port,
         hairpin_sport: 0,
     };
-    insert_flow(inbound, &reply, original, back, now)
+    insert_flow(inbound, &reply, original, back, forward, now)
 }
 
 /// A hairpinned flow, both directions rewritten at the bridge's ingress:
@@ -251,6 +256,7 @@ pub fn insert_hairpin(
     target: &Endpoint6,
     uplink: &[u8; 16],
     sport: u16,
+    forward: u16,
     now: u64,
 ) -> Result<(), DropReason> {
     let reply = Flow6Key::new(target.addr, *uplink, target.port, sport, opening.proto);
@@ -266,5 +272,5 @@ pub fn insert_hairpin(
         port: opening.src_port,
         hairpin_sport: opening.dst_port,
     };
-    insert_flow(opening, &reply, original, back, now)
+    insert_flow(opening, &reply, original, back, forward, now)
 }

@@ -60,8 +60,8 @@ fn forward(ctx: &TcContext, cfg: &NatConfig, p: &Pkt6, now: u64) -> Verdict {
     let Some(t) = FORWARD6_RULES.get_ptr(&ForwardKey::new(p.dport, p.proto)) else {
         return Ok(TC_ACT_UNSPEC);
     };
-    let (addr, port) = unsafe { ((*t).addr, (*t).port) };
-    flows6::insert_forwarded(&p.key, &addr, port, now)?;
+    let (addr, port, counter) = unsafe { ((*t).addr, (*t).port, (*t).counter) };
+    flows6::insert_forwarded(&p.key, &addr, port, counter, now)?;
     count(stat::NEW_DNAT6);
     let Some(v) = flows6::get(&p.key) else {
         return Err(DropReason::TableFull);

@@ -514,6 +514,12 @@ fn ipv6_forward_reaches_its_node_and_its_replies_leave_from_the_forwarded_port()
     let ack = Ip6::new(REMOTE6, UPLINK6, TCP, tcp(5555, 80, ACK, b"GET /")).frame();
     assert_eq!(parse_checked6(&dp.inb(&ack).1).unwrap().dst, BLUE6);
     assert_eq!(dp.stat(stat::NEW_DNAT6), 1);
+    // One forward, one count: IPv6's packets count on the forward too.
+    let (_, t) = dp.forward_totals(80);
+    assert_eq!(
+        (t.packets_in, t.bytes_in, t.packets_out, t.bytes_out),
+        (2, (syn.len() + ack.len()) as u64, 1, synack.len() as u64)
+    );
     let other = Ip6::new(REMOTE6, UPLINK6, TCP, tcp(5555, 81, SYN, b"")).frame();
     assert_eq!(dp.inb(&other), (UNSPEC, other.clone()));
     assert_eq!(dp.drops(), 0);
@@ -600,6 +606,12 @@ fn ipv6_hairpin_redirects_to_the_target_with_the_clients_own_mapping() {
     );
     assert_eq!(dp.stat(stat::NEW_HAIRPIN6), 1);
     assert_eq!(dp.stat(stat::XLATE6_HAIRPIN), 2);
+    // A hairpinned connection goes through the forward: it counts there.
+    let (_, t) = dp.forward_totals(80);
+    assert_eq!(
+        (t.packets_in, t.bytes_in, t.packets_out, t.bytes_out),
+        (1, syn.len() as u64, 1, synack.len() as u64)
+    );
     // A port neither forwarded nor mapped is the lab host's own, and so is
     // IPv6 to another address.
     for f in [

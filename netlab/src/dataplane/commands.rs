@@ -93,7 +93,10 @@ fn write_forwards(lab: &Lab, forwards: &[Forward]) -> Result<()> {
     if pins.map(names::FORWARD6_RULES).exists() {
         let mut rules6: HashMap<_, ForwardKey, Forward6Target> =
             HashMap::try_from(pins.open(names::FORWARD6_RULES)?)?;
-        let want = super::contents::forward6_entries(lab, forwards);
+        let want = super::fwd_counters::with_counters6(
+            &rules,
+            &super::contents::forward6_entries(lab, forwards),
+        )?;
         super::fill::sync_entries(&mut rules6, names::FORWARD6_RULES, &want)?;
     }
     Ok(())

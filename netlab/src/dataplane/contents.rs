@@ -132,7 +132,7 @@ impl MapContents {
         let target = Forward6Target {
             addr: to.octets(),
             port: port_to_net(to_port),
-            _pad: 0,
+            counter: 0,
         };
         self.forwards6
             .push((ForwardKey::new(port_to_net(port), proto), target));
@@ -284,7 +284,7 @@ pub fn forward6_entries(lab: &Lab, forwards: &[Forward]) -> Forward6Entries {
                     Forward6Target {
                         addr: to.octets(),
                         port: port_to_net(inside),
-                        _pad: 0,
+                        counter: 0,
                     },
                 )
             })
@@ -647,7 +647,7 @@ mod tests {
                     Forward6Target {
                         addr: blue.octets(),
                         port: port_to_net(7000),
-                        _pad: 0
+                        counter: 0
                     }
                 ),
                 (
@@ -655,7 +655,7 @@ mod tests {
                     Forward6Target {
                         addr: blue.octets(),
                         port: port_to_net(7001),
-                        _pad: 0
+                        counter: 0
                     }
                 ),
             ]

@@ -19,7 +19,14 @@ pub fn fill_maps(ebpf: &mut aya::Ebpf, want: &MapContents) -> Result<()> {
     sync_hash(ebpf, names::LAB_IFACES, &want.ifaces)?;
     sync_hash(ebpf, names::TUNNEL_GATEWAYS, &want.tunnel_gateways)?;
     sync_forwards(ebpf, &want.forwards)?;
-    sync_hash(ebpf, names::FORWARD6_RULES, &want.forwards6)?;
+    let forwards6 = {
+        let rules: HashMap<_, ForwardKey, ForwardTarget> = HashMap::try_from(
+            ebpf.map(names::FORWARD_RULES)
+                .context("map FORWARD_RULES")?,
+        )?;
+        fwd_counters::with_counters6(&rules, &want.forwards6)?
+    };
+    sync_hash(ebpf, names::FORWARD6_RULES, &forwards6)?;
     sync_node_ports(ebpf, &want.node_ports)
 }
 

@@ -12,7 +12,9 @@ use std::{
 
 use anyhow::{Context as _, Result};
 use aya::maps::{HashMap, MapData, PerCpuArray, PerCpuValues};
-use netlab_common::{fwd_counter, names, ForwardCounter, ForwardKey, ForwardTarget};
+use netlab_common::{
+    fwd_counter, names, Forward6Target, ForwardCounter, ForwardKey, ForwardTarget,
+};
 use serde::Serialize;
 
 use super::{
@@ -144,6 +146,26 @@ pub fn sync_forwards<R: BorrowMut<MapData>, C: BorrowMut<MapData>>(
         }
     }
     Ok(())
+}
+
+/// The IPv6 side of the forwards `want6`, each counting on its IPv4 rule's
+/// counter (`rules`, as `sync_forwards` left them: one forward, one count,
+/// whichever family its packets come in by).
+pub fn with_counters6<R: std::borrow::Borrow<MapData>>(
+    rules: &HashMap<R, ForwardKey, ForwardTarget>,
+    want6: &[(ForwardKey, Forward6Target)],
+) -> Result<Vec<(ForwardKey, Forward6Target)>> {
+    let have: StdHashMap<ForwardKey, ForwardTarget> = rules
+        .iter()
+        .collect::<Result<_, _>>()
+        .context("reading FORWARD_RULES")?;
+    Ok(want6
+        .iter()
+        .map(|(k, t)| {
+            let counter = have.get(k).map_or(0, |r| r.counter);
+            (*k, Forward6Target { counter, ..*t })
+        })
+        .collect())
 }
 
 /// The id each slot holds (every CPU's copy is written alike).
