@@ -466,6 +466,7 @@ pub fn status(lab: &str, forwards: &[Forward]) -> Result<serde_json::Value> {
         "fast_path_why": fast_path_why(&info),
         "btf": info.features.btf,
         "flow_entries": dir.flow_count().ok(),
+        "flow_entries6": dir.flow_count6().ok(),
         "forward_ports": dir.forward_count().ok(),
         "forward_counters": forward_counters_json(lab, forwards),
         // The digest of the maps' description `up` wrote (`MapContents`).
@@ -520,10 +521,14 @@ pub fn status_lines(v: &serde_json::Value) -> Vec<String> {
         .unwrap_or_default();
     let mut out = vec![
         format!(
-            "dataplane: uplink {} {}{address6}, {}, {}",
+            "dataplane: uplink {} {}{address6}, {}{}, {}",
             s("uplink"),
             s("uplink_address"),
             n("flow_entries", "flow entry", "flow entries"),
+            match v["flow_entries6"].as_u64() {
+                Some(n) if n > 0 => format!(" (and {n} IPv6)"),
+                _ => String::new(),
+            },
             n("forward_ports", "forwarded port", "forwarded ports")
         ),
         format!("  attached as {}: {}", s("attach"), s("attach_why")),

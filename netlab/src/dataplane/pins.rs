@@ -320,6 +320,16 @@ impl LabPins {
         Ok(map.keys().filter(|k| k.is_ok()).count())
     }
 
+    /// The IPv6 flow table's entries (none in a dataplane made before it).
+    pub fn flow_count6(&self) -> Result<usize> {
+        if !self.map(names::NAT6_FLOWS).exists() {
+            return Ok(0);
+        }
+        let map: HashMap<_, Flow6Key, Flow6Value> =
+            HashMap::try_from(self.open(names::NAT6_FLOWS)?)?;
+        Ok(map.keys().filter(|k| k.is_ok()).count())
+    }
+
     pub fn forward_count(&self) -> Result<usize> {
         let map: HashMap<_, ForwardKey, ForwardTarget> =
             HashMap::try_from(self.open("FORWARD_RULES")?)?;
