@@ -105,6 +105,23 @@ pub const FORWARDS: [(u8, u16, Ipv4Addr, u16); 5] = [
     (IPPROTO_UDP, 4000, ROUTED, 4000),
 ];
 
+/// The forwards' IPv6 side: to ::2 of red's subnet (a forward applies to
+/// both families).
+pub const FORWARDS6: [(u8, u16, Ipv6Addr, u16); 2] = [
+    (
+        IPPROTO_TCP,
+        80,
+        Ipv6Addr::new(0xfd00, 0x15, 0, 0, 0, 0, 0, 2),
+        80,
+    ),
+    (
+        IPPROTO_UDP,
+        5353,
+        Ipv6Addr::new(0xfd00, 0x15, 0, 0, 0, 0, 0, 2),
+        53,
+    ),
+];
+
 /// The lab host's end of RED's and CONE's veths (fast path).
 pub const NODE_MAC: [u8; 6] = [0x02, 0xaa, 0, 0, 0, 1];
 pub const BRIDGE_MAC: [u8; 6] = [0x02, 0xbb, 0, 0, 0, 1];
@@ -197,6 +214,9 @@ impl Dataplane {
         }
         for (proto, port, to, to_port) in FORWARDS {
             contents = contents.forward(proto, port, to, to_port);
+        }
+        for (proto, port, to, to_port) in FORWARDS6 {
+            contents = contents.forward6(proto, port, to, to_port);
         }
         for node in [RED, CONE] {
             let port = NodePort {
