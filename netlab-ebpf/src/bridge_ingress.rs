@@ -22,7 +22,7 @@ use crate::{
     binding, flowlog, flows, frags, fwd_counters, hook, lab,
     maps::TAILS,
     packet::{clear_l2, is_icmp_error, rewrite, set_addr, Parsed, Pkt, FRAG_LATER},
-    port_search,
+    packet6, port_search,
     template::FlowTemplate,
     verdict::{count, finish, Verdict, TC_ACT_UNSPEC},
 };
@@ -93,12 +93,13 @@ fn handle(ctx: &TcContext, cfg: &'static NatConfig, parsed: Parsed) -> Verdict {
     hairpin(ctx, cfg, &p, t, now)
 }
 
-/// Not IPv4: to `nl_bridge_in6` (IPv6 hairpin), which looks at it. Not
-/// parsed here: an IPv6 header on this program's stack would take the
-/// room its port search's callback needs (the verifier counts both).
+/// IPv6: to `nl_bridge_in6` (IPv6 hairpin), which looks at it; ARP and
+/// the rest pass. Only the EtherType is read here: an IPv6 header on this
+/// program's stack would take the room its port search's callback needs
+/// (the verifier counts both).
 #[inline(always)]
 fn ipv6(ctx: &TcContext, cfg: &NatConfig) -> Verdict {
-    if cfg.uplink_addr6 != [0; 16] {
+    if cfg.uplink_addr6 != [0; 16] && packet6::is_ipv6(ctx) {
         // Returns only when the tail call cannot be made.
         unsafe { TAILS.tail_call(ctx, tail::BRIDGE_IN6) };
     }

@@ -8,11 +8,11 @@
 use aya_ebpf::helpers::generated::{bpf_get_prandom_u32, bpf_ktime_get_coarse_ns};
 use netlab_common::{
     stat, Endpoint, FlowKey, FlowValue, NatConfig, FLOW_ACKED, HOOK_UPLINK_INGRESS, IPPROTO_ICMP,
-    IPPROTO_TCP, STATE_FIN_ORIGINAL, STATE_FIN_REPLY, STATE_RST, TIME_WAIT_SECS,
+    IPPROTO_TCP, STATE_FIN_ORIGINAL, STATE_FIN_REPLY, STATE_RST,
 };
 use netlab_ebpf::{
-    binding_timeout_secs, datagram_next_state, flow_timeout_secs, tcp_closed, tcp_next_state,
-    NSEC_PER_SEC, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
+    binding_timeout_secs, datagram_next_state, flow_timeout_secs, in_time_wait, tcp_closed,
+    tcp_next_state, NSEC_PER_SEC, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
 };
 
 use crate::{
@@ -30,8 +30,9 @@ use crate::{
 const SEQ_WINDOW: u32 = 1 << 16;
 
 /// The other half and the mapping are checked at most this often per flow,
-/// so the common case of a packet touches one map entry.
-const REFRESH_NS: u64 = if cfg!(feature = "variant") {
+/// so the common case of a packet touches one map entry (IPv6's flows
+/// refresh their reservation as rarely, `flows6::touch`).
+pub const REFRESH_NS: u64 = if cfg!(feature = "variant") {
     NSEC_PER_SEC / 2
 } else {
     NSEC_PER_SEC
@@ -354,10 +355,8 @@ pub fn closed_recently(key: &FlowKey, inside: &Endpoint, now: u64) -> Option<u64
     if v.state & (fins | STATE_RST) != fins {
         return None;
     }
-    // Written out rather than `saturating_sub`: this runs under the port
-    // search's `bpf_loop` callback, which must call no function.
     let closed = v.last_seen_ns;
-    if now > closed && now - closed >= TIME_WAIT_SECS * NSEC_PER_SEC {
+    if !in_time_wait(closed, now) {
         return None;
     }
     match binding::mapping_of(key, v) {

@@ -7,15 +7,16 @@
 use netlab_common::{
     Endpoint6, Flow6Key, Flow6Value, NatConfig, DIR_ORIGINAL, DIR_REPLY, HOOK_BRIDGE_INGRESS,
     HOOK_UPLINK_EGRESS, HOOK_UPLINK_INGRESS, IPPROTO_ICMPV6, IPPROTO_TCP, STATE_RST,
-    TIME_WAIT_SECS,
 };
 use netlab_ebpf::{
-    binding_timeout_secs, datagram_next_state, flow_timeout_secs, tcp_closed, tcp_next_state,
-    NSEC_PER_SEC, TCP_RST,
+    binding_timeout_secs, datagram_next_state, flow_timeout_secs, in_time_wait, tcp_closed,
+    tcp_next_state, NSEC_PER_SEC, TCP_RST,
 };
 
 use crate::{
-    binding6, fwd_counters,
+    binding6,
+    flows::REFRESH_NS,
+    fwd_counters,
     maps::{NAT6_FLOWS, SCRATCH6},
     packet6::{Pkt6, ICMPV6_ECHO_REQUEST},
     verdict::DropReason,
@@ -55,8 +56,7 @@ pub fn holds_tuple(cfg: &NatConfig, proto: u8, orig: &Flow6Value, now: u64) -> b
     if orig.state & STATE_RST != 0 {
         return false;
     }
-    let closed = orig.last_seen_ns;
-    !(now > closed && now - closed >= TIME_WAIT_SECS * NSEC_PER_SEC)
+    in_time_wait(orig.last_seen_ns, now)
 }
 
 /// Whether a packet without a flow may open one: not a reset, not an echo
@@ -106,12 +106,21 @@ pub fn touch(cfg: &NatConfig, p: &Pkt6, v: *mut Flow6Value, orig: *mut Flow6Valu
         fwd_counters::add((*v).forward, dir, p.len);
     }
     let o = unsafe { &mut *orig };
+    let old_state = o.state;
     o.state = if p.proto == IPPROTO_TCP {
         tcp_next_state(o.state, p.tcp_flags, dir)
     } else {
         datagram_next_state(o.state, dir)
     };
+    // The reservation is refreshed once per `REFRESH_NS` period the flow
+    // is active in, and on every change of state (a closed connection
+    // frees its port at once), as IPv4's mapping is: the common packet
+    // touches no other map entry.
+    let due = now / REFRESH_NS != o.last_seen_ns / REFRESH_NS;
     o.last_seen_ns = now;
+    if o.state == old_state && !due {
+        return;
+    }
     let port = match o.hook {
         HOOK_UPLINK_EGRESS => o.port,
         HOOK_BRIDGE_INGRESS => o.hairpin_sport,

@@ -5,7 +5,7 @@
 
 use netlab_common::{
     NatConfig, DIR_ORIGINAL, IPPROTO_TCP, IPPROTO_UDP, STATE_FIN_ORIGINAL, STATE_FIN_REPLY,
-    STATE_REPLIED, STATE_RST, STATE_SYN,
+    STATE_REPLIED, STATE_RST, STATE_SYN, TIME_WAIT_SECS,
 };
 
 pub const NSEC_PER_SEC: u64 = 1_000_000_000;
@@ -125,6 +125,16 @@ pub fn flow_timeout_secs(cfg: &NatConfig, proto: u8, state: u8) -> u32 {
         IPPROTO_UDP => cfg.timeout_udp,
         _ => cfg.timeout_icmp,
     }
+}
+
+/// Whether a TCP connection closed with FINs at `closed` (ns) may still be
+/// in TIME_WAIT at the remote end at `now`: closed less than
+/// `TIME_WAIT_SECS` ago. Written out rather than with `saturating_sub`:
+/// it runs under the port searches' `bpf_loop` callbacks, which must call
+/// no function.
+#[inline(always)]
+pub fn in_time_wait(closed: u64, now: u64) -> bool {
+    !(now > closed && now - closed >= TIME_WAIT_SECS * NSEC_PER_SEC)
 }
 
 /// A TCP connection that is over: reset, or closed both ways.

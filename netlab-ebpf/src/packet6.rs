@@ -85,6 +85,13 @@ fn header(ctx: &TcContext) -> Option<Ip6> {
     })
 }
 
+/// Whether the frame says it carries IPv6 (its EtherType alone: nothing
+/// parsed, nothing on the stack).
+#[inline(always)]
+pub fn is_ipv6(ctx: &TcContext) -> bool {
+    matches!(ctx.load::<u16>(12), Ok(t) if u16::from_be(t) == ETH_P_IPV6)
+}
+
 /// The frame's IPv6 header, unless the frame is not IPv6 or stays on its
 /// link ([`is_link_local`]): what the hooks look at further.
 #[inline(always)]
