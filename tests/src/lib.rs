@@ -420,6 +420,19 @@ impl Lab {
     }
 }
 
+/// One echo of `size` bytes from red to `to` (`family`: `-4` or `-6`)
+/// that may not be fragmented on the way (`-M do`): what path-MTU
+/// discovery is tried with.
+pub fn ping_unfragmented(lab: &Lab, family: &str, size: u16, to: &str) -> Output {
+    let size = size.to_string();
+    lab.node(
+        "red",
+        &[
+            "ping", family, "-n", "-c1", "-W2", "-M", "do", "-s", &size, to,
+        ],
+    )
+}
+
 /// A network behind the sandbox's outside host with a smaller MTU (1280,
 /// IPv6's minimum): the namespace `<prefix>far` on a veth from the wan
 /// namespace, 203.0.113.128/25 and 2001:db8:200::/64, the wan routing both
@@ -463,6 +476,22 @@ impl FarNetwork {
             ok(&["ip", "netns", "exec", &wan, "sysctl", "-qw", sysctl], T);
         }
         far
+    }
+}
+
+impl FarNetwork {
+    /// Send `bytes` bytes to the first client of TCP `port` (both
+    /// families), from the far side, then close: a bulk transfer over the
+    /// small-MTU path.
+    pub fn send_once(&self, port: u16, bytes: usize) {
+        let listener = in_netns(&self.netns, move || {
+            std::net::TcpListener::bind((std::net::Ipv6Addr::UNSPECIFIED, port)).unwrap()
+        });
+        std::thread::spawn(move || {
+            if let Ok((mut s, _)) = listener.accept() {
+                let _ = std::io::Write::write_all(&mut s, &vec![7u8; bytes]);
+            }
+        });
     }
 }
 

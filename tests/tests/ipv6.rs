@@ -5,9 +5,7 @@
 //! traceroute and path-MTU discovery. Every test in its own sandbox or
 //! lab-host namespace.
 
-use std::{io::Write as _, net::TcpListener};
-
-use netlab_tests::{in_netns, ok, ping_wait, require_root, text, FarNetwork, Lab, T};
+use netlab_tests::{ok, ping_unfragmented, ping_wait, require_root, text, FarNetwork, Lab, T};
 
 /// The seeds' bridge with a ULA /64 beside its IPv4 subnet, red and blue
 /// on it with an address of each family; `v6 = false` leaves IPv6 out.
@@ -382,21 +380,7 @@ fn ipv6_traceroute_and_path_mtu_discovery_through_nat66() {
         ["fd00:15::5", "2001:db8:100::1", FarNetwork::ADDR6],
         "{trace}"
     );
-    let big = lab.node(
-        "red",
-        &[
-            "ping",
-            "-6",
-            "-n",
-            "-c1",
-            "-W2",
-            "-M",
-            "do",
-            "-s",
-            "1400",
-            FarNetwork::ADDR6,
-        ],
-    );
+    let big = ping_unfragmented(&lab, "-6", 1400, FarNetwork::ADDR6);
     assert!(!big.status.success(), "{}", text(&big));
     assert!(
         text(&big).contains("mtu=1280"),
@@ -408,27 +392,9 @@ fn ipv6_traceroute_and_path_mtu_discovery_through_nat66() {
         route.contains("mtu 1280"),
         "red did not learn the path MTU:\n{route}"
     );
-    lab.node_ok(
-        "red",
-        &[
-            "ping",
-            "-6",
-            "-n",
-            "-c1",
-            "-W2",
-            "-M",
-            "do",
-            "-s",
-            "1232",
-            FarNetwork::ADDR6,
-        ],
-    );
-    let listener = in_netns(&far.netns, || TcpListener::bind("[::]:8000").unwrap());
-    std::thread::spawn(move || {
-        if let Ok((mut s, _)) = listener.accept() {
-            let _ = s.write_all(&vec![7u8; 200_000]);
-        }
-    });
+    let fits = ping_unfragmented(&lab, "-6", 1232, FarNetwork::ADDR6);
+    assert!(fits.status.success(), "{}", text(&fits));
+    far.send_once(8000, 200_000);
     // A bulk transfer from the far side over that path completes.
     let got = lab.node(
         "red",

@@ -14,7 +14,8 @@ use std::{
 };
 
 use netlab_tests::{
-    in_netns, reliability::tcx, require_root, stdout, text, wait_for, FarNetwork, Lab,
+    in_netns, ping_unfragmented, reliability::tcx, require_root, stdout, text, wait_for,
+    FarNetwork, Lab,
 };
 
 const UPLINK: &str = "198.51.100.2";
@@ -461,45 +462,17 @@ fn path_mtu_discovery_through_the_nat() {
     let far = FarNetwork::behind(&lab);
     // A full-size DF packet from red draws "fragmentation needed" from the
     // wan router; translated back, it teaches red the path MTU.
-    let o = lab.node(
-        "red",
-        &[
-            "ping",
-            "-c1",
-            "-W2",
-            "-M",
-            "do",
-            "-s",
-            "1400",
-            "203.0.113.130",
-        ],
-    );
+    let o = ping_unfragmented(&lab, "-4", 1400, "203.0.113.130");
     assert!(!o.status.success());
     let route = lab.node_ok("red", &["ip", "route", "get", "203.0.113.130"]);
     assert!(
         route.contains("mtu 1280"),
         "red did not learn the path MTU:\n{route}"
     );
-    lab.node_ok(
-        "red",
-        &[
-            "ping",
-            "-c1",
-            "-W2",
-            "-M",
-            "do",
-            "-s",
-            "1252",
-            "203.0.113.130",
-        ],
-    );
+    let fits = ping_unfragmented(&lab, "-4", 1252, "203.0.113.130");
+    assert!(fits.status.success(), "{}", text(&fits));
     // TCP adapts: a bulk transfer from the far side completes.
-    let listener = in_netns(&far.netns, || TcpListener::bind("0.0.0.0:8000").unwrap());
-    thread::spawn(move || {
-        if let Ok((mut s, _)) = listener.accept() {
-            let _ = s.write_all(&vec![7u8; 200_000]);
-        }
-    });
+    far.send_once(8000, 200_000);
     let got = lab.node(
         "red",
         &["socat", "-T5", "-u", "TCP:203.0.113.130:8000", "-"],
