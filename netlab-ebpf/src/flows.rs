@@ -30,9 +30,8 @@ use crate::{
 const SEQ_WINDOW: u32 = 1 << 16;
 
 /// The other half and the mapping are checked at most this often per flow,
-/// so the common case of a packet touches one map entry (IPv6's flows
-/// refresh their reservation as rarely, `flows6::touch`).
-pub const REFRESH_NS: u64 = if cfg!(feature = "variant") {
+/// so the common case of a packet touches one map entry.
+const REFRESH_NS: u64 = if cfg!(feature = "variant") {
     NSEC_PER_SEC / 2
 } else {
     NSEC_PER_SEC
