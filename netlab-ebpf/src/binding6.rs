@@ -69,6 +69,32 @@ pub fn map(cfg: &NatConfig, out: &Flow6Key, now: u64) -> Result<u16, DropReason>
     Ok(port)
 }
 
+/// Take back what [`map`] wrote for the new flow `out` whose flow could
+/// not be stored on `port`: its binding, and the reservation, which goes
+/// back to `holder` (the flow that holds the port's tuple), if any.
+#[inline(always)]
+pub fn unmap(cfg: &NatConfig, out: &Flow6Key, port: u16, holder: Option<Endpoint6>, now: u64) {
+    let inside = Endpoint6::new(out.src_addr, out.src_port, out.proto);
+    let _ = NAT6_BIND.remove(&inside);
+    let key = ForwardKey::new(port, out.proto);
+    match holder {
+        Some(holder) => {
+            let hold = u64::from(flow_timeout_secs(cfg, out.proto, 0)) * NSEC_PER_SEC;
+            let r = Reservation6 {
+                inside: holder,
+                _pad: 0,
+                expires_ns: now + hold,
+            };
+            let _ = NAT6_PORTS.insert(&key, &r, 0);
+        }
+        None => {
+            if holds(&inside, port, now) {
+                let _ = NAT6_PORTS.remove(&key);
+            }
+        }
+    }
+}
+
 /// Endpoint equality, field by field: a derived `==` on the address
 /// array becomes a `memcmp` the BPF backend cannot lower.
 #[inline(always)]

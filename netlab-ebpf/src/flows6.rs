@@ -14,9 +14,10 @@ use netlab_ebpf::{
 };
 
 use crate::{
+    binding::{BPF_ANY, BPF_NOEXIST},
     binding6, fwd_counters,
     maps::{NAT6_FLOWS, SCRATCH6},
-    packet6::{Pkt6, ICMPV6_ECHO_REQUEST},
+    packet6::{same_addr, Pkt6, ICMPV6_ECHO_REQUEST},
     verdict::DropReason,
 };
 
@@ -150,7 +151,9 @@ pub struct Rewrite6<'a> {
 /// key) with the rewrite `original`, under `reply` with `back`, both
 /// counting on the counter `forward` (0: none). Built in
 /// `SCRATCH6`: an entry beside the packet's keys does not fit on the
-/// stack.
+/// stack. With `claim`, the reply tuple is claimed: a flow that holds it
+/// ([`holds_tuple`]) keeps it and this one is refused (two CPUs that chose
+/// the same free port at once for the same destination).
 #[inline(always)]
 fn insert_flow(
     opening: &Flow6Key,
@@ -159,6 +162,7 @@ fn insert_flow(
     back: Rewrite6,
     forward: u16,
     now: u64,
+    claim: Option<&NatConfig>,
 ) -> Result<(), DropReason> {
     let Some(v) = SCRATCH6.get_ptr_mut(0) else {
         return Err(DropReason::NoScratch);
@@ -183,17 +187,71 @@ fn insert_flow(
         .insert(opening, &*v, 0)
         .map_err(|_| DropReason::TableFull)?;
     fill(v, &back, DIR_REPLY, opening);
-    if NAT6_FLOWS.insert(reply, &*v, 0).is_err() {
+    if let Some(cfg) = claim {
+        if NAT6_FLOWS.insert(reply, &*v, BPF_NOEXIST).is_ok() {
+            return Ok(());
+        }
+        if reply_holder(cfg, reply, now).is_some() {
+            let _ = NAT6_FLOWS.remove(opening);
+            return Err(DropReason::Conflict);
+        }
+        release_tuple(reply, opening);
+    }
+    if NAT6_FLOWS.insert(reply, &*v, BPF_ANY).is_err() {
         let _ = NAT6_FLOWS.remove(opening);
         return Err(DropReason::TableFull);
     }
     Ok(())
 }
 
+/// The tuple `reply` of a flow that no longer holds it (closed, timed
+/// out) is being taken over by the flow `opening`: the old flow's
+/// original entry goes, or a packet from its endpoint (a port reused after
+/// a reset) would still be sent out on the tuple, now another flow's.
+#[inline(always)]
+fn release_tuple(reply: &Flow6Key, opening: &Flow6Key) {
+    let Some(v) = get(reply) else { return };
+    let old = unsafe { (*v).peer };
+    if same_key(&old, opening) {
+        return;
+    }
+    if get(&old).is_some_and(|o| same_key(unsafe { &(*o).peer }, reply)) {
+        let _ = NAT6_FLOWS.remove(&old);
+    }
+}
+
+/// Key equality, field by field (see `binding6::same`).
+#[inline(always)]
+fn same_key(a: &Flow6Key, b: &Flow6Key) -> bool {
+    a.src_port == b.src_port
+        && a.dst_port == b.dst_port
+        && a.proto == b.proto
+        && same_addr(&a.src_addr, &b.src_addr)
+        && same_addr(&a.dst_addr, &b.dst_addr)
+}
+
+/// The inside endpoint of the flow that holds the reply tuple `reply`
+/// ([`holds_tuple`]), if one does.
+#[inline(always)]
+pub fn reply_holder(cfg: &NatConfig, reply: &Flow6Key, now: u64) -> Option<Endpoint6> {
+    let v = get(reply)?;
+    let orig = original(v)?;
+    if !holds_tuple(cfg, reply.proto, unsafe { &*orig }, now) {
+        return None;
+    }
+    let opening = unsafe { &(*v).peer };
+    Some(Endpoint6::new(
+        opening.src_addr,
+        opening.src_port,
+        opening.proto,
+    ))
+}
+
 /// A masqueraded flow: `out` (a node's first packet) goes out from
 /// `uplink`:`port`; the replies come back to the node.
 #[inline(always)]
 pub fn insert_pair(
+    cfg: &NatConfig,
     out: &Flow6Key,
     uplink: &[u8; 16],
     port: u16,
@@ -212,7 +270,7 @@ pub fn insert_pair(
         port: out.src_port,
         hairpin_sport: 0,
     };
-    insert_flow(out, &reply, original, back, 0, now)
+    insert_flow(out, &reply, original, back, 0, now, Some(cfg))
 }
 
 /// A forwarded flow: `inbound` (to the uplink's forwarded port) goes to
@@ -244,7 +302,7 @@ pub fn insert_forwarded(
         port: inbound.dst_port,
         hairpin_sport: 0,
     };
-    insert_flow(inbound, &reply, original, back, forward, now)
+    insert_flow(inbound, &reply, original, back, forward, now, None)
 }
 
 /// A hairpinned flow, both directions rewritten at the bridge's ingress:
@@ -273,5 +331,5 @@ pub fn insert_hairpin(
         port: opening.src_port,
         hairpin_sport: opening.dst_port,
     };
-    insert_flow(opening, &reply, original, back, forward, now)
+    insert_flow(opening, &reply, original, back, forward, now, None)
 }

@@ -89,7 +89,12 @@ fn masquerade(ctx: &TcContext, cfg: &NatConfig, p: &Pkt6, now: u64) -> Verdict {
         return Err(DropReason::NoMapping);
     }
     let port = binding6::map(cfg, &p.key, now)?;
-    flows6::insert_pair(&p.key, &cfg.uplink_addr6, port, now)?;
+    if let Err(e) = flows6::insert_pair(cfg, &p.key, &cfg.uplink_addr6, port, now) {
+        let reply = flows6::reply_key(&p.key, &cfg.uplink_addr6, port);
+        let holder = flows6::reply_holder(cfg, &reply, now);
+        binding6::unmap(cfg, &p.key, port, holder, now);
+        return Err(e);
+    }
     count(stat::NEW_SNAT6);
     let Some(v) = flows6::get(&p.key) else {
         return Err(DropReason::TableFull);

@@ -11,7 +11,7 @@ use netlab_common::{stat, IPPROTO_UDP};
 use netlab_tests::{
     packet::{
         icmp6, icmp6_echo, parse_checked6, tcp, udp, Ext, Ip6, ACK, DEST_OPTS, HOP_BY_HOP, ICMPV6,
-        ROUTING, SYN, TCP, UDP,
+        ROUTING, RST, SYN, TCP, UDP,
     },
     programs::{Dataplane, BLUE, BLUE6, RED6, REDIRECT, REMOTE6, SHOT, UNSPEC, UPLINK6},
     require_root,
@@ -241,6 +241,31 @@ fn ipv6_port_search_finds_the_last_free_port_and_skips_forwards() {
     let f = Ip6::new(RED6, REMOTE6, UDP, udp(2000, 53, b"q")).frame();
     assert_eq!(dp.out(&f).0, SHOT);
     assert_eq!(dp.stat(stat::DROP_PORT_EXHAUSTED), 1);
+    assert_eq!(dp.drops(), 1);
+}
+
+/// A reply tuple given up by a reset goes to the next flow that needs it,
+/// and the old flow's entries with it: the reset connection's endpoint,
+/// reused for a new SYN to the same destination, is not sent out on the
+/// tuple another flow now holds (it would take that flow's replies).
+#[test]
+fn ipv6_a_tuple_taken_over_after_a_reset_is_not_used_by_the_old_flow() {
+    require_root();
+    let mut dp = Dataplane::new(20000, 20000);
+    let syn = |src, sport| Ip6::new(src, REMOTE6, TCP, tcp(sport, 80, SYN, b"")).frame();
+    let (rc, out) = dp.out(&syn(RED6, 40000));
+    assert_eq!((rc, parse_checked6(&out).unwrap().sport()), (UNSPEC, 20000));
+    let rst = Ip6::new(RED6, REMOTE6, TCP, tcp(40000, 80, RST, b"")).frame();
+    assert_eq!(dp.out(&rst).0, UNSPEC);
+    let (rc, out) = dp.out(&syn(BLUE6, 41000));
+    assert_eq!((rc, parse_checked6(&out).unwrap().sport()), (UNSPEC, 20000));
+    // Red's endpoint again: the only port is blue's now.
+    assert_eq!(dp.out(&syn(RED6, 40000)).0, SHOT);
+    assert_eq!(dp.stat(stat::DROP_PORT_EXHAUSTED), 1);
+    let answer = Ip6::new(REMOTE6, UPLINK6, TCP, tcp(80, 20000, SYN | ACK, b"")).frame();
+    let (_, back) = dp.inb(&answer);
+    let back = parse_checked6(&back).unwrap();
+    assert_eq!((back.dst, back.dport()), (BLUE6, 41000));
     assert_eq!(dp.drops(), 1);
 }
 
