@@ -28,7 +28,7 @@ pub mod traffic;
 
 use std::{
     io::{IsTerminal as _, Write as _},
-    net::{Ipv4Addr, SocketAddrV4},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     path::PathBuf,
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
@@ -188,6 +188,9 @@ pub enum Kind {
     /// range or above it.
     Dnat(usize, bool),
     DnatWrk(usize, bool),
+    /// The same over IPv6 (for the kinds whose metrics have an IPv6 twin,
+    /// [`Metric::ipv6`]).
+    V6(&'static Kind),
 }
 
 impl Kind {
@@ -202,9 +205,20 @@ impl Kind {
             Kind::CrrWrk,
             Kind::Latency,
             Kind::LatencySockperf,
+            Kind::V6(&Kind::Tcp),
+            Kind::V6(&Kind::UdpIperf3),
+            Kind::V6(&Kind::Crr),
+            Kind::V6(&Kind::CrrWrk),
+            Kind::V6(&Kind::Latency),
         ];
         for &n in &p.forward_counts {
             kinds.extend([Kind::Dnat(n, false), Kind::DnatWrk(n, false)]);
+            if n == 1 {
+                kinds.extend([
+                    Kind::V6(&Kind::Dnat(1, false)),
+                    Kind::V6(&Kind::DnatWrk(1, false)),
+                ]);
+            }
             if n > 1 {
                 kinds.extend([
                     Kind::CrrBeside(n),
@@ -233,6 +247,7 @@ impl Kind {
             Kind::CrrWrkBeside(n) => vec![Metric::CrrWrkBeside(n)],
             Kind::Dnat(n, i) => vec![Metric::Dnat(n, i)],
             Kind::DnatWrk(n, i) => vec![Metric::DnatWrk(n, i)],
+            Kind::V6(k) => k.metrics().into_iter().filter_map(Metric::ipv6).collect(),
         }
     }
 
@@ -240,6 +255,7 @@ impl Kind {
         match self {
             Kind::Tcp => "TCP throughput (iperf3)".into(),
             Kind::Latency => "ping-pong latency".into(),
+            Kind::V6(k) => format!("{}, IPv6", k.label()),
             _ => self.metrics()[0].label(),
         }
     }
@@ -255,6 +271,7 @@ impl Kind {
             Kind::DnatWrk(n, inside) => {
                 Some(ForwardSet::new(n, inside, tools::dnat_port(n, inside)))
             }
+            Kind::V6(k) => k.forwards(),
             _ => None,
         }
     }
@@ -485,7 +502,7 @@ type Sample = (Metric, f64, serde_json::Value);
 /// lab's programs ran meanwhile (`programs` in each sample's details), and
 /// where the CPU time went (`cpu`) when profiled (as `name`).
 fn measure(env: &mut modes::Env, kind: Kind, p: &Profile, name: &str) -> Result<Vec<Sample>> {
-    let target = env.set_forwards(kind.forwards())?;
+    let forwards = env.set_forwards(kind.forwards())?;
     let lab = env.lab.clone().filter(|_| env.mode.runs_programs());
     let before = lab.as_deref().map(runtime::snapshot).transpose()?;
     let recording = p
@@ -493,7 +510,7 @@ fn measure(env: &mut modes::Env, kind: Kind, p: &Profile, name: &str) -> Result<
         .as_deref()
         .map(|dir| perf::start(dir, name))
         .transpose()?;
-    let measured = measure_traffic(env, kind, p, target);
+    let measured = measure_traffic(env, kind, p, forwards);
     let cpu = recording.map(perf::Recording::stop).transpose()?;
     let mut samples = measured?;
     if let Some(cpu) = cpu {
@@ -514,12 +531,21 @@ fn measure_traffic(
     env: &mut modes::Env,
     kind: Kind,
     p: &Profile,
-    target: Option<SocketAddrV4>,
+    forwards: Option<modes::ForwardSet>,
 ) -> Result<Vec<Sample>> {
-    let wan = env.wan_addr;
-    let to_wan = |port| SocketAddrV4::new(wan, port);
-    let metric = kind.metrics()[0];
-    let one = |value: f64, extra: serde_json::Value| Ok(vec![(metric, value, extra)]);
+    let metrics = kind.metrics();
+    let (kind, v6) = match kind {
+        Kind::V6(k) => (*k, true),
+        k => (k, false),
+    };
+    let wan = if v6 {
+        IpAddr::V6(WAN_ADDR6)
+    } else {
+        IpAddr::V4(WAN_ADDR)
+    };
+    let to_wan = |port| SocketAddr::new(wan, port);
+    let target = forwards.map(|set| env.dnat_target(set, v6));
+    let one = |value: f64, extra: serde_json::Value| Ok(vec![(metrics[0], value, extra)]);
     let secs = p.tool_seconds;
     match kind {
         Kind::Tcp => {
@@ -548,8 +574,8 @@ fn measure_traffic(
             let r = traffic::latency(&env.node, to, p.latency_round_trips, p.latency_window)?;
             let extra = serde_json::to_value(&r)?;
             Ok(vec![
-                (Metric::LatencyP50, r.p50_us, extra.clone()),
-                (Metric::LatencyP99, r.p99_us, extra),
+                (metrics[0], r.p50_us, extra.clone()),
+                (metrics[1], r.p99_us, extra),
             ])
         }
         Kind::LatencySockperf => {
@@ -578,15 +604,51 @@ fn measure_traffic(
             extra["target"] = to.to_string().into();
             one(r.per_second, extra)
         }
+        Kind::V6(_) => bail!("{} nests IPv6 in IPv6", kind.label()),
     }
 }
 
 /// The address the wan side has in every mode.
 pub const WAN_ADDR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+/// Its IPv6 address (the sandbox's outside, 2001:db8:100::/64).
+pub const WAN_ADDR6: Ipv6Addr = crate::sandbox::WAN_ADDR6.addr;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ipv6_measurements_are_their_ipv4_twins_with_keys_of_their_own() {
+        let p = Profile::new(true, None);
+        let v6: Vec<Kind> = Kind::all(&p)
+            .into_iter()
+            .filter(|k| matches!(k, Kind::V6(_)))
+            .collect();
+        assert_eq!(v6.len(), 7);
+        for k in v6 {
+            let Kind::V6(inner) = k else { unreachable!() };
+            let (ms, twins) = (k.metrics(), inner.metrics());
+            assert_eq!(
+                ms.len(),
+                twins.len(),
+                "{k:?}: a metric without an IPv6 twin"
+            );
+            for (m, twin) in ms.iter().zip(&twins) {
+                assert_eq!(m.key(), format!("{}_v6", twin.key()));
+                assert_eq!(m.label(), format!("{}, IPv6", twin.label()));
+                assert_eq!(
+                    (m.unit(), m.higher_is_better()),
+                    (twin.unit(), twin.higher_is_better())
+                );
+            }
+        }
+        let keys: Vec<String> = Metric::all(&p).into_iter().map(Metric::key).collect();
+        let mut unique = keys.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), keys.len(), "{keys:?}");
+        assert_eq!(Metric::LatencySockperf.ipv6(), None);
+    }
 
     #[test]
     fn a_round_measures_only_the_metrics_asked_for() {

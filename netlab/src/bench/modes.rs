@@ -12,6 +12,11 @@
 //!   MASQUERADE and DNAT rules into the lab host's namespace (only there).
 //!   The netlab modes get `[nat] fast_path = true` / `false` and their
 //!   forwards through `netlab fwd`.
+//! - Every mode is dual-stack: the node also has fdec:60cc:b1bd:15::1 (the
+//!   default lab's ULA subnet), the uplink 2001:db8:100::2 and the wan
+//!   2001:db8:100::1 (the sandbox's); `route` routes the ULA subnet back,
+//!   `iptables` loads the same rules through ip6tables, netlab's forwards
+//!   apply to both families.
 //!
 //! Every namespace carries a unique prefix; [`Bench::teardown`] (also run
 //! on drop, so on errors and on Ctrl-C) removes them and fails if anything
@@ -20,7 +25,7 @@
 use std::{
     fs,
     io::Write as _,
-    net::{Ipv4Addr, SocketAddrV4},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
@@ -114,6 +119,10 @@ impl Mode {
 /// The lab's node, the lab host's uplink address, the first forwarded port.
 pub const NODE_ADDR: Ipv4Addr = Ipv4Addr::new(192, 168, 15, 1);
 pub const UPLINK_ADDR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
+/// Their IPv6 twins: the default lab's ULA subnet, the sandbox's outside.
+pub const SUBNET6: &str = "fdec:60cc:b1bd:15::/64";
+pub const NODE_ADDR6: Ipv6Addr = Ipv6Addr::new(0xfdec, 0x60cc, 0xb1bd, 0x15, 0, 0, 0, 1);
+pub const UPLINK_ADDR6: Ipv6Addr = crate::sandbox::HOST_UPLINK_ADDR6.addr;
 pub const FORWARD_BASE: u16 = 40_000;
 /// The first forwarded port of the sets inside the NAT's port range
 /// (10000-32767 by default).
@@ -228,10 +237,8 @@ impl ForwardSet {
 
 impl Env {
     /// Make the mode have exactly the forwards `set` (none: masquerade
-    /// alone) and return where the wan connects to reach the node's
-    /// `to_port`: the last forwarded port, or the node itself in the modes
-    /// without NAT.
-    pub fn set_forwards(&mut self, set: Option<ForwardSet>) -> Result<Option<SocketAddrV4>> {
+    /// alone), over both families.
+    pub fn set_forwards(&mut self, set: Option<ForwardSet>) -> Result<Option<ForwardSet>> {
         if let Some(s) = set {
             if s.count == 0 || usize::from(s.first) + s.count > usize::from(u16::MAX) {
                 bail!("cannot forward {} ports from {}", s.count, s.first);
@@ -241,11 +248,23 @@ impl Env {
             self.load_forwards(set)?;
             self.forwards = set;
         }
-        Ok(set.map(|s| match self.mode {
-            Mode::Veth => SocketAddrV4::new(UPLINK_ADDR, s.to_port),
-            Mode::Route => SocketAddrV4::new(NODE_ADDR, s.to_port),
-            _ => SocketAddrV4::new(UPLINK_ADDR, s.last()),
-        }))
+        Ok(set)
+    }
+
+    /// Where the wan connects to reach the node's `to_port` through `set`:
+    /// the last forwarded port, or the node itself in the modes without
+    /// NAT; over IPv6 with `v6`.
+    pub fn dnat_target(&self, set: ForwardSet, v6: bool) -> SocketAddr {
+        let (node, uplink): (IpAddr, IpAddr) = if v6 {
+            (NODE_ADDR6.into(), UPLINK_ADDR6.into())
+        } else {
+            (NODE_ADDR.into(), UPLINK_ADDR.into())
+        };
+        match self.mode {
+            Mode::Veth => SocketAddr::new(uplink, set.to_port),
+            Mode::Route => SocketAddr::new(node, set.to_port),
+            _ => SocketAddr::new(uplink, set.last()),
+        }
     }
 
     /// Replace the mode's forwards (10,000 DNAT rules left from the last
@@ -294,38 +313,69 @@ fn netlab(exe: &Path, args: &[&str]) -> Result<String> {
     )
 }
 
-/// The iptables rules of the `iptables` mode: MASQUERADE of the lab's
-/// subnet out of the uplink, and a DNAT rule per forwarded port, loaded in
-/// one `iptables-restore` of the nat table.
-fn iptables_rules(set: Option<ForwardSet>) -> String {
+/// The rules of the `iptables` mode for one family (`ip6tables` with
+/// `v6`): MASQUERADE of the lab's subnet out of the uplink, and a DNAT rule
+/// per forwarded port, loaded in one `iptables-restore` of the nat table.
+fn iptables_rules(set: Option<ForwardSet>, v6: bool) -> String {
+    let (uplink, node, subnet) = if v6 {
+        (
+            format!("{UPLINK_ADDR6}/128"),
+            format!("[{NODE_ADDR6}]"),
+            SUBNET6,
+        )
+    } else {
+        (
+            format!("{UPLINK_ADDR}/32"),
+            NODE_ADDR.to_string(),
+            "192.168.15.0/24",
+        )
+    };
     let mut r = String::from(
         "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n",
     );
     if let Some(s) = set {
         for port in s.first..=s.last() {
             r.push_str(&format!(
-                "-A PREROUTING -d {UPLINK_ADDR}/32 -p tcp -m tcp --dport {port} -j DNAT --to-destination {NODE_ADDR}:{}\n",
+                "-A PREROUTING -d {uplink} -p tcp -m tcp --dport {port} -j DNAT --to-destination {node}:{}\n",
                 s.to_port
             ));
         }
     }
-    r.push_str("-A POSTROUTING -s 192.168.15.0/24 -o eth0 -j MASQUERADE\nCOMMIT\n");
+    r.push_str(&format!(
+        "-A POSTROUTING -s {subnet} -o eth0 -j MASQUERADE\nCOMMIT\n"
+    ));
     r
 }
 
+/// Both families' rules (iptables and ip6tables) into `host_ns`.
 fn iptables_load(host_ns: &str, set: Option<ForwardSet>) -> Result<()> {
-    let rules = iptables_rules(set);
+    for v6 in [false, true] {
+        iptables_load_family(host_ns, set, v6)?;
+    }
+    Ok(())
+}
+
+fn iptables_load_family(host_ns: &str, set: Option<ForwardSet>, v6: bool) -> Result<()> {
+    let rules = iptables_rules(set, v6);
     let forwards = set.map_or(0, |s| s.count);
+    let cmd = if v6 { "ip6tables" } else { "iptables" };
     tool(
         "ip",
-        &["netns", "exec", host_ns, "iptables-restore"],
+        &["netns", "exec", host_ns, &format!("{cmd}-restore")],
         Some(rules.as_bytes()),
         Duration::from_secs(60),
     )
-    .with_context(|| format!("loading {forwards} DNAT rules into netns {host_ns}"))?;
+    .with_context(|| format!("loading {forwards} DNAT rules into netns {host_ns} ({cmd})"))?;
     let saved = tool(
         "ip",
-        &["netns", "exec", host_ns, "iptables-save", "-t", "nat"],
+        &[
+            "netns",
+            "exec",
+            host_ns,
+            &format!("{cmd}-save"),
+            "-t",
+            "nat",
+        ],
         None,
         Duration::from_secs(60),
     )?;
@@ -335,7 +385,7 @@ fn iptables_load(host_ns: &str, set: Option<ForwardSet>) -> Result<()> {
         .filter(|l| l.contains("-j MASQUERADE"))
         .count();
     if dnat != forwards || masq != 1 {
-        bail!("netns {host_ns} has {dnat} DNAT and {masq} MASQUERADE rules, not {forwards} and 1");
+        bail!("netns {host_ns} has {dnat} DNAT and {masq} MASQUERADE rules ({cmd}), not {forwards} and 1");
     }
     Ok(())
 }
@@ -373,12 +423,15 @@ fast_path = {fast_path}
 name = "v-net-0"
 subnet = "192.168.15.0/24"
 gateway = "192.168.15.5"
+subnet6 = "{SUBNET6}"
+gateway6 = "fdec:60cc:b1bd:15::5"
 masquerade = {masquerade}
 
 [[nodes]]
 name = "{NODE}"
 bridge = "v-net-0"
 address = "{NODE_ADDR}"
+address6 = "{NODE_ADDR6}"
 "#
     )
 }
@@ -481,17 +534,20 @@ impl Bench {
             forwards: None,
             exe: self.exe.clone(),
         };
-        // Both directions work before anything is measured.
-        traffic::probe(
-            &env.node,
-            SocketAddrV4::new(env.wan_addr, traffic::CRR_PORT),
-            None,
-        )
-        .with_context(|| format!("mode {}: node to wan", mode.name()))?;
+        // Both directions work, over both families, before anything is
+        // measured.
         let one = ForwardSet::new(1, false, traffic::NODE_PORT);
-        let target = env.set_forwards(Some(one))?.context("one forward")?;
-        traffic::probe(&env.wan, target, Some(&env.client_ports))
-            .with_context(|| format!("mode {}: wan to the node's server", mode.name()))?;
+        env.set_forwards(Some(one))?;
+        for (wan, v6) in [
+            (IpAddr::from(env.wan_addr), false),
+            (super::WAN_ADDR6.into(), true),
+        ] {
+            traffic::probe(&env.node, SocketAddr::new(wan, traffic::CRR_PORT), None)
+                .with_context(|| format!("mode {}: node to wan", mode.name()))?;
+            let target = env.dnat_target(one, v6);
+            traffic::probe(&env.wan, target, Some(&env.client_ports))
+                .with_context(|| format!("mode {}: wan to the node's server", mode.name()))?;
+        }
         env.set_forwards(None)?;
         self.envs.push(env);
         Ok(())
@@ -557,20 +613,21 @@ impl Bench {
                     None,
                 )
                 .await?;
-                for (handle, addr) in [(&node_nl, UPLINK_ADDR), (&wan_nl, super::WAN_ADDR)] {
+                let sides = [
+                    (&node_nl, UPLINK_ADDR, crate::sandbox::HOST_UPLINK_ADDR6),
+                    (&wan_nl, super::WAN_ADDR, crate::sandbox::WAN_ADDR6),
+                ];
+                for (handle, addr, addr6) in sides {
                     let link = netlink::link_by_name(handle, "eth0")
                         .await?
                         .context("the veth just made")?;
-                    netlink::add_address(
-                        handle,
-                        link.index,
-                        Ipv4Net {
-                            addr,
-                            prefix_len: 24,
-                        }
-                        .into(),
-                    )
-                    .await?;
+                    let addr = Ipv4Net {
+                        addr,
+                        prefix_len: 24,
+                    };
+                    for a in [addr.into(), addr6.into()] {
+                        netlink::add_address(handle, link.index, a).await?;
+                    }
                     netlink::set_up(handle, link.index).await?;
                 }
                 anyhow::Ok(())
@@ -607,21 +664,19 @@ impl Bench {
         let wan = format!("{lab}-wan");
         match mode {
             Mode::Route => {
-                tool(
-                    "ip",
-                    &[
-                        "-n",
-                        &wan,
-                        "route",
-                        "add",
-                        "192.168.15.0/24",
-                        "via",
-                        &UPLINK_ADDR.to_string(),
-                    ],
-                    None,
-                    Duration::from_secs(10),
-                )
-                .with_context(|| format!("routing 192.168.15.0/24 back in netns {wan}"))?;
+                let back = [
+                    ("192.168.15.0/24", UPLINK_ADDR.to_string()),
+                    (SUBNET6, UPLINK_ADDR6.to_string()),
+                ];
+                for (subnet, via) in back {
+                    tool(
+                        "ip",
+                        &["-n", &wan, "route", "add", subnet, "via", &via],
+                        None,
+                        Duration::from_secs(10),
+                    )
+                    .with_context(|| format!("routing {subnet} back in netns {wan}"))?;
+                }
             }
             Mode::Iptables => iptables_load(&format!("{lab}-host"), None)?,
             _ => {}

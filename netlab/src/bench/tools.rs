@@ -7,7 +7,7 @@
 
 use std::{
     fs,
-    net::{Ipv4Addr, SocketAddrV4},
+    net::{IpAddr, SocketAddr},
     os::unix::process::CommandExt as _,
     path::Path,
     process::{Child, Command, Stdio},
@@ -47,7 +47,9 @@ const WRK_THREADS: u32 = 2;
 fn nginx_conf(dir: &Path, port: u16) -> String {
     let d = dir.display();
     let listen: String = (port..port + NGINX_PORTS)
-        .map(|p| format!("    listen {p} reuseport backlog=4096;\n"))
+        .map(|p| {
+            format!("    listen {p} reuseport backlog=4096;\n    listen [::]:{p} reuseport backlog=4096;\n")
+        })
         .collect();
     format!(
         "daemon off;\nworker_processes auto;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
@@ -105,7 +107,7 @@ pub struct WrkResult {
 }
 
 /// wrk from `ns` against `target` for `seconds`, a new connection per request.
-pub fn wrk(ns: &str, target: SocketAddrV4, seconds: u32) -> Result<WrkResult> {
+pub fn wrk(ns: &str, target: SocketAddr, seconds: u32) -> Result<WrkResult> {
     let url = format!("http://{target}/");
     let (c, t, d) = (
         WRK_CONNECTIONS.to_string(),
@@ -178,7 +180,7 @@ pub struct SockperfResult {
 }
 
 /// sockperf ping-pong from `ns` to the wan's server at `wan` for `seconds`.
-pub fn sockperf(ns: &str, wan: Ipv4Addr, seconds: u32) -> Result<SockperfResult> {
+pub fn sockperf(ns: &str, wan: IpAddr, seconds: u32) -> Result<SockperfResult> {
     let (addr, port, t) = (
         wan.to_string(),
         SOCKPERF_PORT.to_string(),
@@ -236,7 +238,7 @@ pub struct IperfUdpResult {
 
 /// iperf3 UDP, 64-byte datagrams as fast as it can send, from the node to
 /// the wan's iperf3 server on `port`.
-pub fn iperf3_udp(ns: &str, wan: Ipv4Addr, port: u16, seconds: u32) -> Result<IperfUdpResult> {
+pub fn iperf3_udp(ns: &str, wan: IpAddr, port: u16, seconds: u32) -> Result<IperfUdpResult> {
     let (addr, port, t) = (wan.to_string(), port.to_string(), seconds.to_string());
     let args = [
         "netns", "exec", ns, "iperf3", "-c", &addr, "-p", &port, "-u", "-l", "64", "-b", "0", "-t",

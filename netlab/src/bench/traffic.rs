@@ -17,7 +17,10 @@
 
 use std::{
     io::{Read as _, Write as _},
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket},
+    net::{
+        IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, TcpListener, TcpStream,
+        UdpSocket,
+    },
     os::fd::{AsFd, AsRawFd, OwnedFd},
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -29,7 +32,10 @@ use std::{
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use nix::sys::{
-    socket::{self, setsockopt, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn},
+    socket::{
+        self, setsockopt, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn, SockaddrIn6,
+        SockaddrStorage,
+    },
     time::TimeVal,
 };
 use serde::Serialize;
@@ -97,11 +103,37 @@ fn udp_reuseport(port: u16) -> Result<UdpSocket> {
     Ok(UdpSocket::from(fd))
 }
 
-fn listen(port: u16) -> Result<TcpListener> {
-    let l = TcpListener::bind((Ipv4Addr::UNSPECIFIED, port))
-        .with_context(|| format!("listening on TCP port {port}"))?;
+/// A listener on TCP `port` of one family (IPv6 only with `v6`: the IPv4
+/// measurements keep IPv4 sockets of their own).
+fn listen(port: u16, v6: bool) -> Result<TcpListener> {
+    let l = if v6 {
+        listen6(port)
+    } else {
+        TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).map_err(anyhow::Error::from)
+    }
+    .with_context(|| {
+        format!(
+            "listening on TCP port {port}{}",
+            if v6 { " (IPv6)" } else { "" }
+        )
+    })?;
     set_recv_timeout(&l, POLL)?;
     Ok(l)
+}
+
+fn listen6(port: u16) -> Result<TcpListener> {
+    let fd: OwnedFd = socket::socket(
+        AddressFamily::Inet6,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    setsockopt(&fd, sockopt::Ipv6V6Only, &true)?;
+    setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    let any = SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, port, 0, 0);
+    socket::bind(fd.as_raw_fd(), &SockaddrIn6::from(any))?;
+    socket::listen(&fd, socket::Backlog::new(1024)?)?;
+    Ok(TcpListener::from(fd))
 }
 
 /// Enter `ns` on the calling thread (a thread made for it).
@@ -138,12 +170,16 @@ impl Servers {
 
     /// The wan side: UDP sink, connection server, echo server.
     pub fn wan(ns: &Netns) -> Result<Servers> {
-        let (udp, crr, echo) = ns
+        let (udp, tcp) = ns
             .run(|| {
                 let udp = (0..SINK_SOCKETS)
                     .map(|_| udp_reuseport(UDP_PORT))
                     .collect::<Result<Vec<_>>>()?;
-                Ok((udp, listen(CRR_PORT)?, listen(ECHO_PORT)?))
+                let tcp = [false, true]
+                    .into_iter()
+                    .map(|v6| Ok((listen(CRR_PORT, v6)?, listen(ECHO_PORT, v6)?)))
+                    .collect::<Result<Vec<_>>>()?;
+                Ok((udp, tcp))
             })
             .with_context(|| format!("starting the servers in {}", ns.label()))?;
         let mut s = Servers::empty();
@@ -152,19 +188,28 @@ impl Servers {
             let (count, stop) = (s.udp_received.clone(), s.stop.clone());
             s.spawn("udp-sink", move || udp_sink(sock, &count, &stop))?;
         }
-        s.crr_server(crr)?;
-        let stop = s.stop.clone();
-        s.spawn("echo", move || echo_server(echo, &stop))?;
+        for (crr, echo) in tcp {
+            s.crr_server(crr)?;
+            let stop = s.stop.clone();
+            s.spawn("echo", move || echo_server(echo, &stop))?;
+        }
         Ok(s)
     }
 
     /// The node side: the server the forwards lead to.
     pub fn node(ns: &Netns) -> Result<Servers> {
-        let l = ns
-            .run(|| listen(NODE_PORT))
+        let listeners = ns
+            .run(|| {
+                [false, true]
+                    .into_iter()
+                    .map(|v6| listen(NODE_PORT, v6))
+                    .collect::<Result<Vec<_>>>()
+            })
             .with_context(|| format!("starting the server in {}", ns.label()))?;
         let mut s = Servers::empty();
-        s.crr_server(l)?;
+        for l in listeners {
+            s.crr_server(l)?;
+        }
         Ok(s)
     }
 
@@ -311,13 +356,18 @@ pub fn wait_listening(ns: &Netns, port: u16, within: Duration) -> Result<()> {
 
 /// A connected socket from source port `port` (bound explicitly), with a
 /// bounded connect.
-fn connect_from(port: u16, dst: SocketAddrV4) -> std::io::Result<TcpStream> {
-    let fd: OwnedFd = socket::socket(
-        AddressFamily::Inet,
-        SockType::Stream,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
+fn connect_from(port: u16, dst: SocketAddr) -> std::io::Result<TcpStream> {
+    let family = if dst.is_ipv6() {
+        AddressFamily::Inet6
+    } else {
+        AddressFamily::Inet
+    };
+    let any: IpAddr = if dst.is_ipv6() {
+        Ipv6Addr::UNSPECIFIED.into()
+    } else {
+        Ipv4Addr::UNSPECIFIED.into()
+    };
+    let fd: OwnedFd = socket::socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
     // A blocking connect gives up after SO_SNDTIMEO.
     setsockopt(
         &fd,
@@ -326,9 +376,9 @@ fn connect_from(port: u16, dst: SocketAddrV4) -> std::io::Result<TcpStream> {
     )?;
     socket::bind(
         fd.as_raw_fd(),
-        &SockaddrIn::from(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port)),
+        &SockaddrStorage::from(SocketAddr::new(any, port)),
     )?;
-    socket::connect(fd.as_raw_fd(), &SockaddrIn::from(dst))?;
+    socket::connect(fd.as_raw_fd(), &SockaddrStorage::from(dst))?;
     Ok(TcpStream::from(fd))
 }
 
@@ -336,9 +386,9 @@ fn connect_from(port: u16, dst: SocketAddrV4) -> std::io::Result<TcpStream> {
 /// [`crr`]).
 pub const CLIENT_PORTS: std::ops::Range<u32> = 20_000..61_000;
 
-fn one_connection(dst: SocketAddrV4, ports: Option<&AtomicU64>) -> std::io::Result<()> {
+fn one_connection(dst: SocketAddr, ports: Option<&AtomicU64>) -> std::io::Result<()> {
     let mut s = match ports {
-        None => TcpStream::connect_timeout(&SocketAddr::V4(dst), Duration::from_secs(1))?,
+        None => TcpStream::connect_timeout(&dst, Duration::from_secs(1))?,
         Some(cursor) => {
             let mut tries = 0;
             loop {
@@ -364,7 +414,7 @@ fn one_connection(dst: SocketAddrV4, ports: Option<&AtomicU64>) -> std::io::Resu
 }
 
 /// One connection from `ns` to `dst`, retried for a while: the path works.
-pub fn probe(ns: &Netns, dst: SocketAddrV4, ports: Option<&Arc<AtomicU64>>) -> Result<()> {
+pub fn probe(ns: &Netns, dst: SocketAddr, ports: Option<&Arc<AtomicU64>>) -> Result<()> {
     let ports = ports.cloned();
     ns.run(move || {
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -414,18 +464,14 @@ pub struct UdpResult {
 }
 
 /// The UDP flood from `node` to `dst`, counted by `sink`.
-pub fn udp_flood(
-    node: &Netns,
-    dst: SocketAddrV4,
-    sink: &Servers,
-    p: &Profile,
-) -> Result<UdpResult> {
+pub fn udp_flood(node: &Netns, dst: SocketAddr, sink: &Servers, p: &Profile) -> Result<UdpResult> {
     let flows = p.udp_flows;
     let socks: Vec<UdpSocket> = node
         .run(move || {
             (0..flows)
                 .map(|_| {
                     let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).context("binding")?;
+                    // (IPv4: the sink listens on an IPv4 socket.)
                     s.connect(dst).context("connecting")?;
                     Ok(s)
                 })
@@ -557,7 +603,7 @@ pub struct CrrResult {
 /// moment earlier, which a NAT still holds for its reset timeout.
 pub fn crr(
     ns: &Netns,
-    dst: SocketAddrV4,
+    dst: SocketAddr,
     threads: usize,
     window: Duration,
     max: u64,
@@ -659,13 +705,13 @@ pub struct LatencyResult {
 /// Ping-pong on one connection from `ns` to the echo server at `dst`.
 pub fn latency(
     ns: &Netns,
-    dst: SocketAddrV4,
+    dst: SocketAddr,
     round_trips: usize,
     window: Duration,
 ) -> Result<LatencyResult> {
     let mut s = ns
         .run(move || {
-            let s = TcpStream::connect_timeout(&SocketAddr::V4(dst), Duration::from_secs(2))
+            let s = TcpStream::connect_timeout(&dst, Duration::from_secs(2))
                 .with_context(|| format!("connecting to {dst}"))?;
             Ok(s)
         })
@@ -703,7 +749,7 @@ pub fn latency(
 
 /// TCP throughput from the node to the wan with iperf3; bits per second
 /// as the receiver counted them.
-pub fn iperf3(node_ns: &str, dst: Ipv4Addr, seconds: u32, omit: u32, streams: u32) -> Result<f64> {
+pub fn iperf3(node_ns: &str, dst: IpAddr, seconds: u32, omit: u32, streams: u32) -> Result<f64> {
     let (dst_s, port, secs, omit_s, par) = (
         dst.to_string(),
         IPERF_PORT.to_string(),
