@@ -95,6 +95,7 @@ fn ipv6_dual_stack_lab_answers_at_once_and_converges() {
     let status = lab.netlab_ok(&["status", "--name", &lab.name]);
     assert!(status.contains("192.168.15.5/24 fd00:15::5/64"), "{status}");
     assert!(status.contains("192.168.15.1/24 fd00:15::1/64"), "{status}");
+    assert_eq!(ipv6_side(&lab), (Some("2001:db8:100::2".into()), 3));
 
     // Without subnet6, `up` takes every IPv6 address (and route) away.
     lab.write(&dual_stack(false));
@@ -116,12 +117,37 @@ fn ipv6_dual_stack_lab_answers_at_once_and_converges() {
     let json = lab.netlab_ok(&["status", "--name", &lab.name, "--json"]);
     let json: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(json["converged"], true, "{json}");
+    // Nothing to translate: no IPv6 address taken, no IPv6 program kept.
+    assert_eq!(ipv6_side(&lab), (None, 0));
     // And back: usable at once again.
     lab.write(&dual_stack(true));
     lab.up();
     let o = ping6_once(&lab, "red", "fd00:15::2");
     assert!(o.status.success(), "after re-adding:\n{}", text(&o));
+    assert_eq!(ipv6_side(&lab), (Some("2001:db8:100::2".into()), 3));
     lab.down();
+}
+
+/// The uplink's IPv6 address the lab's NAT translates to (`status`), and
+/// how many IPv6 programs it has pinned.
+fn ipv6_side(lab: &Lab) -> (Option<String>, usize) {
+    let json = lab.netlab_ok(&["status", "--name", &lab.name, "--json"]);
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let address6 = json["dataplane"]["uplink_address6"]
+        .as_str()
+        .map(str::to_string);
+    let progs = std::path::Path::new("/sys/fs/bpf/netlab")
+        .join(&lab.name)
+        .join("progs");
+    let pinned = std::fs::read_dir(&progs)
+        .unwrap_or_else(|e| panic!("{}: {e}", progs.display()))
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name();
+            let name = name.to_string_lossy().into_owned();
+            name.starts_with("nl_") && name.ends_with('6')
+        })
+        .count();
+    (address6, pinned)
 }
 
 #[test]

@@ -144,7 +144,9 @@ fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut SchedClassifier
 }
 
 /// Attach (or swap in) every hook; pin programs and links; detach the
-/// lab's links that are no longer wanted. Runs in the lab host's namespace.
+/// lab's links that are no longer wanted. The IPv6 programs are loaded
+/// only for a lab that translates IPv6 (`ipv6`). Runs in the lab host's
+/// namespace.
 pub fn attach_all(
     ebpf: &mut Ebpf,
     pins: &LabPins,
@@ -152,6 +154,7 @@ pub fn attach_all(
     hooks: Vec<Hook>,
     previous: &[Hook],
     features: &Features,
+    ipv6: bool,
 ) -> Result<Vec<Hook>> {
     let (tcx, why) = (features.tcx, features.tcx_why.clone());
     // Interfaces whose clsact qdisc netlab added (in an earlier run or this one).
@@ -164,11 +167,11 @@ pub fn attach_all(
     // Programs only reached by tail call: loaded, pinned and wired into
     // the program array, never attached.
     names.insert(super::PROG_GC.to_string());
-    if names.contains(super::PROG_UPLINK_OUT) {
+    if ipv6 && names.contains(super::PROG_UPLINK_OUT) {
         names.insert(super::PROG_UPLINK_OUT6.to_string());
         names.insert(super::PROG_UPLINK_IN6.to_string());
     }
-    if names.contains(super::PROG_BRIDGE_IN) {
+    if ipv6 && names.contains(super::PROG_BRIDGE_IN) {
         names.insert(super::PROG_BRIDGE_IN6.to_string());
     }
     if names.contains(super::PROG_NODE_IN) {
@@ -222,6 +225,13 @@ pub fn attach_all(
         program(ebpf, name)?
             .pin(&path)
             .with_context(|| format!("pinning program {name}"))?;
+    }
+    // Tail-only programs an earlier `up` loaded and this one did not (the
+    // lab no longer translates IPv6).
+    for (name, _) in super::TAIL_SLOTS {
+        if !names.contains(name) {
+            let _ = fs::remove_file(pins.progs().join(name));
+        }
     }
     // Netlink filters of hooks that went away.
     let gone: Vec<Hook> = previous

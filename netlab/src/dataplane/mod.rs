@@ -334,6 +334,7 @@ pub async fn up(sys: &System, lab: &Lab, verbose: bool) -> Result<UpReport> {
         .map(|p| p.hooks.clone())
         .unwrap_or_default();
     let probed = features.clone();
+    let ipv6 = uplink.address6.is_some();
     let (hooks, notes) = sys.host.run(move || {
         pins::ensure_bpffs()?;
         let dir = pins::LabPins::new(&lab_name);
@@ -341,8 +342,15 @@ pub async fn up(sys: &System, lab: &Lab, verbose: bool) -> Result<UpReport> {
         let notes = dir.drop_incompatible_maps(max_flows)?;
         let mut ebpf = load_object(&dir, max_flows)?;
         fill_maps(&mut ebpf, &contents)?;
-        let hooks =
-            attach::attach_all(&mut ebpf, &dir, &lab_name, hooks, &previous_hooks, &probed)?;
+        let hooks = attach::attach_all(
+            &mut ebpf,
+            &dir,
+            &lab_name,
+            hooks,
+            &previous_hooks,
+            &probed,
+            ipv6,
+        )?;
         Ok((hooks, notes))
     })?;
     let set_lo_accept_local = enable_lo_accept_local(sys, &lab.name, previous.as_ref())?;

@@ -244,7 +244,8 @@ pub fn resolve_uplink(
             ));
         }
         None => iface.addresses6.first().map(|n| n.addr),
-    };
+    }
+    .filter(|_| lab.translates_ipv6());
     if let Some(other) = facts
         .nat_uplinks
         .iter()
@@ -696,7 +697,8 @@ mod tests {
             Ok(ResolvedUplink {
                 interface: "eth0".into(),
                 address: Ipv4Addr::new(198, 51, 100, 1),
-                address6: Some("2001:db8:100::1".parse().unwrap()),
+                // An IPv4 lab translates no IPv6.
+                address6: None,
             })
         );
     }
@@ -704,7 +706,11 @@ mod tests {
     #[test]
     fn the_uplinks_ipv6_address_is_the_one_named_or_its_first() {
         let f = facts();
-        let lab = |extra: &str| parse_with_sources("lab.toml", &with_base(extra)).unwrap().0;
+        let lab = |extra: &str| {
+            parse_with_sources("lab.toml", &with_base6(extra))
+                .unwrap()
+                .0
+        };
         let first = resolve_uplink(&lab(""), &f).unwrap();
         assert_eq!(first.address6, Some("2001:db8:100::1".parse().unwrap()));
         let named = resolve_uplink(&lab("[uplink]\naddress6 = \"2001:db8:100::7\"\n"), &f).unwrap();

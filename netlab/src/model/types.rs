@@ -521,6 +521,15 @@ impl Lab {
         self.bridges.iter().filter(|b| b.gateway6.is_some())
     }
 
+    /// Whether the lab has IPv6 for the NAT to translate: a masqueraded
+    /// bridge of the lab host's with a `gateway6`. Only then does it take
+    /// the uplink's IPv6 address and load the IPv6 programs (on Linux 6.1
+    /// their verification costs a lab's `up` about as much as all the
+    /// IPv4 ones).
+    pub fn translates_ipv6(&self) -> bool {
+        self.host_subnets6().any(|b| b.masquerade)
+    }
+
     /// Whether the lab is dual-stack on the lab host: it then needs IPv6
     /// forwarding there.
     pub fn routes_ipv6(&self) -> bool {
