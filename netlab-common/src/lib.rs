@@ -280,13 +280,16 @@ pub struct Flow6Value {
     /// (hairpin: both, the source to the uplink's address and
     /// `hairpin_sport`).
     pub hook: u8,
-    pub _pad0: u8,
+    /// `FLOW_L2`: `l2` holds the Ethernet addresses the flow leaves the
+    /// uplink with (the fast path out).
+    pub flags: u8,
     pub hairpin_sport: u16,
     /// The counter of the forward the flow came through
     /// (`fwd_counter`; 0: none).
     pub forward: u16,
+    /// Destination and source MAC for the fast path out.
+    pub l2: [u8; 12],
     pub _pad1: u16,
-    pub _pad2: u32,
     /// The other direction's key.
     pub peer: Flow6Key,
     pub created_ns: u64,
@@ -640,7 +643,9 @@ pub mod tail {
     pub const UPLINK_IN6: u32 = 7;
     /// `nl_bridge_in6`: IPv6 hairpin.
     pub const BRIDGE_IN6: u32 = 8;
-    pub const COUNT: u32 = 9;
+    /// `nl_node_in6`: the IPv6 fast path out.
+    pub const NODE_IN6: u32 = 9;
+    pub const COUNT: u32 = 10;
 }
 
 /// Indexes into the per-CPU `stats` array.
@@ -786,6 +791,7 @@ pub mod names {
     pub const PROG_UPLINK_OUT6: &str = "nl_uplink_out6";
     pub const PROG_UPLINK_IN6: &str = "nl_uplink_in6";
     pub const PROG_BRIDGE_IN6: &str = "nl_bridge_in6";
+    pub const PROG_NODE_IN6: &str = "nl_node_in6";
 
     pub const PROGRAMS: &[&str] = &[
         PROG_UPLINK_IN,
@@ -800,6 +806,7 @@ pub mod names {
         PROG_UPLINK_OUT6,
         PROG_UPLINK_IN6,
         PROG_BRIDGE_IN6,
+        PROG_NODE_IN6,
     ];
 
     pub const NAT_FLOWS: &str = "NAT_FLOWS";
@@ -814,6 +821,7 @@ pub mod names {
     pub const FRAG_FLOWS: &str = "FRAG_FLOWS";
     pub const GC_STATE: &str = "GC_STATE";
     pub const NODE_PORTS: &str = "NODE_PORTS";
+    pub const NODE_PORTS6: &str = "NODE_PORTS6";
     pub const TAILS: &str = "TAILS";
     pub const GC_RESUME: &str = "GC_RESUME";
     pub const SOCK_TUPLE: &str = "SOCK_TUPLE";
@@ -845,6 +853,7 @@ pub mod names {
         FRAG_FLOWS,
         GC_STATE,
         NODE_PORTS,
+        NODE_PORTS6,
         TAILS,
         GC_RESUME,
         SOCK_TUPLE,
@@ -937,7 +946,7 @@ mod tests {
         assert_eq!(size_of::<event::Event>(), 40);
         assert_eq!(size_of::<ForwardCounter>(), 40);
         assert_eq!(size_of::<Flow6Key>(), 40);
-        assert_eq!(size_of::<Flow6Value>(), 104);
+        assert_eq!(size_of::<Flow6Value>(), 112);
         assert_eq!(size_of::<Endpoint6>(), 20);
         assert_eq!(size_of::<Reservation6>(), 32);
         assert_eq!(size_of::<Forward6Target>(), 20);

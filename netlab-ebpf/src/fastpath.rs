@@ -6,11 +6,14 @@ use aya_ebpf::{
     helpers::generated::{bpf_redirect, bpf_redirect_peer},
     programs::TcContext,
 };
-use netlab_common::{FlowValue, NatConfig, CONFIG_FAST_PATH, CONFIG_UPLINK_PEER, FLOW_L2};
+use netlab_common::{
+    Flow6Value, FlowValue, NatConfig, CONFIG_FAST_PATH, CONFIG_UPLINK_PEER, FLOW_L2,
+};
 
 use crate::{
-    maps::NODE_PORTS,
+    maps::{NODE_PORTS, NODE_PORTS6},
     packet::{read_l2, Pkt, FRAG_NONE},
+    packet6,
 };
 
 /// Remember the uplink's Ethernet addresses for a flow, from a packet of it
@@ -46,6 +49,39 @@ pub fn node_port(cfg: &NatConfig, p: &Pkt, node: u32) -> Option<(u32, [u8; 12])>
     l2[..6].copy_from_slice(&port.node_mac);
     l2[6..].copy_from_slice(&port.gateway_mac);
     Some((port.ifindex, l2))
+}
+
+/// [`node_port`] for IPv6: the node at `node`, for a translated packet
+/// that is not a fragment and has a hop to spare.
+#[inline(always)]
+pub fn node_port6(
+    ctx: &TcContext,
+    cfg: &NatConfig,
+    frag: u8,
+    node: &[u8; 16],
+) -> Option<(u32, [u8; 12])> {
+    if cfg.flags & CONFIG_FAST_PATH == 0 || frag != FRAG_NONE || packet6::hop_limit(ctx) <= 1 {
+        return None;
+    }
+    let port = unsafe { &*NODE_PORTS6.get_ptr(node)? };
+    let mut l2 = [0u8; 12];
+    l2[..6].copy_from_slice(&port.node_mac);
+    l2[6..].copy_from_slice(&port.gateway_mac);
+    Some((port.ifindex, l2))
+}
+
+/// Remember the uplink's Ethernet addresses for an IPv6 flow's direction
+/// `v` (as [`learn_l2`]).
+#[inline(always)]
+pub fn learn_l2_6(ctx: &TcContext, v: *mut Flow6Value) {
+    let v = unsafe { &mut *v };
+    if v.flags & FLOW_L2 != 0 {
+        return;
+    }
+    if let Some(l2) = read_l2(ctx) {
+        v.l2 = l2;
+        v.flags |= FLOW_L2;
+    }
 }
 
 /// Hand a packet straight into the node behind `ifindex` (its veth peer).

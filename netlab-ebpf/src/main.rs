@@ -10,6 +10,7 @@
 //!   (tail-called) IPv6's hairpin
 //! - `nl_node_in` (each node's veth on the lab host, ingress): fast path out,
 //!   with `nl_node_new` (tail-called) for a masqueraded flow's first packet
+//!   and `nl_node_in6` (tail-called) for IPv6's established flows
 //! - `nl_local_out` (the lab host's `lo`, egress): its own connections to
 //!   its forwards
 //! - `nl_host_port_in` (the lab host's port on a stretched bridge, ingress):
@@ -50,6 +51,7 @@ mod lab;
 mod local_egress;
 mod maps;
 mod node_ingress;
+mod node_ingress6;
 mod packet;
 mod packet6;
 mod port_hint;
@@ -101,6 +103,11 @@ pub fn nl_bridge_in6(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn nl_node_in(ctx: TcContext) -> i32 {
     node_ingress::run(&ctx)
+}
+
+#[classifier]
+pub fn nl_node_in6(ctx: TcContext) -> i32 {
+    node_ingress6::run(&ctx)
 }
 
 #[classifier]

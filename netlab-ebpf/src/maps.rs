@@ -189,6 +189,10 @@ pub static GC_STATE: Array<GcState> = Array::with_max_entries(1, 0);
 #[map]
 pub static NODE_PORTS: HashMap<u32, NodePort> = HashMap::with_max_entries(NODE_ENTRIES, 0);
 
+/// The same by IPv6 address (nodes with an `address6` on a masqueraded bridge).
+#[map]
+pub static NODE_PORTS6: HashMap<[u8; 16], NodePort> = HashMap::with_max_entries(NODE_ENTRIES, 0);
+
 /// Programs reached by tail call, at the slots of `netlab_common::tail`.
 #[map]
 pub static TAILS: ProgramArray = ProgramArray::with_max_entries(tail::COUNT, 0);

@@ -23,7 +23,7 @@ use crate::{
     fastpath, flowlog, flows, lab,
     maps::{FIB_SCRATCH, TAILS},
     packet::{self, is_icmp_error, rewrite_forward, Parsed, Pkt, ETH_LEN, FRAG_NONE},
-    port_search,
+    packet6, port_search,
     template::FlowTemplate,
     verdict::{count, finish, Verdict, TC_ACT_UNSPEC},
 };
@@ -53,6 +53,9 @@ pub fn run(ctx: &TcContext) -> i32 {
 
 #[inline(always)]
 fn established(ctx: &TcContext) -> Verdict {
+    if packet6::is_ipv6(ctx) {
+        return ipv6(ctx);
+    }
     let Some((cfg, p)) = candidate(ctx) else {
         return Ok(TC_ACT_UNSPEC);
     };
@@ -78,6 +81,19 @@ fn established(ctx: &TcContext) -> Verdict {
     count(stat::XLATE_OUT);
     count(stat::FAST_OUT);
     Ok(fastpath::to_uplink(cfg))
+}
+
+/// IPv6: to `nl_node_in6` when the lab translates IPv6 on the fast path.
+/// Only the EtherType is read here.
+#[inline(always)]
+fn ipv6(ctx: &TcContext) -> Verdict {
+    if let Some(cfg) = lab::active_config() {
+        if cfg.flags & CONFIG_FAST_PATH != 0 && cfg.uplink_addr6 != [0; 16] {
+            // Returns only when the tail call cannot be made.
+            unsafe { TAILS.tail_call(ctx, tail::NODE_IN6) };
+        }
+    }
+    Ok(TC_ACT_UNSPEC)
 }
 
 #[inline(always)]

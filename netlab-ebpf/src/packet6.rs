@@ -92,6 +92,26 @@ pub fn is_ipv6(ctx: &TcContext) -> bool {
     matches!(ctx.load::<u16>(12), Ok(t) if u16::from_be(t) == ETH_P_IPV6)
 }
 
+/// The IPv6 header's hop limit (0 when the frame is too short): the fast
+/// paths take only a packet with a hop to spare, as the stack would.
+#[inline(always)]
+pub fn hop_limit(ctx: &TcContext) -> u8 {
+    ctx.load::<u8>(IP_OFF + 7).unwrap_or(0)
+}
+
+/// The fast paths' hand-over, after the translation: the next hop's
+/// Ethernet addresses and one hop less (the IPv6 header has no checksum).
+#[inline(always)]
+pub fn forward_l2(ctx: &TcContext, l2: &[u8; 12]) -> Result<(), DropReason> {
+    let head = ptr_at::<[u8; IP_OFF + 8]>(ctx, 0).ok_or(DropReason::RewriteFailed)? as *mut u8;
+    unsafe {
+        *(head as *mut [u8; 12]) = *l2;
+        let hops = head.add(IP_OFF + 7);
+        *hops = (*hops).saturating_sub(1);
+    }
+    Ok(())
+}
+
 /// The frame's IPv6 header, unless the frame is not IPv6 or stays on its
 /// link ([`is_link_local`]): what the hooks look at further.
 #[inline(always)]

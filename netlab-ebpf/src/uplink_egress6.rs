@@ -8,7 +8,7 @@ use aya_ebpf::programs::TcContext;
 use netlab_common::{stat, Flow6Value, NatConfig, HOOK_UPLINK_EGRESS};
 
 use crate::{
-    binding6, flows, flows6, frags6, hook, icmp6, lab,
+    binding6, fastpath, flows, flows6, frags6, hook, icmp6, lab,
     packet::FRAG_LATER,
     packet6::{self, ChainError, Ip6, Pkt6, Upper},
     verdict::{count, finish, DropReason, Verdict, TC_ACT_UNSPEC},
@@ -73,6 +73,7 @@ fn established(
     packet6::set_port(ctx, p, true, p.sport, port)?;
     frags6::record(p, &cfg.uplink_addr6);
     flows6::touch(cfg, p, v, orig, now);
+    fastpath::learn_l2_6(ctx, v);
     count(stat::XLATE6_OUT);
     Ok(TC_ACT_UNSPEC)
 }

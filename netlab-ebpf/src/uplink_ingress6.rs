@@ -9,7 +9,7 @@ use aya_ebpf::programs::TcContext;
 use netlab_common::{stat, Flow6Value, ForwardKey, NatConfig, HOOK_UPLINK_INGRESS, IPPROTO_ICMPV6};
 
 use crate::{
-    flows, flows6, frags6, hook, icmp6,
+    fastpath, flows, flows6, frags6, hook, icmp6,
     maps::FORWARD6_RULES,
     packet::FRAG_LATER,
     packet6::{self, ChainError, Ip6, Pkt6, Upper},
@@ -81,10 +81,17 @@ fn translate(
     now: u64,
 ) -> Verdict {
     let (addr, port) = unsafe { ((*v).addr, (*v).port) };
+    // Read before the rewrite: the hop limit as it arrived.
+    let fast = fastpath::node_port6(ctx, cfg, p.frag, &addr);
     packet6::set_addr(ctx, p, false, &addr)?;
     packet6::set_port(ctx, p, false, p.dport, port)?;
     frags6::record(p, &addr);
     flows6::touch(cfg, p, v, orig, now);
     count(stat::XLATE6_IN);
+    if let Some((ifindex, l2)) = fast {
+        packet6::forward_l2(ctx, &l2)?;
+        count(stat::FAST_IN);
+        return Ok(fastpath::into_node(ifindex));
+    }
     Ok(TC_ACT_UNSPEC)
 }

@@ -95,7 +95,10 @@ fn ipv6_dual_stack_lab_answers_at_once_and_converges() {
     let status = lab.netlab_ok(&["status", "--name", &lab.name]);
     assert!(status.contains("192.168.15.5/24 fd00:15::5/64"), "{status}");
     assert!(status.contains("192.168.15.1/24 fd00:15::1/64"), "{status}");
-    assert_eq!(ipv6_side(&lab), (Some("2001:db8:100::2".into()), 3));
+    assert_eq!(
+        ipv6_side(&lab),
+        (Some("2001:db8:100::2".into()), IPV6_PROGRAMS)
+    );
 
     // Without subnet6, `up` takes every IPv6 address (and route) away.
     lab.write(&dual_stack(false));
@@ -124,15 +127,23 @@ fn ipv6_dual_stack_lab_answers_at_once_and_converges() {
     lab.up();
     let o = ping6_once(&lab, "red", "fd00:15::2");
     assert!(o.status.success(), "after re-adding:\n{}", text(&o));
-    assert_eq!(ipv6_side(&lab), (Some("2001:db8:100::2".into()), 3));
+    assert_eq!(
+        ipv6_side(&lab),
+        (Some("2001:db8:100::2".into()), IPV6_PROGRAMS)
+    );
     lab.down();
 }
+
+/// The IPv6 programs of a lab with the fast path: nl_uplink_out6,
+/// nl_uplink_in6, nl_bridge_in6, nl_node_in6.
+const IPV6_PROGRAMS: usize = 4;
 
 /// The uplink's IPv6 address the lab's NAT translates to (`status`), and
 /// how many IPv6 programs it has pinned.
 fn ipv6_side(lab: &Lab) -> (Option<String>, usize) {
     let json = lab.netlab_ok(&["status", "--name", &lab.name, "--json"]);
     let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json["dataplane"]["fast_path"], true, "{json}");
     let address6 = json["dataplane"]["uplink_address6"]
         .as_str()
         .map(str::to_string);
@@ -336,6 +347,10 @@ fn ipv6_from_a_masqueraded_subnet_is_masqueraded_to_the_uplinks_address() {
     let moved = netlab_tests::reliability::delta(&before, &after);
     assert_eq!(moved.get("new_snat_v6_flows"), Some(&3), "{moved:?}");
     assert_eq!(moved.get("drop_v6_untranslated"), None, "{moved:?}");
+    // Past a flow's first packet, both ways go the fast path.
+    for way in ["fast_path_out", "fast_path_in"] {
+        assert!(moved.get(way).is_some_and(|&n| n > 0), "{way}: {moved:?}");
+    }
     // `nat list` shows them: red's echo, from the uplink's address.
     let name = lab.name.clone();
     let list: serde_json::Value =

@@ -7,7 +7,8 @@
 
 use std::net::Ipv6Addr;
 
-use netlab_common::{stat, IPPROTO_UDP};
+use aya::maps::HashMap;
+use netlab_common::{stat, NodePort, IPPROTO_UDP};
 use netlab_tests::{
     packet::{
         icmp6, icmp6_echo, parse_checked6, tcp, udp, Ext, Ip6, ACK, DEST_OPTS, HOP_BY_HOP, ICMPV6,
@@ -269,6 +270,64 @@ fn ipv6_a_tuple_taken_over_after_a_reset_is_not_used_by_the_old_flow() {
     assert_eq!(dp.drops(), 1);
 }
 
+/// The IPv6 fast path, as IPv4's: once the slow path has seen a flow
+/// leave through the uplink (and learnt its Ethernet addresses there), the
+/// node's veth translates its packets itself, one hop less, and redirects
+/// them to the uplink; replies are handed into the node. A last hop, a
+/// fragment and a flow not seen leaving yet take the slow path.
+#[test]
+fn ipv6_fast_path_both_ways() {
+    require_root();
+    let mut dp = Dataplane::new(10000, 32767);
+    let node_mac = [0x02, 0xaa, 0, 0, 0, 1];
+    let bridge_mac = [0x02, 0xbb, 0, 0, 0, 1];
+    let mut ports: HashMap<_, [u8; 16], NodePort> =
+        HashMap::try_from(dp.ebpf.map_mut("NODE_PORTS6").unwrap()).unwrap();
+    let port = NodePort {
+        ifindex: 1,
+        node_mac,
+        gateway_mac: bridge_mac,
+    };
+    ports.insert(RED6.octets(), port, 0).unwrap();
+    let syn = Ip6::new(RED6, REMOTE6, TCP, tcp(40000, 80, SYN, b"")).frame();
+    let (rc, out) = dp.run("nl_node_in", &syn);
+    assert_eq!((rc, &out), (UNSPEC, &syn), "a new flow goes the slow way");
+    let mut routed = syn.clone();
+    routed[..12].copy_from_slice(&[0x02, 0xcc, 0, 0, 0, 9, 0x02, 0xdd, 0, 0, 0, 2]);
+    let (_, out) = dp.out(&routed);
+    let ext = parse_checked6(&out).unwrap().sport();
+    let ack = Ip6::new(RED6, REMOTE6, TCP, tcp(40000, 80, ACK, b"data"));
+    let (rc, out) = dp.run("nl_node_in", &ack.frame());
+    assert_eq!(rc, REDIRECT);
+    let p = parse_checked6(&out).unwrap();
+    assert_eq!(
+        (p.src, p.sport(), p.dst, p.dport()),
+        (UPLINK6, ext, REMOTE6, 80)
+    );
+    assert_eq!(out[14 + 7], ack.hop_limit - 1, "one hop less");
+    assert_eq!(&out[..12], &routed[..12], "the flow's cached L2 addresses");
+    let reply = Ip6::new(REMOTE6, UPLINK6, TCP, tcp(80, ext, ACK, b"ok"));
+    let (rc, back) = dp.inb(&reply.frame());
+    assert_eq!(rc, REDIRECT);
+    let p = parse_checked6(&back).unwrap();
+    assert_eq!((p.dst, p.dport()), (RED6, 40000));
+    assert_eq!(back[14 + 7], reply.hop_limit - 1);
+    assert_eq!((&back[..6], &back[6..12]), (&node_mac[..], &bridge_mac[..]));
+    let mut last_hop = Ip6::new(RED6, REMOTE6, TCP, tcp(40000, 80, ACK, b""));
+    last_hop.hop_limit = 1;
+    assert_eq!(dp.run("nl_node_in", &last_hop.frame()).0, UNSPEC);
+    let mut last_in = Ip6::new(REMOTE6, UPLINK6, TCP, tcp(80, ext, ACK, b""));
+    last_in.hop_limit = 1;
+    assert_eq!(dp.inb(&last_in.frame()).0, UNSPEC, "the stack answers it");
+    let first = Ip6::new(RED6, REMOTE6, UDP, udp(40000, 53, &[0; 64]))
+        .with_ext(vec![Ext::fragment(0, true, 9)])
+        .frame();
+    assert_eq!(dp.run("nl_node_in", &first).0, UNSPEC);
+    assert_eq!(dp.stat(stat::FAST_OUT), 1);
+    assert_eq!(dp.stat(stat::FAST_IN), 1);
+    assert_eq!(dp.drops(), 0);
+}
+
 #[test]
 fn ipv6_header_chains_too_long_or_cut_short_are_dropped_from_the_lab_only() {
     require_root();
@@ -384,6 +443,7 @@ fn ipv6_malformed_frames_pass_or_drop_unchanged() {
                     UNSPEC if out != f => assert_translated(prog, &f, &out),
                     UNSPEC => {}
                     SHOT => assert_eq!(dp.drops(), before + 1, "{prog}: drop uncounted"),
+                    REDIRECT => assert_fast_path(prog, &f, &out),
                     _ => panic!("{prog}: verdict {rc}"),
                 }
             }
@@ -395,6 +455,25 @@ fn ipv6_malformed_frames_pass_or_drop_unchanged() {
 /// egress (the source becomes the uplink's), its reply at the ingress (the
 /// destination, the uplink's, becomes red's), nothing but the address, the
 /// port and the checksum changed.
+/// A frame the fast path took (a flow's, established by the runs
+/// before): translated as at the uplink, one hop less, new Ethernet
+/// addresses.
+fn assert_fast_path(prog: &str, f: &[u8], out: &[u8]) {
+    let as_uplink = match prog {
+        "nl_node_in" => "nl_uplink_out",
+        "nl_uplink_in" => prog,
+        _ => panic!("{prog}: redirected IPv6"),
+    };
+    assert_eq!(out.len(), f.len(), "{prog} resized IPv6");
+    assert_eq!(out[21], f[21] - 1, "{prog}: not one hop less");
+    let mut seen = out.to_vec();
+    seen[..12].copy_from_slice(&f[..12]);
+    seen[21] = f[21];
+    if seen != f {
+        assert_translated(as_uplink, f, &seen);
+    }
+}
+
 fn assert_translated(prog: &str, f: &[u8], out: &[u8]) {
     assert_eq!(out.len(), f.len(), "{prog} resized IPv6");
     let (addr, new) = match prog {

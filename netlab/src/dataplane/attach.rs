@@ -176,6 +176,9 @@ pub fn attach_all(
     }
     if names.contains(super::PROG_NODE_IN) {
         names.insert(super::PROG_NODE_NEW.to_string());
+        if ipv6 {
+            names.insert(super::PROG_NODE_IN6.to_string());
+        }
     }
     for name in &names {
         program(ebpf, name)?.load().with_context(|| {

@@ -39,6 +39,8 @@ pub struct MapContents {
     /// `NODE_PORTS`: node address (map order), the lab host's end of its
     /// veth by name, the entry.
     pub node_ports: Vec<(u32, String, NodePort)>,
+    /// `NODE_PORTS6`: the same by IPv6 address (a lab that translates IPv6).
+    pub node_ports6: Vec<([u8; 16], NodePort)>,
     /// `TUNNEL_GATEWAYS`: each VXLAN device's ifindex, and the MAC address
     /// of the bridge it stretches (the anycast gateway's).
     pub tunnel_gateways: Vec<(u32, [u8; 6])>,
@@ -82,6 +84,11 @@ impl MapContents {
             } else {
                 Vec::new()
             },
+            node_ports6: if fast_path && host.uplink_address6.is_some() {
+                host.node_ports6.clone()
+            } else {
+                Vec::new()
+            },
         }
     }
 
@@ -97,6 +104,7 @@ impl MapContents {
             forwards: Vec::new(),
             forwards6: Vec::new(),
             node_ports: Vec::new(),
+            node_ports6: Vec::new(),
             tunnel_gateways: Vec::new(),
         }
     }
@@ -146,6 +154,12 @@ impl MapContents {
             .push((addr_from_octets(node.octets()), name, port));
         self
     }
+
+    /// A node's fast-path entry by IPv6 address.
+    pub fn node_port6(mut self, node: Ipv6Addr, port: NodePort) -> Self {
+        self.node_ports6.push((node.octets(), port));
+        self
+    }
 }
 
 /// What `up` found on the lab host for the lab: the interface index of
@@ -157,6 +171,7 @@ pub struct LabHostIfaces {
     pub uplink_address6: Option<Ipv6Addr>,
     pub uplink_is_veth: bool,
     pub node_ports: Vec<(u32, String, NodePort)>,
+    pub node_ports6: Vec<([u8; 16], NodePort)>,
     /// Each VXLAN device of the lab's share by name.
     pub tunnel_ifindex: HashMap<String, u32>,
 }
@@ -527,6 +542,9 @@ fn maps_digest(c: &MapContents) -> String {
             .field(name.as_bytes())
             .field(bytemuck::bytes_of(port));
     }
+    for (addr, port) in &c.node_ports6 {
+        d.bytes(addr).field(bytemuck::bytes_of(port));
+    }
     for (ifindex, mac) in &c.tunnel_gateways {
         d.bytes(&ifindex.to_le_bytes()).bytes(mac);
     }
@@ -550,6 +568,7 @@ mod tests {
             uplink_address6: None,
             uplink_is_veth: false,
             node_ports: Vec::new(),
+            node_ports6: Vec::new(),
             tunnel_ifindex: HashMap::new(),
         };
         MapContents::of_lab(lab, &host, false)
@@ -682,6 +701,7 @@ mod tests {
             uplink_address6: None,
             uplink_is_veth: false,
             node_ports: Vec::new(),
+            node_ports6: Vec::new(),
             tunnel_ifindex: HashMap::new(),
         };
         let without = MapContents::of_lab(&lab, &host, false);
@@ -713,6 +733,7 @@ mod tests {
                     uplink_address6: None,
                     uplink_is_veth: false,
                     node_ports: Vec::new(),
+                    node_ports6: Vec::new(),
                     tunnel_ifindex: HashMap::new(),
                 };
                 MapContents::of_lab(&lab, &host, false).digest()

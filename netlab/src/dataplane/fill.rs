@@ -27,6 +27,7 @@ pub fn fill_maps(ebpf: &mut aya::Ebpf, want: &MapContents) -> Result<()> {
         fwd_counters::with_counters6(&rules, &want.forwards6)?
     };
     sync_hash(ebpf, names::FORWARD6_RULES, &forwards6)?;
+    sync_hash(ebpf, names::NODE_PORTS6, &want.node_ports6)?;
     sync_node_ports(ebpf, &want.node_ports)
 }
 

@@ -45,12 +45,12 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 
 pub use netlab_common::names::{
     PROG_BRIDGE_IN, PROG_BRIDGE_IN6, PROG_GC, PROG_HOST_PORT_IN, PROG_LOCAL_OUT, PROG_NODE_IN,
-    PROG_NODE_NEW, PROG_TUNNEL_OUT, PROG_UPLINK_IN, PROG_UPLINK_IN6, PROG_UPLINK_OUT,
-    PROG_UPLINK_OUT6,
+    PROG_NODE_IN6, PROG_NODE_NEW, PROG_TUNNEL_OUT, PROG_UPLINK_IN, PROG_UPLINK_IN6,
+    PROG_UPLINK_OUT, PROG_UPLINK_OUT6,
 };
 
 /// Each program's slot in the `TAILS` program array.
-pub const TAIL_SLOTS: [(&str, u32); 9] = [
+pub const TAIL_SLOTS: [(&str, u32); 10] = [
     (PROG_NODE_NEW, netlab_common::tail::NODE_NEW),
     (PROG_GC, netlab_common::tail::GC),
     (PROG_UPLINK_IN, netlab_common::tail::UPLINK_IN),
@@ -60,6 +60,7 @@ pub const TAIL_SLOTS: [(&str, u32); 9] = [
     (PROG_UPLINK_OUT6, netlab_common::tail::UPLINK_OUT6),
     (PROG_UPLINK_IN6, netlab_common::tail::UPLINK_IN6),
     (PROG_BRIDGE_IN6, netlab_common::tail::BRIDGE_IN6),
+    (PROG_NODE_IN6, netlab_common::tail::NODE_IN6),
 ];
 
 /// The lab host's loopback, where `nl_local_out` takes the host's own
@@ -144,21 +145,19 @@ async fn resolve_uplink(sys: &System, lab: &Lab) -> Result<UplinkFacts> {
 }
 
 /// For the fast path: each node on a bridge of the lab host, by address,
-/// with the lab-host end of its veth (name and port entry).
-async fn node_ports(
-    lab: &Lab,
-    host_links: &[netlink::Link],
-) -> Result<Vec<(u32, String, NodePort)>> {
-    let mut out = Vec::new();
+/// with the lab-host end of its veth (name and port entry); and by IPv6
+/// address on a bridge with a `gateway6`.
+async fn node_ports(lab: &Lab, host_links: &[netlink::Link]) -> Result<NodePorts> {
+    let (mut out, mut out6) = (Vec::new(), Vec::new());
     for n in &lab.nodes {
         let mut node_links = None;
         for i in &n.interfaces {
             let Attachment::Bridge { bridge, host_name } = &i.attachment else {
                 continue;
             };
-            if lab.bridge(bridge).is_none_or(|b| b.gateway.is_none()) {
+            let Some(b) = lab.bridge(bridge).filter(|b| b.gateway.is_some()) else {
                 continue;
-            }
+            };
             let host_end = host_links
                 .iter()
                 .find(|l| &l.name == host_name)
@@ -182,19 +181,27 @@ async fn node_ports(
             let (Some(node_mac), Some(gateway_mac)) = (node_end.mac, gateway.mac) else {
                 continue;
             };
+            let port = NodePort {
+                ifindex: host_end.index,
+                node_mac,
+                gateway_mac,
+            };
+            if let Some(a6) = i.address6.filter(|_| b.gateway6.is_some()) {
+                out6.push((a6.addr.octets(), port));
+            }
             out.push((
                 addr_from_octets(i.address.addr.octets()),
                 host_name.clone(),
-                NodePort {
-                    ifindex: host_end.index,
-                    node_mac,
-                    gateway_mac,
-                },
+                port,
             ));
         }
     }
-    Ok(out)
+    Ok((out, out6))
 }
+
+/// The fast path's node ports by IPv4 address (with the port's name) and
+/// by IPv6 address.
+type NodePorts = (Vec<(u32, String, NodePort)>, Vec<([u8; 16], NodePort)>);
 
 /// Turn the lab host's `lo` `accept_local` on (see `LO_ACCEPT_LOCAL`).
 /// Returns whether netlab owns the setting: it set it now or, on this lab
@@ -246,10 +253,10 @@ async fn map_contents(
     let uplink_is_veth = links
         .iter()
         .any(|l| l.index == uplink.ifindex && l.kind == crate::model::plan::LinkKind::Veth);
-    let node_ports = if fast_path {
+    let (node_ports, node_ports6) = if fast_path {
         node_ports(lab, &links).await?
     } else {
-        Vec::new()
+        Default::default()
     };
     let host = LabHostIfaces {
         bridge_ifindex,
@@ -258,6 +265,7 @@ async fn map_contents(
         uplink_address6: uplink.address6,
         uplink_is_veth,
         node_ports,
+        node_ports6,
         tunnel_ifindex,
     };
     Ok(MapContents::of_lab(lab, &host, fast_path))

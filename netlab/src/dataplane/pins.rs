@@ -171,6 +171,13 @@ const STATE_MAPS: &[StateMap] = &[
         entries: Some(NODE_ENTRIES),
     },
     StateMap {
+        name: names::NODE_PORTS6,
+        map_type: MapType::Hash,
+        key: 16,
+        value: size_of::<NodePort>(),
+        entries: Some(NODE_ENTRIES),
+    },
+    StateMap {
         name: "FRAG_FLOWS",
         map_type: MapType::LruHash,
         key: size_of::<FragKey>(),

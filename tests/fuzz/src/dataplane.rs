@@ -226,6 +226,14 @@ impl Dataplane {
             };
             contents = contents.node_port(node, port);
         }
+        contents = contents.node_port6(
+            RED6,
+            NodePort {
+                ifindex: 1,
+                node_mac: NODE_MAC,
+                gateway_mac: BRIDGE_MAC,
+            },
+        );
         netlab::dataplane::fill_maps(&mut ebpf, &contents).unwrap_or_else(|e| panic!("{e:#}"));
         let mut dp = Dataplane {
             ebpf,
