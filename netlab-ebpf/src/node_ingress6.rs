@@ -3,8 +3,9 @@
 //! or a forwarded flow's reply) is translated here and handed straight to
 //! the uplink with the Ethernet addresses the flow's earlier packets left
 //! with, skipping the bridge and the lab host's routing. A flow's first
-//! packets, fragments, ICMPv6 errors, an expiring hop limit and a packet
-//! too big for the uplink take the slow path (`nl_uplink_out6`).
+//! packets and any that change its state (SYN, FIN, reset: see
+//! `flows6::steady`), fragments, ICMPv6 errors, an expiring hop limit and
+//! a packet too big for the uplink take the slow path (`nl_uplink_out6`).
 
 use aya_ebpf::{helpers::generated::bpf_check_mtu, programs::TcContext, EbpfContext as _};
 use netlab_common::{stat, NatConfig, CONFIG_FAST_PATH, FLOW_L2, HOOK_UPLINK_EGRESS};
@@ -49,7 +50,7 @@ fn established(
         return Ok(TC_ACT_UNSPEC);
     };
     let (flags, l2, port) = unsafe { ((*v).flags, (*v).l2, (*v).port) };
-    if flags & FLOW_L2 == 0 {
+    if flags & FLOW_L2 == 0 || !flows6::steady(&p, unsafe { &*orig }) {
         return Ok(TC_ACT_UNSPEC);
     }
     let mut mtu_len: u32 = 0;
@@ -59,7 +60,7 @@ fn established(
     }
     packet6::set_addr(ctx, &p, true, &cfg.uplink_addr6)?;
     packet6::set_port(ctx, &p, true, p.sport, port)?;
-    flows6::touch(cfg, &p, v, orig, now);
+    flows6::touch_steady(cfg, &p, v, orig, now);
     packet6::forward_l2(ctx, &l2)?;
     count(stat::XLATE6_OUT);
     count(stat::FAST_OUT);

@@ -11,8 +11,8 @@ use aya::maps::HashMap;
 use netlab_common::{stat, NodePort, IPPROTO_UDP};
 use netlab_tests::{
     packet::{
-        icmp6, icmp6_echo, parse_checked6, tcp, udp, Ext, Ip6, ACK, DEST_OPTS, HOP_BY_HOP, ICMPV6,
-        ROUTING, RST, SYN, TCP, UDP,
+        icmp6, icmp6_echo, parse_checked6, tcp, udp, Ext, Ip6, ACK, DEST_OPTS, FIN, HOP_BY_HOP,
+        ICMPV6, ROUTING, RST, SYN, TCP, UDP,
     },
     programs::{Dataplane, BLUE, BLUE6, RED6, REDIRECT, REMOTE6, SHOT, UNSPEC, UPLINK6},
     require_root,
@@ -297,6 +297,15 @@ fn ipv6_fast_path_both_ways() {
     let (_, out) = dp.out(&routed);
     let ext = parse_checked6(&out).unwrap().sport();
     let ack = Ip6::new(RED6, REMOTE6, TCP, tcp(40000, 80, ACK, b"data"));
+    let (rc, _) = dp.run("nl_node_in", &ack.frame());
+    assert_eq!(rc, UNSPEC, "not answered yet: the stack");
+    let reply = Ip6::new(REMOTE6, UPLINK6, TCP, tcp(80, ext, SYN | ACK, b""));
+    let (rc, back) = dp.inb(&reply.frame());
+    assert_eq!(rc, REDIRECT);
+    let p = parse_checked6(&back).unwrap();
+    assert_eq!((p.dst, p.dport()), (RED6, 40000));
+    assert_eq!(back[14 + 7], reply.hop_limit - 1);
+    assert_eq!((&back[..6], &back[6..12]), (&node_mac[..], &bridge_mac[..]));
     let (rc, out) = dp.run("nl_node_in", &ack.frame());
     assert_eq!(rc, REDIRECT);
     let p = parse_checked6(&out).unwrap();
@@ -306,13 +315,9 @@ fn ipv6_fast_path_both_ways() {
     );
     assert_eq!(out[14 + 7], ack.hop_limit - 1, "one hop less");
     assert_eq!(&out[..12], &routed[..12], "the flow's cached L2 addresses");
-    let reply = Ip6::new(REMOTE6, UPLINK6, TCP, tcp(80, ext, ACK, b"ok"));
-    let (rc, back) = dp.inb(&reply.frame());
-    assert_eq!(rc, REDIRECT);
-    let p = parse_checked6(&back).unwrap();
-    assert_eq!((p.dst, p.dport()), (RED6, 40000));
-    assert_eq!(back[14 + 7], reply.hop_limit - 1);
-    assert_eq!((&back[..6], &back[6..12]), (&node_mac[..], &bridge_mac[..]));
+    // A FIN changes the flow's state: the stack and nl_uplink_out6 see it.
+    let fin = Ip6::new(RED6, REMOTE6, TCP, tcp(40000, 80, FIN | ACK, b"")).frame();
+    assert_eq!(dp.run("nl_node_in", &fin).0, UNSPEC);
     let mut last_hop = Ip6::new(RED6, REMOTE6, TCP, tcp(40000, 80, ACK, b""));
     last_hop.hop_limit = 1;
     assert_eq!(dp.run("nl_node_in", &last_hop.frame()).0, UNSPEC);
