@@ -11,7 +11,7 @@ use netlab_common::{
 };
 use netlab_ebpf::{
     binding_timeout_secs, datagram_next_state, flow_timeout_secs, in_time_wait, tcp_closed,
-    tcp_next_state, NSEC_PER_SEC, TCP_FIN, TCP_RST, TCP_SYN,
+    tcp_next_state, NSEC_PER_SEC, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
 };
 
 use crate::{
@@ -85,6 +85,39 @@ pub fn live_at(
     }
     let orig = original(v)?;
     alive(cfg, key.proto, unsafe { &*orig }, now).then_some((v, orig))
+}
+
+/// [`live_at`] for the packet `p`, unless `p` reopens the flow's tuple
+/// ([`reopens`]): then the old flow is gone and `p` is a new flow's.
+#[inline(always)]
+pub fn live_for(
+    cfg: &NatConfig,
+    p: &Pkt6,
+    hook: u8,
+    now: u64,
+) -> Option<(*mut Flow6Value, *mut Flow6Value)> {
+    let (v, orig) = live_at(cfg, &p.key, hook, now)?;
+    (!reopens(p, v, orig)).then_some((v, orig))
+}
+
+/// Whether `p` is a SYN opening a new connection on the tuple of a flow
+/// that is over (reset, or closed both ways). As IPv4's `flows::reopens`
+/// (and conntrack with a TIME_WAIT entry): the old flow goes, both
+/// entries, and `p` is translated as a new flow's first packet by the
+/// forwards and mappings as they are now, not to where a forward led
+/// before it changed.
+#[inline(always)]
+fn reopens(p: &Pkt6, v: *mut Flow6Value, orig: *mut Flow6Value) -> bool {
+    let syn_only = p.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN;
+    if p.proto != IPPROTO_TCP || !syn_only || !tcp_closed(p.proto, unsafe { (*orig).state }) {
+        return false;
+    }
+    let peer = unsafe { (*v).peer };
+    if get(&peer).is_some_and(|pv| same_key(unsafe { &(*pv).peer }, &p.key)) {
+        let _ = NAT6_FLOWS.remove(&peer);
+    }
+    let _ = NAT6_FLOWS.remove(&p.key);
+    true
 }
 
 /// Account a translated packet `p` on its own entry `v` (packets, bytes)

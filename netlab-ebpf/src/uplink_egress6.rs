@@ -51,7 +51,7 @@ fn handle(ctx: &TcContext, cfg: &NatConfig, ip: &Ip6, u: Result<Upper, ChainErro
         return Err(DropReason::Protocol);
     };
     let now = flows::now();
-    if let Some((v, orig)) = flows6::live_at(cfg, &p.key, HOOK_UPLINK_EGRESS, now) {
+    if let Some((v, orig)) = flows6::live_for(cfg, &p, HOOK_UPLINK_EGRESS, now) {
         return established(ctx, cfg, &p, v, orig, now);
     }
     masquerade(ctx, cfg, &p, now)

@@ -44,7 +44,7 @@ fn handle(ctx: &TcContext, cfg: &NatConfig, ip: &Ip6, u: Result<Upper, ChainErro
         return Ok(TC_ACT_UNSPEC);
     };
     let now = flows::now();
-    if let Some((v, orig)) = flows6::live_at(cfg, &p.key, HOOK_UPLINK_INGRESS, now) {
+    if let Some((v, orig)) = flows6::live_for(cfg, &p, HOOK_UPLINK_INGRESS, now) {
         return translate(ctx, cfg, &p, v, orig, now);
     }
     forward(ctx, cfg, &p, now)

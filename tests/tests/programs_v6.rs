@@ -8,7 +8,7 @@
 use std::net::Ipv6Addr;
 
 use aya::maps::HashMap;
-use netlab_common::{stat, NodePort, IPPROTO_UDP};
+use netlab_common::{stat, Forward6Target, ForwardKey, NodePort, IPPROTO_TCP, IPPROTO_UDP};
 use netlab_tests::{
     packet::{
         icmp6, icmp6_echo, parse_checked6, tcp, udp, Ext, Ip6, ACK, DEST_OPTS, FIN, HOP_BY_HOP,
@@ -631,6 +631,37 @@ fn ipv6_forward_reaches_its_node_and_its_replies_leave_from_the_forwarded_port()
     );
     let other = Ip6::new(REMOTE6, UPLINK6, TCP, tcp(5555, 81, SYN, b"")).frame();
     assert_eq!(dp.inb(&other), (UNSPEC, other.clone()));
+    assert_eq!(dp.drops(), 0);
+}
+
+/// A SYN on the tuple of a connection that is over opens a new one, as
+/// conntrack does: the old flow goes and the forward as it is now decides,
+/// so a client that reuses its port after the forward changed reaches the
+/// new target, not the old one.
+#[test]
+fn ipv6_a_new_connection_on_a_closed_tuple_follows_the_forward_as_it_is_now() {
+    require_root();
+    let mut dp = Dataplane::new(10000, 32767);
+    let syn = Ip6::new(REMOTE6, UPLINK6, TCP, tcp(5555, 80, SYN, b"")).frame();
+    assert_eq!(parse_checked6(&dp.inb(&syn).1).unwrap().dst, BLUE6);
+    let rst = Ip6::new(REMOTE6, UPLINK6, TCP, tcp(5555, 80, RST, b"")).frame();
+    assert_eq!(dp.inb(&rst).0, UNSPEC);
+    let mut rules: HashMap<_, ForwardKey, Forward6Target> =
+        HashMap::try_from(dp.ebpf.map_mut("FORWARD6_RULES").unwrap()).unwrap();
+    let key = ForwardKey::new(80u16.to_be(), IPPROTO_TCP);
+    let mut target = rules.get(&key, 0).unwrap();
+    target.addr = RED6.octets();
+    target.port = 8080u16.to_be();
+    rules.insert(key, target, 0).unwrap();
+    let (rc, inside) = dp.inb(&syn);
+    assert_eq!(rc, UNSPEC);
+    let i = parse_checked6(&inside).unwrap();
+    assert_eq!((i.dst, i.dport()), (RED6, 8080), "still to the old target");
+    assert_eq!(dp.stat(stat::NEW_DNAT6), 2);
+    // Red's answer leaves from the forwarded port.
+    let synack = Ip6::new(RED6, REMOTE6, TCP, tcp(8080, 5555, SYN | ACK, b"")).frame();
+    let o = parse_checked6(&dp.out(&synack).1).unwrap();
+    assert_eq!((o.src, o.sport()), (UPLINK6, 80));
     assert_eq!(dp.drops(), 0);
 }
 
