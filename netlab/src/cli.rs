@@ -32,6 +32,10 @@ pub enum FwdCommand {
         /// then no longer gets connections from the outside on the uplink).
         #[arg(long)]
         take_host_port: bool,
+        /// IPv4 only: not on the uplink's IPv6 address (a forward applies
+        /// to both families where its target has an IPv6 address).
+        #[arg(long)]
+        no_ipv6: bool,
     },
     /// Remove the forward of PORT (or the range it starts).
     Del {
@@ -570,11 +574,13 @@ pub async fn fwd(cmd: FwdCommand, name: Option<&str>, host_netns: Option<&str>) 
             port,
             to,
             take_host_port,
+            no_ipv6,
         } => FwdRequest::Add {
             protocol,
             port,
             to,
             take_host_port,
+            ipv6: !no_ipv6,
         },
         FwdCommand::Del { protocol, port } => FwdRequest::Del { protocol, port },
         FwdCommand::List { json } => FwdRequest::List { json },

@@ -461,7 +461,8 @@ fn ipv6_traceroute_and_path_mtu_discovery_through_nat66() {
 fn ipv6_forwards_reach_their_node_from_the_wan_side() {
     require_root();
     let body = format!(
-        "{}\n[[forwards]]\nprotocol = \"tcp\"\nport = 8080\nto = \"blue:80\"\n",
+        "{}\n[[forwards]]\nprotocol = \"tcp\"\nport = 8080\nto = \"blue:80\"\n\
+         [[forwards]]\nprotocol = \"tcp\"\nport = 8082\nto = \"blue:80\"\nipv6 = false\n",
         dual_stack(true)
     );
     let lab = Lab::new("f6", &body);
@@ -509,6 +510,29 @@ fn ipv6_forwards_reach_their_node_from_the_wan_side() {
         !get("http://[2001:db8:100::2]:8081/ip").0,
         "a removed forward still answered"
     );
+    // IPv4 only, from the file and live: the uplink's IPv6 address does
+    // not forward them (the lab host itself refuses the connection).
+    let added = lab.netlab_ok(&[
+        "fwd",
+        "add",
+        "--name",
+        &name,
+        "--no-ipv6",
+        "tcp",
+        "8083",
+        "blue:80",
+    ]);
+    assert!(added.contains("IPv4 only"), "{added}");
+    for port in [8082, 8083] {
+        assert_eq!(
+            get(&format!("http://198.51.100.2:{port}/ip")),
+            (true, "198.51.100.1".to_string())
+        );
+        assert!(
+            !get(&format!("http://[2001:db8:100::2]:{port}/ip")).0,
+            "the IPv4-only forward of {port} answered over IPv6"
+        );
+    }
     lab.down();
 }
 

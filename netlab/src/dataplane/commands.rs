@@ -32,6 +32,8 @@ pub enum FwdRequest {
         to: String,
         /// Forward a port the lab host listens on anyway.
         take_host_port: bool,
+        /// Over IPv6 too (where the target has an IPv6 address).
+        ipv6: bool,
     },
     Del {
         protocol: String,
@@ -112,6 +114,7 @@ pub async fn fwd_command(mut state: LabState, req: FwdRequest) -> Result<()> {
             port,
             to,
             take_host_port,
+            ipv6,
         } => {
             let proto = parse_proto(&protocol)?;
             let ports = parse_port_range(&port).map_err(|e| usage_error("port", e))?;
@@ -120,6 +123,7 @@ pub async fn fwd_command(mut state: LabState, req: FwdRequest) -> Result<()> {
                 .resolve_forward(proto, ports, &to)
                 .map_err(|e| usage_error("to", e))?;
             fwd.take_host_port = take_host_port;
+            fwd.ipv6 = ipv6;
             refuse_host_port(&state, &fwd).await?;
             live.add_forward(fwd.clone())
                 .map_err(|e| usage_error("port", e))?;

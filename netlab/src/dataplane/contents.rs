@@ -17,7 +17,7 @@ use netlab_common::{
     SubnetInfo, SUBNET_ENDPOINT_INDEPENDENT_FILTERING, SUBNET_MASQUERADE, SUBNET_ROUTED,
 };
 
-use crate::model::topology::{Attachment, Bridge, Filtering, Forward, Lab, NatSettings};
+use crate::model::topology::{Bridge, Filtering, Forward, Lab, NatSettings};
 
 /// What `up` writes into the maps for a lab on its lab host: computed
 /// before anything is loaded, digested to tell a change, written by
@@ -291,7 +291,8 @@ pub fn forward6_entries(lab: &Lab, forwards: &[Forward]) -> Forward6Entries {
     let mut out: Forward6Entries = forwards
         .iter()
         .filter(|f| f.snat.is_none())
-        .filter_map(|f| Some((f, target6(lab, f)?)))
+        .filter(|f| f.ipv6)
+        .filter_map(|f| Some((f, lab.forward_target6(f)?)))
         .flat_map(|(f, to)| {
             f.port_pairs().map(move |(outside, inside)| {
                 (
@@ -307,20 +308,6 @@ pub fn forward6_entries(lab: &Lab, forwards: &[Forward]) -> Forward6Entries {
         .collect();
     out.sort_unstable_by_key(|(k, _)| (k.proto, k.port));
     out
-}
-
-/// The IPv6 address of the interface a forward reaches its node at.
-fn target6(lab: &Lab, f: &Forward) -> Option<Ipv6Addr> {
-    let node = lab.node(&f.node)?;
-    let iface = node
-        .interfaces
-        .iter()
-        .find(|i| i.address.addr == f.target_addr)?;
-    let Attachment::Bridge { bridge, .. } = &iface.attachment else {
-        return None;
-    };
-    let b = lab.bridge(bridge)?;
-    (b.masquerade && b.gateway6.is_some()).then_some(iface.address6?.addr)
 }
 
 fn forward_entry(
@@ -683,6 +670,16 @@ mod tests {
         assert!(forward6_entries(&v4_node, &v4_node.forwards).is_empty());
         let v4_lab = parse("lab.toml", &with_base(&format!("{nodes}{forward}"))).unwrap();
         assert!(forward6_entries(&v4_lab, &v4_lab.forwards).is_empty());
+        // `ipv6 = false`: IPv4 only, the IPv4 entries as ever.
+        let v4_only = parse(
+            "lab.toml",
+            &with_base6(&format!(
+                "{nodes}address6 = \"fd00:15::2\"\n{forward}ipv6 = false\n"
+            )),
+        )
+        .unwrap();
+        assert!(forward6_entries(&v4_only, &v4_only.forwards).is_empty());
+        assert_eq!(forward_entries(&v4_only.forwards).concat().len(), 2);
     }
 
     /// A share's tunnel found on the lab host gets its bridge's anycast

@@ -1,7 +1,7 @@
 //! Port forwards: how a forward's target is written (`blue`, `blue:80`,
 //! `blue:9000-9009`, an address) and resolved against the lab.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::types::{Attachment, Forward, HostRoute, Interface, Lab, Node, Proto};
 
@@ -34,10 +34,27 @@ impl Lab {
             target_addr,
             target_port,
             target_range,
+            ipv6: true,
             take_host_port: false,
             host: None,
             snat: None,
         })
+    }
+
+    /// The IPv6 address a forward reaches its node at: the `address6` of
+    /// the target interface, on a masqueraded bridge with a `gateway6`
+    /// (where the lab host's NAT66 is); `None` for an IPv4-only target.
+    pub fn forward_target6(&self, f: &Forward) -> Option<Ipv6Addr> {
+        let node = self.node(&f.node)?;
+        let iface = node
+            .interfaces
+            .iter()
+            .find(|i| i.address.addr == f.target_addr)?;
+        let Attachment::Bridge { bridge, .. } = &iface.attachment else {
+            return None;
+        };
+        let b = self.bridge(bridge)?;
+        (b.masquerade && b.gateway6.is_some()).then_some(iface.address6?.addr)
     }
 
     /// The lab host's route that reaches `addr` (the longest match).

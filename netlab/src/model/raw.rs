@@ -188,6 +188,7 @@ pub struct RawForward {
     pub to: Spanned<String>,
     pub take_host_port: Option<Spanned<bool>>,
     pub host: Option<Spanned<String>>,
+    pub ipv6: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]

@@ -359,6 +359,10 @@ pub struct Forward {
     pub target_addr: Ipv4Addr,
     pub target_port: u16,
     pub target_range: bool,
+    /// Over IPv6 too, where the target has an IPv6 address the NAT can
+    /// reach ([`Lab::forward_target6`]); `ipv6 = false`: IPv4 only.
+    #[serde(default = "yes")]
+    pub ipv6: bool,
     /// The lab host may listen on these ports itself: the forward takes
     /// their connections from the outside anyway (`take_host_port = true`;
     /// otherwise such a forward is refused, see [`super::host_conflicts`]).
@@ -373,6 +377,10 @@ pub struct Forward {
     /// the source the connections are given so the replies come back here.
     #[serde(default)]
     pub snat: Option<Ipv4Addr>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Forward {
@@ -422,11 +430,12 @@ impl fmt::Display for Forward {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} {} -> {} ({})",
+            "{} {} -> {} ({}){}",
             self.proto,
             self.ports_text(),
             self.target_text(),
-            self.target_addr
+            self.target_addr,
+            if self.ipv6 { "" } else { ", IPv4 only" }
         )
     }
 }

@@ -37,8 +37,24 @@ pub fn validate(c: &mut Checker<'_>, raw: &[Spanned<RawForward>], lab: &mut Lab)
                 let fwd = Forward {
                     take_host_port: rf.take_host_port.as_ref().is_some_and(|t| *t.get_ref()),
                     host: rf.host.as_ref().map(|h| h.get_ref().clone()),
+                    ipv6: rf.ipv6.as_ref().is_none_or(|v| *v.get_ref()),
                     ..fwd
                 };
+                // Asked for explicitly, IPv6 must be possible.
+                if let Some(v6) = rf.ipv6.as_ref().filter(|v| *v.get_ref()) {
+                    if lab.forward_target6(&fwd).is_none() {
+                        c.at(
+                            v6,
+                            f("ipv6"),
+                            format!(
+                                "node `{}` has no `address6` at {} on a masqueraded bridge with a \
+                                 `gateway6`: the forward can only be IPv4",
+                                fwd.node, fwd.target_addr
+                            ),
+                        );
+                        continue;
+                    }
+                }
                 if let Some(h) = &rf.host {
                     if let Err(e) = taking_host(lab, &fwd) {
                         c.at(h, f("host"), e);
@@ -113,7 +129,7 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use crate::model::{
-        test_support::{err, with_base},
+        test_support::{err, with_base, with_base6},
         types::*,
         validate::parse,
     };
@@ -313,5 +329,32 @@ mod tests {
         assert!(lab.forwards[0].take_host_port);
         assert!(err(&fwd("take_host_port = \"yes\"\n"))
             .contains("forwards[0].take_host_port: invalid type"));
+    }
+
+    /// A forward applies to IPv6 too unless it says `ipv6 = false`; saying
+    /// `ipv6 = true` for a target the NAT cannot reach over IPv6 is an
+    /// error at the key, not a forward that is silently IPv4 only.
+    #[test]
+    fn ipv6_of_a_forward_is_both_by_default_off_on_request_and_checked_when_asked() {
+        let fwd = |address6: &str, extra: &str| {
+            with_base6(&format!(
+                "[[nodes]]\nname = \"blue\"\nbridge = \"v-net-0\"\naddress = \"192.168.15.2\"\n\
+                 {address6}[[forwards]]\nprotocol = \"tcp\"\nport = 80\nto = \"blue\"\n{extra}"
+            ))
+        };
+        let with6 = "address6 = \"fd00:15::2\"\n";
+        assert!(parse("lab.toml", &fwd(with6, "")).unwrap().forwards[0].ipv6);
+        let lab = parse("lab.toml", &fwd(with6, "ipv6 = false\n")).unwrap();
+        assert!(!lab.forwards[0].ipv6);
+        assert_eq!(
+            lab.forwards[0].to_string(),
+            "tcp 80 -> blue:80 (192.168.15.2), IPv4 only"
+        );
+        assert!(parse("lab.toml", &fwd(with6, "ipv6 = true\n")).is_ok());
+        assert_eq!(
+            err(&fwd("", "ipv6 = true\n")),
+            "lab.toml:17: forwards[0].ipv6: node `blue` has no `address6` at 192.168.15.2 on a \
+             masqueraded bridge with a `gateway6`: the forward can only be IPv4"
+        );
     }
 }
