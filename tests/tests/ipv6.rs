@@ -536,6 +536,58 @@ fn ipv6_forwards_reach_their_node_from_the_wan_side() {
     lab.down();
 }
 
+/// A forward to a node behind a router (reached through the lab host's
+/// `[[routes]]`) works over IPv6 as over IPv4: the wan's curl at the
+/// uplink's address reaches it, the node sees the client, and its answer
+/// leaves translated.
+#[test]
+fn ipv6_forward_reaches_a_node_behind_a_router() {
+    require_root();
+    let body = r#"
+[[bridges]]
+name = "v-net-0"
+subnet = "192.168.15.0/24"
+gateway = "192.168.15.5"
+subnet6 = "fd00:15::/64"
+gateway6 = "fd00:15::5"
+[[nodes]]
+name = "r"
+bridge = "v-net-0"
+address = "192.168.15.3"
+address6 = "fd00:15::3"
+forwarding = true
+[[nodes]]
+name = "b"
+gateway = "10.0.2.1"
+gateway6 = "fd00:2::1"
+[[cables]]
+a = { node = "r", address = "10.0.2.1/24", address6 = "fd00:2::1/64" }
+b = { node = "b", address = "10.0.2.2/24", address6 = "fd00:2::2/64" }
+[[routes]]
+to = "10.0.2.0/24"
+via = "192.168.15.3"
+[[routes]]
+to = "fd00:2::/64"
+via = "fd00:15::3"
+[[forwards]]
+protocol = "tcp"
+port = 8080
+to = "b:80"
+"#;
+    let lab = Lab::new("k6", body);
+    lab.up();
+    lab.http_server("b", 80);
+    for (url, client) in [
+        ("http://198.51.100.2:8080/ip", "198.51.100.1"),
+        ("http://[2001:db8:100::2]:8080/ip", "2001:db8:100::1"),
+    ] {
+        let o = lab.wan(&["curl", "-sS", "-m5", url]);
+        assert!(o.status.success(), "{url}: {}", text(&o));
+        assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), client, "{url}");
+    }
+    lab.down();
+}
+
 /// A dual-stack client choosing between families (happy eyeballs, as curl
 /// does it): a name with an address of each family reaches the outside
 /// over IPv6 first, through NAT66; with the outside's IPv6 gone, the same

@@ -42,19 +42,28 @@ impl Lab {
     }
 
     /// The IPv6 address a forward reaches its node at: the `address6` of
-    /// the target interface, on a masqueraded bridge with a `gateway6`
-    /// (where the lab host's NAT66 is); `None` for an IPv4-only target.
+    /// the target interface, on a masqueraded bridge with a `gateway6`, or
+    /// behind a router that a masqueraded IPv6 route of the lab host's
+    /// leads to (as IPv4's forwards behind `[[routes]]`); the NAT66 then
+    /// translates the node's replies. `None` for an IPv4-only target.
     pub fn forward_target6(&self, f: &Forward) -> Option<Ipv6Addr> {
         let node = self.node(&f.node)?;
         let iface = node
             .interfaces
             .iter()
             .find(|i| i.address.addr == f.target_addr)?;
-        let Attachment::Bridge { bridge, .. } = &iface.attachment else {
-            return None;
-        };
-        let b = self.bridge(bridge)?;
-        (b.masquerade && b.gateway6.is_some()).then_some(iface.address6?.addr)
+        let addr6 = iface.address6?.addr;
+        if let Attachment::Bridge { bridge, .. } = &iface.attachment {
+            if let Some(b) = self.bridge(bridge).filter(|b| b.gateway6.is_some()) {
+                return b.masquerade.then_some(addr6);
+            }
+        }
+        let route = self
+            .host_routes6
+            .iter()
+            .filter(|r| r.to.contains(addr6))
+            .max_by_key(|r| r.to.prefix_len)?;
+        route.masquerade.then_some(addr6)
     }
 
     /// The lab host's route that reaches `addr` (the longest match).

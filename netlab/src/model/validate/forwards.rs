@@ -47,8 +47,9 @@ pub fn validate(c: &mut Checker<'_>, raw: &[Spanned<RawForward>], lab: &mut Lab)
                             v6,
                             f("ipv6"),
                             format!(
-                                "node `{}` has no `address6` at {} on a masqueraded bridge with a \
-                                 `gateway6`: the forward can only be IPv4",
+                                "node `{}` has no `address6` the NAT reaches at {} (on a \
+                                 masqueraded bridge with a `gateway6`, or behind a masqueraded \
+                                 IPv6 route): the forward can only be IPv4",
                                 fwd.node, fwd.target_addr
                             ),
                         );
@@ -351,10 +352,29 @@ mod tests {
             "tcp 80 -> blue:80 (192.168.15.2), IPv4 only"
         );
         assert!(parse("lab.toml", &fwd(with6, "ipv6 = true\n")).is_ok());
+        // Behind a router, through a masqueraded IPv6 route of the lab host's.
+        let behind = |masquerade: bool| {
+            with_base6(&format!(
+                "[[nodes]]\nname = \"r\"\nbridge = \"v-net-0\"\naddress = \"192.168.15.3\"\n\
+                 address6 = \"fd00:15::3\"\nforwarding = true\n[[nodes]]\nname = \"b\"\n\
+                 [[cables]]\na = {{ node = \"r\", address = \"10.0.2.1/24\", address6 = \"fd00:2::1/64\" }}\n\
+                 b = {{ node = \"b\", address = \"10.0.2.2/24\", address6 = \"fd00:2::2/64\" }}\n\
+                 [[routes]]\nto = \"10.0.2.0/24\"\nvia = \"192.168.15.3\"\n\
+                 [[routes]]\nto = \"fd00:2::/64\"\nvia = \"fd00:15::3\"\nmasquerade = {masquerade}\n\
+                 [[forwards]]\nprotocol = \"tcp\"\nport = 80\nto = \"b\"\nipv6 = true\n"
+            ))
+        };
+        let lab = parse("lab.toml", &behind(true)).unwrap();
+        assert_eq!(
+            lab.forward_target6(&lab.forwards[0]),
+            Some("fd00:2::2".parse().unwrap())
+        );
+        assert!(err(&behind(false)).contains("forwards[0].ipv6: node `b` has no `address6`"));
         assert_eq!(
             err(&fwd("", "ipv6 = true\n")),
-            "lab.toml:17: forwards[0].ipv6: node `blue` has no `address6` at 192.168.15.2 on a \
-             masqueraded bridge with a `gateway6`: the forward can only be IPv4"
+            "lab.toml:17: forwards[0].ipv6: node `blue` has no `address6` the NAT reaches at \
+             192.168.15.2 (on a masqueraded bridge with a `gateway6`, or behind a masqueraded IPv6 \
+             route): the forward can only be IPv4"
         );
     }
 }
