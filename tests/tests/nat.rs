@@ -518,15 +518,17 @@ fn flows_survive_a_second_up_and_down_removes_the_dataplane() {
         })
         .collect();
     // Every program but a host port's and a tunnel's (a lab on one host
-    // has neither).
-    let one_host = [
-        netlab_common::names::PROG_HOST_PORT_IN,
-        netlab_common::names::PROG_TUNNEL_OUT,
+    // has neither) and the IPv6 ones (an IPv4 lab loads none).
+    use netlab_common::names::*;
+    let not_here = [
+        PROG_HOST_PORT_IN,
+        PROG_TUNNEL_OUT,
+        PROG_UPLINK_OUT6,
+        PROG_UPLINK_IN6,
+        PROG_BRIDGE_IN6,
+        PROG_NODE_IN6,
     ];
-    let attached = netlab_common::names::PROGRAMS
-        .iter()
-        .filter(|p| !one_host.contains(p))
-        .count();
+    let attached = PROGRAMS.iter().filter(|p| !not_here.contains(p)).count();
     assert_eq!(
         ids.len(),
         attached,
