@@ -851,7 +851,8 @@ fn malformed_frames_pass_or_drop() {
 #[test]
 fn programs_fit_the_verifier_with_room() {
     require_root();
-    let dp = Dataplane::new(10000, 32767);
+    let mut dp = Dataplane::new(10000, 32767);
+    dp.load_every_program();
     for name in PROGRAMS.into_iter().chain([HOST_PORT_IN, TUNNEL_OUT]) {
         let p: &SchedClassifier = dp.ebpf.program(name).unwrap().try_into().unwrap();
         let info: ProgramInfo = p.info().unwrap();

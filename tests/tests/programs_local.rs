@@ -71,7 +71,7 @@ fn run_from(dp: &mut Dataplane, prog: &str, frame: &[u8], ingress_ifindex: u32) 
     // struct __sk_buff up to `ingress_ifindex` (offset 36); the rest zero.
     let mut ctx = [0u8; 40];
     ctx[36..40].copy_from_slice(&ingress_ifindex.to_ne_bytes());
-    let p: &mut SchedClassifier = dp.ebpf.program_mut(prog).unwrap().try_into().unwrap();
+    let p = dp.program(prog, frame);
     let mut out = vec![0u8; frame.len() + 256];
     let mut opts = TestRunOptions::new();
     opts.data_in = Some(frame);
@@ -84,7 +84,7 @@ fn run_from(dp: &mut Dataplane, prog: &str, frame: &[u8], ingress_ifindex: u32) 
 
 /// Run `prog` on `frame`: verdict and how long the kernel says it took.
 fn timed_run(dp: &mut Dataplane, prog: &str, frame: &[u8]) -> (u32, Duration) {
-    let p: &mut SchedClassifier = dp.ebpf.program_mut(prog).unwrap().try_into().unwrap();
+    let p = dp.program(prog, frame);
     let mut out = vec![0u8; frame.len() + 256];
     let mut opts = TestRunOptions::new();
     opts.data_in = Some(frame);

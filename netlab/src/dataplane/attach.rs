@@ -123,16 +123,78 @@ pub fn wire_tails(ebpf: &mut Ebpf) -> Result<()> {
 }
 
 /// Load (verify) every program of the object and fill `TAILS`, for runs
-/// through `BPF_PROG_TEST_RUN` (program tests, fuzzing, the
-/// micro-benchmark): fresh maps, nothing attached.
+/// through `BPF_PROG_TEST_RUN` (the fuzz harness, the micro-benchmark):
+/// fresh maps, nothing attached.
 pub fn load_every_program(ebpf: &mut Ebpf) -> Result<()> {
-    let names: Vec<String> = ebpf.programs().map(|(n, _)| n.to_string()).collect();
-    for name in &names {
-        program(ebpf, name)?.load().with_context(|| {
-            format!("loading program {name} (the kernel's verifier refused it)")
-        })?;
+    let names: BTreeSet<String> = ebpf.programs().map(|(n, _)| n.to_string()).collect();
+    load_programs(ebpf, &names)
+}
+
+/// Load (verify) those of `names` not loaded yet, then fill `TAILS` with
+/// every loaded program that has a slot.
+pub fn load_programs(ebpf: &mut Ebpf, names: &BTreeSet<String>) -> Result<()> {
+    for name in names {
+        let prog = program(ebpf, name)?;
+        if prog.fd().is_err() {
+            prog.load().with_context(|| {
+                format!("loading program {name} (the kernel's verifier refused it)")
+            })?;
+        }
     }
     wire_tails(ebpf)
+}
+
+/// Who hands packets to whom by tail call: a program, the programs it
+/// reaches with any packet, and those it reaches only with IPv6 packets
+/// (for a lab that translates IPv6). `nl_gc` hands the packet back to the
+/// program it came from, which is loaded already.
+const TAIL_CALLS: [(&str, &[&str], &[&str]); 6] = [
+    (
+        super::PROG_UPLINK_OUT,
+        &[super::PROG_GC],
+        &[super::PROG_UPLINK_OUT6],
+    ),
+    (
+        super::PROG_UPLINK_IN,
+        &[super::PROG_GC],
+        &[super::PROG_UPLINK_IN6],
+    ),
+    (
+        super::PROG_BRIDGE_IN,
+        &[super::PROG_GC],
+        &[super::PROG_BRIDGE_IN6],
+    ),
+    (
+        super::PROG_NODE_IN,
+        &[super::PROG_NODE_NEW],
+        &[super::PROG_NODE_IN6],
+    ),
+    (super::PROG_NODE_NEW, &[super::PROG_GC], &[]),
+    (super::PROG_LOCAL_OUT, &[super::PROG_GC], &[]),
+];
+
+/// `programs` and every program they reach by tail call, the IPv6 ones
+/// only with `ipv6`: what must be loaded for them to run.
+pub fn with_tail_targets<'a>(
+    programs: impl IntoIterator<Item = &'a str>,
+    ipv6: bool,
+) -> BTreeSet<String> {
+    let mut todo: Vec<&str> = programs.into_iter().collect();
+    let mut all = BTreeSet::new();
+    while let Some(name) = todo.pop() {
+        if !all.insert(name.to_string()) {
+            continue;
+        }
+        for (from, any, v6) in TAIL_CALLS {
+            if from == name {
+                todo.extend(any.iter().copied());
+                if ipv6 {
+                    todo.extend(v6.iter().copied());
+                }
+            }
+        }
+    }
+    all
 }
 
 fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut SchedClassifier> {
@@ -163,29 +225,10 @@ pub fn attach_all(
         .filter(|h| h.created_qdisc)
         .map(|h| h.interface.clone())
         .collect();
-    let mut names: BTreeSet<String> = hooks.iter().map(|h| h.program.clone()).collect();
-    // Programs only reached by tail call: loaded, pinned and wired into
+    // Programs only reached by tail call are loaded, pinned and wired into
     // the program array, never attached.
-    names.insert(super::PROG_GC.to_string());
-    if ipv6 && names.contains(super::PROG_UPLINK_OUT) {
-        names.insert(super::PROG_UPLINK_OUT6.to_string());
-        names.insert(super::PROG_UPLINK_IN6.to_string());
-    }
-    if ipv6 && names.contains(super::PROG_BRIDGE_IN) {
-        names.insert(super::PROG_BRIDGE_IN6.to_string());
-    }
-    if names.contains(super::PROG_NODE_IN) {
-        names.insert(super::PROG_NODE_NEW.to_string());
-        if ipv6 {
-            names.insert(super::PROG_NODE_IN6.to_string());
-        }
-    }
-    for name in &names {
-        program(ebpf, name)?.load().with_context(|| {
-            format!("loading program {name} (the kernel's verifier refused it)")
-        })?;
-    }
-    wire_tails(ebpf)?;
+    let names = with_tail_targets(hooks.iter().map(|h| h.program.as_str()), ipv6);
+    load_programs(ebpf, &names)?;
     let mut done = Vec::new();
     for mut hook in hooks {
         hook.why = why.clone();
@@ -402,4 +445,45 @@ fn remove_clsact_if_empty(ifname: &str) -> Result<bool> {
         del.execute().await.map_err(crate::netlink::nl)?;
         Ok(true)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataplane::*;
+
+    fn set(names: &[&str]) -> BTreeSet<String> {
+        names.iter().map(|n| n.to_string()).collect()
+    }
+
+    #[test]
+    fn an_ipv4_lab_loads_no_ipv6_program() {
+        let hooks = [
+            PROG_UPLINK_OUT,
+            PROG_UPLINK_IN,
+            PROG_BRIDGE_IN,
+            PROG_NODE_IN,
+        ];
+        let mut want = set(&hooks);
+        want.extend(set(&[PROG_GC, PROG_NODE_NEW]));
+        assert_eq!(with_tail_targets(hooks, false), want);
+        want.extend(set(&[
+            PROG_UPLINK_OUT6,
+            PROG_UPLINK_IN6,
+            PROG_BRIDGE_IN6,
+            PROG_NODE_IN6,
+        ]));
+        assert_eq!(with_tail_targets(hooks, true), want);
+    }
+
+    #[test]
+    fn tail_targets_are_followed_to_their_own_targets() {
+        // nl_node_in reaches nl_gc only through nl_node_new.
+        let want = set(&[PROG_NODE_IN, PROG_NODE_NEW, PROG_GC]);
+        assert_eq!(with_tail_targets([PROG_NODE_IN], false), want);
+        assert_eq!(
+            with_tail_targets([PROG_HOST_PORT_IN], true),
+            set(&[PROG_HOST_PORT_IN])
+        );
+    }
 }
