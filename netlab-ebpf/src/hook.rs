@@ -29,6 +29,6 @@ pub fn start(ctx: &TcContext) -> Option<(&'static NatConfig, Parsed)> {
 pub fn start6(ctx: &TcContext) -> Option<(&'static NatConfig, Ip6, Result<Upper, ChainError>)> {
     let cfg = lab::active_config()?;
     let ip = packet6::beyond_link(ctx)?;
-    let u = packet6::upper_layer(ctx, &ip);
+    let u = packet6::upper_layer(ctx, &ip).and_then(packet6::settle);
     Some((cfg, ip, u))
 }

@@ -125,6 +125,11 @@ pub static PORT6_CURSOR: PerCpuArray<Port6Cursor> = PerCpuArray::with_max_entrie
 #[map]
 pub static SCRATCH6: PerCpuArray<Flow6Value> = PerCpuArray::with_max_entries(1, 0);
 
+/// Per-CPU: where an IPv6 packet's upper-layer header is, as the
+/// extension-header walk found it (see `packet6::upper_layer`).
+#[map]
+pub static UPPER6: PerCpuArray<crate::packet6::Upper> = PerCpuArray::with_max_entries(1, 0);
+
 /// `PORT6_CURSOR`'s value.
 #[repr(C)]
 #[derive(Clone, Copy)]
