@@ -2,7 +2,9 @@
 //! port for every destination while it holds it (endpoint-independent
 //! mapping, `NAT6_BIND`), and a new one is searched for through the whole
 //! range, so a port is found whenever one is free (`NAT6_PORTS` says who
-//! holds each, until when).
+//! holds each, until when). A port is the flow's once its reply tuple is
+//! claimed in the flow table, inside the search, so two CPUs never give the
+//! same tuple to two flows.
 
 use aya_ebpf::{
     cty::c_void,
@@ -31,18 +33,16 @@ pub fn refresh(port: u16, inside: &Endpoint6, expires_ns: u64) {
 }
 
 /// The outside port (network order) for the new flow whose first packet
-/// has key `out`: the inside endpoint's own while it holds one, else its
-/// previous one if free, else the first free one from a random place in
-/// the range. Reserved for the time a flow that opens waits for its answer.
+/// has key `out`, with the flow's reply tuple claimed for it under the
+/// entry the caller staged (`flows6::stage_*`): the inside endpoint's own
+/// port while it holds one, else its previous one if free, else the first
+/// free one from a random place in the range. Reserved for the time a flow
+/// that opens waits for its answer. A port held for another destination
+/// whose tuple with this one a flow holds fails as `drop_conflict`.
 #[inline(always)]
 pub fn map(cfg: &NatConfig, out: &Flow6Key, now: u64) -> Result<u16, DropReason> {
     let inside = Endpoint6::new(out.src_addr, out.src_port, out.proto);
     let previous = NAT6_BIND.get_ptr(&inside).map(|p| unsafe { *p });
-    if let Some(port) = previous {
-        if holds(&inside, port, now) {
-            return Ok(port);
-        }
-    }
     let Some(c) = PORT6_CURSOR.get_ptr_mut(0) else {
         return Err(DropReason::NoScratch);
     };
@@ -51,7 +51,14 @@ pub fn map(cfg: &NatConfig, out: &Flow6Key, now: u64) -> Result<u16, DropReason>
         (*c).now = now;
     }
     let port = match previous {
-        Some(port) if free(cfg, unsafe { &mut *c }, port) => port,
+        Some(port) if holds(&inside, port, now) => {
+            unsafe { (*c).reply.dst_port = port };
+            if !flows6::claim_reply(cfg, unsafe { &(*c).reply }, now) {
+                return Err(DropReason::Conflict);
+            }
+            return Ok(port);
+        }
+        Some(port) if take(cfg, unsafe { &mut *c }, port) => port,
         _ => search(cfg, c)?,
     };
     let hold = u64::from(flow_timeout_secs(cfg, out.proto, 0)) * NSEC_PER_SEC;
@@ -60,38 +67,23 @@ pub fn map(cfg: &NatConfig, out: &Flow6Key, now: u64) -> Result<u16, DropReason>
         _pad: 0,
         expires_ns: now + hold,
     };
-    NAT6_PORTS
-        .insert(&ForwardKey::new(port, out.proto), &r, 0)
-        .map_err(|_| DropReason::TableFull)?;
-    NAT6_BIND
-        .insert(&inside, &port, 0)
-        .map_err(|_| DropReason::TableFull)?;
+    let reserved = NAT6_PORTS.insert(&ForwardKey::new(port, out.proto), &r, 0);
+    if reserved.is_err() || NAT6_BIND.insert(&inside, &port, 0).is_err() {
+        let _ = flows6::remove(unsafe { &(*c).reply });
+        return Err(DropReason::TableFull);
+    }
     Ok(port)
 }
 
 /// Take back what [`map`] wrote for the new flow `out` whose flow could
-/// not be stored on `port`: its binding, and the reservation, which goes
-/// back to `holder` (the flow that holds the port's tuple), if any.
+/// not be stored on `port`: its binding, and the reservation if it is
+/// still this endpoint's.
 #[inline(always)]
-pub fn unmap(cfg: &NatConfig, out: &Flow6Key, port: u16, holder: Option<Endpoint6>, now: u64) {
+pub fn unmap(out: &Flow6Key, port: u16, now: u64) {
     let inside = Endpoint6::new(out.src_addr, out.src_port, out.proto);
     let _ = NAT6_BIND.remove(&inside);
-    let key = ForwardKey::new(port, out.proto);
-    match holder {
-        Some(holder) => {
-            let hold = u64::from(flow_timeout_secs(cfg, out.proto, 0)) * NSEC_PER_SEC;
-            let r = Reservation6 {
-                inside: holder,
-                _pad: 0,
-                expires_ns: now + hold,
-            };
-            let _ = NAT6_PORTS.insert(&key, &r, 0);
-        }
-        None => {
-            if holds(&inside, port, now) {
-                let _ = NAT6_PORTS.remove(&key);
-            }
-        }
+    if holds(&inside, port, now) {
+        let _ = NAT6_PORTS.remove(&ForwardKey::new(port, out.proto));
     }
 }
 
@@ -124,10 +116,16 @@ fn holds(inside: &Endpoint6, port: u16, now: u64) -> bool {
 }
 
 /// Whether the new flow whose reply key is the cursor's (its destination
-/// port aside) may take `port` (network order): not forwarded, reserved
-/// by nobody, and its reply tuple held by no flow (a live one, or one
-/// closed less than TIME_WAIT ago). Calls no function: it runs under
-/// `bpf_loop`.
+/// port aside) may take `port` (network order), and has: not forwarded,
+/// reserved by nobody, and its reply tuple claimed (held by no flow, a
+/// live one or one closed less than TIME_WAIT ago). Calls no function: it
+/// runs under `bpf_loop`.
+#[inline(always)]
+fn take(cfg: &NatConfig, c: &mut Port6Cursor, port: u16) -> bool {
+    free(cfg, c, port) && flows6::claim_reply(cfg, &c.reply, c.now)
+}
+
+/// Whether `port` looks free to the cursor's flow (see [`take`]).
 #[inline(always)]
 fn free(cfg: &NatConfig, c: &mut Port6Cursor, port: u16) -> bool {
     let proto = c.reply.proto;
@@ -140,15 +138,15 @@ fn free(cfg: &NatConfig, c: &mut Port6Cursor, port: u16) -> bool {
         }
     }
     c.reply.dst_port = port;
-    match flows6::get(&c.reply).and_then(flows6::original) {
-        Some(orig) => !flows6::holds_tuple(cfg, proto, unsafe { &*orig }, c.now),
+    match flows6::get(&c.reply) {
+        Some(v) => !flows6::holds_tuple(cfg, proto, unsafe { &*flows6::tuple_state(v) }, c.now),
         None => true,
     }
 }
 
-/// The first free port from a random place in the range, each port tried
-/// once: bounded by the range's size, and failing only when every port is
-/// taken.
+/// The first port taken (see [`take`]) from a random place in the range,
+/// each port tried once: bounded by the range's size, and failing only when
+/// every port is taken.
 #[inline(always)]
 fn search(cfg: &NatConfig, c: *mut Port6Cursor) -> Result<u16, DropReason> {
     let span = u32::from(cfg.port_max - cfg.port_min) + 1;
@@ -165,7 +163,7 @@ fn search(cfg: &NatConfig, c: *mut Port6Cursor) -> Result<u16, DropReason> {
     }
 }
 
-/// One port of the search: returns 1 (stop) once it is free.
+/// One port of the search: returns 1 (stop) once one is taken.
 extern "C" fn search_step(index: u64, _: *mut c_void) -> i64 {
     let Some(cfg) = config() else { return 1 };
     let Some(c) = PORT6_CURSOR.get_ptr_mut(0) else {
@@ -175,7 +173,7 @@ extern "C" fn search_step(index: u64, _: *mut c_void) -> i64 {
     let span = u32::from(cfg.port_max - cfg.port_min) + 1;
     let offset = (c.start + index as u32) % span;
     let port = (cfg.port_min + offset as u16).to_be();
-    if free(cfg, c, port) {
+    if take(cfg, c, port) {
         c.found = port;
         return 1;
     }

@@ -57,8 +57,12 @@ fn handle(ctx: &TcContext, cfg: &NatConfig, ip: &Ip6, u: Result<Upper, ChainErro
     // The client's own mapping: the port it has (or gets) going out to
     // the target's endpoint.
     let out = Flow6Key::new(p.key.src_addr, target.addr, p.sport, target.port, p.proto);
+    flows6::stage_hairpin(&p.key, counter, now)?;
     let sport = binding6::map(cfg, &out, now)?;
-    flows6::insert_hairpin(&p.key, &target, &cfg.uplink_addr6, sport, counter, now)?;
+    if let Err(e) = flows6::store_hairpin(&p.key, &target, &cfg.uplink_addr6, sport, counter, now) {
+        binding6::unmap(&out, sport, now);
+        return Err(e);
+    }
     count(stat::NEW_HAIRPIN6);
     let Some(v) = flows6::get(&p.key) else {
         return Err(DropReason::TableFull);

@@ -28,6 +28,12 @@ pub fn get(key: &Flow6Key) -> Option<*mut Flow6Value> {
     NAT6_FLOWS.get_ptr_mut(key)
 }
 
+/// Remove the entry under `key`.
+#[inline(always)]
+pub fn remove(key: &Flow6Key) -> Result<(), DropReason> {
+    NAT6_FLOWS.remove(key).map_err(|_| DropReason::NoMapping)
+}
+
 /// The original direction's entry of the flow `v` is a direction of.
 #[inline(always)]
 pub fn original(v: *mut Flow6Value) -> Option<*mut Flow6Value> {
@@ -37,6 +43,16 @@ pub fn original(v: *mut Flow6Value) -> Option<*mut Flow6Value> {
     } else {
         get(&val.peer)
     }
+}
+
+/// The entry whose state says whether the flow of the reply entry `v`
+/// holds its tuple: its original entry or, while that is not there
+/// (another CPU has claimed the tuple and is storing its flow, or it was
+/// lost), the reply entry itself, whose own times then count: a fresh
+/// claim holds the tuple for a new flow's timeout.
+#[inline(always)]
+pub fn tuple_state(v: *mut Flow6Value) -> *mut Flow6Value {
+    original(v).unwrap_or(v)
 }
 
 /// Whether the flow whose original entry is `orig` has not timed out.
@@ -220,13 +236,44 @@ pub struct Rewrite6<'a> {
     pub hairpin_sport: u16,
 }
 
+/// Write a new flow's entry for direction `dir` (its key's peer `peer`,
+/// rewritten by `r`, counting on the counter `forward`) into `SCRATCH6`:
+/// an entry beside the packet's keys does not fit on the stack.
+#[inline(always)]
+fn stage(r: &Rewrite6, dir: u8, peer: &Flow6Key, forward: u16, now: u64) -> Result<(), DropReason> {
+    let Some(v) = SCRATCH6.get_ptr_mut(0) else {
+        return Err(DropReason::NoScratch);
+    };
+    let v = unsafe { &mut *v };
+    v.addr = *r.addr;
+    v.port = r.port;
+    v.hairpin_sport = r.hairpin_sport;
+    v.hook = r.hook;
+    v.dir = dir;
+    v.peer = *peer;
+    v.forward = forward;
+    v.state = 0;
+    v.created_ns = now;
+    v.last_seen_ns = now;
+    v.packets = 0;
+    v.bytes = 0;
+    Ok(())
+}
+
+/// Store what `SCRATCH6` holds under `key`.
+#[inline(always)]
+fn store_staged(key: &Flow6Key, flags: u64) -> Result<(), DropReason> {
+    let Some(v) = SCRATCH6.get_ptr(0) else {
+        return Err(DropReason::NoScratch);
+    };
+    NAT6_FLOWS
+        .insert(key, unsafe { &*v }, flags)
+        .map_err(|_| DropReason::TableFull)
+}
+
 /// Store a new flow's two entries: under `opening` (its first packet's
 /// key) with the rewrite `original`, under `reply` with `back`, both
-/// counting on the counter `forward` (0: none). Built in
-/// `SCRATCH6`: an entry beside the packet's keys does not fit on the
-/// stack. With `claim`, the reply tuple is claimed: a flow that holds it
-/// ([`holds_tuple`]) keeps it and this one is refused (two CPUs that chose
-/// the same free port at once for the same destination).
+/// counting on the counter `forward` (0: none).
 #[inline(always)]
 fn insert_flow(
     opening: &Flow6Key,
@@ -235,46 +282,54 @@ fn insert_flow(
     back: Rewrite6,
     forward: u16,
     now: u64,
-    claim: Option<&NatConfig>,
 ) -> Result<(), DropReason> {
-    let Some(v) = SCRATCH6.get_ptr_mut(0) else {
-        return Err(DropReason::NoScratch);
-    };
-    let v = unsafe { &mut *v };
-    let fill = |v: &mut Flow6Value, r: &Rewrite6, dir: u8, peer: &Flow6Key| {
-        v.addr = *r.addr;
-        v.port = r.port;
-        v.hairpin_sport = r.hairpin_sport;
-        v.hook = r.hook;
-        v.dir = dir;
-        v.peer = *peer;
-    };
-    fill(v, &original, DIR_ORIGINAL, reply);
-    v.forward = forward;
-    v.state = 0;
-    v.created_ns = now;
-    v.last_seen_ns = now;
-    v.packets = 0;
-    v.bytes = 0;
-    NAT6_FLOWS
-        .insert(opening, &*v, 0)
-        .map_err(|_| DropReason::TableFull)?;
-    fill(v, &back, DIR_REPLY, opening);
-    if let Some(cfg) = claim {
-        if NAT6_FLOWS.insert(reply, &*v, BPF_NOEXIST).is_ok() {
-            return Ok(());
-        }
-        if reply_holder(cfg, reply, now).is_some() {
-            let _ = NAT6_FLOWS.remove(opening);
-            return Err(DropReason::Conflict);
-        }
-        release_tuple(reply, opening);
-    }
-    if NAT6_FLOWS.insert(reply, &*v, BPF_ANY).is_err() {
-        let _ = NAT6_FLOWS.remove(opening);
-        return Err(DropReason::TableFull);
+    stage(&back, DIR_REPLY, opening, forward, now)?;
+    store_staged(reply, BPF_ANY)?;
+    store_original(opening, reply, original, forward, now)
+}
+
+/// Store a new flow's original entry, its reply entry stored already
+/// (taken back if this one cannot be).
+#[inline(always)]
+fn store_original(
+    opening: &Flow6Key,
+    reply: &Flow6Key,
+    original: Rewrite6,
+    forward: u16,
+    now: u64,
+) -> Result<(), DropReason> {
+    stage(&original, DIR_ORIGINAL, reply, forward, now)?;
+    if let Err(e) = store_staged(opening, BPF_ANY) {
+        let _ = NAT6_FLOWS.remove(reply);
+        return Err(e);
     }
     Ok(())
+}
+
+/// Store the reply entry staged by [`stage_masquerade`] or
+/// [`stage_hairpin`] under `reply`, unless a flow holds that tuple
+/// ([`holds_tuple`]): the claim that makes a port found free this
+/// flow's, so of two CPUs that find the same port for the same
+/// destination at once, one takes it and the other searches on. The entry
+/// of a flow that no longer holds the tuple is taken over, removed first
+/// so that of two takers one gets it (unless the second removes the
+/// first's fresh entry in the instant between the two steps: a map has no
+/// compare-and-delete). Calls no function: it runs under `bpf_loop`.
+#[inline(always)]
+pub fn claim_reply(cfg: &NatConfig, reply: &Flow6Key, now: u64) -> bool {
+    let Some(v) = SCRATCH6.get_ptr(0) else {
+        return false;
+    };
+    let v = unsafe { &*v };
+    if NAT6_FLOWS.insert(reply, v, BPF_NOEXIST).is_ok() {
+        return true;
+    }
+    if reply_holder(cfg, reply, now).is_some() {
+        return false;
+    }
+    release_tuple(reply, &v.peer);
+    let _ = NAT6_FLOWS.remove(reply);
+    NAT6_FLOWS.insert(reply, v, BPF_NOEXIST).is_ok()
 }
 
 /// The tuple `reply` of a flow that no longer holds it (closed, timed
@@ -308,8 +363,7 @@ fn same_key(a: &Flow6Key, b: &Flow6Key) -> bool {
 #[inline(always)]
 pub fn reply_holder(cfg: &NatConfig, reply: &Flow6Key, now: u64) -> Option<Endpoint6> {
     let v = get(reply)?;
-    let orig = original(v)?;
-    if !holds_tuple(cfg, reply.proto, unsafe { &*orig }, now) {
+    if !holds_tuple(cfg, reply.proto, unsafe { &*tuple_state(v) }, now) {
         return None;
     }
     let opening = unsafe { &(*v).peer };
@@ -320,11 +374,24 @@ pub fn reply_holder(cfg: &NatConfig, reply: &Flow6Key, now: u64) -> Option<Endpo
     ))
 }
 
-/// A masqueraded flow: `out` (a node's first packet) goes out from
-/// `uplink`:`port`; the replies come back to the node.
+/// The reply entry of a masqueraded flow whose first packet has key
+/// `out`, staged for [`claim_reply`]: the replies come back to the node,
+/// whichever port the flow gets.
 #[inline(always)]
-pub fn insert_pair(
-    cfg: &NatConfig,
+pub fn stage_masquerade(out: &Flow6Key, now: u64) -> Result<(), DropReason> {
+    let back = Rewrite6 {
+        hook: HOOK_UPLINK_INGRESS,
+        addr: &out.src_addr,
+        port: out.src_port,
+        hairpin_sport: 0,
+    };
+    stage(&back, DIR_REPLY, out, 0, now)
+}
+
+/// A masqueraded flow, its reply tuple claimed on `port`: `out` goes out
+/// from `uplink`:`port`.
+#[inline(always)]
+pub fn store_masquerade(
     out: &Flow6Key,
     uplink: &[u8; 16],
     port: u16,
@@ -337,13 +404,7 @@ pub fn insert_pair(
         port,
         hairpin_sport: 0,
     };
-    let back = Rewrite6 {
-        hook: HOOK_UPLINK_INGRESS,
-        addr: &out.src_addr,
-        port: out.src_port,
-        hairpin_sport: 0,
-    };
-    insert_flow(out, &reply, original, back, 0, now, Some(cfg))
+    store_original(out, &reply, original, 0, now)
 }
 
 /// A forwarded flow: `inbound` (to the uplink's forwarded port) goes to
@@ -375,15 +436,28 @@ pub fn insert_forwarded(
         port: inbound.dst_port,
         hairpin_sport: 0,
     };
-    insert_flow(inbound, &reply, original, back, forward, now, None)
+    insert_flow(inbound, &reply, original, back, forward, now)
 }
 
-/// A hairpinned flow, both directions rewritten at the bridge's ingress:
-/// `opening` (a node to the uplink's port) goes to `target` from the
-/// uplink's address and the client's `sport` (its own mapping); the
-/// replies come back from the port the node asked for.
+/// The reply entry of a hairpinned flow (both directions rewritten at
+/// the bridge's ingress), staged for [`claim_reply`]: the replies to
+/// `opening` (a node to the uplink's port) come back from the port the
+/// node asked for.
 #[inline(always)]
-pub fn insert_hairpin(
+pub fn stage_hairpin(opening: &Flow6Key, forward: u16, now: u64) -> Result<(), DropReason> {
+    let back = Rewrite6 {
+        hook: HOOK_BRIDGE_INGRESS,
+        addr: &opening.src_addr,
+        port: opening.src_port,
+        hairpin_sport: opening.dst_port,
+    };
+    stage(&back, DIR_REPLY, opening, forward, now)
+}
+
+/// A hairpinned flow, its reply tuple claimed: `opening` goes to `target`
+/// from the uplink's address and the client's `sport` (its own mapping).
+#[inline(always)]
+pub fn store_hairpin(
     opening: &Flow6Key,
     target: &Endpoint6,
     uplink: &[u8; 16],
@@ -398,11 +472,5 @@ pub fn insert_hairpin(
         port: target.port,
         hairpin_sport: sport,
     };
-    let back = Rewrite6 {
-        hook: HOOK_BRIDGE_INGRESS,
-        addr: &opening.src_addr,
-        port: opening.src_port,
-        hairpin_sport: opening.dst_port,
-    };
-    insert_flow(opening, &reply, original, back, forward, now, None)
+    store_original(opening, &reply, original, forward, now)
 }

@@ -7,8 +7,8 @@ use netlab_common::{Flow6Key, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
 use network_types::{eth::EthHdr, ip::Ipv6Hdr};
 
 use crate::{
-    packet::{ensure, failed, ptr_at, FRAG_FIRST, FRAG_LATER, FRAG_NONE, IP_OFF},
     maps::UPPER6,
+    packet::{ensure, failed, ptr_at, FRAG_FIRST, FRAG_LATER, FRAG_NONE, IP_OFF},
     verdict::DropReason,
 };
 

@@ -89,11 +89,10 @@ fn masquerade(ctx: &TcContext, cfg: &NatConfig, p: &Pkt6, now: u64) -> Verdict {
     if !flows6::opens_flow(p) {
         return Err(DropReason::NoMapping);
     }
+    flows6::stage_masquerade(&p.key, now)?;
     let port = binding6::map(cfg, &p.key, now)?;
-    if let Err(e) = flows6::insert_pair(cfg, &p.key, &cfg.uplink_addr6, port, now) {
-        let reply = flows6::reply_key(&p.key, &cfg.uplink_addr6, port);
-        let holder = flows6::reply_holder(cfg, &reply, now);
-        binding6::unmap(cfg, &p.key, port, holder, now);
+    if let Err(e) = flows6::store_masquerade(&p.key, &cfg.uplink_addr6, port, now) {
+        binding6::unmap(&p.key, port, now);
         return Err(e);
     }
     count(stat::NEW_SNAT6);

@@ -5,9 +5,12 @@
 //! neighbour discovery, link-local traffic and others' traffic pass every
 //! program byte for byte.
 
-use std::net::Ipv6Addr;
+use std::{net::Ipv6Addr, sync::Barrier};
 
-use aya::maps::HashMap;
+use aya::{
+    maps::HashMap,
+    programs::{SchedClassifier, TestRun, TestRunOptions},
+};
 use netlab_common::{stat, Forward6Target, ForwardKey, NodePort, IPPROTO_TCP, IPPROTO_UDP};
 use netlab_tests::{
     packet::{
@@ -243,6 +246,63 @@ fn ipv6_port_search_finds_the_last_free_port_and_skips_forwards() {
     assert_eq!(dp.out(&f).0, SHOT);
     assert_eq!(dp.stat(stat::DROP_PORT_EXHAUSTED), 1);
     assert_eq!(dp.drops(), 1);
+}
+
+/// Two CPUs opening flows to one destination at once, until every port
+/// of the range is taken, never give one tuple to two flows and never drop
+/// one: a port is a flow's once its reply tuple is claimed, inside the
+/// search. (Before, two searches could end on the same free port, and the
+/// later flow was dropped as `drop_conflict`: about one new connection in
+/// 2,000 under wrk.)
+#[test]
+fn ipv6_two_cpus_opening_flows_at_once_share_no_tuple_and_drop_none() {
+    require_root();
+    const PER_CPU: u16 = 3000;
+    // Room for the first flow (which loads the programs) and every other.
+    let mut dp = Dataplane::new(20000, 20000 + 2 * PER_CPU);
+    let first = Ip6::new(RED6, REMOTE6, UDP, udp(999, 53, b"q")).frame();
+    assert_eq!(dp.out(&first).0, UNSPEC);
+    let p: &SchedClassifier = dp
+        .ebpf
+        .program("nl_uplink_out")
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let start = Barrier::new(2);
+    let ports: Vec<u16> = std::thread::scope(|s| {
+        let opener = |src: Ipv6Addr, first_port: u16| {
+            let start = &start;
+            s.spawn(move || {
+                start.wait();
+                (0..PER_CPU)
+                    .filter_map(|i| {
+                        let f = Ip6::new(src, REMOTE6, UDP, udp(first_port + i, 53, b"q")).frame();
+                        let mut out = vec![0u8; f.len() + 256];
+                        let mut opts = TestRunOptions::new();
+                        opts.data_in = Some(&f);
+                        opts.data_out = Some(&mut out);
+                        let r = p.test_run(opts).expect("BPF_PROG_TEST_RUN");
+                        out.truncate(r.data_size_out as usize);
+                        (r.return_value == UNSPEC).then(|| parse_checked6(&out).unwrap().sport())
+                    })
+                    .collect::<Vec<u16>>()
+            })
+        };
+        let (red, blue) = (opener(RED6, 1000), opener(BLUE6, 1000));
+        let mut ports = red.join().unwrap();
+        ports.extend(blue.join().unwrap());
+        ports
+    });
+    let mut distinct = ports.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(
+        (ports.len(), distinct.len(), dp.drops()),
+        (usize::from(2 * PER_CPU), usize::from(2 * PER_CPU), 0),
+        "flows translated, their distinct ports, drops (drop_conflict {})",
+        dp.stat(stat::DROP_CONFLICT)
+    );
+    assert_eq!(dp.stat(stat::NEW_SNAT6), u64::from(2 * PER_CPU) + 1);
 }
 
 /// A reply tuple given up by a reset goes to the next flow that needs it,
