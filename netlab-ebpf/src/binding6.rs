@@ -50,17 +50,15 @@ pub fn map(cfg: &NatConfig, out: &Flow6Key, now: u64) -> Result<u16, DropReason>
         (*c).reply = flows6::reply_key(out, &cfg.uplink_addr6, 0);
         (*c).now = now;
     }
-    let port = match previous {
-        Some(port) if holds(&inside, port, now) => {
-            unsafe { (*c).reply.dst_port = port };
-            if !flows6::claim_reply(cfg, unsafe { &(*c).reply }, now) {
-                return Err(DropReason::Conflict);
-            }
-            return Ok(port);
-        }
-        Some(port) if take(cfg, unsafe { &mut *c }, port) => port,
-        _ => search(cfg, c)?,
-    };
+    let held = previous.filter(|&port| holds(&inside, port, now));
+    unsafe {
+        (*c).first = previous.unwrap_or(0);
+        (*c).held = u8::from(held.is_some());
+    }
+    let port = search(cfg, c)?;
+    if held.is_some() {
+        return Ok(port);
+    }
     let hold = u64::from(flow_timeout_secs(cfg, out.proto, 0)) * NSEC_PER_SEC;
     let r = Reservation6 {
         inside,
@@ -144,35 +142,64 @@ fn free(cfg: &NatConfig, c: &mut Port6Cursor, port: u16) -> bool {
     }
 }
 
-/// The first port taken (see [`take`]) from a random place in the range,
-/// each port tried once: bounded by the range's size, and failing only when
-/// every port is taken.
+/// The endpoint's previous port (the cursor's `first`), claimed if it
+/// holds it, taken if it is free; else the first port taken (see
+/// [`take`]) from a random place in the range, each port tried once:
+/// bounded by the range's size, and failing only when every port is
+/// taken. Every claim runs in the `bpf_loop` callback, whose frame the
+/// verifier checks once, beside the hook's rather than inside it.
 #[inline(always)]
 fn search(cfg: &NatConfig, c: *mut Port6Cursor) -> Result<u16, DropReason> {
     let span = u32::from(cfg.port_max - cfg.port_min) + 1;
     unsafe {
         (*c).start = bpf_get_prandom_u32() % span;
         (*c).found = 0;
-        bpf_loop(span, search_step as *mut c_void, core::ptr::null_mut(), 0);
+        (*c).conflict = 0;
+        bpf_loop(
+            span + 1,
+            search_step as *mut c_void,
+            core::ptr::null_mut(),
+            0,
+        );
         // Read again through the pointer: the compiler cannot see that
         // the callback wrote it.
         match core::ptr::read_volatile(&(*c).found) {
+            0 if core::ptr::read_volatile(&(*c).conflict) != 0 => Err(DropReason::Conflict),
             0 => Err(DropReason::PortExhausted),
             port => Ok(port),
         }
     }
 }
 
-/// One port of the search: returns 1 (stop) once one is taken.
+/// One step of the search: 0 the previous port, the others one port of
+/// the range each. Returns 1 (stop) once one is taken, or when the port
+/// the endpoint holds cannot be claimed (another flow holds its tuple
+/// with this destination: `drop_conflict`).
 extern "C" fn search_step(index: u64, _: *mut c_void) -> i64 {
     let Some(cfg) = config() else { return 1 };
     let Some(c) = PORT6_CURSOR.get_ptr_mut(0) else {
         return 1;
     };
     let c = unsafe { &mut *c };
-    let span = u32::from(cfg.port_max - cfg.port_min) + 1;
-    let offset = (c.start + index as u32) % span;
-    let port = (cfg.port_min + offset as u16).to_be();
+    let port = if index == 0 {
+        if c.first == 0 {
+            return 0;
+        }
+        if c.held != 0 {
+            c.reply.dst_port = c.first;
+            if flows6::claim_reply(cfg, &c.reply, c.now) {
+                c.found = c.first;
+            } else {
+                c.conflict = 1;
+            }
+            return 1;
+        }
+        c.first
+    } else {
+        let span = u32::from(cfg.port_max - cfg.port_min) + 1;
+        let offset = (c.start + index as u32 - 1) % span;
+        (cfg.port_min + offset as u16).to_be()
+    };
     if take(cfg, c, port) {
         c.found = port;
         return 1;

@@ -339,12 +339,14 @@ pub fn claim_reply(cfg: &NatConfig, reply: &Flow6Key, now: u64) -> bool {
 #[inline(always)]
 fn release_tuple(reply: &Flow6Key, opening: &Flow6Key) {
     let Some(v) = get(reply) else { return };
-    let old = unsafe { (*v).peer };
-    if same_key(&old, opening) {
+    // Read in place: a copy would take stack from the port search's
+    // callback, which 6.1 counts with the hook's.
+    let old = unsafe { &(*v).peer };
+    if same_key(old, opening) {
         return;
     }
-    if get(&old).is_some_and(|o| same_key(unsafe { &(*o).peer }, reply)) {
-        let _ = NAT6_FLOWS.remove(&old);
+    if get(old).is_some_and(|o| same_key(unsafe { &(*o).peer }, reply)) {
+        let _ = NAT6_FLOWS.remove(old);
     }
 }
 

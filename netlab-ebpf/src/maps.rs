@@ -141,7 +141,13 @@ pub struct Port6Cursor {
     pub start: u32,
     /// The port found (network order), 0 while none.
     pub found: u16,
-    pub _pad: u16,
+    /// The endpoint's previous port (network order, 0: none), tried
+    /// first; `held`: it still holds it.
+    pub first: u16,
+    pub held: u8,
+    /// The held port's tuple is another flow's (`drop_conflict`).
+    pub conflict: u8,
+    pub _pad: [u8; 6],
 }
 
 /// Port forwards: outside port → inside endpoint.
