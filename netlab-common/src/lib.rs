@@ -645,7 +645,9 @@ pub mod tail {
     pub const BRIDGE_IN6: u32 = 8;
     /// `nl_node_in6`: the IPv6 fast path out.
     pub const NODE_IN6: u32 = 9;
-    pub const COUNT: u32 = 10;
+    /// `nl_local_out6`: the lab host's own IPv6 connections to its forwards.
+    pub const LOCAL_OUT6: u32 = 10;
+    pub const COUNT: u32 = 11;
 }
 
 /// Indexes into the per-CPU `stats` array.
@@ -711,7 +713,10 @@ pub mod stat {
     pub const NEW_DNAT6: u32 = 36;
     pub const NEW_HAIRPIN6: u32 = 37;
     pub const XLATE6_HAIRPIN: u32 = 38;
-    pub const COUNT: u32 = 39;
+    /// The lab host's own IPv6 connections to its forwards.
+    pub const NEW_LOCAL6: u32 = 39;
+    pub const XLATE6_LOCAL: u32 = 40;
+    pub const COUNT: u32 = 41;
 
     /// Display names, in index order.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -754,6 +759,8 @@ pub mod stat {
         "new_dnat_v6_flows",
         "new_hairpin_v6_flows",
         "translated_v6_hairpin",
+        "new_local_v6_flows",
+        "translated_v6_local",
     ];
 }
 
@@ -792,6 +799,7 @@ pub mod names {
     pub const PROG_UPLINK_IN6: &str = "nl_uplink_in6";
     pub const PROG_BRIDGE_IN6: &str = "nl_bridge_in6";
     pub const PROG_NODE_IN6: &str = "nl_node_in6";
+    pub const PROG_LOCAL_OUT6: &str = "nl_local_out6";
 
     pub const PROGRAMS: &[&str] = &[
         PROG_UPLINK_IN,
@@ -807,6 +815,17 @@ pub mod names {
         PROG_UPLINK_IN6,
         PROG_BRIDGE_IN6,
         PROG_NODE_IN6,
+        PROG_LOCAL_OUT6,
+    ];
+
+    /// The programs only a lab that translates IPv6 loads (each reached
+    /// by tail call from its IPv4 hook).
+    pub const IPV6_PROGRAMS: &[&str] = &[
+        PROG_UPLINK_OUT6,
+        PROG_UPLINK_IN6,
+        PROG_BRIDGE_IN6,
+        PROG_NODE_IN6,
+        PROG_LOCAL_OUT6,
     ];
 
     pub const NAT_FLOWS: &str = "NAT_FLOWS";

@@ -150,7 +150,7 @@ pub fn established(
 /// Hand a reply to the lab host's own connection back to it: received on
 /// `lo`, with `lo`'s (zero) Ethernet addresses so it is the host's to take.
 #[inline(always)]
-fn into_lo(ctx: &TcContext) -> Verdict {
+pub fn into_lo(ctx: &TcContext) -> Verdict {
     clear_l2(ctx)?;
     Ok(unsafe { bpf_redirect(LO_IFINDEX, BPF_F_INGRESS) as i32 })
 }

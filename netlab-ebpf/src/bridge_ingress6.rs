@@ -7,16 +7,15 @@
 
 use aya_ebpf::programs::TcContext;
 use netlab_common::{
-    stat, Endpoint6, Flow6Key, Flow6Value, ForwardKey, NatConfig, HOOK_BRIDGE_INGRESS,
-    IPPROTO_ICMPV6, IPPROTO_TCP,
+    stat, Endpoint6, Flow6Key, Flow6Value, NatConfig, HOOK_BRIDGE_INGRESS, IPPROTO_ICMPV6,
+    IPPROTO_TCP,
 };
 use netlab_ebpf::{in_nat_range, TCP_ACK, TCP_SYN};
 
 use crate::{
     binding6,
-    bridge_ingress::redirect,
+    bridge_ingress::{into_lo, redirect},
     flows, flows6, hook, icmp6, lab,
-    maps::FORWARD6_RULES,
     packet::FRAG_LATER,
     packet6::{self, ChainError, Ip6, Pkt6, Upper},
     verdict::{count, finish, DropReason, Verdict, TC_ACT_UNSPEC},
@@ -76,9 +75,8 @@ fn handle(ctx: &TcContext, cfg: &NatConfig, ip: &Ip6, u: Result<Upper, ChainErro
 /// its forward's counter (0 for a mapping).
 #[inline(always)]
 fn target(cfg: &NatConfig, p: &Pkt6, now: u64) -> Option<(Endpoint6, u16)> {
-    if let Some(t) = FORWARD6_RULES.get_ptr(&ForwardKey::new(p.dport, p.proto)) {
-        let t = unsafe { &*t };
-        return Some((Endpoint6::new(t.addr, t.port, p.proto), t.counter));
+    if let Some(target) = lab::forward6(p.dport, p.proto) {
+        return Some(target);
     }
     if !in_nat_range(cfg, u16::from_be(p.dport)) {
         return None;
@@ -87,7 +85,9 @@ fn target(cfg: &NatConfig, p: &Pkt6, now: u64) -> Option<(Endpoint6, u16)> {
 }
 
 /// A packet of a hairpinned flow: from the uplink's address, to its other
-/// end, out of that end's bridge.
+/// end, out of that end's bridge; or a reply to the lab host's own
+/// connection to a forward (`nl_local_out6`), to the uplink's address:
+/// into `lo`.
 #[inline(always)]
 fn hairpinned(
     ctx: &TcContext,
@@ -98,14 +98,21 @@ fn hairpinned(
     now: u64,
 ) -> Verdict {
     let (addr, port, sport) = unsafe { ((*v).addr, (*v).port, (*v).hairpin_sport) };
-    let Some(out_ifindex) = lab::subnet6_of(&addr).map(|s| s.ifindex) else {
-        return Ok(TC_ACT_UNSPEC);
+    let local = packet6::same_addr(&addr, &cfg.uplink_addr6);
+    let out_ifindex = match lab::subnet6_of(&addr) {
+        Some(s) => s.ifindex,
+        None if local => 0,
+        None => return Ok(TC_ACT_UNSPEC),
     };
     packet6::set_addr(ctx, p, true, &cfg.uplink_addr6)?;
     packet6::set_port(ctx, p, true, p.sport, sport)?;
     packet6::set_addr(ctx, p, false, &addr)?;
     packet6::set_port(ctx, p, false, p.dport, port)?;
     flows6::touch(cfg, p, v, orig, now);
+    if local {
+        count(stat::XLATE6_LOCAL);
+        return into_lo(ctx);
+    }
     count(stat::XLATE6_HAIRPIN);
     Ok(redirect(out_ifindex))
 }

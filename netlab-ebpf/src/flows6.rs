@@ -6,8 +6,8 @@
 
 use netlab_common::{
     Endpoint6, Flow6Key, Flow6Value, NatConfig, DIR_ORIGINAL, DIR_REPLY, HOOK_BRIDGE_INGRESS,
-    HOOK_UPLINK_EGRESS, HOOK_UPLINK_INGRESS, IPPROTO_ICMPV6, IPPROTO_TCP, STATE_FIN_ORIGINAL,
-    STATE_FIN_REPLY, STATE_REPLIED, STATE_RST,
+    HOOK_LOCAL_EGRESS, HOOK_UPLINK_EGRESS, HOOK_UPLINK_INGRESS, IPPROTO_ICMPV6, IPPROTO_TCP,
+    STATE_FIN_ORIGINAL, STATE_FIN_REPLY, STATE_REPLIED, STATE_RST,
 };
 use netlab_ebpf::{
     binding_timeout_secs, datagram_next_state, flow_timeout_secs, in_time_wait, tcp_closed,
@@ -475,4 +475,37 @@ pub fn store_hairpin(
         hairpin_sport: sport,
     };
     store_original(opening, &reply, original, forward, now)
+}
+
+/// The key of the replies to the lab host's own connection `opening`
+/// (`U:s → U:f`) taken to `target`: `T:t → U:s`.
+#[inline(always)]
+pub fn local_reply_key(opening: &Flow6Key, target: &Endpoint6) -> Flow6Key {
+    Flow6Key::new(
+        target.addr,
+        opening.src_addr,
+        target.port,
+        opening.src_port,
+        opening.proto,
+    )
+}
+
+/// The lab host's own connection `opening` to a forward, its reply tuple
+/// `reply` claimed (with the entry [`stage_hairpin`] makes): it goes to
+/// `target` from the connection's own address and port.
+#[inline(always)]
+pub fn store_local(
+    opening: &Flow6Key,
+    reply: &Flow6Key,
+    target: &Endpoint6,
+    forward: u16,
+    now: u64,
+) -> Result<(), DropReason> {
+    let original = Rewrite6 {
+        hook: HOOK_LOCAL_EGRESS,
+        addr: &target.addr,
+        port: target.port,
+        hairpin_sport: 0,
+    };
+    store_original(opening, reply, original, forward, now)
 }

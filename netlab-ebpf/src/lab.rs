@@ -4,10 +4,11 @@
 
 use aya_ebpf::{maps::lpm_trie::Key, programs::TcContext};
 use netlab_common::{
-    Endpoint, ForwardKey, ForwardTarget, NatConfig, SubnetInfo, SUBNET_MASQUERADE, SUBNET_ROUTED,
+    Endpoint, Endpoint6, ForwardKey, ForwardTarget, NatConfig, SubnetInfo, SUBNET_MASQUERADE,
+    SUBNET_ROUTED,
 };
 
-use crate::maps::{CONFIG, FORWARD_RULES, LAB_IFACES, LAB_SUBNETS, LAB_SUBNETS6};
+use crate::maps::{CONFIG, FORWARD6_RULES, FORWARD_RULES, LAB_IFACES, LAB_SUBNETS, LAB_SUBNETS6};
 
 #[inline(always)]
 pub fn config() -> Option<&'static NatConfig> {
@@ -56,6 +57,14 @@ pub fn may_leave_as_is(ctx: &TcContext, subnet: Option<&SubnetInfo>) -> bool {
 pub fn forward(port: u16, proto: u8) -> Option<(Endpoint, u16)> {
     let t = forward_rule(port, proto)?;
     Some((Endpoint::new(t.addr, t.port, proto), t.counter))
+}
+
+/// Where a port forwarded over IPv6 goes, and the forward's counter.
+#[inline(always)]
+pub fn forward6(port: u16, proto: u8) -> Option<(Endpoint6, u16)> {
+    let t = FORWARD6_RULES.get_ptr(&ForwardKey::new(port, proto))?;
+    let t = unsafe { &*t };
+    Some((Endpoint6::new(t.addr, t.port, proto), t.counter))
 }
 
 /// The whole rule of a forwarded port (with the address a forward to

@@ -4,7 +4,7 @@
 //! `lo`) leaves as `U:s → T:t` for the forward's target, out of the
 //! target's bridge; the target's replies (`T:t → U:s`) are turned back into
 //! `U:f → S:s` at that bridge (`bridge_ingress`) and handed into `lo`.
-//! Everything else on `lo` passes untouched.
+//! IPv6 goes to `nl_local_out6`. Everything else on `lo` passes untouched.
 
 use aya_ebpf::programs::TcContext;
 use netlab_common::{
@@ -15,8 +15,9 @@ use netlab_ebpf::{TCP_ACK, TCP_SYN};
 use crate::{
     bridge_ingress::redirect,
     flowlog, flows, fwd_counters, hook, lab,
+    maps::TAILS,
     packet::{is_icmp_error, rewrite, Parsed, Pkt, FRAG_NONE},
-    table,
+    packet6, table,
     template::FlowTemplate,
     verdict::{count, finish, DropReason, Verdict, TC_ACT_UNSPEC},
 };
@@ -33,6 +34,7 @@ pub fn run(ctx: &TcContext) -> i32 {
 fn handle(ctx: &TcContext, cfg: &'static NatConfig, parsed: Parsed) -> Verdict {
     let p = match parsed {
         Parsed::Ip(p) => p,
+        Parsed::Other => return ipv6(ctx, cfg),
         _ => return Ok(TC_ACT_UNSPEC),
     };
     // Loopback carries datagrams up to 64 KiB whole: a fragment here is
@@ -59,6 +61,16 @@ fn handle(ctx: &TcContext, cfg: &'static NatConfig, parsed: Parsed) -> Verdict {
     let t = FlowTemplate::local(&p, cfg.uplink_addr, &target, target_net.ifindex)
         .through_forward(counter);
     new_flow(ctx, cfg, &p, t, now)
+}
+
+/// IPv6: to `nl_local_out6` when the lab translates IPv6; the rest passes.
+#[inline(always)]
+fn ipv6(ctx: &TcContext, cfg: &NatConfig) -> Verdict {
+    if cfg.uplink_addr6 != [0; 16] && packet6::is_ipv6(ctx) {
+        // Returns only when the tail call cannot be made.
+        unsafe { TAILS.tail_call(ctx, tail::LOCAL_OUT6) };
+    }
+    Ok(TC_ACT_UNSPEC)
 }
 
 /// A packet of a connection already taken to its target.

@@ -12,7 +12,7 @@
 //!   with `nl_node_new` (tail-called) for a masqueraded flow's first packet
 //!   and `nl_node_in6` (tail-called) for IPv6's established flows
 //! - `nl_local_out` (the lab host's `lo`, egress): its own connections to
-//!   its forwards
+//!   its forwards; `nl_local_out6` (tail-called) over IPv6
 //! - `nl_host_port_in` (the lab host's port on a stretched bridge, ingress):
 //!   the replies of forwards to nodes on other lab hosts
 //! - `nl_tunnel_out` (each VXLAN device stretching a bridge, egress): the
@@ -49,6 +49,7 @@ mod icmp;
 mod icmp6;
 mod lab;
 mod local_egress;
+mod local_egress6;
 mod maps;
 mod node_ingress;
 mod node_ingress6;
@@ -118,6 +119,11 @@ pub fn nl_node_new(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn nl_local_out(ctx: TcContext) -> i32 {
     local_egress::run(&ctx)
+}
+
+#[classifier]
+pub fn nl_local_out6(ctx: TcContext) -> i32 {
+    local_egress6::run(&ctx)
 }
 
 #[classifier]

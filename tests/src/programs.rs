@@ -19,9 +19,9 @@ use aya::{
 use netlab::dataplane::{fwd_counters::ForwardTotals, MapContents};
 use netlab_common::stat;
 use netlab_common::{
-    addr_from_octets, fwd_counter, port_to_net, Binding, Endpoint, FlowKey, FlowValue,
-    ForwardCounter, ForwardKey, ForwardTarget, GcState, NatConfig, SubnetInfo, IPPROTO_TCP,
-    SUBNET_MASQUERADE,
+    addr_from_octets, fwd_counter, port_to_net, Binding, Endpoint, Flow6Key, Flow6Value, FlowKey,
+    FlowValue, ForwardCounter, ForwardKey, ForwardTarget, GcState, NatConfig, SubnetInfo,
+    IPPROTO_TCP, SUBNET_MASQUERADE,
 };
 
 /// TC_ACT_UNSPEC (-1): pass, next program.
@@ -168,6 +168,13 @@ impl Dataplane {
     pub fn flows(&self) -> Vec<(FlowKey, FlowValue)> {
         let m: HashMap<&MapData, FlowKey, FlowValue> =
             HashMap::try_from(self.ebpf.map("NAT_FLOWS").unwrap()).unwrap();
+        m.iter().map(|r| r.unwrap()).collect()
+    }
+
+    /// The IPv6 flow table's entries.
+    pub fn flows6(&self) -> Vec<(Flow6Key, Flow6Value)> {
+        let m: HashMap<&MapData, Flow6Key, Flow6Value> =
+            HashMap::try_from(self.ebpf.map(netlab_common::names::NAT6_FLOWS).unwrap()).unwrap();
         m.iter().map(|r| r.unwrap()).collect()
     }
 

@@ -134,9 +134,8 @@ fn ipv6_dual_stack_lab_answers_at_once_and_converges() {
     lab.down();
 }
 
-/// The IPv6 programs of a lab with the fast path: nl_uplink_out6,
-/// nl_uplink_in6, nl_bridge_in6, nl_node_in6.
-const IPV6_PROGRAMS: usize = 4;
+/// The IPv6 programs of a lab with the fast path: all of them.
+const IPV6_PROGRAMS: usize = netlab_common::names::IPV6_PROGRAMS.len();
 
 /// The uplink's IPv6 address the lab's NAT translates to (`status`), and
 /// how many IPv6 programs it has pinned.
@@ -499,6 +498,17 @@ fn ipv6_forwards_reach_their_node_from_the_wan_side() {
         );
         assert_eq!(seen.trim(), "2001:db8:100::2", "{node} through the hairpin");
     }
+    // The lab host itself reaches the forward at its uplink's IPv6 address
+    // (nl_local_out6), as over IPv4; blue sees that address.
+    let own = lab.host(&[
+        "curl",
+        "-6",
+        "-sS",
+        "-m5",
+        "http://[2001:db8:100::2]:8080/ip",
+    ]);
+    assert!(own.status.success(), "the lab host's own: {}", text(&own));
+    assert_eq!(netlab_tests::stdout(&own).trim(), "2001:db8:100::2");
     let name = lab.name.clone();
     lab.netlab_ok(&["fwd", "add", "--name", &name, "tcp", "8081", "blue:80"]);
     assert_eq!(

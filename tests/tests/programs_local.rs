@@ -15,14 +15,14 @@ use aya::{
     programs::{ProgramInfo, SchedClassifier, TestRun, TestRunOptions},
 };
 use netlab_common::{
-    names, port_to_net, stat, FlowKey, FlowValue, GcState, SubnetInfo, DIR_ORIGINAL, DIR_REPLY,
-    HOOK_BRIDGE_INGRESS, HOOK_LOCAL_EGRESS, HOOK_UPLINK_EGRESS, KIND_LOCAL, LAB_IFACE_BRIDGE,
-    LO_IFINDEX, SUBNET_MASQUERADE, SUBNET_ROUTED,
+    names, port_to_net, stat, FlowKey, FlowValue, Forward6Target, ForwardKey, GcState, SubnetInfo,
+    DIR_ORIGINAL, DIR_REPLY, HOOK_BRIDGE_INGRESS, HOOK_LOCAL_EGRESS, HOOK_UPLINK_EGRESS,
+    KIND_LOCAL, LAB_IFACE_BRIDGE, LO_IFINDEX, SUBNET_MASQUERADE, SUBNET_ROUTED,
 };
 use netlab_tests::{
     packet::{
-        icmp6, icmp_echo, parse_checked, parse_checked6, tcp, udp, Ip, Ip6, ACK, ICMP, ICMPV6, SYN,
-        TCP, UDP,
+        icmp6, icmp6_echo, icmp_echo, parse_checked, parse_checked6, tcp, udp, Ip, Ip6, ACK, ICMP,
+        ICMPV6, SYN, TCP, UDP,
     },
     programs::{
         na, Dataplane, BLUE, BLUE6, RED, RED6, REDIRECT, REMOTE, REMOTE6, SHOT, UNSPEC, UPLINK,
@@ -184,6 +184,102 @@ fn the_lab_host_reaches_a_udp_forward() {
         (p.src, p.sport(), p.dst, p.dport()),
         (UPLINK, 5353, UPLINK, 41000)
     );
+}
+
+/// The lab host connects to its own uplink's IPv6 address on the
+/// forwarded port 80 (`nl_local_out6`, tail-called): the connection leaves
+/// `lo` for blue:80 from the uplink's address and the host's own port, and
+/// blue's replies come back (`nl_bridge_in6`) as from the forwarded port,
+/// into `lo`; a UDP forward the same way. IPv6 on `lo` that is not such a
+/// connection passes untouched.
+#[test]
+fn the_lab_host_reaches_its_own_ipv6_forward_both_ways() {
+    require_root();
+    let mut dp = dataplane();
+    let syn = Ip6::new(UPLINK6, UPLINK6, TCP, tcp(45000, 80, SYN, b"")).frame();
+    let (rc, out) = dp.run(names::PROG_LOCAL_OUT, &syn);
+    assert_eq!(rc, REDIRECT);
+    let p = parse_checked6(&out).unwrap();
+    assert_eq!(
+        (p.src, p.sport(), p.dst, p.dport()),
+        (UPLINK6, 45000, BLUE6, 80)
+    );
+    let synack = Ip6::new(BLUE6, UPLINK6, TCP, tcp(80, 45000, SYN | ACK, b"")).frame();
+    let (rc, back) = dp.run(names::PROG_BRIDGE_IN, &synack);
+    assert_eq!(rc, REDIRECT);
+    let p = parse_checked6(&back).unwrap();
+    assert_eq!(
+        (p.src, p.sport(), p.dst, p.dport()),
+        (UPLINK6, 80, UPLINK6, 45000),
+        "as from the forwarded port"
+    );
+    assert_eq!(&back[..12], &[0u8; 12], "lo's Ethernet addresses");
+    let request = tcp(45000, 80, ACK, b"GET / HTTP/1.0\r\n\r\n");
+    let request = Ip6::new(UPLINK6, UPLINK6, TCP, request).frame();
+    let (rc, out) = dp.run(names::PROG_LOCAL_OUT, &request);
+    assert_eq!(rc, REDIRECT);
+    let p = parse_checked6(&out).expect("payload and checksums");
+    assert_eq!((p.dst, p.dport()), (BLUE6, 80));
+    assert_eq!(dp.stat(stat::NEW_LOCAL6), 1);
+    assert_eq!(dp.stat(stat::XLATE6_LOCAL), 3);
+    assert_eq!(dp.stat(stat::NEW_DNAT6) + dp.stat(stat::NEW_HAIRPIN6), 0);
+
+    let mut rules: HashMap<_, ForwardKey, Forward6Target> =
+        HashMap::try_from(dp.ebpf.map_mut(names::FORWARD6_RULES).unwrap()).unwrap();
+    let dns = Forward6Target {
+        addr: BLUE6.octets(),
+        port: port_to_net(53),
+        ..rules
+            .get(&ForwardKey::new(port_to_net(80), TCP), 0)
+            .unwrap()
+    };
+    rules
+        .insert(ForwardKey::new(port_to_net(5353), UDP), dns, 0)
+        .unwrap();
+    let query = Ip6::new(UPLINK6, UPLINK6, UDP, udp(41000, 5353, b"query")).frame();
+    let (rc, out) = dp.run(names::PROG_LOCAL_OUT, &query);
+    assert_eq!(rc, REDIRECT);
+    let p = parse_checked6(&out).unwrap();
+    assert_eq!((p.sport(), p.dst, p.dport()), (41000, BLUE6, 53));
+    let answer = Ip6::new(BLUE6, UPLINK6, UDP, udp(53, 41000, b"answer")).frame();
+    let (rc, back) = dp.run(names::PROG_BRIDGE_IN, &answer);
+    assert_eq!(rc, REDIRECT);
+    let p = parse_checked6(&back).unwrap();
+    assert_eq!(
+        (p.src, p.sport(), p.dst, p.dport()),
+        (UPLINK6, 5353, UPLINK6, 41000)
+    );
+
+    let flows = dp.flows6().len();
+    let localhost = Ipv6Addr::LOCALHOST;
+    let cases = [
+        (
+            "own service",
+            Ip6::new(UPLINK6, UPLINK6, TCP, tcp(45001, 22, SYN, b"")),
+        ),
+        (
+            "loopback",
+            Ip6::new(localhost, localhost, TCP, tcp(45002, 80, SYN, b"")),
+        ),
+        (
+            "from another address",
+            Ip6::new(RED6, UPLINK6, TCP, tcp(45003, 80, SYN, b"")),
+        ),
+        (
+            "ping",
+            Ip6::new(UPLINK6, UPLINK6, ICMPV6, icmp6_echo(true, 7, 1, b"ping")),
+        ),
+        (
+            "stray ACK",
+            Ip6::new(UPLINK6, UPLINK6, TCP, tcp(45004, 80, ACK, b"")),
+        ),
+    ];
+    for (name, pkt) in cases {
+        let f = pkt.frame();
+        let (rc, out) = dp.run(names::PROG_LOCAL_OUT, &f);
+        assert_eq!((rc, &out), (UNSPEC, &f), "{name}");
+    }
+    assert_eq!(dp.flows6().len(), flows, "no flow for the rest");
 }
 
 /// What is not the lab host's connection to a forward passes `lo` as it

@@ -170,7 +170,11 @@ const TAIL_CALLS: [(&str, &[&str], &[&str]); 6] = [
         &[super::PROG_NODE_IN6],
     ),
     (super::PROG_NODE_NEW, &[super::PROG_GC], &[]),
-    (super::PROG_LOCAL_OUT, &[super::PROG_GC], &[]),
+    (
+        super::PROG_LOCAL_OUT,
+        &[super::PROG_GC],
+        &[super::PROG_LOCAL_OUT6],
+    ),
 ];
 
 /// `programs` and every program they reach by tail call, the IPv6 ones
@@ -463,16 +467,12 @@ mod tests {
             PROG_UPLINK_IN,
             PROG_BRIDGE_IN,
             PROG_NODE_IN,
+            PROG_LOCAL_OUT,
         ];
         let mut want = set(&hooks);
         want.extend(set(&[PROG_GC, PROG_NODE_NEW]));
         assert_eq!(with_tail_targets(hooks, false), want);
-        want.extend(set(&[
-            PROG_UPLINK_OUT6,
-            PROG_UPLINK_IN6,
-            PROG_BRIDGE_IN6,
-            PROG_NODE_IN6,
-        ]));
+        want.extend(set(netlab_common::names::IPV6_PROGRAMS));
         assert_eq!(with_tail_targets(hooks, true), want);
     }
 
