@@ -42,16 +42,29 @@ fn handle(ctx: &TcContext, cfg: &NatConfig, ip: &Ip6, u: Result<Upper, ChainErro
         return Ok(TC_ACT_UNSPEC);
     };
     let now = flows::now();
-    if let Some((v, orig)) = flows6::live_at(cfg, &p.key, HOOK_BRIDGE_INGRESS, now) {
-        return hairpinned(ctx, cfg, &p, v, orig, now);
-    }
+    // One call of `hairpinned` for both ways in: the verifier of 6.1 walked
+    // two inlined copies past its million instructions.
+    let (v, orig) = match flows6::live_at(cfg, &p.key, HOOK_BRIDGE_INGRESS, now) {
+        Some(live) => live,
+        None => match new_flow(cfg, &p, now)? {
+            Some(v) => (v, v),
+            None => return Ok(TC_ACT_UNSPEC),
+        },
+    };
+    hairpinned(ctx, cfg, &p, v, orig, now)
+}
+
+/// A node's new connection to a forward or a mapping at the uplink's
+/// address: its flow's entry, or `None` when the packet is not one.
+#[inline(always)]
+fn new_flow(cfg: &NatConfig, p: &Pkt6, now: u64) -> Result<Option<*mut Flow6Value>, DropReason> {
     if lab::subnet6_of(&p.key.src_addr).is_none()
         || (p.proto == IPPROTO_TCP && (p.tcp_flags & TCP_SYN == 0 || p.tcp_flags & TCP_ACK != 0))
     {
-        return Ok(TC_ACT_UNSPEC);
+        return Ok(None);
     }
-    let Some((target, counter)) = target(cfg, &p, now) else {
-        return Ok(TC_ACT_UNSPEC);
+    let Some((target, counter)) = target(cfg, p, now) else {
+        return Ok(None);
     };
     // The client's own mapping: the port it has (or gets) going out to
     // the target's endpoint.
@@ -63,10 +76,7 @@ fn handle(ctx: &TcContext, cfg: &NatConfig, ip: &Ip6, u: Result<Upper, ChainErro
         return Err(e);
     }
     count(stat::NEW_HAIRPIN6);
-    let Some(v) = flows6::get(&p.key) else {
-        return Err(DropReason::TableFull);
-    };
-    hairpinned(ctx, cfg, &p, v, v, now)
+    flows6::get(&p.key).map(Some).ok_or(DropReason::TableFull)
 }
 
 /// Whom a node's new connection to the uplink's IPv6 address goes to: a
