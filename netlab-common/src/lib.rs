@@ -856,6 +856,7 @@ pub mod names {
     pub const NAT6_PORTS: &str = "NAT6_PORTS";
     pub const PORT6_CURSOR: &str = "PORT6_CURSOR";
     pub const SCRATCH6: &str = "SCRATCH6";
+    pub const UPPER6: &str = "UPPER6";
     pub const FORWARD6_RULES: &str = "FORWARD6_RULES";
     pub const FRAG6_FLOWS: &str = "FRAG6_FLOWS";
 
@@ -888,6 +889,7 @@ pub mod names {
         NAT6_PORTS,
         PORT6_CURSOR,
         SCRATCH6,
+        UPPER6,
         FORWARD6_RULES,
         FRAG6_FLOWS,
     ];
