@@ -50,13 +50,13 @@ pub fn map(cfg: &NatConfig, out: &Flow6Key, now: u64) -> Result<u16, DropReason>
         (*c).reply = flows6::reply_key(out, &cfg.uplink_addr6, 0);
         (*c).now = now;
     }
-    let held = previous.filter(|&port| holds(&inside, port, now));
+    let held = previous.is_some_and(|port| holds(&inside, port, now));
     unsafe {
         (*c).first = previous.unwrap_or(0);
-        (*c).held = u8::from(held.is_some());
+        (*c).held = u8::from(held);
     }
     let port = search(cfg, c)?;
-    if held.is_some() {
+    if held {
         return Ok(port);
     }
     let hold = u64::from(flow_timeout_secs(cfg, out.proto, 0)) * NSEC_PER_SEC;
@@ -67,7 +67,7 @@ pub fn map(cfg: &NatConfig, out: &Flow6Key, now: u64) -> Result<u16, DropReason>
     };
     let reserved = NAT6_PORTS.insert(&ForwardKey::new(port, out.proto), &r, 0);
     if reserved.is_err() || NAT6_BIND.insert(&inside, &port, 0).is_err() {
-        let _ = flows6::remove(unsafe { &(*c).reply });
+        flows6::remove(unsafe { &(*c).reply });
         return Err(DropReason::TableFull);
     }
     Ok(port)

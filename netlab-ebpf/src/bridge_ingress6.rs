@@ -108,10 +108,10 @@ fn hairpinned(
     now: u64,
 ) -> Verdict {
     let (addr, port, sport) = unsafe { ((*v).addr, (*v).port, (*v).hairpin_sport) };
-    let local = packet6::same_addr(&addr, &cfg.uplink_addr6);
-    let out_ifindex = match lab::subnet6_of(&addr) {
-        Some(s) => s.ifindex,
-        None if local => 0,
+    // A node's address, else (compared only then) the lab host's own.
+    let (out_ifindex, local) = match lab::subnet6_of(&addr) {
+        Some(s) => (s.ifindex, false),
+        None if packet6::same_addr(&addr, &cfg.uplink_addr6) => (0, true),
         None => return Ok(TC_ACT_UNSPEC),
     };
     packet6::set_addr(ctx, p, true, &cfg.uplink_addr6)?;

@@ -28,10 +28,10 @@ pub fn get(key: &Flow6Key) -> Option<*mut Flow6Value> {
     NAT6_FLOWS.get_ptr_mut(key)
 }
 
-/// Remove the entry under `key`.
+/// Remove the entry under `key`, if there is one.
 #[inline(always)]
-pub fn remove(key: &Flow6Key) -> Result<(), DropReason> {
-    NAT6_FLOWS.remove(key).map_err(|_| DropReason::NoMapping)
+pub fn remove(key: &Flow6Key) {
+    let _ = NAT6_FLOWS.remove(key);
 }
 
 /// The original direction's entry of the flow `v` is a direction of.
@@ -300,7 +300,7 @@ fn store_original(
 ) -> Result<(), DropReason> {
     stage(&original, DIR_ORIGINAL, reply, forward, now)?;
     if let Err(e) = store_staged(opening, BPF_ANY) {
-        let _ = NAT6_FLOWS.remove(reply);
+        remove(reply);
         return Err(e);
     }
     Ok(())
