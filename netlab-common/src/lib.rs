@@ -547,9 +547,12 @@ pub struct NatConfig {
     /// The uplink's IPv6 address to masquerade to (wire bytes); all zero:
     /// IPv6 from masqueraded subnets is not translated (and dropped).
     pub uplink_addr6: [u8; 16],
+    /// `flow_limit` for the IPv6 flow table (`NAT6_FLOWS`).
+    pub flow_limit6: u32,
 }
 
-/// State of the flow table's garbage collection (element 0 of `GC_STATE`).
+/// State of a flow table's garbage collection (element 0 of `GC_STATE`,
+/// and of `GC6_STATE` for the IPv6 table).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
@@ -647,7 +650,9 @@ pub mod tail {
     pub const NODE_IN6: u32 = 9;
     /// `nl_local_out6`: the lab host's own IPv6 connections to its forwards.
     pub const LOCAL_OUT6: u32 = 10;
-    pub const COUNT: u32 = 11;
+    /// `nl_gc6`: collect the IPv6 flow table when it is full.
+    pub const GC6: u32 = 11;
+    pub const COUNT: u32 = 12;
 }
 
 /// Indexes into the per-CPU `stats` array.
@@ -800,6 +805,7 @@ pub mod names {
     pub const PROG_BRIDGE_IN6: &str = "nl_bridge_in6";
     pub const PROG_NODE_IN6: &str = "nl_node_in6";
     pub const PROG_LOCAL_OUT6: &str = "nl_local_out6";
+    pub const PROG_GC6: &str = "nl_gc6";
 
     pub const PROGRAMS: &[&str] = &[
         PROG_UPLINK_IN,
@@ -816,16 +822,18 @@ pub mod names {
         PROG_BRIDGE_IN6,
         PROG_NODE_IN6,
         PROG_LOCAL_OUT6,
+        PROG_GC6,
     ];
 
     /// The programs only a lab that translates IPv6 loads (each reached
-    /// by tail call from its IPv4 hook).
+    /// by tail call from its IPv4 hook, `nl_gc6` from them).
     pub const IPV6_PROGRAMS: &[&str] = &[
         PROG_UPLINK_OUT6,
         PROG_UPLINK_IN6,
         PROG_BRIDGE_IN6,
         PROG_NODE_IN6,
         PROG_LOCAL_OUT6,
+        PROG_GC6,
     ];
 
     pub const NAT_FLOWS: &str = "NAT_FLOWS";
@@ -839,6 +847,7 @@ pub mod names {
     pub const STATS: &str = "STATS";
     pub const FRAG_FLOWS: &str = "FRAG_FLOWS";
     pub const GC_STATE: &str = "GC_STATE";
+    pub const GC6_STATE: &str = "GC6_STATE";
     pub const NODE_PORTS: &str = "NODE_PORTS";
     pub const NODE_PORTS6: &str = "NODE_PORTS6";
     pub const TAILS: &str = "TAILS";
@@ -872,6 +881,7 @@ pub mod names {
         STATS,
         FRAG_FLOWS,
         GC_STATE,
+        GC6_STATE,
         NODE_PORTS,
         NODE_PORTS6,
         TAILS,
@@ -959,7 +969,7 @@ mod tests {
         assert_eq!(size_of::<ForwardKey>(), 4);
         assert_eq!(size_of::<ForwardTarget>(), 12);
         assert_eq!(size_of::<SubnetInfo>(), 8);
-        assert_eq!(size_of::<NatConfig>(), 60);
+        assert_eq!(size_of::<NatConfig>(), 64);
         assert_eq!(size_of::<GcState>(), 16);
         assert_eq!(size_of::<FragKey>(), 12);
         assert_eq!(size_of::<FragValue>(), 8);

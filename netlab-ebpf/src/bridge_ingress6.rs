@@ -7,7 +7,7 @@
 
 use aya_ebpf::programs::TcContext;
 use netlab_common::{
-    stat, Endpoint6, Flow6Key, Flow6Value, NatConfig, HOOK_BRIDGE_INGRESS, IPPROTO_ICMPV6,
+    stat, tail, Endpoint6, Flow6Key, Flow6Value, NatConfig, HOOK_BRIDGE_INGRESS, IPPROTO_ICMPV6,
     IPPROTO_TCP,
 };
 use netlab_ebpf::{in_nat_range, TCP_ACK, TCP_SYN};
@@ -18,6 +18,7 @@ use crate::{
     flows, flows6, hook, icmp6, lab,
     packet::FRAG_LATER,
     packet6::{self, ChainError, Ip6, Pkt6, Upper},
+    table,
     verdict::{count, finish, DropReason, Verdict, TC_ACT_UNSPEC},
 };
 
@@ -46,7 +47,7 @@ fn handle(ctx: &TcContext, cfg: &NatConfig, ip: &Ip6, u: Result<Upper, ChainErro
     // two inlined copies past its million instructions.
     let (v, orig) = match flows6::live_at(cfg, &p.key, HOOK_BRIDGE_INGRESS, now) {
         Some(live) => live,
-        None => match new_flow(cfg, &p, now)? {
+        None => match new_flow(ctx, cfg, &p, now)? {
             Some(v) => (v, v),
             None => return Ok(TC_ACT_UNSPEC),
         },
@@ -57,7 +58,12 @@ fn handle(ctx: &TcContext, cfg: &NatConfig, ip: &Ip6, u: Result<Upper, ChainErro
 /// A node's new connection to a forward or a mapping at the uplink's
 /// address: its flow's entry, or `None` when the packet is not one.
 #[inline(always)]
-fn new_flow(cfg: &NatConfig, p: &Pkt6, now: u64) -> Result<Option<*mut Flow6Value>, DropReason> {
+fn new_flow(
+    ctx: &TcContext,
+    cfg: &NatConfig,
+    p: &Pkt6,
+    now: u64,
+) -> Result<Option<*mut Flow6Value>, DropReason> {
     if lab::subnet6_of(&p.key.src_addr).is_none()
         || (p.proto == IPPROTO_TCP && (p.tcp_flags & TCP_SYN == 0 || p.tcp_flags & TCP_ACK != 0))
     {
@@ -66,6 +72,9 @@ fn new_flow(cfg: &NatConfig, p: &Pkt6, now: u64) -> Result<Option<*mut Flow6Valu
     let Some((target, counter)) = target(cfg, p, now) else {
         return Ok(None);
     };
+    if !table::admit6(ctx, &p.key, tail::BRIDGE_IN6) {
+        return Err(DropReason::TableFull);
+    }
     // The client's own mapping: the port it has (or gets) going out to
     // the target's endpoint.
     let out = Flow6Key::new(p.key.src_addr, target.addr, p.sport, target.port, p.proto);

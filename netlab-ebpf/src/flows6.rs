@@ -19,6 +19,7 @@ use crate::{
     binding6, fwd_counters,
     maps::{NAT6_FLOWS, SCRATCH6},
     packet6::{same_addr, Pkt6, ICMPV6_ECHO_REQUEST},
+    table,
     verdict::DropReason,
 };
 
@@ -129,7 +130,7 @@ fn reopens(p: &Pkt6, v: *mut Flow6Value, orig: *mut Flow6Value) -> bool {
         return false;
     }
     let peer = unsafe { (*v).peer };
-    if get(&peer).is_some_and(|pv| same_key(unsafe { &(*pv).peer }, &p.key)) {
+    if points_back(&peer, &p.key) {
         let _ = NAT6_FLOWS.remove(&peer);
     }
     let _ = NAT6_FLOWS.remove(&p.key);
@@ -303,6 +304,7 @@ fn store_original(
         remove(reply);
         return Err(e);
     }
+    table::entries6_add(2);
     Ok(())
 }
 
@@ -345,14 +347,21 @@ fn release_tuple(reply: &Flow6Key, opening: &Flow6Key) {
     if same_key(old, opening) {
         return;
     }
-    if get(old).is_some_and(|o| same_key(unsafe { &(*o).peer }, reply)) {
+    if points_back(old, reply) {
         let _ = NAT6_FLOWS.remove(old);
     }
 }
 
+/// Whether the entry under `peer` is the other direction of the entry
+/// under `key` (it names `key` as its peer).
+#[inline(always)]
+pub fn points_back(peer: &Flow6Key, key: &Flow6Key) -> bool {
+    get(peer).is_some_and(|pv| same_key(unsafe { &(*pv).peer }, key))
+}
+
 /// Key equality, field by field (see `binding6::same`).
 #[inline(always)]
-fn same_key(a: &Flow6Key, b: &Flow6Key) -> bool {
+pub fn same_key(a: &Flow6Key, b: &Flow6Key) -> bool {
     a.src_port == b.src_port
         && a.dst_port == b.dst_port
         && a.proto == b.proto

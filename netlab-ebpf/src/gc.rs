@@ -24,11 +24,7 @@ pub fn collect(ctx: &TcContext) -> i32 {
     let Some(st) = GC_STATE.get_ptr_mut(0) else {
         return TC_ACT_SHOT;
     };
-    let mut gc = Gc {
-        now: flows::now(),
-        live: 0,
-        freed: 0,
-    };
+    let mut gc = Gc::new(flows::now());
     unsafe {
         bpf_for_each_map_elem(
             &NAT_FLOWS as *const _ as *mut c_void,
@@ -38,6 +34,14 @@ pub fn collect(ctx: &TcContext) -> i32 {
         );
         (*st).entries = gc.live;
     }
+    hand_back(ctx, &gc)
+}
+
+/// After a collection `gc`: count it, and hand the packet back to the
+/// program that asked (dropped, as for a full table, if that cannot be
+/// done).
+#[inline(always)]
+pub fn hand_back(ctx: &TcContext, gc: &Gc) -> i32 {
     count(stat::GC_RUNS);
     add(stat::GC_FREED, gc.freed);
     let resume = match GC_RESUME.get_ptr_mut(0) {
@@ -54,10 +58,21 @@ pub fn collect(ctx: &TcContext) -> i32 {
 
 /// What a collection works on (on the caller's stack).
 #[repr(C)]
-struct Gc {
-    now: u64,
-    live: u64,
-    freed: u64,
+pub struct Gc {
+    pub now: u64,
+    pub live: u64,
+    pub freed: u64,
+}
+
+impl Gc {
+    #[inline(always)]
+    pub fn new(now: u64) -> Gc {
+        Gc {
+            now,
+            live: 0,
+            freed: 0,
+        }
+    }
 }
 
 /// One entry of a collection: counted when its flow is alive (either half

@@ -8,7 +8,9 @@
 //! Everything else on `lo` passes untouched.
 
 use aya_ebpf::programs::TcContext;
-use netlab_common::{stat, Flow6Value, NatConfig, HOOK_LOCAL_EGRESS, IPPROTO_ICMPV6, IPPROTO_TCP};
+use netlab_common::{
+    stat, tail, Flow6Value, NatConfig, HOOK_LOCAL_EGRESS, IPPROTO_ICMPV6, IPPROTO_TCP,
+};
 use netlab_ebpf::{TCP_ACK, TCP_SYN};
 
 use crate::{
@@ -16,6 +18,7 @@ use crate::{
     flows, flows6, hook, icmp6, lab,
     packet::FRAG_NONE,
     packet6::{self, ChainError, Ip6, Pkt6, Upper},
+    table,
     verdict::{count, finish, DropReason, Verdict, TC_ACT_UNSPEC},
 };
 
@@ -57,6 +60,9 @@ fn handle(ctx: &TcContext, cfg: &NatConfig, ip: &Ip6, u: Result<Upper, ChainErro
     if p.proto == IPPROTO_TCP && (p.tcp_flags & TCP_SYN == 0 || p.tcp_flags & TCP_ACK != 0) {
         // Only a SYN opens a connection; the host's stack answers the rest.
         return Ok(TC_ACT_UNSPEC);
+    }
+    if !table::admit6(ctx, &p.key, tail::LOCAL_OUT6) {
+        return Err(DropReason::TableFull);
     }
     // The replies are turned back at the target's bridge as a hairpin's
     // are: from the forwarded port, to the connection's own port.

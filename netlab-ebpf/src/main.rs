@@ -17,12 +17,13 @@
 //!   the replies of forwards to nodes on other lab hosts
 //! - `nl_tunnel_out` (each VXLAN device stretching a bridge, egress): the
 //!   anycast gateway's own frames stay on their host
-//! - `nl_gc` (tail-called by any of them): flow table collection when full
+//! - `nl_gc` (tail-called by any of them): flow table collection when full;
+//!   `nl_gc6` (tail-called by the IPv6 ones) the IPv6 table's
 //!
 //! State, one unit per concern: `flows` (the flow table; `flows6` IPv6's), `template` (how
 //! every kind of flow is made), `binding` and `port_search` (mappings and
 //! their ports; `binding6` IPv6's), `frags` (`frags6`), `fastpath` (cached addresses), `fwd_counters`
-//! (each forward's packets and bytes), `table` and `gc`
+//! (each forward's packets and bytes), `table`, `gc` and `gc6`
 //! (accounting and collection), `lab` (what user space says about the lab),
 //! `verdict` (drop reasons, counted in one place), `flowlog`, `maps`.
 #![no_std]
@@ -43,6 +44,7 @@ mod frags;
 mod frags6;
 mod fwd_counters;
 mod gc;
+mod gc6;
 mod hook;
 mod host_port_ingress;
 mod icmp;
@@ -139,6 +141,11 @@ pub fn nl_tunnel_out(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn nl_gc(ctx: TcContext) -> i32 {
     gc::collect(&ctx)
+}
+
+#[classifier]
+pub fn nl_gc6(ctx: TcContext) -> i32 {
+    gc6::collect(&ctx)
 }
 
 #[cfg(not(test))]

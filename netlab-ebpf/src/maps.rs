@@ -89,7 +89,7 @@ pub struct PortCursor {
 }
 
 /// Both directions of every masqueraded IPv6 flow, keyed as each is seen.
-/// An LRU: when full, the least recently used flow goes.
+/// An LRU, kept below its capacity as `NAT_FLOWS` is (`table::admit6`).
 #[map]
 pub static NAT6_FLOWS: LruHashMap<Flow6Key, Flow6Value> =
     LruHashMap::with_max_entries(FLOW6_ENTRIES, 0);
@@ -196,6 +196,10 @@ pub static FRAG_FLOWS: LruHashMap<FragKey, FragValue> =
 #[map]
 pub static GC_STATE: Array<GcState> = Array::with_max_entries(1, 0);
 
+/// The same for the IPv6 flow table (`NAT6_FLOWS`).
+#[map]
+pub static GC6_STATE: Array<GcState> = Array::with_max_entries(1, 0);
+
 /// The lab's nodes by address: where the fast path hands replies over.
 #[map]
 pub static NODE_PORTS: HashMap<u32, NodePort> = HashMap::with_max_entries(NODE_ENTRIES, 0);
@@ -208,7 +212,7 @@ pub static NODE_PORTS6: HashMap<[u8; 16], NodePort> = HashMap::with_max_entries(
 #[map]
 pub static TAILS: ProgramArray = ProgramArray::with_max_entries(tail::COUNT, 0);
 
-/// Per-CPU: the packet `nl_gc` collects for and returns to.
+/// Per-CPU: the packet `nl_gc` (or `nl_gc6`) collects for and returns to.
 #[map]
 pub static GC_RESUME: PerCpuArray<GcResume> = PerCpuArray::with_max_entries(1, 0);
 
@@ -222,10 +226,14 @@ pub struct GcResume {
     /// Set by `nl_gc` when it hands the packet back, cleared by the next
     /// admission check on this CPU.
     pub collected: u32,
-    /// The asking packet's flow key and the collection's start time: the
-    /// resumed packet has both, a later one does not.
+    /// The asking packet's flow key (`key6` for IPv6) and the collection's
+    /// start time: the resumed packet has both, a later one does not.
     pub key: FlowKey,
     pub run_ns: u64,
+    pub key6: Flow6Key,
+    /// `table::admit6`'s question (the new flow's key) and answer.
+    pub asking6: Flow6Key,
+    pub verdict: u32,
 }
 
 /// Per-CPU room for a socket lookup's tuple (see `binding::host_socket_uses`).

@@ -5,12 +5,13 @@
 //! leaves, each drop counted for its reason.
 
 use aya_ebpf::programs::TcContext;
-use netlab_common::{stat, Flow6Value, NatConfig, HOOK_UPLINK_EGRESS};
+use netlab_common::{stat, tail, Flow6Value, NatConfig, HOOK_UPLINK_EGRESS};
 
 use crate::{
     binding6, fastpath, flows, flows6, frags6, hook, icmp6, lab,
     packet::FRAG_LATER,
     packet6::{self, ChainError, Ip6, Pkt6, Upper},
+    table,
     verdict::{count, finish, DropReason, Verdict, TC_ACT_UNSPEC},
 };
 
@@ -88,6 +89,9 @@ fn masquerade(ctx: &TcContext, cfg: &NatConfig, p: &Pkt6, now: u64) -> Verdict {
     }
     if !flows6::opens_flow(p) {
         return Err(DropReason::NoMapping);
+    }
+    if !table::admit6(ctx, &p.key, tail::UPLINK_OUT6) {
+        return Err(DropReason::TableFull);
     }
     flows6::stage_masquerade(&p.key, now)?;
     let port = binding6::map(cfg, &p.key, now)?;

@@ -6,13 +6,16 @@
 //! host's own and passes.
 
 use aya_ebpf::programs::TcContext;
-use netlab_common::{stat, Flow6Value, ForwardKey, NatConfig, HOOK_UPLINK_INGRESS, IPPROTO_ICMPV6};
+use netlab_common::{
+    stat, tail, Flow6Value, ForwardKey, NatConfig, HOOK_UPLINK_INGRESS, IPPROTO_ICMPV6,
+};
 
 use crate::{
     fastpath, flows, flows6, frags6, hook, icmp6,
     maps::FORWARD6_RULES,
     packet::FRAG_LATER,
     packet6::{self, ChainError, Ip6, Pkt6, Upper},
+    table,
     verdict::{count, finish, DropReason, Verdict, TC_ACT_UNSPEC},
 };
 
@@ -60,6 +63,9 @@ fn forward(ctx: &TcContext, cfg: &NatConfig, p: &Pkt6, now: u64) -> Verdict {
     let Some(t) = FORWARD6_RULES.get_ptr(&ForwardKey::new(p.dport, p.proto)) else {
         return Ok(TC_ACT_UNSPEC);
     };
+    if !table::admit6(ctx, &p.key, tail::UPLINK_IN6) {
+        return Err(DropReason::TableFull);
+    }
     let (addr, port, counter) = unsafe { ((*t).addr, (*t).port, (*t).counter) };
     flows6::insert_forwarded(&p.key, &addr, port, counter, now)?;
     count(stat::NEW_DNAT6);

@@ -19,9 +19,9 @@ use aya::{
 use netlab::dataplane::{fwd_counters::ForwardTotals, MapContents};
 use netlab_common::stat;
 use netlab_common::{
-    addr_from_octets, fwd_counter, port_to_net, Binding, Endpoint, Flow6Key, Flow6Value, FlowKey,
-    FlowValue, ForwardCounter, ForwardKey, ForwardTarget, GcState, NatConfig, SubnetInfo,
-    IPPROTO_TCP, SUBNET_MASQUERADE,
+    addr_from_octets, fwd_counter, names, port_to_net, Binding, Endpoint, Flow6Key, Flow6Value,
+    FlowKey, FlowValue, ForwardCounter, ForwardKey, ForwardTarget, GcState, NatConfig,
+    Reservation6, SubnetInfo, IPPROTO_TCP, SUBNET_MASQUERADE,
 };
 
 /// TC_ACT_UNSPEC (-1): pass, next program.
@@ -106,6 +106,7 @@ impl Dataplane {
             port_min,
             port_max,
             flow_limit: 1 << 20,
+            flow_limit6: 1 << 20,
             uplink_addr6: UPLINK6.octets(),
             ..netlab::dataplane::default_config(na(UPLINK), true)
         };
@@ -272,13 +273,30 @@ impl Dataplane {
                 m.insert(k, b, 0).unwrap();
             }
         }
-        let mut gc: Array<&mut MapData, GcState> =
-            Array::try_from(self.ebpf.map_mut("GC_STATE").unwrap()).unwrap();
-        let mut st = gc.get(&0, 0).unwrap();
-        // 0: never collected, which stays as long ago as it was.
-        if st.last_run_ns != 0 {
-            st.last_run_ns = back("the last collection", st.last_run_ns);
-            gc.set(0, st, 0).unwrap();
+        let mut flows6: HashMap<&mut MapData, Flow6Key, Flow6Value> =
+            HashMap::try_from(self.ebpf.map_mut(names::NAT6_FLOWS).unwrap()).unwrap();
+        let entries: Vec<(Flow6Key, Flow6Value)> = flows6.iter().map(|r| r.unwrap()).collect();
+        for (k, mut v) in entries {
+            v.created_ns = back("a flow's creation", v.created_ns);
+            v.last_seen_ns = back("a flow's last packet", v.last_seen_ns);
+            flows6.insert(k, v, 0).unwrap();
+        }
+        let mut ports6: HashMap<&mut MapData, ForwardKey, Reservation6> =
+            HashMap::try_from(self.ebpf.map_mut(names::NAT6_PORTS).unwrap()).unwrap();
+        let entries: Vec<(ForwardKey, Reservation6)> = ports6.iter().map(|r| r.unwrap()).collect();
+        for (k, mut r) in entries {
+            r.expires_ns = back("a mapping's expiry", r.expires_ns);
+            ports6.insert(k, r, 0).unwrap();
+        }
+        for table in [names::GC_STATE, names::GC6_STATE] {
+            let mut gc: Array<&mut MapData, GcState> =
+                Array::try_from(self.ebpf.map_mut(table).unwrap()).unwrap();
+            let mut st = gc.get(&0, 0).unwrap();
+            // 0: never collected, which stays as long ago as it was.
+            if st.last_run_ns != 0 {
+                st.last_run_ns = back("the last collection", st.last_run_ns);
+                gc.set(0, st, 0).unwrap();
+            }
         }
     }
 

@@ -856,7 +856,7 @@ fn programs_fit_the_verifier_with_room() {
     let mut dp = Dataplane::new(10000, 32767);
     dp.load_every_program();
     let names: Vec<String> = dp.ebpf.programs().map(|(n, _)| n.to_string()).collect();
-    assert_eq!(names.len(), 14, "{names:?}");
+    assert_eq!(names.len(), 15, "{names:?}");
     for name in &names {
         let p: &SchedClassifier = dp.ebpf.program(name).unwrap().try_into().unwrap();
         let info: ProgramInfo = p.info().unwrap();

@@ -5,7 +5,11 @@
 //! neighbour discovery, link-local traffic and others' traffic pass every
 //! program byte for byte.
 
-use std::{net::Ipv6Addr, sync::Barrier};
+use std::{
+    net::Ipv6Addr,
+    sync::Barrier,
+    time::{Duration, Instant},
+};
 
 use aya::{
     maps::HashMap,
@@ -303,6 +307,108 @@ fn ipv6_two_cpus_opening_flows_at_once_share_no_tuple_and_drop_none() {
         dp.stat(stat::DROP_CONFLICT)
     );
     assert_eq!(dp.stat(stat::NEW_SNAT6), u64::from(2 * PER_CPU) + 1);
+}
+
+/// The IPv6 flow table as IPv4's (`full_table_refuses_new_flows_and_keeps_old_ones`):
+/// full, it refuses new flows, masqueraded or forwarded, and keeps the
+/// established ones working; a collection (`nl_gc6`) runs at most every
+/// 10 ms for a table this small; once flows expire it makes room again,
+/// each flow going with both its entries. Time passes through
+/// `Dataplane::age`.
+#[test]
+fn ipv6_full_table_refuses_new_flows_and_keeps_old_ones() {
+    require_root();
+    const UDP_TIMEOUT: Duration = Duration::from_secs(10);
+    // Room for three flows (two entries each).
+    let mut dp = Dataplane::with(20000, 20063, |c| {
+        c.flow_limit6 = 6;
+        c.timeout_udp = UDP_TIMEOUT.as_secs() as u32;
+    });
+    let flow = |sport: u16| Ip6::new(RED6, REMOTE6, UDP, udp(sport, 53, b"q")).frame();
+    let syn = |sport: u16| Ip6::new(REMOTE6, UPLINK6, TCP, tcp(sport, 80, SYN, b"")).frame();
+    // Verified first: that takes longer than the 10 ms between collections.
+    dp.program("nl_uplink_in", &syn(5555));
+    let started = Instant::now();
+    for sport in [41001, 41002, 41003] {
+        assert_eq!(dp.out(&flow(sport)).0, UNSPEC);
+    }
+    let collected = Instant::now();
+    assert_eq!(dp.out(&flow(41004)).0, SHOT, "a fourth flow is refused");
+    assert_eq!(
+        (dp.stat(stat::DROP_TABLE_FULL), dp.stat(stat::GC_RUNS)),
+        (1, 1),
+        "refused after one collection, which found nothing to free"
+    );
+    assert_eq!(dp.inb(&syn(5555)).0, SHOT, "a forwarded connection too");
+    assert_eq!(dp.stat(stat::DROP_TABLE_FULL), 2);
+    // No second collection within 10 ms (when the test was that quick: a
+    // busy machine may take longer, and then one more is due).
+    let runs = dp.stat(stat::GC_RUNS);
+    if collected.elapsed() < Duration::from_millis(10) {
+        assert_eq!(runs, 1, "a second collection within 10 ms");
+    } else {
+        assert!(runs <= 2, "{runs} collections");
+    }
+    let runs_before_expiry = runs;
+    // Established flows keep working, both ways.
+    let (rc, out) = dp.out(&flow(41002));
+    assert_eq!(rc, UNSPEC);
+    let ext = parse_checked6(&out).unwrap().sport();
+    let reply = Ip6::new(REMOTE6, UPLINK6, UDP, udp(53, ext, b"a")).frame();
+    assert_eq!(parse_checked6(&dp.inb(&reply).1).unwrap().dst, RED6);
+    let passed = started.elapsed();
+    assert!(
+        passed < UDP_TIMEOUT,
+        "{passed:?} passed for the flows: they may have expired, which the test cannot tell apart"
+    );
+    assert_eq!(dp.flows6().len(), 6);
+    // After the timeout the idle flows are collected and new flows fit.
+    dp.age(UDP_TIMEOUT + Duration::from_secs(1));
+    assert_eq!(dp.out(&flow(41005)).0, UNSPEC);
+    assert_eq!(
+        (dp.stat(stat::GC_RUNS), dp.stat(stat::GC_FREED)),
+        (runs_before_expiry + 1, 6),
+        "every entry of the three idle flows"
+    );
+    let (rc, inside) = dp.inb(&syn(5556));
+    assert_eq!(rc, UNSPEC);
+    assert_eq!(parse_checked6(&inside).unwrap().dst, BLUE6);
+    assert_eq!(dp.flows6().len(), 4);
+    assert_eq!(dp.drops(), 2);
+}
+
+/// Within an eighth of its limit the IPv6 table is collected while there
+/// is still room, as IPv4's: the flow that starts the collection is
+/// admitted, and so are the next ones without another.
+#[test]
+fn ipv6_a_nearly_full_table_is_collected_before_it_refuses() {
+    require_root();
+    let mut dp = Dataplane::with(20000, 20063, |c| {
+        c.flow_limit6 = 16;
+        c.timeout_udp = 10;
+    });
+    let flow = |sport: u16| Ip6::new(RED6, REMOTE6, UDP, udp(sport, 53, b"q")).frame();
+    for sport in 41001..=41007 {
+        assert_eq!(dp.out(&flow(sport)).0, UNSPEC);
+    }
+    assert_eq!(dp.stat(stat::GC_RUNS), 0, "14 entries of 16: room enough");
+    dp.age(Duration::from_secs(11));
+    assert_eq!(
+        dp.out(&flow(41008)).0,
+        UNSPEC,
+        "admitted after its collection"
+    );
+    assert_eq!(
+        (dp.stat(stat::GC_RUNS), dp.stat(stat::GC_FREED)),
+        (1, 14),
+        "one collection, the seven idle flows"
+    );
+    for sport in 41009..=41014 {
+        assert_eq!(dp.out(&flow(sport)).0, UNSPEC);
+    }
+    assert_eq!(dp.stat(stat::GC_RUNS), 1, "room again: no other collection");
+    assert_eq!(dp.flows6().len(), 14);
+    assert_eq!(dp.drops(), 0);
 }
 
 /// A reply tuple given up by a reset goes to the next flow that needs it,

@@ -241,9 +241,11 @@ fn view_metrics_pass_promtool_and_move_with_traffic() {
         &format!("netlab_dropped_packets_total{{{l},reason=\"table_full\"}}")
     )
     .is_some());
-    assert!(
-        sample(&after, &format!("netlab_nat_table_limit_entries{{{l}}}")).is_some_and(|v| v > 0)
-    );
+    assert!(sample(
+        &after,
+        &format!("netlab_nat_table_limit_entries{{{l},family=\"ipv4\"}}")
+    )
+    .is_some_and(|v| v > 0));
     let fwd = format!("netlab_forward_flows{{{l},forward=\"tcp/80 -> blue:80\"}}");
     assert!(
         sample(&after, &fwd).is_some_and(|v| v >= 1),

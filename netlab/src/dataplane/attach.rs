@@ -148,7 +148,7 @@ pub fn load_programs(ebpf: &mut Ebpf, names: &BTreeSet<String>) -> Result<()> {
 /// reaches with any packet, and those it reaches only with IPv6 packets
 /// (for a lab that translates IPv6). `nl_gc` hands the packet back to the
 /// program it came from, which is loaded already.
-const TAIL_CALLS: [(&str, &[&str], &[&str]); 6] = [
+const TAIL_CALLS: [(&str, &[&str], &[&str]); 10] = [
     (
         super::PROG_UPLINK_OUT,
         &[super::PROG_GC],
@@ -175,6 +175,10 @@ const TAIL_CALLS: [(&str, &[&str], &[&str]); 6] = [
         &[super::PROG_GC],
         &[super::PROG_LOCAL_OUT6],
     ),
+    (super::PROG_UPLINK_OUT6, &[super::PROG_GC6], &[]),
+    (super::PROG_UPLINK_IN6, &[super::PROG_GC6], &[]),
+    (super::PROG_BRIDGE_IN6, &[super::PROG_GC6], &[]),
+    (super::PROG_LOCAL_OUT6, &[super::PROG_GC6], &[]),
 ];
 
 /// `programs` and every program they reach by tail call, the IPv6 ones

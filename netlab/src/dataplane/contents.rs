@@ -14,7 +14,8 @@ use std::{
 use aya::maps::lpm_trie::Key;
 use netlab_common::{
     addr_from_octets, port_to_net, Forward6Target, ForwardKey, ForwardTarget, NatConfig, NodePort,
-    SubnetInfo, SUBNET_ENDPOINT_INDEPENDENT_FILTERING, SUBNET_MASQUERADE, SUBNET_ROUTED,
+    SubnetInfo, FLOW6_ENTRIES, SUBNET_ENDPOINT_INDEPENDENT_FILTERING, SUBNET_MASQUERADE,
+    SUBNET_ROUTED,
 };
 
 use crate::model::topology::{Bridge, Filtering, Forward, Lab, NatSettings};
@@ -202,6 +203,12 @@ pub fn flow_limit(max_flows: u32) -> u32 {
     max_flows - reserve
 }
 
+/// [`flow_limit`] for the IPv6 flow table, which holds `max_flows`
+/// entries up to its fixed size (`FLOW6_ENTRIES`).
+pub fn flow_limit6(max_flows: u32) -> u32 {
+    flow_limit(max_flows.min(FLOW6_ENTRIES))
+}
+
 /// The configuration a lab file with every default gets, on an uplink with
 /// `uplink_addr` (map order) at ifindex 1: for runs of the programs through
 /// `BPF_PROG_TEST_RUN` (program tests, the micro-benchmark).
@@ -248,6 +255,7 @@ fn nat_config(
         timeout_udp: t.udp,
         timeout_icmp: t.icmp,
         flow_limit: flow_limit(nat.max_flows),
+        flow_limit6: flow_limit6(nat.max_flows),
         uplink_addr6: uplink6.map_or([0; 16], |a| a.octets()),
     }
 }

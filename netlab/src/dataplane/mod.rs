@@ -35,7 +35,9 @@ use crate::{
 };
 
 pub use commands::{fwd_command, log_command, nat_command, stats_command};
-pub use contents::{default_config, flow_limit, forward_entries, LabHostIfaces, MapContents};
+pub use contents::{
+    default_config, flow_limit, flow_limit6, forward_entries, LabHostIfaces, MapContents,
+};
 pub use fill::fill_maps;
 
 use contents::StableDigest;
@@ -44,13 +46,13 @@ use contents::StableDigest;
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netlab"));
 
 pub use netlab_common::names::{
-    PROG_BRIDGE_IN, PROG_BRIDGE_IN6, PROG_GC, PROG_HOST_PORT_IN, PROG_LOCAL_OUT, PROG_LOCAL_OUT6,
-    PROG_NODE_IN, PROG_NODE_IN6, PROG_NODE_NEW, PROG_TUNNEL_OUT, PROG_UPLINK_IN, PROG_UPLINK_IN6,
-    PROG_UPLINK_OUT, PROG_UPLINK_OUT6,
+    PROG_BRIDGE_IN, PROG_BRIDGE_IN6, PROG_GC, PROG_GC6, PROG_HOST_PORT_IN, PROG_LOCAL_OUT,
+    PROG_LOCAL_OUT6, PROG_NODE_IN, PROG_NODE_IN6, PROG_NODE_NEW, PROG_TUNNEL_OUT, PROG_UPLINK_IN,
+    PROG_UPLINK_IN6, PROG_UPLINK_OUT, PROG_UPLINK_OUT6,
 };
 
 /// Each program's slot in the `TAILS` program array.
-pub const TAIL_SLOTS: [(&str, u32); 11] = [
+pub const TAIL_SLOTS: [(&str, u32); 12] = [
     (PROG_NODE_NEW, netlab_common::tail::NODE_NEW),
     (PROG_GC, netlab_common::tail::GC),
     (PROG_UPLINK_IN, netlab_common::tail::UPLINK_IN),
@@ -62,6 +64,7 @@ pub const TAIL_SLOTS: [(&str, u32); 11] = [
     (PROG_BRIDGE_IN6, netlab_common::tail::BRIDGE_IN6),
     (PROG_NODE_IN6, netlab_common::tail::NODE_IN6),
     (PROG_LOCAL_OUT6, netlab_common::tail::LOCAL_OUT6),
+    (PROG_GC6, netlab_common::tail::GC6),
 ];
 
 /// The lab host's loopback, where `nl_local_out` takes the host's own

@@ -164,6 +164,13 @@ const STATE_MAPS: &[StateMap] = &[
         entries: Some(1),
     },
     StateMap {
+        name: names::GC6_STATE,
+        map_type: MapType::Array,
+        key: 4,
+        value: size_of::<GcState>(),
+        entries: Some(1),
+    },
+    StateMap {
         name: "NODE_PORTS",
         map_type: MapType::Hash,
         key: 4,

@@ -207,9 +207,9 @@ pub async fn lab_figures(state: &LabState) -> LabFigures {
         links: link_figures(state).await.unwrap_or_default(),
         ..LabFigures::default()
     };
-    if dataplane::read_info(name).is_none() {
+    let Some(info) = dataplane::read_info(name) else {
         return f;
-    }
+    };
     if let Ok(stats) = dataplane::commands::read_stats(name) {
         f.stats = stats.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
     }
@@ -218,13 +218,25 @@ pub async fn lab_figures(state: &LabState) -> LabFigures {
         f.flows = flow_counts(&rows);
         f.forwards = forward_figures(state.forwards(), &rows, &totals);
     }
-    if let Ok(entries) = LabPins::new(name).flow_count() {
-        let max = state.lab.nat.max_flows;
-        f.table = Some(Table {
+    let pins = LabPins::new(name);
+    let max = state.lab.nat.max_flows;
+    if let Ok(entries) = pins.flow_count() {
+        f.tables.push(Table {
+            family: "ipv4",
             entries: entries as u64,
             limit: u64::from(dataplane::flow_limit(max)),
             capacity: u64::from(max),
         });
+    }
+    if info.uplink_address6.is_some() {
+        if let Ok(entries) = pins.flow_count6() {
+            f.tables.push(Table {
+                family: "ipv6",
+                entries: entries as u64,
+                limit: u64::from(dataplane::flow_limit6(max)),
+                capacity: u64::from(netlab_common::FLOW6_ENTRIES),
+            });
+        }
     }
     f
 }

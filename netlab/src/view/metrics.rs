@@ -22,7 +22,8 @@ pub struct LabFigures {
     pub stats: Vec<(String, u64)>,
     /// Live flows by (protocol, kind).
     pub flows: Vec<FlowCount>,
-    pub table: Option<Table>,
+    /// The flow tables, IPv4's and (in a lab that translates IPv6) IPv6's.
+    pub tables: Vec<Table>,
     pub forwards: Vec<ForwardFigure>,
     pub links: Vec<LinkFigure>,
 }
@@ -38,6 +39,8 @@ pub struct FlowCount {
 /// flows are refused, and its size.
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct Table {
+    /// `ipv4` or `ipv6`.
+    pub family: &'static str,
     pub entries: u64,
     pub limit: u64,
     pub capacity: u64,
@@ -225,7 +228,7 @@ pub fn exposition(labs: &[LabFigures]) -> String {
                 f.flows,
             );
         }
-        add_table(&mut e, l);
+        add_tables(&mut e, l);
         add_forwards(&mut e, l);
         add_links(&mut e, l);
     }
@@ -286,9 +289,14 @@ fn add_forward_totals(e: &mut Exposition, labels: &[(&'static str, String)], t: 
     }
 }
 
-fn add_table(e: &mut Exposition, l: &LabFigures) {
-    let Some(t) = l.table else { return };
-    let lab = || vec![("lab", l.lab.clone())];
+fn add_tables(e: &mut Exposition, l: &LabFigures) {
+    for t in &l.tables {
+        add_table(e, &l.lab, t);
+    }
+}
+
+fn add_table(e: &mut Exposition, lab: &str, t: &Table) {
+    let lab = || vec![("lab", lab.to_string()), ("family", t.family.to_string())];
     e.add(
         "netlab_nat_table_entries",
         Kind::Gauge,
@@ -375,11 +383,12 @@ mod tests {
                 kind: "snat".into(),
                 flows: 3,
             }],
-            table: Some(Table {
+            tables: vec![Table {
+                family: "ipv4",
                 entries: 6,
                 limit: 200_000,
                 capacity: 262_144,
-            }),
+            }],
             forwards: vec![ForwardFigure {
                 forward: "tcp/80 -> blue:80".into(),
                 flows: 1,
@@ -454,7 +463,7 @@ mod tests {
                 "netlab_link_receive_bytes_total{{lab=\"{lab}\",place=\"red\",interface=\"eth0\",role=\"node\"}} 100"
             )));
         }
-        assert!(text.contains("netlab_nat_table_limit_entries{lab=\"a\"} 200000"));
+        assert!(text.contains("netlab_nat_table_limit_entries{lab=\"a\",family=\"ipv4\"} 200000"));
         assert!(text
             .contains("netlab_forward_flow_packets{lab=\"a\",forward=\"tcp/80 -> blue:80\"} 12"));
     }

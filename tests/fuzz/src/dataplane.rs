@@ -261,6 +261,7 @@ impl Dataplane {
             timeout_udp: 3,
             timeout_icmp: 2,
             flow_limit: if knobs.tight { 16 } else { 4096 },
+            flow_limit6: if knobs.tight { 16 } else { 4096 },
             uplink_addr6: UPLINK6.octets(),
         }
     }
