@@ -4,12 +4,13 @@
 //! whose ports a mapping must never take.
 
 use aya_ebpf::{
+    bindings::bpf_sock_tuple,
     cty::c_void,
     helpers::generated::{bpf_sk_lookup_tcp, bpf_sk_lookup_udp, bpf_sk_release},
 };
 use netlab_common::{
-    Binding, Endpoint, FlowKey, FlowValue, NatConfig, DIR_ORIGINAL, IPPROTO_ICMP, IPPROTO_TCP,
-    KIND_DNAT, KIND_LOCAL, KIND_ROUTED,
+    Binding, Endpoint, FlowKey, FlowValue, NatConfig, DIR_ORIGINAL, IPPROTO_ICMP, IPPROTO_ICMPV6,
+    IPPROTO_TCP, KIND_DNAT, KIND_LOCAL, KIND_ROUTED,
 };
 use netlab_ebpf::{binding_timeout_secs, NSEC_PER_SEC};
 
@@ -155,7 +156,47 @@ pub fn host_socket_uses(
         v4.sport = remote_port;
         v4.dport = port;
     }
-    let size = 12u32;
+    socket_for(skb, proto, tuple, 12)
+}
+
+/// [`host_socket_uses`] over IPv6: a socket of the lab host would receive
+/// a packet from `remote:remote_port` to `local:port`.
+#[inline(always)]
+pub fn host_socket_uses6(
+    skb: *mut c_void,
+    proto: u8,
+    remote: &[u8; 16],
+    remote_port: u16,
+    local: &[u8; 16],
+    port: u16,
+) -> bool {
+    if proto == IPPROTO_ICMPV6 {
+        return false;
+    }
+    let Some(tuple) = SOCK_TUPLE.get_ptr_mut(0) else {
+        return false;
+    };
+    unsafe {
+        let v6 = &mut (*tuple).__bindgen_anon_1.ipv6;
+        v6.saddr = words(remote);
+        v6.daddr = words(local);
+        v6.sport = remote_port;
+        v6.dport = port;
+    }
+    socket_for(skb, proto, tuple, 36)
+}
+
+/// An address as the four wire-order words of `bpf_sock_tuple`.
+#[inline(always)]
+fn words(a: &[u8; 16]) -> [u32; 4] {
+    let w = |i: usize| u32::from_ne_bytes([a[i], a[i + 1], a[i + 2], a[i + 3]]);
+    [w(0), w(4), w(8), w(12)]
+}
+
+/// Whether the TCP or UDP socket lookup of the first `size` bytes of
+/// `tuple` finds a socket in the lab host's namespace.
+#[inline(always)]
+fn socket_for(skb: *mut c_void, proto: u8, tuple: *mut bpf_sock_tuple, size: u32) -> bool {
     let netns = u64::MAX; // BPF_F_CURRENT_NETNS
     let sk = unsafe {
         if proto == IPPROTO_TCP {

@@ -14,6 +14,7 @@ use netlab_common::{Endpoint6, Flow6Key, ForwardKey, NatConfig, Reservation6, IP
 use netlab_ebpf::{flow_timeout_secs, NSEC_PER_SEC};
 
 use crate::{
+    binding::host_socket_uses6,
     flows6,
     lab::{config, forwarded},
     maps::{Port6Cursor, NAT6_BIND, NAT6_PORTS, PORT6_CURSOR},
@@ -39,8 +40,9 @@ pub fn refresh(port: u16, inside: &Endpoint6, expires_ns: u64) {
 /// free one from a random place in the range. Reserved for the time a flow
 /// that opens waits for its answer. A port held for another destination
 /// whose tuple with this one a flow holds fails as `drop_conflict`.
+/// `skb`: the program's context, for the lookup of the lab host's sockets.
 #[inline(always)]
-pub fn map(cfg: &NatConfig, out: &Flow6Key, now: u64) -> Result<u16, DropReason> {
+pub fn map(skb: *mut c_void, cfg: &NatConfig, out: &Flow6Key, now: u64) -> Result<u16, DropReason> {
     let inside = Endpoint6::new(out.src_addr, out.src_port, out.proto);
     let previous = NAT6_BIND.get_ptr(&inside).map(|p| unsafe { *p });
     let Some(c) = PORT6_CURSOR.get_ptr_mut(0) else {
@@ -55,7 +57,7 @@ pub fn map(cfg: &NatConfig, out: &Flow6Key, now: u64) -> Result<u16, DropReason>
         (*c).first = previous.unwrap_or(0);
         (*c).held = u8::from(held);
     }
-    let port = search(cfg, c)?;
+    let port = search(skb, cfg, c)?;
     if held {
         return Ok(port);
     }
@@ -115,12 +117,22 @@ fn holds(inside: &Endpoint6, port: u16, now: u64) -> bool {
 
 /// Whether the new flow whose reply key is the cursor's (its destination
 /// port aside) may take `port` (network order), and has: not forwarded,
-/// reserved by nobody, and its reply tuple claimed (held by no flow, a
-/// live one or one closed less than TIME_WAIT ago). Calls no function: it
-/// runs under `bpf_loop`.
+/// reserved by nobody, no socket of the lab host's on it for the flow's
+/// destination, and its reply tuple claimed (held by no flow, a live one
+/// or one closed less than TIME_WAIT ago). Calls no function: it runs
+/// under `bpf_loop`.
 #[inline(always)]
-fn take(cfg: &NatConfig, c: &mut Port6Cursor, port: u16) -> bool {
-    free(cfg, c, port) && flows6::claim_reply(cfg, &c.reply, c.now)
+fn take(skb: *mut c_void, cfg: &NatConfig, c: &mut Port6Cursor, port: u16) -> bool {
+    free(cfg, c, port)
+        && !host_socket_uses6(
+            skb,
+            c.reply.proto,
+            &c.reply.src_addr,
+            c.reply.src_port,
+            &cfg.uplink_addr6,
+            port,
+        )
+        && flows6::claim_reply(cfg, &c.reply, c.now)
 }
 
 /// Whether `port` looks free to the cursor's flow (see [`take`]).
@@ -149,8 +161,11 @@ fn free(cfg: &NatConfig, c: &mut Port6Cursor, port: u16) -> bool {
 /// taken. Every claim runs in the `bpf_loop` callback, whose frame the
 /// verifier checks once, beside the hook's rather than inside it.
 #[inline(always)]
-fn search(cfg: &NatConfig, c: *mut Port6Cursor) -> Result<u16, DropReason> {
+fn search(skb: *mut c_void, cfg: &NatConfig, c: *mut Port6Cursor) -> Result<u16, DropReason> {
     let span = u32::from(cfg.port_max - cfg.port_min) + 1;
+    // The callback reads the context from the stack: the verifier allows
+    // no other way to hand it over.
+    let mut skb = skb;
     unsafe {
         (*c).start = bpf_get_prandom_u32() % span;
         (*c).found = 0;
@@ -158,7 +173,7 @@ fn search(cfg: &NatConfig, c: *mut Port6Cursor) -> Result<u16, DropReason> {
         bpf_loop(
             span + 1,
             search_step as *mut c_void,
-            core::ptr::null_mut(),
+            &mut skb as *mut *mut c_void as *mut c_void,
             0,
         );
         // Read again through the pointer: the compiler cannot see that
@@ -175,7 +190,8 @@ fn search(cfg: &NatConfig, c: *mut Port6Cursor) -> Result<u16, DropReason> {
 /// the range each. Returns 1 (stop) once one is taken, or when the port
 /// the endpoint holds cannot be claimed (another flow holds its tuple
 /// with this destination: `drop_conflict`).
-extern "C" fn search_step(index: u64, _: *mut c_void) -> i64 {
+extern "C" fn search_step(index: u64, skb: *mut c_void) -> i64 {
+    let skb = unsafe { *(skb as *const *mut c_void) };
     let Some(cfg) = config() else { return 1 };
     let Some(c) = PORT6_CURSOR.get_ptr_mut(0) else {
         return 1;
@@ -200,7 +216,7 @@ extern "C" fn search_step(index: u64, _: *mut c_void) -> i64 {
         let offset = (c.start + index as u32 - 1) % span;
         (cfg.port_min + offset as u16).to_be()
     };
-    if take(cfg, c, port) {
+    if take(skb, cfg, c, port) {
         c.found = port;
         return 1;
     }

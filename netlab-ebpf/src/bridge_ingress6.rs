@@ -5,7 +5,7 @@
 //! and the client's own mapping (RFC 4787's hairpinning); both directions
 //! are rewritten here and redirected out of the target's bridge.
 
-use aya_ebpf::programs::TcContext;
+use aya_ebpf::{programs::TcContext, EbpfContext as _};
 use netlab_common::{
     stat, tail, Endpoint6, Flow6Key, Flow6Value, NatConfig, HOOK_BRIDGE_INGRESS, IPPROTO_ICMPV6,
     IPPROTO_TCP,
@@ -79,7 +79,7 @@ fn new_flow(
     // the target's endpoint.
     let out = Flow6Key::new(p.key.src_addr, target.addr, p.sport, target.port, p.proto);
     flows6::stage_hairpin(&p.key, counter, now)?;
-    let sport = binding6::map(cfg, &out, now)?;
+    let sport = binding6::map(ctx.as_ptr(), cfg, &out, now)?;
     if let Err(e) = flows6::store_hairpin(&p.key, &target, &cfg.uplink_addr6, sport, counter, now) {
         binding6::unmap(&out, sport, now);
         return Err(e);

@@ -4,7 +4,7 @@
 //! about their replies. Nothing else from such a subnet
 //! leaves, each drop counted for its reason.
 
-use aya_ebpf::programs::TcContext;
+use aya_ebpf::{programs::TcContext, EbpfContext as _};
 use netlab_common::{stat, tail, Flow6Value, NatConfig, HOOK_UPLINK_EGRESS};
 
 use crate::{
@@ -94,7 +94,7 @@ fn masquerade(ctx: &TcContext, cfg: &NatConfig, p: &Pkt6, now: u64) -> Verdict {
         return Err(DropReason::TableFull);
     }
     flows6::stage_masquerade(&p.key, now)?;
-    let port = binding6::map(cfg, &p.key, now)?;
+    let port = binding6::map(ctx.as_ptr(), cfg, &p.key, now)?;
     if let Err(e) = flows6::store_masquerade(&p.key, &cfg.uplink_addr6, port, now) {
         binding6::unmap(&p.key, port, now);
         return Err(e);

@@ -6,7 +6,7 @@
 //! program byte for byte.
 
 use std::{
-    net::Ipv6Addr,
+    net::{Ipv6Addr, UdpSocket},
     sync::Barrier,
     time::{Duration, Instant},
 };
@@ -22,7 +22,7 @@ use netlab_tests::{
         ICMPV6, ROUTING, RST, SYN, TCP, UDP,
     },
     programs::{Dataplane, BLUE, BLUE6, RED6, REDIRECT, REMOTE6, SHOT, UNSPEC, UPLINK6},
-    require_root,
+    require_root, run, text, T,
 };
 
 const PROGRAMS: [&str; 7] = [
@@ -249,6 +249,45 @@ fn ipv6_port_search_finds_the_last_free_port_and_skips_forwards() {
     let f = Ip6::new(RED6, REMOTE6, UDP, udp(2000, 53, b"q")).frame();
     assert_eq!(dp.out(&f).0, SHOT);
     assert_eq!(dp.stat(stat::DROP_PORT_EXHAUSTED), 1);
+    assert_eq!(dp.drops(), 1);
+}
+
+/// The port search passes over a port on which a socket of the lab host
+/// would receive the flow's replies, as IPv4's does: with a UDP socket on
+/// the uplink's address and port 20000 of a two-port range, a flow gets
+/// 20001 and the next finds none; once the socket is closed, 20000 is
+/// taken. The programs run on a thread in a namespace of its own (gone
+/// with the thread), where the uplink's address is on `lo`.
+#[test]
+fn ipv6_port_search_skips_ports_the_lab_hosts_sockets_hold() {
+    require_root();
+    let mut dp = Dataplane::new(20000, 20001);
+    let flow = |sport: u16| Ip6::new(RED6, REMOTE6, UDP, udp(sport, 53, b"q")).frame();
+    dp.program("nl_uplink_out", &flow(1));
+    let port = |out: &[u8]| parse_checked6(out).unwrap().sport();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            let uplink = format!("{UPLINK6}/128");
+            for args in [
+                &["ip", "link", "set", "lo", "up"][..],
+                &["ip", "-6", "addr", "add", &uplink, "dev", "lo", "nodad"],
+            ] {
+                let o = run(args, T);
+                assert!(o.status.success(), "{args:?}: {}", text(&o));
+            }
+            let host = UdpSocket::bind((UPLINK6, 20000)).unwrap();
+            let (rc, out) = dp.out(&flow(1000));
+            assert_eq!((rc, port(&out)), (UNSPEC, 20001));
+            assert_eq!(dp.out(&flow(1001)).0, SHOT, "20000 is the host's");
+            assert_eq!(dp.stat(stat::DROP_PORT_EXHAUSTED), 1);
+            drop(host);
+            let (rc, out) = dp.out(&flow(1002));
+            assert_eq!((rc, port(&out)), (UNSPEC, 20000));
+        })
+        .join()
+        .unwrap()
+    });
     assert_eq!(dp.drops(), 1);
 }
 
