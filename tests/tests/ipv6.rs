@@ -2,10 +2,14 @@
 //! returns, names of both families, routers, convergence on edit, IPv6
 //! forwarding restored by `down`, and NAT66 to the sandbox's outside
 //! (2001:db8:100::/64, and 2001:db8:200::/64 behind it) with ping, curl,
-//! traceroute and path-MTU discovery. Every test in its own sandbox or
-//! lab-host namespace.
+//! socat (UDP), traceroute and path-MTU discovery. Every test in its own
+//! sandbox or lab-host namespace.
 
-use netlab_tests::{ok, ping_unfragmented, ping_wait, require_root, text, FarNetwork, Lab, T};
+use std::{net::UdpSocket, thread};
+
+use netlab_tests::{
+    in_netns, ok, ping_unfragmented, ping_wait, require_root, text, FarNetwork, Lab, T,
+};
 
 /// The seeds' bridge with a ULA /64 beside its IPv4 subnet, red and blue
 /// on it with an address of each family; `v6 = false` leaves IPv6 out.
@@ -302,10 +306,10 @@ fn echo_requests_received(lab: &Lab, netns: &str) -> u64 {
         .unwrap_or_else(|| panic!("no Icmp6InEchos in {netns} ({}): {snmp6}", lab.name))
 }
 
-/// NAT66 with the real tools: `ping -6` and `curl -6` from a node reach the
-/// wan side, which sees only the uplink's IPv6 address (its HTTP server
-/// answers with the address it saw); nothing is dropped untranslated, and
-/// the nodes' IPv4 still goes out.
+/// NAT66 with the real tools: `ping -6`, `curl -6` and a UDP exchange
+/// (socat) from a node reach the wan side, which sees only the uplink's
+/// IPv6 address (its servers answer with the address they saw); nothing is
+/// dropped untranslated, and the nodes' IPv4 still goes out.
 #[test]
 fn ipv6_from_a_masqueraded_subnet_is_masqueraded_to_the_uplinks_address() {
     require_root();
@@ -386,6 +390,30 @@ fn ipv6_from_a_masqueraded_subnet_is_masqueraded_to_the_uplinks_address() {
         ],
     );
     assert!(big.status.success(), "fragmented echo: {}", text(&big));
+    // UDP both ways with socat: the wan side's server answers with the
+    // address it saw, from a port of the NAT range.
+    let server = in_netns(&wan, || UdpSocket::bind("[::]:7000").unwrap());
+    server.set_read_timeout(Some(T)).unwrap();
+    let answer = thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        let (_, peer) = server.recv_from(&mut buf).expect("no datagram came");
+        server
+            .send_to(peer.ip().to_string().as_bytes(), peer)
+            .unwrap();
+        peer
+    });
+    let udp = lab.node(
+        "red",
+        &[
+            "sh",
+            "-c",
+            "echo hello | socat -T3 - 'UDP6:[2001:db8:100::1]:7000'",
+        ],
+    );
+    let peer = answer.join().unwrap();
+    assert!(udp.status.success(), "socat: {}", text(&udp));
+    assert_eq!(String::from_utf8_lossy(&udp.stdout), "2001:db8:100::2");
+    assert!((10000..=32767).contains(&peer.port()), "{peer}");
     let v4 = lab.node(
         "red",
         &["ping", "-4", "-n", "-c1", &ping_wait(2), "198.51.100.1"],
