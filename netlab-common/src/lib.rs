@@ -577,7 +577,7 @@ pub const CONFIG_UPLINK_PEER: u32 = 1 << 2;
 /// The programs' events for `netlab log`, one fixed-size record each,
 /// written to the `FLOW_EVENTS` ring buffer while `CONFIG_LOG` is set.
 pub mod event {
-    use super::FlowKey;
+    use super::{Flow6Key, FlowKey};
 
     /// Ring buffer size in bytes (a power of two, a multiple of the page
     /// size): room for about 5,400 events (40 bytes and an 8-byte header
@@ -609,6 +609,18 @@ pub mod event {
         pub _pad: u32,
         pub opening: FlowKey,
         pub translated: FlowKey,
+    }
+
+    /// An IPv6 flow's event, as [`Event`] (the same `what`s); told from
+    /// one by its size in the ring.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    #[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+    pub struct Event6 {
+        pub what: u32,
+        pub _pad: u32,
+        pub opening: Flow6Key,
+        pub translated: Flow6Key,
     }
 
     /// What a new flow event's `what` says: the kind and the place, as
@@ -922,6 +934,7 @@ mod user {
     unsafe impl aya::Pod for super::GcState {}
     unsafe impl aya::Pod for super::NatConfig {}
     unsafe impl aya::Pod for super::event::Event {}
+    unsafe impl aya::Pod for super::event::Event6 {}
     unsafe impl aya::Pod for super::ForwardCounter {}
     unsafe impl aya::Pod for super::Flow6Key {}
     unsafe impl aya::Pod for super::Flow6Value {}
@@ -975,6 +988,7 @@ mod tests {
         assert_eq!(size_of::<FragValue>(), 8);
         assert_eq!(size_of::<NodePort>(), 16);
         assert_eq!(size_of::<event::Event>(), 40);
+        assert_eq!(size_of::<event::Event6>(), 88);
         assert_eq!(size_of::<ForwardCounter>(), 40);
         assert_eq!(size_of::<Flow6Key>(), 40);
         assert_eq!(size_of::<Flow6Value>(), 112);

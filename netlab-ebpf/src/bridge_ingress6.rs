@@ -85,6 +85,9 @@ fn new_flow(
         return Err(e);
     }
     count(stat::NEW_HAIRPIN6);
+    // Not logged (`flowlog::new_flow6`): whatever runs here, once per
+    // verifier state, takes this program past Linux 6.1's million
+    // instructions (72,350 without it).
     flows6::get(&p.key).map(Some).ok_or(DropReason::TableFull)
 }
 

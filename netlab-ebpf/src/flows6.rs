@@ -261,6 +261,16 @@ fn stage(r: &Rewrite6, dir: u8, peer: &Flow6Key, forward: u16, now: u64) -> Resu
     Ok(())
 }
 
+/// The new flow [`store_original`] stored last on this CPU: its original
+/// entry (still staged in `SCRATCH6`) and its first packet's key (its
+/// reply entry's peer).
+#[inline(always)]
+pub fn just_stored() -> Option<(&'static Flow6Value, &'static Flow6Key)> {
+    let orig = unsafe { &*SCRATCH6.get_ptr(0)? };
+    let reply = unsafe { &*NAT6_FLOWS.get_ptr(&orig.peer)? };
+    Some((orig, &reply.peer))
+}
+
 /// Store what `SCRATCH6` holds under `key`.
 #[inline(always)]
 fn store_staged(key: &Flow6Key, flags: u64) -> Result<(), DropReason> {

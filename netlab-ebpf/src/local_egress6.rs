@@ -15,7 +15,7 @@ use netlab_ebpf::{TCP_ACK, TCP_SYN};
 
 use crate::{
     bridge_ingress::redirect,
-    flows, flows6, hook, icmp6, lab,
+    flowlog, flows, flows6, hook, icmp6, lab,
     packet::FRAG_NONE,
     packet6::{self, ChainError, Ip6, Pkt6, Upper},
     table,
@@ -73,6 +73,7 @@ fn handle(ctx: &TcContext, cfg: &NatConfig, ip: &Ip6, u: Result<Upper, ChainErro
     }
     flows6::store_local(&p.key, &reply, &target, counter, now)?;
     count(stat::NEW_LOCAL6);
+    flowlog::new_flow6();
     let Some(v) = flows6::get(&p.key) else {
         return Err(DropReason::TableFull);
     };

@@ -8,7 +8,7 @@ use aya_ebpf::{programs::TcContext, EbpfContext as _};
 use netlab_common::{stat, tail, Flow6Value, NatConfig, HOOK_UPLINK_EGRESS};
 
 use crate::{
-    binding6, fastpath, flows, flows6, frags6, hook, icmp6, lab,
+    binding6, fastpath, flowlog, flows, flows6, frags6, hook, icmp6, lab,
     packet::FRAG_LATER,
     packet6::{self, ChainError, Ip6, Pkt6, Upper},
     table,
@@ -94,12 +94,14 @@ fn masquerade(ctx: &TcContext, cfg: &NatConfig, p: &Pkt6, now: u64) -> Verdict {
         return Err(DropReason::TableFull);
     }
     flows6::stage_masquerade(&p.key, now)?;
-    let port = binding6::map(ctx.as_ptr(), cfg, &p.key, now)?;
+    let port = binding6::map(ctx.as_ptr(), cfg, &p.key, now)
+        .inspect_err(|_| flowlog::no_free_port6(cfg, &p.key))?;
     if let Err(e) = flows6::store_masquerade(&p.key, &cfg.uplink_addr6, port, now) {
         binding6::unmap(&p.key, port, now);
         return Err(e);
     }
     count(stat::NEW_SNAT6);
+    flowlog::new_flow6();
     let Some(v) = flows6::get(&p.key) else {
         return Err(DropReason::TableFull);
     };

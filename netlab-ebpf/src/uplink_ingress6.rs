@@ -11,7 +11,7 @@ use netlab_common::{
 };
 
 use crate::{
-    fastpath, flows, flows6, frags6, hook, icmp6,
+    fastpath, flowlog, flows, flows6, frags6, hook, icmp6,
     maps::FORWARD6_RULES,
     packet::FRAG_LATER,
     packet6::{self, ChainError, Ip6, Pkt6, Upper},
@@ -69,6 +69,7 @@ fn forward(ctx: &TcContext, cfg: &NatConfig, p: &Pkt6, now: u64) -> Verdict {
     let (addr, port, counter) = unsafe { ((*t).addr, (*t).port, (*t).counter) };
     flows6::insert_forwarded(&p.key, &addr, port, counter, now)?;
     count(stat::NEW_DNAT6);
+    flowlog::new_flow6();
     let Some(v) = flows6::get(&p.key) else {
         return Err(DropReason::TableFull);
     };

@@ -357,6 +357,28 @@ impl Lab {
             .unwrap()
     }
 
+    /// What `netlab log` printed while `act` ran: it starts once the log
+    /// says it streams, and the lines are taken until `done` holds for
+    /// them (however slowly, 20 s at most), then the log gets Ctrl-C.
+    pub fn log_during(
+        &self,
+        act: impl FnOnce(),
+        done: impl FnMut(&[String]) -> bool,
+    ) -> Vec<String> {
+        let (mut log, log_err) = spawn_netlab(&["log", "--name", &self.name]);
+        let out = lines_of(log.stdout.take().unwrap());
+        expect_line(&log_err, "streaming lab");
+        act();
+        let lines = lines_until(&out, Duration::from_secs(20), done);
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(log.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .unwrap();
+        finish(log);
+        lines
+    }
+
     /// Start netlab's HTTP server inside a node and wait until it answers.
     pub fn http_server(&self, node: &str, port: u16) {
         let netns = self.netns(node);

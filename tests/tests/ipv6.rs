@@ -502,41 +502,68 @@ fn ipv6_forwards_reach_their_node_from_the_wan_side() {
             String::from_utf8_lossy(&o.stdout).trim().to_string(),
         )
     };
-    assert_eq!(
-        get("http://[2001:db8:100::2]:8080/ip"),
-        (true, "2001:db8:100::1".to_string()),
-        "over IPv6, blue sees the client"
-    );
-    assert_eq!(
-        get("http://198.51.100.2:8080/ip"),
-        (true, "198.51.100.1".to_string())
-    );
-    // Hairpin: the nodes reach the forward at the uplink's IPv6 address
-    // too, blue itself included; blue sees the uplink's address.
-    for node in ["red", "blue"] {
-        let seen = lab.node_ok(
-            node,
-            &[
-                "curl",
-                "-6",
-                "-sS",
-                "-m5",
-                "http://[2001:db8:100::2]:8080/ip",
-            ],
+    // `netlab log` names the new IPv6 flows, from each place that makes
+    // one but the hairpin (see README): a forward, the lab host's own, a
+    // masquerade.
+    let connect = || {
+        assert_eq!(
+            get("http://[2001:db8:100::2]:8080/ip"),
+            (true, "2001:db8:100::1".to_string()),
+            "over IPv6, blue sees the client"
         );
-        assert_eq!(seen.trim(), "2001:db8:100::2", "{node} through the hairpin");
+        assert_eq!(
+            get("http://198.51.100.2:8080/ip"),
+            (true, "198.51.100.1".to_string())
+        );
+        // Hairpin: the nodes reach the forward at the uplink's IPv6 address
+        // too, blue itself included; blue sees the uplink's address.
+        for node in ["red", "blue"] {
+            let seen = lab.node_ok(
+                node,
+                &[
+                    "curl",
+                    "-6",
+                    "-sS",
+                    "-m5",
+                    "http://[2001:db8:100::2]:8080/ip",
+                ],
+            );
+            assert_eq!(seen.trim(), "2001:db8:100::2", "{node} through the hairpin");
+        }
+        // The lab host itself reaches the forward at its uplink's IPv6 address
+        // (nl_local_out6), as over IPv4; blue sees that address.
+        let own = lab.host(&[
+            "curl",
+            "-6",
+            "-sS",
+            "-m5",
+            "http://[2001:db8:100::2]:8080/ip",
+        ]);
+        assert!(own.status.success(), "the lab host's own: {}", text(&own));
+        assert_eq!(netlab_tests::stdout(&own).trim(), "2001:db8:100::2");
+        let out = lab.node_ok(
+            "red",
+            &["curl", "-6", "-sS", "-m5", "http://[2001:db8:100::1]/ip"],
+        );
+        assert_eq!(out.trim(), "2001:db8:100::2");
+    };
+    let expected = [
+        "new dnat flow (uplink ingress): [2001:db8:100::1]:",
+        "new local flow (lab host's lo): [2001:db8:100::2]:",
+        "new snat flow (uplink egress): [fd00:15::1]:",
+    ];
+    let lines = lab.log_during(connect, |lines| {
+        expected.iter().all(|w| lines.iter().any(|l| l.contains(w)))
+    });
+    for w in expected {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains(w) && l.ends_with("ip protocol 6")),
+            "no line {w:?} in:\n{}",
+            lines.join("\n")
+        );
     }
-    // The lab host itself reaches the forward at its uplink's IPv6 address
-    // (nl_local_out6), as over IPv4; blue sees that address.
-    let own = lab.host(&[
-        "curl",
-        "-6",
-        "-sS",
-        "-m5",
-        "http://[2001:db8:100::2]:8080/ip",
-    ]);
-    assert!(own.status.success(), "the lab host's own: {}", text(&own));
-    assert_eq!(netlab_tests::stdout(&own).trim(), "2001:db8:100::2");
     let name = lab.name.clone();
     lab.netlab_ok(&["fwd", "add", "--name", &name, "tcp", "8081", "blue:80"]);
     assert_eq!(

@@ -7,10 +7,7 @@ use std::{
     time::Duration,
 };
 
-use netlab_tests::{
-    expect_line, finish, in_netns, lines_of, lines_until, require_root, spawn_netlab, stdout, text,
-    Lab, SEEDS_BODY,
-};
+use netlab_tests::{in_netns, require_root, stdout, text, Lab, SEEDS_BODY};
 
 /// The counters of `netlab stats --json`.
 fn stats(lab: &Lab) -> serde_json::Value {
@@ -155,16 +152,13 @@ fn the_log_shows_every_new_flow() {
     // finds its neighbour, so red's first packet opens the flow there.
     let o = lab.host(&["ping", "-c1", "-W2", "198.51.100.1"]);
     assert!(o.status.success(), "{}", text(&o));
-    // `netlab log` says it streams once the programs' log is on; it runs
-    // until every expected line came (however slowly), then gets Ctrl-C.
-    let (mut log, log_err) = spawn_netlab(&["log", "--name", &lab.name]);
-    let log_out = lines_of(log.stdout.take().unwrap());
-    expect_line(&log_err, "streaming lab");
     let curl = |o: std::process::Output| assert!(o.status.success(), "{}", text(&o));
-    curl(lab.node("red", &["curl", "-s", "-m5", "http://198.51.100.1/ip"]));
-    curl(lab.wan(&["curl", "-s", "-m5", "http://198.51.100.2/ip"]));
-    curl(lab.node("red", &["curl", "-s", "-m5", "http://198.51.100.2/ip"]));
-    curl(lab.host(&["curl", "-s", "-m5", "http://198.51.100.2/ip"]));
+    let connect = || {
+        curl(lab.node("red", &["curl", "-s", "-m5", "http://198.51.100.1/ip"]));
+        curl(lab.wan(&["curl", "-s", "-m5", "http://198.51.100.2/ip"]));
+        curl(lab.node("red", &["curl", "-s", "-m5", "http://198.51.100.2/ip"]));
+        curl(lab.host(&["curl", "-s", "-m5", "http://198.51.100.2/ip"]));
+    };
     let expected = [
         (
             "new snat flow (node port, fast path): 192.168.15.1:",
@@ -182,15 +176,9 @@ fn the_log_shows_every_new_flow() {
             .iter()
             .any(|l| l.contains(what) && l.contains("ip protocol 6"))
     };
-    let lines = lines_until(&log_out, Duration::from_secs(20), |lines| {
+    let lines = lab.log_during(connect, |lines| {
         expected.iter().all(|(what, _)| has(lines, what))
     });
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(log.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
-    finish(log);
     for (what, from) in expected {
         assert!(
             has(&lines, what),

@@ -1,7 +1,11 @@
 //! `netlab fwd`, `netlab nat list`, `netlab stats` and `netlab log`: they
 //! work on the pinned maps of a live lab, never reloading programs.
 
-use std::{mem::size_of, net::Ipv4Addr, time::Duration};
+use std::{
+    mem::size_of,
+    net::{Ipv4Addr, Ipv6Addr},
+    time::Duration,
+};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
@@ -528,37 +532,67 @@ pub fn event_line(e: &event::Event) -> String {
         )
     };
     let (k, t) = (&e.opening, &e.translated);
-    match (e.what, event::new_flow_place(e.what)) {
-        (_, Some(place)) => format!(
-            "[DEBUG] new {place}: {} -> {} as {} -> {}, ip protocol {}",
+    line(
+        e.what,
+        [
             at(k.src_addr, k.src_port),
             at(k.dst_addr, k.dst_port),
             at(t.src_addr, t.src_port),
             at(t.dst_addr, t.dst_port),
-            k.proto
-        ),
-        (event::NO_MAPPING, None) => format!(
-            "[DEBUG] no mapping for {} -> port {}",
-            at(k.src_addr, k.src_port),
-            port_from_net(k.dst_port)
-        ),
-        (event::NO_FREE_PORT, None) => {
-            format!("[DEBUG] no free port for {}", at(k.src_addr, k.src_port))
+        ],
+        k.proto,
+        port_from_net(k.dst_port),
+    )
+}
+
+/// [`event_line`] for an IPv6 flow's event (addresses in brackets).
+pub fn event_line6(e: &event::Event6) -> String {
+    let at =
+        |addr: &[u8; 16], port: u16| format!("[{}]:{}", Ipv6Addr::from(*addr), port_from_net(port));
+    let (k, t) = (&e.opening, &e.translated);
+    line(
+        e.what,
+        [
+            at(&k.src_addr, k.src_port),
+            at(&k.dst_addr, k.dst_port),
+            at(&t.src_addr, t.src_port),
+            at(&t.dst_addr, t.dst_port),
+        ],
+        k.proto,
+        port_from_net(k.dst_port),
+    )
+}
+
+/// An event's line from its endpoints as written: the packet's source and
+/// destination, then as translated; its protocol and destination port.
+fn line(what: u32, [src, dst, to_src, to_dst]: [String; 4], proto: u8, dport: u16) -> String {
+    match (what, event::new_flow_place(what)) {
+        (_, Some(place)) => {
+            format!(
+                "[DEBUG] new {place}: {src} -> {dst} as {to_src} -> {to_dst}, ip protocol {proto}"
+            )
         }
+        (event::NO_MAPPING, None) => format!("[DEBUG] no mapping for {src} -> port {dport}"),
+        (event::NO_FREE_PORT, None) => format!("[DEBUG] no free port for {src}"),
         (what, None) => format!("[DEBUG] event {what} of a newer netlab's programs"),
     }
 }
 
-/// Print every event waiting in the ring.
+/// Print every event waiting in the ring (IPv4's and IPv6's, told apart
+/// by their size).
 fn print_events(ring: &mut RingBuf<MapData>) {
     while let Some(item) = ring.next() {
-        match bytemuck::try_pod_read_unaligned::<event::Event>(&item) {
-            Ok(e) => println!("{}", event_line(&e)),
-            Err(_) => eprintln!(
-                "netlab: an event of {} bytes, not {}",
+        if let Ok(e) = bytemuck::try_pod_read_unaligned::<event::Event>(&item) {
+            println!("{}", event_line(&e));
+        } else if let Ok(e) = bytemuck::try_pod_read_unaligned::<event::Event6>(&item) {
+            println!("{}", event_line6(&e));
+        } else {
+            eprintln!(
+                "netlab: an event of {} bytes, neither {} nor {}",
                 item.len(),
-                size_of::<event::Event>()
-            ),
+                size_of::<event::Event>(),
+                size_of::<event::Event6>()
+            );
         }
     }
 }
@@ -652,6 +686,40 @@ mod tests {
         assert_eq!(
             event_line(&no_port),
             "[DEBUG] no free port for 198.51.100.1:5000"
+        );
+    }
+
+    #[test]
+    fn ipv6_events_read_with_their_addresses_in_brackets() {
+        let a = |s: &str| s.parse::<Ipv6Addr>().unwrap().octets();
+        let key = |src: &str, sport: u16, dst: &str, dport: u16| {
+            Flow6Key::new(
+                a(src),
+                a(dst),
+                port_to_net(sport),
+                port_to_net(dport),
+                IPPROTO_TCP,
+            )
+        };
+        let new_flow = event::Event6 {
+            what: event::NEW_SNAT_OUT,
+            opening: key("fd00:15::1", 40000, "2001:db8:100::1", 80),
+            translated: key("2001:db8:100::2", 12345, "2001:db8:100::1", 80),
+            ..Default::default()
+        };
+        assert_eq!(
+            event_line6(&new_flow),
+            "[DEBUG] new snat flow (uplink egress): [fd00:15::1]:40000 -> \
+             [2001:db8:100::1]:80 as [2001:db8:100::2]:12345 -> [2001:db8:100::1]:80, \
+             ip protocol 6"
+        );
+        let no_port = event::Event6 {
+            what: event::NO_FREE_PORT,
+            ..new_flow
+        };
+        assert_eq!(
+            event_line6(&no_port),
+            "[DEBUG] no free port for [fd00:15::1]:40000"
         );
     }
 
