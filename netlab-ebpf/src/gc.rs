@@ -4,10 +4,10 @@
 //! verifier counts them together).
 
 use aya_ebpf::{
-    bindings::TC_ACT_SHOT, cty::c_void, helpers::generated::bpf_for_each_map_elem,
+    bindings::TC_ACT_SHOT, cty::c_void, helpers::generated::bpf_for_each_map_elem, maps::Array,
     programs::TcContext,
 };
-use netlab_common::{stat, tail, FlowKey, FlowValue};
+use netlab_common::{stat, tail, FlowKey, FlowValue, GcState};
 use netlab_ebpf::tcp_closed;
 
 use crate::{
@@ -21,27 +21,29 @@ use crate::{
 /// (dropped, as for a full table, if that cannot be done).
 #[inline(always)]
 pub fn collect(ctx: &TcContext) -> i32 {
-    let Some(st) = GC_STATE.get_ptr_mut(0) else {
+    let table = &NAT_FLOWS as *const _ as *mut c_void;
+    collect_table(ctx, &GC_STATE, table, gc_step as *mut c_void)
+}
+
+/// Walk the flow table `table` with `step` (a `bpf_for_each_map_elem`
+/// callback that counts in a [`Gc`]), set the entry count of `state`, count
+/// the collection, and hand the packet back to the program that asked
+/// (dropped, as for a full table, if that cannot be done).
+#[inline(always)]
+pub fn collect_table(
+    ctx: &TcContext,
+    state: &Array<GcState>,
+    table: *mut c_void,
+    step: *mut c_void,
+) -> i32 {
+    let Some(st) = state.get_ptr_mut(0) else {
         return TC_ACT_SHOT;
     };
     let mut gc = Gc::new(flows::now());
     unsafe {
-        bpf_for_each_map_elem(
-            &NAT_FLOWS as *const _ as *mut c_void,
-            gc_step as *mut c_void,
-            &mut gc as *mut Gc as *mut c_void,
-            0,
-        );
+        bpf_for_each_map_elem(table, step, &mut gc as *mut Gc as *mut c_void, 0);
         (*st).entries = gc.live;
     }
-    hand_back(ctx, &gc)
-}
-
-/// After a collection `gc`: count it, and hand the packet back to the
-/// program that asked (dropped, as for a full table, if that cannot be
-/// done).
-#[inline(always)]
-pub fn hand_back(ctx: &TcContext, gc: &Gc) -> i32 {
     count(stat::GC_RUNS);
     add(stat::GC_FREED, gc.freed);
     let resume = match GC_RESUME.get_ptr_mut(0) {

@@ -3,16 +3,13 @@
 //! (`table::admit6`). A flow goes, both its entries, once it has timed out
 //! or is over, as `nl_gc` does for IPv4.
 
-use aya_ebpf::{
-    bindings::TC_ACT_SHOT, cty::c_void, helpers::generated::bpf_for_each_map_elem,
-    programs::TcContext,
-};
+use aya_ebpf::{cty::c_void, programs::TcContext};
 use netlab_common::{Flow6Key, Flow6Value};
 use netlab_ebpf::tcp_closed;
 
 use crate::{
-    flows, flows6,
-    gc::{hand_back, Gc},
+    flows6,
+    gc::{collect_table, Gc},
     lab::config,
     maps::{GC6_STATE, NAT6_FLOWS},
 };
@@ -20,20 +17,8 @@ use crate::{
 /// Collect, recount, and hand the packet back to the program that asked.
 #[inline(always)]
 pub fn collect(ctx: &TcContext) -> i32 {
-    let Some(st) = GC6_STATE.get_ptr_mut(0) else {
-        return TC_ACT_SHOT;
-    };
-    let mut gc = Gc::new(flows::now());
-    unsafe {
-        bpf_for_each_map_elem(
-            &NAT6_FLOWS as *const _ as *mut c_void,
-            gc6_step as *mut c_void,
-            &mut gc as *mut Gc as *mut c_void,
-            0,
-        );
-        (*st).entries = gc.live;
-    }
-    hand_back(ctx, &gc)
+    let table = &NAT6_FLOWS as *const _ as *mut c_void;
+    collect_table(ctx, &GC6_STATE, table, gc6_step as *mut c_void)
 }
 
 /// One entry of a collection: counted when its flow lives (by its
