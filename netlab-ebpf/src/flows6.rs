@@ -131,9 +131,9 @@ fn reopens(p: &Pkt6, v: *mut Flow6Value, orig: *mut Flow6Value) -> bool {
     }
     let peer = unsafe { (*v).peer };
     if points_back(&peer, &p.key) {
-        let _ = NAT6_FLOWS.remove(&peer);
+        remove(&peer);
     }
-    let _ = NAT6_FLOWS.remove(&p.key);
+    remove(&p.key);
     true
 }
 
@@ -340,7 +340,7 @@ pub fn claim_reply(cfg: &NatConfig, reply: &Flow6Key, now: u64) -> bool {
         return false;
     }
     release_tuple(reply, &v.peer);
-    let _ = NAT6_FLOWS.remove(reply);
+    remove(reply);
     NAT6_FLOWS.insert(reply, v, BPF_NOEXIST).is_ok()
 }
 
@@ -358,7 +358,7 @@ fn release_tuple(reply: &Flow6Key, opening: &Flow6Key) {
         return;
     }
     if points_back(old, reply) {
-        let _ = NAT6_FLOWS.remove(old);
+        remove(old);
     }
 }
 

@@ -14,7 +14,7 @@ use aya::{
         Array, HashMap, MapData, PerCpuArray,
     },
     programs::{SchedClassifier, TestRun, TestRunOptions},
-    Ebpf, EbpfLoader,
+    Ebpf, EbpfLoader, Pod,
 };
 use netlab::dataplane::{fwd_counters::ForwardTotals, MapContents};
 use netlab_common::stat;
@@ -256,38 +256,22 @@ impl Dataplane {
                 panic!("cannot age {what} by {by} ns: it is at {ns} ns of the kernel's clock")
             })
         };
-        let mut flows: HashMap<&mut MapData, FlowKey, FlowValue> =
-            HashMap::try_from(self.ebpf.map_mut("NAT_FLOWS").unwrap()).unwrap();
-        let entries: Vec<(FlowKey, FlowValue)> = flows.iter().map(|r| r.unwrap()).collect();
-        for (k, mut v) in entries {
+        self.rewrite::<FlowKey, FlowValue>(names::NAT_FLOWS, |v| {
             v.created_ns = back("a flow's creation", v.created_ns);
             v.last_seen_ns = back("a flow's last packet", v.last_seen_ns);
-            flows.insert(k, v, 0).unwrap();
-        }
-        for map in ["NAT_BIND", "NAT_PORTS"] {
-            let mut m: HashMap<&mut MapData, Endpoint, Binding> =
-                HashMap::try_from(self.ebpf.map_mut(map).unwrap()).unwrap();
-            let entries: Vec<(Endpoint, Binding)> = m.iter().map(|r| r.unwrap()).collect();
-            for (k, mut b) in entries {
+        });
+        for map in [names::NAT_BIND, names::NAT_PORTS] {
+            self.rewrite::<Endpoint, Binding>(map, |b| {
                 b.expires_ns = back("a mapping's expiry", b.expires_ns);
-                m.insert(k, b, 0).unwrap();
-            }
+            });
         }
-        let mut flows6: HashMap<&mut MapData, Flow6Key, Flow6Value> =
-            HashMap::try_from(self.ebpf.map_mut(names::NAT6_FLOWS).unwrap()).unwrap();
-        let entries: Vec<(Flow6Key, Flow6Value)> = flows6.iter().map(|r| r.unwrap()).collect();
-        for (k, mut v) in entries {
+        self.rewrite::<Flow6Key, Flow6Value>(names::NAT6_FLOWS, |v| {
             v.created_ns = back("a flow's creation", v.created_ns);
             v.last_seen_ns = back("a flow's last packet", v.last_seen_ns);
-            flows6.insert(k, v, 0).unwrap();
-        }
-        let mut ports6: HashMap<&mut MapData, ForwardKey, Reservation6> =
-            HashMap::try_from(self.ebpf.map_mut(names::NAT6_PORTS).unwrap()).unwrap();
-        let entries: Vec<(ForwardKey, Reservation6)> = ports6.iter().map(|r| r.unwrap()).collect();
-        for (k, mut r) in entries {
+        });
+        self.rewrite::<ForwardKey, Reservation6>(names::NAT6_PORTS, |r| {
             r.expires_ns = back("a mapping's expiry", r.expires_ns);
-            ports6.insert(k, r, 0).unwrap();
-        }
+        });
         for table in [names::GC_STATE, names::GC6_STATE] {
             let mut gc: Array<&mut MapData, GcState> =
                 Array::try_from(self.ebpf.map_mut(table).unwrap()).unwrap();
@@ -297,6 +281,17 @@ impl Dataplane {
                 st.last_run_ns = back("the last collection", st.last_run_ns);
                 gc.set(0, st, 0).unwrap();
             }
+        }
+    }
+
+    /// Change every entry of the hash map `name` with `f`, in place.
+    fn rewrite<K: Pod, V: Pod>(&mut self, name: &str, mut f: impl FnMut(&mut V)) {
+        let mut m: HashMap<&mut MapData, K, V> =
+            HashMap::try_from(self.ebpf.map_mut(name).unwrap()).unwrap();
+        let entries: Vec<(K, V)> = m.iter().map(|r| r.unwrap()).collect();
+        for (k, mut v) in entries {
+            f(&mut v);
+            m.insert(k, v, 0).unwrap();
         }
     }
 
