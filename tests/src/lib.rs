@@ -133,9 +133,22 @@ pub fn lines_until(
     lines
 }
 
-/// Waits for a background netlab to end; asserts it succeeded; its stdout.
+/// Waits (60 s times the time scale at most) for a background netlab to
+/// end; asserts it succeeded; its stdout. One that does not end is killed
+/// and fails the test: a hang is a defect to name, not a wait for CI's
+/// time limit.
 #[track_caller]
-pub fn finish(child: std::process::Child) -> String {
+pub fn finish(mut child: std::process::Child) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60).mul_f64(time_scale());
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() >= deadline {
+            let pid = child.id();
+            let _ = child.kill();
+            let o = child.wait_with_output().unwrap();
+            panic!("netlab (pid {pid}) did not end in time: {}", text(&o));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let o = child.wait_with_output().unwrap();
     assert!(o.status.success(), "{}", text(&o));
     String::from_utf8_lossy(&o.stdout).into_owned()

@@ -417,6 +417,54 @@ fn log_streams_a_line_for_each_new_masqueraded_flow() {
     lab.down();
 }
 
+/// Ctrl-C ends `netlab log` while events stream, every time: its signal
+/// listener lives as long as it does (one made per turn of its loop lost a
+/// Ctrl-C that came between two turns, and CI waited on it for 40 min).
+/// A node opens a new UDP flow every 200 µs or so; each round starts a
+/// log, waits for its first line, and interrupts it.
+#[test]
+fn log_ends_on_one_ctrl_c_while_events_stream() {
+    require_root();
+    let lab = Lab::new("lc", &format!("{SEEDS_BODY}\n[nat]\nfast_path = false\n"));
+    lab.up();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (sending, red) = (stop.clone(), lab.netns("red"));
+    let sender = std::thread::spawn(move || {
+        // Bounded: 40,000 datagrams (new flows) or until told to stop.
+        netlab_tests::in_netns(&red, move || {
+            let socket = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+            for i in 0..40_000u32 {
+                if sending.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let port = 1000 + (i % 60_000) as u16;
+                let _ = socket.send_to(b"x", ("198.51.100.1", port));
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        })
+    });
+    for round in 0..12 {
+        let (mut log, log_err) = spawn_netlab(&["log", "--name", &lab.name]);
+        let out = lines_of(log.stdout.take().unwrap());
+        expect_line(&log_err, "streaming lab");
+        expect_line(&out, "new snat flow");
+        std::thread::sleep(Duration::from_millis(round * 7));
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(log.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .unwrap();
+        finish(log);
+        assert!(
+            !log_switch(&lab.name),
+            "logging stayed on after round {round}"
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    sender.join().unwrap();
+    lab.down();
+}
+
 /// Whether the programs of lab `name` log (CONFIG's log flag).
 fn log_switch(name: &str) -> bool {
     let pins = netlab::dataplane::pins::LabPins::new(name);

@@ -65,9 +65,24 @@ impl Tally {
         success: Option<bool>,
     ) {
         let failed_before = self.failed;
+        // Tests libtest said were slow and that have not ended: what a
+        // binary killed at the time limit was waiting on.
+        let mut slow: Vec<&str> = Vec::new();
         for line in lines {
+            if let Some(test) = line
+                .strip_prefix("test ")
+                .and_then(|l| l.strip_suffix(" has been running for over 60 seconds"))
+            {
+                slow.push(test);
+            } else if let Some((test, _)) = line
+                .strip_prefix("test ")
+                .and_then(|l| l.split_once(" ... "))
+            {
+                slow.retain(|t| *t != test);
+            }
             if let Some(rest) = PART_STARTS.iter().find_map(|p| line.strip_prefix(p)) {
                 let part = rest.split(" (").next().unwrap_or(rest).to_string();
+                slow.clear();
                 if let Some(unfinished) = open.replace(part) {
                     self.fail(format!("{unfinished}: ended without a test summary"));
                 }
@@ -91,8 +106,11 @@ impl Tally {
         }
         if let Some(unfinished) = open {
             let why = match success {
-                None => "killed at the time limit",
-                Some(_) => "ended without a test summary",
+                None if !slow.is_empty() => {
+                    format!("killed at the time limit in {}", slow.join(", "))
+                }
+                None => "killed at the time limit".to_string(),
+                Some(_) => "ended without a test summary".to_string(),
             };
             self.fail(format!("{unfinished}: {why}"));
         }
@@ -192,6 +210,15 @@ mod tests {
         t.add_binary("reliability", &lines("test a ... ok\n"), None);
         assert_eq!((t.passed, t.failed), (0, 1));
         assert_eq!(t.failures, ["reliability: killed at the time limit"]);
+        let out = lines(
+            "\x20    Running tests/ipv6.rs (target/debug/deps/ipv6-1)\n\
+             test a has been running for over 60 seconds\n\
+             test b has been running for over 60 seconds\n\
+             test a ... ok\n",
+        );
+        let mut t = Tally::default();
+        t.add_cargo_test("privileged", &out, None);
+        assert_eq!(t.failures, ["tests/ipv6.rs: killed at the time limit in b"]);
         let mut t = Tally::default();
         let ok = "test result: ok. 2 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 1s\n";
         t.add_binary("lab", &lines(ok), Some(true));

@@ -17,6 +17,7 @@ use netlab_common::{
 };
 use serde::Serialize;
 use serde_json::json;
+use tokio::signal::unix::{signal, SignalKind};
 
 use super::{forward_entries, pins::LabPins};
 use crate::{
@@ -614,6 +615,12 @@ pub async fn log_command(lab: &str, duration: Option<Duration>) -> Result<()> {
         cfg.set(0, c, 0)?;
         Ok(())
     };
+    // Listen before saying so: a Ctrl-C that comes before the listener
+    // kills the process, and one that comes between two short-lived
+    // listeners (a `ctrl_c()` per turn of the loop) is lost, leaving a
+    // `netlab log` that no Ctrl-C ends.
+    let mut interrupt = signal(SignalKind::interrupt()).context("listening for Ctrl-C")?;
+    let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
     set_log(&mut cfg, true)?;
     eprintln!("netlab: streaming lab {lab}'s dataplane log (Ctrl-C to stop)");
     // SAFETY: the ring owns its map's fd, and the AsyncFd owns the ring.
@@ -630,7 +637,8 @@ pub async fn log_command(lab: &str, duration: Option<Duration>) -> Result<()> {
     tokio::pin!(until);
     let result = loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break Ok(()),
+            _ = interrupt.recv() => break Ok(()),
+            _ = terminate.recv() => break Ok(()),
             _ = &mut until => break Ok(()),
             ready = fd.readable_mut() => match ready {
                 Ok(mut guard) => {
