@@ -376,7 +376,8 @@ fn reserve(cfg: &NatConfig, key: &FlowKey, val: &FlowValue, now: u64) -> Result<
         table::entries_add(1);
         return Ok(());
     }
-    let cur = unsafe { &*NAT_FLOWS.get_ptr(key).ok_or(DropReason::Conflict)? };
+    // No entry under the key: the insert failed for want of room.
+    let cur = unsafe { &*NAT_FLOWS.get_ptr(key).ok_or(DropReason::TableFull)? };
     let same = cur.src_addr == val.src_addr
         && cur.dst_addr == val.dst_addr
         && cur.src_port == val.src_port

@@ -17,9 +17,12 @@ use netlab_common::{
 };
 
 /// Both directions of every translated flow, keyed as each direction is seen.
+/// A plain (preallocated) hash, not an LRU: admission keeps it below its
+/// size and the collection empties it (`table`), so nothing is to be
+/// evicted, and an insert pops a per-CPU free list instead of the LRU's
+/// shared one (1.5 µs less per new connection under wrk's load).
 #[map]
-pub static NAT_FLOWS: LruHashMap<FlowKey, FlowValue> =
-    LruHashMap::with_max_entries(FLOW_ENTRIES, 0);
+pub static NAT_FLOWS: HashMap<FlowKey, FlowValue> = HashMap::with_max_entries(FLOW_ENTRIES, 0);
 
 /// Inside endpoint → its outside endpoint (endpoint-independent mapping).
 #[map]
@@ -89,10 +92,9 @@ pub struct PortCursor {
 }
 
 /// Both directions of every masqueraded IPv6 flow, keyed as each is seen.
-/// An LRU, kept below its capacity as `NAT_FLOWS` is (`table::admit6`).
+/// A plain hash kept below its capacity as `NAT_FLOWS` is (`table::admit6`).
 #[map]
-pub static NAT6_FLOWS: LruHashMap<Flow6Key, Flow6Value> =
-    LruHashMap::with_max_entries(FLOW6_ENTRIES, 0);
+pub static NAT6_FLOWS: HashMap<Flow6Key, Flow6Value> = HashMap::with_max_entries(FLOW6_ENTRIES, 0);
 
 /// IPv6 inside endpoint → its outside port (network order):
 /// endpoint-independent mapping, as long as `NAT6_PORTS` agrees.

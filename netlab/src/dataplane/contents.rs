@@ -193,10 +193,12 @@ fn tunnel_gateways(lab: &Lab, tunnel_ifindex: &HashMap<String, u32>) -> Vec<(u32
     out
 }
 
-/// How full the flow table may get before new flows are refused. An LRU
-/// map starts evicting before it is full when other CPUs hold its free
-/// entries in their local lists (up to 128 each, in the kernel's LRU), so
-/// netlab stops short of that and established flows are never evicted.
+/// How full the flow table may get before new flows are refused. The
+/// programs' count of its entries drifts between collections (CPUs racing
+/// on it lose updates; the IPv6 count goes up only), so admission stops
+/// short of the table's size by a reserve that grows with the CPUs, and a
+/// new flow finds a free entry. (The reserve was sized for the LRU the
+/// table once was, whose CPUs held up to 128 free entries each.)
 pub fn flow_limit(max_flows: u32) -> u32 {
     let cpus = aya::util::nr_cpus().map(|n| n as u32).unwrap_or(64);
     let reserve = (max_flows / 16).max(2 * 128 * cpus).min(max_flows / 2);

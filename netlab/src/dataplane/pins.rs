@@ -52,7 +52,7 @@ struct StateMap {
 const STATE_MAPS: &[StateMap] = &[
     StateMap {
         name: "NAT_FLOWS",
-        map_type: MapType::LruHash,
+        map_type: MapType::Hash,
         key: size_of::<FlowKey>(),
         value: size_of::<FlowValue>(),
         entries: None,
@@ -73,7 +73,7 @@ const STATE_MAPS: &[StateMap] = &[
     },
     StateMap {
         name: names::NAT6_FLOWS,
-        map_type: MapType::LruHash,
+        map_type: MapType::Hash,
         key: size_of::<Flow6Key>(),
         value: size_of::<Flow6Value>(),
         entries: Some(FLOW6_ENTRIES),
