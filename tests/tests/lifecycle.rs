@@ -420,25 +420,38 @@ fn log_streams_a_line_for_each_new_masqueraded_flow() {
 /// Ctrl-C ends `netlab log` while events stream, every time: its signal
 /// listener lives as long as it does (one made per turn of its loop lost a
 /// Ctrl-C that came between two turns, and CI waited on it for 40 min).
-/// A node opens a new UDP flow every 200 µs or so; each round starts a
-/// log, waits for its first line, and interrupts it.
+/// The wan side sends a datagram every 200 µs or so to a port of the NAT
+/// range that nobody holds: each is dropped with a `no mapping` event and
+/// leaves no state, so the stream lasts as long as the rounds do. Each
+/// round starts a log, waits for its first line, and interrupts it.
 #[test]
 fn log_ends_on_one_ctrl_c_while_events_stream() {
+    use std::sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    };
+    /// Stops the sender however the test ends.
+    struct StopOnDrop(Arc<AtomicBool>);
+    impl Drop for StopOnDrop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
     require_root();
-    let lab = Lab::new("lc", &format!("{SEEDS_BODY}\n[nat]\nfast_path = false\n"));
+    let lab = Lab::new("lc", SEEDS_BODY);
     lab.up();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (sending, red) = (stop.clone(), lab.netns("red"));
+    let stop = StopOnDrop(Arc::new(AtomicBool::new(false)));
+    let (stopped, wan) = (stop.0.clone(), lab.wan_netns());
     let sender = std::thread::spawn(move || {
-        // Bounded: 40,000 datagrams (new flows) or until told to stop.
-        netlab_tests::in_netns(&red, move || {
+        netlab_tests::in_netns(&wan, move || {
             let socket = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
-            for i in 0..40_000u32 {
-                if sending.load(std::sync::atomic::Ordering::Relaxed) {
+            // Bounded: a million datagrams, 10 minutes, or told to stop.
+            let started = Instant::now();
+            for _ in 0..1_000_000u32 {
+                if stopped.load(Ordering::Relaxed) || started.elapsed() > Duration::from_secs(600) {
                     break;
                 }
-                let port = 1000 + (i % 60_000) as u16;
-                let _ = socket.send_to(b"x", ("198.51.100.1", port));
+                let _ = socket.send_to(b"x", ("198.51.100.2", 20000));
                 std::thread::sleep(Duration::from_micros(200));
             }
         })
@@ -447,7 +460,7 @@ fn log_ends_on_one_ctrl_c_while_events_stream() {
         let (mut log, log_err) = spawn_netlab(&["log", "--name", &lab.name]);
         let out = lines_of(log.stdout.take().unwrap());
         expect_line(&log_err, "streaming lab");
-        expect_line(&out, "new snat flow");
+        expect_line(&out, "no mapping for 198.51.100.1:");
         std::thread::sleep(Duration::from_millis(round * 7));
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(log.id() as i32),
@@ -460,7 +473,7 @@ fn log_ends_on_one_ctrl_c_while_events_stream() {
             "logging stayed on after round {round}"
         );
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    drop(stop);
     sender.join().unwrap();
     lab.down();
 }
