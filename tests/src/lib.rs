@@ -133,6 +133,15 @@ pub fn lines_until(
     lines
 }
 
+/// Send Ctrl-C (SIGINT) to a background netlab.
+pub fn interrupt(child: &std::process::Child) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+}
+
 /// Waits (60 s times the time scale at most) for a background netlab to
 /// end; asserts it succeeded; its stdout. One that does not end is killed
 /// and fails the test: a hang is a defect to name, not a wait for CI's
@@ -383,11 +392,7 @@ impl Lab {
         expect_line(&log_err, "streaming lab");
         act();
         let lines = lines_until(&out, Duration::from_secs(20), done);
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(log.id() as i32),
-            nix::sys::signal::Signal::SIGINT,
-        )
-        .unwrap();
+        interrupt(&log);
         finish(log);
         lines
     }

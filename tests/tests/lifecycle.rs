@@ -8,8 +8,8 @@ use std::{
 };
 
 use netlab_tests::{
-    expect_line, finish, lines_of, ok, require_root, spawn_netlab, text, unique, wait_for, Lab,
-    SEEDS_BODY, T,
+    expect_line, finish, interrupt, lines_of, ok, require_root, spawn_netlab, text, unique,
+    wait_for, Lab, SEEDS_BODY, T,
 };
 
 /// `netlab up -f` that must be refused, as a problem of the lab on this
@@ -407,11 +407,7 @@ fn log_streams_a_line_for_each_new_masqueraded_flow() {
     );
     // Ctrl-C ends it cleanly: the programs' log switch goes off again.
     assert!(log_switch(&lab.name), "logging is off while streaming");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(log.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
+    interrupt(&log);
     finish(log);
     assert!(!log_switch(&lab.name), "logging stayed on after Ctrl-C");
     lab.down();
@@ -462,11 +458,7 @@ fn log_ends_on_one_ctrl_c_while_events_stream() {
         expect_line(&log_err, "streaming lab");
         expect_line(&out, "no mapping for 198.51.100.1:");
         std::thread::sleep(Duration::from_millis(round * 7));
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(log.id() as i32),
-            nix::sys::signal::Signal::SIGINT,
-        )
-        .unwrap();
+        interrupt(&log);
         finish(log);
         assert!(
             !log_switch(&lab.name),
