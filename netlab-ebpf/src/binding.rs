@@ -52,21 +52,41 @@ pub fn holder(outside: &Endpoint, now: u64) -> Option<Endpoint> {
 /// Reserve `outside` for `inside` until `expires`: free, expired, or
 /// already `inside`'s. Returns whether the reservation is new (to undo it
 /// if the flow cannot be made), `None` when the port is another's.
+///
+/// A reservation that exists is taken over in place ([`set_in_place`]): an
+/// LRU map's update takes a node off the map's free list and gives the old
+/// one back, the costliest step of a new flow when a high connection rate
+/// reuses the range's ports (a quarter of the programs' time under wrk).
 #[inline(always)]
 pub fn reserve_port(outside: &Endpoint, inside: &Endpoint, expires: u64, now: u64) -> Option<bool> {
+    if let Some(cur) = NAT_PORTS.get_ptr_mut(outside) {
+        let held = unsafe { (*cur).peer != *inside && (*cur).expires_ns > now };
+        if held {
+            return None;
+        }
+        set_in_place(cur, inside, expires);
+        return Some(false);
+    }
     let binding = Binding {
         peer: *inside,
         expires_ns: expires,
     };
-    if NAT_PORTS.insert(outside, &binding, BPF_NOEXIST).is_ok() {
-        return Some(true);
+    // Fails when another CPU reserved the port since the lookup.
+    NAT_PORTS.insert(outside, &binding, BPF_NOEXIST).ok()?;
+    Some(true)
+}
+
+/// Point the existing entry `b` at `peer` until `expires`. The expiry is
+/// written first, so a reader between the two writes sees the entry live
+/// (the port taken, never free twice). Racing writers are no worse off
+/// than two updates of the map: the flow's reply tuple, claimed next, is
+/// what keeps two flows off one outside tuple.
+#[inline(always)]
+fn set_in_place(b: *mut Binding, peer: &Endpoint, expires: u64) {
+    unsafe {
+        core::ptr::write_volatile(&mut (*b).expires_ns, expires);
+        core::ptr::write_volatile(&mut (*b).peer, *peer);
     }
-    let cur = unsafe { &*NAT_PORTS.get_ptr(outside)? };
-    if cur.peer != *inside && cur.expires_ns > now {
-        return None;
-    }
-    NAT_PORTS.insert(outside, &binding, BPF_ANY).ok()?;
-    Some(false)
 }
 
 /// Undo a new reservation of [`reserve_port`].
@@ -75,9 +95,14 @@ pub fn release_port(outside: &Endpoint) {
     let _ = NAT_PORTS.remove(outside);
 }
 
-/// Bind `inside` to `outside` (the mapping's other table).
+/// Bind `inside` to `outside` (the mapping's other table), in place when
+/// `inside` had a mapping before (see [`reserve_port`]).
 #[inline(always)]
 pub fn bind(inside: &Endpoint, outside: &Endpoint, expires: u64) {
+    if let Some(b) = NAT_BIND.get_ptr_mut(inside) {
+        set_in_place(b, outside, expires);
+        return;
+    }
     let _ = NAT_BIND.insert(
         inside,
         &Binding {
