@@ -791,6 +791,8 @@ pub const SUBNET6_ENTRIES: u32 = 256;
 pub const FLOW6_ENTRIES: u32 = 65_536;
 pub const BINDING6_ENTRIES: u32 = 32_768;
 pub const FRAG_ENTRIES: u32 = 8192;
+/// Flow keys being taken over at once: at most one per CPU at a time.
+pub const CLAIM_ENTRIES: u32 = 4096;
 pub const NODE_ENTRIES: u32 = 4096;
 pub const IFACE_ENTRIES: u32 = 256;
 /// The taken-port hint: a bit per port (64 a word, 1024 words) for each of
@@ -880,6 +882,8 @@ pub mod names {
     pub const UPPER6: &str = "UPPER6";
     pub const FORWARD6_RULES: &str = "FORWARD6_RULES";
     pub const FRAG6_FLOWS: &str = "FRAG6_FLOWS";
+    pub const FLOW_CLAIMS: &str = "FLOW_CLAIMS";
+    pub const FLOW6_CLAIMS: &str = "FLOW6_CLAIMS";
 
     pub const MAPS: &[&str] = &[
         NAT_FLOWS,
@@ -914,6 +918,8 @@ pub mod names {
         UPPER6,
         FORWARD6_RULES,
         FRAG6_FLOWS,
+        FLOW_CLAIMS,
+        FLOW6_CLAIMS,
     ];
 }
 

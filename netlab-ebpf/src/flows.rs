@@ -18,7 +18,7 @@ use netlab_ebpf::{
 use crate::{
     binding::{self, BPF_ANY, BPF_NOEXIST},
     fwd_counters,
-    maps::NAT_FLOWS,
+    maps::{FLOW_CLAIMS, NAT_FLOWS},
     packet::{Pkt, ICMP_ECHO},
     table,
     template::{self, FlowTemplate},
@@ -370,6 +370,11 @@ pub fn closed_recently(key: &FlowKey, inside: &Endpoint, now: u64) -> Option<u64
 /// TIME_WAIT entry on a new SYN), its other half going with it. The port
 /// search offers a recently closed tuple only as a last resort
 /// ([`closed_recently`]).
+///
+/// A takeover writes under a claim of the key (`FLOW_CLAIMS`), and only if
+/// the entry it judged is still there: two CPUs that found the same dead
+/// entry would otherwise both overwrite it, and two flows share one tuple
+/// (a program test saw it in one run of five, 1,500 flows per CPU).
 #[inline(always)]
 fn reserve(cfg: &NatConfig, key: &FlowKey, val: &FlowValue, now: u64) -> Result<(), DropReason> {
     if NAT_FLOWS.insert(key, val, BPF_NOEXIST).is_ok() {
@@ -377,7 +382,8 @@ fn reserve(cfg: &NatConfig, key: &FlowKey, val: &FlowValue, now: u64) -> Result<
         return Ok(());
     }
     // No entry under the key: the insert failed for want of room.
-    let cur = unsafe { &*NAT_FLOWS.get_ptr(key).ok_or(DropReason::TableFull)? };
+    let judged = NAT_FLOWS.get_ptr(key).ok_or(DropReason::TableFull)?;
+    let cur = unsafe { &*judged };
     let same = cur.src_addr == val.src_addr
         && cur.dst_addr == val.dst_addr
         && cur.src_port == val.src_port
@@ -387,8 +393,32 @@ fn reserve(cfg: &NatConfig, key: &FlowKey, val: &FlowValue, now: u64) -> Result<
     if !same && !over && flow_alive(cfg, key, cur, now) {
         return Err(DropReason::Conflict);
     }
+    // The claim's value is never read: the key's own byte serves, where a
+    // constant would take a stack slot the port search's callback lacks.
+    if FLOW_CLAIMS.insert(key, &key.proto, BPF_NOEXIST).is_err() {
+        return Err(DropReason::Conflict);
+    }
+    let taken = take_over(key, val, judged, same);
+    let _ = FLOW_CLAIMS.remove(key);
+    taken
+}
+
+/// [`reserve`]'s write, claimed: `key`'s entry is still `judged` (another
+/// CPU's takeover since would have put a new element there: an update of a
+/// hash map's key always does), the flow it was half of loses its other
+/// half, and `val` takes the key.
+#[inline(always)]
+fn take_over(
+    key: &FlowKey,
+    val: &FlowValue,
+    judged: *const FlowValue,
+    same: bool,
+) -> Result<(), DropReason> {
+    if NAT_FLOWS.get_ptr(key) != Some(judged) {
+        return Err(DropReason::Conflict);
+    }
     if !same {
-        let old_peer = FlowKey::peer_of(cur, key.proto);
+        let old_peer = FlowKey::peer_of(unsafe { &*judged }, key.proto);
         if NAT_FLOWS
             .get_ptr(&old_peer)
             .is_some_and(|p| points_back(unsafe { &*p }, key))

@@ -17,7 +17,7 @@ use netlab_ebpf::{
 use crate::{
     binding::{BPF_ANY, BPF_NOEXIST},
     binding6, fwd_counters,
-    maps::{NAT6_FLOWS, SCRATCH6},
+    maps::{FLOW6_CLAIMS, NAT6_FLOWS, SCRATCH6},
     packet6::{same_addr, Pkt6, ICMPV6_ECHO_REQUEST},
     table,
     verdict::DropReason,
@@ -323,10 +323,11 @@ fn store_original(
 /// ([`holds_tuple`]): the claim that makes a port found free this
 /// flow's, so of two CPUs that find the same port for the same
 /// destination at once, one takes it and the other searches on. The entry
-/// of a flow that no longer holds the tuple is taken over, removed first
-/// so that of two takers one gets it (unless the second removes the
-/// first's fresh entry in the instant between the two steps: a map has no
-/// compare-and-delete). Calls no function: it runs under `bpf_loop`.
+/// of a flow that no longer holds the tuple is taken over under a claim of
+/// the key (`FLOW6_CLAIMS`), judged again once claimed: two CPUs that
+/// judged it at once would otherwise both take it (a program
+/// test saw it in one run of five), as IPv4's `flows::reserve`. Calls no
+/// function: it runs under `bpf_loop`.
 #[inline(always)]
 pub fn claim_reply(cfg: &NatConfig, reply: &Flow6Key, now: u64) -> bool {
     let Some(v) = SCRATCH6.get_ptr(0) else {
@@ -339,9 +340,21 @@ pub fn claim_reply(cfg: &NatConfig, reply: &Flow6Key, now: u64) -> bool {
     if reply_holder(cfg, reply, now).is_some() {
         return false;
     }
-    release_tuple(reply, &v.peer);
-    remove(reply);
-    NAT6_FLOWS.insert(reply, v, BPF_NOEXIST).is_ok()
+    // The claim's value is never read: the key's own byte serves.
+    if FLOW6_CLAIMS
+        .insert(reply, &reply.proto, BPF_NOEXIST)
+        .is_err()
+    {
+        return false;
+    }
+    // Judged again, claimed: another CPU may have taken the tuple since.
+    let taken = reply_holder(cfg, reply, now).is_none() && {
+        release_tuple(reply, &v.peer);
+        remove(reply);
+        NAT6_FLOWS.insert(reply, v, BPF_NOEXIST).is_ok()
+    };
+    let _ = FLOW6_CLAIMS.remove(reply);
+    taken
 }
 
 /// The tuple `reply` of a flow that no longer holds it (closed, timed

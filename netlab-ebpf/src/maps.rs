@@ -12,8 +12,8 @@ use netlab_common::{
     event, fwd_counter, stat, tail, Binding, Endpoint, Endpoint6, Flow6Key, Flow6Value, FlowKey,
     FlowValue, Forward6Target, ForwardCounter, ForwardKey, ForwardTarget, Frag6Key, FragKey,
     FragValue, GcState, NatConfig, NodePort, Reservation6, SubnetInfo, BINDING6_ENTRIES,
-    BINDING_ENTRIES, FLOW6_ENTRIES, FLOW_ENTRIES, FORWARD_ENTRIES, FRAG_ENTRIES, IFACE_ENTRIES,
-    NODE_ENTRIES, PORT_USED_ENTRIES, SUBNET6_ENTRIES, SUBNET_ENTRIES,
+    BINDING_ENTRIES, CLAIM_ENTRIES, FLOW6_ENTRIES, FLOW_ENTRIES, FORWARD_ENTRIES, FRAG_ENTRIES,
+    IFACE_ENTRIES, NODE_ENTRIES, PORT_USED_ENTRIES, SUBNET6_ENTRIES, SUBNET_ENTRIES,
 };
 
 /// Both directions of every translated flow, keyed as each direction is seen.
@@ -23,6 +23,13 @@ use netlab_common::{
 /// shared one (1.5 µs less per new connection under wrk's load).
 #[map]
 pub static NAT_FLOWS: HashMap<FlowKey, FlowValue> = HashMap::with_max_entries(FLOW_ENTRIES, 0);
+
+/// `NAT_FLOWS` keys being taken over from flows that no longer hold them,
+/// each only while its takeover runs (`flows::reserve`): the exclusive
+/// insert here makes one of two CPUs the taker. Not pinned: nothing in it
+/// outlives a program run.
+#[map]
+pub static FLOW_CLAIMS: HashMap<FlowKey, u8> = HashMap::with_max_entries(CLAIM_ENTRIES, 0);
 
 /// Inside endpoint → its outside endpoint (endpoint-independent mapping).
 #[map]
@@ -95,6 +102,10 @@ pub struct PortCursor {
 /// A plain hash kept below its capacity as `NAT_FLOWS` is (`table::admit6`).
 #[map]
 pub static NAT6_FLOWS: HashMap<Flow6Key, Flow6Value> = HashMap::with_max_entries(FLOW6_ENTRIES, 0);
+
+/// `NAT6_FLOWS` keys being taken over, as `FLOW_CLAIMS` (`flows6::claim_reply`).
+#[map]
+pub static FLOW6_CLAIMS: HashMap<Flow6Key, u8> = HashMap::with_max_entries(CLAIM_ENTRIES, 0);
 
 /// IPv6 inside endpoint → its outside port (network order):
 /// endpoint-independent mapping, as long as `NAT6_PORTS` agrees.

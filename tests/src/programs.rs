@@ -139,21 +139,57 @@ impl Dataplane {
 
     /// Run `prog` on `frame`: its verdict and the frame it left.
     pub fn run(&mut self, prog: &str, frame: &[u8]) -> (u32, Vec<u8>) {
-        self.try_run(prog, frame)
-            .unwrap_or_else(|| panic!("the kernel refused a {}-byte test frame", frame.len()))
+        let p = self.program(prog, frame);
+        run_once(p, frame)
     }
 
     /// `None` when the kernel refuses the frame itself (too short to be an
     /// skb of its protocol): no program ever sees such a packet.
     pub fn try_run(&mut self, prog: &str, frame: &[u8]) -> Option<(u32, Vec<u8>)> {
         let p = self.program(prog, frame);
-        let mut out = vec![0u8; frame.len() + 256];
-        let mut opts = TestRunOptions::new();
-        opts.data_in = Some(frame);
-        opts.data_out = Some(&mut out);
-        let r = p.test_run(opts).ok()?;
-        out.truncate(r.data_size_out as usize);
-        Some((r.return_value, out))
+        try_run_once(p, frame)
+    }
+
+    /// Run `prog` on each list of `lists` at once, each list on a thread of
+    /// its own, the threads started together (two CPUs at one map entry,
+    /// as under load): every frame's verdict and the frame it left, list
+    /// by list. The program is loaded first, if it is not yet.
+    pub fn run_at_once(&mut self, prog: &str, lists: &[Vec<Vec<u8>>]) -> Vec<Vec<(u32, Vec<u8>)>> {
+        let Some(first) = lists.iter().flatten().next() else {
+            return lists.iter().map(|_| Vec::new()).collect();
+        };
+        self.program(prog, first);
+        let p: &SchedClassifier = self.ebpf.program(prog).unwrap().try_into().unwrap();
+        let start = std::sync::Barrier::new(lists.len());
+        std::thread::scope(|s| {
+            let threads: Vec<_> = lists
+                .iter()
+                .map(|frames| {
+                    let start = &start;
+                    s.spawn(move || {
+                        start.wait();
+                        frames.iter().map(|f| run_once(p, f)).collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            threads.into_iter().map(|t| t.join().unwrap()).collect()
+        })
+    }
+
+    /// The source ports of the frames [`Self::run_at_once`] let through
+    /// (`UNSPEC`), read by `sport`.
+    pub fn ports_at_once(
+        &mut self,
+        prog: &str,
+        lists: &[Vec<Vec<u8>>],
+        sport: impl Fn(&[u8]) -> u16,
+    ) -> Vec<u16> {
+        self.run_at_once(prog, lists)
+            .into_iter()
+            .flatten()
+            .filter(|(rc, _)| *rc == UNSPEC)
+            .map(|(_, out)| sport(&out))
+            .collect()
     }
 
     /// Through the uplink's egress program.
@@ -348,4 +384,22 @@ impl Dataplane {
             PerCpuArray::try_from(self.ebpf.map("STATS").unwrap()).unwrap();
         m.get(&index, 0).unwrap().iter().sum()
     }
+}
+
+/// One run of the loaded program `p` on `frame`: its verdict and the frame
+/// it left; `None` when the kernel refuses the frame.
+fn try_run_once(p: &SchedClassifier, frame: &[u8]) -> Option<(u32, Vec<u8>)> {
+    let mut out = vec![0u8; frame.len() + 256];
+    let mut opts = TestRunOptions::new();
+    opts.data_in = Some(frame);
+    opts.data_out = Some(&mut out);
+    let r = p.test_run(opts).ok()?;
+    out.truncate(r.data_size_out as usize);
+    Some((r.return_value, out))
+}
+
+/// [`try_run_once`] of a frame the kernel must take.
+fn run_once(p: &SchedClassifier, frame: &[u8]) -> (u32, Vec<u8>) {
+    try_run_once(p, frame)
+        .unwrap_or_else(|| panic!("the kernel refused a {}-byte test frame", frame.len()))
 }

@@ -7,14 +7,10 @@
 
 use std::{
     net::{Ipv6Addr, UdpSocket},
-    sync::Barrier,
     time::{Duration, Instant},
 };
 
-use aya::{
-    maps::HashMap,
-    programs::{SchedClassifier, TestRun, TestRunOptions},
-};
+use aya::maps::HashMap;
 use netlab_common::{stat, Forward6Target, ForwardKey, NodePort, IPPROTO_TCP, IPPROTO_UDP};
 use netlab_tests::{
     packet::{
@@ -305,36 +301,16 @@ fn ipv6_two_cpus_opening_flows_at_once_share_no_tuple_and_drop_none() {
     let mut dp = Dataplane::new(20000, 20000 + 2 * PER_CPU);
     let first = Ip6::new(RED6, REMOTE6, UDP, udp(999, 53, b"q")).frame();
     assert_eq!(dp.out(&first).0, UNSPEC);
-    let p: &SchedClassifier = dp
-        .ebpf
-        .program("nl_uplink_out")
-        .unwrap()
-        .try_into()
-        .unwrap();
-    let start = Barrier::new(2);
-    let ports: Vec<u16> = std::thread::scope(|s| {
-        let opener = |src: Ipv6Addr, first_port: u16| {
-            let start = &start;
-            s.spawn(move || {
-                start.wait();
-                (0..PER_CPU)
-                    .filter_map(|i| {
-                        let f = Ip6::new(src, REMOTE6, UDP, udp(first_port + i, 53, b"q")).frame();
-                        let mut out = vec![0u8; f.len() + 256];
-                        let mut opts = TestRunOptions::new();
-                        opts.data_in = Some(&f);
-                        opts.data_out = Some(&mut out);
-                        let r = p.test_run(opts).expect("BPF_PROG_TEST_RUN");
-                        out.truncate(r.data_size_out as usize);
-                        (r.return_value == UNSPEC).then(|| parse_checked6(&out).unwrap().sport())
-                    })
-                    .collect::<Vec<u16>>()
-            })
-        };
-        let (red, blue) = (opener(RED6, 1000), opener(BLUE6, 1000));
-        let mut ports = red.join().unwrap();
-        ports.extend(blue.join().unwrap());
-        ports
+    let lists: Vec<Vec<Vec<u8>>> = [RED6, BLUE6]
+        .into_iter()
+        .map(|src| {
+            (0..PER_CPU)
+                .map(|i| Ip6::new(src, REMOTE6, UDP, udp(1000 + i, 53, b"q")).frame())
+                .collect()
+        })
+        .collect();
+    let ports = dp.ports_at_once("nl_uplink_out", &lists, |out| {
+        parse_checked6(out).unwrap().sport()
     });
     let mut distinct = ports.clone();
     distinct.sort_unstable();
@@ -346,6 +322,39 @@ fn ipv6_two_cpus_opening_flows_at_once_share_no_tuple_and_drop_none() {
         dp.stat(stat::DROP_CONFLICT)
     );
     assert_eq!(dp.stat(stat::NEW_SNAT6), u64::from(2 * PER_CPU) + 1);
+}
+
+/// Two CPUs taking over a range's expired IPv6 mappings and reply tuples
+/// at once, as IPv4's (`two_cpus_taking_over_expired_ports_at_once_share_none_and_drop_none`):
+/// every port goes to one flow, none to two, and none is dropped.
+#[test]
+fn ipv6_two_cpus_taking_over_expired_ports_at_once_share_none_and_drop_none() {
+    require_root();
+    const PER_CPU: u16 = 1500;
+    const UDP_TIMEOUT: Duration = Duration::from_secs(10);
+    let last = 20000 + 2 * PER_CPU - 1;
+    let mut dp = Dataplane::with(20000, last, |c| {
+        c.timeout_udp = UDP_TIMEOUT.as_secs() as u32;
+    });
+    let datagrams = |node: Ipv6Addr, first_port: u16| -> Vec<Vec<u8>> {
+        (0..PER_CPU)
+            .map(|i| Ip6::new(node, REMOTE6, UDP, udp(first_port + i, 53, b"q")).frame())
+            .collect()
+    };
+    let sport = |out: &[u8]| parse_checked6(out).unwrap().sport();
+    let round = [datagrams(RED6, 30000), datagrams(RED6, 40000)];
+    let filled = dp.ports_at_once("nl_uplink_out", &round, sport);
+    assert_eq!(filled.len(), usize::from(2 * PER_CPU), "the first round");
+    dp.age(UDP_TIMEOUT + Duration::from_secs(1));
+    let round = [datagrams(RED6, 50000), datagrams(BLUE6, 50000)];
+    let taken = dp.ports_at_once("nl_uplink_out", &round, sport);
+    let distinct: std::collections::HashSet<u16> = taken.iter().copied().collect();
+    assert_eq!(
+        (taken.len(), distinct.len(), dp.drops()),
+        (usize::from(2 * PER_CPU), usize::from(2 * PER_CPU), 0),
+        "flows translated, their distinct ports, drops (drop_conflict {})",
+        dp.stat(stat::DROP_CONFLICT)
+    );
 }
 
 /// The IPv6 flow table as IPv4's (`full_table_refuses_new_flows_and_keeps_old_ones`):
