@@ -393,12 +393,18 @@ fn reserve(cfg: &NatConfig, key: &FlowKey, val: &FlowValue, now: u64) -> Result<
     if !same && !over && flow_alive(cfg, key, cur, now) {
         return Err(DropReason::Conflict);
     }
+    if same {
+        // This flow's own stale half: any CPU writing it writes the same.
+        return NAT_FLOWS
+            .insert(key, val, BPF_ANY)
+            .map_err(|_| DropReason::Conflict);
+    }
     // The claim's value is never read: the key's own byte serves, where a
     // constant would take a stack slot the port search's callback lacks.
     if FLOW_CLAIMS.insert(key, &key.proto, BPF_NOEXIST).is_err() {
         return Err(DropReason::Conflict);
     }
-    let taken = take_over(key, val, judged, same);
+    let taken = take_over(key, val, judged);
     let _ = FLOW_CLAIMS.remove(key);
     taken
 }
@@ -408,23 +414,16 @@ fn reserve(cfg: &NatConfig, key: &FlowKey, val: &FlowValue, now: u64) -> Result<
 /// hash map's key always does), the flow it was half of loses its other
 /// half, and `val` takes the key.
 #[inline(always)]
-fn take_over(
-    key: &FlowKey,
-    val: &FlowValue,
-    judged: *const FlowValue,
-    same: bool,
-) -> Result<(), DropReason> {
+fn take_over(key: &FlowKey, val: &FlowValue, judged: *const FlowValue) -> Result<(), DropReason> {
     if NAT_FLOWS.get_ptr(key) != Some(judged) {
         return Err(DropReason::Conflict);
     }
-    if !same {
-        let old_peer = FlowKey::peer_of(unsafe { &*judged }, key.proto);
-        if NAT_FLOWS
-            .get_ptr(&old_peer)
-            .is_some_and(|p| points_back(unsafe { &*p }, key))
-        {
-            delete(&old_peer);
-        }
+    let old_peer = FlowKey::peer_of(unsafe { &*judged }, key.proto);
+    if NAT_FLOWS
+        .get_ptr(&old_peer)
+        .is_some_and(|p| points_back(unsafe { &*p }, key))
+    {
+        delete(&old_peer);
     }
     NAT_FLOWS
         .insert(key, val, BPF_ANY)
