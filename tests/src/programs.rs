@@ -386,6 +386,44 @@ impl Dataplane {
     }
 }
 
+/// The race of the two-CPU takeover tests, on a dataplane of its own:
+/// UDP datagrams to REMOTE (`datagram(node, source port)`) from two CPUs at
+/// once fill a range of 3,000 ports; their mappings expire; then `nodes`
+/// open as many flows again, one CPU each, at once, taking the expired
+/// ports over. Asserts that every flow of that round got a port of the
+/// range of its own and that nothing was dropped.
+pub fn assert_two_cpus_take_over_apart<A: Copy>(
+    nodes: [A; 2],
+    datagram: impl Fn(A, u16) -> Vec<u8>,
+    sport: impl Fn(&[u8]) -> u16 + Copy,
+) {
+    const PER_CPU: u16 = 1500;
+    const UDP_TIMEOUT: Duration = Duration::from_secs(10);
+    let last = 20000 + 2 * PER_CPU - 1;
+    let mut dp = Dataplane::with(20000, last, |c| {
+        c.timeout_udp = UDP_TIMEOUT.as_secs() as u32;
+    });
+    let round = |node: A, first_port: u16| -> Vec<Vec<u8>> {
+        (0..PER_CPU)
+            .map(|i| datagram(node, first_port + i))
+            .collect()
+    };
+    let first = [round(nodes[0], 30000), round(nodes[0], 40000)];
+    let filled = dp.ports_at_once("nl_uplink_out", &first, sport);
+    assert_eq!(filled.len(), usize::from(2 * PER_CPU), "the first round");
+    dp.age(UDP_TIMEOUT + Duration::from_secs(1));
+    let second = [round(nodes[0], 50000), round(nodes[1], 50000)];
+    let taken = dp.ports_at_once("nl_uplink_out", &second, sport);
+    let distinct: std::collections::HashSet<u16> = taken.iter().copied().collect();
+    assert_eq!(
+        (taken.len(), distinct.len(), dp.drops()),
+        (usize::from(2 * PER_CPU), usize::from(2 * PER_CPU), 0),
+        "flows translated, their distinct ports, drops (drop_conflict {})",
+        dp.stat(stat::DROP_CONFLICT)
+    );
+    assert!(distinct.iter().all(|p| (20000..=last).contains(p)));
+}
+
 /// One run of the loaded program `p` on `frame`: its verdict and the frame
 /// it left; `None` when the kernel refuses the frame.
 fn try_run_once(p: &SchedClassifier, frame: &[u8]) -> Option<(u32, Vec<u8>)> {

@@ -18,7 +18,10 @@ use netlab_tests::{
     packet::{
         self, icmp_echo, icmp_error, parse_checked, tcp, udp, Ip, ACK, ICMP, RST, SYN, TCP, UDP,
     },
-    programs::{na, Dataplane, BLUE, RED, REDIRECT, REMOTE, SHOT, UNSPEC, UPLINK},
+    programs::{
+        assert_two_cpus_take_over_apart, na, Dataplane, BLUE, RED, REDIRECT, REMOTE, SHOT, UNSPEC,
+        UPLINK,
+    },
     require_root,
 };
 
@@ -636,32 +639,11 @@ fn ports_freed_by_expiry_are_used_again() {
 #[test]
 fn two_cpus_taking_over_expired_ports_at_once_share_none_and_drop_none() {
     require_root();
-    const PER_CPU: u16 = 1500;
-    const UDP_TIMEOUT: Duration = Duration::from_secs(10);
-    let last = 20000 + 2 * PER_CPU - 1;
-    let mut dp = Dataplane::with(20000, last, |c| {
-        c.timeout_udp = UDP_TIMEOUT.as_secs() as u32;
-    });
-    let datagrams = |node: Ipv4Addr, first_port: u16| -> Vec<Vec<u8>> {
-        (0..PER_CPU)
-            .map(|i| Ip::new(node, REMOTE, UDP, udp(first_port + i, 53, b"q")).frame())
-            .collect()
-    };
-    let sport = |out: &[u8]| parse_checked(out).unwrap().sport();
-    let round = [datagrams(RED, 30000), datagrams(RED, 40000)];
-    let filled = dp.ports_at_once("nl_uplink_out", &round, sport);
-    assert_eq!(filled.len(), usize::from(2 * PER_CPU), "the first round");
-    dp.age(UDP_TIMEOUT + Duration::from_secs(1));
-    let round = [datagrams(RED, 50000), datagrams(BLUE, 50000)];
-    let taken = dp.ports_at_once("nl_uplink_out", &round, sport);
-    let distinct: HashSet<u16> = taken.iter().copied().collect();
-    assert_eq!(
-        (taken.len(), distinct.len(), dp.drops()),
-        (usize::from(2 * PER_CPU), usize::from(2 * PER_CPU), 0),
-        "flows translated, their distinct ports, drops (drop_conflict {})",
-        dp.stat(stat::DROP_CONFLICT)
+    assert_two_cpus_take_over_apart(
+        [RED, BLUE],
+        |node, port| Ip::new(node, REMOTE, UDP, udp(port, 53, b"q")).frame(),
+        |out| parse_checked(out).unwrap().sport(),
     );
-    assert!(distinct.iter().all(|p| (20000..=last).contains(p)));
 }
 
 /// Open a TCP connection from `node`:`sport` to REMOTE:80 (SYN out,

@@ -17,7 +17,10 @@ use netlab_tests::{
         icmp6, icmp6_echo, parse_checked6, tcp, udp, Ext, Ip6, ACK, DEST_OPTS, FIN, HOP_BY_HOP,
         ICMPV6, ROUTING, RST, SYN, TCP, UDP,
     },
-    programs::{Dataplane, BLUE, BLUE6, RED6, REDIRECT, REMOTE6, SHOT, UNSPEC, UPLINK6},
+    programs::{
+        assert_two_cpus_take_over_apart, Dataplane, BLUE, BLUE6, RED6, REDIRECT, REMOTE6, SHOT,
+        UNSPEC, UPLINK6,
+    },
     require_root, run, text, T,
 };
 
@@ -330,30 +333,10 @@ fn ipv6_two_cpus_opening_flows_at_once_share_no_tuple_and_drop_none() {
 #[test]
 fn ipv6_two_cpus_taking_over_expired_ports_at_once_share_none_and_drop_none() {
     require_root();
-    const PER_CPU: u16 = 1500;
-    const UDP_TIMEOUT: Duration = Duration::from_secs(10);
-    let last = 20000 + 2 * PER_CPU - 1;
-    let mut dp = Dataplane::with(20000, last, |c| {
-        c.timeout_udp = UDP_TIMEOUT.as_secs() as u32;
-    });
-    let datagrams = |node: Ipv6Addr, first_port: u16| -> Vec<Vec<u8>> {
-        (0..PER_CPU)
-            .map(|i| Ip6::new(node, REMOTE6, UDP, udp(first_port + i, 53, b"q")).frame())
-            .collect()
-    };
-    let sport = |out: &[u8]| parse_checked6(out).unwrap().sport();
-    let round = [datagrams(RED6, 30000), datagrams(RED6, 40000)];
-    let filled = dp.ports_at_once("nl_uplink_out", &round, sport);
-    assert_eq!(filled.len(), usize::from(2 * PER_CPU), "the first round");
-    dp.age(UDP_TIMEOUT + Duration::from_secs(1));
-    let round = [datagrams(RED6, 50000), datagrams(BLUE6, 50000)];
-    let taken = dp.ports_at_once("nl_uplink_out", &round, sport);
-    let distinct: std::collections::HashSet<u16> = taken.iter().copied().collect();
-    assert_eq!(
-        (taken.len(), distinct.len(), dp.drops()),
-        (usize::from(2 * PER_CPU), usize::from(2 * PER_CPU), 0),
-        "flows translated, their distinct ports, drops (drop_conflict {})",
-        dp.stat(stat::DROP_CONFLICT)
+    assert_two_cpus_take_over_apart(
+        [RED6, BLUE6],
+        |node, port| Ip6::new(node, REMOTE6, UDP, udp(port, 53, b"q")).frame(),
+        |out| parse_checked6(out).unwrap().sport(),
     );
 }
 
