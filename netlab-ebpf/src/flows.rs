@@ -412,7 +412,9 @@ fn reserve(cfg: &NatConfig, key: &FlowKey, val: &FlowValue, now: u64) -> Result<
 /// [`reserve`]'s write, claimed: `key`'s entry is still `judged` (another
 /// CPU's takeover since would have put a new element there: an update of a
 /// hash map's key always does), the flow it was half of loses its other
-/// half, and `val` takes the key.
+/// half, and `val` takes the key. Not caught: the dead entry removed (by a
+/// collection) and the key inserted anew on the CPU that freed it, which
+/// may hand out the same element, both between the judgement and the claim.
 #[inline(always)]
 fn take_over(key: &FlowKey, val: &FlowValue, judged: *const FlowValue) -> Result<(), DropReason> {
     if NAT_FLOWS.get_ptr(key) != Some(judged) {
