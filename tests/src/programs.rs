@@ -153,13 +153,10 @@ impl Dataplane {
     /// Run `prog` on each list of `lists` at once, each list on a thread of
     /// its own, the threads started together (two CPUs at one map entry,
     /// as under load): every frame's verdict and the frame it left, list
-    /// by list. The program is loaded first, if it is not yet.
+    /// by list. The program is loaded first (for the family of the first
+    /// list's first frame), if it is not yet.
     pub fn run_at_once(&mut self, prog: &str, lists: &[Vec<Vec<u8>>]) -> Vec<Vec<(u32, Vec<u8>)>> {
-        let Some(first) = lists.iter().flatten().next() else {
-            return lists.iter().map(|_| Vec::new()).collect();
-        };
-        self.program(prog, first);
-        let p: &SchedClassifier = self.ebpf.program(prog).unwrap().try_into().unwrap();
+        let p: &SchedClassifier = self.program(prog, &lists[0][0]);
         let start = std::sync::Barrier::new(lists.len());
         std::thread::scope(|s| {
             let threads: Vec<_> = lists
