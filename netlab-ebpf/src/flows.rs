@@ -17,7 +17,7 @@ use netlab_ebpf::{
 
 use crate::{
     binding::{self, BPF_ANY, BPF_NOEXIST},
-    fwd_counters,
+    flow_state, fwd_counters,
     maps::{FLOW_CLAIMS, NAT_FLOWS},
     packet::{Pkt, ICMP_ECHO},
     table,
@@ -301,8 +301,8 @@ pub fn touch(
     if state == old_state && !due {
         return Ok(());
     }
-    val.state = state;
-    check_peer(key, val, state)?;
+    flow_state::set(val, old_state, state);
+    check_peer(key, val, old_state, state)?;
     if let Some((inside, ext_port)) = binding::mapping_of(key, val) {
         let expires = now + u64::from(binding_timeout_secs(cfg, key.proto, state)) * NSEC_PER_SEC;
         binding::refresh(cfg, &inside, ext_port, expires);
@@ -310,19 +310,19 @@ pub fn touch(
     Ok(())
 }
 
-/// The other half of `(key, val)`: given the new state, rebuilt when it was
-/// evicted; when it belongs to another flow, this one is dropped.
+/// The other half of `(key, val)`: given the new state (which came from
+/// `old`), rebuilt when it was evicted; when it belongs to another flow,
+/// this one is dropped.
 #[inline(always)]
-fn check_peer(key: &FlowKey, val: &FlowValue, state: u8) -> Result<(), DropReason> {
+fn check_peer(key: &FlowKey, val: &FlowValue, old: u8, state: u8) -> Result<(), DropReason> {
     let peer_key = FlowKey::peer_of(val, key.proto);
     match NAT_FLOWS.get_ptr_mut(&peer_key) {
         Some(pv) => {
-            let peer = unsafe { &mut *pv };
-            if !points_back(peer, key) {
+            if !points_back(unsafe { &*pv }, key) {
                 delete(key);
                 return Err(DropReason::Conflict);
             }
-            peer.state = state;
+            flow_state::set(pv, old, state);
         }
         None => {
             if let Ok(pv) = template::peer_entry(key, val) {

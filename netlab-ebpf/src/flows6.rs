@@ -16,7 +16,7 @@ use netlab_ebpf::{
 
 use crate::{
     binding::{BPF_ANY, BPF_NOEXIST},
-    binding6, fwd_counters,
+    binding6, flow_state, fwd_counters,
     maps::{FLOW6_CLAIMS, NAT6_FLOWS, SCRATCH6},
     packet6::{same_addr, Pkt6, ICMPV6_ECHO_REQUEST},
     table,
@@ -156,11 +156,13 @@ pub fn touch(cfg: &NatConfig, p: &Pkt6, v: *mut Flow6Value, orig: *mut Flow6Valu
         fwd_counters::add((*v).forward, dir, p.len);
     }
     let o = unsafe { &mut *orig };
-    o.state = if p.proto == IPPROTO_TCP {
-        tcp_next_state(o.state, p.tcp_flags, dir)
+    let old = o.state;
+    let state = if p.proto == IPPROTO_TCP {
+        tcp_next_state(old, p.tcp_flags, dir)
     } else {
-        datagram_next_state(o.state, dir)
+        datagram_next_state(old, dir)
     };
+    flow_state::set6(o, old, state);
     // Refreshed on every packet: doing it once per `REFRESH_NS`, as IPv4
     // does, took `nl_bridge_in6` past Linux 6.1's million verified
     // instructions.
@@ -170,7 +172,7 @@ pub fn touch(cfg: &NatConfig, p: &Pkt6, v: *mut Flow6Value, orig: *mut Flow6Valu
         HOOK_BRIDGE_INGRESS => o.hairpin_sport,
         _ => return,
     };
-    let hold = u64::from(binding_timeout_secs(cfg, p.proto, o.state)) * NSEC_PER_SEC;
+    let hold = u64::from(binding_timeout_secs(cfg, p.proto, state)) * NSEC_PER_SEC;
     let inside = Endpoint6::new(out.src_addr, out.src_port, out.proto);
     binding6::refresh(port, &inside, now + hold);
 }

@@ -28,6 +28,8 @@
 //! `verdict` (drop reasons, counted in one place), `flowlog`, `maps`.
 #![no_std]
 #![no_main]
+// The atomic OR of a flow's state bits (`flow_state`).
+#![feature(asm_experimental_arch)]
 // Map keys and values go to the helpers by reference: by value (what clippy
 // suggests for `impl Borrow`) copies them onto the 512-byte stack first.
 #![allow(clippy::needless_borrows_for_generic_args)]
@@ -37,6 +39,7 @@ mod binding6;
 mod bridge_ingress;
 mod bridge_ingress6;
 mod fastpath;
+mod flow_state;
 mod flowlog;
 mod flows;
 mod flows6;

@@ -156,12 +156,26 @@ impl Dataplane {
     /// by list. The program is loaded first (for the family of the first
     /// list's first frame), if it is not yet.
     pub fn run_at_once(&mut self, prog: &str, lists: &[Vec<Vec<u8>>]) -> Vec<Vec<(u32, Vec<u8>)>> {
-        let p: &SchedClassifier = self.program(prog, &lists[0][0]);
-        let start = std::sync::Barrier::new(lists.len());
+        let runs: Vec<(&str, &[Vec<u8>])> = lists.iter().map(|l| (prog, l.as_slice())).collect();
+        self.run_each_at_once(&runs)
+    }
+
+    /// [`Self::run_at_once`] with a program per list: the two directions of
+    /// the same flows on two CPUs at once (a connection's two FINs crossing).
+    pub fn run_each_at_once(&mut self, runs: &[(&str, &[Vec<u8>])]) -> Vec<Vec<(u32, Vec<u8>)>> {
+        for (prog, frames) in runs {
+            self.program(prog, &frames[0]);
+        }
+        let progs: Vec<&SchedClassifier> = runs
+            .iter()
+            .map(|(prog, _)| self.ebpf.program(prog).unwrap().try_into().unwrap())
+            .collect();
+        let start = std::sync::Barrier::new(runs.len());
         std::thread::scope(|s| {
-            let threads: Vec<_> = lists
+            let threads: Vec<_> = runs
                 .iter()
-                .map(|frames| {
+                .zip(progs)
+                .map(|(&(_, frames), p)| {
                     let start = &start;
                     s.spawn(move || {
                         start.wait();

@@ -13,7 +13,9 @@ use aya::{
     programs::{ProgramInfo, SchedClassifier},
 };
 use netlab::dataplane::fwd_counters::ForwardTotals;
-use netlab_common::{port_to_net, stat, Endpoint, FlowKey, FlowValue};
+use netlab_common::{
+    port_to_net, stat, Endpoint, FlowKey, FlowValue, STATE_FIN_ORIGINAL, STATE_FIN_REPLY,
+};
 use netlab_tests::{
     packet::{
         self, icmp_echo, icmp_error, parse_checked, tcp, udp, Ip, ACK, ICMP, RST, SYN, TCP, UDP,
@@ -1087,6 +1089,60 @@ fn closed_connections_free_their_port_and_tuple() {
     let reply = Ip::new(BLUE, REMOTE, TCP, tcp(80, 5555, SYN | ACK, b"")).frame();
     assert_eq!(parse_checked(&dp.out(&reply).1).unwrap().sport(), 8080);
     assert_eq!(dp.stat(stat::DROP_CONFLICT), 0);
+}
+
+/// A connection's two FINs crossing, each on a CPU of its own (a server
+/// that closes as its client does, as under wrk's `Connection: close`
+/// load): every flow ends closed, both halves, so that a SYN on its tuple
+/// opens a new connection. Each CPU wrote the state it computed over both
+/// halves, and one FIN could overwrite the other: 0.6% of wrk's connections
+/// stayed half-closed for 240 s, and a client that reused such a tuple went
+/// on to the old connection's target.
+#[test]
+fn crossing_fins_on_two_cpus_close_every_flow() {
+    use netlab_tests::packet::{tcp_seq_ack, FIN};
+    require_root();
+    const FLOWS: u16 = 1500;
+    let mut dp = Dataplane::new(10000, 32767);
+    let opened: Vec<(u16, u16)> = (30000..30000 + FLOWS)
+        .map(|sport| (sport, connect(&mut dp, RED, sport)))
+        .collect();
+    let from_node = |&(sport, _): &(u16, u16)| {
+        Ip::new(
+            RED,
+            REMOTE,
+            TCP,
+            tcp_seq_ack(sport, 80, FIN | ACK, 1001, 5001),
+        )
+        .frame()
+    };
+    let from_server = |&(_, ext): &(u16, u16)| {
+        Ip::new(
+            REMOTE,
+            UPLINK,
+            TCP,
+            tcp_seq_ack(80, ext, FIN | ACK, 5001, 1001),
+        )
+        .frame()
+    };
+    let node_fins: Vec<Vec<u8>> = opened.iter().map(from_node).collect();
+    let server_fins: Vec<Vec<u8>> = opened.iter().map(from_server).collect();
+    let verdicts = dp.run_each_at_once(&[
+        ("nl_uplink_out", &node_fins),
+        ("nl_uplink_in", &server_fins),
+    ]);
+    assert!(verdicts.iter().flatten().all(|(rc, _)| *rc == UNSPEC));
+    let both = STATE_FIN_ORIGINAL | STATE_FIN_REPLY;
+    let half_closed = dp
+        .flows()
+        .iter()
+        .filter(|(k, v)| k.proto == TCP && v.state & both != both)
+        .count();
+    assert_eq!(
+        (half_closed, dp.flows().len(), dp.drops()),
+        (0, 2 * usize::from(FLOWS), 0),
+        "entries left half-closed, entries, drops"
+    );
 }
 
 /// A SYN on the tuple of a connection that is over opens a new connection

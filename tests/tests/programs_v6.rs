@@ -467,6 +467,57 @@ fn ipv6_a_tuple_taken_over_after_a_reset_is_not_used_by_the_old_flow() {
     assert_eq!(dp.drops(), 1);
 }
 
+/// A connection's two FINs crossing on two CPUs, as IPv4's
+/// (`crossing_fins_on_two_cpus_close_every_flow`): every flow ends closed.
+/// The state is kept once, in the original entry, and each CPU stored the
+/// state it computed from what it read.
+#[test]
+fn ipv6_crossing_fins_on_two_cpus_close_every_flow() {
+    require_root();
+    const FLOWS: u16 = 1500;
+    let mut dp = Dataplane::new(10000, 32767);
+    let mut opened = Vec::new();
+    for sport in 30000..30000 + FLOWS {
+        let out = |dp: &mut Dataplane, flags| {
+            let f = Ip6::new(RED6, REMOTE6, TCP, tcp(sport, 80, flags, b"")).frame();
+            let (rc, out) = dp.out(&f);
+            assert_eq!(rc, UNSPEC, "port {sport}");
+            parse_checked6(&out).unwrap().sport()
+        };
+        let ext = out(&mut dp, SYN);
+        let synack = Ip6::new(REMOTE6, UPLINK6, TCP, tcp(80, ext, SYN | ACK, b"")).frame();
+        assert_eq!(dp.inb(&synack).0, UNSPEC);
+        out(&mut dp, ACK);
+        opened.push((sport, ext));
+    }
+    let node_fins: Vec<Vec<u8>> = opened
+        .iter()
+        .map(|&(sport, _)| Ip6::new(RED6, REMOTE6, TCP, tcp(sport, 80, FIN | ACK, b"")).frame())
+        .collect();
+    let server_fins: Vec<Vec<u8>> = opened
+        .iter()
+        .map(|&(_, ext)| Ip6::new(REMOTE6, UPLINK6, TCP, tcp(80, ext, FIN | ACK, b"")).frame())
+        .collect();
+    let verdicts = dp.run_each_at_once(&[
+        ("nl_uplink_out", &node_fins),
+        ("nl_uplink_in", &server_fins),
+    ]);
+    assert!(verdicts.iter().flatten().all(|(rc, _)| *rc == UNSPEC));
+    let both = netlab_common::STATE_FIN_ORIGINAL | netlab_common::STATE_FIN_REPLY;
+    let originals: Vec<u8> = dp
+        .flows6()
+        .iter()
+        .filter(|(_, v)| v.dir == netlab_common::DIR_ORIGINAL)
+        .map(|(_, v)| v.state)
+        .collect();
+    let half_closed = originals.iter().filter(|&&s| s & both != both).count();
+    assert_eq!(
+        (half_closed, originals.len(), dp.drops()),
+        (0, usize::from(FLOWS), 0),
+        "flows left half-closed, flows, drops"
+    );
+}
+
 /// The IPv6 fast path, as IPv4's: once the slow path has seen a flow
 /// leave through the uplink (and learnt its Ethernet addresses there), the
 /// node's veth translates its packets itself, one hop less, and redirects
