@@ -10,44 +10,33 @@
 
 use netlab_common::{Flow6Value, FlowValue};
 
-/// Where a state byte lies in its value: the offset of its 8-aligned word
-/// and its shift in that word (little-endian). Map values are 8-aligned.
-const fn word_of(state_offset: usize) -> (usize, u64) {
-    (state_offset & !7, ((state_offset & 7) * 8) as u64)
-}
-
-const STATE: (usize, u64) = word_of(core::mem::offset_of!(FlowValue, state));
-const STATE6: (usize, u64) = word_of(core::mem::offset_of!(Flow6Value, state));
-
 /// Make the state of `v` (an IPv4 flow entry in its map) `state`, which
 /// came from `old`: bits added atomically, or stored when `state` restarts
 /// the flow.
 #[inline(always)]
 pub fn set(v: *mut FlowValue, old: u8, state: u8) {
-    if restarts(old, state) {
-        unsafe { (*v).state = state };
-    } else {
-        unsafe {
-            or_word(
-                v.cast::<u8>().add(STATE.0).cast(),
-                u64::from(state) << STATE.1,
-            )
-        };
-    }
+    set_at(v, core::mem::offset_of!(FlowValue, state), old, state);
 }
 
 /// [`set`] for the original entry of an IPv6 flow.
 #[inline(always)]
 pub fn set6(v: *mut Flow6Value, old: u8, state: u8) {
-    if restarts(old, state) {
-        unsafe { (*v).state = state };
-    } else {
-        unsafe {
-            or_word(
-                v.cast::<u8>().add(STATE6.0).cast(),
-                u64::from(state) << STATE6.1,
-            )
-        };
+    set_at(v, core::mem::offset_of!(Flow6Value, state), old, state);
+}
+
+/// [`set`] for the state byte at `offset` of the map value `v`. Map values
+/// are 8-aligned: the byte's word is at `offset` rounded down to 8, and
+/// the byte is its `offset % 8`th (little-endian).
+#[inline(always)]
+fn set_at<T>(v: *mut T, offset: usize, old: u8, state: u8) {
+    let base = v.cast::<u8>();
+    unsafe {
+        if restarts(old, state) {
+            *base.add(offset) = state;
+        } else {
+            let word = base.add(offset & !7).cast::<u64>();
+            or_word(word, u64::from(state) << ((offset & 7) * 8));
+        }
     }
 }
 
