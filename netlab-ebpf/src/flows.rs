@@ -301,7 +301,9 @@ pub fn touch(
     if state == old_state && !due {
         return Ok(());
     }
-    flow_state::set(val, old_state, state);
+    if state != old_state {
+        flow_state::set(val, old_state, state);
+    }
     check_peer(key, val, old_state, state)?;
     if let Some((inside, ext_port)) = binding::mapping_of(key, val) {
         let expires = now + u64::from(binding_timeout_secs(cfg, key.proto, state)) * NSEC_PER_SEC;

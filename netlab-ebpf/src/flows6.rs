@@ -162,7 +162,9 @@ pub fn touch(cfg: &NatConfig, p: &Pkt6, v: *mut Flow6Value, orig: *mut Flow6Valu
     } else {
         datagram_next_state(old, dir)
     };
-    flow_state::set6(o, old, state);
+    if state != old {
+        flow_state::set6(o, old, state);
+    }
     // Refreshed on every packet: doing it once per `REFRESH_NS`, as IPv4
     // does, took `nl_bridge_in6` past Linux 6.1's million verified
     // instructions.

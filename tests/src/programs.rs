@@ -187,6 +187,15 @@ impl Dataplane {
         })
     }
 
+    /// A connection's two FINs crossing: `node_fins` through
+    /// `nl_uplink_out` and `server_fins` through `nl_uplink_in`, a CPU
+    /// each, at once; every one must pass.
+    pub fn cross_fins(&mut self, node_fins: &[Vec<u8>], server_fins: &[Vec<u8>]) {
+        let verdicts =
+            self.run_each_at_once(&[("nl_uplink_out", node_fins), ("nl_uplink_in", server_fins)]);
+        assert!(verdicts.iter().flatten().all(|(rc, _)| *rc == UNSPEC));
+    }
+
     /// The source ports of the frames [`Self::run_at_once`] let through
     /// (`UNSPEC`), read by `sport`.
     pub fn ports_at_once(
@@ -433,6 +442,12 @@ pub fn assert_two_cpus_take_over_apart<A: Copy>(
         dp.stat(stat::DROP_CONFLICT)
     );
     assert!(distinct.iter().all(|p| (20000..=last).contains(p)));
+}
+
+/// Whether a flow state lacks either FIN.
+pub fn half_closed(state: u8) -> bool {
+    let both = netlab_common::STATE_FIN_ORIGINAL | netlab_common::STATE_FIN_REPLY;
+    state & both != both
 }
 
 /// One run of the loaded program `p` on `frame`: its verdict and the frame

@@ -13,16 +13,14 @@ use aya::{
     programs::{ProgramInfo, SchedClassifier},
 };
 use netlab::dataplane::fwd_counters::ForwardTotals;
-use netlab_common::{
-    port_to_net, stat, Endpoint, FlowKey, FlowValue, STATE_FIN_ORIGINAL, STATE_FIN_REPLY,
-};
+use netlab_common::{port_to_net, stat, Endpoint, FlowKey, FlowValue};
 use netlab_tests::{
     packet::{
         self, icmp_echo, icmp_error, parse_checked, tcp, udp, Ip, ACK, ICMP, RST, SYN, TCP, UDP,
     },
     programs::{
-        assert_two_cpus_take_over_apart, na, Dataplane, BLUE, RED, REDIRECT, REMOTE, SHOT, UNSPEC,
-        UPLINK,
+        assert_two_cpus_take_over_apart, half_closed, na, Dataplane, BLUE, RED, REDIRECT, REMOTE,
+        SHOT, UNSPEC, UPLINK,
     },
     require_root,
 };
@@ -1127,19 +1125,14 @@ fn crossing_fins_on_two_cpus_close_every_flow() {
     };
     let node_fins: Vec<Vec<u8>> = opened.iter().map(from_node).collect();
     let server_fins: Vec<Vec<u8>> = opened.iter().map(from_server).collect();
-    let verdicts = dp.run_each_at_once(&[
-        ("nl_uplink_out", &node_fins),
-        ("nl_uplink_in", &server_fins),
-    ]);
-    assert!(verdicts.iter().flatten().all(|(rc, _)| *rc == UNSPEC));
-    let both = STATE_FIN_ORIGINAL | STATE_FIN_REPLY;
-    let half_closed = dp
+    dp.cross_fins(&node_fins, &server_fins);
+    let unclosed = dp
         .flows()
         .iter()
-        .filter(|(k, v)| k.proto == TCP && v.state & both != both)
+        .filter(|(k, v)| k.proto == TCP && half_closed(v.state))
         .count();
     assert_eq!(
-        (half_closed, dp.flows().len(), dp.drops()),
+        (unclosed, dp.flows().len(), dp.drops()),
         (0, 2 * usize::from(FLOWS), 0),
         "entries left half-closed, entries, drops"
     );

@@ -18,8 +18,8 @@ use netlab_tests::{
         ICMPV6, ROUTING, RST, SYN, TCP, UDP,
     },
     programs::{
-        assert_two_cpus_take_over_apart, Dataplane, BLUE, BLUE6, RED6, REDIRECT, REMOTE6, SHOT,
-        UNSPEC, UPLINK6,
+        assert_two_cpus_take_over_apart, half_closed, Dataplane, BLUE, BLUE6, RED6, REDIRECT,
+        REMOTE6, SHOT, UNSPEC, UPLINK6,
     },
     require_root, run, text, T,
 };
@@ -498,21 +498,16 @@ fn ipv6_crossing_fins_on_two_cpus_close_every_flow() {
         .iter()
         .map(|&(_, ext)| Ip6::new(REMOTE6, UPLINK6, TCP, tcp(80, ext, FIN | ACK, b"")).frame())
         .collect();
-    let verdicts = dp.run_each_at_once(&[
-        ("nl_uplink_out", &node_fins),
-        ("nl_uplink_in", &server_fins),
-    ]);
-    assert!(verdicts.iter().flatten().all(|(rc, _)| *rc == UNSPEC));
-    let both = netlab_common::STATE_FIN_ORIGINAL | netlab_common::STATE_FIN_REPLY;
+    dp.cross_fins(&node_fins, &server_fins);
     let originals: Vec<u8> = dp
         .flows6()
         .iter()
         .filter(|(_, v)| v.dir == netlab_common::DIR_ORIGINAL)
         .map(|(_, v)| v.state)
         .collect();
-    let half_closed = originals.iter().filter(|&&s| s & both != both).count();
+    let unclosed = originals.iter().filter(|&&s| half_closed(s)).count();
     assert_eq!(
-        (half_closed, originals.len(), dp.drops()),
+        (unclosed, originals.len(), dp.drops()),
         (0, usize::from(FLOWS), 0),
         "flows left half-closed, flows, drops"
     );
