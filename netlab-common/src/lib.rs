@@ -799,6 +799,21 @@ pub const IFACE_ENTRIES: u32 = 256;
 /// TCP, UDP and ICMP (echo identifiers).
 pub const PORT_HINT_WORDS: u32 = 1024;
 pub const PORT_USED_ENTRIES: u32 = 3 * PORT_HINT_WORDS;
+/// The forwarded-port bitmap: a bit per TCP and UDP port (ICMP is never
+/// forwarded), laid out as the hint's words.
+pub const FORWARDED_PORTS_ENTRIES: u32 = 2 * PORT_HINT_WORDS;
+
+/// The `FORWARDED_PORTS` word that holds host-order `port` of `proto`, and
+/// the port's bit in it; `None` for a protocol that is never forwarded.
+#[inline(always)]
+pub const fn forwarded_port_bit(proto: u8, port: u16) -> Option<(u32, u64)> {
+    let base = match proto {
+        IPPROTO_TCP => 0,
+        IPPROTO_UDP => PORT_HINT_WORDS,
+        _ => return None,
+    };
+    Some((base + (port / 64) as u32, 1 << (port % 64)))
+}
 
 /// The programs' and maps' names, defined once for both sides. aya-ebpf
 /// names a map after its static, so the statics in `netlab-ebpf` carry
@@ -870,6 +885,7 @@ pub mod names {
     pub const FIB_SCRATCH: &str = "FIB_SCRATCH";
     pub const SCRATCH: &str = "SCRATCH";
     pub const PORT_USED: &str = "PORT_USED";
+    pub const FORWARDED_PORTS: &str = "FORWARDED_PORTS";
     pub const PORT_CURSOR: &str = "PORT_CURSOR";
     pub const FLOW_EVENTS: &str = "FLOW_EVENTS";
     pub const FORWARD_COUNTERS: &str = "FORWARD_COUNTERS";
@@ -906,6 +922,7 @@ pub mod names {
         FIB_SCRATCH,
         SCRATCH,
         PORT_USED,
+        FORWARDED_PORTS,
         PORT_CURSOR,
         FLOW_EVENTS,
         FORWARD_COUNTERS,

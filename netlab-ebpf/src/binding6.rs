@@ -10,7 +10,7 @@ use aya_ebpf::{
     cty::c_void,
     helpers::generated::{bpf_get_prandom_u32, bpf_loop},
 };
-use netlab_common::{Endpoint6, Flow6Key, ForwardKey, NatConfig, Reservation6, IPPROTO_ICMPV6};
+use netlab_common::{Endpoint6, Flow6Key, ForwardKey, NatConfig, Reservation6};
 use netlab_ebpf::{flow_timeout_secs, NSEC_PER_SEC};
 
 use crate::{
@@ -139,7 +139,7 @@ fn take(skb: *mut c_void, cfg: &NatConfig, c: &mut Port6Cursor, port: u16) -> bo
 #[inline(always)]
 fn free(cfg: &NatConfig, c: &mut Port6Cursor, port: u16) -> bool {
     let proto = c.reply.proto;
-    if proto != IPPROTO_ICMPV6 && forwarded(port, proto) {
+    if forwarded(port, proto) {
         return false;
     }
     if let Some(r) = NAT6_PORTS.get_ptr(&ForwardKey::new(port, proto)) {

@@ -4,11 +4,14 @@
 
 use aya_ebpf::{maps::lpm_trie::Key, programs::TcContext};
 use netlab_common::{
-    Endpoint, Endpoint6, ForwardKey, ForwardTarget, NatConfig, SubnetInfo, SUBNET_MASQUERADE,
-    SUBNET_ROUTED,
+    forwarded_port_bit, Endpoint, Endpoint6, ForwardKey, ForwardTarget, NatConfig, SubnetInfo,
+    SUBNET_MASQUERADE, SUBNET_ROUTED,
 };
+use netlab_ebpf::PORT_WORD_BITS;
 
-use crate::maps::{CONFIG, FORWARD6_RULES, FORWARD_RULES, LAB_IFACES, LAB_SUBNETS, LAB_SUBNETS6};
+use crate::maps::{
+    CONFIG, FORWARD6_RULES, FORWARDED_PORTS, FORWARD_RULES, LAB_IFACES, LAB_SUBNETS, LAB_SUBNETS6,
+};
 
 #[inline(always)]
 pub fn config() -> Option<&'static NatConfig> {
@@ -75,10 +78,21 @@ pub fn forward_rule(port: u16, proto: u8) -> Option<ForwardTarget> {
     Some(unsafe { *t })
 }
 
-/// Whether an outside port is forwarded (new mappings must skip it).
+/// Whether outside port `port` (network order) is forwarded: new mappings
+/// must skip it. Read from the bitmap user space keeps beside
+/// `FORWARD_RULES`, an array word rather than a hash lookup.
 #[inline(always)]
 pub fn forwarded(port: u16, proto: u8) -> bool {
-    FORWARD_RULES
-        .get_ptr(ForwardKey::new(port, proto))
-        .is_some()
+    let port = u16::from_be(port);
+    forwarded_word(proto, port / PORT_WORD_BITS) & (1 << (port % PORT_WORD_BITS)) != 0
+}
+
+/// The forwarded bits of `proto`'s ports `word * 64 ..` (none for ICMP,
+/// which is never forwarded).
+#[inline(always)]
+pub fn forwarded_word(proto: u8, word: u16) -> u64 {
+    let Some((index, _)) = forwarded_port_bit(proto, word * PORT_WORD_BITS) else {
+        return 0;
+    };
+    FORWARDED_PORTS.get(index).copied().unwrap_or(0)
 }

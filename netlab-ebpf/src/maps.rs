@@ -12,8 +12,9 @@ use netlab_common::{
     event, fwd_counter, stat, tail, Binding, Endpoint, Endpoint6, Flow6Key, Flow6Value, FlowKey,
     FlowValue, Forward6Target, ForwardCounter, ForwardKey, ForwardTarget, Frag6Key, FragKey,
     FragValue, GcState, NatConfig, NodePort, Reservation6, SubnetInfo, BINDING6_ENTRIES,
-    BINDING_ENTRIES, CLAIM_ENTRIES, FLOW6_ENTRIES, FLOW_ENTRIES, FORWARD_ENTRIES, FRAG_ENTRIES,
-    IFACE_ENTRIES, NODE_ENTRIES, PORT_USED_ENTRIES, SUBNET6_ENTRIES, SUBNET_ENTRIES,
+    BINDING_ENTRIES, CLAIM_ENTRIES, FLOW6_ENTRIES, FLOW_ENTRIES, FORWARDED_PORTS_ENTRIES,
+    FORWARD_ENTRIES, FRAG_ENTRIES, IFACE_ENTRIES, NODE_ENTRIES, PORT_USED_ENTRIES, SUBNET6_ENTRIES,
+    SUBNET_ENTRIES,
 };
 
 /// Both directions of every translated flow, keyed as each direction is seen.
@@ -45,6 +46,13 @@ pub static NAT_PORTS: LruHashMap<Endpoint, Binding> =
 /// hint (`port_hint`), the reservation itself being `NAT_PORTS`'.
 #[map]
 pub static PORT_USED: Array<u64> = Array::with_max_entries(PORT_USED_ENTRIES, 0);
+
+/// Which outside ports are forwarded, a bit per port (see
+/// `netlab_common::forwarded_port_bit`): written by user space with every
+/// change to `FORWARD_RULES`, so the port search reads a word of 64 ports
+/// where a hash lookup per port would miss the cache beside 10,000 forwards.
+#[map]
+pub static FORWARDED_PORTS: Array<u64> = Array::with_max_entries(FORWARDED_PORTS_ENTRIES, 0);
 
 /// Per-CPU: where the port search is (`port_search`). Kept out of the
 /// search's stack so the verifier sees its fields as any value, and checks

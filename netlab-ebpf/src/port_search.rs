@@ -42,7 +42,7 @@ use netlab_ebpf::{
 use crate::{
     binding::{self, holder, host_socket_uses, last_binding, lifetime_ns},
     flows::{closed_recently, insert_pair},
-    lab::{config, forwarded},
+    lab::{config, forwarded, forwarded_word},
     maps::{PortCursor, PORT_CURSOR},
     port_hint, table,
     template::FlowTemplate,
@@ -71,14 +71,14 @@ pub fn map_flow(
     };
     let (first, last) = port_words(cfg);
     let words = last - first + 1;
-    let start = start_word(cfg, t.opening.key.proto);
     unsafe {
         *cursor = PortCursor {
             candidates: 0,
             used: 0,
             fallback_ns: 0,
-            start,
-            word: start,
+            // Drawn by the first step (see `search_step`).
+            start: first,
+            word: first,
             words_left: words,
             found: 0,
             fallback: 0,
@@ -125,20 +125,21 @@ pub fn map_flow(
 const START_REDRAWS: u32 = 3;
 
 /// The search's first word: a random one, drawn again (at most
-/// `START_REDRAWS` times) while it lands on a word the hint calls full at a
-/// forwarded port. A block of forwarded ports in the range (RTP, a range of
-/// test services) would otherwise cost every search that starts in it a
-/// check of the landing word (a lookup per port) and a step per word to the
-/// block's end. A full word of ports that are not forwarded is still landed
-/// on, and mended if its bits are stale.
+/// `START_REDRAWS` times) while it lands on a forwarded port of a word with
+/// no port the hint calls free. A block of forwarded ports in the range
+/// (RTP, a range of test services) would otherwise cost every search that
+/// starts in it a step per word to the block's end. A full word of ports
+/// that are not forwarded is still landed on, and mended if its bits are
+/// stale.
 #[inline(always)]
 fn start_word(cfg: &NatConfig, proto: u8) -> u16 {
     let mut port = port_candidate(cfg, unsafe { bpf_get_prandom_u32() });
     for _ in 0..START_REDRAWS {
         let word = port / PORT_WORD_BITS;
         let mask = port_word_mask(cfg, word);
-        let full = port_hint::word(proto, word) & mask == mask;
-        if proto == IPPROTO_ICMP || !full || !forwarded(port.to_be(), proto) {
+        let forwarded = forwarded_word(proto, word);
+        let full = (port_hint::word(proto, word) | forwarded) & mask == mask;
+        if !full || forwarded & (1 << (port % PORT_WORD_BITS)) == 0 {
             break;
         }
         port = port_candidate(cfg, unsafe { bpf_get_prandom_u32() });
@@ -173,8 +174,8 @@ enum Step {
     Stop,
 }
 
-/// One step: 0 reuses the endpoint's live mapping (or notes its expired
-/// one), 1 tries the expired mapping's port again, 2 tries to keep the
+/// One step: 0 draws the start word and reuses the endpoint's live
+/// mapping (or notes its expired one), 1 tries the expired mapping's port again, 2 tries to keep the
 /// inside port, then the fallback when it is due, one port of the word at
 /// hand, or the next word. Returns 1 to stop the loop. Calls no function
 /// (see `template::clear_the_rest`).
@@ -190,6 +191,10 @@ extern "C" fn search_step(index: u64, search: *mut c_void) -> i64 {
     let proto = opening.proto;
     let inside = Endpoint::new(opening.src_addr, opening.src_port, proto);
     if index == 0 {
+        // Drawn here rather than by `map_flow`: the callback's stack frame
+        // has room where the calling program's has not.
+        c.start = start_word(cfg, proto);
+        c.word = c.start;
         let Some((port, live)) = last_binding(cfg, &inside, search.now) else {
             return 0;
         };
@@ -289,7 +294,9 @@ fn load_word(c: &mut PortCursor, cfg: &NatConfig, proto: u8) -> bool {
         c.word = c.start;
     }
     let used = port_hint::word(proto, c.word);
-    let mask = port_word_mask(cfg, c.word);
+    let forwarded = forwarded_word(proto, c.word);
+    // Forwarded ports are never candidates, in either pass.
+    let mask = port_word_mask(cfg, c.word) & !forwarded;
     let landing = c.pass == PASS_TRUST && c.words_left == words;
     let check = c.pass == PASS_CHECK || (landing && used & mask == mask);
     c.used = if check { used } else { 0 };
@@ -326,7 +333,7 @@ fn try_port(
     let proto = inside.proto;
     port_hint::mark(proto, host_order);
     let port = host_order.to_be();
-    if proto != IPPROTO_ICMP && forwarded(port, proto) {
+    if forwarded(port, proto) {
         return false;
     }
     let now = search.now;

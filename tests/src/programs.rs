@@ -242,8 +242,8 @@ impl Dataplane {
     }
 
     /// Forward `proto` (`IPPROTO_*`) ports `ports` to `to`:`to_port`, as
-    /// `netlab fwd add` does (straight into `FORWARD_RULES`), uncounted
-    /// (counter 0). With `across` = `(snat, ifindex)` the target is on
+    /// `netlab fwd add` does (straight into `FORWARD_RULES`, then the bitmap
+    /// of forwarded ports), uncounted (counter 0). With `across` = `(snat, ifindex)` the target is on
     /// another lab host, as `up` writes a share's forward: the rule
     /// translates the source to `snat` (the host port's address), whose
     /// `/32` entry in `LAB_SUBNETS` names the host port `ifindex`.
@@ -267,6 +267,8 @@ impl Dataplane {
             fwd.insert(ForwardKey::new(port_to_net(port), proto), target, 0)
                 .unwrap();
         }
+        netlab::dataplane::forwarded_ports::sync_object(&mut self.ebpf)
+            .unwrap_or_else(|e| panic!("{e:#}"));
         if let Some((snat, ifindex)) = across {
             let mut subnets: LpmTrie<&mut MapData, u32, SubnetInfo> =
                 LpmTrie::try_from(self.ebpf.map_mut("LAB_SUBNETS").unwrap()).unwrap();

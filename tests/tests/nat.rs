@@ -13,6 +13,7 @@ use std::{
     time::Duration,
 };
 
+use netlab_common::IPPROTO_TCP as TCP;
 use netlab_tests::{
     in_netns, ping_unfragmented, reliability::tcx, require_root, stdout, text, wait_for,
     FarNetwork, Lab,
@@ -128,15 +129,19 @@ fn port_forward_hairpin_and_live_edits() {
     }
     // Forwards edited live, without reloading programs.
     let name = lab.name.clone();
+    // The port search's bitmap follows every edit (`up` wrote port 80).
+    assert_eq!(lab.forwarded_port_bits(), [(TCP, 80)]);
     lab.netlab_ok(&["fwd", "add", "--name", &name, "tcp", "8080", "blue:80"]);
     let list = lab.netlab_ok(&["fwd", "list", "--name", &name]);
     assert!(list.contains("tcp 8080 -> blue:80"), "{list}");
+    assert_eq!(lab.forwarded_port_bits(), [(TCP, 80), (TCP, 8080)]);
     assert_eq!(
         lab.wan_ok(&["curl", "-s", "-m5", &format!("http://{UPLINK}:8080/ip")])
             .trim(),
         WAN
     );
     lab.netlab_ok(&["fwd", "del", "--name", &name, "tcp", "8080"]);
+    assert_eq!(lab.forwarded_port_bits(), [(TCP, 80)]);
     let o = lab.wan(&["curl", "-s", "-m5", &format!("http://{UPLINK}:8080/")]);
     assert_eq!(o.status.code(), Some(CURL_REFUSED), "{}", text(&o));
     let list: serde_json::Value =
@@ -151,6 +156,9 @@ fn port_forward_hairpin_and_live_edits() {
     );
     let o = lab.netlab(&["fwd", "add", "--name", &name, "tcp", "9005", "red:80"]);
     assert_eq!(o.status.code(), Some(2), "overlap accepted:\n{}", text(&o));
+    let mut want = vec![(TCP, 80)];
+    want.extend((9000..=9009).map(|p| (TCP, p)));
+    assert_eq!(lab.forwarded_port_bits(), want, "after a refused overlap");
     lab.down();
 }
 

@@ -96,6 +96,12 @@ fn write_forwards(lab: &Lab, forwards: &[Forward]) -> Result<()> {
             false => None,
         };
     super::fwd_counters::sync_forwards(&mut rules, counters.as_mut(), &forward_entries(forwards))?;
+    // The bitmap the port search reads (a dataplane made before it reads
+    // FORWARD_RULES instead, and has no such map).
+    if pins.map(names::FORWARDED_PORTS).exists() {
+        let mut bitmap: Array<_, u64> = Array::try_from(pins.open(names::FORWARDED_PORTS)?)?;
+        super::forwarded_ports::sync(&rules, &mut bitmap)?;
+    }
     // The IPv6 side (a dataplane made before it has no such map).
     if pins.map(names::FORWARD6_RULES).exists() {
         let mut rules6: HashMap<_, ForwardKey, Forward6Target> =

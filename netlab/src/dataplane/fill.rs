@@ -9,7 +9,7 @@ use netlab_common::{
     names, ForwardCounter, ForwardKey, ForwardTarget, NatConfig, NodePort, SubnetInfo,
 };
 
-use super::{contents::MapContents, fwd_counters};
+use super::{contents::MapContents, forwarded_ports, fwd_counters};
 
 /// Make the maps hold exactly `want`.
 pub fn fill_maps(ebpf: &mut aya::Ebpf, want: &MapContents) -> Result<()> {
@@ -31,8 +31,8 @@ pub fn fill_maps(ebpf: &mut aya::Ebpf, want: &MapContents) -> Result<()> {
     sync_node_ports(ebpf, &want.node_ports)
 }
 
-/// `FORWARD_RULES` with each forward's counter in `FORWARD_COUNTERS`: two
-/// maps of the object borrowed at once.
+/// `FORWARD_RULES` with each forward's counter in `FORWARD_COUNTERS` (two
+/// maps of the object borrowed at once), then the forwarded-port bitmap.
 fn sync_forwards(ebpf: &mut aya::Ebpf, want: &[super::contents::ForwardEntries]) -> Result<()> {
     let (mut rules, mut counters) = (None, None);
     for (name, map) in ebpf.maps_mut() {
@@ -46,7 +46,8 @@ fn sync_forwards(ebpf: &mut aya::Ebpf, want: &[super::contents::ForwardEntries])
         HashMap::try_from(rules.context("map FORWARD_RULES")?)?;
     let mut counters: PerCpuArray<_, ForwardCounter> =
         PerCpuArray::try_from(counters.context("map FORWARD_COUNTERS")?)?;
-    fwd_counters::sync_forwards(&mut rules, Some(&mut counters), want)
+    fwd_counters::sync_forwards(&mut rules, Some(&mut counters), want)?;
+    forwarded_ports::sync_object(ebpf)
 }
 
 fn write_config(ebpf: &mut aya::Ebpf, config: &NatConfig) -> Result<()> {

@@ -10,6 +10,7 @@ pub mod commands;
 pub mod contents;
 pub mod features;
 pub mod fill;
+pub mod forwarded_ports;
 pub mod fwd_counters;
 pub mod pins;
 

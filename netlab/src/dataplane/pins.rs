@@ -12,8 +12,8 @@ use netlab_common::{
     event, fwd_counter, names, stat, Binding, Endpoint, Endpoint6, Flow6Key, Flow6Value, FlowKey,
     FlowValue, Forward6Target, ForwardCounter, ForwardKey, ForwardTarget, FragKey, FragValue,
     GcState, NatConfig, NodePort, Reservation6, SubnetInfo, BINDING6_ENTRIES, BINDING_ENTRIES,
-    FLOW6_ENTRIES, FORWARD_ENTRIES, FRAG_ENTRIES, IFACE_ENTRIES, NODE_ENTRIES, SUBNET6_ENTRIES,
-    SUBNET_ENTRIES,
+    FLOW6_ENTRIES, FORWARDED_PORTS_ENTRIES, FORWARD_ENTRIES, FRAG_ENTRIES, IFACE_ENTRIES,
+    NODE_ENTRIES, SUBNET6_ENTRIES, SUBNET_ENTRIES,
 };
 use nix::mount::{mount, MsFlags};
 
@@ -105,6 +105,13 @@ const STATE_MAPS: &[StateMap] = &[
         key: size_of::<ForwardKey>(),
         value: size_of::<ForwardTarget>(),
         entries: Some(FORWARD_ENTRIES),
+    },
+    StateMap {
+        name: names::FORWARDED_PORTS,
+        map_type: MapType::Array,
+        key: 4,
+        value: size_of::<u64>(),
+        entries: Some(FORWARDED_PORTS_ENTRIES),
     },
     StateMap {
         name: "LAB_SUBNETS",
