@@ -103,7 +103,12 @@ pub struct PortCursor {
     /// expired), when `has_last`.
     pub last_port: u16,
     pub has_last: u8,
-    pub _pad: [u8; 5],
+    /// This search's bound on `passed_over` (see `port_search::pass_over_max`).
+    pub pass_over_max: u8,
+    /// Searches in a row on this CPU that took a recently closed tuple:
+    /// the one field kept from search to search.
+    pub closed_streak: u8,
+    pub _pad: [u8; 3],
 }
 
 /// Both directions of every masqueraded IPv6 flow, keyed as each is seen.

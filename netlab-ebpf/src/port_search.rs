@@ -24,9 +24,10 @@
 //! endpoint closed less than `TIME_WAIT_SECS` ago is passed over: the remote
 //! end may still hold that tuple in TIME_WAIT and refuse the new SYN. The
 //! oldest such port seen is the fallback, taken once `PASS_OVER_MAX` of
-//! them were passed over or when the range has no other free port, so the
-//! search still fails only when every port is taken, and the preference
-//! costs at most `PASS_OVER_MAX` flow lookups per new flow.
+//! them were passed over (one, on a CPU whose last searches all ended on
+//! such a port: `CROWDED_STREAK`) or when the range has no other free port,
+//! so the search still fails only when every port is taken, and the
+//! preference costs at most `PASS_OVER_MAX` flow lookups per new flow.
 
 use aya_ebpf::{
     cty::c_void,
@@ -71,6 +72,7 @@ pub fn map_flow(
     };
     let (first, last) = port_words(cfg);
     let words = last - first + 1;
+    let streak = unsafe { (*cursor).closed_streak };
     unsafe {
         *cursor = PortCursor {
             candidates: 0,
@@ -90,7 +92,9 @@ pub fn map_flow(
             take_closed: 0,
             last_port: 0,
             has_last: 0,
-            _pad: [0; 5],
+            pass_over_max: pass_over_max(streak),
+            closed_streak: streak,
+            _pad: [0; 3],
         };
     }
     let mut search = Search {
@@ -112,10 +116,15 @@ pub fn map_flow(
             0,
         );
     }
-    let found = unsafe { (*cursor).found };
-    if found == 0 {
+    let c = unsafe { &mut *cursor };
+    if c.found == 0 {
         return Err(DropReason::PortExhausted);
     }
+    c.closed_streak = match c.take_closed {
+        0 => 0,
+        _ => c.closed_streak.saturating_add(1),
+    };
+    let found = c.found;
     // The template's port is the last one tried: set the one found.
     search.template.set_port(found);
     Ok(search.template)
@@ -154,6 +163,24 @@ const PASS_CHECK: u8 = 1;
 /// bounds the work where every free port has one (a connection rate above
 /// the range per `TIME_WAIT_SECS` to one remote endpoint).
 const PASS_OVER_MAX: u8 = 8;
+
+/// Searches in a row that ended on a recently closed tuple, after which a
+/// CPU passes over only one: there every free port has such a tuple (the
+/// load tools' case, tens of thousands of connections a second to one
+/// server), so the oldest of eight buys nothing and costs seven flow
+/// lookups, cache misses in a table that full, per new connection. The
+/// first search that finds a port with no such tuple ends the streak.
+const CROWDED_STREAK: u8 = 4;
+
+/// The bound on pass-overs for a search after `streak` (see above).
+#[inline(always)]
+fn pass_over_max(streak: u8) -> u8 {
+    if streak >= CROWDED_STREAK {
+        1
+    } else {
+        PASS_OVER_MAX
+    }
+}
 
 /// What the `bpf_loop` callback works on (on the caller's stack; where
 /// the search is, and what it found, lives in `PORT_CURSOR`).
@@ -222,7 +249,7 @@ extern "C" fn search_step(index: u64, search: *mut c_void) -> i64 {
 
 /// The port a step tries, if any. From step 1: the endpoint's previous
 /// outside port, the inside port, then the
-/// fallback once `PASS_OVER_MAX` recently closed tuples were passed over or
+/// fallback once `pass_over_max` recently closed tuples were passed over or
 /// both passes are over, else the word at hand's next candidate.
 #[inline(always)]
 fn choose(index: u64, c: &mut PortCursor, cfg: &NatConfig, inside: &Endpoint, now: u64) -> Step {
@@ -241,7 +268,7 @@ fn choose(index: u64, c: &mut PortCursor, cfg: &NatConfig, inside: &Endpoint, no
         return Step::Next;
     }
     let fallback_due = c.found == 0 && c.take_closed == 0 && c.has_fallback != 0;
-    if fallback_due && c.passed_over >= PASS_OVER_MAX {
+    if fallback_due && c.passed_over >= c.pass_over_max {
         c.take_closed = 1;
         return Step::Try(c.fallback);
     }

@@ -777,6 +777,53 @@ fn with_only_recently_closed_ports_free_the_oldest_seen_is_taken() {
     assert_eq!(dp.stat(stat::DROP_PORT_EXHAUSTED), 0);
 }
 
+/// A CPU whose last searches all ended on a recently closed tuple (the
+/// load tools' case: every free port has one) stops looking past the
+/// first such port, which would cost seven flow lookups per connection for
+/// nothing; the first search that finds a port without one (here, to
+/// another server) makes it look at eight again. The test stays on one CPU:
+/// the streak is per CPU.
+#[test]
+fn a_cpu_that_finds_only_recently_closed_ports_looks_past_one() {
+    require_root();
+    let mut cpu = nix::sched::CpuSet::new();
+    cpu.set(0).unwrap();
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &cpu).unwrap();
+    // One word of 64 ports, each closed a second after the next: the
+    // search looks at the lowest free ports first, the ones closed last.
+    let mut dp = Dataplane::new(20032, 20095);
+    let ports: Vec<u16> = (0..64).map(|i| connect(&mut dp, RED, 40000 + i)).collect();
+    for (i, &port) in ports.iter().enumerate().rev() {
+        close_from_server(&mut dp, RED, 40000 + i as u16, port);
+        dp.age(Duration::from_secs(1));
+    }
+    let mut sorted = ports.clone();
+    sorted.sort();
+    // Each search marks the ports it looked at in the hint, and the next
+    // one starts past them: the rank of the port taken (0: the lowest,
+    // closed last) tells how many were looked at.
+    let mut blue = 41000u16;
+    let mut rank_taken = |dp: &mut Dataplane, to: Ipv4Addr| {
+        let syn = Ip::new(BLUE, to, TCP, tcp(blue, 80, SYN, b"")).frame();
+        blue += 1;
+        let (rc, out) = dp.out(&syn);
+        assert_eq!(rc, UNSPEC, "connection from blue:{}", blue - 1);
+        let port = parse_checked(&out).unwrap().sport();
+        sorted.iter().position(|&p| p == port).unwrap()
+    };
+    let other = ip(203, 0, 113, 7);
+    let ranks: Vec<usize> = [
+        REMOTE, REMOTE, REMOTE, REMOTE, REMOTE, REMOTE, other, REMOTE,
+    ]
+    .into_iter()
+    .map(|to| rank_taken(&mut dp, to))
+    .collect();
+    // Four searches take the eighth (oldest) looked at; the fifth and sixth
+    // the first; the other server's any; then eight are looked at again.
+    assert_eq!(ranks, [7, 15, 23, 31, 32, 33, 34, 42]);
+    assert_eq!(dp.stat(stat::DROP_PORT_EXHAUSTED), 0);
+}
+
 /// An endpoint whose mapping expired gets its previous outside port back
 /// when it is free, even with a closed connection of its own on that port's
 /// tuple (as conntrack reopens a TIME_WAIT entry with its mapping): the
