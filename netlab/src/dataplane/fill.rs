@@ -31,23 +31,34 @@ pub fn fill_maps(ebpf: &mut aya::Ebpf, want: &MapContents) -> Result<()> {
     sync_node_ports(ebpf, &want.node_ports)
 }
 
-/// `FORWARD_RULES` with each forward's counter in `FORWARD_COUNTERS` (two
-/// maps of the object borrowed at once), then the forwarded-port bitmap.
+/// `FORWARD_RULES` with each forward's counter in `FORWARD_COUNTERS`, then
+/// the forwarded-port bitmap.
 fn sync_forwards(ebpf: &mut aya::Ebpf, want: &[super::contents::ForwardEntries]) -> Result<()> {
-    let (mut rules, mut counters) = (None, None);
-    for (name, map) in ebpf.maps_mut() {
-        if name == names::FORWARD_RULES {
-            rules = Some(map);
-        } else if name == names::FORWARD_COUNTERS {
-            counters = Some(map);
-        }
-    }
-    let mut rules: HashMap<_, ForwardKey, ForwardTarget> =
-        HashMap::try_from(rules.context("map FORWARD_RULES")?)?;
-    let mut counters: PerCpuArray<_, ForwardCounter> =
-        PerCpuArray::try_from(counters.context("map FORWARD_COUNTERS")?)?;
+    let (rules, counters) = two_maps(ebpf, names::FORWARD_RULES, names::FORWARD_COUNTERS)?;
+    let mut rules: HashMap<_, ForwardKey, ForwardTarget> = HashMap::try_from(rules)?;
+    let mut counters: PerCpuArray<_, ForwardCounter> = PerCpuArray::try_from(counters)?;
     fwd_counters::sync_forwards(&mut rules, Some(&mut counters), want)?;
     forwarded_ports::sync_object(ebpf)
+}
+
+/// Maps `a` and `b` of the object, borrowed at once.
+pub fn two_maps<'a>(
+    ebpf: &'a mut aya::Ebpf,
+    a: &str,
+    b: &str,
+) -> Result<(&'a mut aya::maps::Map, &'a mut aya::maps::Map)> {
+    let (mut first, mut second) = (None, None);
+    for (name, map) in ebpf.maps_mut() {
+        if name == a {
+            first = Some(map);
+        } else if name == b {
+            second = Some(map);
+        }
+    }
+    Ok((
+        first.with_context(|| format!("map {a}"))?,
+        second.with_context(|| format!("map {b}"))?,
+    ))
 }
 
 fn write_config(ebpf: &mut aya::Ebpf, config: &NatConfig) -> Result<()> {

@@ -48,17 +48,10 @@ pub fn sync<R: Borrow<MapData>, B: BorrowMut<MapData>>(
 
 /// [`sync`] on a loaded object's two maps.
 pub fn sync_object(ebpf: &mut aya::Ebpf) -> Result<()> {
-    let (mut rules, mut bitmap) = (None, None);
-    for (name, map) in ebpf.maps_mut() {
-        if name == names::FORWARD_RULES {
-            rules = Some(map);
-        } else if name == names::FORWARDED_PORTS {
-            bitmap = Some(map);
-        }
-    }
-    let rules: HashMap<_, ForwardKey, ForwardTarget> =
-        HashMap::try_from(rules.context("map FORWARD_RULES")?)?;
-    let mut bitmap: Array<_, u64> = Array::try_from(bitmap.context("map FORWARDED_PORTS")?)?;
+    let (rules, bitmap) =
+        super::fill::two_maps(ebpf, names::FORWARD_RULES, names::FORWARDED_PORTS)?;
+    let rules: HashMap<_, ForwardKey, ForwardTarget> = HashMap::try_from(&*rules)?;
+    let mut bitmap: Array<_, u64> = Array::try_from(bitmap)?;
     sync(&rules, &mut bitmap)
 }
 
