@@ -299,23 +299,21 @@ impl Lab {
     /// The ports the dataplane's bitmap of forwarded ports (pinned
     /// `FORWARDED_PORTS`) marks, as (protocol, port), ascending.
     pub fn forwarded_port_bits(&self) -> Vec<(u8, u16)> {
-        use netlab_common::{IPPROTO_TCP, IPPROTO_UDP, PORT_HINT_WORDS};
+        use netlab_common::{forwarded_port_bit, IPPROTO_TCP, IPPROTO_UDP};
         let pins = netlab::dataplane::pins::LabPins::new(&self.name);
         let map = pins
             .open(netlab_common::names::FORWARDED_PORTS)
             .unwrap_or_else(|e| panic!("{e:#}"));
         let words: aya::maps::Array<_, u64> = aya::maps::Array::try_from(map).unwrap();
+        let words: Vec<u64> = words.iter().map(|w| w.unwrap()).collect();
+        // Decoded through the layout's one definition.
         let mut bits = Vec::new();
-        for (index, word) in (0..2 * PORT_HINT_WORDS).zip(words.iter()) {
-            let word = word.unwrap();
-            let proto = if index < PORT_HINT_WORDS {
-                IPPROTO_TCP
-            } else {
-                IPPROTO_UDP
-            };
-            let base = (index % PORT_HINT_WORDS) * 64;
-            for bit in (0..64).filter(|b| word & (1 << b) != 0) {
-                bits.push((proto, (base + bit) as u16));
+        for proto in [IPPROTO_TCP, IPPROTO_UDP] {
+            for port in 0..=u16::MAX {
+                let (index, bit) = forwarded_port_bit(proto, port).unwrap();
+                if words[index as usize] & bit != 0 {
+                    bits.push((proto, port));
+                }
             }
         }
         bits
